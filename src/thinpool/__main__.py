@@ -1,0 +1,5 @@
+import sys
+
+from thinpool.cli import main
+
+sys.exit(main())

@@ -1,0 +1,91 @@
+"""Pure argv builders for the lvm commands thinpool runs. No I/O, no shell strings."""
+
+from __future__ import annotations
+
+from thinpool.units import lvm_size_arg
+
+Argv = tuple[str, ...]
+
+REPORT_OPTIONS = ("--reportformat", "json", "--units", "b", "--nosuffix")
+PROFILE_DIR = "/etc/lvm/profile"
+
+LV_FIELDS = (
+    "lv_name,vg_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,"
+    "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active"
+)
+VG_FIELDS = "vg_name,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count"
+PV_FIELDS = "pv_name,vg_name,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
+
+
+def pvcreate(device: str) -> Argv:
+    return ("pvcreate", device)
+
+
+def vgcreate(vg: str, extent_size: int, devices: tuple[str, ...]) -> Argv:
+    return ("vgcreate", "--physicalextentsize", lvm_size_arg(extent_size), vg, *devices)
+
+
+def vgextend(vg: str, devices: tuple[str, ...]) -> Argv:
+    return ("vgextend", vg, *devices)
+
+
+def lvcreate_thin_pool(
+    vg: str,
+    pool: str,
+    *,
+    data_extents: int,
+    chunk_size: int,
+    metadata_size: int,
+    zero: bool,
+    profile: str,
+) -> Argv:
+    """Explicit extents, chunk and metadata: nothing left to lvm's defaults or %FREE maths."""
+    return (
+        "lvcreate", "--yes", "--type", "thin-pool", "--name", pool,
+        "--extents", str(data_extents),
+        "--chunksize", lvm_size_arg(chunk_size),
+        "--poolmetadatasize", lvm_size_arg(metadata_size),
+        "--poolmetadataspare", "y",
+        "--zero", "y" if zero else "n",
+        "--metadataprofile", profile,
+        vg,
+    )  # fmt: skip
+
+
+def lvchange_profile(vg: str, pool: str, profile: str) -> Argv:
+    return ("lvchange", "--metadataprofile", profile, f"{vg}/{pool}")
+
+
+def lvchange_monitor(vg: str, pool: str) -> Argv:
+    return ("lvchange", "--monitor", "y", f"{vg}/{pool}")
+
+
+def profile_path(profile: str) -> str:
+    return f"{PROFILE_DIR}/{profile}.profile"
+
+
+def profile_content(vg: str, pool: str, threshold: int, percent: int) -> str:
+    return (
+        f"# thinpool: autoextend policy of {vg}/{pool}, read by dmeventd.\n"
+        "activation {\n"
+        f"\tthin_pool_autoextend_threshold = {threshold}\n"
+        f"\tthin_pool_autoextend_percent = {percent}\n"
+        "}\n"
+    )
+
+
+def lvs_report(vg: str | None = None) -> Argv:
+    return ("lvs", "-a", *REPORT_OPTIONS, "-o", LV_FIELDS, *((vg,) if vg else ()))
+
+
+def vgs_report(vg: str | None = None) -> Argv:
+    return ("vgs", *REPORT_OPTIONS, "-o", VG_FIELDS, *((vg,) if vg else ()))
+
+
+def pvs_report() -> Argv:
+    return ("pvs", *REPORT_OPTIONS, "-o", PV_FIELDS)
+
+
+def dm_name(vg: str, lv: str) -> str:
+    """The device-mapper name: every '-' inside the VG and LV names doubled."""
+    return f"{vg.replace('-', '--')}-{lv.replace('-', '--')}"

@@ -1,0 +1,105 @@
+"""Pure parsers of lvm's JSON reports (``--reportformat json --units b --nosuffix``).
+
+Every value in lvm's JSON is a string; sizes are plain byte counts; percentages are ""
+on an inactive pool. A data LV spanning several PVs appears once per segment.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from thinpool.errors import ThinpoolError
+from thinpool.model import LogicalVolume, PhysicalVolume, VolumeGroup
+
+
+class ReportError(ThinpoolError):
+    """lvm printed something that is not the report we asked for."""
+
+
+def _rows(text: str, key: str) -> list[dict[str, str]]:
+    try:
+        data: Any = json.loads(text)
+        rows: list[dict[str, str]] = []
+        for section in data["report"]:
+            rows.extend(section.get(key, []))
+        return rows
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ReportError(
+            f"could not read lvm's {key} report: {exc}",
+            fix="check that lvm2 >= 2.02.158 (JSON reports) is installed",
+        ) from exc
+
+
+def _int(value: str) -> int:
+    return int(value) if value.strip() else 0
+
+
+def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
+    """LVs of a report; ``vg`` names their VG when the report has no vg_name column."""
+    seen: dict[tuple[str, str], LogicalVolume] = {}
+    for row in _rows(text, "lv"):
+        lv = LogicalVolume(
+            name=row["lv_name"],
+            vg_name=row.get("vg_name", vg),
+            attr=row.get("lv_attr", ""),
+            size=_int(row.get("lv_size", "")),
+            segtype=row.get("segtype", ""),
+            metadata_size=_int(row.get("lv_metadata_size", "")),
+            chunk_size=_int(row.get("chunk_size", "")),
+            data_percent=row.get("data_percent", ""),
+            metadata_percent=row.get("metadata_percent", ""),
+            seg_monitor=row.get("seg_monitor", ""),
+            health=row.get("lv_health_status", ""),
+            profile=row.get("lv_profile", ""),
+            pool_lv=row.get("pool_lv", ""),
+            origin=row.get("origin", ""),
+            active=row.get("lv_active", "") == "active",
+        )
+        # One row per segment: keep the first, the LV-level fields are the same.
+        seen.setdefault((lv.vg_name, lv.name), lv)
+    return list(seen.values())
+
+
+def parse_vgs(text: str) -> list[dict[str, int | str]]:
+    return [
+        {
+            "name": row["vg_name"],
+            "extent_size": _int(row["vg_extent_size"]),
+            "extent_count": _int(row["vg_extent_count"]),
+            "free_count": _int(row["vg_free_count"]),
+            "seqno": _int(row["vg_seqno"]),
+        }
+        for row in _rows(text, "vg")
+    ]
+
+
+def parse_pvs(text: str) -> list[PhysicalVolume]:
+    return [
+        PhysicalVolume(
+            name=row["pv_name"],
+            vg_name=row.get("vg_name", ""),
+            size=_int(row.get("pv_size", "")),
+            pe_start=_int(row.get("pe_start", "")),
+            pe_count=_int(row.get("pv_pe_count", "")),
+            pe_alloc_count=_int(row.get("pv_pe_alloc_count", "")),
+            dev_size=_int(row.get("dev_size", "")),
+        )
+        for row in _rows(text, "pv")
+    ]
+
+
+def assemble_vgs(vgs_text: str, pvs: list[PhysicalVolume], lvs: list[LogicalVolume]) -> dict[str, VolumeGroup]:
+    groups: dict[str, VolumeGroup] = {}
+    for row in parse_vgs(vgs_text):
+        name = str(row["name"])
+        groups[name] = VolumeGroup(
+            name=name,
+            extent_size=int(row["extent_size"]),
+            extent_count=int(row["extent_count"]),
+            free_count=int(row["free_count"]),
+            seqno=int(row["seqno"]),
+            pv_names=tuple(pv.name for pv in pvs if pv.vg_name == name),
+            lvs=tuple(lv for lv in lvs if lv.vg_name == name),
+        )
+    return groups

@@ -1,0 +1,120 @@
+"""Observed state: what the system looks like, as plain frozen data (no I/O here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from thinpool.units import MiB
+
+# pvcreate's default data alignment: the first extent starts 1 MiB into the device.
+DEFAULT_PE_START = 1 * MiB
+
+
+@dataclass(frozen=True)
+class Device:
+    """A block device (or a virtual disk that exists only in a plan)."""
+
+    path: str
+    size: int
+    virtual: bool = False
+    type: str = "disk"
+    mountpoints: tuple[str, ...] = ()
+    holders: tuple[str, ...] = ()
+    partitions: tuple[str, ...] = ()
+    signatures: tuple[str, ...] = ()
+    read_only: bool = False
+    rotational: bool = False
+    swap: bool = False
+
+    def extents_as_pv(self, extent_size: int, pe_start: int = DEFAULT_PE_START) -> int:
+        """Extents this device gives once it is a PV (lvm: floor((size - pe_start) / extent))."""
+        return max(0, (self.size - pe_start) // extent_size)
+
+
+@dataclass(frozen=True)
+class PhysicalVolume:
+    name: str
+    vg_name: str
+    size: int
+    pe_start: int
+    pe_count: int
+    pe_alloc_count: int
+    dev_size: int
+
+
+@dataclass(frozen=True)
+class LogicalVolume:
+    name: str
+    vg_name: str
+    attr: str
+    size: int
+    segtype: str = ""
+    metadata_size: int = 0
+    chunk_size: int = 0
+    data_percent: str = ""
+    metadata_percent: str = ""
+    seg_monitor: str = ""
+    health: str = ""
+    profile: str = ""
+    pool_lv: str = ""
+    origin: str = ""
+    active: bool = False
+
+    @property
+    def hidden(self) -> bool:
+        return self.name.startswith("[")
+
+    @property
+    def bare_name(self) -> str:
+        return self.name.strip("[]")
+
+    @property
+    def is_thin_pool(self) -> bool:
+        return self.segtype == "thin-pool"
+
+    @property
+    def is_spare(self) -> bool:
+        return self.bare_name.endswith("_pmspare")
+
+
+@dataclass(frozen=True)
+class VolumeGroup:
+    name: str
+    extent_size: int
+    extent_count: int
+    free_count: int
+    seqno: int
+    pv_names: tuple[str, ...] = ()
+    lvs: tuple[LogicalVolume, ...] = ()
+
+    def lv(self, name: str) -> LogicalVolume | None:
+        for lv in self.lvs:
+            if lv.bare_name == name:
+                return lv
+        return None
+
+    @property
+    def spare_extents(self) -> int:
+        """Extents of the existing pool-metadata spare (0 when there is none)."""
+        return sum(lv.size for lv in self.lvs if lv.is_spare) // self.extent_size
+
+    def thin_volumes(self, pool: str) -> tuple[LogicalVolume, ...]:
+        return tuple(lv for lv in self.lvs if lv.pool_lv == pool)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the planner may look at. A virtual plan fills only ``devices``."""
+
+    devices: dict[str, Device] = field(default_factory=dict)
+    pvs: dict[str, PhysicalVolume] = field(default_factory=dict)
+    vgs: dict[str, VolumeGroup] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)
+
+    def fingerprint(self) -> dict[str, object]:
+        """What a saved plan was made against; apply refuses it if this changed."""
+        return {
+            "devices": {path: dev.size for path, dev in sorted(self.devices.items())},
+            "vgs": {name: vg.seqno for name, vg in sorted(self.vgs.items())},
+            "pvs": {name: pv.vg_name for name, pv in sorted(self.pvs.items())},
+        }

@@ -1,0 +1,331 @@
+"""Pure planning: (spec, observed state) -> Plan. No I/O; every refusal is a SpecError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from thinpool import sizing
+from thinpool.errors import DoesNotFit, SpecError
+from thinpool.lvm import commands
+from thinpool.model import LogicalVolume, Observed, VolumeGroup
+from thinpool.plan import Action, Plan
+from thinpool.spec import PoolSpec
+from thinpool.units import Percent, ceil_div, format_size, lvm_size_arg
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The VG the pool will live in, as it will be once new devices are added."""
+
+    extent_size: int
+    total_extents: int
+    free_extents: int
+    spare_extents: int
+    new_devices: tuple[str, ...]
+    vg_exists: bool
+
+
+def plan(spec: PoolSpec, observed: Observed) -> Plan:
+    spec.validate()
+    vg = observed.vgs.get(spec.vg)
+    if vg is not None and vg.lv(spec.pool) is not None:
+        return _converge_existing(spec, observed, vg)
+    geometry = _geometry(spec, observed, vg)
+    layout, reasons, candidates, warnings = size_pool(spec, geometry)
+    actions = _device_actions(spec, geometry) + _pool_actions(spec, observed, layout)
+    return Plan(
+        vg=spec.vg,
+        pool=spec.pool,
+        actions=actions,
+        layout=_layout_dict(layout),
+        reasons=reasons,
+        warnings=tuple(warnings),
+        spec=spec.to_dict(),
+        fingerprint=observed.fingerprint(),
+        candidates=candidates,
+    )
+
+
+def _geometry(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> Geometry:
+    in_vg = set(vg.pv_names) if vg else set()
+    new_devices = tuple(path for path in spec.devices if path not in in_vg)
+    for path in new_devices:
+        if path not in observed.devices:
+            raise SpecError(f"device {path} was not found", fix="check the path with lsblk")
+        pv = observed.pvs.get(path)
+        if pv is not None and pv.vg_name:
+            raise SpecError(
+                f"{path} already belongs to volume group {pv.vg_name!r}",
+                fix=f"use --vg {pv.vg_name} to put the pool there, or free the device first",
+            )
+    if vg is None and not new_devices:
+        raise SpecError(
+            f"volume group {spec.vg!r} does not exist and no device was given",
+            fix=f"name the devices to build it from, e.g. thinpool plan /dev/sdb --vg {spec.vg}",
+        )
+    extent_size = vg.extent_size if vg else spec.extent_size
+    added = sum(observed.devices[path].extents_as_pv(extent_size) for path in new_devices)
+    for path in new_devices:
+        if observed.devices[path].extents_as_pv(extent_size) == 0:
+            raise SpecError(
+                f"{path} ({format_size(observed.devices[path].size)}) is too small to hold one extent",
+                fix="use a larger device",
+            )
+    return Geometry(
+        extent_size=extent_size,
+        total_extents=(vg.extent_count if vg else 0) + added,
+        free_extents=(vg.free_count if vg else 0) + added,
+        spare_extents=vg.spare_extents if vg else 0,
+        new_devices=new_devices,
+        vg_exists=vg is not None,
+    )
+
+
+def size_pool(spec: PoolSpec, geometry: Geometry) -> tuple[sizing.Layout, dict[str, str], dict[str, int], list[str]]:
+    """Chunk, metadata, spare, data and headroom for ``spec`` in ``geometry``."""
+    extent = geometry.extent_size
+    max_data = max(spec.max_pool_size or 0, geometry.total_extents * extent)
+    chunk = sizing.choose_chunk(spec.chunk_size, max_data)
+    metadata = sizing.choose_metadata(spec.metadata_size, max_data, chunk.size, spec.workload)
+    metadata_extents = min(ceil_div(metadata.size, extent), sizing.METADATA_MAX // extent)
+    spare = sizing.spare_needed(metadata_extents, geometry.spare_extents)
+    room = geometry.free_extents - metadata_extents - spare
+    requested_headroom = _requested_headroom(spec, geometry)
+    data = _data_extents(spec, geometry, room, metadata_extents, chunk.size, requested_headroom)
+    headroom = max(
+        requested_headroom,
+        sizing.minimum_headroom(data, metadata_extents, extent, chunk.size, spec.autoextend),
+    )
+    layout = sizing.Layout(
+        extent_size=extent,
+        chunk_size=chunk.size,
+        data_extents=data,
+        metadata_extents=metadata_extents,
+        spare_extents=spare,
+        headroom_extents=headroom,
+        free_extents=geometry.free_extents,
+    )
+    if not layout.fits or data <= 0:
+        raise _no_fit(layout, room, metadata_extents, chunk.size, spec)
+    reasons = {
+        "chunk": chunk.reason,
+        "metadata": f"{format_size(metadata_extents * extent)} ({metadata.term}): {metadata.reason}",
+        "spare": _spare_reason(spare, geometry.spare_extents, metadata_extents),
+        "headroom": _headroom_reason(spec, data, headroom, requested_headroom),
+    }
+    return layout, reasons, metadata.candidates, _warnings(spec, metadata, max_data, chunk.size)
+
+
+def _requested_headroom(spec: PoolSpec, geometry: Geometry) -> int:
+    if spec.headroom is None:
+        return 0
+    if isinstance(spec.headroom, Percent):
+        return spec.headroom.of_extents(geometry.total_extents)
+    return ceil_div(spec.headroom, geometry.extent_size)
+
+
+def _data_extents(
+    spec: PoolSpec, geometry: Geometry, room: int, metadata_extents: int, chunk: int, requested_headroom: int
+) -> int:
+    extent = geometry.extent_size
+    align = sizing.alignment_extents(extent, chunk)
+    wanted = spec.data_size
+    if wanted is None:
+        fitting = sizing.largest_fitting_data(room, metadata_extents, extent, chunk, spec.autoextend)
+        if requested_headroom and fitting + requested_headroom > room:
+            fitting = max(0, room - requested_headroom) // align * align
+        return fitting
+    if isinstance(wanted, Percent):
+        base = geometry.total_extents if wanted.of == "VG" else geometry.free_extents
+        return wanted.of_extents(base) // align * align
+    return ceil_div(ceil_div(wanted, extent), align) * align
+
+
+def _no_fit(layout: sizing.Layout, room: int, metadata_extents: int, chunk: int, spec: PoolSpec) -> DoesNotFit:
+    if layout.data_extents <= 0:
+        return DoesNotFit(
+            f"no room for pool data: {layout.free_extents} free extents hold only the metadata "
+            f"({metadata_extents}), its spare ({layout.spare_extents}) and the autoextend room",
+            fix="add a larger device, or lower --max-thin-devices / --metadata-size",
+        )
+    error = sizing.explain_shortfall(layout)
+    best = sizing.largest_fitting_data(room, metadata_extents, layout.extent_size, chunk, spec.autoextend)
+    if best > 0:
+        error.fix = (
+            f"ask for at most {best} extents ({lvm_size_arg(best * layout.extent_size)}) of data, "
+            "add a device, or leave --data-size out to use all that fits"
+        )
+    return error
+
+
+def _spare_reason(spare: int, existing: int, metadata: int) -> str:
+    if spare == 0:
+        return f"the existing spare ({existing} extents) already covers {metadata} extents of metadata"
+    return (
+        f"lvm adds a hidden pool-metadata spare as large as the metadata: {spare} extents "
+        "(the hand recipe forgot it and lvconvert failed)"
+    )
+
+
+def _headroom_reason(spec: PoolSpec, data: int, headroom: int, requested: int) -> str:
+    if not spec.autoextend.enabled:
+        return "autoextend is off (threshold 100): no room kept for it"
+    step = sizing.autoextend_step(data, spec.autoextend.percent)
+    text = (
+        f"kept free so dmeventd's first autoextend ({spec.autoextend.percent}% = {step} extents at "
+        f"{spec.autoextend.threshold}% full, plus metadata and spare growth) can always run"
+    )
+    if requested and requested == headroom:
+        text += "; raised to --headroom"
+    return text
+
+
+def _warnings(spec: PoolSpec, metadata: sizing.MetadataChoice, max_data: int, chunk: int) -> list[str]:
+    warnings: list[str] = []
+    if metadata.capped:
+        larger = sizing.chunk_fitting_metadata_cap(max_data, chunk, spec.workload)
+        hint = f"; --chunk-size {lvm_size_arg(larger)} would fit" if larger else ""
+        warnings.append(
+            f"the metadata model wants {format_size(metadata.candidates[metadata.term])}, above lvm's "
+            f"15.81 GiB cap: metadata is capped{hint}"
+        )
+    workload_need = metadata.candidates["workload"]
+    if metadata.term == "requested" and metadata.size < workload_need:
+        warnings.append(
+            f"--metadata-size {format_size(metadata.size)} is below the {format_size(workload_need)} "
+            "the workload model wants: metadata may run out under many snapshots (the pool goes read-only)"
+        )
+    if not spec.autoextend.enabled:
+        warnings.append("autoextend is off: the pool fills up and stops writes unless someone grows it")
+    return warnings
+
+
+def _layout_dict(layout: sizing.Layout) -> dict[str, int]:
+    return {
+        "extent_size": layout.extent_size,
+        "chunk_size": layout.chunk_size,
+        "free_extents": layout.free_extents,
+        "data_extents": layout.data_extents,
+        "metadata_extents": layout.metadata_extents,
+        "spare_extents": layout.spare_extents,
+        "headroom_extents": layout.headroom_extents,
+        "left_extents": layout.left_extents,
+        "data_size": layout.data_extents * layout.extent_size,
+        "metadata_size": layout.metadata_extents * layout.extent_size,
+    }
+
+
+def _device_actions(spec: PoolSpec, geometry: Geometry) -> tuple[Action, ...]:
+    actions = [
+        Action("create", "physical-volume", path, "label the device for lvm", commands.pvcreate(path))
+        for path in geometry.new_devices
+    ]
+    if not geometry.new_devices:
+        return ()
+    if geometry.vg_exists:
+        argv = commands.vgextend(spec.vg, geometry.new_devices)
+        actions.append(Action("change", "volume-group", spec.vg, "add the new devices to it", argv))
+    else:
+        argv = commands.vgcreate(spec.vg, geometry.extent_size, geometry.new_devices)
+        reason = f"extents of {format_size(geometry.extent_size)}; the pool is sized in them"
+        actions.append(Action("create", "volume-group", spec.vg, reason, argv))
+    return tuple(actions)
+
+
+def _profile_action(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
+    content = commands.profile_content(spec.vg, spec.pool, spec.autoextend.threshold, spec.autoextend.percent)
+    if observed.profiles.get(spec.profile_name) == content:
+        return ()
+    reason = (
+        f"dmeventd grows the pool by {spec.autoextend.percent}% at {spec.autoextend.threshold}% full"
+        if spec.autoextend.enabled
+        else "records that autoextend is off (threshold 100)"
+    )
+    path = commands.profile_path(spec.profile_name)
+    return (Action("write", "lvm-profile", spec.profile_name, reason, path=path, content=content),)
+
+
+def _pool_actions(spec: PoolSpec, observed: Observed, layout: sizing.Layout) -> tuple[Action, ...]:
+    argv = commands.lvcreate_thin_pool(
+        spec.vg,
+        spec.pool,
+        data_extents=layout.data_extents,
+        chunk_size=layout.chunk_size,
+        metadata_size=layout.metadata_extents * layout.extent_size,
+        zero=spec.zero,
+        profile=spec.profile_name,
+    )
+    create = Action(
+        "create",
+        "thin-pool",
+        f"{spec.vg}/{spec.pool}",
+        "explicit extents, chunk and metadata: what lvm creates is exactly what was planned",
+        argv,
+    )
+    monitor = Action(
+        "change",
+        "monitoring",
+        f"{spec.vg}/{spec.pool}",
+        "dmeventd only autoextends a monitored pool",
+        commands.lvchange_monitor(spec.vg, spec.pool),
+    )
+    return (*_profile_action(spec, observed), create, monitor)
+
+
+def _converge_existing(spec: PoolSpec, observed: Observed, vg: VolumeGroup) -> Plan:
+    lv = vg.lv(spec.pool)
+    assert lv is not None
+    _refuse_conflicts(spec, vg, lv)
+    actions: list[Action] = list(_profile_action(spec, observed))
+    target = f"{spec.vg}/{spec.pool}"
+    if lv.profile != spec.profile_name:
+        argv = commands.lvchange_profile(spec.vg, spec.pool, spec.profile_name)
+        actions.append(Action("change", "pool-profile", target, "attach the autoextend policy", argv))
+    if lv.seg_monitor != "monitored":
+        argv = commands.lvchange_monitor(spec.vg, spec.pool)
+        actions.append(Action("change", "monitoring", target, "dmeventd only autoextends a monitored pool", argv))
+    layout = {
+        "extent_size": vg.extent_size,
+        "chunk_size": lv.chunk_size,
+        "free_extents": vg.free_count,
+        "data_extents": lv.size // vg.extent_size,
+        "metadata_extents": lv.metadata_size // vg.extent_size,
+        "spare_extents": 0,
+        "headroom_extents": 0,
+        "left_extents": vg.free_count,
+        "data_size": lv.size,
+        "metadata_size": lv.metadata_size,
+    }
+    return Plan(
+        vg=spec.vg,
+        pool=spec.pool,
+        actions=tuple(actions),
+        layout=layout,
+        reasons={"pool": f"{target} exists; only its policy and monitoring are checked"},
+        spec=spec.to_dict(),
+        fingerprint=observed.fingerprint(),
+    )
+
+
+def _refuse_conflicts(spec: PoolSpec, vg: VolumeGroup, lv: LogicalVolume) -> None:
+    target = f"{spec.vg}/{spec.pool}"
+    if not lv.is_thin_pool:
+        raise SpecError(
+            f"{target} exists and is a {lv.segtype or 'non-thin'} volume, not a thin pool",
+            fix="pick another --pool name; thinpool never converts or removes an existing volume",
+        )
+    differences = []
+    if spec.chunk_size is not None and spec.chunk_size != lv.chunk_size:
+        differences.append(f"chunk {format_size(lv.chunk_size)} (wanted {format_size(spec.chunk_size)})")
+    if isinstance(spec.data_size, int) and spec.data_size > lv.size:
+        differences.append(f"data {format_size(lv.size)} (wanted {format_size(spec.data_size)})")
+    if spec.metadata_size is not None and spec.metadata_size > lv.metadata_size:
+        differences.append(f"metadata {format_size(lv.metadata_size)} (wanted {format_size(spec.metadata_size)})")
+    new_devices = [path for path in spec.devices if path not in vg.pv_names]
+    if new_devices:
+        differences.append(f"devices {', '.join(new_devices)} are not in {spec.vg}")
+    if differences:
+        raise SpecError(
+            f"{target} already exists and differs from the spec: " + "; ".join(differences),
+            fix="thinpool never recreates a pool: use 'thinpool grow' to add space, or change the spec",
+        )

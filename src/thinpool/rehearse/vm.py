@@ -1,0 +1,314 @@
+"""A throwaway qemu VM with real device-mapper, booted from a Debian kernel, for rehearsals and tests.
+
+The guest sees the host's root read-only (under a tmpfs overlay) and N sparse disks.
+Guarantees: a hard deadline, a write budget on the disk files (a runaway guest can never
+fill the host's disk), qemu killed with its whole process group and reaped whatever
+happens, disk files deleted on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import thinpool
+from thinpool.errors import MissingTool, ThinpoolError
+from thinpool.rehearse import initramfs
+from thinpool.rehearse.kernel import Kernel
+from thinpool.runner import Completed
+from thinpool.units import GiB, MiB, format_size
+
+log = logging.getLogger("thinpool.vm")
+QEMU = "qemu-system-x86_64"
+SHARE_MOUNT = "/mnt/thinpool-share"
+DISK_SERIAL_PREFIX = "tp-disk"
+_PR_SET_PDEATHSIG = 1
+
+
+class VMError(ThinpoolError):
+    """The VM could not boot, died, or broke one of its limits."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: take qemu down if the process that started it dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def kvm_usable() -> bool:
+    """KVM only with real vmx/svm: a nested device without them hangs a stock kernel."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    has_virt = " vmx" in flags or " svm" in flags
+    return has_virt and os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def disk_device(index: int) -> str:
+    """The guest's name for the index-th attached disk: /dev/vda, /dev/vdb, ..."""
+    return "/dev/vd" + "abcdefghijklmnopqrstuvwxyz"[index]
+
+
+@dataclass
+class VMConfig:
+    disk_sizes: Sequence[int]
+    kernel: Kernel
+    memory_mib: int = 2048
+    cpus: int = 2
+    boot_timeout: float = 180.0
+    lifetime: float = 3600.0
+    write_budget: int = 4 * GiB
+    workdir_parent: Path | None = None
+    extra_append: str = ""
+
+
+@dataclass
+class VM:
+    """``with VM(config) as vm: vm.run(["lvs"])`` — one boot serves any number of commands."""
+
+    config: VMConfig
+    workdir: Path = field(init=False)
+    share: Path = field(init=False)
+    disks: list[Path] = field(default_factory=list, init=False)
+    boot_seconds: float = field(default=0.0, init=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _ids: itertools.count[int] = field(default_factory=itertools.count, init=False)
+    _stop_reason: str = field(default="", init=False)
+    _watchdog: threading.Thread | None = field(default=None, init=False)
+    _closing: threading.Event = field(default_factory=threading.Event, init=False)
+
+    def __enter__(self) -> VM:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def devices(self) -> list[str]:
+        return [disk_device(index) for index in range(len(self.disks))]
+
+    def start(self) -> None:
+        if shutil.which(QEMU) is None:
+            raise MissingTool(
+                f"{QEMU} is not installed", fix="apt-get install qemu-system-x86 (or thinpool rehearse --install-deps)"
+            )
+        self._check_host_room()
+        self.workdir = Path(tempfile.mkdtemp(prefix="thinpool-vm-", dir=self.config.workdir_parent))
+        try:
+            self._boot()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_host_room(self) -> None:
+        parent = self.config.workdir_parent or Path(tempfile.gettempdir())
+        free = shutil.disk_usage(parent).free
+        needed = self.config.write_budget + GiB
+        if free < needed:
+            raise VMError(
+                f"only {format_size(free)} free in {parent}; the VM's disks may write up to "
+                f"{format_size(self.config.write_budget)} and 1 GiB is kept spare",
+                fix="free some space, or lower the write budget",
+            )
+
+    def _boot(self) -> None:
+        self.share = self.workdir / "share"
+        self.share.mkdir()
+        for index, size in enumerate(self.config.disk_sizes):
+            disk = self.workdir / f"disk{index}.img"
+            with disk.open("wb") as handle:
+                handle.truncate(size)
+            self.disks.append(disk)
+        launch = initramfs.GuestLaunch(
+            stage2=Path(__file__).with_name("stage2.sh"),
+            share_tag="share",
+            share_mount=SHARE_MOUNT,
+            arguments=(
+                SHARE_MOUNT,
+                str(self.config.kernel.modules_root),
+                sys.executable,
+                str(Path(thinpool.__file__).resolve().parent.parent),
+            ),
+        )
+        initrd = initramfs.build(self.config.kernel.modules_dir, launch, self.workdir / "initrd.gz")
+        argv = self._qemu_argv(initrd)
+        log.info("boot: %s", " ".join(argv))
+        started = time.monotonic()
+        serial = (self.workdir / "serial.log").open("wb")
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=serial, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        self._watchdog = threading.Thread(target=self._watch, name="thinpool-vm-watchdog", daemon=True)
+        self._watchdog.start()
+        self._wait_for(self.share / "ready", self.config.boot_timeout, "boot")
+        self.boot_seconds = time.monotonic() - started
+        log.info("VM ready after %.1fs", self.boot_seconds)
+
+    def _qemu_argv(self, initrd: Path) -> list[str]:
+        accel = ["-accel", "kvm", "-cpu", "host"] if kvm_usable() else ["-accel", "tcg", "-cpu", "max"]
+        append = "console=ttyS0 panic=-1 quiet loglevel=3 softlockup_panic=1 " + self.config.extra_append
+        argv = [
+            QEMU, *accel, "-smp", str(self.config.cpus), "-m", str(self.config.memory_mib),
+            "-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
+            "-kernel", str(self.config.kernel.vmlinuz), "-initrd", str(initrd), "-append", append.strip(),
+            "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
+            "-device", "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
+            "-fsdev", f"local,id=share,path={self.share},security_model=none",
+            "-device", "virtio-9p-pci,fsdev=share,mount_tag=share",
+            "-device", "virtio-rng-pci",
+        ]  # fmt: skip
+        for index, disk in enumerate(self.disks):
+            argv += [
+                "-drive", f"file={disk},if=none,id=d{index},format=raw,cache=unsafe,discard=unmap",
+                "-device", f"virtio-blk-pci,drive=d{index},serial={DISK_SERIAL_PREFIX}{index}",
+            ]  # fmt: skip
+        return argv
+
+    def disk_bytes_written(self) -> int:
+        """Host bytes the sparse disk files really occupy now."""
+        total = 0
+        for disk in self.disks:
+            with contextlib.suppress(FileNotFoundError):
+                total += disk.stat().st_blocks * 512
+        return total
+
+    def _watch(self) -> None:
+        deadline = time.monotonic() + self.config.lifetime
+        while not self._closing.wait(0.25):
+            if self._proc is None or self._proc.poll() is not None:
+                return
+            written = self.disk_bytes_written()
+            if written > self.config.write_budget:
+                self._kill(
+                    f"the disks wrote {format_size(written)}, over the {format_size(self.config.write_budget)} budget"
+                )
+                return
+            if time.monotonic() > deadline:
+                self._kill(f"the VM outlived its {self.config.lifetime:.0f}s lifetime")
+                return
+
+    def _kill(self, reason: str) -> None:
+        self._stop_reason = self._stop_reason or reason
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            log.warning("killing the VM: %s", reason)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def _died(self, waiting_for: str) -> VMError:
+        reason = self._stop_reason or f"qemu exited with {self._proc.returncode if self._proc else '?'}"
+        return VMError(f"the VM stopped while waiting for {waiting_for}: {reason}\n{self.serial_tail()}",
+                       fix="read the serial console output above; rerun with -v for every command")  # fmt: skip
+
+    def serial_tail(self, lines: int = 60) -> str:
+        texts = []
+        for name in ("serial.log", "share/boot.log", "share/agent.log"):
+            path = self.workdir / name
+            if path.exists():
+                texts += path.read_text(errors="replace").splitlines()[-lines:]
+        return "\n".join(texts)
+
+    def _wait_for(self, path: Path, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if self._proc is None or self._proc.poll() is not None:
+                raise self._died(what)
+            if time.monotonic() > deadline:
+                self._kill(f"{what} took longer than {timeout:.0f}s")
+                raise self._died(what)
+            time.sleep(0.02)
+
+    def _request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if self._proc is None or self._proc.poll() is not None:
+            raise self._died("a command")
+        request_id = f"{next(self._ids):06d}"
+        temporary = self.share / "req" / f".{request_id}.tmp"
+        temporary.write_text(json.dumps(request))
+        temporary.rename(self.share / "req" / f"{request_id}.json")
+        answer = self.share / "res" / f"{request_id}.json"
+        self._wait_for(answer, timeout, " ".join(request["argv"]))
+        result: dict[str, Any] = json.loads(answer.read_text())
+        answer.unlink()
+        return result
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: int | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Completed:
+        """Run ``argv`` as root in the guest. Same contract as the host runner."""
+        if cwd is not None:
+            raise ValueError("the guest runs commands from /; pass absolute paths instead of cwd")
+        limit = timeout or 600
+        request = {"argv": list(argv), "timeout": limit, "input": input, "env": env or {}}
+        log.info("vm run: %s", " ".join(argv))
+        result = self._request(request, limit + 30)
+        completed = Completed(tuple(argv), result["returncode"], result["stdout"], result["stderr"])
+        return completed.raise_for_status() if check else completed
+
+    def start_background(self, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+        """Start a daemon in the guest; its output goes to share/logs. Returns its pid."""
+        result = self._request({"argv": list(argv), "background": True, "env": env or {}}, 60)
+        return int(result["stdout"])
+
+    def python(self, *args: str, **kwargs: Any) -> Completed:
+        """Run the host's interpreter (and thus this checkout of thinpool) in the guest."""
+        return self.run([sys.executable, *args], **kwargs)
+
+    def thinpool(self, *args: str, **kwargs: Any) -> Completed:
+        return self.python("-m", "thinpool", *args, **kwargs)
+
+    def close(self) -> None:
+        """Power off (politely, then by force), reap qemu, delete the disks and the workdir."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None and not self._stop_reason:
+            try:
+                request = self.share / "req" / "999999.json"
+                request.write_text(json.dumps({"argv": ["poweroff"]}))
+                proc.wait(timeout=15)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._closing.set()
+        if proc is not None:
+            self._kill("closing")
+            proc.wait()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
+        if hasattr(self, "workdir"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.disks = []
+
+
+def boot_for_tests(disk_sizes: Sequence[int], kernel: Kernel, **options: Any) -> VM:
+    vm = VM(VMConfig(disk_sizes=disk_sizes, kernel=kernel, **options))
+    vm.start()
+    return vm
+
+
+__all__ = ["VM", "MiB", "VMConfig", "VMError", "boot_for_tests", "disk_device", "kvm_usable"]

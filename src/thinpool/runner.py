@@ -1,0 +1,135 @@
+"""The one door to subprocesses: argv lists only, LC_ALL=C, a timeout, every command logged.
+
+Tests inject a :class:`ScriptedRunner` that replays recorded outputs and fails on any
+command it was not told about; nothing in thinpool calls ``subprocess`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from thinpool.errors import CommandFailed, MissingTool
+
+log = logging.getLogger("thinpool.runner")
+DEFAULT_TIMEOUT = 300
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def raise_for_status(self) -> Completed:
+        if not self.ok:
+            detail = (self.stderr or self.stdout).strip()
+            raise CommandFailed(
+                f"{' '.join(self.argv)} exited {self.returncode}" + (f": {detail}" if detail else ""),
+                fix="read lvm's message above; nothing after this step was run",
+            )
+        return self
+
+
+class Runner(Protocol):
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: int | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> Completed: ...
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["LC_ALL"] = "C"
+    env["LANG"] = "C"
+    # lvm warns about every inherited descriptor unless told not to.
+    env["LVM_SUPPRESS_FD_WARNINGS"] = "1"
+    return env
+
+
+@dataclass
+class SystemRunner:
+    """Runs real commands. ``timeout`` bounds each one; the log names every argv and its result."""
+
+    timeout: int = DEFAULT_TIMEOUT
+    history: list[Completed] = field(default_factory=list)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: int | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> Completed:
+        argv = tuple(argv)
+        if shutil.which(argv[0]) is None:
+            raise MissingTool(f"{argv[0]} is not installed", fix=f"install the package that provides {argv[0]}")
+        started = time.monotonic()
+        log.info("run: %s", " ".join(argv))
+        proc = subprocess.run(
+            argv,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=_environment(),
+            timeout=timeout or self.timeout,
+            check=False,
+            cwd=cwd,
+        )
+        result = Completed(argv, proc.returncode, proc.stdout, proc.stderr)
+        log.info("exit %d after %.2fs: %s", proc.returncode, time.monotonic() - started, argv[0])
+        self.history.append(result)
+        return result.raise_for_status() if check else result
+
+
+@dataclass
+class ScriptedRunner:
+    """Replays ``(argv, Completed)`` pairs in order; anything else is a test failure."""
+
+    script: list[tuple[tuple[str, ...], Completed]] = field(default_factory=list)
+    history: list[Completed] = field(default_factory=list)
+    options: list[dict[str, object]] = field(default_factory=list)
+
+    def expect(self, argv: Sequence[str], *, returncode: int = 0, stdout: str = "", stderr: str = "") -> None:
+        self.script.append((tuple(argv), Completed(tuple(argv), returncode, stdout, stderr)))
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        input: str | None = None,
+        timeout: int | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> Completed:
+        argv = tuple(argv)
+        self.options.append({"input": input, "timeout": timeout, "cwd": cwd})
+        if not self.script:
+            raise AssertionError(f"unexpected command (script is empty): {argv}")
+        expected, result = self.script.pop(0)
+        if expected != argv:
+            raise AssertionError(f"expected {expected}, got {argv}")
+        self.history.append(result)
+        return result.raise_for_status() if check else result
+
+    @property
+    def exhausted(self) -> bool:
+        return not self.script

@@ -1,0 +1,300 @@
+"""Pure thin-pool sizing: chunk, metadata, spare and headroom, in exact extents.
+
+Nothing here does I/O. Every function takes integers (bytes or extents) and returns
+integers, so the same arithmetic serves the planner, the doctor and the tests.
+The facts behind each constant are in docs/sizing.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import lcm
+
+from thinpool.errors import DoesNotFit, SpecError
+from thinpool.units import GiB, KiB, MiB, ceil_div, format_size, lvm_size_arg
+
+CHUNK_MIN = 64 * KiB
+CHUNK_MAX = 1 * GiB
+CHUNK_DEFAULT = 512 * KiB
+METADATA_MIN = 2 * MiB
+# lvm2's DEFAULT_THIN_POOL_MAX_METADATA_SIZE: 33,161,216 sectors (15.81 GiB), safe for every lvm2.
+METADATA_MAX = 33_161_216 * 512
+# lvm2's estimate (thin_manip.c): 64 bytes of metadata per data chunk.
+LVM_BYTES_PER_CHUNK = 64
+METADATA_BLOCK = 4 * KiB
+# A btree leaf holds up to 252 mappings; plan for half-full leaves, as thin_metadata_size does.
+MAPPINGS_PER_LEAF = 126
+# Space-map bitmap blocks hold 2 bits per block: 16,320 entries in a 4 KiB block.
+SPACE_MAP_ENTRIES_PER_BLOCK = 16_320
+# The kernel keeps min(16 MiB, 10%) of metadata back for its own transactions.
+KERNEL_RESERVE_CAP = 16 * MiB
+KERNEL_RESERVE_DIVISOR = 10
+# A thin device's btree root, its entry in the details tree and its top-level node.
+BLOCKS_PER_DEVICE = 2
+
+DEFAULT_MAX_THIN_DEVICES = 1000
+DEFAULT_THIN_DEVICE_SIZE = 10 * GiB
+DEFAULT_EXTENT_SIZE = 4 * MiB
+DEFAULT_AUTOEXTEND_THRESHOLD = 80
+DEFAULT_AUTOEXTEND_PERCENT = 20
+# lvm2 treats a threshold under 50 as 50 and one of 100 or more as "off".
+AUTOEXTEND_MIN_THRESHOLD = 50
+AUTOEXTEND_OFF = 100
+
+
+def lvm_metadata_estimate(data_size: int, chunk_size: int) -> int:
+    """lvm2's own estimate (and the old lvcreate man page formula): 64 B per chunk."""
+    return ceil_div(data_size, chunk_size) * LVM_BYTES_PER_CHUNK
+
+
+def max_addressable_data(chunk_size: int) -> int:
+    """The largest pool data a chunk size can address with metadata at its cap."""
+    return METADATA_MAX // LVM_BYTES_PER_CHUNK * chunk_size
+
+
+def validate_chunk(chunk_size: int) -> None:
+    if chunk_size % CHUNK_MIN or not CHUNK_MIN <= chunk_size <= CHUNK_MAX:
+        raise SpecError(
+            f"chunk size {format_size(chunk_size)} is not a multiple of 64 KiB between 64 KiB and 1 GiB",
+            fix="pick a power of two such as 64k, 128k, 256k, 512k (the default) or 1m",
+        )
+
+
+def smallest_chunk_addressing(data_size: int, floor: int = CHUNK_MIN) -> int:
+    """The smallest power-of-two chunk (>= floor) whose pool can address ``data_size``."""
+    chunk = floor
+    while max_addressable_data(chunk) < data_size:
+        if chunk >= CHUNK_MAX:
+            raise SpecError(
+                f"no chunk size can address {format_size(data_size)} of pool data",
+                fix=f"split the storage into pools of at most {format_size(max_addressable_data(CHUNK_MAX))}",
+            )
+        chunk *= 2
+    return chunk
+
+
+@dataclass(frozen=True)
+class ChunkChoice:
+    size: int
+    reason: str
+
+
+def choose_chunk(requested: int | None, max_data: int) -> ChunkChoice:
+    """The chunk: the user's if it can address ``max_data``, else refused; default 512 KiB."""
+    if requested is not None:
+        validate_chunk(requested)
+        if max_addressable_data(requested) < max_data:
+            needed = smallest_chunk_addressing(max_data)
+            raise SpecError(
+                f"chunk size {format_size(requested)} can address at most "
+                f"{format_size(max_addressable_data(requested))} of data, but the pool may grow to "
+                f"{format_size(max_data)}",
+                fix=f"use --chunk-size {lvm_size_arg(needed)} or larger (the smallest that can), "
+                "or lower --max-pool-size",
+            )
+        return ChunkChoice(requested, "requested with --chunk-size")
+    chunk = smallest_chunk_addressing(max_data, floor=CHUNK_DEFAULT)
+    if chunk == CHUNK_DEFAULT:
+        reason = "512 KiB suits container layers (few, large chunks; zeroing off)"
+    else:
+        reason = (
+            f"raised from 512 KiB: the pool may grow to {format_size(max_data)}, "
+            f"which needs {format_size(chunk)} chunks to address"
+        )
+    return ChunkChoice(chunk, reason)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the pool will carry: thin devices (image layers + containers) and their size."""
+
+    max_thin_devices: int = DEFAULT_MAX_THIN_DEVICES
+    thin_device_size: int = DEFAULT_THIN_DEVICE_SIZE
+
+
+def _with_kernel_reserve(needed: int) -> int:
+    """Smallest metadata size whose usable part (after the kernel's reserve) holds ``needed``."""
+    if needed >= KERNEL_RESERVE_CAP * (KERNEL_RESERVE_DIVISOR - 1):
+        return needed + KERNEL_RESERVE_CAP
+    return ceil_div(needed * KERNEL_RESERVE_DIVISOR, KERNEL_RESERVE_DIVISOR - 1)
+
+
+def workload_metadata_estimate(data_size: int, chunk_size: int, workload: Workload) -> int:
+    """Metadata bytes for a pool full of container layers, from dm-thin's btree layout.
+
+    Every data chunk is mapped once (half-full leaves). Snapshots share leaves until
+    they write; a device that writes owns a private copy of each leaf it touched, at
+    most the leaves covering its own size, and each private leaf costs at least one
+    written chunk, so the diverged leaves are bounded by the pool's chunk count.
+    """
+    chunks = ceil_div(data_size, chunk_size)
+    shared_leaves = ceil_div(chunks, MAPPINGS_PER_LEAF)
+    device_chunks = ceil_div(min(workload.thin_device_size, data_size), chunk_size)
+    leaves_per_device = ceil_div(device_chunks, MAPPINGS_PER_LEAF)
+    diverged_leaves = min(chunks, workload.max_thin_devices * leaves_per_device)
+    leaves = shared_leaves + diverged_leaves
+    interior = ceil_div(leaves, MAPPINGS_PER_LEAF) + BLOCKS_PER_DEVICE * workload.max_thin_devices
+    data_space_map = ceil_div(chunks, SPACE_MAP_ENTRIES_PER_BLOCK) + 1
+    blocks = 1 + leaves + interior + data_space_map
+    blocks += ceil_div(blocks, SPACE_MAP_ENTRIES_PER_BLOCK) + 1
+    return _with_kernel_reserve(blocks * METADATA_BLOCK)
+
+
+@dataclass(frozen=True)
+class MetadataChoice:
+    size: int
+    term: str
+    reason: str
+    candidates: dict[str, int] = field(default_factory=dict)
+    capped: bool = False
+
+
+def choose_metadata(requested: int | None, max_data: int, chunk_size: int, workload: Workload) -> MetadataChoice:
+    """Metadata bytes: the largest of lvm2's estimate, the workload model and 2 MiB, capped."""
+    candidates = {
+        "lvm2-estimate": lvm_metadata_estimate(max_data, chunk_size),
+        "workload": workload_metadata_estimate(max_data, chunk_size, workload),
+        "minimum": METADATA_MIN,
+    }
+    if requested is not None:
+        if not METADATA_MIN <= requested <= METADATA_MAX:
+            raise SpecError(
+                f"metadata size {format_size(requested)} is outside lvm's range 2 MiB .. 15.81 GiB",
+                fix="pick a size in that range, or leave --metadata-size out to let thinpool size it",
+            )
+        return MetadataChoice(requested, "requested", "requested with --metadata-size", candidates)
+    term = max(candidates, key=lambda name: candidates[name])
+    size = candidates[term]
+    reasons = {
+        "lvm2-estimate": f"lvm2's 64 B per chunk for the pool grown to {format_size(max_data)}",
+        "workload": (
+            f"{workload.max_thin_devices} thin devices of up to {format_size(workload.thin_device_size)} "
+            f"diverging from their snapshots, on a pool grown to {format_size(max_data)}"
+        ),
+        "minimum": "lvm's 2 MiB minimum",
+    }
+    if size > METADATA_MAX:
+        return MetadataChoice(METADATA_MAX, term, reasons[term], candidates, capped=True)
+    return MetadataChoice(size, term, reasons[term], candidates)
+
+
+def chunk_fitting_metadata_cap(max_data: int, chunk_size: int, workload: Workload) -> int | None:
+    """The smallest larger chunk at which the metadata model fits under the cap."""
+    chunk = chunk_size * 2
+    while chunk <= CHUNK_MAX:
+        need = max(lvm_metadata_estimate(max_data, chunk), workload_metadata_estimate(max_data, chunk, workload))
+        if need <= METADATA_MAX:
+            return chunk
+        chunk *= 2
+    return None
+
+
+def autoextend_step(data_extents: int, percent: int) -> int:
+    """Extents one autoextend adds: ``percent`` of the data LV, rounded up (lvm2's policy)."""
+    return ceil_div(data_extents * percent, 100)
+
+
+def metadata_growth_on_step(
+    data_extents: int, metadata_extents: int, step: int, extent_size: int, chunk_size: int
+) -> int:
+    """Extents lvm adds to metadata when autoextend grows data by ``step`` extents."""
+    estimate = lvm_metadata_estimate((data_extents + step) * extent_size, chunk_size)
+    wanted = min(ceil_div(estimate, extent_size), METADATA_MAX // extent_size)
+    return max(0, wanted - metadata_extents)
+
+
+@dataclass(frozen=True)
+class Autoextend:
+    threshold: int = DEFAULT_AUTOEXTEND_THRESHOLD
+    percent: int = DEFAULT_AUTOEXTEND_PERCENT
+
+    @property
+    def enabled(self) -> bool:
+        return self.threshold < AUTOEXTEND_OFF
+
+    def validate(self) -> None:
+        if not AUTOEXTEND_MIN_THRESHOLD <= self.threshold <= AUTOEXTEND_OFF:
+            raise SpecError(
+                f"autoextend threshold {self.threshold}% is outside 50-100",
+                fix="lvm reads any threshold under 50 as 50 and 100 as 'never': pick 50-99, or 100 to disable",
+            )
+        if self.enabled and not 1 <= self.percent <= 100:
+            raise SpecError(
+                f"autoextend percent {self.percent}% is outside 1-100",
+                fix="each autoextend step grows the data by this share of its size: pick 1-100 (default 20)",
+            )
+
+
+def minimum_headroom(
+    data_extents: int, metadata_extents: int, extent_size: int, chunk_size: int, autoextend: Autoextend
+) -> int:
+    """Free extents one autoextend step needs: its data, plus metadata and spare growth."""
+    if not autoextend.enabled:
+        return 0
+    step = autoextend_step(data_extents, autoextend.percent)
+    growth = metadata_growth_on_step(data_extents, metadata_extents, step, extent_size, chunk_size)
+    return step + 2 * growth
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A thin pool's footprint in one VG, in extents; ``required`` must fit ``free``."""
+
+    extent_size: int
+    chunk_size: int
+    data_extents: int
+    metadata_extents: int
+    spare_extents: int
+    headroom_extents: int
+    free_extents: int
+
+    @property
+    def required_extents(self) -> int:
+        return self.data_extents + self.metadata_extents + self.spare_extents + self.headroom_extents
+
+    @property
+    def fits(self) -> bool:
+        return self.required_extents <= self.free_extents
+
+    @property
+    def shortfall_extents(self) -> int:
+        return max(0, self.required_extents - self.free_extents)
+
+    @property
+    def left_extents(self) -> int:
+        return self.free_extents - self.required_extents
+
+
+def spare_needed(metadata_extents: int, existing_spare_extents: int) -> int:
+    """New extents for the hidden pool-metadata spare: lvm keeps it as large as the largest metadata."""
+    return max(0, metadata_extents - existing_spare_extents)
+
+
+def alignment_extents(extent_size: int, chunk_size: int) -> int:
+    """Data sizes are whole extents and whole chunks: a multiple of this many extents."""
+    return lcm(extent_size, chunk_size) // extent_size
+
+
+def largest_fitting_data(
+    room: int, metadata_extents: int, extent_size: int, chunk_size: int, autoextend: Autoextend
+) -> int:
+    """The most data extents (aligned) such that data + its headroom fits in ``room``."""
+    align = alignment_extents(extent_size, chunk_size)
+    percent = autoextend.percent if autoextend.enabled else 0
+    data = room * 100 // (100 + percent) // align * align
+    while data > 0:
+        headroom = minimum_headroom(data, metadata_extents, extent_size, chunk_size, autoextend)
+        if data + headroom <= room:
+            return data
+        data -= align
+    return 0
+
+
+def explain_shortfall(layout: Layout) -> DoesNotFit:
+    return DoesNotFit(
+        f"the layout needs {layout.required_extents} extents but the volume group has "
+        f"{layout.free_extents} free: data {layout.data_extents} + metadata {layout.metadata_extents} "
+        f"+ spare {layout.spare_extents} + autoextend headroom {layout.headroom_extents} "
+        f"(short by {layout.shortfall_extents})",
+        fix="ask for less data (--data-size), add a device, or leave --data-size out to use all that fits",
+    )

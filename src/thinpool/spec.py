@@ -1,0 +1,107 @@
+"""Desired state: what the operator asks for, validated, with every default in one place."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from thinpool import sizing
+from thinpool.errors import SpecError
+from thinpool.units import MiB, Percent, format_size
+
+ENGINES = ("none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin")
+DEFAULT_VG = "docker"
+DEFAULT_POOL = "thinpool"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")
+_RESERVED_LV_PARTS = (
+    "_cdata", "_cmeta", "_corig", "_iorig", "_mimage", "_mlog", "_pmspare", "_rimage",
+    "_rmeta", "_tdata", "_tmeta", "_vdata", "_vorigin", "_wcorig",
+)  # fmt: skip
+_RESERVED_LV_PREFIXES = ("snapshot", "pvmove")
+NAME_MAX = 127
+
+
+def validate_lvm_name(name: str, *, what: str) -> None:
+    """lvm's rules for VG and LV names, checked before any command runs."""
+    fix = "use letters, digits and + _ . - (not starting with -), at most 127 characters"
+    if not name or len(name) > NAME_MAX or not _NAME_RE.match(name) or name in (".", ".."):
+        raise SpecError(f"{what} name {name!r} is not a valid lvm name", fix=fix)
+    reserved = name.startswith(_RESERVED_LV_PREFIXES) or any(part in name for part in _RESERVED_LV_PARTS)
+    if what == "pool" and reserved:
+        raise SpecError(
+            f"pool name {name!r} contains a part lvm reserves for hidden volumes",
+            fix="avoid snapshot*/pvmove* prefixes and _tdata, _tmeta, _pmspare and similar suffixes",
+        )
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A thin pool as the operator wants it. Sizes are bytes; ``None`` means 'let thinpool size it'."""
+
+    devices: tuple[str, ...] = ()
+    vg: str = DEFAULT_VG
+    pool: str = DEFAULT_POOL
+    engine: str = "none"
+    extent_size: int = sizing.DEFAULT_EXTENT_SIZE
+    chunk_size: int | None = None
+    metadata_size: int | None = None
+    data_size: int | Percent | None = None
+    headroom: int | Percent | None = None
+    max_pool_size: int | None = None
+    workload: sizing.Workload = field(default_factory=sizing.Workload)
+    autoextend: sizing.Autoextend = field(default_factory=sizing.Autoextend)
+    zero: bool = False
+    wipe: bool = False
+
+    @property
+    def profile_name(self) -> str:
+        return f"thinpool-{self.vg}-{self.pool}"
+
+    def validate(self) -> None:
+        validate_lvm_name(self.vg, what="volume group")
+        validate_lvm_name(self.pool, what="pool")
+        if self.engine not in ENGINES:
+            raise SpecError(f"unknown engine {self.engine!r}", fix="choose one of: " + ", ".join(ENGINES))
+        if len(set(self.devices)) != len(self.devices):
+            raise SpecError("a device is listed twice", fix="name each device once")
+        self._validate_extent_size()
+        self.autoextend.validate()
+        if self.workload.max_thin_devices < 1:
+            raise SpecError("--max-thin-devices must be at least 1", fix="count image layers plus containers")
+        if self.workload.thin_device_size < MiB:
+            raise SpecError("--thin-device-size must be at least 1 MiB", fix="Docker's dm.basesize is 10GiB")
+        if self.chunk_size is not None:
+            sizing.validate_chunk(self.chunk_size)
+
+    def _validate_extent_size(self) -> None:
+        size = self.extent_size
+        if size < MiB or size & (size - 1) or size > 64 * 1024 * MiB:
+            raise SpecError(
+                f"extent size {format_size(size)} is not a power of two of at least 1 MiB",
+                fix="leave --extent-size at 4m (lvm's default) unless you have a reason",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        def size_or_share(value: int | Percent | None) -> int | str | None:
+            return str(value) if isinstance(value, Percent) else value
+
+        return {
+            "devices": list(self.devices),
+            "vg": self.vg,
+            "pool": self.pool,
+            "engine": self.engine,
+            "extent_size": self.extent_size,
+            "chunk_size": self.chunk_size,
+            "metadata_size": self.metadata_size,
+            "data_size": size_or_share(self.data_size),
+            "headroom": size_or_share(self.headroom),
+            "max_pool_size": self.max_pool_size,
+            "max_thin_devices": self.workload.max_thin_devices,
+            "thin_device_size": self.workload.thin_device_size,
+            "autoextend_threshold": self.autoextend.threshold,
+            "autoextend_percent": self.autoextend.percent,
+            "zero": self.zero,
+            "wipe": self.wipe,
+        }

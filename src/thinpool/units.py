@@ -1,0 +1,151 @@
+"""Integer-byte sizes: parse what operators type, print what they can read.
+
+Every size in thinpool is an ``int`` of bytes (or of extents). Suffixes follow lvm:
+``k``/``m``/``g``/``t``/``p`` and their ``KiB``/``MiB``/... spellings are binary
+(powers of 1024), in either case; ``s`` is a 512-byte sector and ``b`` a byte.
+Decimal units such as ``GB`` are refused rather than guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from thinpool.errors import SpecError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+PiB = 1024 * TiB
+SECTOR = 512
+
+_MULTIPLIERS: dict[str, int] = {
+    "b": 1,
+    "s": SECTOR,
+    "k": KiB,
+    "kib": KiB,
+    "m": MiB,
+    "mib": MiB,
+    "g": GiB,
+    "gib": GiB,
+    "t": TiB,
+    "tib": TiB,
+    "p": PiB,
+    "pib": PiB,
+}
+_DECIMAL_UNITS = {"kb", "mb", "gb", "tb", "pb"}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*([a-zA-Z]+)\s*$")
+
+
+def parse_size(text: str, *, what: str = "size") -> int:
+    """Parse ``744GiB``, ``512k``, ``4m``, ``1.5t`` into whole bytes.
+
+    A fractional result is rounded down to the byte. A bare number is refused:
+    lvm reads it as MiB, other tools as bytes, and a guess here could cost a disk.
+    """
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise SpecError(
+            f"{what}: cannot read {text!r} as a size",
+            fix="write a number and a binary unit, e.g. 744GiB, 512KiB, 100G or 4m",
+        )
+    number, unit = match.group(1), match.group(2).lower()
+    if unit == "":
+        raise SpecError(
+            f"{what}: {text!r} has no unit",
+            fix=f"say which unit you mean, e.g. {number}GiB, {number}MiB or {number}b for bytes",
+        )
+    if unit in _DECIMAL_UNITS:
+        raise SpecError(
+            f"{what}: {text!r} uses a decimal unit",
+            fix=f"thinpool and lvm count in powers of 1024: write {number}{unit[0].upper()}iB "
+            f"(or give the exact number of bytes with a 'b' suffix)",
+        )
+    if unit not in _MULTIPLIERS:
+        raise SpecError(
+            f"{what}: unknown unit {match.group(2)!r} in {text!r}",
+            fix="use b, s (512-byte sectors), k/KiB, m/MiB, g/GiB, t/TiB or p/PiB",
+        )
+    return int(Fraction(number) * _MULTIPLIERS[unit])
+
+
+@dataclass(frozen=True)
+class Percent:
+    """A share of something lvm names: ``50%VG`` or ``90%FREE``."""
+
+    value: Fraction
+    of: Literal["VG", "FREE"]
+
+    def of_extents(self, extents: int) -> int:
+        """The share of ``extents``, rounded down to a whole extent."""
+        return int(self.value * extents / 100)
+
+    def __str__(self) -> str:
+        shown = str(self.value.numerator) if self.value.denominator == 1 else str(float(self.value))
+        return f"{shown}%{self.of}"
+
+
+def parse_percent(text: str, *, what: str, allowed: tuple[str, ...]) -> Percent | None:
+    """Parse ``N%VG``/``N%FREE``; None when ``text`` is not a percentage at all."""
+    match = _PERCENT_RE.match(text)
+    if not match:
+        if "%" in text:
+            raise SpecError(
+                f"{what}: cannot read {text!r} as a percentage",
+                fix=f"write N%{allowed[0]}" + (f" or N%{allowed[1]}" if len(allowed) > 1 else ""),
+            )
+        return None
+    value, of = Fraction(match.group(1)), match.group(2).upper()
+    if of not in allowed:
+        raise SpecError(
+            f"{what}: {text!r} is a percentage of {of}, which this option does not take",
+            fix="use " + " or ".join(f"N%{name}" for name in allowed),
+        )
+    if not 0 < value <= 100:
+        raise SpecError(f"{what}: {text!r} is outside 0-100%", fix="pick a share above 0 and at most 100")
+    return Percent(value=value, of=of)  # type: ignore[arg-type]
+
+
+def parse_size_or_percent(text: str, *, what: str, allowed: tuple[str, ...]) -> int | Percent:
+    """A size in bytes, or a Percent of one of ``allowed`` (``VG``, ``FREE``)."""
+    percent = parse_percent(text, what=what, allowed=allowed)
+    return percent if percent is not None else parse_size(text, what=what)
+
+
+def format_size(size: int) -> str:
+    """``799063146496`` -> ``744.19 GiB``; exact values print without decimals."""
+    if size < 0:
+        return "-" + format_size(-size)
+    for unit, factor in (("PiB", PiB), ("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if size >= factor:
+            if size % factor == 0:
+                return f"{size // factor} {unit}"
+            hundredths = (size * 100) // factor
+            return f"{hundredths // 100}.{hundredths % 100:02d} {unit}"
+    return f"{size} B"
+
+
+def lvm_size_arg(size: int) -> str:
+    """A size as lvm's argv wants it: the largest exact binary unit (``744g``, ``512k``)."""
+    for suffix, factor in (("t", TiB), ("g", GiB), ("m", MiB), ("k", KiB)):
+        if size % factor == 0:
+            return f"{size // factor}{suffix}"
+    if size % SECTOR == 0:
+        return f"{size // SECTOR}s"
+    raise ValueError(f"{size} bytes is not a whole number of 512-byte sectors")
+
+
+def ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def to_extents_up(size: int, extent_size: int) -> int:
+    return ceil_div(size, extent_size)
+
+
+def to_extents_down(size: int, extent_size: int) -> int:
+    return size // extent_size
