@@ -82,7 +82,8 @@ def observe(runner: Runner, devices: Iterable[str], profiles: Iterable[str] = ()
     return Observed(devices=found, pvs=lvm.pvs, vgs=lvm.vgs, profiles=read_profiles(profiles))
 
 
-def virtual(sizes: Iterable[int]) -> Observed:
-    """Blank virtual disks ``disk1``, ``disk2`` ... for planning without touching anything."""
-    devices = {f"disk{index}": Device(f"disk{index}", size, virtual=True) for index, size in enumerate(sizes, 1)}
-    return Observed(devices=devices)
+def virtual(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observed:
+    """Blank virtual disks (``disk1``, ``disk2`` ... unless named) for planning without touching anything."""
+    sizes = list(sizes)
+    labels = list(names) if names is not None else [f"disk{index}" for index in range(1, len(sizes) + 1)]
+    return Observed(devices={name: Device(name, size, virtual=True) for name, size in zip(labels, sizes, strict=True)})

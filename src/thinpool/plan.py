@@ -9,8 +9,8 @@ from typing import Any, Literal
 from thinpool.units import format_size
 
 SCHEMA_VERSION = 1
-Op = Literal["create", "change", "write"]
-_SIGN = {"create": "+", "change": "~", "write": "+"}
+Op = Literal["create", "change", "write", "destroy"]
+_SIGN = {"create": "+", "change": "~", "write": "+", "destroy": "-"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Plan:
         return {
             "add": sum(action.op in ("create", "write") for action in self.actions),
             "change": sum(action.op == "change" for action in self.actions),
-            "destroy": 0,
+            "destroy": sum(action.op == "destroy" for action in self.actions),
         }
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thinpool import sizing
+from thinpool import safety, sizing
 from thinpool.errors import DoesNotFit, SpecError
 from thinpool.lvm import commands
 from thinpool.model import LogicalVolume, Observed, VolumeGroup
@@ -23,6 +23,8 @@ class Geometry:
     spare_extents: int
     new_devices: tuple[str, ...]
     vg_exists: bool
+    orphan_pvs: tuple[str, ...] = ()
+    to_wipe: tuple[str, ...] = ()
 
 
 def plan(spec: PoolSpec, observed: Observed) -> Plan:
@@ -50,14 +52,7 @@ def _geometry(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> Geo
     in_vg = set(vg.pv_names) if vg else set()
     new_devices = tuple(path for path in spec.devices if path not in in_vg)
     for path in new_devices:
-        if path not in observed.devices:
-            raise SpecError(f"device {path} was not found", fix="check the path with lsblk")
-        pv = observed.pvs.get(path)
-        if pv is not None and pv.vg_name:
-            raise SpecError(
-                f"{path} already belongs to volume group {pv.vg_name!r}",
-                fix=f"use --vg {pv.vg_name} to put the pool there, or free the device first",
-            )
+        safety.check_device(observed.devices.get(path), path, observed.pvs.get(path), wipe=spec.wipe)
     if vg is None and not new_devices:
         raise SpecError(
             f"volume group {spec.vg!r} does not exist and no device was given",
@@ -78,6 +73,12 @@ def _geometry(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> Geo
         spare_extents=vg.spare_extents if vg else 0,
         new_devices=new_devices,
         vg_exists=vg is not None,
+        orphan_pvs=tuple(path for path in new_devices if path in observed.pvs),
+        to_wipe=tuple(
+            path
+            for path in new_devices
+            if path not in observed.pvs and (observed.devices[path].signatures or observed.devices[path].partitions)
+        ),
     )
 
 
@@ -216,12 +217,17 @@ def _layout_dict(layout: sizing.Layout) -> dict[str, int]:
 
 
 def _device_actions(spec: PoolSpec, geometry: Geometry) -> tuple[Action, ...]:
-    actions = [
-        Action("create", "physical-volume", path, "label the device for lvm", commands.pvcreate(path))
-        for path in geometry.new_devices
-    ]
     if not geometry.new_devices:
         return ()
+    actions = [
+        Action("destroy", "signatures", path, "--wipe: erase what wipefs lists on it", commands.wipefs(path))
+        for path in geometry.to_wipe
+    ]
+    actions += [
+        Action("create", "physical-volume", path, "label the device for lvm", commands.pvcreate(path))
+        for path in geometry.new_devices
+        if path not in geometry.orphan_pvs
+    ]
     if geometry.vg_exists:
         argv = commands.vgextend(spec.vg, geometry.new_devices)
         actions.append(Action("change", "volume-group", spec.vg, "add the new devices to it", argv))

@@ -51,6 +51,7 @@ class Runner(Protocol):
         input: str | None = None,
         timeout: int | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> Completed: ...
 
 
@@ -78,6 +79,7 @@ class SystemRunner:
         input: str | None = None,
         timeout: int | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> Completed:
         argv = tuple(argv)
         if shutil.which(argv[0]) is None:
@@ -89,7 +91,7 @@ class SystemRunner:
             input=input,
             capture_output=True,
             text=True,
-            env=_environment(),
+            env={**_environment(), **(env or {})},
             timeout=timeout or self.timeout,
             check=False,
             cwd=cwd,
@@ -119,9 +121,10 @@ class ScriptedRunner:
         input: str | None = None,
         timeout: int | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> Completed:
         argv = tuple(argv)
-        self.options.append({"input": input, "timeout": timeout, "cwd": cwd})
+        self.options.append({"input": input, "timeout": timeout, "cwd": cwd, "env": env})
         if not self.script:
             raise AssertionError(f"unexpected command (script is empty): {argv}")
         expected, result = self.script.pop(0)

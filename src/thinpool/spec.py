@@ -8,7 +8,7 @@ from typing import Any
 
 from thinpool import sizing
 from thinpool.errors import SpecError
-from thinpool.units import MiB, Percent, format_size
+from thinpool.units import MiB, Percent, format_size, parse_percent
 
 ENGINES = ("none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin")
 DEFAULT_VG = "docker"
@@ -91,6 +91,7 @@ class PoolSpec:
             "devices": list(self.devices),
             "vg": self.vg,
             "pool": self.pool,
+            "profile": self.profile_name,
             "engine": self.engine,
             "extent_size": self.extent_size,
             "chunk_size": self.chunk_size,
@@ -105,3 +106,29 @@ class PoolSpec:
             "zero": self.zero,
             "wipe": self.wipe,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PoolSpec:
+        """The inverse of ``to_dict`` (used for saved plans)."""
+
+        def size_or_share(value: int | str | None, what: str) -> int | Percent | None:
+            if isinstance(value, str):
+                return parse_percent(value, what=what, allowed=("VG", "FREE"))
+            return value
+
+        return cls(
+            devices=tuple(data["devices"]),
+            vg=data["vg"],
+            pool=data["pool"],
+            engine=data["engine"],
+            extent_size=data["extent_size"],
+            chunk_size=data["chunk_size"],
+            metadata_size=data["metadata_size"],
+            data_size=size_or_share(data["data_size"], "data_size"),
+            headroom=size_or_share(data["headroom"], "headroom"),
+            max_pool_size=data["max_pool_size"],
+            workload=sizing.Workload(data["max_thin_devices"], data["thin_device_size"]),
+            autoextend=sizing.Autoextend(data["autoextend_threshold"], data["autoextend_percent"]),
+            zero=data["zero"],
+            wipe=data["wipe"],
+        )

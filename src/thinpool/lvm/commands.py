@@ -17,6 +17,10 @@ VG_FIELDS = "vg_name,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_co
 PV_FIELDS = "pv_name,vg_name,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
 
 
+def wipefs(device: str) -> Argv:
+    return ("wipefs", "--all", device)
+
+
 def pvcreate(device: str) -> Argv:
     return ("pvcreate", device)
 

@@ -1,0 +1,130 @@
+"""The pool-spec command-line options, shared by plan, apply and rehearse, and their inverse.
+
+``spec_to_argv`` turns a PoolSpec back into flags, so a rehearsal can hand the guest the
+very spec the operator typed (a unit test checks the round trip).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from thinpool import sizing
+from thinpool.spec import DEFAULT_POOL, DEFAULT_VG, ENGINES, PoolSpec
+from thinpool.units import Percent, parse_size, parse_size_or_percent
+
+
+def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True) -> None:
+    where = parser.add_argument_group("where the pool goes")
+    if devices:
+        where.add_argument("devices", nargs="*", metavar="DEVICE", help="whole disks or partitions for the VG")
+    where.add_argument("--vg", default=DEFAULT_VG, help="volume group (default: docker); an existing VG is "
+                       "used, and extended with any DEVICE given")  # fmt: skip
+    where.add_argument("--pool", default=DEFAULT_POOL, help="thin pool LV name (default: thinpool)")
+    where.add_argument("--extent-size", default="4m", metavar="SIZE",
+                       help="extent size of a new VG (default: 4m, lvm's default)")  # fmt: skip
+    where.add_argument("--engine", default="none", choices=ENGINES,
+                       help="container engine the pool is for (default: none)")  # fmt: skip
+    where.add_argument(
+        "--wipe",
+        action="store_true",
+        help="erase filesystem/RAID/partition-table signatures on DEVICEs (destroys their data)",
+    )
+
+    size = parser.add_argument_group("sizing (thinpool sizes everything you leave out)")
+    size.add_argument(
+        "--data-size",
+        metavar="SIZE|N%VG|N%FREE",
+        help="pool data (default: all that fits after metadata, spare and autoextend room)",
+    )
+    size.add_argument("--chunk-size", metavar="SIZE", help="data chunk, a multiple of 64k in 64k..1g "
+                      "(default: 512k, raised when the pool could not address its grown size)")  # fmt: skip
+    size.add_argument("--metadata-size", metavar="SIZE", help="pool metadata (default: the largest of lvm2's "
+                      "64 B/chunk estimate, the workload model and 2 MiB; at most 15.81 GiB)")  # fmt: skip
+    size.add_argument(
+        "--max-thin-devices",
+        type=int,
+        default=sizing.DEFAULT_MAX_THIN_DEVICES,
+        metavar="N",
+        help="image layers + containers to hold metadata for (default: 1000)",
+    )
+    size.add_argument(
+        "--thin-device-size",
+        default="10GiB",
+        metavar="SIZE",
+        help="virtual size of one thin device, like Docker's dm.basesize (default: 10GiB)",
+    )
+    size.add_argument("--max-pool-size", metavar="SIZE", help="the most the pool may ever grow to "
+                      "(default: the whole VG); chunk and metadata are sized for it")  # fmt: skip
+    size.add_argument(
+        "--headroom", metavar="SIZE|N%VG", help="free space to keep in the VG; never less than one autoextend step"
+    )
+    size.add_argument("--zero", action="store_true", help="zero newly provisioned chunks (slower; default: off)")
+
+    grow = parser.add_argument_group("autoextend (an lvm profile on the pool; dmeventd acts on it)")
+    grow.add_argument("--autoextend-threshold", type=int, default=sizing.DEFAULT_AUTOEXTEND_THRESHOLD,
+                      metavar="PERCENT", help="grow when data or metadata is this full: 50-99, or 100 to "
+                      "disable (default: 80)")  # fmt: skip
+    grow.add_argument(
+        "--autoextend-percent",
+        type=int,
+        default=sizing.DEFAULT_AUTOEXTEND_PERCENT,
+        metavar="PERCENT",
+        help="grow by this share of the current size (default: 20)",
+    )
+
+
+def _optional_size(value: str | None, what: str) -> int | None:
+    return parse_size(value, what=what) if value is not None else None
+
+
+def _optional_share(value: str | None, what: str, allowed: tuple[str, ...]) -> int | Percent | None:
+    return parse_size_or_percent(value, what=what, allowed=allowed) if value is not None else None
+
+
+def spec_from_args(args: argparse.Namespace) -> PoolSpec:
+    return PoolSpec(
+        devices=tuple(getattr(args, "devices", ())),
+        vg=args.vg,
+        pool=args.pool,
+        engine=args.engine,
+        extent_size=parse_size(args.extent_size, what="--extent-size"),
+        chunk_size=_optional_size(args.chunk_size, "--chunk-size"),
+        metadata_size=_optional_size(args.metadata_size, "--metadata-size"),
+        data_size=_optional_share(args.data_size, "--data-size", ("VG", "FREE")),
+        headroom=_optional_share(args.headroom, "--headroom", ("VG",)),
+        max_pool_size=_optional_size(args.max_pool_size, "--max-pool-size"),
+        workload=sizing.Workload(
+            max_thin_devices=args.max_thin_devices,
+            thin_device_size=parse_size(args.thin_device_size, what="--thin-device-size"),
+        ),
+        autoextend=sizing.Autoextend(args.autoextend_threshold, args.autoextend_percent),
+        zero=args.zero,
+        wipe=args.wipe,
+    )
+
+
+def _bytes(size: int) -> str:
+    return f"{size}b"
+
+
+def spec_to_argv(spec: PoolSpec) -> list[str]:
+    """Flags that make ``spec_from_args`` build ``spec`` again (devices last)."""
+    argv = ["--vg", spec.vg, "--pool", spec.pool, "--engine", spec.engine, "--extent-size", _bytes(spec.extent_size)]
+    for flag, value in (
+        ("--chunk-size", spec.chunk_size),
+        ("--metadata-size", spec.metadata_size),
+        ("--max-pool-size", spec.max_pool_size),
+        ("--data-size", spec.data_size),
+        ("--headroom", spec.headroom),
+    ):
+        if value is not None:
+            argv += [flag, str(value) if isinstance(value, Percent) else _bytes(value)]
+    argv += [
+        "--max-thin-devices", str(spec.workload.max_thin_devices),
+        "--thin-device-size", _bytes(spec.workload.thin_device_size),
+        "--autoextend-threshold", str(spec.autoextend.threshold),
+        "--autoextend-percent", str(spec.autoextend.percent),
+    ]  # fmt: skip
+    argv += ["--zero"] if spec.zero else []
+    argv += ["--wipe"] if spec.wipe else []
+    return [*argv, *spec.devices]

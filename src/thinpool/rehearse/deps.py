@@ -1,0 +1,86 @@
+"""What the rehearsal VM needs on the host, and installing it with apt when asked.
+
+Usage as a script (CI): ``python -m thinpool.rehearse.deps --install [--engines]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from thinpool.errors import MissingTool
+from thinpool.runner import Runner, SystemRunner
+
+# program -> Debian package. The guest runs the host's own binaries over 9p.
+VM_TOOLS = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "busybox": "busybox-static",
+    "depmod": "kmod",
+    "modprobe": "kmod",
+    "lvm": "lvm2",
+    "dmeventd": "dmeventd",
+    "thin_check": "thin-provisioning-tools",
+    "mkfs.xfs": "xfsprogs",
+    "lsblk": "util-linux",
+    "wipefs": "util-linux",
+}
+ENGINE_TOOLS = {"dockerd": "docker.io", "containerd": "containerd", "runc": "runc", "tini": "tini"}
+POLICY_RC = Path("/usr/sbin/policy-rc.d")
+SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def missing(engines: bool = False) -> dict[str, str]:
+    wanted = {**VM_TOOLS, **(ENGINE_TOOLS if engines else {})}
+    return {tool: package for tool, package in wanted.items() if shutil.which(tool, path=SEARCH_PATH) is None}
+
+
+def require(engines: bool = False) -> None:
+    absent = missing(engines)
+    if absent:
+        packages = " ".join(sorted(set(absent.values())))
+        raise MissingTool(
+            f"the rehearsal VM needs {', '.join(sorted(absent))}",
+            fix=f"apt-get install --no-install-recommends {packages}  (or pass --install-deps)",
+        )
+
+
+def install(runner: Runner, engines: bool = False) -> list[str]:
+    """apt-get install what is missing; daemons stay stopped on the host (policy-rc.d)."""
+    packages = sorted(set(missing(engines).values()))
+    if not packages:
+        return []
+    if not POLICY_RC.exists():
+        POLICY_RC.write_text(
+            "#!/bin/sh\n# thinpool: keep daemons installed for the rehearsal VM stopped here\nexit 101\n"
+        )
+        POLICY_RC.chmod(0o755)
+    runner.run(("apt-get", "update", "-qq"), timeout=900)
+    runner.run(
+        ("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages),
+        timeout=1800,
+        input="",
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+    require(engines)
+    return packages
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m thinpool.rehearse.deps", description=__doc__)
+    parser.add_argument("--install", action="store_true", help="apt-get install what is missing")
+    parser.add_argument("--engines", action="store_true", help="also docker.io, containerd, runc")
+    args = parser.parse_args(argv)
+    if args.install:
+        installed = install(SystemRunner(), args.engines)
+        print("installed: " + (" ".join(installed) if installed else "nothing (all present)"))
+        return 0
+    absent = missing(args.engines)
+    for tool, package in sorted(absent.items()):
+        print(f"missing: {tool} (package {package})")
+    return 1 if absent else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
