@@ -17,7 +17,7 @@ class ThinpoolError(Exception):
         return f"{self.problem}\n  fix: {self.fix}" if self.fix else self.problem
 
     def to_dict(self) -> dict[str, str]:
-        return {"kind": type(self).__name__, "problem": self.problem, "fix": self.fix}
+        return {"error": type(self).__name__, "problem": self.problem, "fix": self.fix}
 
 
 class SpecError(ThinpoolError):

@@ -180,7 +180,7 @@ class VM:
         ]  # fmt: skip
         for index, disk in enumerate(self.disks):
             argv += [
-                "-drive", f"file={disk},if=none,id=d{index},format=raw,cache=unsafe,discard=unmap",
+                "-drive", f"file={disk},if=none,id=d{index},format=raw,cache=unsafe,discard=unmap,detect-zeroes=unmap",
                 "-device", f"virtio-blk-pci,drive=d{index},serial={DISK_SERIAL_PREFIX}{index}",
             ]  # fmt: skip
         return argv

@@ -1,0 +1,32 @@
+"""Small builders of observed state for planner tests."""
+
+from thinpool.model import Device, LogicalVolume, Observed, PhysicalVolume, VolumeGroup
+from thinpool.units import MiB
+
+
+def empty_vg(name: str, extents: int, extent_size: int = 4 * MiB, free: int | None = None,
+             spare_extents: int = 0, lvs: tuple[LogicalVolume, ...] = ()) -> VolumeGroup:  # fmt: skip
+    spare = (
+        (LogicalVolume("[lvol0_pmspare]", name, "ewi-------", spare_extents * extent_size, "linear"),)
+        if spare_extents
+        else ()
+    )
+    return VolumeGroup(
+        name=name,
+        extent_size=extent_size,
+        extent_count=extents,
+        free_count=extents if free is None else free,
+        seqno=3,
+        pv_names=("/dev/sdb",),
+        lvs=spare + lvs,
+    )
+
+
+def observed_with_vg(vg: VolumeGroup, **extra: object) -> Observed:
+    pv = PhysicalVolume("/dev/sdb", vg.name, vg.extent_count * vg.extent_size, MiB, vg.extent_count, 0,
+                        vg.extent_count * vg.extent_size + MiB)  # fmt: skip
+    return Observed(pvs={"/dev/sdb": pv}, vgs={vg.name: vg}, **extra)  # type: ignore[arg-type]
+
+
+def disk(path: str, size: int, **fields: object) -> Device:
+    return Device(path, size, **fields)  # type: ignore[arg-type]

@@ -1,0 +1,119 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from thinpool import executor, inspect, planner
+from thinpool.lvm import commands
+from thinpool.model import Observed
+from thinpool.plan import Plan
+from thinpool.runner import ScriptedRunner
+from thinpool.spec import PoolSpec
+from thinpool.units import GiB, MiB
+
+
+def _report(kind: str, rows: list[dict[str, str]]) -> str:
+    return json.dumps({"report": [{kind: rows}]})
+
+
+def _plan() -> Plan:
+    return planner.plan(PoolSpec(devices=("/dev/vda",)), inspect.virtual([4 * GiB], ["/dev/vda"]))
+
+
+def _lvm_state(runner: ScriptedRunner, *, pv: bool, vg: bool, pool: dict[str, str] | None) -> None:
+    pvs = [{"pv_name": "/dev/vda", "vg_name": "docker" if vg else ""}] if pv else []
+    vg_row = {"vg_name": "docker", "vg_extent_size": str(4 * MiB), "vg_extent_count": "1023",
+              "vg_free_count": "167", "vg_seqno": "5"}  # fmt: skip
+    runner.expect(commands.pvs_report(), stdout=_report("pv", pvs))
+    runner.expect(commands.lvs_report(), stdout=_report("lv", [pool] if pool else []))
+    runner.expect(commands.vgs_report(), stdout=_report("vg", [vg_row] if vg else []))
+
+
+def _pool_row(plan: Plan, monitor: str) -> dict[str, str]:
+    layout = plan.layout
+    return {
+        "lv_name": "thinpool", "vg_name": "docker", "segtype": "thin-pool", "lv_size": str(layout["data_size"]),
+        "lv_metadata_size": str(layout["metadata_size"]), "chunk_size": str(layout["chunk_size"]),
+        "seg_monitor": monitor, "lv_profile": "thinpool-docker-thinpool",
+    }  # fmt: skip
+
+
+def _script_until_pool(runner: ScriptedRunner, plan: Plan, pool: dict[str, str]) -> None:
+    runner.expect(("pvcreate", "/dev/vda"))
+    _lvm_state(runner, pv=True, vg=False, pool=None)
+    runner.expect(plan.actions[1].argv)
+    _lvm_state(runner, pv=True, vg=True, pool=None)
+    runner.expect(plan.actions[3].argv)
+    _lvm_state(runner, pv=True, vg=True, pool=pool)
+
+
+def test_apply_runs_every_action_and_verifies_it(tmp_path: Path) -> None:
+    plan = _plan()
+    runner = ScriptedRunner()
+    _script_until_pool(runner, plan, _pool_row(plan, "not monitored"))
+    runner.expect(("lvchange", "--monitor", "y", "docker/thinpool"))
+    _lvm_state(runner, pv=True, vg=True, pool=_pool_row(plan, "monitored"))
+    steps: list[str] = []
+    result = executor.apply(plan, runner, root=tmp_path, progress=lambda i, n, a, s: steps.append(f"{i}/{n} {s}"))
+    assert result.ok, [step.error for step in result.steps]
+    assert runner.exhausted
+    profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
+    assert "thin_pool_autoextend_threshold = 80" in profile.read_text()
+    assert steps[-1] == "5/5 done"
+    assert result.to_dict()["changed"] is True
+
+
+def test_apply_stops_at_the_first_failure_and_reports_the_rest_not_run(tmp_path: Path) -> None:
+    plan = _plan()
+    runner = ScriptedRunner()
+    runner.expect(("pvcreate", "/dev/vda"), returncode=5, stderr="  No device found for /dev/vda.\n")
+    result = executor.apply(plan, runner, root=tmp_path)
+    assert not result.ok
+    assert [step.status for step in result.steps] == ["failed", "not-run", "not-run", "not-run", "not-run"]
+    assert "No device found" in result.steps[0].error
+    assert not (tmp_path / "etc").exists()
+
+
+def test_apply_fails_when_lvm_made_something_else(tmp_path: Path) -> None:
+    plan = _plan()
+    runner = ScriptedRunner()
+    _script_until_pool(runner, plan, {**_pool_row(plan, "monitored"), "chunk_size": "65536"})
+    result = executor.apply(plan, runner, root=tmp_path)
+    assert result.steps[3].status == "failed" and "planned" in result.steps[3].error
+    assert result.steps[4].status == "not-run"
+
+
+def test_apply_fails_when_monitoring_did_not_take(tmp_path: Path) -> None:
+    plan = _plan()
+    runner = ScriptedRunner()
+    _script_until_pool(runner, plan, _pool_row(plan, "not monitored"))
+    runner.expect(("lvchange", "--monitor", "y", "docker/thinpool"))
+    _lvm_state(runner, pv=True, vg=True, pool=_pool_row(plan, "not monitored"))
+    result = executor.apply(plan, runner, root=tmp_path)
+    assert result.steps[4].status == "failed" and "seg_monitor" in result.steps[4].error
+
+
+def test_saved_plan_refused_when_the_system_changed() -> None:
+    plan = _plan()
+    executor.check_fresh(plan, inspect.virtual([4 * GiB], ["/dev/vda"]))  # unchanged: accepted
+    with pytest.raises(executor.StalePlan, match="devices"):
+        executor.check_fresh(plan, inspect.virtual([8 * GiB], ["/dev/vda"]))
+    with pytest.raises(executor.StalePlan):
+        executor.check_fresh(plan, Observed())
+
+
+def test_recorded_lvm_error_surfaces_verbatim(recorded: Path, tmp_path: Path) -> None:
+    message, _, code = (recorded / "lvcreate-no-room-for-spare.txt").read_text().rpartition("rc=")
+    plan = _plan()
+    runner = ScriptedRunner()
+    runner.expect(("pvcreate", "/dev/vda"), returncode=int(code), stderr=message)
+    result = executor.apply(plan, runner, root=tmp_path)
+    assert "1016 extents needed, but only 1006 available" in result.steps[0].error
+    assert "exited 5" in result.steps[0].error
+
+
+def test_scripted_runner_rejects_unexpected_commands() -> None:
+    runner = ScriptedRunner()
+    runner.expect(("lvs",))
+    with pytest.raises(AssertionError, match="expected"):
+        runner.run(("vgs",))

@@ -1,0 +1,42 @@
+import argparse
+from fractions import Fraction
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from thinpool import sizing
+from thinpool.options import add_spec_options, spec_from_args, spec_to_argv
+from thinpool.spec import ENGINES, PoolSpec
+from thinpool.units import KiB, MiB, Percent
+
+
+def _parse(argv: list[str]) -> PoolSpec:
+    parser = argparse.ArgumentParser()
+    add_spec_options(parser)
+    return spec_from_args(parser.parse_args(argv))
+
+
+sizes = st.one_of(st.none(), st.integers(1, 2**44).map(lambda n: n * 512))
+shares = st.one_of(sizes, st.integers(1, 100).map(lambda p: Percent(Fraction(p), "VG")))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(["/dev/sdb", "/dev/sdc", "/dev/vdb"]), unique=True, max_size=3),
+    st.sampled_from(["docker", "my-vg"]),
+    st.sampled_from(ENGINES),
+    st.one_of(st.none(), st.sampled_from([64 * KiB, 512 * KiB])),
+    sizes,
+    shares,
+    shares,
+    st.integers(1, 10**5),
+    st.booleans(),
+)
+def test_spec_to_argv_round_trips(devices, vg, engine, chunk, metadata, data, headroom, devices_n, flag) -> None:  # type: ignore[no-untyped-def]
+    spec = PoolSpec(
+        devices=tuple(devices), vg=vg, pool="pool-1", engine=engine, extent_size=8 * MiB, chunk_size=chunk,
+        metadata_size=metadata, data_size=data, headroom=headroom, max_pool_size=metadata,
+        workload=sizing.Workload(devices_n, 3 * MiB), autoextend=sizing.Autoextend(70, 50), zero=flag, wipe=flag,
+    )  # fmt: skip
+    assert _parse(spec_to_argv(spec)) == spec
+    assert PoolSpec.from_dict(spec.to_dict()) == spec

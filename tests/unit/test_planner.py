@@ -1,0 +1,278 @@
+import json
+
+import pytest
+
+from thinpool import inspect, planner, sizing
+from thinpool.errors import DoesNotFit, SpecError
+from thinpool.lvm import commands
+from thinpool.model import LogicalVolume, Observed, PhysicalVolume
+from thinpool.plan import Plan, render_text
+from thinpool.safety import UnsafeDevice
+from thinpool.spec import PoolSpec
+from thinpool.units import GiB, KiB, MiB, Percent
+
+from .builders import disk, empty_vg, observed_with_vg
+
+CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB after pvcreate's 1 MiB
+
+
+def classic_plan(**spec: object) -> Plan:
+    observed = inspect.virtual([CLASSIC_DISK])
+    return planner.plan(PoolSpec(devices=("disk1",), **spec), observed)  # type: ignore[arg-type]
+
+
+def test_classic_geometry_plan_fits_with_exact_extents() -> None:
+    plan = classic_plan()
+    layout = plan.layout
+    assert layout["free_extents"] == 190511
+    used = layout["data_extents"] + layout["metadata_extents"] + layout["spare_extents"] + layout["headroom_extents"]
+    assert used + layout["left_extents"] == 190511
+    assert layout["left_extents"] >= 0
+    assert layout["spare_extents"] == layout["metadata_extents"]
+    assert layout["headroom_extents"] >= sizing.autoextend_step(layout["data_extents"], 20)
+    assert layout["chunk_size"] == 512 * KiB
+
+
+def test_classic_plan_actions_and_argv() -> None:
+    plan = classic_plan()
+    kinds = [action.kind for action in plan.actions]
+    assert kinds == ["physical-volume", "volume-group", "lvm-profile", "thin-pool", "monitoring"]
+    create = plan.actions[3]
+    assert create.argv[:4] == ("lvcreate", "--yes", "--type", "thin-pool")
+    argv = list(create.argv)
+    assert argv[argv.index("--extents") + 1] == str(plan.layout["data_extents"])
+    assert argv[argv.index("--chunksize") + 1] == "512k"
+    assert argv[argv.index("--poolmetadatasize") + 1] == f"{plan.layout['metadata_size'] // MiB}m"
+    assert argv[argv.index("--zero") + 1] == "n"
+    assert all(action.reason for action in plan.actions)
+    profile = plan.actions[2]
+    assert profile.path == "/etc/lvm/profile/thinpool-docker-thinpool.profile"
+    assert "thin_pool_autoextend_threshold = 80" in profile.content
+    assert "thin_pool_autoextend_percent = 20" in profile.content
+
+
+def test_plan_text_is_terraform_like() -> None:
+    text = render_text(classic_plan())
+    assert "+ create thin-pool docker/thinpool" in text
+    assert "~ change monitoring docker/thinpool" in text
+    assert text.rstrip().endswith("Plan: 4 to add, 1 to change, 0 to destroy.")
+    assert "metadata spare" in text
+
+
+def test_plan_json_round_trip() -> None:
+    plan = classic_plan()
+    data = json.loads(plan.to_json())
+    assert data["schema_version"] == 1 and data["kind"] == "thinpool-plan"
+    assert all(isinstance(value, int) for value in data["layout"].values())
+    assert Plan.from_dict(data) == plan
+
+
+def test_plan_from_dict_refuses_other_documents() -> None:
+    with pytest.raises(ValueError, match="schema"):
+        Plan.from_dict({"kind": "thinpool-plan", "schema_version": 99})
+
+
+def test_metadata_term_is_explained() -> None:
+    plan = classic_plan()
+    assert "(workload)" in plan.reasons["metadata"]
+    assert set(plan.candidates) == {"lvm2-estimate", "workload", "minimum"}
+
+
+def test_explicit_data_size_that_does_not_fit_is_refused_with_the_largest_that_does() -> None:
+    with pytest.raises(DoesNotFit) as caught:
+        classic_plan(data_size=740 * GiB)
+    assert "short by" in caught.value.problem
+    assert "ask for at most" in caught.value.fix
+
+
+def test_data_percent_of_vg() -> None:
+    plan = classic_plan(data_size=Percent(__import__("fractions").Fraction(50), "VG"))
+    assert plan.layout["data_extents"] == 190511 // 2
+
+
+def test_explicit_data_size_rounds_up_to_extents() -> None:
+    plan = classic_plan(data_size=100 * GiB + 1)
+    assert plan.layout["data_extents"] == 100 * GiB // (4 * MiB) + 1
+
+
+def test_headroom_request_raises_the_reserve() -> None:
+    plan = classic_plan(headroom=200 * GiB)
+    assert plan.layout["headroom_extents"] == 200 * GiB // (4 * MiB)
+    assert plan.layout["left_extents"] >= 0
+
+
+def test_autoextend_off_uses_all_the_room_and_warns() -> None:
+    plan = classic_plan(autoextend=sizing.Autoextend(100, 20))
+    assert plan.layout["headroom_extents"] == 0
+    assert plan.layout["left_extents"] == 0
+    assert any("autoextend is off" in warning for warning in plan.warnings)
+
+
+def test_small_requested_metadata_warns() -> None:
+    plan = classic_plan(metadata_size=8 * MiB)
+    assert plan.layout["metadata_extents"] == 2
+    assert any("below" in warning for warning in plan.warnings)
+
+
+def test_disk_too_small_for_metadata() -> None:
+    with pytest.raises(DoesNotFit, match="no room for pool data"):
+        planner.plan(PoolSpec(devices=("disk1",)), inspect.virtual([20 * MiB]))
+
+
+def test_existing_vg_with_other_lvs_and_a_spare() -> None:
+    other = LogicalVolume("root", "vg0", "-wi-ao----", 400 * 4 * MiB, "linear")
+    vg = empty_vg("vg0", 2000, free=1500, spare_extents=5, lvs=(other,))
+    plan = planner.plan(PoolSpec(vg="vg0"), observed_with_vg(vg))
+    layout = plan.layout
+    assert layout["free_extents"] == 1500
+    assert layout["spare_extents"] == max(0, layout["metadata_extents"] - 5)
+    assert [action.kind for action in plan.actions] == ["lvm-profile", "thin-pool", "monitoring"]
+
+
+def test_existing_vg_extended_with_a_new_disk() -> None:
+    vg = empty_vg("docker", 500)
+    observed = observed_with_vg(vg)
+    observed.devices["/dev/sdc"] = disk("/dev/sdc", 8 * GiB)
+    plan = planner.plan(PoolSpec(devices=("/dev/sdb", "/dev/sdc")), observed)
+    assert plan.actions[0].argv == ("pvcreate", "/dev/sdc")
+    assert plan.actions[1].argv == ("vgextend", "docker", "/dev/sdc")
+    assert plan.layout["free_extents"] == 500 + (8 * GiB - MiB) // (4 * MiB)
+
+
+def test_missing_vg_without_devices_is_refused() -> None:
+    with pytest.raises(SpecError, match="does not exist"):
+        planner.plan(PoolSpec(vg="nope"), Observed())
+
+
+def test_orphan_pv_from_an_interrupted_run_is_reused_not_recreated() -> None:
+    observed = Observed(
+        devices={"/dev/sdb": disk("/dev/sdb", 8 * GiB, signatures=("LVM2_member",))},
+        pvs={"/dev/sdb": PhysicalVolume("/dev/sdb", "", 8 * GiB - MiB, MiB, 2047, 0, 8 * GiB)},
+    )
+    plan = planner.plan(PoolSpec(devices=("/dev/sdb",)), observed)
+    assert plan.actions[0].argv == commands.vgcreate("docker", 4 * MiB, ("/dev/sdb",))
+
+
+def test_signatures_need_wipe_and_wipe_is_planned_first() -> None:
+    observed = Observed(devices={"/dev/sdb": disk("/dev/sdb", 8 * GiB, signatures=("ext4",))})
+    with pytest.raises(UnsafeDevice, match="ext4") as caught:
+        planner.plan(PoolSpec(devices=("/dev/sdb",)), observed)
+    assert "--wipe" in caught.value.fix
+    plan = planner.plan(PoolSpec(devices=("/dev/sdb",), wipe=True), observed)
+    assert plan.actions[0].op == "destroy" and plan.actions[0].argv == ("wipefs", "--all", "/dev/sdb")
+    assert plan.counts()["destroy"] == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"mountpoints": ("/srv",)}, "mounted at /srv"),
+        ({"holders": ("dm-0",)}, "held by dm-0"),
+        ({"swap": True}, "swap"),
+        ({"read_only": True}, "read-only"),
+        ({"type": "rom"}, "not a disk"),
+    ],
+)
+def test_devices_in_use_are_never_taken_even_with_wipe(fields: dict[str, object], reason: str) -> None:
+    observed = Observed(devices={"/dev/sdb": disk("/dev/sdb", 8 * GiB, **fields)})
+    with pytest.raises(UnsafeDevice, match=reason):
+        planner.plan(PoolSpec(devices=("/dev/sdb",), wipe=True), observed)
+
+
+def test_partitioned_disk_needs_wipe() -> None:
+    observed = Observed(devices={"/dev/sdb": disk("/dev/sdb", 8 * GiB, partitions=("/dev/sdb1",))})
+    with pytest.raises(UnsafeDevice, match="partitions"):
+        planner.plan(PoolSpec(devices=("/dev/sdb",)), observed)
+
+
+def test_missing_device_and_pv_of_another_vg() -> None:
+    with pytest.raises(UnsafeDevice, match="no such block device"):
+        planner.plan(PoolSpec(devices=("/dev/sdz",)), Observed())
+    other = empty_vg("other", 100)
+    observed = observed_with_vg(other)
+    observed.devices["/dev/sdb"] = disk("/dev/sdb", 8 * GiB, signatures=("LVM2_member",))
+    with pytest.raises(UnsafeDevice, match="volume group 'other'") as caught:
+        planner.plan(PoolSpec(devices=("/dev/sdb",), wipe=True), observed)
+    assert "--vg other" in caught.value.fix
+
+
+def test_tiny_device_refused() -> None:
+    with pytest.raises(UnsafeDevice, match="too small"):
+        planner.plan(PoolSpec(devices=("/dev/sdb",)), Observed(devices={"/dev/sdb": disk("/dev/sdb", MiB)}))
+
+
+def _existing_pool(**fields: object) -> Observed:
+    pool = LogicalVolume(
+        **{  # type: ignore[arg-type]
+            "name": "thinpool", "vg_name": "docker", "attr": "twi-a-t---", "size": 832 * 4 * MiB,
+            "segtype": "thin-pool", "metadata_size": 48 * MiB, "chunk_size": 512 * KiB,
+            "seg_monitor": "monitored", "profile": "thinpool-docker-thinpool", **fields,
+        }
+    )  # fmt: skip
+    vg = empty_vg("docker", 1023, free=167, lvs=(pool,))
+    content = commands.profile_content("docker", "thinpool", 80, 20)
+    return observed_with_vg(vg, profiles={"thinpool-docker-thinpool": content})
+
+
+def test_existing_pool_matching_the_spec_means_no_changes() -> None:
+    plan = planner.plan(PoolSpec(devices=("/dev/sdb",)), _existing_pool())
+    assert not plan.has_changes
+    assert "No changes" in render_text(plan)
+
+
+def test_existing_pool_is_converged_to_monitoring_and_profile() -> None:
+    observed = _existing_pool(seg_monitor="not monitored", profile="")
+    plan = planner.plan(PoolSpec(), observed)
+    assert [action.kind for action in plan.actions] == ["pool-profile", "monitoring"]
+
+
+def test_changed_autoextend_rewrites_the_profile() -> None:
+    plan = planner.plan(PoolSpec(autoextend=sizing.Autoextend(70, 50)), _existing_pool())
+    assert [action.kind for action in plan.actions] == ["lvm-profile"]
+    assert "threshold = 70" in plan.actions[0].content
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        ({"chunk_size": 64 * KiB}, "chunk 512 KiB (wanted 64 KiB)"),
+        ({"data_size": 10 * GiB}, "data 3.25 GiB (wanted 10 GiB)"),
+        ({"metadata_size": GiB}, "metadata 48 MiB (wanted 1 GiB)"),
+        ({"devices": ("/dev/sdc",)}, "/dev/sdc are not in docker"),
+    ],
+)
+def test_conflicting_spec_is_refused_with_the_difference(spec: dict[str, object], shown: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        planner.plan(PoolSpec(**spec), _existing_pool())  # type: ignore[arg-type]
+    assert shown in caught.value.problem
+    assert "grow" in caught.value.fix
+
+
+def test_existing_non_pool_lv_is_never_converted() -> None:
+    lv = LogicalVolume("thinpool", "docker", "-wi-a-----", 4 * MiB, "linear")
+    with pytest.raises(SpecError, match="not a thin pool"):
+        planner.plan(PoolSpec(), observed_with_vg(empty_vg("docker", 100, lvs=(lv,))))
+
+
+@pytest.mark.parametrize(
+    ("vg", "pool"), [("-bad", "thinpool"), ("docker", "pool_tmeta"), ("docker", "snapshot1"), ("a/b", "p"), ("..", "p")]
+)
+def test_invalid_names(vg: str, pool: str) -> None:
+    with pytest.raises(SpecError, match="name"):
+        planner.plan(PoolSpec(devices=("disk1",), vg=vg, pool=pool), inspect.virtual([GiB]))
+
+
+def test_names_with_dashes_are_fine_and_dm_name_doubles_them() -> None:
+    plan = planner.plan(PoolSpec(devices=("disk1",), vg="my-vg", pool="docker-pool"), inspect.virtual([8 * GiB]))
+    assert plan.actions[-1].argv == ("lvchange", "--monitor", "y", "my-vg/docker-pool")
+    assert commands.dm_name("docker", "docker-pool-data") == "docker-docker--pool--data"
+
+
+def test_two_disks_make_one_vg() -> None:
+    plan = planner.plan(PoolSpec(devices=("disk1", "disk2")), inspect.virtual([4 * GiB, 4 * GiB]))
+    assert plan.layout["free_extents"] == 2 * 1023
+    assert plan.actions[2].argv == ("vgcreate", "--physicalextentsize", "4m", "docker", "disk1", "disk2")
+
+
+def test_planning_is_pure_and_deterministic() -> None:
+    assert classic_plan() == classic_plan()
