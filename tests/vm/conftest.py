@@ -1,0 +1,67 @@
+"""One rehearsal VM per test session, shared by every test marked ``vm``; reset between tests.
+
+The VM needs qemu, lvm2, busybox and a kernel package (``python -m thinpool.rehearse.deps
+--install`` installs them). Without them the tests skip, unless THINPOOL_REQUIRE_VM=1
+(set by CI), where a missing piece is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from thinpool.errors import ThinpoolError
+from thinpool.rehearse import deps
+from thinpool.rehearse.kernel import obtain_debian_kernel
+from thinpool.rehearse.vm import VM, VMConfig
+from thinpool.runner import SystemRunner
+from thinpool.units import GiB, MiB
+
+CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB, the classic recipe's disk
+# /dev/vda, /dev/vdb: 4 GiB; /dev/vdc: 2 GiB; /dev/vdd: the classic disk; /dev/vde: 1 GiB
+DISKS = (4 * GiB, 4 * GiB, 2 * GiB, CLASSIC_DISK, 1 * GiB)
+DEVICES = ("/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde")
+
+RESET = r"""
+for vg in $(vgs --noheadings -o vg_name 2>/dev/null); do vgremove -ff -y "$vg" >/dev/null 2>&1; done
+dmsetup remove_all --force >/dev/null 2>&1
+for pv in $(pvs --noheadings -o pv_name 2>/dev/null); do pvremove -ff -y "$pv" >/dev/null 2>&1; done
+for disk in /dev/vd?; do wipefs -a -q "$disk" >/dev/null 2>&1; done
+rm -f /etc/lvm/profile/thinpool-*.profile
+vgs --noheadings 2>/dev/null | grep -q . && exit 1
+exit 0
+"""
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("THINPOOL_REQUIRE_VM") == "1":
+        pytest.fail(f"the VM tests must run here: {reason}")
+    pytest.skip(f"no rehearsal VM: {reason}")
+
+
+@pytest.fixture(scope="session")
+def vm_session() -> Iterator[VM]:
+    if os.geteuid() != 0:
+        _unavailable("the VM's lvm runs as root; run the tests as root")
+    try:
+        deps.require()
+        kernel = obtain_debian_kernel(SystemRunner())
+    except ThinpoolError as error:
+        _unavailable(str(error))
+    machine = VM(VMConfig(disk_sizes=DISKS, kernel=kernel, write_budget=6 * GiB, lifetime=3000))
+    machine.start()
+    print(f"\nrehearsal VM booted in {machine.boot_seconds:.1f}s")
+    try:
+        yield machine
+    finally:
+        machine.close()
+
+
+@pytest.fixture
+def vm(vm_session: VM) -> Iterator[VM]:
+    """The shared VM, blank: no VG, PV label, signature or thinpool profile on any disk."""
+    vm_session.run(["bash", "-c", RESET], timeout=120)
+    yield vm_session
+    vm_session.run(["bash", "-c", RESET], timeout=120)
