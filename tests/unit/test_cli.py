@@ -78,3 +78,10 @@ def test_apply_refuses_a_saved_file_that_is_not_a_plan(tmp_path: Path, capsys: p
     bogus.write_text('{"hello": 1}')
     assert main(["apply", str(bogus), "--yes"]) == EXIT_ERROR
     assert "not a readable thinpool plan" in capsys.readouterr().err
+
+
+def test_rehearse_refuses_an_impossible_plan_before_booting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rehearse", "--disk-size", "4GiB", "--data-size", "5GiB"]) == EXIT_ERROR
+    captured = capsys.readouterr()
+    assert "short by" in captured.err
+    assert "booting" not in captured.out
