@@ -109,6 +109,7 @@ def size_pool(spec: PoolSpec, geometry: Geometry) -> tuple[sizing.Layout, dict[s
     if not layout.fits or data <= 0:
         raise _no_fit(layout, room, metadata_extents, chunk.size, spec)
     reasons = {
+        "data": _data_reason(spec, data, geometry.extent_size),
         "chunk": chunk.reason,
         "metadata": f"{format_size(metadata_extents * extent)} ({metadata.term}): {metadata.reason}",
         "spare": _spare_reason(spare, geometry.spare_extents, metadata_extents),
@@ -157,6 +158,13 @@ def _no_fit(layout: sizing.Layout, room: int, metadata_extents: int, chunk: int,
             "add a device, or leave --data-size out to use all that fits"
         )
     return error
+
+
+def _data_reason(spec: PoolSpec, data: int, extent: int) -> str:
+    if spec.data_size is None:
+        return "all that fits once metadata, its spare and the autoextend room are counted"
+    shown = str(spec.data_size) if isinstance(spec.data_size, Percent) else format_size(spec.data_size)
+    return f"--data-size {shown}, rounded to {data} whole extents ({format_size(data * extent)}) and chunks"
 
 
 def _spare_reason(spare: int, existing: int, metadata: int) -> str:

@@ -60,8 +60,7 @@ def vm_session() -> Iterator[VM]:
 
 
 @pytest.fixture
-def vm(vm_session: VM) -> Iterator[VM]:
+def vm(vm_session: VM) -> VM:
     """The shared VM, blank: no VG, PV label, signature or thinpool profile on any disk."""
     vm_session.run(["bash", "-c", RESET], timeout=120)
-    yield vm_session
-    vm_session.run(["bash", "-c", RESET], timeout=120)
+    return vm_session

@@ -38,4 +38,3 @@ def test_rehearse_applies_the_plan_and_cleans_up(tmp_path: object) -> None:
     assert report["pool"]["data_size"] == layout["data_size"]
     assert report["pool"]["vg_free_extents"] == layout["headroom_extents"] + layout["left_extents"]
     assert set(_qemu_processes()) <= before  # no VM left behind
-
