@@ -99,7 +99,9 @@ def _verify(action: Action, plan: Plan, observed: Observed) -> None:
         problem = f"{action.target} is not a physical volume"
     elif action.kind == "volume-group" and vg is None:
         problem = f"volume group {plan.vg} does not exist"
-    elif action.kind in ("thin-pool", "monitoring", "pool-profile"):
+    elif action.kind == "interrupted-leftover" and vg is not None and vg.lv(action.target.split("/", 1)[1]):
+        problem = f"{action.target} is still there"
+    elif action.kind in ("thin-pool", "monitoring", "pool-profile", "activation"):
         problem = _pool_problem(action, plan, observed)
     if problem:
         raise VerificationFailed(
@@ -118,6 +120,8 @@ def _pool_problem(action: Action, plan: Plan, observed: Observed) -> str:
         found = (pool.size, pool.metadata_size, pool.chunk_size)
         if found != expected:
             return f"(data, metadata, chunk) is {found}, planned {expected}"
+    if action.kind == "activation" and not pool.active:
+        return "the pool is not active"
     if action.kind == "monitoring" and pool.seg_monitor != "monitored":
         return f"seg_monitor is {pool.seg_monitor!r}, not 'monitored'"
     if action.kind == "pool-profile" and pool.profile != plan.spec["profile"]:

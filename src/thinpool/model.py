@@ -59,6 +59,7 @@ class LogicalVolume:
     pool_lv: str = ""
     origin: str = ""
     active: bool = False
+    tags: tuple[str, ...] = ()
 
     @property
     def hidden(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thinpool import safety, sizing
+from thinpool import recovery, safety, sizing
 from thinpool.errors import DoesNotFit, SpecError
 from thinpool.lvm import commands
 from thinpool.model import LogicalVolume, Observed, VolumeGroup
@@ -30,11 +30,21 @@ class Geometry:
 def plan(spec: PoolSpec, observed: Observed) -> Plan:
     spec.validate()
     vg = observed.vgs.get(spec.vg)
-    if vg is not None and vg.lv(spec.pool) is not None:
-        return _converge_existing(spec, observed, vg)
+    if vg is not None:
+        leftovers = recovery.find_leftovers(vg, spec.pool)
+        if leftovers.tagged or leftovers.temporary:
+            return _plan_over_leftovers(spec, observed, vg, leftovers)
+        if vg.lv(spec.pool) is not None:
+            return _converge_existing(spec, observed, vg)
+    return _plan_new_pool(spec, observed, vg)
+
+
+def _plan_new_pool(
+    spec: PoolSpec, observed: Observed, vg: VolumeGroup | None, cleanup: tuple[Action, ...] = ()
+) -> Plan:
     geometry = _geometry(spec, observed, vg)
     layout, reasons, candidates, warnings = size_pool(spec, geometry)
-    actions = _device_actions(spec, geometry) + _pool_actions(spec, observed, layout)
+    actions = cleanup + _device_actions(spec, geometry) + _pool_actions(spec, observed, layout)
     return Plan(
         vg=spec.vg,
         pool=spec.pool,
@@ -46,6 +56,27 @@ def plan(spec: PoolSpec, observed: Observed) -> Plan:
         fingerprint=observed.fingerprint(),
         candidates=candidates,
     )
+
+
+def _plan_over_leftovers(spec: PoolSpec, observed: Observed, vg: VolumeGroup, leftovers: recovery.Leftovers) -> Plan:
+    """Remove what an interrupted lvcreate left, then plan the pool as if it never ran."""
+    removable = leftovers.tagged + leftovers.temporary
+    trial = _plan_new_pool(spec, observed, recovery.without(vg, removable))
+    metadata_size = trial.layout["metadata_size"]
+    confirmed = leftovers.tagged + tuple(lv for lv in leftovers.temporary if lv.size == metadata_size)
+    if not confirmed:
+        return _plan_new_pool(spec, observed, vg)
+    cleanup = tuple(
+        Action(
+            "destroy",
+            "interrupted-leftover",
+            f"{spec.vg}/{lv.name}",
+            f"left by an interrupted lvcreate of this pool (inactive, linear, {format_size(lv.size)})",
+            commands.lvremove(spec.vg, lv.name),
+        )
+        for lv in confirmed
+    )
+    return _plan_new_pool(spec, observed, recovery.without(vg, confirmed), cleanup)
 
 
 def _geometry(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> Geometry:
@@ -292,6 +323,12 @@ def _converge_existing(spec: PoolSpec, observed: Observed, vg: VolumeGroup) -> P
     _refuse_conflicts(spec, vg, lv)
     actions: list[Action] = list(_profile_action(spec, observed))
     target = f"{spec.vg}/{spec.pool}"
+    if recovery.needs_reactivation(lv, vg):
+        why = f"the pool is not cleanly active (state {lv.attr[4:5] or '?'}): deactivate it and its parts"
+        deactivate = commands.lvchange_activate(spec.vg, spec.pool, False)
+        activate = commands.lvchange_activate(spec.vg, spec.pool, True)
+        actions.append(Action("change", "deactivation", target, why, deactivate))
+        actions.append(Action("change", "activation", target, "activate the pool again", activate))
     if lv.profile != spec.profile_name:
         argv = commands.lvchange_profile(spec.vg, spec.pool, spec.profile_name)
         actions.append(Action("change", "pool-profile", target, "attach the autoextend policy", argv))

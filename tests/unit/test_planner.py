@@ -206,7 +206,7 @@ def _existing_pool(**fields: object) -> Observed:
         **{  # type: ignore[arg-type]
             "name": "thinpool", "vg_name": "docker", "attr": "twi-a-t---", "size": 832 * 4 * MiB,
             "segtype": "thin-pool", "metadata_size": 48 * MiB, "chunk_size": 512 * KiB,
-            "seg_monitor": "monitored", "profile": "thinpool-docker-thinpool", **fields,
+            "seg_monitor": "monitored", "profile": "thinpool-docker-thinpool", "active": True, **fields,
         }
     )  # fmt: skip
     vg = empty_vg("docker", 1023, free=167, lvs=(pool,))
@@ -276,3 +276,53 @@ def test_two_disks_make_one_vg() -> None:
 
 def test_planning_is_pure_and_deterministic() -> None:
     assert classic_plan() == classic_plan()
+
+
+def _vg_with(*lvs: LogicalVolume) -> Observed:
+    return observed_with_vg(empty_vg("docker", 1023, free=1023 - sum(lv.size for lv in lvs) // (4 * MiB), lvs=lvs))
+
+
+def _linear(name: str, size: int, *, tags: tuple[str, ...] = (), attr: str = "-wi-------") -> LogicalVolume:
+    return LogicalVolume(name, "docker", attr, size, "linear", tags=tags)
+
+
+def test_tagged_half_made_pool_is_removed_then_planned_afresh() -> None:
+    spare = LogicalVolume("[lvol0_pmspare]", "docker", "ewi-------", 48 * MiB, "linear")
+    plan = planner.plan(PoolSpec(), _vg_with(_linear("thinpool", 48 * MiB, tags=(commands.MANAGED_TAG,)), spare))
+    assert plan.actions[0].op == "destroy" and plan.actions[0].argv == ("lvremove", "--yes", "docker/thinpool")
+    assert [action.kind for action in plan.actions[1:]] == ["lvm-profile", "thin-pool", "monitoring"]
+    assert plan.layout["free_extents"] == 1023 - 12  # the leftover's extents are free again; the spare stays
+    assert plan.layout["spare_extents"] == 0
+    assert "--addtag" in plan.actions[2].argv
+
+
+def test_lvm_temporary_leftover_is_removed_only_at_the_planned_metadata_size() -> None:
+    metadata = planner.plan(PoolSpec(), _vg_with()).layout["metadata_size"]
+    plan = planner.plan(PoolSpec(), _vg_with(_linear("lvol0", metadata)))
+    assert plan.actions[0].argv == ("lvremove", "--yes", "docker/lvol0")
+    other = planner.plan(PoolSpec(), _vg_with(_linear("lvol0", metadata + 4 * MiB)))
+    assert all(action.op != "destroy" for action in other.actions)  # not ours: left alone
+
+
+@pytest.mark.parametrize(
+    "lv",
+    [
+        _linear("thinpool", 48 * MiB),  # not tagged: someone else's volume
+        _linear("thinpool", 48 * MiB, tags=(commands.MANAGED_TAG,), attr="-wi-a-----"),  # active: in use
+    ],
+)
+def test_volumes_thinpool_cannot_prove_are_its_own_are_never_removed(lv: LogicalVolume) -> None:
+    with pytest.raises(SpecError, match="not a thin pool"):
+        planner.plan(PoolSpec(), _vg_with(lv))
+
+
+def test_pool_without_a_clean_activation_is_reactivated() -> None:
+    observed = _existing_pool(attr="twi-d-t---", active=True)
+    kinds = [action.kind for action in planner.plan(PoolSpec(), observed).actions]
+    assert kinds[:2] == ["deactivation", "activation"]
+    idle = _existing_pool(attr="twi---t---", active=False, seg_monitor="")
+    assert [action.kind for action in planner.plan(PoolSpec(), idle).actions] == [
+        "deactivation",
+        "activation",
+        "monitoring",
+    ]

@@ -8,10 +8,13 @@ Argv = tuple[str, ...]
 
 REPORT_OPTIONS = ("--reportformat", "json", "--units", "b", "--nosuffix")
 PROFILE_DIR = "/etc/lvm/profile"
+# Set on the pool at creation, in lvm's first metadata commit: it proves a leftover of an
+# interrupted lvcreate is thinpool's own.
+MANAGED_TAG = "thinpool.managed"
 
 LV_FIELDS = (
     "lv_name,vg_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,"
-    "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active"
+    "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active,lv_tags"
 )
 VG_FIELDS = "vg_name,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count"
 PV_FIELDS = "pv_name,vg_name,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
@@ -52,8 +55,17 @@ def lvcreate_thin_pool(
         "--poolmetadataspare", "y",
         "--zero", "y" if zero else "n",
         "--metadataprofile", profile,
+        "--addtag", MANAGED_TAG,
         vg,
     )  # fmt: skip
+
+
+def lvremove(vg: str, lv: str) -> Argv:
+    return ("lvremove", "--yes", f"{vg}/{lv}")
+
+
+def lvchange_activate(vg: str, pool: str, active: bool) -> Argv:
+    return ("lvchange", "--activate", "y" if active else "n", f"{vg}/{pool}")
 
 
 def lvchange_profile(vg: str, pool: str, profile: str) -> Argv:

@@ -55,6 +55,7 @@ def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
             pool_lv=row.get("pool_lv", ""),
             origin=row.get("origin", ""),
             active=row.get("lv_active", "") == "active",
+            tags=tuple(tag for tag in row.get("lv_tags", "").split(",") if tag),
         )
         # One row per segment: keep the first, the LV-level fields are the same.
         seen.setdefault((lv.vg_name, lv.name), lv)

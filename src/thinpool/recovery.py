@@ -1,0 +1,53 @@
+"""Pure rules for what an interrupted ``lvcreate --type thin-pool`` leaves behind.
+
+Seen on lvm2 2.03.16 by killing lvcreate at every point of its run (tests/vm/test_interrupt.py):
+  * ``lvol0``: the metadata LV under lvm's temporary name, inactive, linear, untagged;
+  * ``POOL``: a linear, inactive LV of the metadata's size, already carrying thinpool's tag;
+  * ``POOL`` as a thin pool whose device-mapper device has no table, or whose hidden
+    parts are active while the pool is not: it must be deactivated, then activated.
+A leftover is removed only when thinpool can tell it is its own: tagged, or named
+``lvolN``, inactive, linear, and exactly the metadata size of the plan being made.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from thinpool.lvm.commands import MANAGED_TAG
+from thinpool.model import LogicalVolume, VolumeGroup
+
+_LVM_TEMPORARY_NAME = re.compile(r"^lvol\d+$")
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    tagged: tuple[LogicalVolume, ...] = ()
+    temporary: tuple[LogicalVolume, ...] = ()
+
+
+def _inactive_linear(lv: LogicalVolume) -> bool:
+    return lv.segtype == "linear" and not lv.active and not lv.hidden and len(lv.attr) > 4 and lv.attr[4] != "a"
+
+
+def find_leftovers(vg: VolumeGroup, pool: str) -> Leftovers:
+    """Candidates only: temporary ones must still match the planned metadata size."""
+    tagged = tuple(lv for lv in vg.lvs if lv.bare_name == pool and _inactive_linear(lv) and MANAGED_TAG in lv.tags)
+    temporary = tuple(
+        lv for lv in vg.lvs if _LVM_TEMPORARY_NAME.match(lv.name) and _inactive_linear(lv) and not lv.tags
+    )
+    return Leftovers(tagged, temporary)
+
+
+def without(vg: VolumeGroup, removed: tuple[LogicalVolume, ...]) -> VolumeGroup:
+    """The VG as it will be once ``removed`` are gone: their extents are free again."""
+    names = {lv.name for lv in removed}
+    freed = sum(lv.size for lv in removed) // vg.extent_size
+    return replace(vg, lvs=tuple(lv for lv in vg.lvs if lv.name not in names), free_count=vg.free_count + freed)
+
+
+def needs_reactivation(pool: LogicalVolume, vg: VolumeGroup) -> bool:
+    """A thin pool that is not cleanly active, with no thin volume of it in use."""
+    cleanly_active = pool.active and len(pool.attr) > 4 and pool.attr[4] == "a"
+    in_use = any(lv.active for lv in vg.thin_volumes(pool.bare_name))
+    return not cleanly_active and not in_use

@@ -1,0 +1,78 @@
+"""SIGKILL thinpool apply (and the lvm command it is running) at each step; a re-run must converge."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from thinpool import inspect, planner
+from thinpool.rehearse.vm import VM
+from thinpool.spec import PoolSpec
+from thinpool.units import GiB
+
+from .helpers import lvs, thinpool_json, vg_row
+
+pytestmark = pytest.mark.vm
+
+# Start apply in its own process group, wait for the step's command, then kill the whole group.
+KILL_AT_STEP = r"""
+command=$1 delay=$2
+setsid "$0" -m thinpool apply --yes /dev/vda > /tmp/interrupted-apply.log 2>&1 &
+leader=$!
+while kill -0 "$leader" 2>/dev/null && ! pgrep -x "$command" > /dev/null; do sleep 0.01; done
+sleep "$delay"
+kill -9 -- "-$leader"
+wait "$leader"
+echo "exit $?"
+"""
+EXPECTED_LVS = {"thinpool", "thinpool_tdata", "thinpool_tmeta", "lvol0_pmspare"}
+
+
+@pytest.mark.parametrize(
+    ("command", "delay"),
+    [
+        ("pvcreate", 0.0),
+        ("vgcreate", 0.0),
+        ("lvcreate", 0.0),
+        ("lvcreate", 0.1),
+        ("lvcreate", 0.15),
+        ("lvcreate", 0.2),
+        ("lvcreate", 0.25),
+        ("lvcreate", 0.3),
+        ("lvcreate", 0.4),
+        ("lvchange", 0.0),
+    ],
+)
+def test_killed_apply_converges_on_rerun_without_orphans(vm: VM, command: str, delay: float) -> None:
+    killed = vm.run(["bash", "-c", KILL_AT_STEP, sys.executable, command, str(delay)], timeout=120)
+    assert killed.stdout.strip() == "exit 137"  # it really died by SIGKILL
+    left = vm.run(["lvs", "-a", "--noheadings", "-o", "lv_name,lv_attr,segtype,lv_tags", "docker"], check=False)
+    print(f"left after a kill at {command}+{delay}s:\n{left.stdout}")
+    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
+    assert code == 0, err
+    assert result["ok"]
+    found = lvs(vm, "docker")
+    assert set(found) == EXPECTED_LVS  # no orphan or half-made volumes
+    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), inspect.virtual([4 * GiB], ["/dev/vda"]))
+    layout = plan.layout
+    pool = found["thinpool"]
+    assert pool.size == layout["data_size"] and pool.metadata_size == layout["metadata_size"]
+    assert pool.chunk_size == layout["chunk_size"] and pool.seg_monitor == "monitored"
+    assert vg_row(vm, "docker")["free_count"] == layout["headroom_extents"] + layout["left_extents"]
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[1]["changed"] is False
+
+
+def test_lvm_temporary_leftover_of_the_planned_size_is_cleared(vm: VM) -> None:
+    """The shape a kill early in lvcreate leaves: an inactive lvol0 as large as the metadata."""
+    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), inspect.virtual([4 * GiB], ["/dev/vda"]))
+    metadata_extents = plan.layout["metadata_extents"]
+    vm.run(["pvcreate", "-q", "/dev/vda"])
+    vm.run(["vgcreate", "-q", "docker", "/dev/vda"])
+    vm.run(["lvcreate", "-q", "-y", "-an", "-Zn", "-l", str(metadata_extents), "-n", "lvol0", "docker"])
+    vm.run(["lvcreate", "-q", "-y", "-an", "-Zn", "-l", str(metadata_extents + 1), "-n", "lvol1", "docker"])
+    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
+    assert code == 0, err
+    assert result["steps"][0]["argv"] == ["lvremove", "--yes", "docker/lvol0"]
+    names = {"lvol0_pmspare" if name.endswith("_pmspare") else name for name in lvs(vm, "docker")}
+    assert names == EXPECTED_LVS | {"lvol1"}  # lvol1 is not the planned size: not ours, kept
