@@ -108,17 +108,6 @@ def _plan_for_apply(args: argparse.Namespace) -> Plan:
     return planner.plan(spec, observed)
 
 
-def _confirm(plan: Plan, assume_yes: bool) -> None:
-    if assume_yes:
-        return
-    if not sys.stdin.isatty():
-        raise ThinpoolError("apply asks for confirmation and there is no terminal to ask on",
-                            fix="review the plan, then pass --yes")  # fmt: skip
-    answer = input(f"Apply these {len(plan.actions)} changes to {plan.vg}/{plan.pool}? Type 'yes': ")
-    if answer.strip() != "yes":
-        raise ThinpoolError("not confirmed; nothing was changed", fix="answer 'yes' or pass --yes")
-
-
 def _show_progress(index: int, total: int, action: Action, state: str) -> None:
     if state != "start":
         print(f"[{index}/{total}] {action.op} {action.kind} {action.target}: {state}", file=sys.stderr)
@@ -138,25 +127,91 @@ def _render_result(result: ApplyResult) -> str:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
+    _require_root("apply")
+    plan = _plan_for_apply(args)
+    question = f"Apply these {len(plan.actions)} changes to {plan.vg}/{plan.pool}? Type 'yes': "
+    return _run_plan(plan, args, question, "yes")
+
+
+def _run_plan(plan: Plan, args: argparse.Namespace, question: str, answer: str) -> int:
+    """Show ``plan``, get the typed ``answer`` unless --yes, run it, print the result."""
     from thinpool import executor
     from thinpool.plan import render_text
     from thinpool.runner import SystemRunner
 
-    if os.geteuid() != 0:
-        raise ThinpoolError("apply changes disks and needs root", fix="run it with sudo, or use 'thinpool plan'")
-    plan = _plan_for_apply(args)
+    if not args.json:
+        sys.stdout.write(render_text(plan))
     if not plan.has_changes:
         if args.json:
             sys.stdout.write(json.dumps({**executor.ApplyResult(plan).to_dict(), "changed": False}) + "\n")
-        else:
-            sys.stdout.write(render_text(plan))
         return EXIT_OK
-    if not args.json:
-        sys.stdout.write(render_text(plan))
-    _confirm(plan, args.yes)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise ThinpoolError("no terminal to confirm on", fix="review the plan, then pass --yes")
+        if input(question).strip() != answer:
+            raise ThinpoolError("not confirmed; nothing was changed", fix=f"type {answer!r}, or pass --yes")
     result = executor.apply(plan, SystemRunner(), progress=None if args.json else _show_progress)
     sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n" if args.json else _render_result(result))
     return EXIT_OK if result.ok else EXIT_ERROR
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise ThinpoolError(f"{what} changes disks and needs root", fix="run it with sudo")
+
+
+def _cmd_grow(args: argparse.Namespace) -> int:
+    from thinpool import inspect, lifecycle
+    from thinpool.runner import SystemRunner
+
+    _require_root("grow")
+    spec = spec_from_args(args)
+    observed = inspect.observe(SystemRunner(), spec.devices)
+    plan = lifecycle.plan_grow(spec, observed)
+    return _run_plan(plan, args, f"Grow {plan.vg}/{plan.pool}? Type 'yes': ", "yes")
+
+
+def _cmd_destroy(args: argparse.Namespace) -> int:
+    from thinpool import inspect, lifecycle
+    from thinpool.runner import SystemRunner
+
+    _require_root("destroy")
+    spec = spec_from_args(args)
+    observed = inspect.observe(SystemRunner(), ())
+    configs = inspect.read_engine_configs(lifecycle.ENGINE_CONFIGS)
+    plan = lifecycle.plan_destroy(spec, observed, configs)
+    question = f"This destroys {plan.vg}/{plan.pool} and all data in it. Type the VG name ({plan.vg}) to go on: "
+    return _run_plan(plan, args, question, plan.vg)
+
+
+def _add_lifecycle_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    grow = commands.add_parser(
+        "grow",
+        help="add devices to the pool's VG and grow the pool into them",
+        description="Add DEVICEs to the VG (same safety rules as apply), then grow the pool's metadata "
+        "(to what the larger pool needs) and data, keeping one autoextend step free. Without DEVICEs, "
+        "grows into the VG's existing free space. " + SIZE_HELP,
+        epilog="example:\n  thinpool grow /dev/sdc --yes\n\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_spec_options(grow)
+    grow.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    grow.add_argument("--json", action="store_true", help="print the result as JSON")
+    grow.set_defaults(handler=_cmd_grow)
+    destroy = commands.add_parser(
+        "destroy",
+        help="remove the pool (and its VG and PV labels when they hold nothing else)",
+        description="Remove the pool and every thin volume in it; then the VG and its PV labels if the VG "
+        "held nothing else, and the pool's lvm profile. Refused while thin volumes are active or "
+        "/etc/docker/daemon.json or /etc/containerd/config.toml name the pool. Asks you to type the VG "
+        "name unless --yes.",
+        epilog="example:\n  thinpool destroy --vg docker --pool thinpool\n\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_spec_options(destroy, devices=False)
+    destroy.add_argument("--yes", "-y", action="store_true", help="do not ask for the VG name")
+    destroy.add_argument("--json", action="store_true", help="print the result as JSON")
+    destroy.set_defaults(handler=_cmd_destroy)
 
 
 def _add_plan_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -211,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_plan_parser(commands)
     _add_apply_parser(commands)
+    _add_lifecycle_parsers(commands)
     add_rehearse_parser(commands)
     return parser
 

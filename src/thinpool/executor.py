@@ -92,16 +92,27 @@ def _write_file(action: Action, root: Path) -> None:
         raise VerificationFailed(f"{path} does not hold what was written", fix="check the file system")
 
 
+def _gone_problem(action: Action, plan: Plan, observed: Observed) -> str:
+    vg = observed.vgs.get(plan.vg)
+    still_there = {
+        "thin-pool": vg is not None and vg.lv(plan.pool) is not None,
+        "volume-group": vg is not None,
+        "physical-volume": action.target in observed.pvs,
+        "interrupted-leftover": vg is not None and vg.lv(action.target.split("/", 1)[1]) is not None,
+    }.get(action.kind, False)
+    return f"{action.target} is still there" if still_there else ""
+
+
 def _verify(action: Action, plan: Plan, observed: Observed) -> None:
     vg = observed.vgs.get(plan.vg)
     problem = ""
-    if action.kind == "physical-volume" and action.target not in observed.pvs:
+    if action.op == "destroy":
+        problem = _gone_problem(action, plan, observed)
+    elif action.kind == "physical-volume" and action.target not in observed.pvs:
         problem = f"{action.target} is not a physical volume"
     elif action.kind == "volume-group" and vg is None:
         problem = f"volume group {plan.vg} does not exist"
-    elif action.kind == "interrupted-leftover" and vg is not None and vg.lv(action.target.split("/", 1)[1]):
-        problem = f"{action.target} is still there"
-    elif action.kind in ("thin-pool", "monitoring", "pool-profile", "activation"):
+    elif action.kind in ("thin-pool", "monitoring", "pool-profile", "activation", "pool-data", "pool-metadata"):
         problem = _pool_problem(action, plan, observed)
     if problem:
         raise VerificationFailed(
@@ -120,6 +131,10 @@ def _pool_problem(action: Action, plan: Plan, observed: Observed) -> str:
         found = (pool.size, pool.metadata_size, pool.chunk_size)
         if found != expected:
             return f"(data, metadata, chunk) is {found}, planned {expected}"
+    if action.kind == "pool-data" and pool.size != layout["data_size"]:
+        return f"data is {pool.size} bytes, planned {layout['data_size']}"
+    if action.kind == "pool-metadata" and pool.metadata_size != layout["metadata_size"]:
+        return f"metadata is {pool.metadata_size} bytes, planned {layout['metadata_size']}"
     if action.kind == "activation" and not pool.active:
         return "the pool is not active"
     if action.kind == "monitoring" and pool.seg_monitor != "monitored":
@@ -140,6 +155,8 @@ def apply(plan: Plan, runner: Runner, *, root: Path = Path("/"), progress: Progr
         try:
             if step.action.op == "write":
                 _write_file(step.action, root)
+            elif step.action.path:
+                (root / step.action.path.lstrip("/")).unlink(missing_ok=True)
             else:
                 runner.run(step.action.argv)
                 _verify(step.action, plan, inspect.read_lvm(runner))

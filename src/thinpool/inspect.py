@@ -82,6 +82,16 @@ def observe(runner: Runner, devices: Iterable[str], profiles: Iterable[str] = ()
     return Observed(devices=found, pvs=lvm.pvs, vgs=lvm.vgs, profiles=read_profiles(profiles))
 
 
+def read_engine_configs(paths: Iterable[str], root: Path = Path("/")) -> dict[str, str]:
+    """The engine configuration files that exist, by path (destroy refuses while one names the pool)."""
+    found: dict[str, str] = {}
+    for path in paths:
+        file = root / path.lstrip("/")
+        if file.is_file():
+            found[path] = file.read_text(errors="replace")
+    return found
+
+
 def virtual(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observed:
     """Blank virtual disks (``disk1``, ``disk2`` ... unless named) for planning without touching anything."""
     sizes = list(sizes)

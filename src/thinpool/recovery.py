@@ -1,12 +1,13 @@
 """Pure rules for what an interrupted ``lvcreate --type thin-pool`` leaves behind.
 
 Seen on lvm2 2.03.16 by killing lvcreate at every point of its run (tests/vm/test_interrupt.py):
-  * ``lvol0``: the metadata LV under lvm's temporary name, inactive, linear, untagged;
+  * ``lvol0``: the metadata LV under lvm's temporary name, linear, untagged, inactive or
+    still active from lvm's own zeroing (but never open);
   * ``POOL``: a linear, inactive LV of the metadata's size, already carrying thinpool's tag;
   * ``POOL`` as a thin pool whose device-mapper device has no table, or whose hidden
     parts are active while the pool is not: it must be deactivated, then activated.
 A leftover is removed only when thinpool can tell it is its own: tagged, or named
-``lvolN``, inactive, linear, and exactly the metadata size of the plan being made.
+``lvolN`` at exactly the metadata size of the plan being made; linear, and not open.
 """
 
 from __future__ import annotations
@@ -26,16 +27,15 @@ class Leftovers:
     temporary: tuple[LogicalVolume, ...] = ()
 
 
-def _inactive_linear(lv: LogicalVolume) -> bool:
-    return lv.segtype == "linear" and not lv.active and not lv.hidden and len(lv.attr) > 4 and lv.attr[4] != "a"
+def _unused_linear(lv: LogicalVolume) -> bool:
+    """Linear, visible, and not open by anyone (attr char 6 is 'o' while something holds it)."""
+    return lv.segtype == "linear" and not lv.hidden and len(lv.attr) > 5 and lv.attr[5] != "o"
 
 
 def find_leftovers(vg: VolumeGroup, pool: str) -> Leftovers:
     """Candidates only: temporary ones must still match the planned metadata size."""
-    tagged = tuple(lv for lv in vg.lvs if lv.bare_name == pool and _inactive_linear(lv) and MANAGED_TAG in lv.tags)
-    temporary = tuple(
-        lv for lv in vg.lvs if _LVM_TEMPORARY_NAME.match(lv.name) and _inactive_linear(lv) and not lv.tags
-    )
+    tagged = tuple(lv for lv in vg.lvs if lv.bare_name == pool and _unused_linear(lv) and MANAGED_TAG in lv.tags)
+    temporary = tuple(lv for lv in vg.lvs if _LVM_TEMPORARY_NAME.match(lv.name) and _unused_linear(lv) and not lv.tags)
     return Leftovers(tagged, temporary)
 
 

@@ -300,6 +300,8 @@ def test_lvm_temporary_leftover_is_removed_only_at_the_planned_metadata_size() -
     metadata = planner.plan(PoolSpec(), _vg_with()).layout["metadata_size"]
     plan = planner.plan(PoolSpec(), _vg_with(_linear("lvol0", metadata)))
     assert plan.actions[0].argv == ("lvremove", "--yes", "docker/lvol0")
+    zeroing = planner.plan(PoolSpec(), _vg_with(_linear("lvol0", metadata, attr="-wi-a-----")))
+    assert zeroing.actions[0].argv == ("lvremove", "--yes", "docker/lvol0")  # active from lvm's zeroing, not open
     other = planner.plan(PoolSpec(), _vg_with(_linear("lvol0", metadata + 4 * MiB)))
     assert all(action.op != "destroy" for action in other.actions)  # not ours: left alone
 
@@ -308,7 +310,7 @@ def test_lvm_temporary_leftover_is_removed_only_at_the_planned_metadata_size() -
     "lv",
     [
         _linear("thinpool", 48 * MiB),  # not tagged: someone else's volume
-        _linear("thinpool", 48 * MiB, tags=(commands.MANAGED_TAG,), attr="-wi-a-----"),  # active: in use
+        _linear("thinpool", 48 * MiB, tags=(commands.MANAGED_TAG,), attr="-wi-ao----"),  # open: in use
     ],
 )
 def test_volumes_thinpool_cannot_prove_are_its_own_are_never_removed(lv: LogicalVolume) -> None:
