@@ -150,3 +150,23 @@ def test_apply_json_result_is_a_versioned_envelope(vm: VM) -> None:
     assert result["schema_version"] == 1 and result["kind"] == "thinpool-result"
     assert json.dumps(result)  # plain JSON all the way down
     assert all(isinstance(step["seconds"], float) for step in result["steps"])
+
+
+def test_conflicting_spec_is_refused_and_nothing_recreated(vm: VM) -> None:
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+    seqno = vg_row(vm, "docker")["seqno"]
+    code, refusal, _ = thinpool_json(vm, "apply", "--yes", "--chunk-size", "64k", "/dev/vda")
+    assert code == 1 and "chunk 512 KiB (wanted 64 KiB)" in refusal["problem"]
+    assert "thinpool grow" in refusal["fix"]
+    assert vg_row(vm, "docker")["seqno"] == seqno
+
+
+def test_device_held_by_device_mapper_is_never_touched(vm: VM) -> None:
+    vm.run(["dmsetup", "create", "holder", "--table", "0 2048 linear /dev/vde 0"])
+    try:
+        before = _edge_hashes(vm, "/dev/vde")
+        code, refusal, _ = thinpool_json(vm, "apply", "--yes", "--wipe", "/dev/vde")
+        assert code == 1 and "held by dm-" in refusal["problem"]
+        assert _edge_hashes(vm, "/dev/vde") == before
+    finally:
+        vm.run(["dmsetup", "remove", "holder"])
