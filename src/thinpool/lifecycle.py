@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from thinpool import safety, sizing
+from thinpool import planner, sizing
 from thinpool.errors import SpecError
 from thinpool.lvm import commands
 from thinpool.model import LogicalVolume, Observed, VolumeGroup
@@ -66,12 +66,9 @@ def plan_destroy(spec: PoolSpec, observed: Observed, engine_configs: dict[str, s
 def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
     """Add ``spec.devices`` to the pool's VG and grow data (and metadata) into the new room."""
     vg, pool = _existing_pool(spec, observed)
-    new_devices = tuple(path for path in spec.devices if path not in vg.pv_names)
-    for path in new_devices:
-        safety.check_device(observed.devices.get(path), path, observed.pvs.get(path), wipe=spec.wipe)
-    extent = vg.extent_size
-    added = sum(observed.devices[path].extents_as_pv(extent) for path in new_devices)
-    total, free = vg.extent_count + added, vg.free_count + added
+    geometry = planner.geometry_for(spec, observed, vg)  # safety checks, wipe, extents the devices add
+    new_devices = geometry.new_devices
+    extent, total, free = vg.extent_size, geometry.total_extents, geometry.free_extents
     max_data = max(spec.max_pool_size or 0, total * extent)
     if sizing.max_addressable_data(pool.chunk_size) < max_data:
         raise SpecError(
@@ -89,11 +86,7 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
         return Plan(vg=spec.vg, pool=spec.pool, actions=(), layout={}, reasons={"pool": "no room to grow into"},
                     spec=spec.to_dict(), fingerprint=observed.fingerprint())  # fmt: skip
     target = f"{spec.vg}/{spec.pool}"
-    actions = [Action("create", "physical-volume", path, "label the device for lvm", commands.pvcreate(path))
-               for path in new_devices if path not in observed.pvs]  # fmt: skip
-    if new_devices:
-        actions.append(Action("change", "volume-group", spec.vg, "add the new devices to it",
-                              commands.vgextend(spec.vg, new_devices)))  # fmt: skip
+    actions = list(planner.device_actions(spec, geometry))
     if growth > 0:
         argv = ("lvextend", "--yes", "--poolmetadatasize", f"+{growth * extent // 1024}k", target)
         actions.append(Action("change", "pool-metadata", target, f"grow metadata by {growth} extents "

@@ -42,9 +42,9 @@ def plan(spec: PoolSpec, observed: Observed) -> Plan:
 def _plan_new_pool(
     spec: PoolSpec, observed: Observed, vg: VolumeGroup | None, cleanup: tuple[Action, ...] = ()
 ) -> Plan:
-    geometry = _geometry(spec, observed, vg)
+    geometry = geometry_for(spec, observed, vg)
     layout, reasons, candidates, warnings = size_pool(spec, geometry)
-    actions = cleanup + _device_actions(spec, geometry) + _pool_actions(spec, observed, layout)
+    actions = cleanup + device_actions(spec, geometry) + _pool_actions(spec, observed, layout)
     return Plan(
         vg=spec.vg,
         pool=spec.pool,
@@ -71,7 +71,7 @@ def _plan_over_leftovers(spec: PoolSpec, observed: Observed, vg: VolumeGroup, le
             "destroy",
             "interrupted-leftover",
             f"{spec.vg}/{lv.name}",
-            f"left by an interrupted lvcreate of this pool (inactive, linear, {format_size(lv.size)})",
+            f"left by an interrupted lvcreate of this pool (linear, not open, {format_size(lv.size)})",
             commands.lvremove(spec.vg, lv.name),
         )
         for lv in confirmed
@@ -79,7 +79,7 @@ def _plan_over_leftovers(spec: PoolSpec, observed: Observed, vg: VolumeGroup, le
     return _plan_new_pool(spec, observed, recovery.without(vg, confirmed), cleanup)
 
 
-def _geometry(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> Geometry:
+def geometry_for(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> Geometry:
     in_vg = set(vg.pv_names) if vg else set()
     new_devices = tuple(path for path in spec.devices if path not in in_vg)
     for path in new_devices:
@@ -255,7 +255,7 @@ def _layout_dict(layout: sizing.Layout) -> dict[str, int]:
     }
 
 
-def _device_actions(spec: PoolSpec, geometry: Geometry) -> tuple[Action, ...]:
+def device_actions(spec: PoolSpec, geometry: Geometry) -> tuple[Action, ...]:
     if not geometry.new_devices:
         return ()
     actions = [

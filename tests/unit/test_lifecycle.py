@@ -78,3 +78,14 @@ def test_grow_refuses_a_chunk_that_cannot_address_the_grown_vg() -> None:
 
 def test_grow_with_nothing_to_grow_into_changes_nothing() -> None:
     assert not lifecycle.plan_grow(PoolSpec(), _observed(free=0)).has_changes
+
+
+def test_grow_onto_a_disk_with_a_filesystem_needs_wipe_and_then_wipes_first() -> None:
+    from thinpool.safety import UnsafeDevice
+
+    observed = _observed()
+    observed.devices["/dev/sdc"] = disk("/dev/sdc", 4 * GiB, signatures=("ext4",))
+    with pytest.raises(UnsafeDevice, match="ext4"):
+        lifecycle.plan_grow(PoolSpec(devices=("/dev/sdc",)), observed)
+    plan = lifecycle.plan_grow(PoolSpec(devices=("/dev/sdc",), wipe=True), observed)
+    assert [action.argv[0] for action in plan.actions[:3]] == ["wipefs", "pvcreate", "vgextend"]
