@@ -110,6 +110,8 @@ def _verify(action: Action, plan: Plan, observed: Observed) -> None:
         problem = _gone_problem(action, plan, observed)
     elif action.kind == "physical-volume" and action.target not in observed.pvs:
         problem = f"{action.target} is not a physical volume"
+    elif action.kind == "physical-volume" and observed.pvs[action.target].marked_used_without_vg:
+        problem = f"{action.target} is still marked used by a volume group lvm cannot find"
     elif action.kind == "volume-group" and vg is None:
         problem = f"volume group {plan.vg} does not exist"
     elif action.kind in ("thin-pool", "monitoring", "pool-profile", "activation", "pool-data", "pool-metadata"):

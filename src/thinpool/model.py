@@ -31,6 +31,9 @@ class Device:
         return max(0, (self.size - pe_start) // extent_size)
 
 
+UNKNOWN_VG = "[unknown]"  # lvm's vg_name for a PV marked used whose VG it cannot find
+
+
 @dataclass(frozen=True)
 class PhysicalVolume:
     name: str
@@ -40,6 +43,28 @@ class PhysicalVolume:
     pe_count: int
     pe_alloc_count: int
     dev_size: int
+    attr: str = ""
+    mda_used_count: int = 0
+
+    @property
+    def in_a_vg(self) -> bool:
+        return self.vg_name not in ("", UNKNOWN_VG)
+
+    @property
+    def marked_used_without_vg(self) -> bool:
+        """lvm flags the PV as a VG member ('u') but finds no VG metadata for it."""
+        return self.attr.startswith("u") and not self.in_a_vg
+
+    @property
+    def left_by_interrupted_vgcreate(self) -> bool:
+        """Marked used, no VG, yet its own metadata area is in use and holds no VG.
+
+        A VG is written to every in-use metadata area of its PVs at each commit, so such a PV
+        never held a committed VG: vgcreate or vgextend died between marking it and committing
+        (lvm2 2.03.16, tests/vm/test_interrupt.py). With no metadata area in use (0), the VG
+        may live on other, absent disks: that case is never treated as a leftover.
+        """
+        return self.marked_used_without_vg and self.mda_used_count >= 1
 
 
 @dataclass(frozen=True)

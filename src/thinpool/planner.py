@@ -25,6 +25,7 @@ class Geometry:
     vg_exists: bool
     orphan_pvs: tuple[str, ...] = ()
     to_wipe: tuple[str, ...] = ()
+    to_relabel: tuple[str, ...] = ()
 
 
 def plan(spec: PoolSpec, observed: Observed) -> Plan:
@@ -104,7 +105,12 @@ def geometry_for(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> 
         spare_extents=vg.spare_extents if vg else 0,
         new_devices=new_devices,
         vg_exists=vg is not None,
-        orphan_pvs=tuple(path for path in new_devices if path in observed.pvs),
+        orphan_pvs=tuple(
+            path for path in new_devices if path in observed.pvs and not observed.pvs[path].marked_used_without_vg
+        ),
+        to_relabel=tuple(
+            path for path in new_devices if path in observed.pvs and observed.pvs[path].left_by_interrupted_vgcreate
+        ),
         to_wipe=tuple(
             path
             for path in new_devices
@@ -262,8 +268,11 @@ def device_actions(spec: PoolSpec, geometry: Geometry) -> tuple[Action, ...]:
         Action("destroy", "signatures", path, "--wipe: erase what wipefs lists on it", commands.wipefs(path))
         for path in geometry.to_wipe
     ]
+    relabel_reason = "an interrupted vgcreate left it marked used, with no VG ever written to it"
     actions += [
-        Action("create", "physical-volume", path, "label the device for lvm", commands.pvcreate(path))
+        Action("create", "physical-volume", path, relabel_reason, commands.pvcreate_relabel(path))
+        if path in geometry.to_relabel
+        else Action("create", "physical-volume", path, "label the device for lvm", commands.pvcreate(path))
         for path in geometry.new_devices
         if path not in geometry.orphan_pvs
     ]

@@ -2,7 +2,8 @@
 
 Signatures (filesystems, RAID, partition tables, old LVM labels) and unused partitions can
 be overridden with --wipe, and only with it. A mounted, held, swap or read-only device,
-or a PV of another volume group, never is.
+a PV of another volume group, or a PV marked used whose VG may live on absent disks, never is.
+A PV left marked used by an interrupted vgcreate (no VG ever committed to it) is taken.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ def check_device(device: Device | None, path: str, pv: PhysicalVolume | None, *,
             f"{path}: {format_size(device.size)} is too small (at least {format_size(MINIMUM_DEVICE)})",
             fix="use a larger device",
         )
-    if pv is not None and pv.vg_name:
+    if pv is not None and pv.marked_used_without_vg and not pv.left_by_interrupted_vgcreate:
+        raise UnsafeDevice(
+            f"{path}: lvm marks it as used by a volume group it cannot find (its metadata may be on"
+            " other, absent disks)",
+            fix=f"attach the volume group's other disks; if it is certainly gone, 'pvremove -ff {path}'",
+        )
+    if pv is not None and pv.in_a_vg:
         raise UnsafeDevice(
             f"{path}: is a physical volume of volume group {pv.vg_name!r}",
             fix=f"use --vg {pv.vg_name} to put the pool there; thinpool never takes a PV from another VG",

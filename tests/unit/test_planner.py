@@ -153,6 +153,26 @@ def test_orphan_pv_from_an_interrupted_run_is_reused_not_recreated() -> None:
     assert plan.actions[0].argv == commands.vgcreate("docker", 4 * MiB, ("/dev/sdb",))
 
 
+def _marked_used_without_vg(mda_used_count: int) -> Observed:
+    pv = PhysicalVolume("/dev/sdb", "[unknown]", 8 * GiB, MiB, 0, 0, 8 * GiB, "u--", mda_used_count)
+    return Observed(devices={"/dev/sdb": disk("/dev/sdb", 8 * GiB, signatures=("LVM2_member",))}, pvs={"/dev/sdb": pv})
+
+
+def test_pv_left_marked_used_by_an_interrupted_vgcreate_is_labelled_again() -> None:
+    plan = planner.plan(PoolSpec(devices=("/dev/sdb",)), _marked_used_without_vg(mda_used_count=1))
+    assert [action.argv for action in plan.actions[:2]] == [
+        ("pvcreate", "-ff", "-y", "/dev/sdb"),
+        commands.vgcreate("docker", 4 * MiB, ("/dev/sdb",)),
+    ]
+    assert "interrupted vgcreate" in plan.actions[0].reason
+
+
+def test_pv_marked_used_whose_vg_may_be_on_absent_disks_is_never_taken() -> None:
+    with pytest.raises(UnsafeDevice, match="cannot find") as caught:
+        planner.plan(PoolSpec(devices=("/dev/sdb",), wipe=True), _marked_used_without_vg(mda_used_count=0))
+    assert "other disks" in caught.value.fix
+
+
 def test_signatures_need_wipe_and_wipe_is_planned_first() -> None:
     observed = Observed(devices={"/dev/sdb": disk("/dev/sdb", 8 * GiB, signatures=("ext4",))})
     with pytest.raises(UnsafeDevice, match="ext4") as caught:

@@ -27,6 +27,12 @@ def test_inactive_pool_has_empty_percentages(recorded: Path) -> None:
     assert pool.data_percent == "" and pool.metadata_percent == "" and not pool.active
 
 
+def test_pv_marked_used_without_vg(recorded: Path) -> None:
+    (pv,) = report.parse_pvs((recorded / "pvs-marked-used-without-vg.json").read_text())
+    assert pv.marked_used_without_vg and not pv.in_a_vg and pv.left_by_interrupted_vgcreate
+    assert report.assemble_vgs('{"report": [{"vg": []}]}', [pv], []) == {}
+
+
 def test_vgs_and_pvs_assemble_into_a_volume_group(recorded: Path) -> None:
     pvs = report.parse_pvs((recorded / "pvs.json").read_text())
     assert [pv.pe_count for pv in pvs] == [511, 511]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,9 @@ kill -9 -- "-$leader"
 wait "$leader"
 echo "exit $?"
 """
+# The first 8 KiB of a 4 GiB disk whose vgcreate was killed after marking the PV used
+# (see the fixtures' README): written onto a blank /dev/vda it recreates that state exactly.
+MARKED_USED_HEAD = Path(__file__).parents[1] / "fixtures/lvm-2.03.16/pv-marked-used-without-vg.head8k.gz"
 EXPECTED_LVS = {"thinpool", "thinpool_tdata", "thinpool_tmeta", "lvol0_pmspare"}
 
 
@@ -77,3 +81,29 @@ def test_lvm_temporary_leftover_of_the_planned_size_is_cleared(vm: VM) -> None:
     assert result["steps"][0]["argv"] == ["lvremove", "--yes", "docker/lvol0"]
     names = {"lvol0_pmspare" if name.endswith("_pmspare") else name for name in lvs(vm, "docker")}
     assert names == EXPECTED_LVS | {"lvol1"}  # lvol1 is not the planned size: not ours, kept
+
+
+def _pv_row(vm: VM, device: str) -> list[str]:
+    return vm.run(["pvs", "--noheadings", "-o", "vg_name,pv_attr", device], check=False).stdout.split()
+
+
+def test_pv_marked_used_by_a_killed_vgcreate_is_labelled_again(vm: VM) -> None:
+    vm.run(["bash", "-c", f"gzip -dc {MARKED_USED_HEAD} | dd of=/dev/vda bs=8192 conv=fsync status=none"])
+    assert _pv_row(vm, "/dev/vda") == ["[unknown]", "u--"]  # lvm: "marked in use but no VG was found"
+    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
+    assert code == 0, err
+    assert result["steps"][0]["argv"] == ["pvcreate", "-ff", "-y", "/dev/vda"]
+    assert set(lvs(vm, "docker")) == {"thinpool", "thinpool_tdata", "thinpool_tmeta", "lvol0_pmspare"}
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[1]["changed"] is False
+
+
+def test_pv_whose_vg_lives_on_an_absent_disk_is_refused_untouched(vm: VM) -> None:
+    """/dev/vdb keeps no VG metadata (metadataignore): with /dev/vda gone, lvm cannot find its VG."""
+    vm.run(["pvcreate", "-q", "--metadataignore", "y", "/dev/vdb"])
+    vm.run(["vgcreate", "-q", "other", "/dev/vda", "/dev/vdb"])
+    vm.run(["bash", "-c", "vgchange -an other >/dev/null; wipefs -a -q /dev/vda"])
+    assert _pv_row(vm, "/dev/vdb") == ["[unknown]", "u--"]
+    before = vm.run(["bash", "-c", "head -c 8388608 /dev/vdb | sha256sum"]).stdout
+    code, _, err = thinpool_json(vm, "apply", "--yes", "--wipe", "/dev/vdb")
+    assert code == 1 and "cannot find" in err and "pvremove -ff /dev/vdb" in err
+    assert vm.run(["bash", "-c", "head -c 8388608 /dev/vdb | sha256sum"]).stdout == before

@@ -17,7 +17,7 @@ LV_FIELDS = (
     "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active,lv_tags"
 )
 VG_FIELDS = "vg_name,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count"
-PV_FIELDS = "pv_name,vg_name,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
+PV_FIELDS = "pv_name,vg_name,pv_attr,pv_mda_used_count,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
 
 
 def wipefs(device: str) -> Argv:
@@ -26,6 +26,11 @@ def wipefs(device: str) -> Argv:
 
 def pvcreate(device: str) -> Argv:
     return ("pvcreate", device)
+
+
+def pvcreate_relabel(device: str) -> Argv:
+    """Label again a PV that lvm marks used but whose VG was never committed (needs -ff)."""
+    return ("pvcreate", "-ff", "-y", device)
 
 
 def vgcreate(vg: str, extent_size: int, devices: tuple[str, ...]) -> Argv:

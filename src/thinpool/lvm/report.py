@@ -85,6 +85,8 @@ def parse_pvs(text: str) -> list[PhysicalVolume]:
             pe_count=_int(row.get("pv_pe_count", "")),
             pe_alloc_count=_int(row.get("pv_pe_alloc_count", "")),
             dev_size=_int(row.get("dev_size", "")),
+            attr=row.get("pv_attr", ""),
+            mda_used_count=_int(row.get("pv_mda_used_count", "")),
         )
         for row in _rows(text, "pv")
     ]
