@@ -12,7 +12,7 @@ mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /run/lock /run/lvm /dev/pts /dev/shm /dev/mqueue
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
+# /tmp stays the overlay's: a project checked out under the host's /tmp must stay visible.
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mkdir -p /lib/modules
 mount --bind "$modules_root/lib/modules" /lib/modules
