@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from thinpool import __version__
 from thinpool.errors import ThinpoolError
-from thinpool.options import add_spec_options, spec_from_args
+from thinpool.options import add_engine_options, add_spec_options, spec_from_args
 
 if TYPE_CHECKING:
     from thinpool.executor import ApplyResult
@@ -40,15 +40,28 @@ EXIT_CODES_HELP = """exit codes:
 SIZE_HELP = "Sizes take binary units: 744GiB, 512KiB, 100G, 4m (k/m/g/t are powers of 1024)."
 
 
+def _observe(spec: PoolSpec) -> Observed:
+    """The real system as the spec needs it: devices, lvm, the profile and (with --engine) the engine."""
+    from thinpool import inspect
+    from thinpool.runner import SystemRunner
+
+    runner = SystemRunner()
+    observed = inspect.observe(runner, spec.devices, profiles=(spec.profile_name,))
+    if spec.engine == "none":
+        return observed
+    from thinpool.engines.observe import observe_engine
+
+    return replace(observed, engine=observe_engine(runner, spec))
+
+
 def _spec_and_observed(args: argparse.Namespace) -> tuple[PoolSpec, Observed]:
     """The spec and what it is planned against: virtual disks, or the real system."""
     from thinpool import inspect
-    from thinpool.runner import SystemRunner
     from thinpool.units import parse_size
 
     spec = spec_from_args(args)
     if not getattr(args, "disk_size", None):
-        return spec, inspect.observe(SystemRunner(), spec.devices, profiles=(spec.profile_name,))
+        return spec, _observe(spec)
     if args.devices:
         raise ThinpoolError(
             "--disk-size plans on virtual disks and cannot be mixed with real devices",
@@ -88,14 +101,13 @@ def _saved_plan(path: Path) -> Plan:
 
 def _plan_for_apply(args: argparse.Namespace) -> Plan:
     """A fresh plan, or a saved one that still matches the system exactly."""
-    from thinpool import executor, inspect, planner
-    from thinpool.runner import SystemRunner
+    from thinpool import executor, planner
     from thinpool.spec import PoolSpec
 
     if len(args.devices) == 1 and Path(args.devices[0]).is_file():
         saved = _saved_plan(Path(args.devices[0]))
         spec = PoolSpec.from_dict(saved.spec)
-        observed = inspect.observe(SystemRunner(), spec.devices, profiles=(spec.profile_name,))
+        observed = _observe(spec)
         executor.check_fresh(saved, observed)
         fresh = planner.plan(spec, observed)
         if fresh.actions != saved.actions:
@@ -123,6 +135,8 @@ def _render_result(result: ApplyResult) -> str:
     done = sum(step.status == "done" for step in result.steps)
     verdict = "Apply complete" if result.ok else "Apply FAILED"
     lines.append(f"{verdict}: {done} of {len(result.steps)} changes made.")
+    lines += [f"warning: {warning}" for warning in result.plan.warnings]
+    lines += [f"then: {step}" for step in result.to_dict()["next_steps"]]
     return "\n".join(lines) + "\n"
 
 
@@ -184,6 +198,72 @@ def _cmd_destroy(args: argparse.Namespace) -> int:
     return _run_plan(plan, args, question, plan.vg)
 
 
+def _cmd_engine_show(args: argparse.Namespace) -> int:
+    from thinpool.engines.observe import describe, observe_engine
+    from thinpool.runner import SystemRunner
+
+    spec = spec_from_args(args)
+    found = describe(observe_engine(SystemRunner(), spec))
+    sys.stdout.write(json.dumps(found, indent=2) + "\n" if args.json else _render_engine(found))
+    return EXIT_OK
+
+
+def _render_engine(found: dict[str, object]) -> str:
+    lines = []
+    for key, value in found.items():
+        if isinstance(value, dict):
+            lines.append(f"{key}:")
+            lines += [f"  {name}: {item}" for name, item in value.items()] or ["  (none)"]
+        else:
+            lines.append(f"{key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_engine_configure(args: argparse.Namespace) -> int:
+    from thinpool import planner
+
+    _require_root("engine configure")
+    spec = spec_from_args(args)
+    if spec.engine == "none":
+        raise ThinpoolError("engine configure needs --engine", fix="e.g. --engine docker-devicemapper")
+    observed = _observe(spec)
+    vg = observed.vgs.get(spec.vg)
+    if vg is None or vg.lv(spec.pool) is None:
+        raise ThinpoolError(
+            f"{spec.vg}/{spec.pool} does not exist", fix="create it with 'thinpool apply DEVICE --engine ...'"
+        )
+    plan = planner.plan(spec, observed)
+    question = f"Wire {spec.engine} to {plan.vg}/{plan.pool} ({len(plan.actions)} changes)? Type 'yes': "
+    return _run_plan(plan, args, question, "yes")
+
+
+def _add_engine_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    engine = commands.add_parser(
+        "engine",
+        help="show or configure the container engine's storage",
+        description="Which engine to choose: docker-overlay2-thin works with every Docker version (overlay2 "
+        "on an XFS thin volume of the pool, mounted with project quotas); docker-devicemapper is the "
+        "classic setup and needs Docker 24 or older; containerd-devmapper gives containerd (and "
+        "Kubernetes through CRI) its devmapper snapshotter. Config files are merged (every other key "
+        "kept), written atomically with a timestamped backup; engines are never restarted for you.",
+        epilog="examples:\n  thinpool engine show\n  thinpool engine configure --engine docker-devicemapper "
+        "--vg docker --pool thinpool\n\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = engine.add_subparsers(dest="engine_command", metavar="ACTION", required=True)
+    show = actions.add_parser("show", help="engine versions, storage configuration and data root")
+    add_spec_options(show, devices=False)
+    add_engine_options(show)
+    show.add_argument("--json", action="store_true", help="print as JSON")
+    show.set_defaults(handler=_cmd_engine_show)
+    configure = actions.add_parser("configure", help="wire --engine to an existing pool (same as apply)")
+    add_spec_options(configure, devices=False)
+    add_engine_options(configure)
+    configure.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    configure.add_argument("--json", action="store_true", help="print the result as JSON")
+    configure.set_defaults(handler=_cmd_engine_configure)
+
+
 def _add_lifecycle_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     grow = commands.add_parser(
         "grow",
@@ -225,6 +305,7 @@ def _add_plan_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_spec_options(plan)
+    add_engine_options(plan)
     plan.add_argument("--disk-size", action="append", metavar="SIZE",
                       help="plan on a blank virtual disk of SIZE (repeat for more); reads nothing")  # fmt: skip
     plan.add_argument("--json", action="store_true", help="print the plan as JSON (schema_version 1)")
@@ -246,6 +327,7 @@ def _add_apply_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_spec_options(apply)
+    add_engine_options(apply)
     apply.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     apply.add_argument("--json", action="store_true", help="print the result as JSON (schema_version 1)")
     apply.set_defaults(handler=_cmd_apply)
@@ -267,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_parser(commands)
     _add_apply_parser(commands)
     _add_lifecycle_parsers(commands)
+    _add_engine_parser(commands)
     add_rehearse_parser(commands)
     return parser
 

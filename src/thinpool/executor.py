@@ -6,6 +6,7 @@ reads back, and the next plan only holds the steps still missing.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class ApplyResult:
             "changed": any(step.status == "done" for step in self.steps),
             "steps": [step.to_dict() for step in self.steps],
             "layout": self.plan.layout,
+            "warnings": list(self.plan.warnings),
+            "next_steps": list(self.plan.next_steps) if self.ok else [],
         }
 
 
@@ -82,14 +85,37 @@ def check_fresh(plan: Plan, observed: Observed) -> None:
         )
 
 
+def backup_name(path: Path, when: float) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+    return path.with_name(f"{path.name}.thinpool-{stamp}.bak")
+
+
 def _write_file(action: Action, root: Path) -> None:
+    """Atomic: a temporary file renamed over the old one, which is kept as a timestamped backup."""
     path = root / action.path.lstrip("/")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.thinpool-tmp")
     temporary.write_text(action.content)
+    if path.exists():
+        if path.read_text(errors="replace") == action.content:
+            temporary.unlink()
+            return
+        shutil.copy2(path, backup_name(path, time.time()))
+        shutil.copymode(path, temporary)
     temporary.replace(path)
     if path.read_text() != action.content:
         raise VerificationFailed(f"{path} does not hold what was written", fix="check the file system")
+
+
+# Their command's own exit status is the check: lvm's report does not show them.
+UNCHECKED_KINDS = ("filesystem", "systemd")
+
+
+def _verify_mount(action: Action, root: Path) -> None:
+    from thinpool.engines.observe import mounted_source
+
+    if not mounted_source(action.target, root):
+        raise VerificationFailed(f"nothing is mounted on {action.target}", fix=f"check 'findmnt {action.target}'")
 
 
 def _gone_problem(action: Action, plan: Plan, observed: Observed) -> str:
@@ -114,6 +140,8 @@ def _verify(action: Action, plan: Plan, observed: Observed) -> None:
         problem = f"{action.target} is still marked used by a volume group lvm cannot find"
     elif action.kind == "volume-group" and vg is None:
         problem = f"volume group {plan.vg} does not exist"
+    elif action.kind == "thin-volume" and (vg is None or vg.lv(action.target.split("/", 1)[1]) is None):
+        problem = f"{action.target} does not exist"
     elif action.kind in ("thin-pool", "monitoring", "pool-profile", "activation", "pool-data", "pool-metadata"):
         problem = _pool_problem(action, plan, observed)
     if problem:
@@ -161,7 +189,10 @@ def apply(plan: Plan, runner: Runner, *, root: Path = Path("/"), progress: Progr
                 (root / step.action.path.lstrip("/")).unlink(missing_ok=True)
             else:
                 runner.run(step.action.argv)
-                _verify(step.action, plan, inspect.read_lvm(runner))
+                if step.action.kind == "mount":
+                    _verify_mount(step.action, root)
+                elif step.action.kind not in UNCHECKED_KINDS:
+                    _verify(step.action, plan, inspect.read_lvm(runner))
         except ThinpoolError as error:
             step.status, step.error = "failed", str(error)
             step.seconds = time.monotonic() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from thinpool.units import MiB
@@ -129,6 +130,24 @@ class VolumeGroup:
 
 
 @dataclass(frozen=True)
+class EngineState:
+    """What the engine adapters look at: config files, versions, the data root."""
+
+    observed: bool = False  # False for a plan on virtual disks: nothing was read
+    files: dict[str, str] = field(default_factory=dict)  # path -> text, for files that exist
+    versions: dict[str, str] = field(default_factory=dict)  # program -> version ("20.10.24")
+    programs: dict[str, str] = field(default_factory=dict)  # program -> absolute path
+    systemd: bool = False  # systemd is the init system (daemon-reload is worth running)
+    docker_devicemapper_state: bool = False  # <data root>/devicemapper/metadata holds devices
+    data_root_entries: int = 0  # entries in the data root (0 when absent or empty)
+    data_root_source: str = ""  # what is mounted on the data root ("" when nothing)
+    volume_filesystem: str = ""  # the overlay2 thin volume's filesystem type ("" when none)
+
+    def fingerprint(self) -> dict[str, object]:
+        return {path: hashlib.sha256(text.encode()).hexdigest()[:16] for path, text in sorted(self.files.items())}
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything the planner may look at. A virtual plan fills only ``devices``."""
 
@@ -136,6 +155,7 @@ class Observed:
     pvs: dict[str, PhysicalVolume] = field(default_factory=dict)
     vgs: dict[str, VolumeGroup] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
+    engine: EngineState = field(default_factory=EngineState)
 
     def fingerprint(self) -> dict[str, object]:
         """What a saved plan was made against; apply refuses it if this changed."""
@@ -143,4 +163,5 @@ class Observed:
             "devices": {path: dev.size for path, dev in sorted(self.devices.items())},
             "vgs": {name: vg.seqno for name, vg in sorted(self.vgs.items())},
             "pvs": {name: pv.vg_name for name, pv in sorted(self.pvs.items())},
+            "engine_files": self.engine.fingerprint(),
         }

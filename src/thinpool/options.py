@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from thinpool import sizing
-from thinpool.spec import DEFAULT_POOL, DEFAULT_VG, ENGINES, PoolSpec
+from thinpool.spec import DEFAULT_POOL, DEFAULT_VG, ENGINES, EngineOptions, PoolSpec
 from thinpool.units import Percent, parse_size, parse_size_or_percent
 
 
@@ -73,6 +73,76 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True) -
     )
 
 
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    engine = parser.add_argument_group("engine wiring (with --engine; see 'thinpool engine --help')")
+    engine.add_argument("--base-size", default="10GiB", metavar="SIZE",
+                        help="virtual size of each image/container device: dm.basesize or containerd's "
+                        "base_image_size (default: 10GiB)")  # fmt: skip
+    engine.add_argument("--min-free-space", type=int, default=10, metavar="PERCENT",
+                        help="docker-devicemapper: dm.min_free_space (default: 10)")  # fmt: skip
+    engine.add_argument("--storage-opt", action="append", default=[], metavar="dm.KEY=VALUE",
+                        help="docker-devicemapper: one more storage option (repeatable)")  # fmt: skip
+    engine.add_argument("--volume-name", default="docker-data",
+                        help="docker-overlay2-thin: the thin volume's name (default: docker-data)")  # fmt: skip
+    engine.add_argument("--volume-size", metavar="SIZE",
+                        help="docker-overlay2-thin: its virtual size (default: the pool's data size)")  # fmt: skip
+    engine.add_argument("--data-root", default="/var/lib/docker",
+                        help="docker-overlay2-thin: where it is mounted (default: /var/lib/docker)")  # fmt: skip
+    engine.add_argument("--host", action="append", default=[], metavar="SOCKET",
+                        help="Docker API socket for daemon.json 'hosts', e.g. unix:///run/docker.sock or "
+                        "tcp://10.0.0.5:2376 (repeatable; TCP beyond loopback needs TLS)")  # fmt: skip
+    engine.add_argument("--dns", action="append", default=[], metavar="ADDRESS",
+                        help="DNS server for containers (repeatable)")  # fmt: skip
+    engine.add_argument("--tlscacert", default="", metavar="FILE", help="CA that client certificates must chain to")
+    engine.add_argument("--tlscert", default="", metavar="FILE", help="the daemon's TLS certificate")
+    engine.add_argument("--tlskey", default="", metavar="FILE", help="the daemon's TLS key")
+    engine.add_argument("--insecure-tcp", action="store_true",
+                        help="allow a TCP API without TLS: it grants root on this host to the network")  # fmt: skip
+    engine.add_argument("--force", action="store_true",
+                        help="replace another storage driver or pool named in the engine's config "
+                        "(a timestamped backup is kept)")  # fmt: skip
+
+
+def engine_options_from_args(args: argparse.Namespace) -> EngineOptions:
+    if not hasattr(args, "base_size"):
+        return EngineOptions()
+    return EngineOptions(
+        base_size=parse_size(args.base_size, what="--base-size"),
+        min_free_space=args.min_free_space,
+        volume_name=args.volume_name,
+        volume_size=_optional_size(args.volume_size, "--volume-size"),
+        data_root=args.data_root,
+        storage_opts=tuple(args.storage_opt),
+        hosts=tuple(args.host),
+        dns=tuple(args.dns),
+        tls_cacert=args.tlscacert,
+        tls_cert=args.tlscert,
+        tls_key=args.tlskey,
+        insecure_tcp=args.insecure_tcp,
+        force=args.force,
+    )
+
+
+def engine_options_to_argv(options: EngineOptions) -> list[str]:
+    argv = ["--base-size", _bytes(options.base_size), "--min-free-space", str(options.min_free_space)]
+    argv += ["--volume-name", options.volume_name, "--data-root", options.data_root]
+    if options.volume_size is not None:
+        argv += ["--volume-size", _bytes(options.volume_size)]
+    for flag, values in (("--storage-opt", options.storage_opts), ("--host", options.hosts), ("--dns", options.dns)):
+        for value in values:
+            argv += [flag, value]
+    for flag, text in (
+        ("--tlscacert", options.tls_cacert),
+        ("--tlscert", options.tls_cert),
+        ("--tlskey", options.tls_key),
+    ):
+        if text:
+            argv += [flag, text]
+    argv += ["--insecure-tcp"] if options.insecure_tcp else []
+    argv += ["--force"] if options.force else []
+    return argv
+
+
 def _optional_size(value: str | None, what: str) -> int | None:
     return parse_size(value, what=what) if value is not None else None
 
@@ -100,6 +170,7 @@ def spec_from_args(args: argparse.Namespace) -> PoolSpec:
         autoextend=sizing.Autoextend(args.autoextend_threshold, args.autoextend_percent),
         zero=args.zero,
         wipe=args.wipe,
+        engine_options=engine_options_from_args(args),
     )
 
 
@@ -127,4 +198,5 @@ def spec_to_argv(spec: PoolSpec) -> list[str]:
     ]  # fmt: skip
     argv += ["--zero"] if spec.zero else []
     argv += ["--wipe"] if spec.wipe else []
+    argv += engine_options_to_argv(spec.engine_options)
     return [*argv, *spec.devices]

@@ -44,6 +44,7 @@ class Plan:
     spec: dict[str, Any] = field(default_factory=dict)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     candidates: dict[str, int] = field(default_factory=dict)
+    next_steps: tuple[str, ...] = ()
 
     @property
     def has_changes(self) -> bool:
@@ -68,6 +69,7 @@ class Plan:
             "metadata_candidates": self.candidates,
             "reasons": self.reasons,
             "warnings": list(self.warnings),
+            "next_steps": list(self.next_steps),
             "actions": [action.to_dict() for action in self.actions],
             "summary": self.counts(),
         }
@@ -92,6 +94,7 @@ class Plan:
             spec=data["spec"],
             fingerprint=data["fingerprint"],
             candidates=data.get("metadata_candidates", {}),
+            next_steps=tuple(data.get("next_steps", ())),
         )
 
 
@@ -112,6 +115,13 @@ def _layout_lines(layout: dict[str, int]) -> list[str]:
     return lines
 
 
+def _content_diff(action: Action) -> list[str]:
+    """Config files are shown with what they will hold (the first 40 lines)."""
+    if action.kind not in ("engine-config", "fstab", "systemd-drop-in"):
+        return []
+    return [f"      | {line}" for line in action.content.splitlines()[:40]]
+
+
 def render_text(plan: Plan) -> str:
     """Terraform-like: one block per action, then the layout and a summary line."""
     lines = [f"thinpool plan for {plan.vg}/{plan.pool}", ""]
@@ -121,6 +131,7 @@ def render_text(plan: Plan) -> str:
             lines.append("      $ " + " ".join(action.argv))
         if action.path:
             lines.append(f"      -> {action.path}")
+            lines += _content_diff(action)
         lines.append(f"      why: {action.reason}")
     if not plan.actions:
         lines.append("  No changes: the pool already matches the spec.")
@@ -133,6 +144,7 @@ def render_text(plan: Plan) -> str:
     if plan.reasons:
         lines.append("")
     lines += [f"warning: {warning}" for warning in plan.warnings]
+    lines += [f"then: {step}" for step in plan.next_steps]
     counts = plan.counts()
     lines.append(f"Plan: {counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy.")
     return "\n".join(lines) + "\n"

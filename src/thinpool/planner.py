@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from thinpool import recovery, safety, sizing
+from thinpool import engines, recovery, safety, sizing
 from thinpool.errors import DoesNotFit, SpecError
 from thinpool.lvm import commands
 from thinpool.model import LogicalVolume, Observed, VolumeGroup
@@ -29,7 +29,23 @@ class Geometry:
 
 
 def plan(spec: PoolSpec, observed: Observed) -> Plan:
+    """The pool's actions, then the engine's (wired to the pool as the plan leaves it)."""
     spec.validate()
+    pool_plan = _plan_pool(spec, observed)
+    if spec.engine == "none":
+        return pool_plan
+    vg = observed.vgs.get(spec.vg)
+    target = engines.PoolTarget(spec.vg, spec.pool, pool_plan.layout["data_size"], vg.lvs if vg else ())
+    changes = engines.plan_engine(spec, target, observed.engine)
+    return replace(
+        pool_plan,
+        actions=pool_plan.actions + changes.actions,
+        warnings=pool_plan.warnings + changes.warnings,
+        next_steps=changes.next_steps,
+    )
+
+
+def _plan_pool(spec: PoolSpec, observed: Observed) -> Plan:
     vg = observed.vgs.get(spec.vg)
     if vg is not None:
         leftovers = recovery.find_leftovers(vg, spec.pool)

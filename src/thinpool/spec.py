@@ -8,7 +8,7 @@ from typing import Any
 
 from thinpool import sizing
 from thinpool.errors import SpecError
-from thinpool.units import MiB, Percent, format_size, parse_percent
+from thinpool.units import GiB, MiB, Percent, format_size, parse_percent
 
 ENGINES = ("none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin")
 DEFAULT_VG = "docker"
@@ -37,6 +37,55 @@ def validate_lvm_name(name: str, *, what: str) -> None:
 
 
 @dataclass(frozen=True)
+class EngineOptions:
+    """How the container engine is wired to the pool (ignored with engine 'none')."""
+
+    base_size: int = 10 * GiB  # dm.basesize / base_image_size: each image or container's virtual size
+    min_free_space: int = 10  # dm.min_free_space, percent of the pool Docker keeps free
+    volume_name: str = "docker-data"  # docker-overlay2-thin: the thin volume under the data root
+    volume_size: int | None = None  # its virtual size (default: the pool's data size)
+    data_root: str = "/var/lib/docker"
+    storage_opts: tuple[str, ...] = ()  # extra dm.* options for docker-devicemapper, KEY=VALUE
+    hosts: tuple[str, ...] = ()  # Docker API sockets, e.g. unix:///run/docker.sock
+    dns: tuple[str, ...] = ()
+    tls_cacert: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    insecure_tcp: bool = False
+    force: bool = False  # replace another storage driver or pool named in the engine's config
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cacert and self.tls_cert and self.tls_key)
+
+    def validate(self) -> None:
+        validate_lvm_name(self.volume_name, what="thin volume")
+        if self.base_size < MiB:
+            raise SpecError("--base-size must be at least 1 MiB", fix="Docker's default is 10GiB")
+        if not 0 <= self.min_free_space <= 50:
+            raise SpecError("--min-free-space must be a percent in 0..50", fix="Docker's default is 10")
+        if not self.data_root.startswith("/") or self.data_root.rstrip("/") in ("", "/var", "/var/lib"):
+            raise SpecError(
+                f"--data-root {self.data_root!r} is not a dedicated absolute path", fix="e.g. /var/lib/docker"
+            )
+        if any(char.isspace() for char in self.data_root):
+            raise SpecError(f"--data-root {self.data_root!r} contains white space", fix="pick a path without spaces")
+        for option in self.storage_opts:
+            if "=" not in option or not option.startswith("dm."):
+                raise SpecError(f"--storage-opt {option!r} is not dm.KEY=VALUE", fix="e.g. dm.blkdiscard=false")
+        if any((self.tls_cacert, self.tls_cert, self.tls_key)) and not self.tls:
+            raise SpecError("TLS needs all of --tlscacert, --tlscert and --tlskey", fix="give the three files")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineOptions:
+        values: dict[str, Any] = {name: tuple(v) if isinstance(v, list) else v for name, v in data.items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class PoolSpec:
     """A thin pool as the operator wants it. Sizes are bytes; ``None`` means 'let thinpool size it'."""
 
@@ -54,6 +103,7 @@ class PoolSpec:
     autoextend: sizing.Autoextend = field(default_factory=sizing.Autoextend)
     zero: bool = False
     wipe: bool = False
+    engine_options: EngineOptions = field(default_factory=EngineOptions)
 
     @property
     def profile_name(self) -> str:
@@ -68,6 +118,7 @@ class PoolSpec:
             raise SpecError("a device is listed twice", fix="name each device once")
         self._validate_extent_size()
         self.autoextend.validate()
+        self.engine_options.validate()
         if self.workload.max_thin_devices < 1:
             raise SpecError("--max-thin-devices must be at least 1", fix="count image layers plus containers")
         if self.workload.thin_device_size < MiB:
@@ -105,6 +156,7 @@ class PoolSpec:
             "autoextend_percent": self.autoextend.percent,
             "zero": self.zero,
             "wipe": self.wipe,
+            "engine_options": self.engine_options.to_dict(),
         }
 
     @classmethod
@@ -131,4 +183,5 @@ class PoolSpec:
             autoextend=sizing.Autoextend(data["autoextend_threshold"], data["autoextend_percent"]),
             zero=data["zero"],
             wipe=data["wipe"],
+            engine_options=EngineOptions.from_dict(data.get("engine_options", {})),
         )

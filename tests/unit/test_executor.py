@@ -6,7 +6,7 @@ import pytest
 from thinpool import executor, inspect, planner
 from thinpool.lvm import commands
 from thinpool.model import Observed
-from thinpool.plan import Plan
+from thinpool.plan import Action, Plan
 from thinpool.runner import ScriptedRunner
 from thinpool.spec import PoolSpec
 from thinpool.units import GiB, MiB
@@ -117,3 +117,20 @@ def test_scripted_runner_rejects_unexpected_commands() -> None:
     runner.expect(("lvs",))
     with pytest.raises(AssertionError, match="expected"):
         runner.run(("vgs",))
+
+
+def test_config_write_keeps_a_timestamped_backup_and_the_files_mode(tmp_path: Path) -> None:
+    config = tmp_path / "etc/docker/daemon.json"
+    config.parent.mkdir(parents=True)
+    config.write_text('{"log-driver": "journald"}\n')
+    config.chmod(0o600)
+    action = Action("write", "engine-config", "docker daemon.json", "test", path="/etc/docker/daemon.json",
+                    content='{"storage-driver": "overlay2"}\n')  # fmt: skip
+    plan = Plan("docker", "thinpool", (action,), {}, {})
+    assert executor.apply(plan, ScriptedRunner(), root=tmp_path).ok
+    assert config.read_text() == action.content and config.stat().st_mode & 0o777 == 0o600
+    (backup,) = config.parent.glob("daemon.json.thinpool-*.bak")
+    assert backup.read_text() == '{"log-driver": "journald"}\n'
+    assert executor.apply(plan, ScriptedRunner(), root=tmp_path).ok  # same content again: no second backup
+    assert len(list(config.parent.glob("*.bak"))) == 1
+    assert not list(config.parent.glob(".*tmp"))

@@ -5,14 +5,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thinpool import sizing
-from thinpool.options import add_spec_options, spec_from_args, spec_to_argv
-from thinpool.spec import ENGINES, PoolSpec
+from thinpool.options import add_engine_options, add_spec_options, spec_from_args, spec_to_argv
+from thinpool.spec import ENGINES, EngineOptions, PoolSpec
 from thinpool.units import KiB, MiB, Percent
 
 
 def _parse(argv: list[str]) -> PoolSpec:
     parser = argparse.ArgumentParser()
     add_spec_options(parser)
+    add_engine_options(parser)
     return spec_from_args(parser.parse_args(argv))
 
 
@@ -31,12 +32,26 @@ shares = st.one_of(sizes, st.integers(1, 100).map(lambda p: Percent(Fraction(p),
     shares,
     st.integers(1, 10**5),
     st.booleans(),
+    st.builds(
+        EngineOptions,
+        base_size=st.integers(1, 2**20).map(lambda n: n * MiB),
+        min_free_space=st.integers(0, 50),
+        volume_size=sizes,
+        storage_opts=st.lists(st.sampled_from(["dm.blkdiscard=false", "dm.xfs_nospace_max_retries=0"])).map(tuple),
+        hosts=st.lists(st.sampled_from(["unix:///run/docker.sock", "tcp://127.0.0.1:2375"])).map(tuple),
+        dns=st.lists(st.sampled_from(["10.0.0.2", "1.1.1.1"])).map(tuple),
+        insecure_tcp=st.booleans(),
+        force=st.booleans(),
+    ),
 )
-def test_spec_to_argv_round_trips(devices, vg, engine, chunk, metadata, data, headroom, devices_n, flag) -> None:  # type: ignore[no-untyped-def]
+def test_spec_to_argv_round_trips(
+    devices, vg, engine, chunk, metadata, data, headroom, devices_n, flag, engine_options
+) -> None:  # type: ignore[no-untyped-def]
     spec = PoolSpec(
         devices=tuple(devices), vg=vg, pool="pool-1", engine=engine, extent_size=8 * MiB, chunk_size=chunk,
         metadata_size=metadata, data_size=data, headroom=headroom, max_pool_size=metadata,
         workload=sizing.Workload(devices_n, 3 * MiB), autoextend=sizing.Autoextend(70, 50), zero=flag, wipe=flag,
+        engine_options=engine_options,
     )  # fmt: skip
     assert _parse(spec_to_argv(spec)) == spec
     assert PoolSpec.from_dict(spec.to_dict()) == spec

@@ -25,6 +25,13 @@ DISKS = (4 * GiB, 4 * GiB, 2 * GiB, CLASSIC_DISK, 1 * GiB)
 DEVICES = ("/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde")
 
 RESET = r"""
+# Engines first: stop the daemons, unmount what they mounted, forget their state and configs.
+pkill -x dockerd; pkill -x containerd
+for i in $(seq 50); do pgrep -x 'dockerd|containerd|containerd-shim.*' >/dev/null || break; sleep 0.2; done
+pkill -9 -x 'dockerd|containerd|containerd-shim-runc-v2|containerd-shim' 2>/dev/null
+awk '$2 ~ "^/(var/lib|run)/(docker|containerd)" {print $2}' /proc/mounts | sort -r | xargs -r umount -l
+rm -rf /etc/docker /etc/containerd /var/lib/docker /var/lib/containerd /run/docker /run/containerd   /run/docker.sock /var/run/docker.pid /etc/systemd/system/docker.service.d /etc/systemd/system/containerd.service.d
+[ -f /run/fstab.orig ] || cp /etc/fstab /run/fstab.orig; cp /run/fstab.orig /etc/fstab
 for vg in $(vgs --noheadings -o vg_name 2>/dev/null); do vgremove -ff -y "$vg" >/dev/null 2>&1; done
 dmsetup remove_all --force >/dev/null 2>&1
 for pv in $(pvs --noheadings -o pv_name 2>/dev/null); do pvremove -ff -y "$pv" >/dev/null 2>&1; done

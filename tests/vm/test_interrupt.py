@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def test_killed_apply_converges_on_rerun_without_orphans(vm: VM, command: str, d
     left = vm.run(["lvs", "-a", "--noheadings", "-o", "lv_name,lv_attr,segtype,lv_tags", "docker"], check=False)
     print(f"left after a kill at {command}+{delay}s:\n{left.stdout}")
     code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
-    assert code == 0, err
+    assert code == 0, err or json.dumps(result, indent=1)
     assert result["ok"]
     found = lvs(vm, "docker")
     names = {"lvol0_pmspare" if name.endswith("_pmspare") else name for name in found}

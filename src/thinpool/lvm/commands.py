@@ -65,6 +65,14 @@ def lvcreate_thin_pool(
     )  # fmt: skip
 
 
+def lvcreate_thin(vg: str, pool: str, name: str, virtual_size: int) -> Argv:
+    """A thin volume of the pool, tagged as thinpool's."""
+    return (
+        "lvcreate", "--yes", "--type", "thin", "--virtualsize", lvm_size_arg(virtual_size),
+        "--thinpool", pool, "--name", name, "--addtag", MANAGED_TAG, vg,
+    )  # fmt: skip
+
+
 def lvremove(vg: str, lv: str) -> Argv:
     return ("lvremove", "--yes", f"{vg}/{lv}")
 

@@ -1,0 +1,74 @@
+"""docker-devicemapper: Docker's devicemapper driver on the pool (Docker 24 and older)."""
+
+from __future__ import annotations
+
+import json
+
+from thinpool.engines import EngineChanges, PoolTarget, docker, systemd
+from thinpool.errors import SpecError
+from thinpool.model import EngineState
+from thinpool.spec import PoolSpec
+from thinpool.units import GiB, MiB
+
+
+def _docker_size(size: int) -> str:
+    """Docker parses sizes in binary units: 10G is 10 GiB."""
+    return f"{size // GiB}G" if size % GiB == 0 else f"{size // MiB}M"
+
+
+def storage_opts(spec: PoolSpec, target: PoolTarget) -> list[str]:
+    options = spec.engine_options
+    return [
+        f"dm.thinpooldev={target.dm_path}",
+        "dm.use_deferred_removal=true",
+        "dm.use_deferred_deletion=true",
+        "dm.fs=xfs",
+        "dm.mountopt=noatime",
+        f"dm.basesize={_docker_size(options.base_size)}",
+        f"dm.min_free_space={options.min_free_space}%",
+        *options.storage_opts,
+    ]
+
+
+def _points_at(text: str | None, dm_path: str) -> bool:
+    try:
+        data = json.loads(text or "{}")
+    except ValueError:
+        return False
+    return isinstance(data, dict) and f"dm.thinpooldev={dm_path}" in data.get("storage-opts", [])
+
+
+def refuse_shared_pool(target: PoolTarget) -> None:
+    thin = target.thin_volumes()
+    if thin:
+        raise SpecError(
+            f"{target.vg}/{target.pool} holds lvm thin volumes ({', '.join(lv.name for lv in thin)}); "
+            "an engine's devicemapper storage needs a pool of its own",
+            fix="give Docker a dedicated pool (--pool NAME), or use --engine docker-overlay2-thin",
+        )
+
+
+def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChanges:
+    options = spec.engine_options
+    docker.refuse_removed_devicemapper(state)
+    refuse_shared_pool(target)
+    warnings = docker.check_hosts(options)
+    current = state.files.get(docker.DAEMON_JSON)
+    if state.docker_devicemapper_state and not _points_at(current, target.dm_path):
+        raise SpecError(
+            f"{options.data_root}/devicemapper holds Docker devices of another pool (or of loopback files); "
+            "Docker would refuse this pool ('Unable to take ownership of thin-pool')",
+            fix=f"stop Docker and move {options.data_root} aside (its images and containers stay there), then re-run",
+        )
+    if state.observed and "dockerd" not in state.versions:
+        warnings.append("dockerd was not found: daemon.json is written for the Docker installed later")
+    content = docker.daemon_json(
+        current, "devicemapper", storage_opts(spec, target), docker.api_keys(options), force=options.force
+    )
+    actions = docker.config_action(content, f"devicemapper on {target.dm_path} (deferred removal, xfs, noatime)")
+    unit = systemd.device_unit(target.dm_path)
+    actions += docker.drop_in_action(
+        state, options, {"Requires": unit, "After": unit}, f"docker starts once {target.dm_path} is there"
+    )
+    changes = actions + systemd.reload_action(state, actions)
+    return EngineChanges(changes, tuple(warnings), systemd.restart_steps("docker", actions))

@@ -1,0 +1,239 @@
+"""Engine adapters, pure: config merging, refusals, and the actions they plan."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tomllib
+
+import pytest
+
+from thinpool import inspect, planner
+from thinpool.engines import PoolTarget, containerd_devmapper, docker, docker_devicemapper, docker_overlay2, systemd
+from thinpool.errors import SpecError
+from thinpool.model import EngineState, LogicalVolume
+from thinpool.spec import EngineOptions, PoolSpec
+from thinpool.units import GiB
+
+TARGET = PoolTarget("docker", "thinpool", 6 * GiB)
+DOCKER = EngineState(observed=True, versions={"dockerd": "20.10.24"}, programs={"dockerd": "/usr/sbin/dockerd"})
+
+
+def _spec(engine: str, **options: object) -> PoolSpec:
+    return PoolSpec(devices=("/dev/vda",), engine=engine, engine_options=EngineOptions(**options))  # type: ignore[arg-type]
+
+
+def _with_files(state: EngineState, **files: str) -> EngineState:
+    paths = {"daemon_json": docker.DAEMON_JSON, "config_toml": containerd_devmapper.CONFIG_TOML,
+             "fstab": docker_overlay2.FSTAB}  # fmt: skip
+    return EngineState(**{**state.__dict__, "files": {paths[name]: text for name, text in files.items()}})
+
+
+def _written(changes: object, path: str) -> str:
+    return next(action.content for action in changes.actions if action.path == path)  # type: ignore[attr-defined]
+
+
+def test_devicemapper_daemon_json_keeps_every_other_key() -> None:
+    state = _with_files(DOCKER, daemon_json='{"log-driver": "journald", "storage-opts": ["dm.blkdiscard=false"]}')
+    changes = docker_devicemapper.plan(_spec("docker-devicemapper"), TARGET, state)
+    written = json.loads(_written(changes, docker.DAEMON_JSON))
+    assert written["log-driver"] == "journald" and written["storage-driver"] == "devicemapper"
+    assert written["storage-opts"][0] == "dm.blkdiscard=false"  # the operator's own option stays
+    assert "dm.thinpooldev=/dev/mapper/docker-thinpool" in written["storage-opts"]
+    assert {"dm.use_deferred_removal=true", "dm.use_deferred_deletion=true", "dm.fs=xfs", "dm.mountopt=noatime",
+            "dm.basesize=10G", "dm.min_free_space=10%"} <= set(written["storage-opts"])  # fmt: skip
+    again = _with_files(DOCKER, daemon_json=json.dumps(written))
+    assert docker.daemon_json(again.files[docker.DAEMON_JSON], "devicemapper",
+                              docker_devicemapper.storage_opts(_spec("docker-devicemapper"), TARGET), {},
+                              force=False) is None  # fmt: skip
+
+
+def test_dashed_names_are_escaped_in_the_pool_path_and_the_unit() -> None:
+    target = PoolTarget("vg-docker", "docker-pool", 6 * GiB)
+    changes = docker_devicemapper.plan(_spec("docker-devicemapper"), target, DOCKER)
+    assert "dm.thinpooldev=/dev/mapper/vg--docker-docker--pool" in _written(changes, docker.DAEMON_JSON)
+    assert r"After=dev-mapper-vg\x2d\x2ddocker\x2ddocker\x2d\x2dpool.device" in _written(changes, docker.DOCKER_DROP_IN)
+
+
+@pytest.mark.parametrize("path", ["/dev/mapper/docker-thinpool", "/var/lib/docker", "/a b/.c/ü", "/"])
+def test_unit_names_match_systemd_escape(path: str) -> None:
+    if shutil.which("systemd-escape") is None:
+        pytest.skip("systemd-escape is not installed")
+    expected = subprocess.run(["systemd-escape", "--path", path], capture_output=True, text=True, check=True)
+    assert systemd.escape_path(path) == expected.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"storage-driver": "overlay2",}', "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"storage-driver": "overlay2"}', "storage-driver 'overlay2'"),
+        ('{"storage-opts": ["dm.thinpooldev=/dev/mapper/other-pool"]}', "another pool"),
+    ],
+)
+def test_daemon_json_conflicts_are_refused_unless_forced(text: str, problem: str) -> None:
+    state = _with_files(DOCKER, daemon_json=text)
+    with pytest.raises(SpecError, match=problem) as caught:
+        docker_devicemapper.plan(_spec("docker-devicemapper"), TARGET, state)
+    assert "--force" in caught.value.fix or "repair" in caught.value.fix
+    forced = docker_devicemapper.plan(_spec("docker-devicemapper", force=True), TARGET, state)
+    written = json.loads(_written(forced, docker.DAEMON_JSON))
+    assert written["storage-driver"] == "devicemapper"
+    assert written["storage-opts"].count("dm.thinpooldev=/dev/mapper/docker-thinpool") == 1
+    assert not any("other-pool" in option for option in written["storage-opts"])
+
+
+def test_docker_25_has_no_devicemapper() -> None:
+    state = EngineState(observed=True, versions={"dockerd": "25.0.3"})
+    with pytest.raises(SpecError, match="removed in Docker 25") as caught:
+        docker_devicemapper.plan(_spec("docker-devicemapper"), TARGET, state)
+    assert "docker-overlay2-thin" in caught.value.fix
+    assert docker_overlay2.plan(_spec("docker-overlay2-thin"), TARGET, state).actions  # the alternative works
+
+
+def test_devicemapper_state_of_another_pool_is_refused() -> None:
+    state = EngineState(**{**DOCKER.__dict__, "docker_devicemapper_state": True})
+    with pytest.raises(SpecError, match="Unable to take ownership"):
+        docker_devicemapper.plan(_spec("docker-devicemapper"), TARGET, state)
+    ours = _with_files(state, daemon_json='{"storage-opts": ["dm.thinpooldev=/dev/mapper/docker-thinpool"]}')
+    assert docker_devicemapper.plan(_spec("docker-devicemapper"), TARGET, ours).actions
+
+
+def test_a_pool_with_lvm_thin_volumes_is_not_handed_to_an_engine() -> None:
+    thin = LogicalVolume("vol1", "docker", "Vwi-a-tz--", GiB, segtype="thin", pool_lv="thinpool")
+    target = PoolTarget("docker", "thinpool", 6 * GiB, (thin,))
+    for module, engine in (
+        (docker_devicemapper, "docker-devicemapper"),
+        (containerd_devmapper, "containerd-devmapper"),
+    ):
+        with pytest.raises(SpecError, match="vol1"):
+            module.plan(_spec(engine), target, DOCKER)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "tls", "insecure", "outcome"),
+    [
+        (("tcp://0.0.0.0:2375",), False, False, "refused"),
+        (("tcp://10.1.2.3:2375",), False, False, "refused"),
+        (("tcp://127.0.0.1:2375", "unix:///run/docker.sock"), False, False, "ok"),
+        (("tcp://[::1]:2375",), False, False, "ok"),
+        (("tcp://0.0.0.0:2376",), True, False, "ok"),
+        (("tcp://0.0.0.0:2375",), False, True, "warned"),
+    ],
+)
+def test_tcp_api_beyond_loopback_needs_tls(hosts: tuple[str, ...], tls: bool, insecure: bool, outcome: str) -> None:
+    files = {"tls_cacert": "/etc/docker/ca.pem", "tls_cert": "/etc/docker/cert.pem", "tls_key": "/etc/docker/key.pem"}
+    options = EngineOptions(hosts=hosts, insecure_tcp=insecure, **(files if tls else {}))
+    if outcome == "refused":
+        with pytest.raises(SpecError, match="without TLS"):
+            docker.check_hosts(options)
+        return
+    warnings = docker.check_hosts(options)
+    assert bool(warnings) == (outcome == "warned")
+    keys = docker.api_keys(options)
+    assert keys["hosts"] == list(hosts) and keys.get("tlsverify", False) == tls
+
+
+def test_hosts_drop_dockerds_own_socket_flag() -> None:
+    changes = docker_devicemapper.plan(_spec("docker-devicemapper", hosts=("unix:///run/docker.sock",)), TARGET, DOCKER)
+    drop_in = _written(changes, docker.DOCKER_DROP_IN)
+    assert "ExecStart=\nExecStart=/usr/sbin/dockerd\n" in drop_in  # else dockerd refuses hosts set twice
+
+
+CONFIG_V2 = """# operator's comment
+version = 2
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.9"
+"""
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_containerd_section_merged_with_comments_and_sections_kept(version: int) -> None:
+    text = CONFIG_V2.replace("version = 2", f"version = {version}")
+    state = _with_files(DOCKER, config_toml=text)
+    changes = containerd_devmapper.plan(_spec("containerd-devmapper"), TARGET, state)
+    written = _written(changes, containerd_devmapper.CONFIG_TOML)
+    assert written.startswith("# operator's comment\n")
+    data = tomllib.loads(written)
+    assert data["version"] == version
+    assert data["plugins"]["io.containerd.grpc.v1.cri"]["sandbox_image"] == "registry.k8s.io/pause:3.9"
+    assert data["plugins"]["io.containerd.snapshotter.v1.devmapper"] == {
+        "pool_name": "docker-thinpool",
+        "root_path": containerd_devmapper.ROOT_PATH,
+        "base_image_size": "10240MB",
+        "discard_blocks": True,
+        "fs_type": "xfs",
+    }
+    again = _with_files(DOCKER, config_toml=written)
+    assert containerd_devmapper.merged_config(written, containerd_devmapper.snapshotter_settings(
+        _spec("containerd-devmapper"), TARGET), again, force=False) is None  # fmt: skip
+
+
+def test_new_containerd_config_takes_the_layout_of_the_installed_version() -> None:
+    for found, version in (("1.6.20", 2), ("2.0.1", 3)):
+        state = EngineState(observed=True, versions={"containerd": found})
+        changes = containerd_devmapper.plan(_spec("containerd-devmapper"), TARGET, state)
+        assert tomllib.loads(_written(changes, containerd_devmapper.CONFIG_TOML))["version"] == version
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[plugins.devmapper]\npool_name = 'x'\n", "version 1 layout"),
+        ("version = 2\n[plugins\n", "not valid TOML"),
+        ('version = 2\n[plugins."io.containerd.snapshotter.v1.devmapper"]\npool_name = "other"\n', "other"),
+    ],
+)
+def test_containerd_config_problems_are_refused(text: str, problem: str) -> None:
+    with pytest.raises(SpecError, match=problem):
+        containerd_devmapper.plan(_spec("containerd-devmapper"), TARGET, _with_files(DOCKER, config_toml=text))
+
+
+def test_overlay2_thin_plans_volume_filesystem_mount_and_config() -> None:
+    state = _with_files(DOCKER, fstab="# /etc/fstab\nUUID=abc / ext4 defaults 0 1\n")
+    changes = docker_overlay2.plan(_spec("docker-overlay2-thin", volume_size=4 * GiB), TARGET, state)
+    kinds = [action.kind for action in changes.actions]
+    assert kinds == ["thin-volume", "filesystem", "fstab", "mount", "engine-config", "systemd-drop-in"]
+    assert changes.actions[0].argv == ("lvcreate", "--yes", "--type", "thin", "--virtualsize", "4g", "--thinpool",
+                                       "thinpool", "--name", "docker-data", "--addtag", "thinpool.managed", "docker")  # fmt: skip
+    assert changes.actions[1].argv == ("mkfs.xfs", "-q", "-n", "ftype=1", "/dev/mapper/docker-docker--data")
+    fstab = _written(changes, docker_overlay2.FSTAB)
+    assert fstab.startswith("# /etc/fstab\nUUID=abc / ext4 defaults 0 1\n")
+    assert "/dev/mapper/docker-docker--data /var/lib/docker xfs defaults,pquota,noatime 0 0" in fstab
+    assert json.loads(_written(changes, docker.DAEMON_JSON)) == {"storage-driver": "overlay2"}
+    assert "RequiresMountsFor=/var/lib/docker" in _written(changes, docker.DOCKER_DROP_IN)
+
+
+def test_overlay2_thin_never_hides_an_existing_data_root() -> None:
+    full = EngineState(**{**DOCKER.__dict__, "data_root_entries": 7})
+    with pytest.raises(SpecError, match="holds 7 entries") as caught:
+        docker_overlay2.plan(_spec("docker-overlay2-thin"), TARGET, full)
+    assert "mv /var/lib/docker" in caught.value.fix
+    other = EngineState(**{**DOCKER.__dict__, "data_root_source": "/dev/sdc1"})
+    with pytest.raises(SpecError, match="/dev/sdc1 is already mounted"):
+        docker_overlay2.plan(_spec("docker-overlay2-thin"), TARGET, other)
+    fstab = _with_files(DOCKER, fstab="/dev/sdc1 /var/lib/docker ext4 defaults 0 2\n")
+    with pytest.raises(SpecError, match="already mounts /dev/sdc1"):
+        docker_overlay2.plan(_spec("docker-overlay2-thin"), TARGET, fstab)
+
+
+def test_overlay2_thin_converged_plans_nothing() -> None:
+    volume = LogicalVolume("docker-data", "docker", "Vwi-aotz--", 6 * GiB, segtype="thin", pool_lv="thinpool")
+    target = PoolTarget("docker", "thinpool", 6 * GiB, (volume,))
+    first = docker_overlay2.plan(_spec("docker-overlay2-thin"), TARGET, DOCKER)
+    files = {action.path: action.content for action in first.actions if action.path}
+    done = EngineState(**{**DOCKER.__dict__, "files": files, "volume_filesystem": "xfs",
+                          "data_root_source": "/dev/mapper/docker-docker--data"})  # fmt: skip
+    assert docker_overlay2.plan(_spec("docker-overlay2-thin"), target, done).actions == ()
+
+
+def test_engine_actions_follow_the_pool_in_the_plan() -> None:
+    spec = _spec("docker-devicemapper")
+    plan = planner.plan(spec, inspect.virtual([8 * GiB], ["/dev/vda"]))
+    kinds = [action.kind for action in plan.actions]
+    assert kinds.index("thin-pool") < kinds.index("engine-config")
+    assert plan.next_steps and "systemctl restart docker" in plan.next_steps[0]
+    assert not any("not found" in warning for warning in plan.warnings)  # nothing was read on virtual disks

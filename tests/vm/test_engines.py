@@ -1,0 +1,129 @@
+"""Each engine wired by thinpool apply, then proven by its real daemon running a container on the pool."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from thinpool.rehearse.vm import SHARE_MOUNT, VM
+
+from .helpers import lvs, thinpool_json
+from .images import rootfs_tar, write_oci_archive
+
+pytestmark = pytest.mark.vm
+
+# No udev in the guest: dockerd must be told not to wait for it (containerd reads DM_DISABLE_UDEV).
+NO_UDEV = ("--storage-opt", "dm.override_udev_sync_check=true")
+DOCKERD = ("dockerd", "--iptables=false", "--bridge=none", "--ip-masq=false")
+WRITE_64_MIB = "dd if=/dev/urandom of=/data bs=1M count=64 2>/dev/null && sync"
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def images(vm_session: VM) -> Iterator[dict[str, str]]:
+    (vm_session.share / "tiny-rootfs.tar").write_bytes(rootfs_tar())
+    write_oci_archive(vm_session.share / "tiny-oci.tar", "docker.io/library/tiny:1")
+    yield {"rootfs": f"{SHARE_MOUNT}/tiny-rootfs.tar", "oci": f"{SHARE_MOUNT}/tiny-oci.tar"}
+    for name in ("tiny-rootfs.tar", "tiny-oci.tar"):
+        (vm_session.share / name).unlink(missing_ok=True)
+
+
+def _start(vm: VM, argv: tuple[str, ...], ready: list[str], log: str) -> None:
+    vm.run(["bash", "-c", f"({' '.join(argv)} > {log} 2>&1 &)"])
+    waited = vm.run(["bash", "-c", f"for i in $(seq 120); do {' '.join(ready)} >/dev/null 2>&1 && exit 0; "
+                                   "sleep 0.5; done; exit 1"], check=False, timeout=120)  # fmt: skip
+    assert waited.returncode == 0, vm.run(["tail", "-20", log]).stdout
+
+
+def _used_bytes(vm: VM, name: str) -> int:
+    """Bytes of the pool (or thin volume) in use, from lvm's report."""
+    lv = lvs(vm, "docker")[name]
+    return lv.size * int(float(lv.data_percent) * 100) // 10000
+
+
+def _converged(vm: VM, *args: str) -> bool:
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
+    assert code == 0, err or result
+    return result["changed"] is False
+
+
+def test_docker_devicemapper_runs_a_container_on_the_pool(vm: VM, images: dict[str, str]) -> None:
+    args = ("--engine", "docker-devicemapper", *NO_UDEV, "/dev/vda")
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
+    assert code == 0, err or result
+    _start(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
+    status = json.loads(vm.run(["docker", "info", "--format", "{{json .DriverStatus}}"]).stdout)
+    reported = dict(status)
+    assert reported["Pool Name"] == "docker-thinpool" and reported["Deferred Removal Enabled"] == "true"
+    assert reported["Backing Filesystem"] == "xfs"
+    vm.run(["docker", "import", images["rootfs"], "tiny:1"], timeout=300)
+    before = _used_bytes(vm, "thinpool")
+    vm.run(["docker", "run", "--network", "none", "--name", "w1", "tiny:1", "sh", "-c", WRITE_64_MIB], timeout=300)
+    assert _used_bytes(vm, "thinpool") - before >= 60 * MiB  # the container's writes landed in the pool
+    assert _converged(vm, *args)  # with Docker running on it, a second apply changes nothing
+
+
+def test_containerd_devmapper_runs_a_container_on_the_pool(vm: VM, images: dict[str, str]) -> None:
+    args = ("--engine", "containerd-devmapper", "/dev/vda")
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
+    assert code == 0, err or result
+    _start(vm, ("containerd",), ["ctr", "version"], "/tmp/containerd.log")
+    plugins = vm.run(["ctr", "plugins", "ls"]).stdout
+    assert any(line.split()[1:2] == ["devmapper"] and line.split()[-1] == "ok" for line in plugins.splitlines())
+    vm.run(["ctr", "images", "import", "--snapshotter", "devmapper", images["oci"]], timeout=300)
+    before = _used_bytes(vm, "thinpool")
+    run = ["ctr", "run", "--snapshotter", "devmapper", "docker.io/library/tiny:1", "w1", "sh", "-c", WRITE_64_MIB]
+    vm.run(run, timeout=300)
+    assert _used_bytes(vm, "thinpool") - before >= 60 * MiB
+    snapshots = vm.run(["ctr", "snapshots", "--snapshotter", "devmapper", "ls"]).stdout
+    assert "w1" in snapshots
+    assert _converged(vm, *args)
+
+
+def test_docker_overlay2_runs_on_an_xfs_thin_volume(vm: VM, images: dict[str, str]) -> None:
+    args = ("--engine", "docker-overlay2-thin", "--volume-size", "2GiB", "/dev/vda")
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
+    assert code == 0, err or result
+    mounts = [line.split() for line in vm.run(["cat", "/proc/mounts"]).stdout.splitlines()]
+    (mount,) = [fields for fields in mounts if fields[1] == "/var/lib/docker"]
+    assert mount[0] == "/dev/mapper/docker-docker--data" and mount[2] == "xfs" and "prjquota" in mount[3]
+    assert "ftype=1" in vm.run(["xfs_info", "/var/lib/docker"]).stdout
+    assert lvs(vm, "docker")["docker-data"].size == 2 * 1024 * MiB
+    _start(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
+    info = json.loads(vm.run(["docker", "info", "--format", "{{json .}}"]).stdout)
+    assert info["Driver"] == "overlay2" and dict(info["DriverStatus"])["Backing Filesystem"] == "xfs"
+    vm.run(["docker", "import", images["rootfs"], "tiny:1"], timeout=300)
+    before = _used_bytes(vm, "docker-data")
+    vm.run(["docker", "run", "--network", "none", "--name", "w1", "tiny:1", "sh", "-c", WRITE_64_MIB], timeout=300)
+    assert _used_bytes(vm, "docker-data") - before >= 60 * MiB
+    assert _converged(vm, *args)
+
+
+def _sha(vm: VM, path: str) -> str:
+    return vm.run(["sha256sum", path]).stdout
+
+
+def test_broken_daemon_json_is_refused_and_nothing_is_touched(vm: VM) -> None:
+    vm.run(["bash", "-c", 'mkdir -p /etc/docker && printf \'{"log-driver": "journald",\\n\' > /etc/docker/daemon.json'])
+    before = _sha(vm, "/etc/docker/daemon.json")
+    code, _, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-devicemapper", "/dev/vda")
+    assert code == 1 and "not valid JSON" in err and "left untouched" in err
+    assert _sha(vm, "/etc/docker/daemon.json") == before
+    assert vm.run(["pvs", "--noheadings"]).stdout.strip() == ""  # refused before any disk was touched
+    code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-devicemapper", "--force", "/dev/vda")
+    assert code == 0, err or result
+    backups = vm.run(["bash", "-c", "cat /etc/docker/daemon.json.thinpool-*.bak"]).stdout
+    assert backups == '{"log-driver": "journald",\n'  # --force replaced it, and kept the old one
+
+
+def test_docker_25_is_refused_devicemapper_with_the_alternatives(vm: VM) -> None:
+    fake = "/tmp/docker25/dockerd"
+    vm.run(["bash", "-c", f"mkdir -p /tmp/docker25 && printf '#!/bin/sh\\necho Docker version 25.0.3, build 4debf41\\n'"
+                          f" > {fake} && chmod +x {fake}"])  # fmt: skip
+    path = "/tmp/docker25:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    done = vm.thinpool("apply", "--yes", "--engine", "docker-devicemapper", "/dev/vda", env={"PATH": path}, check=False)
+    assert done.returncode == 1 and "dockerd 25.0.3 has no devicemapper" in done.stderr
+    assert "docker-overlay2-thin" in done.stderr
+    assert vm.run(["pvs", "--noheadings"]).stdout.strip() == ""
