@@ -49,7 +49,7 @@ exit 0
 """
 
 
-def _unavailable(reason: str) -> None:
+def unavailable(reason: str) -> None:
     if os.environ.get("THINPOOL_REQUIRE_VM") == "1":
         pytest.fail(f"the VM tests must run here: {reason}")
     pytest.skip(f"no rehearsal VM: {reason}")
@@ -58,12 +58,12 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def vm_session() -> Iterator[VM]:
     if os.geteuid() != 0:
-        _unavailable("the VM's lvm runs as root; run the tests as root")
+        unavailable("the VM's lvm runs as root; run the tests as root")
     try:
         deps.require()
         kernel = obtain_debian_kernel(SystemRunner())
     except ThinpoolError as error:
-        _unavailable(str(error))
+        unavailable(str(error))
     machine = VM(VMConfig(disk_sizes=DISKS, kernel=kernel, write_budget=6 * GiB, lifetime=3000))
     machine.start()
     print(f"\nrehearsal VM booted in {machine.boot_seconds:.1f}s")

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from thinpool.rehearse import deps
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
 
+from .conftest import unavailable
 from .helpers import lvs, thinpool_json
 from .images import rootfs_tar, write_oci_archive
 
@@ -23,6 +25,8 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def images(vm_session: VM) -> Iterator[dict[str, str]]:
+    if deps.missing(engines=True):
+        unavailable(f"the engine tests need {', '.join(sorted(deps.missing(engines=True)))}")
     (vm_session.share / "tiny-rootfs.tar").write_bytes(rootfs_tar())
     write_oci_archive(vm_session.share / "tiny-oci.tar", "docker.io/library/tiny:1")
     yield {"rootfs": f"{SHARE_MOUNT}/tiny-rootfs.tar", "oci": f"{SHARE_MOUNT}/tiny-oci.tar"}
