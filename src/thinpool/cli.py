@@ -335,6 +335,7 @@ def _add_apply_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def build_parser() -> argparse.ArgumentParser:
     from thinpool.rehearse.command import add_parser as add_rehearse_parser
+    from thinpool.watch import add_parsers as add_watch_parsers
 
     parser = argparse.ArgumentParser(
         prog="thinpool",
@@ -350,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_apply_parser(commands)
     _add_lifecycle_parsers(commands)
     _add_engine_parser(commands)
+    add_watch_parsers(commands)
     add_rehearse_parser(commands)
     return parser
 

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from thinpool import health
+from thinpool.health import PoolStatus
 from thinpool.lvm import commands, report
 from thinpool.model import Device, Observed
 from thinpool.runner import Runner
@@ -97,3 +99,9 @@ def virtual(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observe
     sizes = list(sizes)
     labels = list(names) if names is not None else [f"disk{index}" for index in range(1, len(sizes) + 1)]
     return Observed(devices={name: Device(name, size, virtual=True) for name, size in zip(labels, sizes, strict=True)})
+
+
+def read_pool_status(runner: Runner, vg: str, pool: str, root: Path = Path("/")) -> PoolStatus:
+    """One lvm report call, plus the pool's profile file."""
+    text = runner.run(commands.status_report(vg)).stdout
+    return health.pool_status(text, vg, pool, read_profiles(health.profile_names(text), root))

@@ -27,7 +27,9 @@ DEVICES = ("/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde")
 RESET = r"""
 # Engines first: stop the daemons, unmount what they mounted, forget their state and configs.
 pkill -x dockerd; pkill -x containerd
-for i in $(seq 50); do pgrep -x 'dockerd|containerd|containerd-shim.*' >/dev/null || break; sleep 0.2; done
+# (zombies do not count: the agent reaps them only between requests)
+alive() { ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 ~ /^(dockerd|containerd)/' | grep -q .; }
+for i in $(seq 50); do alive || break; sleep 0.2; done
 pkill -9 -x 'dockerd|containerd|containerd-shim-runc-v2|containerd-shim' 2>/dev/null
 awk '$2 ~ "^/(var/lib|run)/(docker|containerd)" {print $2}' /proc/mounts | sort -r | xargs -r umount -l
 rm -rf /etc/docker /etc/containerd /var/lib/docker /var/lib/containerd /run/docker /run/containerd   /run/docker.sock /var/run/docker.pid /etc/systemd/system/docker.service.d /etc/systemd/system/containerd.service.d

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from thinpool.health import Finding
 from thinpool.model import EngineState, LogicalVolume
 from thinpool.plan import Action
 from thinpool.spec import PoolSpec
@@ -55,3 +56,14 @@ def plan_engine(spec: PoolSpec, target: PoolTarget, state: EngineState) -> Engin
 
         return docker_overlay2.plan(spec, target, state)
     return EngineChanges()
+
+
+def doctor(state: EngineState, vg: str, pool: str) -> list[Finding]:
+    """Each engine adapter's findings about its config and this pool."""
+    from thinpool.engines import containerd_devmapper, docker
+
+    target = PoolTarget(vg, pool, 0)
+    configure = f"thinpool engine configure --engine docker-devicemapper --vg {vg} --pool {pool}"
+    return docker.doctor(state, target.dm_path, configure) + containerd_devmapper.doctor(
+        state, target.dm_name, configure
+    )

@@ -7,6 +7,7 @@ from typing import Any
 from thinpool.engines import EngineChanges, PoolTarget, docker, systemd
 from thinpool.engines.docker_devicemapper import refuse_shared_pool
 from thinpool.errors import SpecError
+from thinpool.health import Finding
 from thinpool.model import EngineState
 from thinpool.plan import Action
 from thinpool.spec import PoolSpec
@@ -99,3 +100,33 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     if actions:
         steps += ('use it with: ctr run --snapshotter devmapper ..., or snapshotter = "devmapper" for CRI',)
     return EngineChanges(changes, tuple(warnings), steps)
+
+
+def doctor(state: EngineState, dm_name: str, configure: str) -> list[Finding]:
+    import tomllib
+
+    text = state.files.get(CONFIG_TOML)
+    if not text:
+        return []
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return [
+            Finding(
+                "warning",
+                "config-toml-invalid",
+                f"{CONFIG_TOML} is not valid TOML: containerd will not start",
+                "repair it; containerd config dump shows what containerd reads",
+            )
+        ]
+    pool = data.get("plugins", {}).get(PLUGIN, {}).get("pool_name")
+    if pool is None or pool == dm_name:
+        return []
+    return [
+        Finding(
+            "warning",
+            "engine-other-pool",
+            f"containerd's devmapper snapshotter uses pool {pool}, not {dm_name}",
+            f"{configure.replace('docker-devicemapper', 'containerd-devmapper')} --force",
+        )
+    ]

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from thinpool.engines import systemd
 from thinpool.errors import SpecError
+from thinpool.health import Finding
 from thinpool.model import EngineState
 from thinpool.plan import Action
 from thinpool.spec import EngineOptions
@@ -142,3 +143,75 @@ def drop_in_action(state: EngineState, options: EngineOptions, unit: dict[str, s
     if options.hosts:
         service = ("ExecStart=", f"ExecStart={state.programs.get('dockerd', '/usr/bin/dockerd')}")
     return systemd.drop_in_action(state, DOCKER_DROP_IN, "docker.service", unit, why, service)
+
+
+def _loopback_only(data: dict[str, Any]) -> list[str]:
+    exposed = []
+    for host in data.get("hosts", []):
+        parts = urlsplit(str(host))
+        if parts.scheme == "tcp" and not _is_loopback(parts.hostname or "") and not data.get("tlsverify"):
+            exposed.append(str(host))
+    return exposed
+
+
+def doctor(state: EngineState, dm_path: str, configure: str) -> list[Finding]:
+    """What daemon.json says that can hurt: another pool, no deferred removal, an open API, Docker 25."""
+    text = state.files.get(DAEMON_JSON)
+    if text is None:
+        return []
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return [
+            Finding(
+                "warning",
+                "daemon-json-invalid",
+                f"{DAEMON_JSON} is not valid JSON: dockerd will not start",
+                f"repair it (python3 -m json.tool {DAEMON_JSON}), or {configure} --force",
+            )
+        ]
+    if not isinstance(data, dict):
+        return []
+    found = [
+        Finding(
+            "critical",
+            "tcp-without-tls",
+            f"daemon.json opens Docker's API on {host} without TLS: anyone who reaches it is root on this host",
+            f"{configure} --host unix:///run/docker.sock --force, or add --tlscacert/--tlscert/--tlskey",
+        )
+        for host in _loopback_only(data)
+    ]
+    if data.get("storage-driver") != "devicemapper":
+        return found
+    options = [str(option) for option in data.get("storage-opts", [])]
+    pool = next((opt.split("=", 1)[1] for opt in options if opt.startswith("dm.thinpooldev=")), "")
+    if pool != dm_path:
+        found.append(
+            Finding(
+                "warning",
+                "engine-other-pool",
+                f"daemon.json points Docker at {pool or 'no pool (loopback)'}, not at {dm_path}",
+                f"{configure} --force",
+            )
+        )
+    if "dm.use_deferred_removal=true" not in options:
+        found.append(
+            Finding(
+                "warning",
+                "deferred-removal-off",
+                "Docker's devicemapper runs without deferred removal: busy devices make container removal fail",
+                configure,
+            )
+        )
+    major = major_version(state.versions.get("dockerd", ""))
+    if major is not None and major >= DEVICEMAPPER_REMOVED_IN:
+        found.append(
+            Finding(
+                "critical",
+                "docker-without-devicemapper",
+                f"daemon.json asks for devicemapper but "
+                f"dockerd {state.versions['dockerd']} has none: Docker will not start",
+                configure.replace("docker-devicemapper", "docker-overlay2-thin") + " --force",
+            )
+        )
+    return found

@@ -107,6 +107,14 @@ def lvs_report(vg: str | None = None) -> Argv:
     return ("lvs", "-a", *REPORT_OPTIONS, "-o", LV_FIELDS, *((vg,) if vg else ()))
 
 
+STATUS_FIELDS = LV_FIELDS + ",thin_count,devices,vg_extent_size,vg_extent_count,vg_free_count"
+
+
+def status_report(vg: str) -> Argv:
+    """One call for a pool's status: every LV of the VG with the VG's extents and the PVs used."""
+    return ("lvs", "-a", *REPORT_OPTIONS, "-o", STATUS_FIELDS, vg)
+
+
 def vgs_report(vg: str | None = None) -> Argv:
     return ("vgs", *REPORT_OPTIONS, "-o", VG_FIELDS, *((vg,) if vg else ()))
 

@@ -17,7 +17,7 @@ class ReportError(ThinpoolError):
     """lvm printed something that is not the report we asked for."""
 
 
-def _rows(text: str, key: str) -> list[dict[str, str]]:
+def rows(text: str, key: str) -> list[dict[str, str]]:
     try:
         data: Any = json.loads(text)
         rows: list[dict[str, str]] = []
@@ -38,7 +38,7 @@ def _int(value: str) -> int:
 def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
     """LVs of a report; ``vg`` names their VG when the report has no vg_name column."""
     seen: dict[tuple[str, str], LogicalVolume] = {}
-    for row in _rows(text, "lv"):
+    for row in rows(text, "lv"):
         lv = LogicalVolume(
             name=row["lv_name"],
             vg_name=row.get("vg_name", vg),
@@ -71,7 +71,7 @@ def parse_vgs(text: str) -> list[dict[str, int | str]]:
             "free_count": _int(row["vg_free_count"]),
             "seqno": _int(row["vg_seqno"]),
         }
-        for row in _rows(text, "vg")
+        for row in rows(text, "vg")
     ]
 
 
@@ -88,7 +88,7 @@ def parse_pvs(text: str) -> list[PhysicalVolume]:
             attr=row.get("pv_attr", ""),
             mda_used_count=_int(row.get("pv_mda_used_count", "")),
         )
-        for row in _rows(text, "pv")
+        for row in rows(text, "pv")
     ]
 
 

@@ -1,0 +1,106 @@
+"""Prometheus metrics of thin pools: read fresh at every collection (scrape or textfile write)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from thinpool.health import SEVERITIES, Finding, PoolStatus
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import CollectorRegistry
+
+
+@dataclass(frozen=True)
+class Reading:
+    vg: str
+    pool: str
+    status: PoolStatus | None  # None: the pool could not be read
+    findings: tuple[Finding, ...] = ()
+
+
+Reader = Callable[[], list[Reading]]
+
+# name, help, value of a status
+GAUGES: tuple[tuple[str, str, Callable[[PoolStatus], float]], ...] = (
+    ("data_size_bytes", "Size of the pool's data.", lambda s: s.data_size),
+    ("data_used_bytes", "Data in use.", lambda s: s.data_used),
+    ("data_used_ratio", "Data in use, 0..1.", lambda s: s.data_ratio),
+    ("metadata_size_bytes", "Size of the pool's metadata.", lambda s: s.metadata_size),
+    ("metadata_used_bytes", "Metadata in use.", lambda s: s.metadata_used),
+    ("metadata_used_ratio", "Metadata in use, 0..1; the pool goes read-only at 1.", lambda s: s.metadata_ratio),
+    ("chunk_size_bytes", "Data chunk size.", lambda s: s.chunk_size),
+    ("thin_volumes", "lvm thin volumes in the pool.", lambda s: s.thin_count),
+    ("virtual_size_bytes", "Sum of the lvm thin volumes' sizes.", lambda s: s.virtual_size),
+    ("overprovision_ratio", "Virtual size over data size.", lambda s: s.overprovision_ratio),
+    ("vg_free_bytes", "Free space in the pool's volume group.", lambda s: s.vg_free_extents * s.extent_size),
+    ("autoextend_steps_available", "Autoextend steps the VG's free space still allows.", lambda s: s.autoextend_steps),
+    (
+        "autoextend_threshold_ratio",
+        "Autoextend threshold, 0..1 (1: off or no profile).",
+        lambda s: s.autoextend.threshold / 100 if s.autoextend else 1.0,
+    ),
+    ("monitored", "1 when dmeventd monitors the pool.", lambda s: float(s.monitor == "monitored")),
+    ("healthy", "1 when lvm reports no health problem.", lambda s: float(not s.health_problems)),
+)
+
+
+class PoolCollector:
+    def __init__(self, read: Reader) -> None:
+        self._read = read
+        self._lock = threading.Lock()
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        with self._lock:
+            readings = self._read()
+        labels = ["vg", "pool"]
+        up = GaugeMetricFamily("thinpool_up", "1 when the pool's lvm report was read.", labels=labels)
+        families = {name: GaugeMetricFamily(f"thinpool_{name}", text, labels=labels) for name, text, _ in GAUGES}
+        findings = GaugeMetricFamily(
+            "thinpool_doctor_findings", "thinpool doctor findings by severity.", labels=[*labels, "severity"]
+        )
+        for reading in readings:
+            key = [reading.vg, reading.pool]
+            up.add_metric(key, float(reading.status is not None))
+            if reading.status is None:
+                continue
+            for name, _, value in GAUGES:
+                families[name].add_metric(key, float(value(reading.status)))
+            for severity in SEVERITIES[1:]:
+                count = sum(finding.severity == severity for finding in reading.findings)
+                findings.add_metric([*key, severity], float(count))
+        yield up
+        yield from families.values()
+        yield findings
+
+
+def registry_for(read: Reader) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PoolCollector(read))
+    return registry
+
+
+def write_textfile(path: str, read: Reader) -> None:
+    """For node_exporter's textfile collector: written to a temporary file, then renamed."""
+    from prometheus_client import write_to_textfile
+
+    write_to_textfile(path, registry_for(read))
+
+
+def serve(address: str, port: int, read: Reader, stop: threading.Event) -> None:
+    """Serve /metrics until ``stop`` is set."""
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port, addr=address, registry=registry_for(read))
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)

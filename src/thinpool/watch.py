@@ -1,0 +1,194 @@
+"""``thinpool status``, ``doctor`` and ``metrics``: read-only views of a pool, for people and machines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from thinpool.errors import ThinpoolError
+from thinpool.units import format_size, parse_size
+
+if TYPE_CHECKING:
+    from thinpool.health import Finding, PoolStatus
+    from thinpool.metrics import Reading
+
+EXIT_WARNING = 3
+EXIT_CRITICAL = 4
+DOCTOR_EXIT_HELP = """exit codes:
+  0    no finding, or only informational ones
+  1    error (the pool could not be read)
+  3    the worst finding is a warning
+  4    the worst finding is critical"""
+
+
+def _split_target(text: str) -> tuple[str, str]:
+    vg, _, pool = text.partition("/")
+    if not vg or not pool:
+        raise ThinpoolError(f"{text!r} is not VG/POOL", fix="e.g. docker/thinpool")
+    return vg, pool
+
+
+def _read(vg: str, pool: str) -> PoolStatus:
+    from thinpool import inspect
+    from thinpool.runner import SystemRunner
+
+    return inspect.read_pool_status(SystemRunner(), vg, pool)
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:.2f}%"
+
+
+def render_status(status: PoolStatus) -> str:
+    auto = status.autoextend
+    policy = "no profile (lvm.conf applies)" if auto is None else (
+        "off (threshold 100)" if not auto.enabled else f"at {auto.threshold}%, by {auto.percent}%"
+    )  # fmt: skip
+    rows = [
+        ("data", f"{format_size(status.data_used)} of {format_size(status.data_size)} ({_percent(status.data_ratio)})"),
+        ("metadata", f"{format_size(status.metadata_used)} of {format_size(status.metadata_size)} "
+                     f"({_percent(status.metadata_ratio)})"),
+        ("chunk", format_size(status.chunk_size)),
+        ("thin volumes", f"{status.thin_count} (virtual {format_size(status.virtual_size)}, "
+                         f"{status.overprovision_ratio:.2f}x the data)"),
+        ("VG free", f"{status.vg_free_extents} extents ({format_size(status.vg_free_extents * status.extent_size)}): "
+                    f"{status.autoextend_steps} autoextend step(s)"),
+        ("autoextend", f"{policy}; profile {status.profile or '-'}"),
+        ("monitoring", status.monitor or "-"),
+        ("health", ", ".join(status.health_problems) or "ok"),
+        ("devices", ", ".join(status.devices) or "-"),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{status.vg}/{status.pool} ({status.attr})"] + [f"  {name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    vg, pool = _split_target(args.target)
+    while True:
+        status = _read(vg, pool)
+        text = json.dumps(status.to_dict(), indent=2) + "\n" if args.json else render_status(status)
+        if args.watch:
+            sys.stdout.write("\033[H\033[2J" + time.strftime("%H:%M:%S ") + text)
+            sys.stdout.flush()
+            time.sleep(args.watch)
+            continue
+        sys.stdout.write(text)
+        return 0
+
+
+def _findings(vg: str, pool: str, args: argparse.Namespace) -> tuple[PoolStatus, list[Finding]]:
+    from thinpool import engines, health, sizing
+    from thinpool.engines.observe import observe_engine
+    from thinpool.runner import SystemRunner
+    from thinpool.spec import PoolSpec
+
+    status = _read(vg, pool)
+    workload = sizing.Workload(args.max_thin_devices, parse_size(args.thin_device_size, what="--thin-device-size"))
+    found = health.diagnose(status, health.DoctorOptions(workload))
+    state = observe_engine(SystemRunner(), PoolSpec(vg=vg, pool=pool))
+    return status, found + engines.doctor(state, vg, pool)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from thinpool import health
+
+    vg, pool = _split_target(args.target)
+    status, found = _findings(vg, pool, args)
+    verdict = health.worst(found)
+    if args.json:
+        data = {"schema_version": 1, "kind": "thinpool-doctor", "vg": vg, "pool": pool, "worst": verdict,
+                "findings": [finding.to_dict() for finding in found], "status": status.to_dict()}  # fmt: skip
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        for finding in found:
+            sys.stdout.write(f"{finding.severity.upper():<8} {finding.code}: {finding.problem}\n"
+                             f"         fix: {finding.fix}\n")  # fmt: skip
+        sys.stdout.write(f"{vg}/{pool}: " + ("healthy, nothing to fix\n" if not found else f"worst: {verdict}\n"))
+    return {"critical": EXIT_CRITICAL, "warning": EXIT_WARNING}.get(verdict, 0)
+
+
+def _readings(targets: list[tuple[str, str]], args: argparse.Namespace) -> list[Reading]:
+    from thinpool.metrics import Reading
+
+    readings = []
+    for vg, pool in targets:
+        try:
+            status, found = _findings(vg, pool, args)
+        except ThinpoolError:
+            readings.append(Reading(vg, pool, None))
+            continue
+        readings.append(Reading(vg, pool, status, tuple(found)))
+    return readings
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from thinpool import metrics
+
+    targets = [_split_target(text) for text in args.target or ["docker/thinpool"]]
+
+    def read() -> list[Reading]:
+        return _readings(targets, args)
+
+    if args.textfile:
+        metrics.write_textfile(args.textfile, read)
+        return 0
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ThinpoolError(f"--listen {args.listen!r} is not ADDRESS:PORT", fix="e.g. --listen 127.0.0.1:9720")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    print(f"serving thinpool metrics on http://{args.listen}/metrics", file=sys.stderr, flush=True)
+    metrics.serve(host.strip("[]"), int(port), read, stop)
+    return 0
+
+
+def _add_workload(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-thin-devices", type=int, default=1000, metavar="N",
+                        help="image layers + containers the metadata must hold (default: 1000)")  # fmt: skip
+    parser.add_argument("--thin-device-size", default="10GiB", metavar="SIZE",
+                        help="virtual size of one thin device (default: 10GiB)")  # fmt: skip
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status", help="a pool's usage, headroom, policy and health (one lvm report)",
+        description="Data and metadata use, chunk, thin volumes and overprovisioning, the VG's free "
+        "extents and how many autoextend steps they allow, monitoring, profile and health.",
+    )  # fmt: skip
+    status.add_argument("target", nargs="?", default="docker/thinpool", metavar="VG/POOL")
+    status.add_argument("--json", action="store_true", help="print as JSON (sizes in bytes)")
+    status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until interrupted")
+    status.set_defaults(handler=_cmd_status)
+    doctor = commands.add_parser(
+        "doctor", help="find what will hurt the pool, each with the command that fixes it",
+        description="Checks: loop devices, monitoring, the autoextend profile and the room for its next "
+        "step, data and metadata over the threshold, metadata below the workload model, lvm's health "
+        "flags, and the engines' configs (another pool, deferred removal, a TCP API without TLS, "
+        "devicemapper on Docker 25+).",
+        epilog=DOCTOR_EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    doctor.add_argument("target", nargs="?", default="docker/thinpool", metavar="VG/POOL")
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    _add_workload(doctor)
+    doctor.set_defaults(handler=_cmd_doctor)
+    metrics = commands.add_parser(
+        "metrics", help="Prometheus metrics: a node_exporter textfile, or an HTTP endpoint",
+        description="Gauges labelled vg and pool: sizes and use in bytes, ratios, autoextend steps left, "
+        "monitoring, health and doctor findings by severity. Read afresh at every write or scrape.",
+        epilog="examples:\n  thinpool metrics --textfile /var/lib/node_exporter/textfile/thinpool.prom\n"
+        "  thinpool metrics --listen 127.0.0.1:9720 docker/thinpool",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    metrics.add_argument("target", nargs="*", metavar="VG/POOL", help="pools (default: docker/thinpool)")
+    where = metrics.add_mutually_exclusive_group(required=True)
+    where.add_argument("--textfile", metavar="PATH", help="write the metrics to PATH atomically, then exit")
+    where.add_argument("--listen", metavar="ADDRESS:PORT", help="serve /metrics there until stopped")
+    _add_workload(metrics)
+    metrics.set_defaults(handler=_cmd_metrics)

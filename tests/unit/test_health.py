@@ -1,0 +1,153 @@
+"""status and doctor, pure: from an lvm report (as lvm 2.03.16 prints it) and the profile text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from thinpool import health, sizing
+from thinpool.engines import doctor as engine_doctor
+from thinpool.lvm import commands
+from thinpool.model import EngineState
+from thinpool.units import GiB, MiB
+
+EXTENT = 4 * MiB
+PROFILE = commands.profile_content("docker", "thinpool", 80, 20)
+
+
+def _row(name: str, **fields: str) -> dict[str, str]:
+    base = {"lv_name": name, "vg_name": "docker", "lv_attr": "-wi-a-----", "lv_size": "0", "lv_metadata_size": "",
+            "chunk_size": "0", "data_percent": "", "metadata_percent": "", "seg_monitor": "", "lv_health_status": "",
+            "lv_profile": "", "pool_lv": "", "origin": "", "segtype": "linear", "lv_active": "active", "lv_tags": "",
+            "thin_count": "", "devices": "", "vg_extent_size": str(EXTENT), "vg_extent_count": "1023",
+            "vg_free_count": "200"}  # fmt: skip
+    return {**base, **fields}
+
+
+def report(pool: dict[str, str] | None = None, free: int = 200, devices: str = "/dev/vda(12)", thin: int = 2) -> str:
+    fields = {"lv_attr": "twi-aotz--", "lv_size": str(3 * GiB), "lv_metadata_size": str(48 * MiB),
+              "chunk_size": str(512 * 1024), "data_percent": "50.00", "metadata_percent": "10.00",
+              "seg_monitor": "monitored", "lv_profile": "thinpool-docker-thinpool", "segtype": "thin-pool",
+              "thin_count": str(thin), **(pool or {})}  # fmt: skip
+    rows = [_row("thinpool", **fields), _row("[thinpool_tdata]", devices=devices, lv_size=str(3 * GiB))]
+    rows += [_row(f"vol{n}", segtype="thin", pool_lv="thinpool", lv_size=str(2 * GiB)) for n in range(thin)]
+    for row in rows:
+        row["vg_free_count"] = str(free)
+    return json.dumps({"report": [{"lv": rows}]})
+
+
+def status(**kwargs: object) -> health.PoolStatus:
+    profile = kwargs.pop("profile", PROFILE)
+    profiles = {"thinpool-docker-thinpool": profile} if profile else {}
+    return health.pool_status(report(**kwargs), "docker", "thinpool", profiles)  # type: ignore[arg-type]
+
+
+def codes(found: list[health.Finding]) -> set[str]:
+    return {finding.code for finding in found}
+
+
+def test_status_from_one_report() -> None:
+    found = status()
+    assert found.data_used == 3 * GiB // 2 and found.metadata_used == int(48 * MiB * 0.1)
+    assert found.thin_count == 2 and found.virtual_size == 4 * GiB and found.overprovision_ratio == 4 / 3
+    assert found.devices == ("/dev/vda",) and found.autoextend == sizing.Autoextend(80, 20)
+    # 768 data extents: steps need 154, then 185 extents (no metadata growth here): 200 free allow one
+    assert found.autoextend_steps == 1
+    assert health.diagnose(found) == []
+
+
+def test_missing_pool_names_the_pools_there() -> None:
+    with pytest.raises(health.PoolNotFound, match="not a thin pool"):
+        health.pool_status(report(), "docker", "nope", {})
+
+
+def test_autoextend_steps_are_counted_until_the_vg_runs_out() -> None:
+    auto = sizing.Autoextend(80, 20)
+    assert health.autoextend_steps(100, 2, 19, EXTENT, 512 * 1024, auto) == 0
+    assert health.autoextend_steps(100, 2, 20, EXTENT, 512 * 1024, auto) == 1
+    assert health.autoextend_steps(100, 2, 20 + 24, EXTENT, 512 * 1024, auto) == 2
+    assert health.autoextend_steps(100, 2, 10**6, EXTENT, 512 * 1024, sizing.Autoextend(100, 20)) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "severity", "fix"),
+    [
+        ({"pool": {"seg_monitor": "not monitored"}}, "not-monitored", "critical", "lvchange --monitor y docker/thinpool"),
+        ({"profile": ""}, "no-autoextend-profile", "warning", "thinpool apply --vg docker --pool thinpool"),
+        ({"profile": commands.profile_content("docker", "thinpool", 100, 20)}, "autoextend-off", "warning",
+         "--autoextend-threshold 80"),
+        ({"free": 100}, "no-room-to-autoextend", "critical", "thinpool grow"),
+        ({"pool": {"data_percent": "85.00"}}, "data-over-threshold", "warning", "lvextend -l +154 docker/thinpool"),
+        ({"pool": {"data_percent": "97.10"}}, "data-over-threshold", "critical", "lvextend"),
+        ({"pool": {"metadata_percent": "81.00"}}, "metadata-over-threshold", "warning", "--poolmetadatasize"),
+        ({"pool": {"lv_metadata_size": str(8 * MiB)}}, "metadata-below-model", "warning",
+         "lvextend --poolmetadatasize +"),
+        ({"devices": "/dev/loop0(0)"}, "loop-device", "warning", "vgextend docker /dev/sdX && pvmove /dev/loop0"),
+        ({"pool": {"lv_attr": "twi-aotzD-", "lv_health_status": "out_of_data"}}, "pool-unhealthy", "critical",
+         "lvextend -l +154 docker/thinpool"),
+        ({"pool": {"lv_attr": "twi-aotzM-", "lv_health_status": "metadata_read_only"}}, "pool-unhealthy", "critical",
+         "lvconvert --repair docker/thinpool"),
+    ],
+)  # fmt: skip
+def test_each_finding_names_its_fix(kwargs: dict[str, object], code: str, severity: str, fix: str) -> None:
+    found = [finding for finding in health.diagnose(status(**kwargs)) if finding.code == code]
+    assert found, codes(health.diagnose(status(**kwargs)))
+    assert found[0].severity == severity and fix in found[0].fix
+    assert health.worst(health.diagnose(status(**kwargs))) in ("warning", "critical")
+
+
+def _state(daemon: dict[str, object] | str, dockerd: str = "20.10.24") -> EngineState:
+    text = daemon if isinstance(daemon, str) else json.dumps(daemon)
+    return EngineState(observed=True, files={"/etc/docker/daemon.json": text}, versions={"dockerd": dockerd})
+
+
+GOOD = {"storage-driver": "devicemapper",
+        "storage-opts": ["dm.thinpooldev=/dev/mapper/docker-thinpool", "dm.use_deferred_removal=true"]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("state", "code", "severity"),
+    [
+        (_state({**GOOD, "storage-opts": ["dm.thinpooldev=/dev/mapper/vg-other", "dm.use_deferred_removal=true"]}),
+         "engine-other-pool", "warning"),
+        (_state({**GOOD, "storage-opts": ["dm.thinpooldev=/dev/mapper/docker-thinpool"]}), "deferred-removal-off",
+         "warning"),
+        (_state({**GOOD, "hosts": ["tcp://0.0.0.0:2375"]}), "tcp-without-tls", "critical"),
+        (_state(GOOD, dockerd="25.0.3"), "docker-without-devicemapper", "critical"),
+        (_state("{broken"), "daemon-json-invalid", "warning"),
+        (EngineState(files={"/etc/containerd/config.toml":
+                            'version = 2\n[plugins."io.containerd.snapshotter.v1.devmapper"]\npool_name = "x-y"\n'}),
+         "engine-other-pool", "warning"),
+    ],
+)  # fmt: skip
+def test_engine_findings(state: EngineState, code: str, severity: str) -> None:
+    found = engine_doctor(state, "docker", "thinpool")
+    assert [(finding.code, finding.severity) for finding in found] == [(code, severity)]
+    assert found[0].fix.startswith("thinpool engine configure") or "repair" in found[0].fix
+
+
+def test_a_sound_engine_config_has_no_findings() -> None:
+    assert engine_doctor(_state({**GOOD, "hosts": ["unix:///run/docker.sock", "tcp://127.0.0.1:2375"]}),
+                         "docker", "thinpool") == []  # fmt: skip
+
+
+def test_metrics_carry_the_status_and_findings_by_severity(tmp_path: object) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from thinpool import metrics
+
+    unmonitored = status(pool={"seg_monitor": "not monitored"})
+    readings = [metrics.Reading("docker", "thinpool", unmonitored, tuple(health.diagnose(unmonitored))),
+                metrics.Reading("vg2", "gone", None)]  # fmt: skip
+    text = generate_latest(metrics.registry_for(lambda: readings)).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    key = (("pool", "thinpool"), ("vg", "docker"))
+    assert samples[("thinpool_up", key)] == 1 and samples[("thinpool_up", (("pool", "gone"), ("vg", "vg2")))] == 0
+    assert samples[("thinpool_data_used_bytes", key)] == 3 * GiB // 2
+    assert samples[("thinpool_data_used_ratio", key)] == 0.5
+    assert samples[("thinpool_monitored", key)] == 0 and samples[("thinpool_autoextend_steps_available", key)] == 1
+    assert samples[("thinpool_doctor_findings", (*key[:1], ("severity", "critical"), key[1]))] == 1
+    assert ("thinpool_data_used_bytes", (("pool", "gone"), ("vg", "vg2"))) not in samples
