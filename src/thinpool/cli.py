@@ -41,17 +41,10 @@ SIZE_HELP = "Sizes take binary units: 744GiB, 512KiB, 100G, 4m (k/m/g/t are powe
 
 
 def _observe(spec: PoolSpec) -> Observed:
-    """The real system as the spec needs it: devices, lvm, the profile and (with --engine) the engine."""
     from thinpool import inspect
     from thinpool.runner import SystemRunner
 
-    runner = SystemRunner()
-    observed = inspect.observe(runner, spec.devices, profiles=(spec.profile_name,))
-    if spec.engine == "none":
-        return observed
-    from thinpool.engines.observe import observe_engine
-
-    return replace(observed, engine=observe_engine(runner, spec))
+    return inspect.observe_for(spec, SystemRunner())
 
 
 def _spec_and_observed(args: argparse.Namespace) -> tuple[PoolSpec, Observed]:
@@ -334,6 +327,7 @@ def _add_apply_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from thinpool.boot import add_parsers as add_boot_parsers
     from thinpool.rehearse.command import add_parser as add_rehearse_parser
     from thinpool.watch import add_parsers as add_watch_parsers
 
@@ -352,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lifecycle_parsers(commands)
     _add_engine_parser(commands)
     add_watch_parsers(commands)
+    add_boot_parsers(commands)
     add_rehearse_parser(commands)
     return parser
 

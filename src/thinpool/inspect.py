@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from thinpool.health import PoolStatus
 from thinpool.lvm import commands, report
 from thinpool.model import Device, Observed
 from thinpool.runner import Runner
+from thinpool.spec import PoolSpec
 
 LSBLK_COLUMNS = "NAME,PATH,SIZE,TYPE,FSTYPE,MOUNTPOINT,RO,ROTA"
 
@@ -105,3 +107,13 @@ def read_pool_status(runner: Runner, vg: str, pool: str, root: Path = Path("/"))
     """One lvm report call, plus the pool's profile file."""
     text = runner.run(commands.status_report(vg)).stdout
     return health.pool_status(text, vg, pool, read_profiles(health.profile_names(text), root))
+
+
+def observe_for(spec: PoolSpec, runner: Runner) -> Observed:
+    """The real system as ``spec`` needs it: devices, lvm, the profile, and (with an engine) the engine."""
+    observed = observe(runner, spec.devices, profiles=(spec.profile_name,))
+    if spec.engine == "none":
+        return observed
+    from thinpool.engines.observe import observe_engine
+
+    return replace(observed, engine=observe_engine(runner, spec))

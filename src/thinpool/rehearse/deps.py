@@ -26,7 +26,14 @@ VM_TOOLS = {
     "lsblk": "util-linux",
     "wipefs": "util-linux",
 }
-ENGINE_TOOLS = {"dockerd": "docker.io", "containerd": "containerd", "runc": "runc", "tini": "tini"}
+# The engines, and systemd-analyze to verify the units thinpool writes for them.
+ENGINE_TOOLS = {
+    "dockerd": "docker.io",
+    "containerd": "containerd",
+    "runc": "runc",
+    "tini": "tini",
+    "systemd-analyze": "systemd",
+}
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -70,7 +77,7 @@ def install(runner: Runner, engines: bool = False) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m thinpool.rehearse.deps", description=__doc__)
     parser.add_argument("--install", action="store_true", help="apt-get install what is missing")
-    parser.add_argument("--engines", action="store_true", help="also docker.io, containerd, runc")
+    parser.add_argument("--engines", action="store_true", help="also the engines and systemd (for their tests)")
     args = parser.parse_args(argv)
     if args.install:
         installed = install(SystemRunner(), args.engines)

@@ -1,0 +1,294 @@
+#!/usr/bin/python
+# Copyright: thinpool contributors
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Ansible module: an LVM thin pool for containers, planned and applied by the thinpool library."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: thinpool
+short_description: LVM thin-pool storage for container hosts, planned in exact extents
+version_added: "0.1.0"
+description:
+  - Creates (or converges) an LVM thin pool on the given devices or in an existing volume group,
+    sized by thinpool's planner (metadata, its hidden spare and one autoextend step all counted),
+    with an autoextend profile and dmeventd monitoring; optionally wires Docker or containerd to it.
+  - With O(state=absent), removes the pool, and the VG and its PV labels when they held nothing else.
+  - Uses the thinpool Python library on the target (C(pip install thinpool)).
+  - Every refusal of the library (a device in use, a conflicting pool, a broken engine config)
+    fails the task with the problem and the fix; nothing is changed then.
+options:
+  state:
+    description: V(present) creates or converges the pool; V(absent) destroys it.
+    type: str
+    choices: [present, absent]
+    default: present
+  devices:
+    description: Whole disks or partitions for the volume group. Empty to use an existing O(vg) as it is.
+    type: list
+    elements: str
+    default: []
+  vg:
+    description: Volume group; an existing one is used, and extended with any device given.
+    type: str
+    default: docker
+  pool:
+    description: Thin pool LV name.
+    type: str
+    default: thinpool
+  engine:
+    description: Container engine to wire to the pool.
+    type: str
+    choices: [none, docker-devicemapper, containerd-devmapper, docker-overlay2-thin]
+    default: none
+  extent_size:
+    description: Extent size of a new VG (binary units, e.g. V(4m)).
+    type: str
+    default: 4m
+  chunk_size:
+    description: Data chunk, a multiple of 64k in 64k..1g (default chosen by thinpool, 512k unless larger is needed).
+    type: str
+  metadata_size:
+    description: Pool metadata size (default sized by thinpool).
+    type: str
+  data_size:
+    description: Pool data, a size or N%VG or N%FREE (default all that fits).
+    type: str
+  headroom:
+    description: Free space kept in the VG, a size or N%VG; never less than one autoextend step.
+    type: str
+  max_pool_size:
+    description: The most the pool may ever grow to; chunk and metadata are sized for it.
+    type: str
+  max_thin_devices:
+    description: Image layers plus containers the metadata must hold.
+    type: int
+    default: 1000
+  thin_device_size:
+    description: Virtual size of one thin device (Docker's dm.basesize).
+    type: str
+    default: 10GiB
+  autoextend_threshold:
+    description: Grow when data or metadata is this full (50-99), or 100 to disable.
+    type: int
+    default: 80
+  autoextend_percent:
+    description: Grow by this share of the current size.
+    type: int
+    default: 20
+  zero:
+    description: Zero newly provisioned chunks.
+    type: bool
+    default: false
+  wipe:
+    description: Erase filesystem, RAID and partition-table signatures on O(devices) first. Destroys their data.
+    type: bool
+    default: false
+  base_size:
+    description: Virtual size of each image or container device (dm.basesize, base_image_size).
+    type: str
+    default: 10GiB
+  volume_size:
+    description: For V(docker-overlay2-thin), the thin volume's virtual size (default the pool's data size).
+    type: str
+  data_root:
+    description: For V(docker-overlay2-thin), where the thin volume is mounted.
+    type: str
+    default: /var/lib/docker
+  storage_opts:
+    description: For V(docker-devicemapper), more dm.KEY=VALUE storage options.
+    type: list
+    elements: str
+    default: []
+  hosts:
+    description: Docker API sockets for daemon.json; TCP beyond loopback is refused without TLS.
+    type: list
+    elements: str
+    default: []
+  dns:
+    description: DNS servers for containers.
+    type: list
+    elements: str
+    default: []
+  force:
+    description: Replace another storage driver or pool named in the engine's config (a backup is kept).
+    type: bool
+    default: false
+requirements:
+  - thinpool (Python library) on the target
+  - lvm2, thin-provisioning-tools on the target
+author:
+  - thinpool contributors
+notes:
+  - Supports check mode (the plan, nothing changed) and diff mode (the pool before and after).
+  - Engines are never restarted; use RV(engine_changed) to restart them in a handler.
+"""
+
+EXAMPLES = r"""
+- name: Thin pool for Docker on a dedicated disk
+  thinpool.thinpool.thinpool:
+    devices: [/dev/sdb]
+    engine: docker-overlay2-thin
+
+- name: See what would be done, change nothing
+  thinpool.thinpool.thinpool:
+    devices: [/dev/sdb]
+  check_mode: true
+  register: planned
+
+- name: Remove the pool again
+  thinpool.thinpool.thinpool:
+    vg: docker
+    pool: thinpool
+    state: absent
+"""
+
+RETURN = r"""
+plan:
+  description: The plan thinpool made (schema_version 1), with every action's argv and reason.
+  returned: always
+  type: dict
+result:
+  description: What ran (schema_version 1), step by step; empty in check mode or when nothing changed.
+  returned: always
+  type: dict
+layout:
+  description: The pool's layout in extents and bytes (data, metadata, spare, autoextend room).
+  returned: when state is present
+  type: dict
+engine_changed:
+  description: Whether an engine's configuration was (or would be) written; restart the engine then.
+  returned: always
+  type: bool
+"""
+
+import argparse  # noqa: E402
+from typing import Any  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+
+try:
+    from thinpool import executor, inspect, lifecycle, planner
+    from thinpool.errors import ThinpoolError
+    from thinpool.options import spec_from_args
+    from thinpool.runner import SystemRunner
+
+    HAS_THINPOOL = True
+except ImportError:  # pragma: no cover - reported by the module
+    HAS_THINPOOL = False
+
+ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
+    "devices": {"type": "list", "elements": "str", "default": []},
+    "vg": {"type": "str", "default": "docker"},
+    "pool": {"type": "str", "default": "thinpool"},
+    "engine": {
+        "type": "str",
+        "choices": ["none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin"],
+        "default": "none",
+    },
+    "extent_size": {"type": "str", "default": "4m"},
+    "chunk_size": {"type": "str"},
+    "metadata_size": {"type": "str"},
+    "data_size": {"type": "str"},
+    "headroom": {"type": "str"},
+    "max_pool_size": {"type": "str"},
+    "max_thin_devices": {"type": "int", "default": 1000},
+    "thin_device_size": {"type": "str", "default": "10GiB"},
+    "autoextend_threshold": {"type": "int", "default": 80},
+    "autoextend_percent": {"type": "int", "default": 20},
+    "zero": {"type": "bool", "default": False},
+    "wipe": {"type": "bool", "default": False},
+    "base_size": {"type": "str", "default": "10GiB"},
+    "volume_size": {"type": "str"},
+    "data_root": {"type": "str", "default": "/var/lib/docker"},
+    "storage_opts": {"type": "list", "elements": "str", "default": []},
+    "hosts": {"type": "list", "elements": "str", "default": []},
+    "dns": {"type": "list", "elements": "str", "default": []},
+    "force": {"type": "bool", "default": False},
+}
+
+
+def _spec(params: dict[str, Any]) -> Any:
+    """The same PoolSpec the CLI builds from the same options."""
+    names = dict(params)
+    names.update(storage_opt=params["storage_opts"], host=params["hosts"], min_free_space=10, volume_name="docker-data",
+                 tlscacert="", tlscert="", tlskey="", insecure_tcp=False)  # fmt: skip
+    return spec_from_args(argparse.Namespace(**names))
+
+
+def _pool_text(observed: Any, vg: str, pool: str) -> str:
+    group = observed.vgs.get(vg)
+    lv = group.lv(pool) if group else None
+    if lv is None:
+        return ""
+    return (f"{vg}/{pool}: data {lv.size} bytes, metadata {lv.metadata_size} bytes, chunk {lv.chunk_size} bytes, "
+            f"profile {lv.profile or '-'}, {lv.seg_monitor or 'not monitored'}\n")  # fmt: skip
+
+
+def _after_text(plan: Any, before: str) -> str:
+    if not plan.actions:
+        return before
+    if not plan.layout:
+        return ""
+    layout = plan.layout
+    return (f"{plan.vg}/{plan.pool}: data {layout['data_size']} bytes, metadata {layout['metadata_size']} bytes, "
+            f"chunk {layout['chunk_size']} bytes, profile thinpool-{plan.vg}-{plan.pool}, monitored\n"
+            + "".join(f"+ {action.op} {action.kind} {action.target}\n" for action in plan.actions))  # fmt: skip
+
+
+def _plan(module: AnsibleModule, spec: Any, observed: Any) -> Any:
+    if module.params["state"] == "present":
+        return planner.plan(spec, observed)
+    group = observed.vgs.get(spec.vg)
+    if group is None or group.lv(spec.pool) is None:
+        return None
+    configs = inspect.read_engine_configs(lifecycle.ENGINE_CONFIGS)
+    return lifecycle.plan_destroy(spec, observed, configs)
+
+
+def run(module: AnsibleModule) -> dict[str, Any]:
+    spec = _spec(module.params)
+    runner = SystemRunner()
+    observed = inspect.observe_for(spec, runner)
+    plan = _plan(module, spec, observed)
+    before = _pool_text(observed, spec.vg, spec.pool)
+    if plan is None:
+        nothing = {"before": "", "after": ""}
+        return {"changed": False, "plan": {}, "result": {}, "engine_changed": False, "diff": nothing}
+    engine_changed = any(action.kind in ("engine-config", "systemd-drop-in") for action in plan.actions)
+    answer = {
+        "changed": plan.has_changes,
+        "plan": plan.to_dict(),
+        "layout": plan.layout,
+        "engine_changed": engine_changed,
+        "result": {},
+        "diff": {"before": before, "after": _after_text(plan, before)},
+    }
+    if module.check_mode or not plan.has_changes:
+        return answer
+    result = executor.apply(plan, runner)
+    answer["result"] = result.to_dict()
+    if not result.ok:
+        failed = next(step for step in result.steps if step.status == "failed")
+        module.fail_json(msg=f"thinpool: {failed.action.op} {failed.action.kind} {failed.action.target} failed: "
+                         f"{failed.error}", **answer)  # fmt: skip
+    return answer
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    if not HAS_THINPOOL:
+        module.fail_json(msg=missing_required_lib("thinpool (pip install thinpool)"))
+    try:
+        answer = run(module)
+    except ThinpoolError as error:
+        module.fail_json(msg=f"thinpool: {error}", problem=error.problem, fix=error.fix)
+    if not module._diff:
+        answer.pop("diff")
+    module.exit_json(**answer)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The Ansible module's documentation matches its argument spec (a lint in place of ansible-test sanity)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+COLLECTIONS = Path(__file__).parents[2]
+MODULE = COLLECTIONS / "ansible_collections/thinpool/thinpool/plugins/modules/thinpool.py"
+
+
+@pytest.fixture(scope="module")
+def module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("thinpool_ansible_module", MODULE)
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+def test_documented_options_are_exactly_the_argument_spec(module: Any) -> None:
+    documented = yaml.safe_load(module.DOCUMENTATION)["options"]
+    assert set(documented) == set(module.ARGUMENT_SPEC)
+    for name, spec in module.ARGUMENT_SPEC.items():
+        doc = documented[name]
+        assert doc["type"] == spec["type"], name
+        assert doc.get("default") == spec.get("default"), name
+        assert doc.get("choices") == spec.get("choices"), name
+        assert doc.get("elements") == spec.get("elements"), name
+        assert doc["description"], name
+
+
+def test_examples_use_documented_options_and_return_is_yaml(module: Any) -> None:
+    documented = set(yaml.safe_load(module.DOCUMENTATION)["options"])
+    for task in yaml.safe_load(module.EXAMPLES):
+        assert set(task["thinpool.thinpool.thinpool"]) <= documented
+    returned = yaml.safe_load(module.RETURN)
+    assert {"plan", "result", "engine_changed", "layout"} <= set(returned)
+
+
+def test_argument_spec_is_valid_for_ansible(module: Any) -> None:
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+
+    validator = ArgumentSpecValidator(module.ARGUMENT_SPEC)
+    good = validator.validate({"devices": ["/dev/sdb"], "engine": "docker-overlay2-thin"})
+    assert good.error_messages == [] and good.validated_parameters["autoextend_threshold"] == 80
+    bad = validator.validate({"engine": "podman"})
+    assert bad.error_messages and "podman" in bad.error_messages[0]
+
+
+def test_the_module_spec_is_the_clis_spec(module: Any) -> None:
+    from thinpool.options import spec_to_argv
+
+    params = {name: spec.get("default") for name, spec in module.ARGUMENT_SPEC.items()}
+    params.update(devices=["/dev/sdb"], engine="docker-devicemapper", chunk_size="1m", hosts=["unix:///run/d.sock"])
+    spec = module._spec(params)
+    assert spec.devices == ("/dev/sdb",) and spec.chunk_size == 1024 * 1024
+    assert spec.engine_options.hosts == ("unix:///run/d.sock",)
+    assert "--engine" in spec_to_argv(spec)
+
+
+def test_ansible_doc_renders_the_module() -> None:
+    doc = shutil.which("ansible-doc", path=os.path.dirname(sys.executable)) or shutil.which("ansible-doc")
+    if doc is None:
+        pytest.skip("ansible-core is not installed")
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)}
+    done = subprocess.run([doc, "--json", "-t", "module", "thinpool.thinpool.thinpool"], env=env,
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rendered = json.loads(done.stdout)["thinpool.thinpool.thinpool"]["doc"]
+    assert rendered["module"] == "thinpool" and "state" in rendered["options"]
