@@ -25,8 +25,13 @@ def test_installed_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     written = boot.install_units(tmp_path, str(thinpool), metrics=True)
     assert [path.name for path in written] == [boot.ACTIVATE_UNIT, *boot.METRICS_UNITS]
     activate = written[0].read_text()
-    assert f"ExecStart={thinpool} activate --wait 90" in activate and "Before=docker.service containerd.service" in activate
-    done = subprocess.run([analyze, "verify", "--man=no", *map(str, written)], capture_output=True, text=True, check=False)
+    assert (
+        f"ExecStart={thinpool} activate --wait 90" in activate
+        and "Before=docker.service containerd.service" in activate
+    )
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", *map(str, written)], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     broken = tmp_path / "broken.service"
     broken.write_text(activate.replace("Type=oneshot", "Type=oneshot\nExecStartt=/bin/true"))
