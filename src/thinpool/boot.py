@@ -13,13 +13,14 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from thinpool.errors import ThinpoolError
-from thinpool.lvm import commands
-from thinpool.model import LogicalVolume, Observed
-from thinpool.runner import Runner
+
+if TYPE_CHECKING:
+    from thinpool.model import LogicalVolume, Observed
+    from thinpool.runner import Runner
 
 ACTIVATE_UNIT = "thinpool-activate.service"
 METRICS_UNITS = ("thinpool-metrics.service", "thinpool-metrics.timer")
@@ -35,6 +36,8 @@ class Activation:
 
 def managed_volumes(observed: Observed, targets: list[str]) -> list[LogicalVolume]:
     """Tagged pools and thin volumes (or the named VG/POOLs and their tagged volumes), pools first."""
+    from thinpool.lvm import commands
+
     chosen: list[LogicalVolume] = []
     for vg in observed.vgs.values():
         for lv in vg.lvs:
@@ -52,6 +55,8 @@ def managed_volumes(observed: Observed, targets: list[str]) -> list[LogicalVolum
 def activate(
     runner: Runner, observed: Observed, targets: list[str], wait: float, dev: Path = Path("/dev")
 ) -> Activation:
+    from thinpool.lvm import commands
+
     done = Activation()
     volumes = managed_volumes(observed, targets)
     for lv in volumes:
@@ -77,6 +82,8 @@ def _thinpool_command() -> str:
 
 
 def unit_text(name: str, thinpool: str) -> str:
+    from importlib import resources
+
     template = resources.files("thinpool").joinpath("data", "systemd", name).read_text()
     return template.replace("/usr/local/bin/thinpool", thinpool)
 

@@ -6,14 +6,15 @@ import json
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from thinpool import health
-from thinpool.health import PoolStatus
 from thinpool.lvm import commands, report
 from thinpool.model import Device, Observed
 from thinpool.runner import Runner
 from thinpool.spec import PoolSpec
+
+if TYPE_CHECKING:
+    from thinpool.health import PoolStatus
 
 LSBLK_COLUMNS = "NAME,PATH,SIZE,TYPE,FSTYPE,MOUNTPOINT,RO,ROTA"
 
@@ -105,6 +106,8 @@ def virtual(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observe
 
 def read_pool_status(runner: Runner, vg: str, pool: str, root: Path = Path("/")) -> PoolStatus:
     """One lvm report call, plus the pool's profile file."""
+    from thinpool import health
+
     text = runner.run(commands.status_report(vg)).stdout
     return health.pool_status(text, vg, pool, read_profiles(health.profile_names(text), root))
 

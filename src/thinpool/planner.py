@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from thinpool import engines, recovery, safety, sizing
+from thinpool import recovery, safety, sizing
 from thinpool.errors import DoesNotFit, SpecError
 from thinpool.lvm import commands
 from thinpool.model import LogicalVolume, Observed, VolumeGroup
@@ -34,6 +34,8 @@ def plan(spec: PoolSpec, observed: Observed) -> Plan:
     pool_plan = _plan_pool(spec, observed)
     if spec.engine == "none":
         return pool_plan
+    from thinpool import engines
+
     vg = observed.vgs.get(spec.vg)
     target = engines.PoolTarget(spec.vg, spec.pool, pool_plan.layout["data_size"], vg.lvs if vg else ())
     changes = engines.plan_engine(spec, target, observed.engine)

@@ -22,15 +22,25 @@ METADATA_MAX = 33_161_216 * 512
 # lvm2's estimate (thin_manip.c): 64 bytes of metadata per data chunk.
 LVM_BYTES_PER_CHUNK = 64
 METADATA_BLOCK = 4 * KiB
-# A btree leaf holds up to 252 mappings; plan for half-full leaves, as thin_metadata_size does.
-MAPPINGS_PER_LEAF = 126
+# Calibrated on lvm2 2.03.16 / kernel 6.1 (docs/benchmarks/metadata.md):
+# a btree leaf holds up to 252 mappings; sequential writes fill leaves (4,096 chunks took 16
+# leaves and one interior node); leaves appended by chained snapshots are split two into
+# three, about 2/3 full.
+LEAF_SEQUENTIAL = 252
+LEAF_APPENDED = 168
+# Refcount overflow: data chunks shared by three or more trees, ~255 per 4 KiB block.
+OVERFLOW_ENTRIES_PER_BLOCK = 255
+# An empty pool with one thin volume: superblock, details and top-level trees, the volume's
+# root, space-map indexes (8 blocks, measured), plus one space-map bitmap per 16,320 data
+# chunks and one per 16,320 metadata blocks.
+FIXED_METADATA_BLOCKS = 8
+# Shadow copies of the running transaction: +10 %.
+MARGIN_NUMERATOR, MARGIN_DENOMINATOR = 11, 10
 # Space-map bitmap blocks hold 2 bits per block: 16,320 entries in a 4 KiB block.
 SPACE_MAP_ENTRIES_PER_BLOCK = 16_320
 # The kernel keeps min(16 MiB, 10%) of metadata back for its own transactions.
 KERNEL_RESERVE_CAP = 16 * MiB
 KERNEL_RESERVE_DIVISOR = 10
-# A thin device's btree root, its entry in the details tree and its top-level node.
-BLOCKS_PER_DEVICE = 2
 
 DEFAULT_MAX_THIN_DEVICES = 1000
 DEFAULT_THIN_DEVICE_SIZE = 10 * GiB
@@ -119,25 +129,97 @@ def _with_kernel_reserve(needed: int) -> int:
     return ceil_div(needed * KERNEL_RESERVE_DIVISOR, KERNEL_RESERVE_DIVISOR - 1)
 
 
-def workload_metadata_estimate(data_size: int, chunk_size: int, workload: Workload) -> int:
-    """Metadata bytes for a pool full of container layers, from dm-thin's btree layout.
+@dataclass(frozen=True)
+class PoolUsage:
+    """What a pool's metadata must describe, shaped like a container host.
 
-    Every data chunk is mapped once (half-full leaves). Snapshots share leaves until
-    they write; a device that writes owns a private copy of each leaf it touched, at
-    most the leaves covering its own size, and each private leaf costs at least one
-    written chunk, so the diverged leaves are bounded by the pool's chunk count.
+    A base volume written sequentially (the first image layer); ``layers`` thin snapshots
+    chained on it, each appending ``layer_bytes``; ``containers`` snapshots of the top layer,
+    each making ``writes_per_container`` small writes spread over ``container_span`` bytes
+    (default: the whole image), which is what copies shared btree leaves.
     """
-    chunks = ceil_div(data_size, chunk_size)
-    shared_leaves = ceil_div(chunks, MAPPINGS_PER_LEAF)
+
+    data_size: int
+    chunk_size: int
+    base_bytes: int = 0
+    layers: int = 0
+    layer_bytes: int = 0
+    containers: int = 0
+    writes_per_container: int = 0
+    container_span: int | None = None
+    metadata_size: int | None = None  # the metadata device, when known (its space map covers all of it)
+
+
+def _distinct_leaves(leaves: int, writes: int) -> int:
+    """Expected leaves touched by ``writes`` uniform writes over ``leaves`` leaves, rounded up.
+
+    leaves x (1 - (1 - 1/leaves)^writes) in 64-bit fixed point; every rounding goes up.
+    """
+    if leaves <= 1 or writes <= 0:
+        return min(leaves, max(writes, 0))
+    one = 1 << 64
+    base, untouched, power = ((leaves - 1) << 64) // leaves, one, writes
+    while power:
+        if power & 1:
+            untouched = untouched * base >> 64
+        base = base * base >> 64
+        power >>= 1
+    return min(leaves, writes, ceil_div(leaves * (one - untouched), one))
+
+
+def metadata_structure_blocks(usage: PoolUsage) -> int:
+    """4 KiB blocks of dm-thin's btrees and space maps for ``usage`` (before the safety margin)."""
+    chunks = ceil_div(usage.data_size, usage.chunk_size)
+    base = ceil_div(usage.base_bytes, usage.chunk_size)
+    appended = ceil_div(usage.layer_bytes, usage.chunk_size)
+    image = base + usage.layers * appended
+    fixed = FIXED_METADATA_BLOCKS + ceil_div(chunks, SPACE_MAP_ENTRIES_PER_BLOCK)
+    if image <= LEAF_SEQUENTIAL:  # the whole image fits in one leaf, which is each tree's root
+        blocks = fixed + usage.layers + usage.containers * min(1, usage.writes_per_container)
+        return blocks + _metadata_bitmaps(usage, blocks)
+    image_leaves = ceil_div(base, LEAF_SEQUENTIAL) + ceil_div(usage.layers * appended, LEAF_APPENDED)
+    depth = 1 if image_leaves <= LEAF_SEQUENTIAL else 2  # interior levels copied with each path
+    base_blocks = ceil_div(base, LEAF_SEQUENTIAL) + (depth if base > LEAF_SEQUENTIAL else 0)
+    layer_blocks = usage.layers * (depth + 1 + ceil_div(appended, LEAF_APPENDED))
+    span = image if usage.container_span is None else ceil_div(usage.container_span, usage.chunk_size)
+    span_leaves = max(1, ceil_div(image_leaves * min(span, image), image))  # the image's leaves the writes fall in
+    per_container = _distinct_leaves(span_leaves, usage.writes_per_container) + depth
+    # Each copied leaf costs at least one written chunk: never more copies than chunks.
+    container_blocks = min(chunks, usage.containers * per_container)
+    overflow = ceil_div(min(image, chunks), OVERFLOW_ENTRIES_PER_BLOCK) if usage.containers >= 2 else 0
+    blocks = fixed + base_blocks + layer_blocks + container_blocks + overflow
+    return blocks + _metadata_bitmaps(usage, blocks)
+
+
+def _metadata_bitmaps(usage: PoolUsage, blocks: int) -> int:
+    """The metadata space map's bitmaps: they cover the whole device (or what the pool needs)."""
+    device_blocks = usage.metadata_size // METADATA_BLOCK if usage.metadata_size else blocks
+    return ceil_div(max(device_blocks, blocks), SPACE_MAP_ENTRIES_PER_BLOCK)
+
+
+def metadata_need(usage: PoolUsage) -> int:
+    """Metadata bytes ``usage`` occupies, with a margin for in-flight copies (no kernel reserve)."""
+    blocks = metadata_structure_blocks(usage)
+    return ceil_div(blocks * MARGIN_NUMERATOR, MARGIN_DENOMINATOR) * METADATA_BLOCK
+
+
+def planning_usage(data_size: int, chunk_size: int, workload: Workload) -> PoolUsage:
+    """The worst case a plan provisions for: the pool full, and every thin device rewriting
+    one small piece of every leaf of its own size (Docker's dm.basesize)."""
     device_chunks = ceil_div(min(workload.thin_device_size, data_size), chunk_size)
-    leaves_per_device = ceil_div(device_chunks, MAPPINGS_PER_LEAF)
-    diverged_leaves = min(chunks, workload.max_thin_devices * leaves_per_device)
-    leaves = shared_leaves + diverged_leaves
-    interior = ceil_div(leaves, MAPPINGS_PER_LEAF) + BLOCKS_PER_DEVICE * workload.max_thin_devices
-    data_space_map = ceil_div(chunks, SPACE_MAP_ENTRIES_PER_BLOCK) + 1
-    blocks = 1 + leaves + interior + data_space_map
-    blocks += ceil_div(blocks, SPACE_MAP_ENTRIES_PER_BLOCK) + 1
-    return _with_kernel_reserve(blocks * METADATA_BLOCK)
+    return PoolUsage(
+        data_size=data_size,
+        chunk_size=chunk_size,
+        base_bytes=data_size,
+        containers=workload.max_thin_devices,
+        writes_per_container=device_chunks,
+        container_span=min(workload.thin_device_size, data_size),
+    )
+
+
+def workload_metadata_estimate(data_size: int, chunk_size: int, workload: Workload) -> int:
+    """Metadata bytes for a pool full of container layers: the calibrated model plus the kernel's reserve."""
+    return _with_kernel_reserve(metadata_need(planning_usage(data_size, chunk_size, workload)))
 
 
 @dataclass(frozen=True)

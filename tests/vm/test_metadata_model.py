@@ -1,0 +1,35 @@
+"""The calibrated metadata model is never below what dm-thin really uses (a workload it was not fitted on)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from benchmarks.metadata import reserve, usage_after
+
+from thinpool import sizing
+from thinpool.rehearse.vm import VM
+from thinpool.units import GiB, KiB, MiB
+
+pytestmark = pytest.mark.vm
+GUEST = Path(__file__).parents[2] / "benchmarks/guest_workload.py"
+SPEC = {"name": "test", "base_mib": 48, "layers": 2, "layer_mib": 12, "containers": 6, "writes": 40,
+        "churn_rounds": 1, "vg": "bench", "pool": "pool", "volume_gib": 4}  # fmt: skip
+
+
+@pytest.mark.parametrize("chunk", [64 * KiB, 512 * KiB])
+def test_model_never_below_measured_metadata(vm: VM, chunk: int) -> None:
+    vm.run(["bash", "-c", "pvcreate -q /dev/vdb && vgcreate -q bench /dev/vdb && lvcreate -q -y --type thin-pool "
+            f"-n pool -L 1g --chunksize {chunk}b --poolmetadatasize 64m --zero n bench"])  # fmt: skip
+    spec = {**SPEC, "chunk": chunk}
+    phases = json.loads(vm.python(str(GUEST), json.dumps(spec), timeout=900).stdout.splitlines()[-1])["phases"]
+    assert [phase["thin_devices"] for phase in phases] == [1, 1, 3, 9, 9]
+    for index, phase in enumerate(phases):
+        measured = phase["metadata_used"] - reserve(phase["metadata_total"])
+        modelled = sizing.metadata_need(usage_after(spec, index, data_size=GiB, metadata_size=64 * MiB))
+        print(
+            f"{chunk // KiB} KiB, {phase['phase']}: measured {measured} B, model {modelled} B "
+            f"({modelled / measured:.2f}x)"
+        )
+        assert modelled >= measured, phase["phase"]
