@@ -108,7 +108,7 @@ def _write_file(action: Action, root: Path) -> None:
 
 
 # Their command's own exit status is the check: lvm's report does not show them.
-UNCHECKED_KINDS = ("filesystem", "systemd")
+UNCHECKED_KINDS = ("filesystem", "systemd", "stray-dm-mapping")
 
 
 def _verify_mount(action: Action, root: Path) -> None:
@@ -120,12 +120,14 @@ def _verify_mount(action: Action, root: Path) -> None:
 
 def _gone_problem(action: Action, plan: Plan, observed: Observed) -> str:
     vg = observed.vgs.get(plan.vg)
-    still_there = {
-        "thin-pool": vg is not None and vg.lv(plan.pool) is not None,
-        "volume-group": vg is not None,
-        "physical-volume": action.target in observed.pvs,
-        "interrupted-leftover": vg is not None and vg.lv(action.target.split("/", 1)[1]) is not None,
-    }.get(action.kind, False)
+    if action.kind == "volume-group":
+        still_there = vg is not None
+    elif action.kind == "physical-volume":
+        still_there = action.target in observed.pvs
+    elif action.kind in ("thin-pool", "interrupted-leftover"):
+        still_there = vg is not None and vg.lv(action.target.rpartition("/")[2]) is not None
+    else:
+        still_there = False
     return f"{action.target} is still there" if still_there else ""
 
 

@@ -84,7 +84,8 @@ def read_profiles(names: Iterable[str], root: Path = Path("/")) -> dict[str, str
 def observe(runner: Runner, devices: Iterable[str], profiles: Iterable[str] = ()) -> Observed:
     lvm = read_lvm(runner)
     found = {path: dev for path in devices if (dev := read_device(runner, path)) is not None}
-    return Observed(devices=found, pvs=lvm.pvs, vgs=lvm.vgs, profiles=read_profiles(profiles))
+    dm = report.parse_dmsetup_info(runner.run(commands.dmsetup_info(), check=False).stdout)
+    return Observed(devices=found, pvs=lvm.pvs, vgs=lvm.vgs, profiles=read_profiles(profiles), dm_devices=tuple(dm))
 
 
 def read_engine_configs(paths: Iterable[str], root: Path = Path("/")) -> dict[str, str]:

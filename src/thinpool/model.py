@@ -86,6 +86,7 @@ class LogicalVolume:
     origin: str = ""
     active: bool = False
     tags: tuple[str, ...] = ()
+    uuid: str = ""
 
     @property
     def hidden(self) -> bool:
@@ -113,6 +114,7 @@ class VolumeGroup:
     seqno: int
     pv_names: tuple[str, ...] = ()
     lvs: tuple[LogicalVolume, ...] = ()
+    uuid: str = ""
 
     def lv(self, name: str) -> LogicalVolume | None:
         for lv in self.lvs:
@@ -127,6 +129,15 @@ class VolumeGroup:
 
     def thin_volumes(self, pool: str) -> tuple[LogicalVolume, ...]:
         return tuple(lv for lv in self.lvs if lv.pool_lv == pool)
+
+
+@dataclass(frozen=True)
+class DmDevice:
+    """A device-mapper device as dmsetup lists it; lvm's carry UUID LVM-<vg uuid><lv uuid>[-layer]."""
+
+    name: str
+    uuid: str
+    open_count: int
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,7 @@ class Observed:
     vgs: dict[str, VolumeGroup] = field(default_factory=dict)
     profiles: dict[str, str] = field(default_factory=dict)
     engine: EngineState = field(default_factory=EngineState)
+    dm_devices: tuple[DmDevice, ...] = ()
 
     def fingerprint(self) -> dict[str, object]:
         """What a saved plan was made against; apply refuses it if this changed."""

@@ -115,7 +115,7 @@ def _layout_lines(layout: dict[str, int]) -> list[str]:
     return lines
 
 
-def _content_diff(action: Action) -> list[str]:
+def _content_lines(action: Action) -> list[str]:
     """Config files are shown with what they will hold (the first 40 lines)."""
     if action.kind not in ("engine-config", "fstab", "systemd-drop-in"):
         return []
@@ -131,7 +131,7 @@ def render_text(plan: Plan) -> str:
             lines.append("      $ " + " ".join(action.argv))
         if action.path:
             lines.append(f"      -> {action.path}")
-            lines += _content_diff(action)
+            lines += _content_lines(action)
         lines.append(f"      why: {action.reason}")
     if not plan.actions:
         lines.append("  No changes: the pool already matches the spec.")

@@ -32,6 +32,9 @@ def plan(spec: PoolSpec, observed: Observed) -> Plan:
     """The pool's actions, then the engine's (wired to the pool as the plan leaves it)."""
     spec.validate()
     pool_plan = _plan_pool(spec, observed)
+    stray = _stray_mappings(spec, observed)
+    if stray:
+        pool_plan = replace(pool_plan, actions=stray + pool_plan.actions)
     if spec.engine == "none":
         return pool_plan
     from thinpool import engines
@@ -44,6 +47,17 @@ def plan(spec: PoolSpec, observed: Observed) -> Plan:
         actions=pool_plan.actions + changes.actions,
         warnings=pool_plan.warnings + changes.warnings,
         next_steps=changes.next_steps,
+    )
+
+
+def _stray_mappings(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
+    vg = observed.vgs.get(spec.vg)
+    if vg is None:
+        return ()
+    reason = "an interrupted lvm command left this mapping holding one of the VG's volumes; nothing has it open"
+    return tuple(
+        Action("destroy", "stray-dm-mapping", device.name, reason, commands.dmsetup_remove(device.name))
+        for device in recovery.stray_dm_devices(vg, observed.dm_devices)
     )
 
 

@@ -5,7 +5,11 @@ Seen on lvm2 2.03.16 by killing lvcreate at every point of its run (tests/vm/tes
     still active from lvm's own zeroing (but never open);
   * ``POOL``: a linear, inactive LV of the metadata's size, already carrying thinpool's tag;
   * ``POOL`` as a thin pool whose device-mapper device has no table, or whose hidden
-    parts are active while the pool is not: it must be deactivated, then activated.
+    parts are active while the pool is not: it must be deactivated, then activated;
+  * a device-mapper device that carries one of the VG's LV UUIDs under another name (lvm's
+    temporary ``VG-lvol0`` still holding what is now ``POOL_tmeta``): lvs shows the LV's
+    state as ``XX`` and activation fails ("prohibited while ... _tmeta is active") until the
+    stray mapping, which nothing has open, is removed.
 A leftover is removed only when thinpool can tell it is its own: tagged, or named
 ``lvolN`` at exactly the metadata size of the plan being made; linear, and not open.
 """
@@ -15,10 +19,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from thinpool.lvm.commands import MANAGED_TAG
-from thinpool.model import LogicalVolume, VolumeGroup
+from thinpool.lvm.commands import MANAGED_TAG, dm_name
+from thinpool.model import DmDevice, LogicalVolume, VolumeGroup
 
 _LVM_TEMPORARY_NAME = re.compile(r"^lvol\d+$")
+_LVM_DM_UUID_LENGTH = len("LVM-") + 32 + 32
 
 
 @dataclass(frozen=True)
@@ -51,3 +56,26 @@ def needs_reactivation(pool: LogicalVolume, vg: VolumeGroup) -> bool:
     cleanly_active = pool.active and len(pool.attr) > 4 and pool.attr[4] == "a"
     in_use = any(lv.active for lv in vg.thin_volumes(pool.bare_name))
     return not cleanly_active and not in_use
+
+
+def stray_dm_devices(vg: VolumeGroup, devices: tuple[DmDevice, ...]) -> tuple[DmDevice, ...]:
+    """Unopened mappings that hold one of this VG's LVs under a name no LV of the VG has.
+
+    Only the owner's UUID is trusted, never the layer suffix: an active pool with no thin
+    volumes is mapped as VG-POOL with the UUID of its "-tpool" layer, and must stay.
+    """
+    if not vg.uuid:
+        return ()
+    prefix = "LVM-" + vg.uuid.replace("-", "")
+    owners = {prefix + lv.uuid.replace("-", "") for lv in vg.lvs if lv.uuid}
+    names = {dm_name(vg.name, lv.bare_name) for lv in vg.lvs}
+
+    def lvm_would_name_it(name: str) -> bool:
+        return any(name == known or name.startswith(known + "-") for known in names)
+
+    return tuple(
+        device
+        for device in devices
+        # LVM-<32 chars of VG uuid><32 chars of LV uuid>, then "-tpool" and the like for layers
+        if device.uuid[:_LVM_DM_UUID_LENGTH] in owners and not device.open_count and not lvm_would_name_it(device.name)
+    )

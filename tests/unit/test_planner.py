@@ -1,11 +1,12 @@
 import json
+from dataclasses import replace
 
 import pytest
 
 from thinpool import inspect, planner, sizing
 from thinpool.errors import DoesNotFit, SpecError
 from thinpool.lvm import commands
-from thinpool.model import LogicalVolume, Observed, PhysicalVolume
+from thinpool.model import DmDevice, LogicalVolume, Observed, PhysicalVolume
 from thinpool.plan import Plan, render_text
 from thinpool.safety import UnsafeDevice
 from thinpool.spec import PoolSpec
@@ -348,3 +349,35 @@ def test_pool_without_a_clean_activation_is_reactivated() -> None:
         "activation",
         "monitoring",
     ]
+
+
+def test_a_stray_mapping_holding_the_pools_metadata_is_removed_before_reactivation() -> None:
+    """The shape a kill late in lvcreate left in CI: lvm's temporary docker-lvol0 still maps POOL_tmeta."""
+    from thinpool.lvm import report
+    from thinpool.model import VolumeGroup
+
+    vg_uuid, tmeta_uuid = "Vg0000-aaaa-bbbb-cccc-dddd-eeee-ffffff", "Lv1111-aaaa-bbbb-cccc-dddd-eeee-ffffff"
+    owner = "LVM-" + vg_uuid.replace("-", "") + tmeta_uuid.replace("-", "")
+    listing = f"docker-lvol0;{owner};0\ndocker-other;LVM-{'x' * 64};0\nsda2_crypt;CRYPT-LUKS2-abc;1\n"
+    devices = tuple(report.parse_dmsetup_info(listing))
+    assert [device.name for device in devices] == ["docker-lvol0", "docker-other", "sda2_crypt"]
+    pool = LogicalVolume("thinpool", "docker", "twi---t---", GiB, segtype="thin-pool", chunk_size=512 * KiB,
+                         metadata_size=4 * MiB, tags=("thinpool.managed",), profile="thinpool-docker-thinpool")  # fmt: skip
+    tmeta = LogicalVolume("[thinpool_tmeta]", "docker", "ewi-XX----", 4 * MiB, uuid=tmeta_uuid)
+    vg = VolumeGroup("docker", 4 * MiB, 1023, 700, 5, ("/dev/sdb",), (pool, tmeta), uuid=vg_uuid)
+    observed = Observed(vgs={"docker": vg}, dm_devices=devices)
+    plan = planner.plan(PoolSpec(vg="docker"), observed)
+    assert plan.actions[0].argv == ("dmsetup", "remove", "docker-lvol0")  # only the stray one
+    kinds = [action.kind for action in plan.actions]
+    assert kinds.count("stray-dm-mapping") == 1 and kinds.index("deactivation") < kinds.index("activation")
+    in_place = Observed(vgs={"docker": vg}, dm_devices=(DmDevice("docker-thinpool_tmeta", owner, 0),))
+    assert all(action.kind != "stray-dm-mapping" for action in planner.plan(PoolSpec(vg="docker"), in_place).actions)
+    pool_uuid = "Lv2222-aaaa-bbbb-cccc-dddd-eeee-ffffff"
+    vg = VolumeGroup(
+        "docker", 4 * MiB, 1023, 700, 5, ("/dev/sdb",), (replace(pool, uuid=pool_uuid), tmeta), uuid=vg_uuid
+    )
+    tpool = "LVM-" + vg_uuid.replace("-", "") + pool_uuid.replace("-", "") + "-tpool"
+    active = Observed(vgs={"docker": vg}, dm_devices=(DmDevice("docker-thinpool", tpool, 0),))
+    assert all(action.kind != "stray-dm-mapping" for action in planner.plan(PoolSpec(vg="docker"), active).actions)
+    held = Observed(vgs={"docker": vg}, dm_devices=(DmDevice("docker-lvol0", owner, 1),))
+    assert all(action.kind != "stray-dm-mapping" for action in planner.plan(PoolSpec(vg="docker"), held).actions)

@@ -17,12 +17,16 @@ from .helpers import lvs, thinpool_json, vg_row
 
 pytestmark = pytest.mark.vm
 
-# Start apply in its own process group, wait for the step's command, then kill the whole group.
+# Start apply in its own process group with the step's command wrapped so that it marks its
+# start (polling pgrep missed short commands on a loaded machine), then kill the whole group.
 KILL_AT_STEP = r"""
-command=$1 delay=$2
-setsid "$0" -m thinpool apply --yes /dev/vda > /tmp/interrupted-apply.log 2>&1 &
+command=$1 delay=$2 wrappers=/tmp/step-wrappers
+rm -rf "$wrappers"; mkdir -p "$wrappers"
+printf '#!/bin/sh\ntouch %s/started\nexec %s "$@"\n' "$wrappers" "$(command -v "$command")" > "$wrappers/$command"
+chmod +x "$wrappers/$command"
+PATH="$wrappers:$PATH" setsid "$0" -m thinpool apply --yes /dev/vda > /tmp/interrupted-apply.log 2>&1 &
 leader=$!
-while kill -0 "$leader" 2>/dev/null && ! pgrep -x "$command" > /dev/null; do sleep 0.01; done
+while kill -0 "$leader" 2>/dev/null && [ ! -e "$wrappers/started" ]; do sleep 0.01; done
 sleep "$delay"
 kill -9 -- "-$leader"
 wait "$leader"
@@ -108,3 +112,23 @@ def test_pv_whose_vg_lives_on_an_absent_disk_is_refused_untouched(vm: VM) -> Non
     code, _, err = thinpool_json(vm, "apply", "--yes", "--wipe", "/dev/vdb")
     assert code == 1 and "cannot find" in err and "pvremove -ff /dev/vdb" in err
     assert vm.run(["bash", "-c", "head -c 8388608 /dev/vdb | sha256sum"]).stdout == before
+
+
+def test_a_stray_mapping_left_on_the_pools_metadata_is_removed_and_the_pool_reactivated(vm: VM) -> None:
+    """Seen in CI after a kill 0.2 s into lvcreate: lvm's temporary VG-lvol0 mapping still held what is
+    now POOL_tmeta, lvs showed it as 'XX', and activation failed. Recreated here exactly."""
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+    vm.run(["lvchange", "-q", "-an", "docker/thinpool"])
+    stray = (
+        "vg=$(vgs --noheadings -o vg_uuid docker | tr -d ' -'); lv=$(lvs -a --noheadings -o lv_uuid "
+        'docker/thinpool_tmeta | tr -d " -"); dmsetup create docker-lvol0 --uuid "LVM-$vg$lv" '
+        '--table "0 8192 linear /dev/vda 2048"'
+    )
+    vm.run(["bash", "-c", stray])
+    assert lvs(vm, "docker")["thinpool_tmeta"].attr[4:6] == "XX"
+    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
+    assert code == 0, err or json.dumps(result, indent=1)
+    assert result["steps"][0]["argv"] == ["dmsetup", "remove", "docker-lvol0"]
+    pool = lvs(vm, "docker")["thinpool"]
+    assert pool.active and pool.seg_monitor == "monitored"
+    assert "docker-lvol0" not in vm.run(["dmsetup", "ls"]).stdout

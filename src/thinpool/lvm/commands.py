@@ -14,9 +14,9 @@ MANAGED_TAG = "thinpool.managed"
 
 LV_FIELDS = (
     "lv_name,vg_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,"
-    "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active,lv_tags"
+    "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active,lv_tags,lv_uuid"
 )
-VG_FIELDS = "vg_name,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count"
+VG_FIELDS = "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count"
 PV_FIELDS = "pv_name,vg_name,pv_attr,pv_mda_used_count,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
 
 
@@ -121,6 +121,15 @@ def vgs_report(vg: str | None = None) -> Argv:
 
 def pvs_report() -> Argv:
     return ("pvs", *REPORT_OPTIONS, "-o", PV_FIELDS)
+
+
+def dmsetup_info() -> Argv:
+    """Every device-mapper device: name, UUID and open count (dmsetup has no JSON report)."""
+    return ("dmsetup", "info", "-c", "--noheadings", "--separator", ";", "-o", "name,uuid,open")
+
+
+def dmsetup_remove(name: str) -> Argv:
+    return ("dmsetup", "remove", name)
 
 
 def dm_name(vg: str, lv: str) -> str:

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from thinpool.errors import ThinpoolError
-from thinpool.model import LogicalVolume, PhysicalVolume, VolumeGroup
+from thinpool.model import DmDevice, LogicalVolume, PhysicalVolume, VolumeGroup
 
 
 class ReportError(ThinpoolError):
@@ -56,6 +56,7 @@ def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
             origin=row.get("origin", ""),
             active=row.get("lv_active", "") == "active",
             tags=tuple(tag for tag in row.get("lv_tags", "").split(",") if tag),
+            uuid=row.get("lv_uuid", ""),
         )
         # One row per segment: keep the first, the LV-level fields are the same.
         seen.setdefault((lv.vg_name, lv.name), lv)
@@ -70,6 +71,7 @@ def parse_vgs(text: str) -> list[dict[str, int | str]]:
             "extent_count": _int(row["vg_extent_count"]),
             "free_count": _int(row["vg_free_count"]),
             "seqno": _int(row["vg_seqno"]),
+            "uuid": row.get("vg_uuid", ""),
         }
         for row in rows(text, "vg")
     ]
@@ -102,7 +104,18 @@ def assemble_vgs(vgs_text: str, pvs: list[PhysicalVolume], lvs: list[LogicalVolu
             extent_count=int(row["extent_count"]),
             free_count=int(row["free_count"]),
             seqno=int(row["seqno"]),
+            uuid=str(row["uuid"]),
             pv_names=tuple(pv.name for pv in pvs if pv.vg_name == name),
             lvs=tuple(lv for lv in lvs if lv.vg_name == name),
         )
     return groups
+
+
+def parse_dmsetup_info(text: str) -> list[DmDevice]:
+    """Lines of ``name;uuid;open`` (dmsetup prints "No devices found" when there are none)."""
+    found = []
+    for line in text.splitlines():
+        fields = line.strip().split(";")
+        if len(fields) == 3 and fields[2].strip().isdigit():
+            found.append(DmDevice(fields[0], fields[1], int(fields[2])))
+    return found
