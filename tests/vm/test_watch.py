@@ -91,7 +91,7 @@ def test_autoextend_findings_are_fixed_by_their_commands(vm: VM) -> None:
 
 def test_usage_and_health_findings_are_fixed_by_their_commands(vm: VM) -> None:
     # A small pool that never autoextends by itself, with metadata below the workload model.
-    apply(vm, "--vg", "vg2", "--pool", "small", "--data-size", "256m", "--metadata-size", "4m",
+    apply(vm, "--vg", "vg2", "--pool", "small", "--data-size", "512m", "--metadata-size", "4m",
           "--autoextend-threshold", "100", "/dev/vdc")  # fmt: skip
     code, report = doctor(vm, "vg2/small")
     assert codes(report) == {"autoextend-off", "metadata-below-model"}
@@ -99,9 +99,9 @@ def test_usage_and_health_findings_are_fixed_by_their_commands(vm: VM) -> None:
     assert codes(doctor(vm, "vg2/small")[1]) == {"autoextend-off"}
     vm.run(["lvchange", "-q", "--errorwhenfull", "y", "vg2/small"])
     vm.run(["lvcreate", "-q", "-V", "1g", "-T", "vg2/small", "-n", "vol"])
-    vm.run(["dd", "if=/dev/urandom", "of=/dev/vg2/vol", "bs=1M", "count=220", "oflag=direct", "status=none"])
+    vm.run(["dd", "if=/dev/urandom", "of=/dev/vg2/vol", "bs=1M", "count=440", "oflag=direct", "status=none"])
     code, report = doctor(vm, "vg2/small")
-    assert finding(report, "data-over-threshold")["severity"] == "warning"  # 220 of 256 MiB
+    assert finding(report, "data-over-threshold")["severity"] == "warning"  # 440 of 512 MiB
     run_fix(vm, finding(report, "data-over-threshold")["fix"])
     assert "data-over-threshold" not in codes(doctor(vm, "vg2/small")[1])
     filled = vm.run(["dd", "if=/dev/zero", "of=/dev/vg2/vol", "bs=1M", "count=1024", "oflag=direct", "status=none"],
