@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from thinpool.health import Finding
+from thinpool.lvm import commands
 from thinpool.model import EngineState, LogicalVolume
 from thinpool.plan import Action
 from thinpool.spec import PoolSpec
@@ -25,7 +26,7 @@ class PoolTarget:
 
     @property
     def dm_name(self) -> str:
-        return f"{self.vg.replace('-', '--')}-{self.pool.replace('-', '--')}"
+        return commands.dm_name(self.vg, self.pool)
 
     @property
     def dm_path(self) -> str:
