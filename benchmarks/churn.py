@@ -14,8 +14,8 @@ import sys
 
 from tests.vm.images import rootfs_tar
 
+from thinpool.core.units import GiB
 from thinpool.rehearse.vm import SHARE_MOUNT
-from thinpool.units import GiB
 
 RESET = r"""
 pkill -x dockerd
@@ -68,7 +68,7 @@ echo $(( ($(date +%s%N) - start) / 1000000 ))
 def main() -> int:
     from thinpool.rehearse.kernel import obtain_debian_kernel
     from thinpool.rehearse.vm import VM, VMConfig
-    from thinpool.runner import SystemRunner
+    from thinpool.system.runner import SystemRunner
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--containers", type=int, default=12)

@@ -11,7 +11,7 @@ import random
 import sys
 import time
 
-from thinpool.runner import SystemRunner
+from thinpool.system.runner import SystemRunner
 
 MiB = 1024 * 1024
 runner = SystemRunner()

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from thinpool import sizing
-from thinpool.units import GiB, KiB, MiB
+from thinpool.core import sizing
+from thinpool.core.units import GiB, KiB, MiB
 
 POOL_DATA = 6 * GiB
 WORKLOADS = (
@@ -44,7 +44,7 @@ lvcreate -q -y --type thin-pool -n pool -L {data} --chunksize {chunk}b --poolmet
 def run_in_vm() -> dict[str, Any]:
     from thinpool.rehearse.kernel import obtain_debian_kernel
     from thinpool.rehearse.vm import VM, VMConfig
-    from thinpool.runner import SystemRunner
+    from thinpool.system.runner import SystemRunner
 
     kernel = obtain_debian_kernel(SystemRunner())
     results = []

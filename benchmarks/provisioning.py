@@ -13,9 +13,10 @@ import shlex
 import statistics
 import sys
 
-from thinpool import inspect, planner
-from thinpool.spec import PoolSpec
-from thinpool.units import GiB
+from thinpool.core import planner
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import GiB
+from thinpool.system import inspect
 
 RESET = "vgremove -ff -y docker >/dev/null 2>&1; pvremove -ff -y /dev/vda >/dev/null 2>&1; wipefs -a -q /dev/vda; " \
         "rm -f /etc/lvm/profile/thinpool-*.profile"  # fmt: skip
@@ -37,7 +38,7 @@ def raw_script() -> str:
 def main() -> int:
     from thinpool.rehearse.kernel import obtain_debian_kernel
     from thinpool.rehearse.vm import VM, VMConfig
-    from thinpool.runner import SystemRunner
+    from thinpool.system.runner import SystemRunner
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)

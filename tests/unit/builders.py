@@ -1,7 +1,7 @@
 """Small builders of observed state for planner tests."""
 
-from thinpool.model import Device, LogicalVolume, Observed, PhysicalVolume, VolumeGroup
-from thinpool.units import MiB
+from thinpool.core.model import Device, LogicalVolume, Observed, PhysicalVolume, VolumeGroup
+from thinpool.core.units import MiB
 
 
 def empty_vg(name: str, extents: int, extent_size: int = 4 * MiB, free: int | None = None,

@@ -59,7 +59,7 @@ def test_argument_spec_is_valid_for_ansible(module: Any) -> None:
 
 
 def test_the_module_spec_is_the_clis_spec(module: Any) -> None:
-    from thinpool.options import spec_to_argv
+    from thinpool.cli.options import spec_to_argv
 
     params = {name: spec.get("default") for name, spec in module.ARGUMENT_SPEC.items()}
     params.update(devices=["/dev/sdb"], engine="docker-devicemapper", chunk_size="1m", hosts=["unix:///run/d.sock"])

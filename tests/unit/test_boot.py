@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from thinpool import boot
-from thinpool.model import LogicalVolume, Observed, VolumeGroup
-from thinpool.runner import ScriptedRunner
-from thinpool.units import GiB
+from thinpool.cli import boot
+from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
+from thinpool.core.units import GiB
+from thinpool.system.runner import ScriptedRunner
 
 
 def test_installed_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:

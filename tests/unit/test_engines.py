@@ -9,12 +9,13 @@ import tomllib
 
 import pytest
 
-from thinpool import inspect, planner
+from thinpool.core import planner
+from thinpool.core.model import EngineState, LogicalVolume
+from thinpool.core.spec import EngineOptions, PoolSpec
+from thinpool.core.units import GiB
 from thinpool.engines import PoolTarget, containerd_devmapper, docker, docker_devicemapper, docker_overlay2, systemd
 from thinpool.errors import SpecError
-from thinpool.model import EngineState, LogicalVolume
-from thinpool.spec import EngineOptions, PoolSpec
-from thinpool.units import GiB
+from thinpool.system import inspect
 
 TARGET = PoolTarget("docker", "thinpool", 6 * GiB)
 DOCKER = EngineState(observed=True, versions={"dockerd": "20.10.24"}, programs={"dockerd": "/usr/sbin/dockerd"})

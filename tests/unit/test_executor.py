@@ -3,13 +3,15 @@ from pathlib import Path
 
 import pytest
 
-from thinpool import executor, inspect, planner
+from thinpool.app import executor
+from thinpool.core import planner
+from thinpool.core.model import Observed
+from thinpool.core.plan import Action, Plan
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import GiB, MiB
 from thinpool.lvm import commands
-from thinpool.model import Observed
-from thinpool.plan import Action, Plan
-from thinpool.runner import ScriptedRunner
-from thinpool.spec import PoolSpec
-from thinpool.units import GiB, MiB
+from thinpool.system import inspect
+from thinpool.system.runner import ScriptedRunner
 
 
 def _report(kind: str, rows: list[dict[str, str]]) -> str:

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from thinpool import health, sizing
+from thinpool.core import health, sizing
+from thinpool.core.model import EngineState
+from thinpool.core.units import GiB, MiB
 from thinpool.engines import doctor as engine_doctor
 from thinpool.lvm import commands
-from thinpool.model import EngineState
-from thinpool.units import GiB, MiB
 
 EXTENT = 4 * MiB
 PROFILE = commands.profile_content("docker", "thinpool", 80, 20)
@@ -136,7 +136,7 @@ def test_metrics_carry_the_status_and_findings_by_severity(tmp_path: object) -> 
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from thinpool import metrics
+    from thinpool.app import metrics
 
     unmonitored = status(pool={"seg_monitor": "not monitored"})
     readings = [metrics.Reading("docker", "thinpool", unmonitored, tuple(health.diagnose(unmonitored))),

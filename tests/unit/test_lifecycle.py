@@ -1,10 +1,10 @@
 import pytest
 
-from thinpool import lifecycle, sizing
+from thinpool.core import lifecycle, sizing
+from thinpool.core.model import LogicalVolume
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import GiB, KiB, MiB
 from thinpool.errors import SpecError
-from thinpool.model import LogicalVolume
-from thinpool.spec import PoolSpec
-from thinpool.units import GiB, KiB, MiB
 
 from .builders import disk, empty_vg, observed_with_vg
 
@@ -81,7 +81,7 @@ def test_grow_with_nothing_to_grow_into_changes_nothing() -> None:
 
 
 def test_grow_onto_a_disk_with_a_filesystem_needs_wipe_and_then_wipes_first() -> None:
-    from thinpool.safety import UnsafeDevice
+    from thinpool.core.safety import UnsafeDevice
 
     observed = _observed()
     observed.devices["/dev/sdc"] = disk("/dev/sdc", 4 * GiB, signatures=("ext4",))

@@ -4,10 +4,10 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thinpool import sizing
-from thinpool.options import add_engine_options, add_spec_options, spec_from_args, spec_to_argv
-from thinpool.spec import ENGINES, EngineOptions, PoolSpec
-from thinpool.units import KiB, MiB, Percent
+from thinpool.cli.options import add_engine_options, add_spec_options, spec_from_args, spec_to_argv
+from thinpool.core import sizing
+from thinpool.core.spec import ENGINES, EngineOptions, PoolSpec
+from thinpool.core.units import KiB, MiB, Percent
 
 
 def _parse(argv: list[str]) -> PoolSpec:

@@ -3,14 +3,15 @@ from dataclasses import replace
 
 import pytest
 
-from thinpool import inspect, planner, sizing
+from thinpool.core import planner, sizing
+from thinpool.core.model import DmDevice, LogicalVolume, Observed, PhysicalVolume
+from thinpool.core.plan import Plan, render_text
+from thinpool.core.safety import UnsafeDevice
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import GiB, KiB, MiB, Percent
 from thinpool.errors import DoesNotFit, SpecError
 from thinpool.lvm import commands
-from thinpool.model import DmDevice, LogicalVolume, Observed, PhysicalVolume
-from thinpool.plan import Plan, render_text
-from thinpool.safety import UnsafeDevice
-from thinpool.spec import PoolSpec
-from thinpool.units import GiB, KiB, MiB, Percent
+from thinpool.system import inspect
 
 from .builders import disk, empty_vg, observed_with_vg
 
@@ -353,8 +354,8 @@ def test_pool_without_a_clean_activation_is_reactivated() -> None:
 
 def test_a_stray_mapping_holding_the_pools_metadata_is_removed_before_reactivation() -> None:
     """The shape a kill late in lvcreate left in CI: lvm's temporary docker-lvol0 still maps POOL_tmeta."""
+    from thinpool.core.model import VolumeGroup
     from thinpool.lvm import report
-    from thinpool.model import VolumeGroup
 
     vg_uuid, tmeta_uuid = "Vg0000-aaaa-bbbb-cccc-dddd-eeee-ffffff", "Lv1111-aaaa-bbbb-cccc-dddd-eeee-ffffff"
     owner = "LVM-" + vg_uuid.replace("-", "") + tmeta_uuid.replace("-", "")

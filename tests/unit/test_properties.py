@@ -5,10 +5,10 @@ from fractions import Fraction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from thinpool import planner, sizing
+from thinpool.core import planner, sizing
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import KiB, MiB, Percent
 from thinpool.errors import DoesNotFit, SpecError
-from thinpool.spec import PoolSpec
-from thinpool.units import KiB, MiB, Percent
 
 from .builders import empty_vg, observed_with_vg
 

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from thinpool import inspect
+from thinpool.core.units import MiB
 from thinpool.lvm import report
-from thinpool.units import MiB
+from thinpool.system import inspect
 
 
 def test_lvs_with_thin_volume_and_snapshot(recorded: Path) -> None:
@@ -48,7 +48,7 @@ def test_vgs_and_pvs_assemble_into_a_volume_group(recorded: Path) -> None:
 
 def test_pv_extent_model_matches_real_pvcreate(recorded: Path) -> None:
     """floor((dev_size - 1 MiB) / extent) is what lvm really gave a 2 GiB disk."""
-    from thinpool.model import Device
+    from thinpool.core.model import Device
 
     for pv in report.parse_pvs((recorded / "pvs.json").read_text()):
         assert Device(pv.name, pv.dev_size).extents_as_pv(4 * MiB) == pv.pe_count

@@ -1,8 +1,8 @@
 import pytest
 
-from thinpool import sizing
+from thinpool.core import sizing
+from thinpool.core.units import GiB, KiB, MiB, TiB
 from thinpool.errors import SpecError
-from thinpool.units import GiB, KiB, MiB, TiB
 
 CLASSIC_EXTENTS = 190511  # a 744.18 GiB disk as one PV with 4 MiB extents
 EXTENT = 4 * MiB

@@ -2,8 +2,7 @@ from fractions import Fraction
 
 import pytest
 
-from thinpool.errors import SpecError
-from thinpool.units import (
+from thinpool.core.units import (
     GiB,
     KiB,
     MiB,
@@ -15,6 +14,7 @@ from thinpool.units import (
     parse_size,
     parse_size_or_percent,
 )
+from thinpool.errors import SpecError
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from thinpool.core.units import GiB, MiB
 from thinpool.errors import ThinpoolError
 from thinpool.rehearse import deps
 from thinpool.rehearse.kernel import obtain_debian_kernel
 from thinpool.rehearse.vm import VM, VMConfig
-from thinpool.runner import SystemRunner
-from thinpool.units import GiB, MiB
+from thinpool.system.runner import SystemRunner
 
 CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB, the classic recipe's disk
 # /dev/vda, /dev/vdb: 4 GiB; /dev/vdc: 2 GiB; /dev/vdd: the classic disk; /dev/vde: 1 GiB

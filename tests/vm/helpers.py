@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from thinpool.core.model import LogicalVolume
 from thinpool.lvm import commands, report
-from thinpool.model import LogicalVolume
 from thinpool.rehearse.vm import VM
 
 

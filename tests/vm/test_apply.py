@@ -7,12 +7,13 @@ import time
 
 import pytest
 
-from thinpool import inspect, planner
-from thinpool.options import spec_to_argv
-from thinpool.plan import Plan
+from thinpool.cli.options import spec_to_argv
+from thinpool.core import planner
+from thinpool.core.plan import Plan
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import MiB
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
-from thinpool.spec import PoolSpec
-from thinpool.units import MiB
+from thinpool.system import inspect
 
 from .conftest import CLASSIC_DISK, DEVICES, DISKS
 from .helpers import lvs, thinpool_json, vg_row

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from thinpool import inspect, planner
+from thinpool.core import planner
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import GiB
 from thinpool.rehearse.vm import VM
-from thinpool.spec import PoolSpec
-from thinpool.units import GiB
+from thinpool.system import inspect
 
 from .helpers import lvs, thinpool_json, vg_row
 

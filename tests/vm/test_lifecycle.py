@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from thinpool import sizing
+from thinpool.core import sizing
 from thinpool.rehearse.vm import VM
 
 from .helpers import lvs, thinpool_json, vg_row

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from thinpool.model import Device
+from thinpool.core.model import Device
+from thinpool.core.units import GiB, KiB, MiB
 from thinpool.rehearse.vm import VM
-from thinpool.units import GiB, KiB, MiB
 
 from .conftest import DEVICES, DISKS
 from .helpers import lvs, vg_row

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from benchmarks.metadata import reserve, usage_after
 
-from thinpool import sizing
+from thinpool.core import sizing
+from thinpool.core.units import GiB, KiB, MiB
 from thinpool.rehearse.vm import VM
-from thinpool.units import GiB, KiB, MiB
 
 pytestmark = pytest.mark.vm
 GUEST = Path(__file__).parents[2] / "benchmarks/guest_workload.py"

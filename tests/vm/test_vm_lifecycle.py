@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from thinpool.core.units import GiB, MiB
 from thinpool.rehearse.kernel import obtain_debian_kernel
 from thinpool.rehearse.vm import VM, VMConfig, VMError
-from thinpool.runner import SystemRunner
-from thinpool.units import GiB, MiB
+from thinpool.system.runner import SystemRunner
 
 pytestmark = pytest.mark.vm
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thinpool.health import Finding
+from thinpool.core.health import Finding
+from thinpool.core.model import EngineState, LogicalVolume
+from thinpool.core.plan import Action
+from thinpool.core.spec import PoolSpec
 from thinpool.lvm import commands
-from thinpool.model import EngineState, LogicalVolume
-from thinpool.plan import Action
-from thinpool.spec import PoolSpec
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from thinpool.core.health import Finding
+from thinpool.core.model import EngineState
+from thinpool.core.plan import Action
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import MiB
 from thinpool.engines import EngineChanges, PoolTarget, docker, systemd
 from thinpool.engines.docker_devicemapper import refuse_shared_pool
 from thinpool.errors import SpecError
-from thinpool.health import Finding
-from thinpool.model import EngineState
-from thinpool.plan import Action
-from thinpool.spec import PoolSpec
-from thinpool.units import MiB
 
 CONFIG_TOML = "/etc/containerd/config.toml"
 CONTAINERD_DROP_IN = "/etc/systemd/system/containerd.service.d/thinpool.conf"

@@ -8,12 +8,12 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from thinpool.core.health import Finding
+from thinpool.core.model import EngineState
+from thinpool.core.plan import Action
+from thinpool.core.spec import EngineOptions
 from thinpool.engines import systemd
 from thinpool.errors import SpecError
-from thinpool.health import Finding
-from thinpool.model import EngineState
-from thinpool.plan import Action
-from thinpool.spec import EngineOptions
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 DOCKER_DROP_IN = "/etc/systemd/system/docker.service.d/thinpool.conf"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
+from thinpool.core.model import EngineState
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import GiB, MiB
 from thinpool.engines import EngineChanges, PoolTarget, docker, systemd
 from thinpool.errors import SpecError
-from thinpool.model import EngineState
-from thinpool.spec import PoolSpec
-from thinpool.units import GiB, MiB
 
 
 def _docker_size(size: int) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from thinpool.core.model import EngineState
+from thinpool.core.plan import Action
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import format_size
 from thinpool.engines import EngineChanges, PoolTarget, docker, systemd
 from thinpool.errors import SpecError
 from thinpool.lvm import commands
-from thinpool.model import EngineState
-from thinpool.plan import Action
-from thinpool.spec import PoolSpec
-from thinpool.units import format_size
 
 FSTAB = "/etc/fstab"
 MOUNT_OPTIONS = "defaults,pquota,noatime"  # pquota: per-container size limits (overlay2.size)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import string
 
-from thinpool.model import EngineState
-from thinpool.plan import Action
+from thinpool.core.model import EngineState
+from thinpool.core.plan import Action
 
 _PLAIN = set(string.ascii_letters + string.digits + ":_.")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from thinpool.units import lvm_size_arg
+from thinpool.core.units import lvm_size_arg
 
 Argv = tuple[str, ...]
 

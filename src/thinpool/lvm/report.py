@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from thinpool.core.model import DmDevice, LogicalVolume, PhysicalVolume, VolumeGroup
 from thinpool.errors import ThinpoolError
-from thinpool.model import DmDevice, LogicalVolume, PhysicalVolume, VolumeGroup
 
 
 class ReportError(ThinpoolError):

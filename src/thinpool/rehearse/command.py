@@ -16,8 +16,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from thinpool.options import add_spec_options, spec_from_args, spec_to_argv
-from thinpool.units import format_size, parse_size
+from thinpool.cli.options import add_spec_options, spec_from_args, spec_to_argv
+from thinpool.core.units import format_size, parse_size
 
 LVS_COLUMNS = "lv_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,seg_monitor,lv_profile"
 
@@ -79,7 +79,7 @@ def _kernel(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
     from thinpool.rehearse import kernel
-    from thinpool.runner import SystemRunner
+    from thinpool.system.runner import SystemRunner
 
     if args.kernel:
         return kernel.kernel_from_paths(Path(args.kernel), Path(args.modules_root))
@@ -87,11 +87,12 @@ def _kernel(args: argparse.Namespace) -> Any:
 
 
 def rehearse(args: argparse.Namespace) -> int:
-    from thinpool import inspect, planner
-    from thinpool.plan import render_text
+    from thinpool.core import planner
+    from thinpool.core.plan import render_text
     from thinpool.rehearse import deps
     from thinpool.rehearse.vm import VM, VMConfig, disk_device, kvm_usable
-    from thinpool.runner import SystemRunner
+    from thinpool.system import inspect
+    from thinpool.system.runner import SystemRunner
 
     sizes = [parse_size(text, what="--disk-size") for text in args.disk_size]
     names = [disk_device(index) for index in range(len(sizes))]

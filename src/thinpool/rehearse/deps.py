@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from thinpool.errors import MissingTool
-from thinpool.runner import Runner, SystemRunner
+from thinpool.system.runner import Runner, SystemRunner
 
 # program -> Debian package. The guest runs the host's own binaries over 9p.
 VM_TOOLS = {

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thinpool.errors import MissingTool, ThinpoolError
-from thinpool.runner import Runner
+from thinpool.system.runner import Runner
 
 META_PACKAGE = "linux-image-amd64"
 

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import thinpool
+from thinpool.core.units import GiB, MiB, format_size
 from thinpool.errors import MissingTool, ThinpoolError
 from thinpool.rehearse import initramfs
 from thinpool.rehearse.kernel import Kernel
-from thinpool.runner import Completed
-from thinpool.units import GiB, MiB, format_size
+from thinpool.system.runner import Completed
 
 log = logging.getLogger("thinpool.vm")
 QEMU = "qemu-system-x86_64"

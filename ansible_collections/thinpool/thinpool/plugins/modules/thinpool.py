@@ -169,10 +169,12 @@ from typing import Any  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
 try:
-    from thinpool import executor, inspect, lifecycle, planner
+    from thinpool.app import executor
+    from thinpool.cli.options import spec_from_args
+    from thinpool.core import lifecycle, planner
     from thinpool.errors import ThinpoolError
-    from thinpool.options import spec_from_args
-    from thinpool.runner import SystemRunner
+    from thinpool.system import inspect
+    from thinpool.system.runner import SystemRunner
 
     HAS_THINPOOL = True
 except ImportError:  # pragma: no cover - reported by the module

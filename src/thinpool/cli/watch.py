@@ -10,12 +10,12 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from thinpool.core.units import format_size, parse_size
 from thinpool.errors import ThinpoolError
-from thinpool.units import format_size, parse_size
 
 if TYPE_CHECKING:
-    from thinpool.health import Finding, PoolStatus
-    from thinpool.metrics import Reading
+    from thinpool.app.metrics import Reading
+    from thinpool.core.health import Finding, PoolStatus
 
 EXIT_WARNING = 3
 EXIT_CRITICAL = 4
@@ -34,8 +34,8 @@ def _split_target(text: str) -> tuple[str, str]:
 
 
 def _read(vg: str, pool: str) -> PoolStatus:
-    from thinpool import inspect
-    from thinpool.runner import SystemRunner
+    from thinpool.system import inspect
+    from thinpool.system.runner import SystemRunner
 
     return inspect.read_pool_status(SystemRunner(), vg, pool)
 
@@ -83,10 +83,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _findings(vg: str, pool: str, args: argparse.Namespace) -> tuple[PoolStatus, list[Finding]]:
-    from thinpool import engines, health, sizing
-    from thinpool.engines.observe import observe_engine
-    from thinpool.runner import SystemRunner
-    from thinpool.spec import PoolSpec
+    from thinpool import engines
+    from thinpool.core import health, sizing
+    from thinpool.core.spec import PoolSpec
+    from thinpool.system.engine_state import observe_engine
+    from thinpool.system.runner import SystemRunner
 
     status = _read(vg, pool)
     workload = sizing.Workload(args.max_thin_devices, parse_size(args.thin_device_size, what="--thin-device-size"))
@@ -96,7 +97,7 @@ def _findings(vg: str, pool: str, args: argparse.Namespace) -> tuple[PoolStatus,
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from thinpool import health
+    from thinpool.core import health
 
     vg, pool = _split_target(args.target)
     status, found = _findings(vg, pool, args)
@@ -114,7 +115,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _readings(targets: list[tuple[str, str]], args: argparse.Namespace) -> list[Reading]:
-    from thinpool.metrics import Reading
+    from thinpool.app.metrics import Reading
 
     readings = []
     for vg, pool in targets:
@@ -128,7 +129,7 @@ def _readings(targets: list[tuple[str, str]], args: argparse.Namespace) -> list[
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    from thinpool import metrics
+    from thinpool.app import metrics
 
     targets = [_split_target(text) for text in args.target or ["docker/thinpool"]]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from math import lcm
 
+from thinpool.core.units import GiB, KiB, MiB, ceil_div, format_size, lvm_size_arg
 from thinpool.errors import DoesNotFit, SpecError
-from thinpool.units import GiB, KiB, MiB, ceil_div, format_size, lvm_size_arg
 
 CHUNK_MIN = 64 * KiB
 CHUNK_MAX = 1 * GiB

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from thinpool import sizing
-from thinpool.spec import DEFAULT_POOL, DEFAULT_VG, ENGINES, EngineOptions, PoolSpec
-from thinpool.units import Percent, parse_size, parse_size_or_percent
+from thinpool.core import sizing
+from thinpool.core.spec import DEFAULT_POOL, DEFAULT_VG, ENGINES, EngineOptions, PoolSpec
+from thinpool.core.units import Percent, parse_size, parse_size_or_percent
 
 
 def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True) -> None:

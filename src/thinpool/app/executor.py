@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thinpool import inspect
+from thinpool.core.model import Observed
+from thinpool.core.plan import Action, Plan
 from thinpool.errors import ThinpoolError
-from thinpool.model import Observed
-from thinpool.plan import Action, Plan
-from thinpool.runner import Runner
+from thinpool.system import inspect
+from thinpool.system.runner import Runner
 
 RESULT_SCHEMA_VERSION = 1
 Progress = Callable[[int, int, Action, str], None]
@@ -112,7 +112,7 @@ UNCHECKED_KINDS = ("filesystem", "systemd", "stray-dm-mapping")
 
 
 def _verify_mount(action: Action, root: Path) -> None:
-    from thinpool.engines.observe import mounted_source
+    from thinpool.system.engine_state import mounted_source
 
     if not mounted_source(action.target, root):
         raise VerificationFailed(f"nothing is mounted on {action.target}", fix=f"check 'findmnt {action.target}'")

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from thinpool.units import format_size
+from thinpool.core.units import format_size
 
 SCHEMA_VERSION = 1
 Op = Literal["create", "change", "write", "destroy"]

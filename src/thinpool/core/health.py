@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from thinpool import sizing
+from thinpool.core import sizing
+from thinpool.core.units import ceil_div, format_size, lvm_size_arg
 from thinpool.errors import ThinpoolError
 from thinpool.lvm import report
-from thinpool.units import ceil_div, format_size, lvm_size_arg
 
 SEVERITIES = ("ok", "info", "warning", "critical")
 # lvm's 9th attr character on a thin pool, and what it means.

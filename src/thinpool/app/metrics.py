@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from thinpool.health import SEVERITIES, Finding, PoolStatus
+from thinpool.core.health import SEVERITIES, Finding, PoolStatus
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric

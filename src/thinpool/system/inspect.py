@@ -8,13 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from thinpool.core.model import Device, Observed
+from thinpool.core.spec import PoolSpec
 from thinpool.lvm import commands, report
-from thinpool.model import Device, Observed
-from thinpool.runner import Runner
-from thinpool.spec import PoolSpec
+from thinpool.system.runner import Runner
 
 if TYPE_CHECKING:
-    from thinpool.health import PoolStatus
+    from thinpool.core.health import PoolStatus
 
 LSBLK_COLUMNS = "NAME,PATH,SIZE,TYPE,FSTYPE,MOUNTPOINT,RO,ROTA"
 
@@ -107,7 +107,7 @@ def virtual(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observe
 
 def read_pool_status(runner: Runner, vg: str, pool: str, root: Path = Path("/")) -> PoolStatus:
     """One lvm report call, plus the pool's profile file."""
-    from thinpool import health
+    from thinpool.core import health
 
     text = runner.run(commands.status_report(vg)).stdout
     return health.pool_status(text, vg, pool, read_profiles(health.profile_names(text), root))
@@ -118,6 +118,6 @@ def observe_for(spec: PoolSpec, runner: Runner) -> Observed:
     observed = observe(runner, spec.devices, profiles=(spec.profile_name,))
     if spec.engine == "none":
         return observed
-    from thinpool.engines.observe import observe_engine
+    from thinpool.system.engine_state import observe_engine
 
     return replace(observed, engine=observe_engine(runner, spec))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from thinpool import planner, sizing
+from thinpool.core import planner, sizing
+from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
+from thinpool.core.plan import Action, Plan
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import ceil_div, format_size
 from thinpool.errors import SpecError
 from thinpool.lvm import commands
-from thinpool.model import LogicalVolume, Observed, VolumeGroup
-from thinpool.plan import Action, Plan
-from thinpool.spec import PoolSpec
-from thinpool.units import ceil_div, format_size
 
 # Engine configuration files that may name a pool; destroy refuses while one does.
 ENGINE_CONFIGS = ("/etc/docker/daemon.json", "/etc/containerd/config.toml")

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from thinpool.errors import CommandFailed, MissingTool
 
-log = logging.getLogger("thinpool.runner")
+log = logging.getLogger("thinpool.system.runner")
 DEFAULT_TIMEOUT = 300
 
 

@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from thinpool import sizing
+from thinpool.core import sizing
+from thinpool.core.units import GiB, MiB, Percent, format_size, parse_percent
 from thinpool.errors import SpecError
-from thinpool.units import GiB, MiB, Percent, format_size, parse_percent
 
 ENGINES = ("none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin")
 DEFAULT_VG = "docker"

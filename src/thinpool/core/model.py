@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from thinpool.units import MiB
+from thinpool.core.units import MiB
 
 # pvcreate's default data alignment: the first extent starts 1 MiB into the device.
 DEFAULT_PE_START = 1 * MiB

@@ -8,9 +8,9 @@ A PV left marked used by an interrupted vgcreate (no VG ever committed to it) is
 
 from __future__ import annotations
 
+from thinpool.core.model import Device, PhysicalVolume
+from thinpool.core.units import MiB, format_size
 from thinpool.errors import SpecError
-from thinpool.model import Device, PhysicalVolume
-from thinpool.units import MiB, format_size
 
 # One extent of 4 MiB after pvcreate's 1 MiB alignment, and some room for data.
 MINIMUM_DEVICE = 16 * MiB

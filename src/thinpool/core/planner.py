@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from thinpool import recovery, safety, sizing
+from thinpool.core import recovery, safety, sizing
+from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
+from thinpool.core.plan import Action, Plan
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import Percent, ceil_div, format_size, lvm_size_arg
 from thinpool.errors import DoesNotFit, SpecError
 from thinpool.lvm import commands
-from thinpool.model import LogicalVolume, Observed, VolumeGroup
-from thinpool.plan import Action, Plan
-from thinpool.spec import PoolSpec
-from thinpool.units import Percent, ceil_div, format_size, lvm_size_arg
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,12 @@ import re
 import shutil
 from pathlib import Path
 
-from thinpool import inspect
+from thinpool.core.model import EngineState
+from thinpool.core.spec import PoolSpec
 from thinpool.engines import containerd_devmapper, docker, docker_overlay2
 from thinpool.lvm import commands
-from thinpool.model import EngineState
-from thinpool.runner import Runner
-from thinpool.spec import PoolSpec
+from thinpool.system import inspect
+from thinpool.system.runner import Runner
 
 FILES = (
     docker.DAEMON_JSON,

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from thinpool.errors import ThinpoolError
 
 if TYPE_CHECKING:
-    from thinpool.model import LogicalVolume, Observed
-    from thinpool.runner import Runner
+    from thinpool.core.model import LogicalVolume, Observed
+    from thinpool.system.runner import Runner
 
 ACTIVATE_UNIT = "thinpool-activate.service"
 METRICS_UNITS = ("thinpool-metrics.service", "thinpool-metrics.timer")
@@ -103,8 +103,8 @@ def install_units(root: Path, thinpool: str, metrics: bool) -> list[Path]:
 
 
 def _cmd_activate(args: argparse.Namespace) -> int:
-    from thinpool import inspect
-    from thinpool.runner import SystemRunner
+    from thinpool.system import inspect
+    from thinpool.system.runner import SystemRunner
 
     runner = SystemRunner()
     done = activate(runner, inspect.read_lvm(runner), args.target, args.wait)
@@ -121,7 +121,7 @@ def _cmd_activate(args: argparse.Namespace) -> int:
 
 
 def _cmd_install_units(args: argparse.Namespace) -> int:
-    from thinpool.runner import SystemRunner
+    from thinpool.system.runner import SystemRunner
 
     root = Path(args.root)
     written = install_units(root, args.thinpool or _thinpool_command(), args.metrics)

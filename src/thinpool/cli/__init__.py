@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thinpool import __version__
+from thinpool.cli.options import add_engine_options, add_spec_options, spec_from_args
 from thinpool.errors import ThinpoolError
-from thinpool.options import add_engine_options, add_spec_options, spec_from_args
 
 if TYPE_CHECKING:
-    from thinpool.executor import ApplyResult
-    from thinpool.model import Observed
-    from thinpool.plan import Action, Plan
-    from thinpool.spec import PoolSpec
+    from thinpool.app.executor import ApplyResult
+    from thinpool.core.model import Observed
+    from thinpool.core.plan import Action, Plan
+    from thinpool.core.spec import PoolSpec
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -41,16 +41,16 @@ SIZE_HELP = "Sizes take binary units: 744GiB, 512KiB, 100G, 4m (k/m/g/t are powe
 
 
 def _observe(spec: PoolSpec) -> Observed:
-    from thinpool import inspect
-    from thinpool.runner import SystemRunner
+    from thinpool.system import inspect
+    from thinpool.system.runner import SystemRunner
 
     return inspect.observe_for(spec, SystemRunner())
 
 
 def _spec_and_observed(args: argparse.Namespace) -> tuple[PoolSpec, Observed]:
     """The spec and what it is planned against: virtual disks, or the real system."""
-    from thinpool import inspect
-    from thinpool.units import parse_size
+    from thinpool.core.units import parse_size
+    from thinpool.system import inspect
 
     spec = spec_from_args(args)
     if not getattr(args, "disk_size", None):
@@ -71,8 +71,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from thinpool import planner
-    from thinpool.plan import render_text
+    from thinpool.core import planner
+    from thinpool.core.plan import render_text
 
     spec, observed = _spec_and_observed(args)
     result = planner.plan(spec, observed)
@@ -83,7 +83,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _saved_plan(path: Path) -> Plan:
-    from thinpool.plan import Plan
+    from thinpool.core.plan import Plan
 
     try:
         return Plan.from_dict(json.loads(path.read_text()))
@@ -94,8 +94,9 @@ def _saved_plan(path: Path) -> Plan:
 
 def _plan_for_apply(args: argparse.Namespace) -> Plan:
     """A fresh plan, or a saved one that still matches the system exactly."""
-    from thinpool import executor, planner
-    from thinpool.spec import PoolSpec
+    from thinpool.app import executor
+    from thinpool.core import planner
+    from thinpool.core.spec import PoolSpec
 
     if len(args.devices) == 1 and Path(args.devices[0]).is_file():
         saved = _saved_plan(Path(args.devices[0]))
@@ -142,9 +143,9 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 def _run_plan(plan: Plan, args: argparse.Namespace, question: str, answer: str) -> int:
     """Show ``plan``, get the typed ``answer`` unless --yes, run it, print the result."""
-    from thinpool import executor
-    from thinpool.plan import render_text
-    from thinpool.runner import SystemRunner
+    from thinpool.app import executor
+    from thinpool.core.plan import render_text
+    from thinpool.system.runner import SystemRunner
 
     if not args.json:
         sys.stdout.write(render_text(plan))
@@ -168,8 +169,9 @@ def _require_root(what: str) -> None:
 
 
 def _cmd_grow(args: argparse.Namespace) -> int:
-    from thinpool import inspect, lifecycle
-    from thinpool.runner import SystemRunner
+    from thinpool.core import lifecycle
+    from thinpool.system import inspect
+    from thinpool.system.runner import SystemRunner
 
     _require_root("grow")
     spec = spec_from_args(args)
@@ -179,8 +181,9 @@ def _cmd_grow(args: argparse.Namespace) -> int:
 
 
 def _cmd_destroy(args: argparse.Namespace) -> int:
-    from thinpool import inspect, lifecycle
-    from thinpool.runner import SystemRunner
+    from thinpool.core import lifecycle
+    from thinpool.system import inspect
+    from thinpool.system.runner import SystemRunner
 
     _require_root("destroy")
     spec = spec_from_args(args)
@@ -192,8 +195,8 @@ def _cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def _cmd_engine_show(args: argparse.Namespace) -> int:
-    from thinpool.engines.observe import describe, observe_engine
-    from thinpool.runner import SystemRunner
+    from thinpool.system.engine_state import describe, observe_engine
+    from thinpool.system.runner import SystemRunner
 
     spec = spec_from_args(args)
     found = describe(observe_engine(SystemRunner(), spec))
@@ -213,7 +216,7 @@ def _render_engine(found: dict[str, object]) -> str:
 
 
 def _cmd_engine_configure(args: argparse.Namespace) -> int:
-    from thinpool import planner
+    from thinpool.core import planner
 
     _require_root("engine configure")
     spec = spec_from_args(args)
@@ -327,9 +330,9 @@ def _add_apply_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from thinpool.boot import add_parsers as add_boot_parsers
+    from thinpool.cli.boot import add_parsers as add_boot_parsers
+    from thinpool.cli.watch import add_parsers as add_watch_parsers
     from thinpool.rehearse.command import add_parser as add_rehearse_parser
-    from thinpool.watch import add_parsers as add_watch_parsers
 
     parser = argparse.ArgumentParser(
         prog="thinpool",
