@@ -66,9 +66,9 @@ echo $(( ($(date +%s%N) - start) / 1000000 ))
 
 
 def main() -> int:
+    from thinpool.app.context import system_context
     from thinpool.rehearse.kernel import obtain_debian_kernel
     from thinpool.rehearse.vm import VM, VMConfig
-    from thinpool.system.runner import SystemRunner
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--containers", type=int, default=12)
@@ -79,7 +79,7 @@ def main() -> int:
     )
     setups = {"thinpool (docker-devicemapper)": thinpool, "Docker's direct-lvm recipe": DOCKER_RECIPE}
     rates = {}
-    with VM(VMConfig(disk_sizes=(8 * GiB,), kernel=obtain_debian_kernel(SystemRunner()), lifetime=3000)) as vm:
+    with VM(VMConfig(disk_sizes=(8 * GiB,), kernel=obtain_debian_kernel(system_context().runner), lifetime=3000)) as vm:
         (vm.share / "tiny.tar").write_bytes(rootfs_tar())
         for name, setup in setups.items():
             vm.run(["bash", "-c", RESET], check=False, timeout=300)

@@ -11,10 +11,10 @@ import random
 import sys
 import time
 
-from thinpool.system.runner import SystemRunner
+from thinpool.app.context import system_context
 
 MiB = 1024 * 1024
-runner = SystemRunner()
+runner = system_context().runner
 
 
 def run(*argv: str) -> str:

@@ -42,11 +42,11 @@ lvcreate -q -y --type thin-pool -n pool -L {data} --chunksize {chunk}b --poolmet
 
 
 def run_in_vm() -> dict[str, Any]:
+    from thinpool.app.context import system_context
     from thinpool.rehearse.kernel import obtain_debian_kernel
     from thinpool.rehearse.vm import VM, VMConfig
-    from thinpool.system.runner import SystemRunner
 
-    kernel = obtain_debian_kernel(SystemRunner())
+    kernel = obtain_debian_kernel(system_context().runner)
     results = []
     guest = Path(__file__).with_name("guest_workload.py")
     with VM(VMConfig(disk_sizes=(8 * GiB,), kernel=kernel, write_budget=9 * GiB, lifetime=3000)) as vm:

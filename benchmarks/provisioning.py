@@ -36,16 +36,16 @@ def raw_script() -> str:
 
 
 def main() -> int:
+    from thinpool.app.context import system_context
     from thinpool.rehearse.kernel import obtain_debian_kernel
     from thinpool.rehearse.vm import VM, VMConfig
-    from thinpool.system.runner import SystemRunner
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     runs = parser.parse_args().runs
     apply = f"{shlex.quote(sys.executable)} -m thinpool apply --yes /dev/vda >/dev/null"
     timings: dict[str, list[int]] = {"thinpool apply": [], "raw lvm commands": []}
-    with VM(VMConfig(disk_sizes=(4 * GiB,), kernel=obtain_debian_kernel(SystemRunner()))) as vm:
+    with VM(VMConfig(disk_sizes=(4 * GiB,), kernel=obtain_debian_kernel(system_context().runner))) as vm:
         for _ in range(runs):
             for name, body in (("thinpool apply", apply), ("raw lvm commands", raw_script())):
                 vm.run(["bash", "-c", RESET], check=False)

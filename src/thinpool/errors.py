@@ -32,5 +32,13 @@ class CommandFailed(ThinpoolError):
     """A command run through the runner exited non-zero."""
 
 
+class CommandTimedOut(CommandFailed):
+    """A command run through the runner did not finish in time and was killed."""
+
+
+class CommandNotRun(CommandFailed):
+    """A command could not be started at all (not executable, wrong format)."""
+
+
 class MissingTool(ThinpoolError):
     """A program thinpool needs is not installed."""

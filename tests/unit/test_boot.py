@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from thinpool.cli import boot
+from thinpool.app import boot
 from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
 from thinpool.core.units import GiB
 from thinpool.system.runner import ScriptedRunner
@@ -54,8 +54,8 @@ def test_activate_runs_what_is_missing_and_waits_for_nodes(tmp_path: Path) -> No
         runner.expect(argv)
     (tmp_path / "mapper").mkdir()
     (tmp_path / "mapper/docker-thinpool").touch()
-    done = boot.activate(runner, observed, [], wait=0.3, dev=tmp_path)
+    done = boot.activate_volumes(runner, observed, [], wait=0.3, dev=tmp_path)
     assert runner.exhausted and done.volumes == ["docker/thinpool", "docker/docker-data"]
     assert done.missing == [str(tmp_path / "mapper/docker-docker--data")]  # never appeared: reported
     with pytest.raises(Exception, match="no thin pool or thin volume docker/nope"):
-        boot.activate(ScriptedRunner(), observed, ["docker/nope"], wait=0)
+        boot.activate_volumes(ScriptedRunner(), observed, ["docker/nope"], wait=0)

@@ -16,7 +16,7 @@ def test_plan_virtual_disk_text(capsys: pytest.CaptureFixture[str]) -> None:
 def test_plan_json_and_detailed_exitcode(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "--disk-size", "4GiB", "--json", "--detailed-exitcode"]) == EXIT_CHANGES
     data = json.loads(capsys.readouterr().out)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["layout"]["free_extents"] == 1023
     assert data["spec"]["devices"] == ["disk1"]
 
@@ -77,7 +77,7 @@ def test_apply_refuses_a_saved_file_that_is_not_a_plan(tmp_path: Path, capsys: p
     bogus = tmp_path / "plan.json"
     bogus.write_text('{"hello": 1}')
     assert main(["apply", str(bogus), "--yes"]) == EXIT_ERROR
-    assert "not a readable thinpool plan" in capsys.readouterr().err
+    assert "not a usable thinpool plan" in capsys.readouterr().err
 
 
 def test_rehearse_refuses_an_impossible_plan_before_booting(capsys: pytest.CaptureFixture[str]) -> None:

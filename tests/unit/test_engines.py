@@ -9,13 +9,13 @@ import tomllib
 
 import pytest
 
-from thinpool.core import planner
+from thinpool.app import pool
 from thinpool.core.model import EngineState, LogicalVolume
 from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import GiB
 from thinpool.engines import PoolTarget, containerd_devmapper, docker, docker_devicemapper, docker_overlay2, systemd
 from thinpool.errors import SpecError
-from thinpool.system import inspect
+from thinpool.system import observe
 
 TARGET = PoolTarget("docker", "thinpool", 6 * GiB)
 DOCKER = EngineState(observed=True, versions={"dockerd": "20.10.24"}, programs={"dockerd": "/usr/sbin/dockerd"})
@@ -45,7 +45,7 @@ def test_devicemapper_daemon_json_keeps_every_other_key() -> None:
     assert {"dm.use_deferred_removal=true", "dm.use_deferred_deletion=true", "dm.fs=xfs", "dm.mountopt=noatime",
             "dm.basesize=10G", "dm.min_free_space=10%"} <= set(written["storage-opts"])  # fmt: skip
     again = _with_files(DOCKER, daemon_json=json.dumps(written))
-    assert docker.daemon_json(again.files[docker.DAEMON_JSON], "devicemapper",
+    assert docker.merged_daemon_json(docker.current_settings(again, False), "devicemapper",
                               docker_devicemapper.storage_opts(_spec("docker-devicemapper"), TARGET), {},
                               force=False) is None  # fmt: skip
 
@@ -169,8 +169,8 @@ def test_containerd_section_merged_with_comments_and_sections_kept(version: int)
         "fs_type": "xfs",
     }
     again = _with_files(DOCKER, config_toml=written)
-    assert containerd_devmapper.merged_config(written, containerd_devmapper.snapshotter_settings(
-        _spec("containerd-devmapper"), TARGET), again, force=False) is None  # fmt: skip
+    settings = containerd_devmapper.snapshotter_settings(_spec("containerd-devmapper"), TARGET)
+    assert containerd_devmapper.merged_config(again, settings, force=False) is None
 
 
 def test_new_containerd_config_takes_the_layout_of_the_installed_version() -> None:
@@ -233,7 +233,7 @@ def test_overlay2_thin_converged_plans_nothing() -> None:
 
 def test_engine_actions_follow_the_pool_in_the_plan() -> None:
     spec = _spec("docker-devicemapper")
-    plan = planner.plan(spec, inspect.virtual([8 * GiB], ["/dev/vda"]))
+    plan = pool.plan_host(spec, observe.virtual([8 * GiB], ["/dev/vda"]))
     kinds = [action.kind for action in plan.actions]
     assert kinds.index("thin-pool") < kinds.index("engine-config")
     assert plan.next_steps and "systemctl restart docker" in plan.next_steps[0]

@@ -10,7 +10,7 @@ from thinpool.core.plan import Action, Plan
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, MiB
 from thinpool.lvm import commands
-from thinpool.system import inspect
+from thinpool.system import observe
 from thinpool.system.runner import ScriptedRunner
 
 
@@ -19,7 +19,7 @@ def _report(kind: str, rows: list[dict[str, str]]) -> str:
 
 
 def _plan() -> Plan:
-    return planner.plan(PoolSpec(devices=("/dev/vda",)), inspect.virtual([4 * GiB], ["/dev/vda"]))
+    return planner.plan(PoolSpec(devices=("/dev/vda",)), observe.virtual([4 * GiB], ["/dev/vda"]))
 
 
 def _lvm_state(runner: ScriptedRunner, *, pv: bool, vg: bool, pool: dict[str, str] | None) -> None:
@@ -34,8 +34,8 @@ def _lvm_state(runner: ScriptedRunner, *, pv: bool, vg: bool, pool: dict[str, st
 def _pool_row(plan: Plan, monitor: str) -> dict[str, str]:
     layout = plan.layout
     return {
-        "lv_name": "thinpool", "vg_name": "docker", "segtype": "thin-pool", "lv_size": str(layout["data_size"]),
-        "lv_metadata_size": str(layout["metadata_size"]), "chunk_size": str(layout["chunk_size"]),
+        "lv_name": "thinpool", "vg_name": "docker", "segtype": "thin-pool", "lv_size": str(layout.data_size),
+        "lv_metadata_size": str(layout.metadata_size), "chunk_size": str(layout.chunk_size),
         "seg_monitor": monitor, "lv_profile": "thinpool-docker-thinpool",
     }  # fmt: skip
 
@@ -97,9 +97,9 @@ def test_apply_fails_when_monitoring_did_not_take(tmp_path: Path) -> None:
 
 def test_saved_plan_refused_when_the_system_changed() -> None:
     plan = _plan()
-    executor.check_fresh(plan, inspect.virtual([4 * GiB], ["/dev/vda"]))  # unchanged: accepted
+    executor.check_fresh(plan, observe.virtual([4 * GiB], ["/dev/vda"]))  # unchanged: accepted
     with pytest.raises(executor.StalePlan, match="devices"):
-        executor.check_fresh(plan, inspect.virtual([8 * GiB], ["/dev/vda"]))
+        executor.check_fresh(plan, observe.virtual([8 * GiB], ["/dev/vda"]))
     with pytest.raises(executor.StalePlan):
         executor.check_fresh(plan, Observed())
 

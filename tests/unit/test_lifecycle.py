@@ -60,11 +60,11 @@ def test_grow_onto_a_new_disk_keeps_one_autoextend_step_free() -> None:
     assert kinds[:2] == ["physical-volume", "volume-group"] and kinds[-1] == "pool-data"
     layout = plan.layout
     free = 167 + 1023
-    growth = layout["metadata_extents"] - 12
-    assert layout["left_extents"] == free - 2 * growth - (layout["data_extents"] - 832)
-    assert layout["left_extents"] >= sizing.autoextend_step(layout["data_extents"], 20)
+    growth = layout.metadata_extents - 12
+    assert layout.left_extents == free - 2 * growth - (layout.data_extents - 832)
+    assert layout.left_extents >= sizing.autoextend_step(layout.data_extents, 20)
     grow_data = plan.actions[-1].argv
-    assert grow_data == ("lvextend", "--yes", "--extents", f"+{layout['data_extents'] - 832}", "docker/thinpool")
+    assert grow_data == ("lvextend", "--yes", "--extents", f"+{layout.data_extents - 832}", "docker/thinpool")
 
 
 def test_grow_refuses_a_chunk_that_cannot_address_the_grown_vg() -> None:

@@ -6,8 +6,9 @@ from hypothesis import strategies as st
 
 from thinpool.cli.options import add_engine_options, add_spec_options, spec_from_args, spec_to_argv
 from thinpool.core import sizing
-from thinpool.core.spec import ENGINES, EngineOptions, PoolSpec
+from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import KiB, MiB, Percent
+from thinpool.engines import CHOICES as ENGINES
 
 
 def _parse(argv: list[str]) -> PoolSpec:

@@ -5,13 +5,13 @@ import pytest
 
 from thinpool.core import planner, sizing
 from thinpool.core.model import DmDevice, LogicalVolume, Observed, PhysicalVolume
-from thinpool.core.plan import Plan, render_text
+from thinpool.core.plan import Plan, SavedPlanError, render_text
 from thinpool.core.safety import UnsafeDevice
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, KiB, MiB, Percent
 from thinpool.errors import DoesNotFit, SpecError
 from thinpool.lvm import commands
-from thinpool.system import inspect
+from thinpool.system import observe
 
 from .builders import disk, empty_vg, observed_with_vg
 
@@ -19,20 +19,20 @@ CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB after pvcreat
 
 
 def classic_plan(**spec: object) -> Plan:
-    observed = inspect.virtual([CLASSIC_DISK])
+    observed = observe.virtual([CLASSIC_DISK])
     return planner.plan(PoolSpec(devices=("disk1",), **spec), observed)  # type: ignore[arg-type]
 
 
 def test_classic_geometry_plan_fits_with_exact_extents() -> None:
     plan = classic_plan()
     layout = plan.layout
-    assert layout["free_extents"] == 190511
-    used = layout["data_extents"] + layout["metadata_extents"] + layout["spare_extents"] + layout["headroom_extents"]
-    assert used + layout["left_extents"] == 190511
-    assert layout["left_extents"] >= 0
-    assert layout["spare_extents"] == layout["metadata_extents"]
-    assert layout["headroom_extents"] >= sizing.autoextend_step(layout["data_extents"], 20)
-    assert layout["chunk_size"] == 512 * KiB
+    assert layout.free_extents == 190511
+    used = layout.data_extents + layout.metadata_extents + layout.spare_extents + layout.headroom_extents
+    assert used + layout.left_extents == 190511
+    assert layout.left_extents >= 0
+    assert layout.spare_extents == layout.metadata_extents
+    assert layout.headroom_extents >= sizing.autoextend_step(layout.data_extents, 20)
+    assert layout.chunk_size == 512 * KiB
 
 
 def test_classic_plan_actions_and_argv() -> None:
@@ -42,9 +42,9 @@ def test_classic_plan_actions_and_argv() -> None:
     create = plan.actions[3]
     assert create.argv[:4] == ("lvcreate", "--yes", "--type", "thin-pool")
     argv = list(create.argv)
-    assert argv[argv.index("--extents") + 1] == str(plan.layout["data_extents"])
+    assert argv[argv.index("--extents") + 1] == str(plan.layout.data_extents)
     assert argv[argv.index("--chunksize") + 1] == "512k"
-    assert argv[argv.index("--poolmetadatasize") + 1] == f"{plan.layout['metadata_size'] // MiB}m"
+    assert argv[argv.index("--poolmetadatasize") + 1] == f"{plan.layout.metadata_size // MiB}m"
     assert argv[argv.index("--zero") + 1] == "n"
     assert all(action.reason for action in plan.actions)
     profile = plan.actions[2]
@@ -64,14 +64,21 @@ def test_plan_text_is_terraform_like() -> None:
 def test_plan_json_round_trip() -> None:
     plan = classic_plan()
     data = json.loads(plan.to_json())
-    assert data["schema_version"] == 1 and data["kind"] == "thinpool-plan"
+    assert data["schema_version"] == 2 and data["kind"] == "thinpool-plan"
     assert all(isinstance(value, int) for value in data["layout"].values())
-    assert Plan.from_dict(data) == plan
+    loaded = Plan.from_dict(data)
+    assert (loaded.actions, loaded.layout, loaded.spec, loaded.fingerprint) == (
+        plan.actions, plan.layout, plan.spec, plan.fingerprint
+    )  # fmt: skip
+    assert loaded.reasons == {} and loaded.warnings == ()  # shown from the re-derived plan, never from the file
 
 
 def test_plan_from_dict_refuses_other_documents() -> None:
-    with pytest.raises(ValueError, match="schema"):
+    with pytest.raises(SavedPlanError, match=r"schema_version 99.*reads 2"):
         Plan.from_dict({"kind": "thinpool-plan", "schema_version": 99})
+    with pytest.raises(SavedPlanError, match="schema_version 1") as refused:
+        Plan.from_dict({**classic_plan().to_dict(), "schema_version": 1})
+    assert "plan again" in refused.value.fix
 
 
 def test_metadata_term_is_explained() -> None:
@@ -89,36 +96,36 @@ def test_explicit_data_size_that_does_not_fit_is_refused_with_the_largest_that_d
 
 def test_data_percent_of_vg() -> None:
     plan = classic_plan(data_size=Percent(__import__("fractions").Fraction(50), "VG"))
-    assert plan.layout["data_extents"] == 190511 // 2
+    assert plan.layout.data_extents == 190511 // 2
 
 
 def test_explicit_data_size_rounds_up_to_extents() -> None:
     plan = classic_plan(data_size=100 * GiB + 1)
-    assert plan.layout["data_extents"] == 100 * GiB // (4 * MiB) + 1
+    assert plan.layout.data_extents == 100 * GiB // (4 * MiB) + 1
 
 
 def test_headroom_request_raises_the_reserve() -> None:
     plan = classic_plan(headroom=200 * GiB)
-    assert plan.layout["headroom_extents"] == 200 * GiB // (4 * MiB)
-    assert plan.layout["left_extents"] >= 0
+    assert plan.layout.headroom_extents == 200 * GiB // (4 * MiB)
+    assert plan.layout.left_extents >= 0
 
 
 def test_autoextend_off_uses_all_the_room_and_warns() -> None:
     plan = classic_plan(autoextend=sizing.Autoextend(100, 20))
-    assert plan.layout["headroom_extents"] == 0
-    assert plan.layout["left_extents"] == 0
+    assert plan.layout.headroom_extents == 0
+    assert plan.layout.left_extents == 0
     assert any("autoextend is off" in warning for warning in plan.warnings)
 
 
 def test_small_requested_metadata_warns() -> None:
     plan = classic_plan(metadata_size=8 * MiB)
-    assert plan.layout["metadata_extents"] == 2
+    assert plan.layout.metadata_extents == 2
     assert any("below" in warning for warning in plan.warnings)
 
 
 def test_disk_too_small_for_metadata() -> None:
     with pytest.raises(DoesNotFit, match="no room for pool data"):
-        planner.plan(PoolSpec(devices=("disk1",)), inspect.virtual([20 * MiB]))
+        planner.plan(PoolSpec(devices=("disk1",)), observe.virtual([20 * MiB]))
 
 
 def test_existing_vg_with_other_lvs_and_a_spare() -> None:
@@ -126,8 +133,8 @@ def test_existing_vg_with_other_lvs_and_a_spare() -> None:
     vg = empty_vg("vg0", 2000, free=1500, spare_extents=5, lvs=(other,))
     plan = planner.plan(PoolSpec(vg="vg0"), observed_with_vg(vg))
     layout = plan.layout
-    assert layout["free_extents"] == 1500
-    assert layout["spare_extents"] == max(0, layout["metadata_extents"] - 5)
+    assert layout.free_extents == 1500
+    assert layout.spare_extents == max(0, layout.metadata_extents - 5)
     assert [action.kind for action in plan.actions] == ["lvm-profile", "thin-pool", "monitoring"]
 
 
@@ -138,7 +145,7 @@ def test_existing_vg_extended_with_a_new_disk() -> None:
     plan = planner.plan(PoolSpec(devices=("/dev/sdb", "/dev/sdc")), observed)
     assert plan.actions[0].argv == ("pvcreate", "/dev/sdc")
     assert plan.actions[1].argv == ("vgextend", "docker", "/dev/sdc")
-    assert plan.layout["free_extents"] == 500 + (8 * GiB - MiB) // (4 * MiB)
+    assert plan.layout.free_extents == 500 + (8 * GiB - MiB) // (4 * MiB)
 
 
 def test_missing_vg_without_devices_is_refused() -> None:
@@ -281,18 +288,18 @@ def test_existing_non_pool_lv_is_never_converted() -> None:
 )
 def test_invalid_names(vg: str, pool: str) -> None:
     with pytest.raises(SpecError, match="name"):
-        planner.plan(PoolSpec(devices=("disk1",), vg=vg, pool=pool), inspect.virtual([GiB]))
+        planner.plan(PoolSpec(devices=("disk1",), vg=vg, pool=pool), observe.virtual([GiB]))
 
 
 def test_names_with_dashes_are_fine_and_dm_name_doubles_them() -> None:
-    plan = planner.plan(PoolSpec(devices=("disk1",), vg="my-vg", pool="docker-pool"), inspect.virtual([8 * GiB]))
+    plan = planner.plan(PoolSpec(devices=("disk1",), vg="my-vg", pool="docker-pool"), observe.virtual([8 * GiB]))
     assert plan.actions[-1].argv == ("lvchange", "--monitor", "y", "my-vg/docker-pool")
     assert commands.dm_name("docker", "docker-pool-data") == "docker-docker--pool--data"
 
 
 def test_two_disks_make_one_vg() -> None:
-    plan = planner.plan(PoolSpec(devices=("disk1", "disk2")), inspect.virtual([4 * GiB, 4 * GiB]))
-    assert plan.layout["free_extents"] == 2 * 1023
+    plan = planner.plan(PoolSpec(devices=("disk1", "disk2")), observe.virtual([4 * GiB, 4 * GiB]))
+    assert plan.layout.free_extents == 2 * 1023
     assert plan.actions[2].argv == ("vgcreate", "--physicalextentsize", "4m", "docker", "disk1", "disk2")
 
 
@@ -313,13 +320,13 @@ def test_tagged_half_made_pool_is_removed_then_planned_afresh() -> None:
     plan = planner.plan(PoolSpec(), _vg_with(_linear("thinpool", 48 * MiB, tags=(commands.MANAGED_TAG,)), spare))
     assert plan.actions[0].op == "destroy" and plan.actions[0].argv == ("lvremove", "--yes", "docker/thinpool")
     assert [action.kind for action in plan.actions[1:]] == ["lvm-profile", "thin-pool", "monitoring"]
-    assert plan.layout["free_extents"] == 1023 - 12  # the leftover's extents are free again; the spare stays
-    assert plan.layout["spare_extents"] == 0
+    assert plan.layout.free_extents == 1023 - 12  # the leftover's extents are free again; the spare stays
+    assert plan.layout.spare_extents == 0
     assert "--addtag" in plan.actions[2].argv
 
 
 def test_lvm_temporary_leftover_is_removed_only_at_the_planned_metadata_size() -> None:
-    metadata = planner.plan(PoolSpec(), _vg_with()).layout["metadata_size"]
+    metadata = planner.plan(PoolSpec(), _vg_with()).layout.metadata_size
     plan = planner.plan(PoolSpec(), _vg_with(_linear("lvol0", metadata)))
     assert plan.actions[0].argv == ("lvremove", "--yes", "docker/lvol0")
     zeroing = planner.plan(PoolSpec(), _vg_with(_linear("lvol0", metadata, attr="-wi-a-----")))

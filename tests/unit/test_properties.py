@@ -52,29 +52,27 @@ def test_every_plan_fits_and_respects_lvm_limits(case: tuple[PoolSpec, object, i
         return
     layout = plan.layout
     # it fits, counting the spare and one autoextend step
-    required = (
-        layout["data_extents"] + layout["metadata_extents"] + layout["spare_extents"] + layout["headroom_extents"]
-    )
-    assert required <= layout["free_extents"]
-    assert layout["left_extents"] == layout["free_extents"] - required
-    assert layout["headroom_extents"] >= sizing.minimum_headroom(
-        layout["data_extents"], layout["metadata_extents"], extent, layout["chunk_size"], spec.autoextend
+    required = layout.data_extents + layout.metadata_extents + layout.spare_extents + layout.headroom_extents
+    assert required <= layout.free_extents
+    assert layout.left_extents == layout.free_extents - required
+    assert layout.headroom_extents >= sizing.minimum_headroom(
+        layout.data_extents, layout.metadata_extents, extent, layout.chunk_size, spec.autoextend
     )
     # metadata within lvm's limits (a requested size is used as asked, rounded up to an extent)
-    metadata = layout["metadata_extents"] * extent
+    metadata = layout.metadata_extents * extent
     assert metadata >= sizing.METADATA_MIN
     assert metadata <= sizing.METADATA_MAX
     # the chunk is legal and addresses everything the pool may grow to
-    chunk = layout["chunk_size"]
+    chunk = layout.chunk_size
     assert chunk % (64 * KiB) == 0 and 64 * KiB <= chunk <= sizing.CHUNK_MAX
     assert sizing.max_addressable_data(chunk) >= extents * extent
     # every size is whole extents, and data is whole chunks
-    assert layout["data_size"] == layout["data_extents"] * extent
-    assert layout["data_size"] % chunk == 0
-    assert layout["data_extents"] > 0
+    assert layout.data_size == layout.data_extents * extent
+    assert layout.data_size % chunk == 0
+    assert layout.data_extents > 0
     # the argv carries exactly these numbers
     create = next(action for action in plan.actions if action.kind == "thin-pool")
-    assert create.argv[create.argv.index("--extents") + 1] == str(layout["data_extents"])
+    assert create.argv[create.argv.index("--extents") + 1] == str(layout.data_extents)
 
 
 @settings(max_examples=200, deadline=None)
@@ -85,5 +83,5 @@ def test_default_plans_fit_every_reasonable_vg(extent: int, extents: int, thresh
     if extents * extent < 8 << 30:
         extents = (8 << 30) // extent
     plan = planner.plan(spec, observed_with_vg(empty_vg("vg", extents, extent_size=extent)))
-    assert plan.layout["data_extents"] > 0
-    assert plan.layout["left_extents"] >= 0
+    assert plan.layout.data_extents > 0
+    assert plan.layout.left_extents >= 0

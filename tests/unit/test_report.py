@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from thinpool.core.units import MiB
+from thinpool.host import report as host_report
 from thinpool.lvm import report
-from thinpool.system import inspect
 
 
 def test_lvs_with_thin_volume_and_snapshot(recorded: Path) -> None:
@@ -60,7 +60,7 @@ def test_missing_vg_report_is_not_json(recorded: Path) -> None:
 
 
 def test_lsblk_and_wipefs(recorded: Path) -> None:
-    nodes = inspect.parse_lsblk((recorded / "lsblk-selected.json").read_text())
+    nodes = host_report.parse_lsblk((recorded / "lsblk-selected.json").read_text())
     assert [node["path"] for node in nodes] == ["/dev/vda", "/dev/vdb", "/dev/vdc"]
-    assert inspect.parse_wipefs((recorded / "wipefs-ext4.json").read_text()) == ("ext4",)
-    assert inspect.parse_wipefs("") == ()
+    assert host_report.parse_wipefs((recorded / "wipefs-ext4.json").read_text()) == ("ext4",)
+    assert host_report.parse_wipefs("") == ()

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from thinpool.app.context import system_context
 from thinpool.core.units import GiB, MiB
 from thinpool.errors import ThinpoolError
 from thinpool.rehearse import deps
 from thinpool.rehearse.kernel import obtain_debian_kernel
 from thinpool.rehearse.vm import VM, VMConfig
-from thinpool.system.runner import SystemRunner
 
 CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB, the classic recipe's disk
 # /dev/vda, /dev/vdb: 4 GiB; /dev/vdc: 2 GiB; /dev/vdd: the classic disk; /dev/vde: 1 GiB
@@ -63,7 +63,7 @@ def vm_session() -> Iterator[VM]:
         unavailable("the VM's lvm runs as root; run the tests as root")
     try:
         deps.require()
-        kernel = obtain_debian_kernel(SystemRunner())
+        kernel = obtain_debian_kernel(system_context().runner)
     except ThinpoolError as error:
         unavailable(str(error))
     machine = VM(VMConfig(disk_sizes=DISKS, kernel=kernel, write_budget=6 * GiB, lifetime=3000))

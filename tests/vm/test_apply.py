@@ -13,7 +13,7 @@ from thinpool.core.plan import Plan
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import MiB
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
-from thinpool.system import inspect
+from thinpool.system import observe
 
 from .conftest import CLASSIC_DISK, DEVICES, DISKS
 from .helpers import lvs, thinpool_json, vg_row
@@ -24,20 +24,20 @@ SIZES = dict(zip(DEVICES, DISKS, strict=True))
 
 def host_plan(spec: PoolSpec) -> Plan:
     """The plan made here, on virtual disks of the guest's names and sizes."""
-    return planner.plan(spec, inspect.virtual([SIZES[path] for path in spec.devices], spec.devices))
+    return planner.plan(spec, observe.virtual([SIZES[path] for path in spec.devices], spec.devices))
 
 
 def assert_pool_matches(vm: VM, plan: Plan) -> None:
-    layout, extent = plan.layout, plan.layout["extent_size"]
+    layout, extent = plan.layout, plan.layout.extent_size
     found = lvs(vm, plan.vg)
     pool = found[plan.pool]
-    assert pool.size == layout["data_extents"] * extent
-    assert pool.metadata_size == layout["metadata_extents"] * extent
-    assert pool.chunk_size == layout["chunk_size"]
+    assert pool.size == layout.data_extents * extent
+    assert pool.metadata_size == layout.metadata_extents * extent
+    assert pool.chunk_size == layout.chunk_size
     assert pool.seg_monitor == "monitored"
     assert pool.profile == f"thinpool-{plan.vg}-{plan.pool}"
-    assert found["lvol0_pmspare"].size == layout["metadata_extents"] * extent
-    assert vg_row(vm, plan.vg)["free_count"] == layout["headroom_extents"] + layout["left_extents"]
+    assert found["lvol0_pmspare"].size == layout.metadata_extents * extent
+    assert vg_row(vm, plan.vg)["free_count"] == layout.headroom_extents + layout.left_extents
 
 
 def test_classic_disk_gets_exactly_the_planned_pool(vm: VM) -> None:
@@ -68,7 +68,7 @@ def test_saved_plan_applies_once_then_is_stale(vm: VM) -> None:
     code, _, err = thinpool_json(vm, "apply", "--yes", f"{SHARE_MOUNT}/plan.json")
     assert code == 0, err
     assert_pool_matches(vm, plan)
-    assert plan.layout["free_extents"] == 2 * 1023
+    assert plan.layout.free_extents == 2 * 1023
     code, refusal, _ = thinpool_json(vm, "apply", "--yes", f"{SHARE_MOUNT}/plan.json")
     assert code == 1 and refusal["error"] == "StalePlan" and "thinpool plan --out" in refusal["fix"]
 

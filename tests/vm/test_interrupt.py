@@ -12,7 +12,7 @@ from thinpool.core import planner
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB
 from thinpool.rehearse.vm import VM
-from thinpool.system import inspect
+from thinpool.system import observe
 
 from .helpers import lvs, thinpool_json, vg_row
 
@@ -65,19 +65,19 @@ def test_killed_apply_converges_on_rerun_without_orphans(vm: VM, command: str, d
     found = lvs(vm, "docker")
     names = {"lvol0_pmspare" if name.endswith("_pmspare") else name for name in found}
     assert names == EXPECTED_LVS  # no orphan or half-made volumes
-    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), inspect.virtual([4 * GiB], ["/dev/vda"]))
+    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), observe.virtual([4 * GiB], ["/dev/vda"]))
     layout = plan.layout
     pool = found["thinpool"]
-    assert pool.size == layout["data_size"] and pool.metadata_size == layout["metadata_size"]
-    assert pool.chunk_size == layout["chunk_size"] and pool.seg_monitor == "monitored"
-    assert vg_row(vm, "docker")["free_count"] == layout["headroom_extents"] + layout["left_extents"]
+    assert pool.size == layout.data_size and pool.metadata_size == layout.metadata_size
+    assert pool.chunk_size == layout.chunk_size and pool.seg_monitor == "monitored"
+    assert vg_row(vm, "docker")["free_count"] == layout.headroom_extents + layout.left_extents
     assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[1]["changed"] is False
 
 
 def test_lvm_temporary_leftover_of_the_planned_size_is_cleared(vm: VM) -> None:
     """The shape a kill early in lvcreate leaves: an inactive lvol0 as large as the metadata."""
-    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), inspect.virtual([4 * GiB], ["/dev/vda"]))
-    metadata_extents = plan.layout["metadata_extents"]
+    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), observe.virtual([4 * GiB], ["/dev/vda"]))
+    metadata_extents = plan.layout.metadata_extents
     vm.run(["pvcreate", "-q", "/dev/vda"])
     vm.run(["vgcreate", "-q", "docker", "/dev/vda"])
     vm.run(["lvcreate", "-q", "-y", "-an", "-Zn", "-l", str(metadata_extents), "-n", "lvol0", "docker"])

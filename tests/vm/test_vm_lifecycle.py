@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from thinpool.app.context import system_context
 from thinpool.core.units import GiB, MiB
 from thinpool.rehearse.kernel import obtain_debian_kernel
 from thinpool.rehearse.vm import VM, VMConfig, VMError
-from thinpool.system.runner import SystemRunner
 
 pytestmark = pytest.mark.vm
 
@@ -38,7 +38,7 @@ def test_boot_timeout_leaves_nothing_behind(vm_session: VM) -> None:
 
 def test_write_budget_kills_a_runaway_guest(vm_session: VM) -> None:
     before = _leftovers()
-    kernel = obtain_debian_kernel(SystemRunner())
+    kernel = obtain_debian_kernel(system_context().runner)
     machine = VM(VMConfig(disk_sizes=[4 * GiB], kernel=kernel, write_budget=48 * MiB))
     machine.start()
     try:

@@ -1,4 +1,4 @@
-"""Command line: parse arguments, call the library, format results. Nothing else lives here.
+"""Command line: parse arguments, build the one Context, call the use cases, format results.
 
 Heavy modules are imported inside the command that needs them, so ``thinpool --help``
 and ``thinpool plan --disk-size`` start fast.
@@ -9,330 +9,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thinpool import __version__
-from thinpool.cli.options import add_engine_options, add_spec_options, spec_from_args
+from thinpool.cli.pool import (
+    EXIT_CHANGES,
+    EXIT_CODES_HELP,
+    EXIT_ERROR,
+    EXIT_OK,
+    add_apply_parser,
+    add_engine_parser,
+    add_lifecycle_parsers,
+    add_plan_parser,
+)
 from thinpool.errors import ThinpoolError
 
 if TYPE_CHECKING:
-    from thinpool.app.executor import ApplyResult
-    from thinpool.core.model import Observed
-    from thinpool.core.plan import Action, Plan
-    from thinpool.core.spec import PoolSpec
+    from thinpool.app.context import Context
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CHANGES = 2
 EXIT_INTERRUPTED = 130
-
-EXIT_CODES_HELP = """exit codes:
-  0    success; with --detailed-exitcode: nothing to change
-  1    error or refusal (the message names the problem and the fix)
-  2    with --detailed-exitcode: there are changes
-  130  interrupted"""
-
-SIZE_HELP = "Sizes take binary units: 744GiB, 512KiB, 100G, 4m (k/m/g/t are powers of 1024)."
-
-
-def _observe(spec: PoolSpec) -> Observed:
-    from thinpool.system import inspect
-    from thinpool.system.runner import SystemRunner
-
-    return inspect.observe_for(spec, SystemRunner())
-
-
-def _spec_and_observed(args: argparse.Namespace) -> tuple[PoolSpec, Observed]:
-    """The spec and what it is planned against: virtual disks, or the real system."""
-    from thinpool.core.units import parse_size
-    from thinpool.system import inspect
-
-    spec = spec_from_args(args)
-    if not getattr(args, "disk_size", None):
-        return spec, _observe(spec)
-    if args.devices:
-        raise ThinpoolError(
-            "--disk-size plans on virtual disks and cannot be mixed with real devices",
-            fix="drop either the DEVICE arguments or --disk-size",
-        )
-    observed = inspect.virtual(parse_size(text, what="--disk-size") for text in args.disk_size)
-    return replace(spec, devices=tuple(observed.devices)), observed
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-
-
-def _cmd_plan(args: argparse.Namespace) -> int:
-    from thinpool.core import planner
-    from thinpool.core.plan import render_text
-
-    spec, observed = _spec_and_observed(args)
-    result = planner.plan(spec, observed)
-    if args.out:
-        _write_atomically(Path(args.out), result.to_json())
-    sys.stdout.write(result.to_json() if args.json else render_text(result))
-    return EXIT_CHANGES if args.detailed_exitcode and result.has_changes else EXIT_OK
-
-
-def _saved_plan(path: Path) -> Plan:
-    from thinpool.core.plan import Plan
-
-    try:
-        return Plan.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ThinpoolError(f"{path} is not a readable thinpool plan: {error}",
-                            fix="make one with 'thinpool plan ... --out FILE'") from error  # fmt: skip
-
-
-def _plan_for_apply(args: argparse.Namespace) -> Plan:
-    """A fresh plan, or a saved one that still matches the system exactly."""
-    from thinpool.app import executor
-    from thinpool.core import planner
-    from thinpool.core.spec import PoolSpec
-
-    if len(args.devices) == 1 and Path(args.devices[0]).is_file():
-        saved = _saved_plan(Path(args.devices[0]))
-        spec = PoolSpec.from_dict(saved.spec)
-        observed = _observe(spec)
-        executor.check_fresh(saved, observed)
-        fresh = planner.plan(spec, observed)
-        if fresh.actions != saved.actions:
-            raise executor.StalePlan(
-                "the saved plan's actions no longer match what the system needs",
-                fix="make a new plan with 'thinpool plan --out FILE' and review it",
-            )
-        return saved
-    spec, observed = _spec_and_observed(args)
-    return planner.plan(spec, observed)
-
-
-def _show_progress(index: int, total: int, action: Action, state: str) -> None:
-    if state != "start":
-        print(f"[{index}/{total}] {action.op} {action.kind} {action.target}: {state}", file=sys.stderr)
-
-
-def _render_result(result: ApplyResult) -> str:
-    lines = []
-    for step in result.steps:
-        lines.append(f"  {step.status:<8} {step.action.op} {step.action.kind} {step.action.target}"
-                     + (f" ({step.seconds:.1f}s)" if step.status == "done" else ""))  # fmt: skip
-        if step.error:
-            lines.append("           " + step.error.replace("\n", "\n           "))
-    done = sum(step.status == "done" for step in result.steps)
-    verdict = "Apply complete" if result.ok else "Apply FAILED"
-    lines.append(f"{verdict}: {done} of {len(result.steps)} changes made.")
-    lines += [f"warning: {warning}" for warning in result.plan.warnings]
-    lines += [f"then: {step}" for step in result.to_dict()["next_steps"]]
-    return "\n".join(lines) + "\n"
-
-
-def _cmd_apply(args: argparse.Namespace) -> int:
-    _require_root("apply")
-    plan = _plan_for_apply(args)
-    question = f"Apply these {len(plan.actions)} changes to {plan.vg}/{plan.pool}? Type 'yes': "
-    return _run_plan(plan, args, question, "yes")
-
-
-def _run_plan(plan: Plan, args: argparse.Namespace, question: str, answer: str) -> int:
-    """Show ``plan``, get the typed ``answer`` unless --yes, run it, print the result."""
-    from thinpool.app import executor
-    from thinpool.core.plan import render_text
-    from thinpool.system.runner import SystemRunner
-
-    if not args.json:
-        sys.stdout.write(render_text(plan))
-    if not plan.has_changes:
-        if args.json:
-            sys.stdout.write(json.dumps({**executor.ApplyResult(plan).to_dict(), "changed": False}) + "\n")
-        return EXIT_OK
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise ThinpoolError("no terminal to confirm on", fix="review the plan, then pass --yes")
-        if input(question).strip() != answer:
-            raise ThinpoolError("not confirmed; nothing was changed", fix=f"type {answer!r}, or pass --yes")
-    result = executor.apply(plan, SystemRunner(), progress=None if args.json else _show_progress)
-    sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n" if args.json else _render_result(result))
-    return EXIT_OK if result.ok else EXIT_ERROR
-
-
-def _require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise ThinpoolError(f"{what} changes disks and needs root", fix="run it with sudo")
-
-
-def _cmd_grow(args: argparse.Namespace) -> int:
-    from thinpool.core import lifecycle
-    from thinpool.system import inspect
-    from thinpool.system.runner import SystemRunner
-
-    _require_root("grow")
-    spec = spec_from_args(args)
-    observed = inspect.observe(SystemRunner(), spec.devices)
-    plan = lifecycle.plan_grow(spec, observed)
-    return _run_plan(plan, args, f"Grow {plan.vg}/{plan.pool}? Type 'yes': ", "yes")
-
-
-def _cmd_destroy(args: argparse.Namespace) -> int:
-    from thinpool.core import lifecycle
-    from thinpool.system import inspect
-    from thinpool.system.runner import SystemRunner
-
-    _require_root("destroy")
-    spec = spec_from_args(args)
-    observed = inspect.observe(SystemRunner(), ())
-    configs = inspect.read_engine_configs(lifecycle.ENGINE_CONFIGS)
-    plan = lifecycle.plan_destroy(spec, observed, configs)
-    question = f"This destroys {plan.vg}/{plan.pool} and all data in it. Type the VG name ({plan.vg}) to go on: "
-    return _run_plan(plan, args, question, plan.vg)
-
-
-def _cmd_engine_show(args: argparse.Namespace) -> int:
-    from thinpool.system.engine_state import describe, observe_engine
-    from thinpool.system.runner import SystemRunner
-
-    spec = spec_from_args(args)
-    found = describe(observe_engine(SystemRunner(), spec))
-    sys.stdout.write(json.dumps(found, indent=2) + "\n" if args.json else _render_engine(found))
-    return EXIT_OK
-
-
-def _render_engine(found: dict[str, object]) -> str:
-    lines = []
-    for key, value in found.items():
-        if isinstance(value, dict):
-            lines.append(f"{key}:")
-            lines += [f"  {name}: {item}" for name, item in value.items()] or ["  (none)"]
-        else:
-            lines.append(f"{key}: {value}")
-    return "\n".join(lines) + "\n"
-
-
-def _cmd_engine_configure(args: argparse.Namespace) -> int:
-    from thinpool.core import planner
-
-    _require_root("engine configure")
-    spec = spec_from_args(args)
-    if spec.engine == "none":
-        raise ThinpoolError("engine configure needs --engine", fix="e.g. --engine docker-devicemapper")
-    observed = _observe(spec)
-    vg = observed.vgs.get(spec.vg)
-    if vg is None or vg.lv(spec.pool) is None:
-        raise ThinpoolError(
-            f"{spec.vg}/{spec.pool} does not exist", fix="create it with 'thinpool apply DEVICE --engine ...'"
-        )
-    plan = planner.plan(spec, observed)
-    question = f"Wire {spec.engine} to {plan.vg}/{plan.pool} ({len(plan.actions)} changes)? Type 'yes': "
-    return _run_plan(plan, args, question, "yes")
-
-
-def _add_engine_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    engine = commands.add_parser(
-        "engine",
-        help="show or configure the container engine's storage",
-        description="Which engine to choose: docker-overlay2-thin works with every Docker version (overlay2 "
-        "on an XFS thin volume of the pool, mounted with project quotas); docker-devicemapper is the "
-        "classic setup and needs Docker 24 or older; containerd-devmapper gives containerd (and "
-        "Kubernetes through CRI) its devmapper snapshotter. Config files are merged (every other key "
-        "kept), written atomically with a timestamped backup; engines are never restarted for you.",
-        epilog="examples:\n  thinpool engine show\n  thinpool engine configure --engine docker-devicemapper "
-        "--vg docker --pool thinpool\n\n" + EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    actions = engine.add_subparsers(dest="engine_command", metavar="ACTION", required=True)
-    show = actions.add_parser("show", help="engine versions, storage configuration and data root")
-    add_spec_options(show, devices=False)
-    add_engine_options(show)
-    show.add_argument("--json", action="store_true", help="print as JSON")
-    show.set_defaults(handler=_cmd_engine_show)
-    configure = actions.add_parser("configure", help="wire --engine to an existing pool (same as apply)")
-    add_spec_options(configure, devices=False)
-    add_engine_options(configure)
-    configure.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    configure.add_argument("--json", action="store_true", help="print the result as JSON")
-    configure.set_defaults(handler=_cmd_engine_configure)
-
-
-def _add_lifecycle_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    grow = commands.add_parser(
-        "grow",
-        help="add devices to the pool's VG and grow the pool into them",
-        description="Add DEVICEs to the VG (same safety rules as apply), then grow the pool's metadata "
-        "(to what the larger pool needs) and data, keeping one autoextend step free. Without DEVICEs, "
-        "grows into the VG's existing free space. " + SIZE_HELP,
-        epilog="example:\n  thinpool grow /dev/sdc --yes\n\n" + EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_spec_options(grow)
-    grow.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    grow.add_argument("--json", action="store_true", help="print the result as JSON")
-    grow.set_defaults(handler=_cmd_grow)
-    destroy = commands.add_parser(
-        "destroy",
-        help="remove the pool (and its VG and PV labels when they hold nothing else)",
-        description="Remove the pool and every thin volume in it; then the VG and its PV labels if the VG "
-        "held nothing else, and the pool's lvm profile. Refused while thin volumes are active or "
-        "/etc/docker/daemon.json or /etc/containerd/config.toml name the pool. Asks you to type the VG "
-        "name unless --yes.",
-        epilog="example:\n  thinpool destroy --vg docker --pool thinpool\n\n" + EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_spec_options(destroy, devices=False)
-    destroy.add_argument("--yes", "-y", action="store_true", help="do not ask for the VG name")
-    destroy.add_argument("--json", action="store_true", help="print the result as JSON")
-    destroy.set_defaults(handler=_cmd_destroy)
-
-
-def _add_plan_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    plan = commands.add_parser(
-        "plan",
-        help="compute a layout in exact extents, touching nothing",
-        description="Plan a thin pool for DEVICEs, an existing --vg, or virtual --disk-size disks. "
-        "Nothing is changed. " + SIZE_HELP,
-        epilog="examples:\n  thinpool plan --disk-size 744GiB\n  thinpool plan /dev/sdb /dev/sdc\n"
-        "  thinpool plan --vg docker --json --out plan.json\n\n" + EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_spec_options(plan)
-    add_engine_options(plan)
-    plan.add_argument("--disk-size", action="append", metavar="SIZE",
-                      help="plan on a blank virtual disk of SIZE (repeat for more); reads nothing")  # fmt: skip
-    plan.add_argument("--json", action="store_true", help="print the plan as JSON (schema_version 1)")
-    plan.add_argument("--out", metavar="FILE", help="also save the plan as JSON, for 'thinpool apply FILE'")
-    plan.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when the plan has changes")
-    plan.set_defaults(handler=_cmd_plan)
-
-
-def _add_apply_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    apply = commands.add_parser(
-        "apply",
-        help="create or converge the pool (idempotent; asks first unless --yes)",
-        description="Plan as 'thinpool plan' does, show the plan, confirm, then run it step by step, "
-        "verifying each step from a fresh lvm report. A second run changes nothing. With a single "
-        "FILE argument made by 'thinpool plan --out FILE', runs exactly that plan, and refuses it if "
-        "the system changed since. " + SIZE_HELP,
-        epilog="examples:\n  thinpool apply /dev/sdb --yes\n  thinpool plan /dev/sdb --out plan.json && "
-        "thinpool apply plan.json\n\n" + EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_spec_options(apply)
-    add_engine_options(apply)
-    apply.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    apply.add_argument("--json", action="store_true", help="print the result as JSON (schema_version 1)")
-    apply.set_defaults(handler=_cmd_apply)
+__all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     from thinpool.cli.boot import add_parsers as add_boot_parsers
+    from thinpool.cli.rehearse import add_parser as add_rehearse_parser
     from thinpool.cli.watch import add_parsers as add_watch_parsers
-    from thinpool.rehearse.command import add_parser as add_rehearse_parser
 
     parser = argparse.ArgumentParser(
         prog="thinpool",
@@ -344,27 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"thinpool {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every command run (to stderr)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_plan_parser(commands)
-    _add_apply_parser(commands)
-    _add_lifecycle_parsers(commands)
-    _add_engine_parser(commands)
+    add_plan_parser(commands)
+    add_apply_parser(commands)
+    add_lifecycle_parsers(commands)
+    add_engine_parser(commands)
     add_watch_parsers(commands)
     add_boot_parsers(commands)
     add_rehearse_parser(commands)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, context: Context | None = None) -> int:
+    """Run one command; ``context`` is the real system unless a test hands in its own."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip
-    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    handler: Callable[[argparse.Namespace, Context], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return EXIT_ERROR
     try:
-        return handler(args)
+        if context is None:
+            from thinpool.app.context import system_context
+
+            context = system_context(json=bool(getattr(args, "json", False)))
+        return handler(args, context)
     except ThinpoolError as error:
         if getattr(args, "json", False):
             sys.stdout.write(json.dumps({"schema_version": 1, "kind": "thinpool-error", **error.to_dict()}) + "\n")

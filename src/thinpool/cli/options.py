@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 
 from thinpool.core import sizing
-from thinpool.core.spec import DEFAULT_POOL, DEFAULT_VG, ENGINES, EngineOptions, PoolSpec
+from thinpool.core.spec import DEFAULT_POOL, DEFAULT_VG, NO_ENGINE, EngineOptions, PoolSpec
 from thinpool.core.units import Percent, parse_size, parse_size_or_percent
+from thinpool.engines import CHOICES as ENGINE_CHOICES
 
 
 def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True) -> None:
@@ -22,7 +23,7 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True) -
     where.add_argument("--pool", default=DEFAULT_POOL, help="thin pool LV name (default: thinpool)")
     where.add_argument("--extent-size", default="4m", metavar="SIZE",
                        help="extent size of a new VG (default: 4m, lvm's default)")  # fmt: skip
-    where.add_argument("--engine", default="none", choices=ENGINES,
+    where.add_argument("--engine", default=NO_ENGINE, choices=ENGINE_CHOICES,
                        help="container engine the pool is for (default: none)")  # fmt: skip
     where.add_argument(
         "--wipe",

@@ -14,8 +14,10 @@ from thinpool.core.units import format_size, parse_size
 from thinpool.errors import ThinpoolError
 
 if TYPE_CHECKING:
+    from thinpool.app.context import Context
     from thinpool.app.metrics import Reading
-    from thinpool.core.health import Finding, PoolStatus
+    from thinpool.core.health import PoolStatus
+    from thinpool.core.sizing import Workload
 
 EXIT_WARNING = 3
 EXIT_CRITICAL = 4
@@ -31,13 +33,6 @@ def _split_target(text: str) -> tuple[str, str]:
     if not vg or not pool:
         raise ThinpoolError(f"{text!r} is not VG/POOL", fix="e.g. docker/thinpool")
     return vg, pool
-
-
-def _read(vg: str, pool: str) -> PoolStatus:
-    from thinpool.system import inspect
-    from thinpool.system.runner import SystemRunner
-
-    return inspect.read_pool_status(SystemRunner(), vg, pool)
 
 
 def _percent(ratio: float) -> str:
@@ -68,39 +63,34 @@ def render_status(status: PoolStatus) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
+def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
+    from thinpool.app import watch
+
     vg, pool = _split_target(args.target)
     while True:
-        status = _read(vg, pool)
+        status = watch.status(ctx, vg, pool)
         text = json.dumps(status.to_dict(), indent=2) + "\n" if args.json else render_status(status)
         if args.watch:
             sys.stdout.write("\033[H\033[2J" + time.strftime("%H:%M:%S ") + text)
             sys.stdout.flush()
-            time.sleep(args.watch)
+            ctx.sleep(args.watch)
             continue
         sys.stdout.write(text)
         return 0
 
 
-def _findings(vg: str, pool: str, args: argparse.Namespace) -> tuple[PoolStatus, list[Finding]]:
-    from thinpool import engines
-    from thinpool.core import health, sizing
-    from thinpool.core.spec import PoolSpec
-    from thinpool.system.engine_state import observe_engine
-    from thinpool.system.runner import SystemRunner
+def _workload(args: argparse.Namespace) -> Workload:
+    from thinpool.core.sizing import Workload
 
-    status = _read(vg, pool)
-    workload = sizing.Workload(args.max_thin_devices, parse_size(args.thin_device_size, what="--thin-device-size"))
-    found = health.diagnose(status, health.DoctorOptions(workload))
-    state = observe_engine(SystemRunner(), PoolSpec(vg=vg, pool=pool))
-    return status, found + engines.doctor(state, vg, pool)
+    return Workload(args.max_thin_devices, parse_size(args.thin_device_size, what="--thin-device-size"))
 
 
-def _cmd_doctor(args: argparse.Namespace) -> int:
+def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
+    from thinpool.app import watch
     from thinpool.core import health
 
     vg, pool = _split_target(args.target)
-    status, found = _findings(vg, pool, args)
+    status, found = watch.doctor(ctx, vg, pool, _workload(args))
     verdict = health.worst(found)
     if args.json:
         data = {"schema_version": 1, "kind": "thinpool-doctor", "vg": vg, "pool": pool, "worst": verdict,
@@ -114,27 +104,14 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return {"critical": EXIT_CRITICAL, "warning": EXIT_WARNING}.get(verdict, 0)
 
 
-def _readings(targets: list[tuple[str, str]], args: argparse.Namespace) -> list[Reading]:
-    from thinpool.app.metrics import Reading
-
-    readings = []
-    for vg, pool in targets:
-        try:
-            status, found = _findings(vg, pool, args)
-        except ThinpoolError:
-            readings.append(Reading(vg, pool, None))
-            continue
-        readings.append(Reading(vg, pool, status, tuple(found)))
-    return readings
-
-
-def _cmd_metrics(args: argparse.Namespace) -> int:
-    from thinpool.app import metrics
+def _cmd_metrics(args: argparse.Namespace, ctx: Context) -> int:
+    from thinpool.app import metrics, watch
 
     targets = [_split_target(text) for text in args.target or ["docker/thinpool"]]
+    workload = _workload(args)
 
     def read() -> list[Reading]:
-        return _readings(targets, args)
+        return watch.readings(ctx, targets, workload)
 
     if args.textfile:
         metrics.write_textfile(args.textfile, read)

@@ -6,14 +6,11 @@ from dataclasses import replace
 
 from thinpool.core import planner, sizing
 from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
-from thinpool.core.plan import Action, Plan
+from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import ceil_div, format_size
 from thinpool.errors import SpecError
 from thinpool.lvm import commands
-
-# Engine configuration files that may name a pool; destroy refuses while one does.
-ENGINE_CONFIGS = ("/etc/docker/daemon.json", "/etc/containerd/config.toml")
 
 
 def _existing_pool(spec: PoolSpec, observed: Observed) -> tuple[VolumeGroup, LogicalVolume]:
@@ -27,8 +24,12 @@ def _existing_pool(spec: PoolSpec, observed: Observed) -> tuple[VolumeGroup, Log
     return vg, pool
 
 
-def plan_destroy(spec: PoolSpec, observed: Observed, engine_configs: dict[str, str]) -> Plan:
-    """Remove the pool; then the VG and its PV labels too when nothing else lives there."""
+def plan_destroy(spec: PoolSpec, observed: Observed, engine_users: tuple[str, ...] = ()) -> Plan:
+    """Remove the pool; then the VG and its PV labels too when nothing else lives there.
+
+    ``engine_users`` names the engine configuration files that still point at the pool
+    (the engine adapters read them); destroy is refused while there is one.
+    """
     vg, pool = _existing_pool(spec, observed)
     target = f"{spec.vg}/{spec.pool}"
     busy = [lv.name for lv in vg.thin_volumes(pool.bare_name) if lv.active]
@@ -37,30 +38,31 @@ def plan_destroy(spec: PoolSpec, observed: Observed, engine_configs: dict[str, s
             f"{target} has active thin volumes: {', '.join(busy)}",
             fix="stop the engine using it and deactivate them (lvchange -an) before destroying the pool",
         )
-    dm_name = commands.dm_name(spec.vg, spec.pool)
-    for path, text in engine_configs.items():
-        if dm_name in text or target in text:
-            raise SpecError(
-                f"{path} still points at {target} ({dm_name})",
-                fix=f"reconfigure or stop the engine, remove the pool from {path}, then destroy",
-            )
+    if engine_users:
+        paths, verb = ", ".join(engine_users), "points" if len(engine_users) == 1 else "point"
+        raise SpecError(
+            f"{paths} still {verb} at {target} ({commands.dm_name(spec.vg, spec.pool)})",
+            fix=f"reconfigure or stop the engine, remove the pool from {paths}, then destroy",
+        )
     ours = {pool.bare_name, f"{pool.bare_name}_tdata", f"{pool.bare_name}_tmeta"}
     ours |= {lv.bare_name for lv in vg.thin_volumes(pool.bare_name)}
     others = [lv.bare_name for lv in vg.lvs if lv.bare_name not in ours and not lv.is_spare]
-    actions = [Action("destroy", "thin-pool", target, "remove the pool and every thin volume in it",
+    pool_target = Target(vg=spec.vg, lv=spec.pool)
+    actions = [Action("destroy", ActionKind.THIN_POOL, pool_target, "remove the pool and every thin volume in it",
                       commands.lvremove(spec.vg, spec.pool))]  # fmt: skip
     if not others:
-        actions.append(Action("destroy", "volume-group", spec.vg, "it held only this pool",
-                              ("vgremove", "--yes", spec.vg)))  # fmt: skip
+        actions.append(Action("destroy", ActionKind.VOLUME_GROUP, Target(vg=spec.vg), "it held only this pool",
+                              commands.vgremove(spec.vg)))  # fmt: skip
         actions += [
-            Action("destroy", "physical-volume", pv, "clear the lvm label", ("pvremove", "--yes", pv))
+            Action("destroy", ActionKind.PHYSICAL_VOLUME, Target(path=pv), "clear the lvm label", commands.pvremove(pv))
             for pv in vg.pv_names
         ]
     profile = commands.profile_path(spec.profile_name)
-    actions.append(Action("destroy", "lvm-profile", spec.profile_name, "the pool's autoextend policy", path=profile))
+    actions.append(Action("destroy", ActionKind.LVM_PROFILE, Target(name=spec.profile_name),
+                          "the pool's autoextend policy", path=profile))  # fmt: skip
     reasons = {"volume group": f"kept: it also holds {', '.join(others)}"} if others else {}
-    return Plan(vg=spec.vg, pool=spec.pool, actions=tuple(actions), layout={}, reasons=reasons,
-                spec=spec.to_dict(), fingerprint=observed.fingerprint())  # fmt: skip
+    return Plan(vg=spec.vg, pool=spec.pool, actions=tuple(actions), layout=None, reasons=reasons,
+                spec=spec, fingerprint=observed.fingerprint())  # fmt: skip
 
 
 def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
@@ -83,21 +85,21 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
     room = free - 2 * growth  # the spare grows with the metadata
     grown = sizing.largest_fitting_data(room + data_now, metadata, extent, pool.chunk_size, spec.autoextend)
     if grown <= data_now and not new_devices:
-        return Plan(vg=spec.vg, pool=spec.pool, actions=(), layout={}, reasons={"pool": "no room to grow into"},
-                    spec=spec.to_dict(), fingerprint=observed.fingerprint())  # fmt: skip
-    target = f"{spec.vg}/{spec.pool}"
+        return Plan(vg=spec.vg, pool=spec.pool, actions=(), layout=None, reasons={"pool": "no room to grow into"},
+                    spec=spec, fingerprint=observed.fingerprint())  # fmt: skip
+    target = Target(vg=spec.vg, lv=spec.pool)
     actions = list(planner.device_actions(spec, geometry))
     if growth > 0:
-        argv = ("lvextend", "--yes", "--poolmetadatasize", f"+{growth * extent // 1024}k", target)
-        actions.append(Action("change", "pool-metadata", target, f"grow metadata by {growth} extents "
+        argv = commands.lvextend_metadata(spec.vg, spec.pool, size=growth * extent)
+        actions.append(Action("change", ActionKind.POOL_METADATA, target, f"grow metadata by {growth} extents "
                               "for the larger pool (the spare follows)", argv))  # fmt: skip
     if grown > data_now:
-        argv = ("lvextend", "--yes", "--extents", f"+{grown - data_now}", target)
-        actions.append(Action("change", "pool-data", target, f"grow data by {grown - data_now} extents, "
+        argv = commands.lvextend_data(spec.vg, spec.pool, extents=grown - data_now)
+        actions.append(Action("change", ActionKind.POOL_DATA, target, f"grow data by {grown - data_now} extents, "
                               "keeping one autoextend step free", argv))  # fmt: skip
-    layout = {"extent_size": extent, "chunk_size": pool.chunk_size, "free_extents": free, "data_extents": grown,
-              "metadata_extents": metadata, "spare_extents": growth, "left_extents": room - grown + data_now,
-              "headroom_extents": 0, "data_size": grown * extent, "metadata_size": metadata * extent}  # fmt: skip
+    layout = PlanLayout(extent_size=extent, chunk_size=pool.chunk_size, free_extents=free, data_extents=grown,
+                        metadata_extents=metadata, spare_extents=growth, headroom_extents=0,
+                        left_extents=room - grown + data_now)  # fmt: skip
     return Plan(vg=spec.vg, pool=spec.pool, actions=tuple(actions), layout=layout, reasons={},
-                spec=replace(spec, devices=tuple(vg.pv_names) + new_devices).to_dict(),
+                spec=replace(spec, devices=tuple(vg.pv_names) + new_devices),
                 fingerprint=observed.fingerprint())  # fmt: skip

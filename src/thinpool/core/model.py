@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from thinpool.config.document import ENCODING, ERRORS, Source
 from thinpool.core.units import MiB
 
 # pvcreate's default data alignment: the first extent starts 1 MiB into the device.
@@ -146,6 +147,7 @@ class EngineState:
 
     observed: bool = False  # False for a plan on virtual disks: nothing was read
     files: dict[str, str] = field(default_factory=dict)  # path -> text, for files that exist
+    unreadable: dict[str, str] = field(default_factory=dict)  # path -> why it could not be read
     versions: dict[str, str] = field(default_factory=dict)  # program -> version ("20.10.24")
     programs: dict[str, str] = field(default_factory=dict)  # program -> absolute path
     systemd: bool = False  # systemd is the init system (daemon-reload is worth running)
@@ -154,8 +156,15 @@ class EngineState:
     data_root_source: str = ""  # what is mounted on the data root ("" when nothing)
     volume_filesystem: str = ""  # the overlay2 thin volume's filesystem type ("" when none)
 
+    def source(self, path: str) -> Source:
+        """A config file as it was read, for the parsers in thinpool.config."""
+        return Source(path, self.files.get(path), self.unreadable.get(path, ""))
+
     def fingerprint(self) -> dict[str, object]:
-        return {path: hashlib.sha256(text.encode()).hexdigest()[:16] for path, text in sorted(self.files.items())}
+        return {
+            path: hashlib.sha256(text.encode(ENCODING, ERRORS)).hexdigest()[:16]
+            for path, text in sorted(self.files.items())
+        }
 
 
 @dataclass(frozen=True)

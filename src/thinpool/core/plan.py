@@ -1,36 +1,199 @@
-"""A Plan: ordered actions (each with its argv and reason), the layout, and how to show them."""
+"""A Plan: ordered, typed actions (each with its argv and reason), the layout, and how to show them.
+
+Each action kind carries how its result is checked (``ActionKind.check``), and the pure
+checks against a fresh lvm report live here too, beside the kinds: the executor only runs a
+command, reads the system again and asks :func:`problem_after`.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from typing import Any, Literal
 
+from thinpool.core.model import Observed
+from thinpool.core.sizing import Layout
+from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
+from thinpool.errors import ThinpoolError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Op = Literal["create", "change", "write", "destroy"]
+OPS: tuple[Op, ...] = ("create", "change", "write", "destroy")
 _SIGN = {"create": "+", "change": "~", "write": "+", "destroy": "-"}
+
+
+class SavedPlanError(ThinpoolError):
+    """A saved plan file cannot be used as it is."""
+
+
+class Check(Enum):
+    """How the executor confirms that an action did what it says."""
+
+    EXIT_STATUS = "the command's own exit status"  # lvm's report does not show the result
+    LVM_REPORT = "a fresh lvm report"
+    MOUNT = "the mount table"
+    FILE = "the file read back"
+
+
+class ActionKind(StrEnum):
+    SIGNATURES = "signatures"
+    PHYSICAL_VOLUME = "physical-volume"
+    VOLUME_GROUP = "volume-group"
+    LVM_PROFILE = "lvm-profile"
+    THIN_POOL = "thin-pool"
+    MONITORING = "monitoring"
+    STRAY_DM_MAPPING = "stray-dm-mapping"
+    INTERRUPTED_LEFTOVER = "interrupted-leftover"
+    DEACTIVATION = "deactivation"
+    ACTIVATION = "activation"
+    POOL_PROFILE = "pool-profile"
+    POOL_DATA = "pool-data"
+    POOL_METADATA = "pool-metadata"
+    THIN_VOLUME = "thin-volume"
+    FILESYSTEM = "filesystem"
+    MOUNT = "mount"
+    FSTAB = "fstab"
+    ENGINE_CONFIG = "engine-config"
+    SYSTEMD_DROP_IN = "systemd-drop-in"
+    SYSTEMD = "systemd"
+
+    @property
+    def check(self) -> Check:
+        return _CHECKS.get(self, Check.LVM_REPORT)
+
+    @property
+    def shows_content(self) -> bool:
+        """Config files are shown in the plan with what they will hold."""
+        return self in (ActionKind.ENGINE_CONFIG, ActionKind.FSTAB, ActionKind.SYSTEMD_DROP_IN)
+
+
+_CHECKS = {
+    ActionKind.SIGNATURES: Check.EXIT_STATUS,
+    ActionKind.STRAY_DM_MAPPING: Check.EXIT_STATUS,
+    ActionKind.DEACTIVATION: Check.EXIT_STATUS,
+    ActionKind.FILESYSTEM: Check.EXIT_STATUS,
+    ActionKind.SYSTEMD: Check.EXIT_STATUS,
+    ActionKind.MOUNT: Check.MOUNT,
+    ActionKind.LVM_PROFILE: Check.FILE,
+    ActionKind.FSTAB: Check.FILE,
+    ActionKind.ENGINE_CONFIG: Check.FILE,
+    ActionKind.SYSTEMD_DROP_IN: Check.FILE,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an action acts on: an lvm object (vg, lv), a path (device, mount point) or a name."""
+
+    vg: str = ""
+    lv: str = ""
+    path: str = ""
+    name: str = ""
+
+    def __str__(self) -> str:
+        if self.lv:
+            return f"{self.vg}/{self.lv}"
+        return self.vg or self.path or self.name
+
+    def to_dict(self) -> dict[str, str]:
+        return {key: value for key, value in self.__dict__.items() if value}
 
 
 @dataclass(frozen=True)
 class Action:
     op: Op
-    kind: str
-    target: str
+    kind: ActionKind
+    target: Target
     reason: str
     argv: tuple[str, ...] = ()
-    path: str = ""
+    path: str = ""  # the file a write or a file removal acts on
     content: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["argv"] = list(self.argv)
-        return data
+        return {
+            "op": self.op,
+            "kind": str(self.kind),
+            "target": str(self.target),
+            "on": self.target.to_dict(),
+            "reason": self.reason,
+            "argv": list(self.argv),
+            "path": self.path,
+            "content": self.content,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Action:
-        return cls(**{**data, "argv": tuple(data.get("argv", ()))})
+    def from_dict(cls, data: Any) -> Action:
+        item = _mapping(data, "an action")
+        op = item.get("op")
+        if op not in OPS:
+            raise _invalid(f"action op {op!r} is not one of {', '.join(OPS)}")
+        try:
+            kind = ActionKind(str(item.get("kind")))
+        except ValueError:
+            raise _invalid(f"action kind {item.get('kind')!r} is unknown") from None
+        on = _mapping(item.get("on", {}), "an action's target")
+        argv = item.get("argv", [])
+        if not isinstance(argv, list) or not all(isinstance(word, str) for word in argv):
+            raise _invalid("an action's argv is not a list of strings")
+        return cls(
+            op=op,
+            kind=kind,
+            target=Target(**{key: _text(on, key) for key in ("vg", "lv", "path", "name")}),
+            reason=_text(item, "reason"),
+            argv=tuple(argv),
+            path=_text(item, "path"),
+            content=_text(item, "content"),
+        )
+
+
+@dataclass(frozen=True)
+class PlanLayout:
+    """The pool's footprint in its VG, in extents, as the plan leaves it."""
+
+    extent_size: int
+    chunk_size: int
+    free_extents: int
+    data_extents: int
+    metadata_extents: int
+    spare_extents: int
+    headroom_extents: int
+    left_extents: int
+
+    @property
+    def data_size(self) -> int:
+        return self.data_extents * self.extent_size
+
+    @property
+    def metadata_size(self) -> int:
+        return self.metadata_extents * self.extent_size
+
+    @classmethod
+    def of(cls, layout: Layout) -> PlanLayout:
+        return cls(
+            extent_size=layout.extent_size,
+            chunk_size=layout.chunk_size,
+            free_extents=layout.free_extents,
+            data_extents=layout.data_extents,
+            metadata_extents=layout.metadata_extents,
+            spare_extents=layout.spare_extents,
+            headroom_extents=layout.headroom_extents,
+            left_extents=layout.left_extents,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {**self.__dict__, "data_size": self.data_size, "metadata_size": self.metadata_size}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PlanLayout:
+        item = _mapping(data, "the layout")
+        values = {name: item.get(name) for name in cls.__dataclass_fields__}
+        wrong = [name for name, value in values.items() if type(value) is not int]
+        if wrong:
+            raise _invalid(f"layout field(s) {', '.join(wrong)} are not integers")
+        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -38,10 +201,10 @@ class Plan:
     vg: str
     pool: str
     actions: tuple[Action, ...]
-    layout: dict[str, int]
+    layout: PlanLayout | None
     reasons: dict[str, str]
     warnings: tuple[str, ...] = ()
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: PoolSpec = field(default_factory=PoolSpec)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     candidates: dict[str, int] = field(default_factory=dict)
     next_steps: tuple[str, ...] = ()
@@ -57,15 +220,18 @@ class Plan:
             "destroy": sum(action.op == "destroy" for action in self.actions),
         }
 
+    def layout_dict(self) -> dict[str, int]:
+        return self.layout.to_dict() if self.layout else {}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "kind": "thinpool-plan",
             "vg": self.vg,
             "pool": self.pool,
-            "spec": self.spec,
+            "spec": self.spec.to_dict(),
             "fingerprint": self.fingerprint,
-            "layout": self.layout,
+            "layout": self.layout_dict(),
             "metadata_candidates": self.candidates,
             "reasons": self.reasons,
             "warnings": list(self.warnings),
@@ -78,38 +244,159 @@ class Plan:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
-        if data.get("kind") != "thinpool-plan" or data.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(
-                f"not a thinpool plan of schema {SCHEMA_VERSION} "
-                f"(kind={data.get('kind')!r}, schema_version={data.get('schema_version')!r})"
+    def from_dict(cls, data: Any) -> Plan:
+        """A saved plan, checked field by field; an older schema is refused with the way forward."""
+        item = _mapping(data, "a thinpool plan")
+        if item.get("kind") != "thinpool-plan":
+            raise _invalid(f"kind is {item.get('kind')!r}, not 'thinpool-plan'")
+        version = item.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SavedPlanError(
+                f"the saved plan has schema_version {version!r}; this thinpool reads {SCHEMA_VERSION} only",
+                fix="make the plan again with this thinpool: thinpool plan ... --out FILE, and review it",
             )
+        actions = item.get("actions")
+        if not isinstance(actions, list):
+            raise _invalid("actions is not a list")
+        layout = item.get("layout")
         return cls(
-            vg=data["vg"],
-            pool=data["pool"],
-            actions=tuple(Action.from_dict(item) for item in data["actions"]),
-            layout=data["layout"],
-            reasons=data["reasons"],
-            warnings=tuple(data["warnings"]),
-            spec=data["spec"],
-            fingerprint=data["fingerprint"],
-            candidates=data.get("metadata_candidates", {}),
-            next_steps=tuple(data.get("next_steps", ())),
+            vg=_text(item, "vg"),
+            pool=_text(item, "pool"),
+            actions=tuple(Action.from_dict(action) for action in actions),
+            layout=PlanLayout.from_dict(layout) if layout else None,
+            reasons={},
+            spec=_spec(item.get("spec")),
+            fingerprint=_mapping(item.get("fingerprint"), "the fingerprint"),
         )
 
 
-def _layout_lines(layout: dict[str, int]) -> list[str]:
-    extent = layout["extent_size"]
+def _invalid(problem: str) -> SavedPlanError:
+    return SavedPlanError(
+        f"not a usable thinpool plan: {problem}", fix="make one with 'thinpool plan ... --out FILE' and do not edit it"
+    )
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _invalid(f"{what} is not a JSON object")
+    return value
+
+
+def _text(item: dict[str, Any], key: str) -> str:
+    value = item.get(key, "")
+    if not isinstance(value, str):
+        raise _invalid(f"{key} is not a string")
+    return value
+
+
+def _spec(data: Any) -> PoolSpec:
+    try:
+        return PoolSpec.from_dict(_mapping(data, "the spec"))
+    except ThinpoolError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise _invalid(f"the spec is malformed ({type(error).__name__}: {error})") from error
+
+
+# What each kind's action must have left, read from a fresh lvm report ("" when all is well).
+LvmCheck = Callable[[Action, Plan, Observed], str]
+
+
+def _lv_exists(plan: Plan, observed: Observed, name: str) -> bool:
+    vg = observed.vgs.get(plan.vg)
+    return vg is not None and vg.lv(name) is not None
+
+
+def _gone(action: Action, plan: Plan, observed: Observed) -> str:
+    target = action.target
+    if action.kind == ActionKind.VOLUME_GROUP:
+        still_there = target.vg in observed.vgs
+    elif action.kind == ActionKind.PHYSICAL_VOLUME:
+        still_there = target.path in observed.pvs
+    else:
+        still_there = bool(target.lv) and _lv_exists(plan, observed, target.lv)
+    return f"{target} is still there" if still_there else ""
+
+
+def _physical_volume(action: Action, plan: Plan, observed: Observed) -> str:  # noqa: ARG001
+    pv = observed.pvs.get(action.target.path)
+    if pv is None:
+        return f"{action.target} is not a physical volume"
+    return (
+        f"{action.target} is still marked used by a volume group lvm cannot find" if pv.marked_used_without_vg else ""
+    )
+
+
+def _volume_group(action: Action, plan: Plan, observed: Observed) -> str:  # noqa: ARG001
+    return "" if plan.vg in observed.vgs else f"volume group {plan.vg} does not exist"
+
+
+def _thin_volume(action: Action, plan: Plan, observed: Observed) -> str:
+    return "" if _lv_exists(plan, observed, action.target.lv) else f"{action.target} does not exist"
+
+
+def _pool(action: Action, plan: Plan, observed: Observed) -> str:
+    vg = observed.vgs.get(plan.vg)
+    pool = vg.lv(plan.pool) if vg else None
+    if pool is None or not pool.is_thin_pool:
+        return f"{plan.vg}/{plan.pool} is not a thin pool"
+    layout, kind = plan.layout, action.kind
+    if kind == ActionKind.THIN_POOL and layout is not None:
+        expected = (layout.data_size, layout.metadata_size, layout.chunk_size)
+        found = (pool.size, pool.metadata_size, pool.chunk_size)
+        if found != expected:
+            return f"(data, metadata, chunk) is {found}, planned {expected}"
+    if kind == ActionKind.POOL_DATA and layout is not None and pool.size != layout.data_size:
+        return f"data is {pool.size} bytes, planned {layout.data_size}"
+    if kind == ActionKind.POOL_METADATA and layout is not None and pool.metadata_size != layout.metadata_size:
+        return f"metadata is {pool.metadata_size} bytes, planned {layout.metadata_size}"
+    if kind == ActionKind.ACTIVATION and not pool.active:
+        return "the pool is not active"
+    if kind == ActionKind.MONITORING and pool.seg_monitor != "monitored":
+        return f"seg_monitor is {pool.seg_monitor!r}, not 'monitored'"
+    if kind == ActionKind.POOL_PROFILE and pool.profile != plan.spec.profile_name:
+        return f"profile is {pool.profile!r}"
+    return ""
+
+
+_LVM_CHECKS: dict[ActionKind, LvmCheck] = {
+    ActionKind.PHYSICAL_VOLUME: _physical_volume,
+    ActionKind.VOLUME_GROUP: _volume_group,
+    ActionKind.THIN_VOLUME: _thin_volume,
+    **dict.fromkeys(
+        (
+            ActionKind.THIN_POOL,
+            ActionKind.MONITORING,
+            ActionKind.POOL_PROFILE,
+            ActionKind.ACTIVATION,
+            ActionKind.POOL_DATA,
+            ActionKind.POOL_METADATA,
+        ),
+        _pool,
+    ),
+}
+
+
+def problem_after(action: Action, plan: Plan, observed: Observed) -> str:
+    """What is wrong in ``observed`` after ``action`` ran ("" when it did what it says)."""
+    if action.op == "destroy":
+        return _gone(action, plan, observed)
+    check = _LVM_CHECKS.get(action.kind)
+    return check(action, plan, observed) if check else ""
+
+
+def _layout_lines(layout: PlanLayout) -> list[str]:
+    extent = layout.extent_size
     rows = [
-        ("data", layout["data_extents"]),
-        ("metadata", layout["metadata_extents"]),
-        ("metadata spare", layout["spare_extents"]),
-        ("autoextend room", layout["headroom_extents"]),
-        ("left free", layout["left_extents"]),
+        ("data", layout.data_extents),
+        ("metadata", layout.metadata_extents),
+        ("metadata spare", layout.spare_extents),
+        ("autoextend room", layout.headroom_extents),
+        ("left free", layout.left_extents),
     ]
     lines = [
-        f"Layout of {layout['free_extents']} free extents of {format_size(extent)} "
-        f"(chunk {format_size(layout['chunk_size'])}):"
+        f"Layout of {layout.free_extents} free extents of {format_size(extent)} "
+        f"(chunk {format_size(layout.chunk_size)}):"
     ]
     lines += [f"  {name:<16}{count:>12} extents  {format_size(count * extent):>12}" for name, count in rows]
     return lines
@@ -117,16 +404,21 @@ def _layout_lines(layout: dict[str, int]) -> list[str]:
 
 def _content_lines(action: Action) -> list[str]:
     """Config files are shown with what they will hold (the first 40 lines)."""
-    if action.kind not in ("engine-config", "fstab", "systemd-drop-in"):
+    if not action.kind.shows_content:
         return []
     return [f"      | {line}" for line in action.content.splitlines()[:40]]
+
+
+def describe(action: Action) -> str:
+    """``op kind target``: how an action is named in plans, progress lines and results."""
+    return f"{action.op} {action.kind} {action.target}"
 
 
 def render_text(plan: Plan) -> str:
     """Terraform-like: one block per action, then the layout and a summary line."""
     lines = [f"thinpool plan for {plan.vg}/{plan.pool}", ""]
     for action in plan.actions:
-        lines.append(f"  {_SIGN[action.op]} {action.op} {action.kind} {action.target}")
+        lines.append(f"  {_SIGN[action.op]} {describe(action)}")
         if action.argv:
             lines.append("      $ " + " ".join(action.argv))
         if action.path:

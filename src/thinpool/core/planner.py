@@ -6,10 +6,11 @@ from dataclasses import dataclass, replace
 
 from thinpool.core import recovery, safety, sizing
 from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
-from thinpool.core.plan import Action, Plan
+from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import Percent, ceil_div, format_size, lvm_size_arg
 from thinpool.errors import DoesNotFit, SpecError
+from thinpool.host import commands as host_commands
 from thinpool.lvm import commands
 
 
@@ -29,25 +30,13 @@ class Geometry:
 
 
 def plan(spec: PoolSpec, observed: Observed) -> Plan:
-    """The pool's actions, then the engine's (wired to the pool as the plan leaves it)."""
+    """The pool's actions (an engine's are added by ``thinpool.engines.plan_host``)."""
     spec.validate()
     pool_plan = _plan_pool(spec, observed)
     stray = _stray_mappings(spec, observed)
     if stray:
         pool_plan = replace(pool_plan, actions=stray + pool_plan.actions)
-    if spec.engine == "none":
-        return pool_plan
-    from thinpool import engines
-
-    vg = observed.vgs.get(spec.vg)
-    target = engines.PoolTarget(spec.vg, spec.pool, pool_plan.layout["data_size"], vg.lvs if vg else ())
-    changes = engines.plan_engine(spec, target, observed.engine)
-    return replace(
-        pool_plan,
-        actions=pool_plan.actions + changes.actions,
-        warnings=pool_plan.warnings + changes.warnings,
-        next_steps=changes.next_steps,
-    )
+    return pool_plan
 
 
 def _stray_mappings(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
@@ -56,7 +45,13 @@ def _stray_mappings(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
         return ()
     reason = "an interrupted lvm command left this mapping holding one of the VG's volumes; nothing has it open"
     return tuple(
-        Action("destroy", "stray-dm-mapping", device.name, reason, commands.dmsetup_remove(device.name))
+        Action(
+            "destroy",
+            ActionKind.STRAY_DM_MAPPING,
+            Target(name=device.name),
+            reason,
+            commands.dmsetup_remove(device.name),
+        )
         for device in recovery.stray_dm_devices(vg, observed.dm_devices)
     )
 
@@ -82,10 +77,10 @@ def _plan_new_pool(
         vg=spec.vg,
         pool=spec.pool,
         actions=actions,
-        layout=_layout_dict(layout),
+        layout=PlanLayout.of(layout),
         reasons=reasons,
         warnings=tuple(warnings),
-        spec=spec.to_dict(),
+        spec=spec,
         fingerprint=observed.fingerprint(),
         candidates=candidates,
     )
@@ -95,15 +90,16 @@ def _plan_over_leftovers(spec: PoolSpec, observed: Observed, vg: VolumeGroup, le
     """Remove what an interrupted lvcreate left, then plan the pool as if it never ran."""
     removable = leftovers.tagged + leftovers.temporary
     trial = _plan_new_pool(spec, observed, recovery.without(vg, removable))
-    metadata_size = trial.layout["metadata_size"]
+    assert trial.layout is not None
+    metadata_size = trial.layout.metadata_size
     confirmed = leftovers.tagged + tuple(lv for lv in leftovers.temporary if lv.size == metadata_size)
     if not confirmed:
         return _plan_new_pool(spec, observed, vg)
     cleanup = tuple(
         Action(
             "destroy",
-            "interrupted-leftover",
-            f"{spec.vg}/{lv.name}",
+            ActionKind.INTERRUPTED_LEFTOVER,
+            Target(vg=spec.vg, lv=lv.name),
             f"left by an interrupted lvcreate of this pool (linear, not open, {format_size(lv.size)})",
             commands.lvremove(spec.vg, lv.name),
         )
@@ -278,43 +274,36 @@ def _warnings(spec: PoolSpec, metadata: sizing.MetadataChoice, max_data: int, ch
     return warnings
 
 
-def _layout_dict(layout: sizing.Layout) -> dict[str, int]:
-    return {
-        "extent_size": layout.extent_size,
-        "chunk_size": layout.chunk_size,
-        "free_extents": layout.free_extents,
-        "data_extents": layout.data_extents,
-        "metadata_extents": layout.metadata_extents,
-        "spare_extents": layout.spare_extents,
-        "headroom_extents": layout.headroom_extents,
-        "left_extents": layout.left_extents,
-        "data_size": layout.data_extents * layout.extent_size,
-        "metadata_size": layout.metadata_extents * layout.extent_size,
-    }
-
-
 def device_actions(spec: PoolSpec, geometry: Geometry) -> tuple[Action, ...]:
     if not geometry.new_devices:
         return ()
     actions = [
-        Action("destroy", "signatures", path, "--wipe: erase what wipefs lists on it", commands.wipefs(path))
+        Action(
+            "destroy",
+            ActionKind.SIGNATURES,
+            Target(path=path),
+            "--wipe: erase what wipefs lists on it",
+            host_commands.wipefs_all(path),
+        )
         for path in geometry.to_wipe
     ]
     relabel_reason = "an interrupted vgcreate left it marked used, with no VG ever written to it"
     actions += [
-        Action("create", "physical-volume", path, relabel_reason, commands.pvcreate_relabel(path))
+        Action("create", ActionKind.PHYSICAL_VOLUME, Target(path=path), relabel_reason, commands.pvcreate_relabel(path))
         if path in geometry.to_relabel
-        else Action("create", "physical-volume", path, "label the device for lvm", commands.pvcreate(path))
+        else Action(
+            "create", ActionKind.PHYSICAL_VOLUME, Target(path=path), "label the device for lvm", commands.pvcreate(path)
+        )
         for path in geometry.new_devices
         if path not in geometry.orphan_pvs
     ]
     if geometry.vg_exists:
         argv = commands.vgextend(spec.vg, geometry.new_devices)
-        actions.append(Action("change", "volume-group", spec.vg, "add the new devices to it", argv))
+        actions.append(Action("change", ActionKind.VOLUME_GROUP, Target(vg=spec.vg), "add the new devices to it", argv))
     else:
         argv = commands.vgcreate(spec.vg, geometry.extent_size, geometry.new_devices)
         reason = f"extents of {format_size(geometry.extent_size)}; the pool is sized in them"
-        actions.append(Action("create", "volume-group", spec.vg, reason, argv))
+        actions.append(Action("create", ActionKind.VOLUME_GROUP, Target(vg=spec.vg), reason, argv))
     return tuple(actions)
 
 
@@ -328,7 +317,8 @@ def _profile_action(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
         else "records that autoextend is off (threshold 100)"
     )
     path = commands.profile_path(spec.profile_name)
-    return (Action("write", "lvm-profile", spec.profile_name, reason, path=path, content=content),)
+    target = Target(name=spec.profile_name)
+    return (Action("write", ActionKind.LVM_PROFILE, target, reason, path=path, content=content),)
 
 
 def _pool_actions(spec: PoolSpec, observed: Observed, layout: sizing.Layout) -> tuple[Action, ...]:
@@ -343,15 +333,15 @@ def _pool_actions(spec: PoolSpec, observed: Observed, layout: sizing.Layout) -> 
     )
     create = Action(
         "create",
-        "thin-pool",
-        f"{spec.vg}/{spec.pool}",
+        ActionKind.THIN_POOL,
+        Target(vg=spec.vg, lv=spec.pool),
         "explicit extents, chunk and metadata: what lvm creates is exactly what was planned",
         argv,
     )
     monitor = Action(
         "change",
-        "monitoring",
-        f"{spec.vg}/{spec.pool}",
+        ActionKind.MONITORING,
+        Target(vg=spec.vg, lv=spec.pool),
         "dmeventd only autoextends a monitored pool",
         commands.lvchange_monitor(spec.vg, spec.pool),
     )
@@ -363,38 +353,37 @@ def _converge_existing(spec: PoolSpec, observed: Observed, vg: VolumeGroup) -> P
     assert lv is not None
     _refuse_conflicts(spec, vg, lv)
     actions: list[Action] = list(_profile_action(spec, observed))
-    target = f"{spec.vg}/{spec.pool}"
+    target = Target(vg=spec.vg, lv=spec.pool)
     if recovery.needs_reactivation(lv, vg):
         why = f"the pool is not cleanly active (state {lv.attr[4:5] or '?'}): deactivate it and its parts"
         deactivate = commands.lvchange_activate(spec.vg, spec.pool, False)
         activate = commands.lvchange_activate(spec.vg, spec.pool, True)
-        actions.append(Action("change", "deactivation", target, why, deactivate))
-        actions.append(Action("change", "activation", target, "activate the pool again", activate))
+        actions.append(Action("change", ActionKind.DEACTIVATION, target, why, deactivate))
+        actions.append(Action("change", ActionKind.ACTIVATION, target, "activate the pool again", activate))
     if lv.profile != spec.profile_name:
         argv = commands.lvchange_profile(spec.vg, spec.pool, spec.profile_name)
-        actions.append(Action("change", "pool-profile", target, "attach the autoextend policy", argv))
+        actions.append(Action("change", ActionKind.POOL_PROFILE, target, "attach the autoextend policy", argv))
     if lv.seg_monitor != "monitored":
         argv = commands.lvchange_monitor(spec.vg, spec.pool)
-        actions.append(Action("change", "monitoring", target, "dmeventd only autoextends a monitored pool", argv))
-    layout = {
-        "extent_size": vg.extent_size,
-        "chunk_size": lv.chunk_size,
-        "free_extents": vg.free_count,
-        "data_extents": lv.size // vg.extent_size,
-        "metadata_extents": lv.metadata_size // vg.extent_size,
-        "spare_extents": 0,
-        "headroom_extents": 0,
-        "left_extents": vg.free_count,
-        "data_size": lv.size,
-        "metadata_size": lv.metadata_size,
-    }
+        why = "dmeventd only autoextends a monitored pool"
+        actions.append(Action("change", ActionKind.MONITORING, target, why, argv))
+    layout = PlanLayout(
+        extent_size=vg.extent_size,
+        chunk_size=lv.chunk_size,
+        free_extents=vg.free_count,
+        data_extents=lv.size // vg.extent_size,
+        metadata_extents=lv.metadata_size // vg.extent_size,
+        spare_extents=0,
+        headroom_extents=0,
+        left_extents=vg.free_count,
+    )
     return Plan(
         vg=spec.vg,
         pool=spec.pool,
         actions=tuple(actions),
         layout=layout,
         reasons={"pool": f"{target} exists; only its policy and monitoring are checked"},
-        spec=spec.to_dict(),
+        spec=spec,
         fingerprint=observed.fingerprint(),
     )
 

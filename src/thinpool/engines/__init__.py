@@ -1,70 +1,111 @@
-"""Engine adapters: each owns its configuration format, its refusals and its checks.
+"""Engine adapters and their registry: adding an engine touches this registry and its own module.
 
-``plan_engine`` is pure: from the spec, the pool and the observed engine state it returns
-the actions that wire the engine to the pool (nothing when all is already in place).
+Each adapter module (``docker_devicemapper``, ``containerd_devmapper``, ``docker_overlay2``) is
+pure and provides:
+  * ``FILES``: the configuration files it reads (the observation layer reads them);
+  * ``plan(spec, target, state) -> EngineChanges``: the actions that wire it to the pool;
+  * ``doctor(state, target) -> list[Finding]``: what its configuration says that can hurt;
+  * ``pool_users(state, target) -> tuple[str, ...]``: its files that still point at the pool.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import importlib
+from dataclasses import replace
+from types import ModuleType
 
 from thinpool.core.health import Finding
-from thinpool.core.model import EngineState, LogicalVolume
-from thinpool.core.plan import Action
-from thinpool.core.spec import PoolSpec
-from thinpool.lvm import commands
+from thinpool.core.model import EngineState, Observed
+from thinpool.core.plan import Plan
+from thinpool.core.spec import NO_ENGINE, PoolSpec
+from thinpool.engines.target import EngineChanges, PoolTarget
+from thinpool.errors import SpecError
+
+_MODULES = {
+    "docker-devicemapper": "docker_devicemapper",
+    "containerd-devmapper": "containerd_devmapper",
+    "docker-overlay2-thin": "docker_overlay2",
+}
+NAMES: tuple[str, ...] = tuple(_MODULES)
+CHOICES: tuple[str, ...] = (NO_ENGINE, *NAMES)
+
+__all__ = ["CHOICES", "NAMES", "EngineChanges", "PoolTarget", "adapter", "doctor", "plan_host", "pool_users"]
 
 
-@dataclass(frozen=True)
-class PoolTarget:
-    """The pool an engine is wired to, as it is or as the plan will make it."""
-
-    vg: str
-    pool: str
-    data_size: int
-    lvs: tuple[LogicalVolume, ...] = ()  # the VG's LVs today (empty for a new VG)
-
-    @property
-    def dm_name(self) -> str:
-        return commands.dm_name(self.vg, self.pool)
-
-    @property
-    def dm_path(self) -> str:
-        return f"/dev/mapper/{self.dm_name}"
-
-    def thin_volumes(self) -> tuple[LogicalVolume, ...]:
-        return tuple(lv for lv in self.lvs if lv.pool_lv == self.pool)
+def adapter(name: str) -> ModuleType:
+    if name not in _MODULES:
+        raise SpecError(f"unknown engine {name!r}", fix="choose one of: " + ", ".join(CHOICES))
+    return importlib.import_module(f"thinpool.engines.{_MODULES[name]}")
 
 
-@dataclass(frozen=True)
-class EngineChanges:
-    actions: tuple[Action, ...] = ()
-    warnings: tuple[str, ...] = ()
-    next_steps: tuple[str, ...] = ()
+def adapters() -> tuple[ModuleType, ...]:
+    return tuple(adapter(name) for name in NAMES)
 
 
-def plan_engine(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChanges:
-    if spec.engine == "docker-devicemapper":
-        from thinpool.engines import docker_devicemapper
+def config_files() -> tuple[str, ...]:
+    """Every file some adapter reads, each once, in registry order."""
+    return tuple(dict.fromkeys(path for module in adapters() for path in module.FILES))
 
-        return docker_devicemapper.plan(spec, target, state)
-    if spec.engine == "containerd-devmapper":
-        from thinpool.engines import containerd_devmapper
 
-        return containerd_devmapper.plan(spec, target, state)
-    if spec.engine == "docker-overlay2-thin":
-        from thinpool.engines import docker_overlay2
+def plan_host(spec: PoolSpec, observed: Observed, pool_plan: Plan) -> Plan:
+    """``pool_plan`` followed by the engine's actions, wired to the pool as the plan leaves it."""
+    if spec.engine == NO_ENGINE:
+        return pool_plan
+    module = adapter(spec.engine)
+    vg = observed.vgs.get(spec.vg)
+    data_size = pool_plan.layout.data_size if pool_plan.layout else 0
+    target = PoolTarget(spec.vg, spec.pool, data_size, vg.lvs if vg else ())
+    changes: EngineChanges = module.plan(spec, target, observed.engine)
+    return replace(
+        pool_plan,
+        actions=pool_plan.actions + changes.actions,
+        warnings=pool_plan.warnings + changes.warnings,
+        next_steps=changes.next_steps,
+    )
 
-        return docker_overlay2.plan(spec, target, state)
-    return EngineChanges()
+
+def _distinct(name: str) -> list[object]:
+    return list(dict.fromkeys(getattr(module, name) for module in adapters()))
 
 
 def doctor(state: EngineState, vg: str, pool: str) -> list[Finding]:
-    """Each engine adapter's findings about its config and this pool."""
+    """Each configuration's findings about itself and this pool (engines sharing a file check it once)."""
+    target = PoolTarget(vg, pool, 0)
+    return [finding for check in _distinct("doctor") for finding in check(state, target)]  # type: ignore[operator]
+
+
+def pool_users(state: EngineState, vg: str, pool: str) -> tuple[str, ...]:
+    """The configuration files that still point at ``vg/pool`` (destroy refuses while there is one)."""
+    target = PoolTarget(vg, pool, 0)
+    found = [path for check in _distinct("pool_users") for path in check(state, target)]  # type: ignore[operator]
+    return tuple(dict.fromkeys(found))
+
+
+def describe(state: EngineState) -> dict[str, object]:
+    """What 'thinpool engine show' prints: versions and the storage parts of each config."""
+    from thinpool.config import containerd_toml, daemon_json
     from thinpool.engines import containerd_devmapper, docker
 
-    target = PoolTarget(vg, pool, 0)
-    configure = f"thinpool engine configure --engine docker-devicemapper --vg {vg} --pool {pool}"
-    return docker.doctor(state, target.dm_path, configure) + containerd_devmapper.doctor(
-        state, target.dm_name, configure
-    )
+    docker_json = daemon_json.parse(state.source(docker.DAEMON_JSON))
+    if isinstance(docker_json, daemon_json.DaemonJson):
+        keys = ("storage-driver", "storage-opts", "data-root", "hosts", "dns", "tlsverify")
+        docker_part: dict[str, object] = {key: docker_json.data[key] for key in keys if key in docker_json.data}
+    else:
+        docker_part = {} if docker_json.problem == "missing" else {"error": str(docker_json)}
+    toml = containerd_toml.parse(state.source(containerd_devmapper.CONFIG_TOML))
+    if isinstance(toml, containerd_toml.ContainerdConfig):
+        containerd_part: dict[str, object] = {"version": toml.version, **toml.devmapper} if toml.data else {}
+    else:
+        containerd_part = {} if toml.problem == "missing" else {"error": str(toml)}
+    return {
+        "versions": dict(state.versions),
+        "docker daemon.json": docker_part,
+        "containerd devmapper": containerd_part,
+        "data root mounted from": state.data_root_source or "(not a mount point)",
+        "docker devicemapper state": state.docker_devicemapper_state,
+        "systemd drop-ins": {
+            path: "present"
+            for path in (docker.DOCKER_DROP_IN, containerd_devmapper.CONTAINERD_DROP_IN)
+            if path in state.files
+        },
+    }

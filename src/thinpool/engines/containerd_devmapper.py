@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from thinpool.config import containerd_toml
+from thinpool.config.document import ConfigError, Problem
 from thinpool.core.health import Finding
 from thinpool.core.model import EngineState
-from thinpool.core.plan import Action
+from thinpool.core.plan import Action, ActionKind, Target
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import MiB
-from thinpool.engines import EngineChanges, PoolTarget, docker, systemd
+from thinpool.engines import docker, systemd
 from thinpool.engines.docker_devicemapper import refuse_shared_pool
+from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
 
-CONFIG_TOML = "/etc/containerd/config.toml"
+CONFIG_TOML = containerd_toml.PATH
 CONTAINERD_DROP_IN = "/etc/systemd/system/containerd.service.d/thinpool.conf"
-PLUGIN = "io.containerd.snapshotter.v1.devmapper"
+PLUGIN = containerd_toml.DEVMAPPER
+FILES = (CONFIG_TOML, CONTAINERD_DROP_IN)
 ROOT_PATH = "/var/lib/containerd/io.containerd.snapshotter.v1.devmapper"
 
 
@@ -30,48 +34,42 @@ def snapshotter_settings(spec: PoolSpec, target: PoolTarget) -> dict[str, Any]:
     }
 
 
-def _config_version(document: Any, state: EngineState, exists: bool) -> int:
-    if not exists:
+def _config_version(parsed: containerd_toml.ContainerdConfig | None, state: EngineState) -> int:
+    if parsed is None:
         major = docker.major_version(state.versions.get("containerd", ""))
         return 3 if major is not None and major >= 2 else 2
-    version = document.get("version", 1)
-    if version not in (2, 3):
+    if parsed.version not in (2, 3):
         raise SpecError(
-            f"{CONFIG_TOML} uses the version {version} layout; thinpool writes versions 2 and 3 only",
+            f"{CONFIG_TOML} uses the version {parsed.version} layout; thinpool writes versions 2 and 3 only",
             fix=f"migrate it first: containerd config migrate > {CONFIG_TOML}.new, review, then move it in place",
         )
-    return int(version)
+    return parsed.version
 
 
-def merged_config(text: str | None, settings: dict[str, Any], state: EngineState, *, force: bool) -> str | None:
+def _parsed(state: EngineState) -> containerd_toml.ContainerdConfig | None:
+    """config.toml to merge into; None when there is none (or it is empty). A broken one is refused."""
+    parsed = containerd_toml.parse(state.source(CONFIG_TOML))
+    if isinstance(parsed, containerd_toml.ContainerdConfig):
+        return parsed if (state.source(CONFIG_TOML).text or "").strip() else None
+    if parsed.problem == Problem.MISSING:
+        return None
+    raise SpecError(
+        f"{parsed}; it was left untouched",
+        fix=f"repair {CONFIG_TOML} (containerd config dump shows what containerd reads)",
+    )
+
+
+def merged_config(state: EngineState, settings: dict[str, Any], *, force: bool) -> str | None:
     """config.toml with the snapshotter's section set; comments and every other section kept."""
-    import tomlkit
-    from tomlkit.exceptions import ParseError
-
-    exists = bool(text and text.strip())
-    try:
-        document = tomlkit.parse(text or "")
-    except ParseError as error:
-        raise SpecError(
-            f"{CONFIG_TOML} is not valid TOML ({error}); it was left untouched",
-            fix=f"repair {CONFIG_TOML} (containerd config dump shows what containerd reads)",
-        ) from error
-    version = _config_version(document, state, exists)
-    if not exists:
-        document["version"] = version
-    plugins = document.setdefault("plugins", tomlkit.table(is_super_table=True))
-    section = plugins.setdefault(PLUGIN, tomlkit.table())
-    present = section.get("pool_name")
+    parsed = _parsed(state)
+    version = _config_version(parsed, state)
+    present = parsed.devmapper.get("pool_name") if parsed else None
     if present not in (None, settings["pool_name"]) and not force:
         raise SpecError(
             f"{CONFIG_TOML} already gives the devmapper snapshotter pool {present!r}",
             fix="pass --force to point it at this pool instead (snapshots in the other pool are lost to containerd)",
         )
-    if all(section.get(key) == value for key, value in settings.items()):
-        return None
-    for key, value in settings.items():
-        section[key] = value
-    return tomlkit.dumps(document)
+    return containerd_toml.edit(state.source(CONFIG_TOML).text or "", settings, version)
 
 
 def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChanges:
@@ -81,15 +79,12 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
         if "containerd" in state.versions or not state.observed
         else ["containerd was not found: config.toml is written anyway"]
     )
-    content = merged_config(
-        state.files.get(CONFIG_TOML), snapshotter_settings(spec, target), state, force=spec.engine_options.force
-    )
+    content = merged_config(state, snapshotter_settings(spec, target), force=spec.engine_options.force)
     actions: tuple[Action, ...] = ()
     if content is not None:
         reason = f"devmapper snapshotter on pool {target.dm_name}"
-        actions += (
-            Action("write", "engine-config", "containerd config.toml", reason, path=CONFIG_TOML, content=content),
-        )
+        target_name = Target(name="containerd config.toml")
+        actions += (Action("write", ActionKind.ENGINE_CONFIG, target_name, reason, path=CONFIG_TOML, content=content),)
     unit = systemd.device_unit(target.dm_path)
     why = f"containerd starts once {target.dm_path} is there"
     actions += systemd.drop_in_action(
@@ -102,31 +97,37 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     return EngineChanges(changes, tuple(warnings), steps)
 
 
-def doctor(state: EngineState, dm_name: str, configure: str) -> list[Finding]:
-    import tomllib
-
-    text = state.files.get(CONFIG_TOML)
-    if not text:
-        return []
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
+def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
+    parsed = containerd_toml.parse(state.source(CONFIG_TOML))
+    if isinstance(parsed, ConfigError):
+        if parsed.problem == Problem.MISSING:
+            return []
         return [
             Finding(
                 "warning",
                 "config-toml-invalid",
-                f"{CONFIG_TOML} is not valid TOML: containerd will not start",
+                f"{parsed}: containerd will not start",
                 "repair it; containerd config dump shows what containerd reads",
             )
         ]
-    pool = data.get("plugins", {}).get(PLUGIN, {}).get("pool_name")
-    if pool is None or pool == dm_name:
+    pool = parsed.devmapper.get("pool_name")
+    if pool is None or pool == target.dm_name:
         return []
     return [
         Finding(
             "warning",
             "engine-other-pool",
-            f"containerd's devmapper snapshotter uses pool {pool}, not {dm_name}",
-            f"{configure.replace('docker-devicemapper', 'containerd-devmapper')} --force",
+            f"containerd's devmapper snapshotter uses pool {pool}, not {target.dm_name}",
+            f"{docker.configure_command('containerd-devmapper', target)} --force",
         )
     ]
+
+
+def pool_users(state: EngineState, target: PoolTarget) -> tuple[str, ...]:
+    """config.toml, when it names the pool (a file that does not parse is searched as text)."""
+    source = state.source(CONFIG_TOML)
+    parsed = containerd_toml.parse(source)
+    if isinstance(parsed, containerd_toml.ContainerdConfig):
+        return (CONFIG_TOML,) if parsed.devmapper.get("pool_name") == target.dm_name else ()
+    text = source.text or ""
+    return (CONFIG_TOML,) if target.dm_name in text or f"{target.vg}/{target.pool}" in text else ()

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
+from thinpool.config import daemon_json
+from thinpool.config.document import ConfigError, Problem
 from thinpool.core.health import Finding
 from thinpool.core.model import EngineState
-from thinpool.core.plan import Action
+from thinpool.core.plan import Action, ActionKind, Target
 from thinpool.core.spec import EngineOptions
 from thinpool.engines import systemd
+from thinpool.engines.target import PoolTarget
 from thinpool.errors import SpecError
 
-DAEMON_JSON = "/etc/docker/daemon.json"
+DAEMON_JSON = daemon_json.PATH
 DOCKER_DROP_IN = "/etc/systemd/system/docker.service.d/thinpool.conf"
 DEVICEMAPPER_REMOVED_IN = 25
 
@@ -63,36 +65,38 @@ def check_hosts(options: EngineOptions) -> list[str]:
     return warnings
 
 
-def _load(path: str, text: str | None, force: bool) -> dict[str, Any]:
-    if text is None or not text.strip():
+def _refusal(error: ConfigError) -> SpecError:
+    if error.problem == Problem.UNREADABLE:
+        return SpecError(f"{error}; it was left untouched", fix=f"check {error.path}'s permissions, then re-run")
+    return SpecError(
+        f"{error}; it was left untouched",
+        fix=f"repair {error.path} (python3 -m json.tool {error.path} shows where), "
+        "or --force to replace it (a backup is kept)",
+    )
+
+
+def current_settings(state: EngineState, force: bool) -> dict[str, Any]:
+    """daemon.json's settings to merge into: {} when it is missing (or broken, with ``force``)."""
+    parsed = daemon_json.parse(state.source(DAEMON_JSON))
+    if isinstance(parsed, daemon_json.DaemonJson):
+        return dict(parsed.data)
+    if parsed.problem == Problem.MISSING or (force and parsed.problem != Problem.UNREADABLE):
         return {}
-    try:
-        data = json.loads(text)
-    except ValueError as error:
-        if force:
-            return {}
-        raise SpecError(
-            f"{path} is not valid JSON ({error}); it was left untouched",
-            fix=f"repair {path} (python3 -m json.tool {path} shows where), or --force to replace it (a backup is kept)",
-        ) from error
-    if not isinstance(data, dict):
-        if force:
-            return {}
-        raise SpecError(f"{path} does not hold a JSON object", fix=f"repair {path}, or --force to replace it")
-    return data
+    raise _refusal(parsed)
 
 
 def _option_key(option: str) -> str:
     return option.split("=", 1)[0].strip()
 
 
-def daemon_json(text: str | None, driver: str, options: list[str], extra: dict[str, Any], *, force: bool) -> str | None:
+def merged_daemon_json(
+    current: dict[str, Any], driver: str, options: list[str], extra: dict[str, Any], *, force: bool
+) -> str | None:
     """daemon.json with the storage driver, its options and ``extra`` keys; every other key kept.
 
     Returns None when the file already says all of it. Refuses another storage driver, or
     another devicemapper pool, unless ``force``.
     """
-    current = _load(DAEMON_JSON, text, force)
     present = current.get("storage-driver")
     if present not in (None, driver) and not force:
         raise SpecError(
@@ -116,7 +120,7 @@ def daemon_json(text: str | None, driver: str, options: list[str], extra: dict[s
         del merged["storage-opts"]
     if merged == current:
         return None
-    return json.dumps(merged, indent=2) + "\n"
+    return daemon_json.dumps(merged)
 
 
 def api_keys(options: EngineOptions) -> dict[str, Any]:
@@ -134,7 +138,8 @@ def api_keys(options: EngineOptions) -> dict[str, Any]:
 def config_action(content: str | None, reason: str) -> tuple[Action, ...]:
     if content is None:
         return ()
-    return (Action("write", "engine-config", "docker daemon.json", reason, path=DAEMON_JSON, content=content),)
+    target = Target(name="docker daemon.json")
+    return (Action("write", ActionKind.ENGINE_CONFIG, target, reason, path=DAEMON_JSON, content=content),)
 
 
 def drop_in_action(state: EngineState, options: EngineOptions, unit: dict[str, str], why: str) -> tuple[Action, ...]:
@@ -154,24 +159,25 @@ def _loopback_only(data: dict[str, Any]) -> list[str]:
     return exposed
 
 
-def doctor(state: EngineState, dm_path: str, configure: str) -> list[Finding]:
+def configure_command(engine: str, target: PoolTarget) -> str:
+    return f"thinpool engine configure --engine {engine} --vg {target.vg} --pool {target.pool}"
+
+
+def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
     """What daemon.json says that can hurt: another pool, no deferred removal, an open API, Docker 25."""
-    text = state.files.get(DAEMON_JSON)
-    if text is None:
-        return []
-    try:
-        data = json.loads(text)
-    except ValueError:
+    configure = configure_command("docker-devicemapper", target)
+    parsed = daemon_json.parse(state.source(DAEMON_JSON))
+    if isinstance(parsed, ConfigError):
+        if parsed.problem == Problem.MISSING:
+            return []
         return [
             Finding(
                 "warning",
                 "daemon-json-invalid",
-                f"{DAEMON_JSON} is not valid JSON: dockerd will not start",
+                f"{parsed}: dockerd will not start",
                 f"repair it (python3 -m json.tool {DAEMON_JSON}), or {configure} --force",
             )
         ]
-    if not isinstance(data, dict):
-        return []
     found = [
         Finding(
             "critical",
@@ -179,22 +185,28 @@ def doctor(state: EngineState, dm_path: str, configure: str) -> list[Finding]:
             f"daemon.json opens Docker's API on {host} without TLS: anyone who reaches it is root on this host",
             f"{configure} --host unix:///run/docker.sock --force, or add --tlscacert/--tlscert/--tlskey",
         )
-        for host in _loopback_only(data)
+        for host in _loopback_only(parsed.data)
     ]
-    if data.get("storage-driver") != "devicemapper":
+    if parsed.storage_driver != "devicemapper":
         return found
-    options = [str(option) for option in data.get("storage-opts", [])]
-    pool = next((opt.split("=", 1)[1] for opt in options if opt.startswith("dm.thinpooldev=")), "")
-    if pool != dm_path:
+    return found + _devicemapper_findings(state, parsed, target, configure)
+
+
+def _devicemapper_findings(
+    state: EngineState, parsed: daemon_json.DaemonJson, target: PoolTarget, configure: str
+) -> list[Finding]:
+    found = []
+    pool = parsed.thinpooldev
+    if pool != target.dm_path:
         found.append(
             Finding(
                 "warning",
                 "engine-other-pool",
-                f"daemon.json points Docker at {pool or 'no pool (loopback)'}, not at {dm_path}",
+                f"daemon.json points Docker at {pool or 'no pool (loopback)'}, not at {target.dm_path}",
                 f"{configure} --force",
             )
         )
-    if "dm.use_deferred_removal=true" not in options:
+    if "dm.use_deferred_removal=true" not in parsed.storage_opts:
         found.append(
             Finding(
                 "warning",
@@ -211,7 +223,23 @@ def doctor(state: EngineState, dm_path: str, configure: str) -> list[Finding]:
                 "docker-without-devicemapper",
                 f"daemon.json asks for devicemapper but "
                 f"dockerd {state.versions['dockerd']} has none: Docker will not start",
-                configure.replace("docker-devicemapper", "docker-overlay2-thin") + " --force",
+                configure_command("docker-overlay2-thin", target) + " --force",
             )
         )
     return found
+
+
+def points_at(state: EngineState, target: PoolTarget) -> bool:
+    """daemon.json hands ``target`` to devicemapper."""
+    parsed = daemon_json.parse(state.source(DAEMON_JSON))
+    return isinstance(parsed, daemon_json.DaemonJson) and parsed.thinpooldev == target.dm_path
+
+
+def pool_users(state: EngineState, target: PoolTarget) -> tuple[str, ...]:
+    """daemon.json, when it names the pool (a file that does not parse is searched as text)."""
+    source = state.source(DAEMON_JSON)
+    parsed = daemon_json.parse(source)
+    if isinstance(parsed, daemon_json.DaemonJson):
+        return (DAEMON_JSON,) if parsed.thinpooldev == target.dm_path else ()
+    text = source.text or ""
+    return (DAEMON_JSON,) if target.dm_name in text or f"{target.vg}/{target.pool}" in text else ()

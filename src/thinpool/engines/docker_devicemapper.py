@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 from thinpool.core.model import EngineState
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, MiB
-from thinpool.engines import EngineChanges, PoolTarget, docker, systemd
+from thinpool.engines import docker, systemd
+from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
+
+FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN)
+doctor = docker.doctor
+pool_users = docker.pool_users
 
 
 def _docker_size(size: int) -> str:
@@ -30,14 +33,6 @@ def storage_opts(spec: PoolSpec, target: PoolTarget) -> list[str]:
     ]
 
 
-def _points_at(text: str | None, dm_path: str) -> bool:
-    try:
-        data = json.loads(text or "{}")
-    except ValueError:
-        return False
-    return isinstance(data, dict) and f"dm.thinpooldev={dm_path}" in data.get("storage-opts", [])
-
-
 def refuse_shared_pool(target: PoolTarget) -> None:
     thin = target.thin_volumes()
     if thin:
@@ -53,8 +48,8 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     docker.refuse_removed_devicemapper(state)
     refuse_shared_pool(target)
     warnings = docker.check_hosts(options)
-    current = state.files.get(docker.DAEMON_JSON)
-    if state.docker_devicemapper_state and not _points_at(current, target.dm_path):
+    current = docker.current_settings(state, options.force)
+    if state.docker_devicemapper_state and not docker.points_at(state, target):
         raise SpecError(
             f"{options.data_root}/devicemapper holds Docker devices of another pool (or of loopback files); "
             "Docker would refuse this pool ('Unable to take ownership of thin-pool')",
@@ -62,7 +57,7 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
         )
     if state.observed and "dockerd" not in state.versions:
         warnings.append("dockerd was not found: daemon.json is written for the Docker installed later")
-    content = docker.daemon_json(
+    content = docker.merged_daemon_json(
         current, "devicemapper", storage_opts(spec, target), docker.api_keys(options), force=options.force
     )
     actions = docker.config_action(content, f"devicemapper on {target.dm_path} (deferred removal, xfs, noatime)")

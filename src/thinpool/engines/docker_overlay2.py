@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from thinpool.config import fstab
+from thinpool.config.document import ConfigError
 from thinpool.core.model import EngineState
-from thinpool.core.plan import Action
+from thinpool.core.plan import Action, ActionKind, Target
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
-from thinpool.engines import EngineChanges, PoolTarget, docker, systemd
+from thinpool.engines import docker, systemd
+from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
+from thinpool.host import commands as host
 from thinpool.lvm import commands
 
-FSTAB = "/etc/fstab"
+FSTAB = fstab.PATH
+FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, FSTAB)
+doctor = docker.doctor
+pool_users = docker.pool_users
 MOUNT_OPTIONS = "defaults,pquota,noatime"  # pquota: per-container size limits (overlay2.size)
 
 
@@ -18,24 +25,25 @@ def fstab_line(device: str, data_root: str) -> str:
     return f"{device} {data_root} xfs {MOUNT_OPTIONS} 0 0"
 
 
-def merged_fstab(text: str, device: str, data_root: str, *, force: bool) -> str | None:
-    """fstab with the data root's entry; None when it is already there. Another entry there is refused."""
-    wanted = fstab_line(device, data_root)
-    lines = text.splitlines()
-    kept = []
-    for line in lines:
-        fields = line.split()
-        if fields and not fields[0].startswith("#") and len(fields) > 1 and fields[1].rstrip("/") == data_root:
-            if line.split() == wanted.split():
-                return None
-            if not force:
-                raise SpecError(
-                    f"{FSTAB} already mounts {fields[0]} on {data_root}",
-                    fix="remove that entry (and move its data), pass --data-root, or --force to replace the entry",
-                )
-            continue
-        kept.append(line)
-    return "\n".join([*kept, "# thinpool: Docker's data root on a thin volume", wanted]) + "\n"
+def merged_fstab(state: EngineState, device: str, data_root: str, *, force: bool) -> str | None:
+    """fstab with the data root's entry; None when it is already there. Another entry there is refused.
+
+    Every other line comes back byte for byte, in the file's own line ending.
+    """
+    parsed = fstab.parse(state.source(FSTAB))
+    if isinstance(parsed, ConfigError):
+        raise SpecError(f"{parsed}; it was left untouched", fix=f"check {FSTAB}'s permissions, then re-run")
+    wanted = tuple(fstab_line(device, data_root).split())
+    there = parsed.on(data_root)
+    for entry in there:
+        if entry.fields == wanted:
+            return None
+        if not force:
+            raise SpecError(
+                f"{FSTAB} already mounts {entry.source} on {data_root}",
+                fix="remove that entry (and move its data), pass --data-root, or --force to replace the entry",
+            )
+    return parsed.without(there).appended("# thinpool: Docker's data root on a thin volume", " ".join(wanted))
 
 
 def _volume_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, device: str) -> list[Action]:
@@ -46,15 +54,15 @@ def _volume_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, devi
         size = spec.engine_options.volume_size or target.data_size
         reason = f"{format_size(size)} of virtual space for Docker, taken from the pool as it is written"
         argv = commands.lvcreate_thin(target.vg, target.pool, name, size)
-        actions.append(Action("create", "thin-volume", f"{target.vg}/{name}", reason, argv))
+        actions.append(Action("create", ActionKind.THIN_VOLUME, Target(vg=target.vg, lv=name), reason, argv))
     elif existing.pool_lv != target.pool:
         raise SpecError(
             f"{target.vg}/{name} exists and is not a thin volume of {target.pool}",
             fix="pick another --volume-name; thinpool never converts an existing volume",
         )
     if existing is None or not state.volume_filesystem:
-        argv = ("mkfs.xfs", "-q", "-n", "ftype=1", device)
-        actions.append(Action("create", "filesystem", device, "XFS with ftype=1, as overlay2 requires", argv))
+        why = "XFS with ftype=1, as overlay2 requires"
+        actions.append(Action("create", ActionKind.FILESYSTEM, Target(path=device), why, host.mkfs_xfs(device)))
     elif state.volume_filesystem != "xfs":
         raise SpecError(
             f"{device} carries {state.volume_filesystem}, not XFS",
@@ -66,10 +74,10 @@ def _volume_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, devi
 def _mount_actions(spec: PoolSpec, state: EngineState, device: str) -> list[Action]:
     data_root = spec.engine_options.data_root
     actions = []
-    fstab = merged_fstab(state.files.get(FSTAB, ""), device, data_root, force=spec.engine_options.force)
-    if fstab is not None:
-        actions.append(Action("write", "fstab", data_root, "mounted at every boot, with project quotas", path=FSTAB,
-                              content=fstab))  # fmt: skip
+    content = merged_fstab(state, device, data_root, force=spec.engine_options.force)
+    if content is not None:
+        why = "mounted at every boot, with project quotas"
+        actions.append(Action("write", ActionKind.FSTAB, Target(path=data_root), why, path=FSTAB, content=content))
     if state.data_root_source == device:
         return actions
     if state.data_root_source:
@@ -82,7 +90,8 @@ def _mount_actions(spec: PoolSpec, state: EngineState, device: str) -> list[Acti
             f"{data_root} already holds {state.data_root_entries} entries; mounting over them would hide them",
             fix=f"stop Docker and move {data_root} aside (mv {data_root} {data_root}.old), then re-run",
         )
-    actions.append(Action("change", "mount", data_root, f"mount {device} there", ("mount", "--mkdir", data_root)))
+    argv = host.mount_from_fstab(data_root)
+    actions.append(Action("change", ActionKind.MOUNT, Target(path=data_root), f"mount {device} there", argv))
     return actions
 
 
@@ -99,7 +108,8 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     extra = docker.api_keys(options)
     if options.data_root != "/var/lib/docker":
         extra["data-root"] = options.data_root
-    content = docker.daemon_json(state.files.get(docker.DAEMON_JSON), "overlay2", [], extra, force=options.force)
+    current = docker.current_settings(state, options.force)
+    content = docker.merged_daemon_json(current, "overlay2", [], extra, force=options.force)
     engine = docker.config_action(content, f"overlay2 on the XFS thin volume at {options.data_root}")
     why = f"docker starts once {options.data_root} is mounted"
     engine += docker.drop_in_action(state, options, {"RequiresMountsFor": options.data_root}, why)

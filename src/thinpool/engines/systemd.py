@@ -5,7 +5,8 @@ from __future__ import annotations
 import string
 
 from thinpool.core.model import EngineState
-from thinpool.core.plan import Action
+from thinpool.core.plan import Action, ActionKind, Target
+from thinpool.host import commands
 
 _PLAIN = set(string.ascii_letters + string.digits + ":_.")
 
@@ -39,9 +40,10 @@ def drop_in(comment: str, unit: dict[str, str], service: tuple[str, ...] = ()) -
 
 def reload_action(state: EngineState, actions: tuple[Action, ...]) -> tuple[Action, ...]:
     """systemctl daemon-reload after a drop-in changed, where systemd runs."""
-    if not state.systemd or not any(action.kind == "systemd-drop-in" for action in actions):
+    if not state.systemd or not any(action.kind == ActionKind.SYSTEMD_DROP_IN for action in actions):
         return ()
-    return (Action("change", "systemd", "daemon-reload", "systemd reads the drop-in", ("systemctl", "daemon-reload")),)
+    argv = commands.systemctl_daemon_reload()
+    return (Action("change", ActionKind.SYSTEMD, Target(name="daemon-reload"), "systemd reads the drop-in", argv),)
 
 
 def restart_steps(service: str, actions: tuple[Action, ...]) -> tuple[str, ...]:
@@ -57,4 +59,4 @@ def drop_in_action(
     content = drop_in(f"Written by thinpool: {why}", unit, service_lines)
     if state.files.get(path) == content:
         return ()
-    return (Action("write", "systemd-drop-in", service, why, path=path, content=content),)
+    return (Action("write", ActionKind.SYSTEMD_DROP_IN, Target(name=service), why, path=path, content=content),)

@@ -20,10 +20,6 @@ VG_FIELDS = "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count,vg_seq
 PV_FIELDS = "pv_name,vg_name,pv_attr,pv_mda_used_count,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
 
 
-def wipefs(device: str) -> Argv:
-    return ("wipefs", "--all", device)
-
-
 def pvcreate(device: str) -> Argv:
     return ("pvcreate", device)
 
@@ -77,6 +73,24 @@ def lvremove(vg: str, lv: str) -> Argv:
     return ("lvremove", "--yes", f"{vg}/{lv}")
 
 
+def vgremove(vg: str) -> Argv:
+    return ("vgremove", "--yes", vg)
+
+
+def pvremove(device: str) -> Argv:
+    return ("pvremove", "--yes", device)
+
+
+def lvextend_data(vg: str, pool: str, *, extents: int) -> Argv:
+    """Grow a pool's data by ``extents``."""
+    return ("lvextend", "--yes", "--extents", f"+{extents}", f"{vg}/{pool}")
+
+
+def lvextend_metadata(vg: str, pool: str, *, size: int) -> Argv:
+    """Grow a pool's metadata by ``size`` bytes (lvm grows the spare with it)."""
+    return ("lvextend", "--yes", "--poolmetadatasize", f"+{size // 1024}k", f"{vg}/{pool}")
+
+
 def lvchange_activate(vg: str, pool: str, active: bool) -> Argv:
     return ("lvchange", "--activate", "y" if active else "n", f"{vg}/{pool}")
 
@@ -113,6 +127,11 @@ STATUS_FIELDS = LV_FIELDS + ",thin_count,devices,vg_extent_size,vg_extent_count,
 def status_report(vg: str) -> Argv:
     """One call for a pool's status: every LV of the VG with the VG's extents and the PVs used."""
     return ("lvs", "-a", *REPORT_OPTIONS, "-o", STATUS_FIELDS, vg)
+
+
+def lvs_table(vg: str, columns: str) -> Argv:
+    """lvm's own text table, for people to read (never parsed)."""
+    return ("lvs", "-a", "-o", columns, vg)
 
 
 def vgs_report(vg: str | None = None) -> Argv:

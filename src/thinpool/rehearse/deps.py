@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from thinpool.errors import MissingTool
-from thinpool.system.runner import Runner, SystemRunner
+from thinpool.host import commands
+from thinpool.system.runner import Runner
 
 # program -> Debian package. The guest runs the host's own binaries over 9p.
 VM_TOOLS = {
@@ -63,9 +64,9 @@ def install(runner: Runner, engines: bool = False) -> list[str]:
             "#!/bin/sh\n# thinpool: keep daemons installed for the rehearsal VM stopped here\nexit 101\n"
         )
         POLICY_RC.chmod(0o755)
-    runner.run(("apt-get", "update", "-qq"), timeout=900)
+    runner.run(commands.apt_update(), timeout=900)
     runner.run(
-        ("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages),
+        commands.apt_install(tuple(packages)),
         timeout=1800,
         input="",
         env={"DEBIAN_FRONTEND": "noninteractive"},
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", action="store_true", help="also the engines and systemd (for their tests)")
     args = parser.parse_args(argv)
     if args.install:
-        installed = install(SystemRunner(), args.engines)
+        from thinpool.app.context import system_context
+
+        installed = install(system_context().runner, args.engines)
         print("installed: " + (" ".join(installed) if installed else "nothing (all present)"))
         return 0
     absent = missing(args.engines)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from thinpool.errors import CommandFailed, MissingTool
+from thinpool.errors import CommandFailed, CommandNotRun, CommandTimedOut, MissingTool
 
 log = logging.getLogger("thinpool.system.runner")
 DEFAULT_TIMEOUT = 300
@@ -37,9 +37,36 @@ class Completed:
             detail = (self.stderr or self.stdout).strip()
             raise CommandFailed(
                 f"{' '.join(self.argv)} exited {self.returncode}" + (f": {detail}" if detail else ""),
-                fix="read lvm's message above; nothing after this step was run",
+                fix=fix_for(self.argv),
             )
         return self
+
+
+_LVM = {"lvm", "pvcreate", "pvremove", "pvs", "vgcreate", "vgextend", "vgremove", "vgs", "lvcreate", "lvchange",
+        "lvextend", "lvremove", "lvconvert", "lvs", "dmsetup"}  # fmt: skip
+_APT = {"apt-get", "apt-cache", "dpkg", "dpkg-deb"}
+
+
+def fix_for(argv: Sequence[str]) -> str:
+    """What to do after ``argv`` failed, in the words of the program that failed."""
+    program = os.path.basename(argv[0]) if argv else ""
+    if program in _LVM:
+        return "read lvm's message above; nothing after this step was run"
+    if program in _APT:
+        return "read apt's message above: run 'apt-get update', check the archive is reachable, then retry"
+    if program == "systemctl":
+        return "read systemd's message above ('systemctl status' and 'journalctl -xe' tell more), then retry"
+    return f"read {program}'s message above, then retry"
+
+
+def _timeout_fix(argv: Sequence[str]) -> str:
+    program = os.path.basename(argv[0]) if argv else ""
+    if program in _LVM:
+        return (
+            "another lvm command may hold the VG's lock, or a device stopped answering: check 'ps -ef | grep lvm' "
+            "and 'dmesg', then run thinpool again (it picks up where it stopped)"
+        )
+    return f"check why {program} hangs (a lock, the network, a device), then run thinpool again"
 
 
 class Runner(Protocol):
@@ -86,16 +113,28 @@ class SystemRunner:
             raise MissingTool(f"{argv[0]} is not installed", fix=f"install the package that provides {argv[0]}")
         started = time.monotonic()
         log.info("run: %s", " ".join(argv))
-        proc = subprocess.run(
-            argv,
-            input=input,
-            capture_output=True,
-            text=True,
-            env={**_environment(), **(env or {})},
-            timeout=timeout or self.timeout,
-            check=False,
-            cwd=cwd,
-        )
+        limit = timeout or self.timeout
+        try:
+            proc = subprocess.run(
+                argv,
+                input=input,
+                capture_output=True,
+                text=True,
+                env={**_environment(), **(env or {})},
+                timeout=limit,
+                check=False,
+                cwd=cwd,
+            )
+        except subprocess.TimeoutExpired as error:
+            log.info("timed out after %ss: %s", limit, argv[0])
+            raise CommandTimedOut(
+                f"{' '.join(argv)} did not finish within {limit}s and was killed", fix=_timeout_fix(argv)
+            ) from error
+        except OSError as error:
+            raise CommandNotRun(
+                f"{' '.join(argv)} could not be started: {error.strerror or error}",
+                fix=f"check that {argv[0]} is an executable program for this machine",
+            ) from error
         result = Completed(argv, proc.returncode, proc.stdout, proc.stderr)
         log.info("exit %d after %.2fs: %s", proc.returncode, time.monotonic() - started, argv[0])
         self.history.append(result)

@@ -163,22 +163,24 @@ engine_changed:
   type: bool
 """
 
-import argparse  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
 try:
-    from thinpool.app import executor
-    from thinpool.cli.options import spec_from_args
-    from thinpool.core import lifecycle, planner
+    from thinpool import engines
+    from thinpool.app import pool
+    from thinpool.app.context import system_context
+    from thinpool.core import sizing
+    from thinpool.core.spec import EngineOptions, PoolSpec
+    from thinpool.core.units import parse_size, parse_size_or_percent
     from thinpool.errors import ThinpoolError
-    from thinpool.system import inspect
-    from thinpool.system.runner import SystemRunner
 
     HAS_THINPOOL = True
+    ENGINE_CHOICES = list(engines.CHOICES)
 except ImportError:  # pragma: no cover - reported by the module
     HAS_THINPOOL = False
+    ENGINE_CHOICES = ["none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin"]
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
@@ -187,7 +189,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "pool": {"type": "str", "default": "thinpool"},
     "engine": {
         "type": "str",
-        "choices": ["none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin"],
+        "choices": ENGINE_CHOICES,
         "default": "none",
     },
     "extent_size": {"type": "str", "default": "4m"},
@@ -212,20 +214,53 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 }
 
 
+def _size(params: dict[str, Any], name: str) -> int | None:
+    value = params[name]
+    return None if value is None else parse_size(value, what=name)
+
+
+def _share(params: dict[str, Any], name: str, allowed: tuple[str, ...]) -> Any:
+    value = params[name]
+    return None if value is None else parse_size_or_percent(value, what=name, allowed=allowed)
+
+
 def _spec(params: dict[str, Any]) -> Any:
-    """The same PoolSpec the CLI builds from the same options."""
-    names = dict(params)
-    names.update(storage_opt=params["storage_opts"], host=params["hosts"], min_free_space=10, volume_name="docker-data",
-                 tlscacert="", tlscert="", tlskey="", insecure_tcp=False)  # fmt: skip
-    return spec_from_args(argparse.Namespace(**names))
+    """The PoolSpec the CLI builds from the same options."""
+    return PoolSpec(
+        devices=tuple(params["devices"]),
+        vg=params["vg"],
+        pool=params["pool"],
+        engine=params["engine"],
+        extent_size=parse_size(params["extent_size"], what="extent_size"),
+        chunk_size=_size(params, "chunk_size"),
+        metadata_size=_size(params, "metadata_size"),
+        data_size=_share(params, "data_size", ("VG", "FREE")),
+        headroom=_share(params, "headroom", ("VG",)),
+        max_pool_size=_size(params, "max_pool_size"),
+        workload=sizing.Workload(
+            params["max_thin_devices"], parse_size(params["thin_device_size"], what="thin_device_size")
+        ),
+        autoextend=sizing.Autoextend(params["autoextend_threshold"], params["autoextend_percent"]),
+        zero=params["zero"],
+        wipe=params["wipe"],
+        engine_options=EngineOptions(
+            base_size=parse_size(params["base_size"], what="base_size"),
+            volume_size=_size(params, "volume_size"),
+            data_root=params["data_root"],
+            storage_opts=tuple(params["storage_opts"]),
+            hosts=tuple(params["hosts"]),
+            dns=tuple(params["dns"]),
+            force=params["force"],
+        ),
+    )
 
 
-def _pool_text(observed: Any, vg: str, pool: str) -> str:
+def _pool_text(observed: Any, vg: str, pool_name: str) -> str:
     group = observed.vgs.get(vg)
-    lv = group.lv(pool) if group else None
+    lv = group.lv(pool_name) if group else None
     if lv is None:
         return ""
-    return (f"{vg}/{pool}: data {lv.size} bytes, metadata {lv.metadata_size} bytes, chunk {lv.chunk_size} bytes, "
+    return (f"{vg}/{pool_name}: data {lv.size} bytes, metadata {lv.metadata_size} bytes, chunk {lv.chunk_size} bytes, "
             f"profile {lv.profile or '-'}, {lv.seg_monitor or 'not monitored'}\n")  # fmt: skip
 
 
@@ -235,26 +270,25 @@ def _after_text(plan: Any, before: str) -> str:
     if not plan.layout:
         return ""
     layout = plan.layout
-    return (f"{plan.vg}/{plan.pool}: data {layout['data_size']} bytes, metadata {layout['metadata_size']} bytes, "
-            f"chunk {layout['chunk_size']} bytes, profile thinpool-{plan.vg}-{plan.pool}, monitored\n"
+    return (f"{plan.vg}/{plan.pool}: data {layout.data_size} bytes, metadata {layout.metadata_size} bytes, "
+            f"chunk {layout.chunk_size} bytes, profile thinpool-{plan.vg}-{plan.pool}, monitored\n"
             + "".join(f"+ {action.op} {action.kind} {action.target}\n" for action in plan.actions))  # fmt: skip
 
 
-def _plan(module: AnsibleModule, spec: Any, observed: Any) -> Any:
+def _plan(module: AnsibleModule, ctx: Any, spec: Any, observed: Any) -> Any:
     if module.params["state"] == "present":
-        return planner.plan(spec, observed)
+        return pool.plan_host(spec, observed)
     group = observed.vgs.get(spec.vg)
     if group is None or group.lv(spec.pool) is None:
         return None
-    configs = inspect.read_engine_configs(lifecycle.ENGINE_CONFIGS)
-    return lifecycle.plan_destroy(spec, observed, configs)
+    return pool.plan_destroy(ctx, spec)
 
 
 def run(module: AnsibleModule) -> dict[str, Any]:
     spec = _spec(module.params)
-    runner = SystemRunner()
-    observed = inspect.observe_for(spec, runner)
-    plan = _plan(module, spec, observed)
+    ctx = system_context(json=True)
+    observed = pool.observed_for(ctx, spec)
+    plan = _plan(module, ctx, spec, observed)
     before = _pool_text(observed, spec.vg, spec.pool)
     if plan is None:
         nothing = {"before": "", "after": ""}
@@ -263,14 +297,14 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     answer = {
         "changed": plan.has_changes,
         "plan": plan.to_dict(),
-        "layout": plan.layout,
+        "layout": plan.layout_dict(),
         "engine_changed": engine_changed,
         "result": {},
         "diff": {"before": before, "after": _after_text(plan, before)},
     }
     if module.check_mode or not plan.has_changes:
         return answer
-    result = executor.apply(plan, runner)
+    result = pool.run(ctx, plan)
     answer["result"] = result.to_dict()
     if not result.ok:
         failed = next(step for step in result.steps if step.status == "failed")

@@ -1,0 +1,116 @@
+"""Boot: activate thinpool's pools and volumes (what thinpool-activate.service runs), and install the units.
+
+At boot the pools thinpool made (tagged thinpool.managed) and their tagged thin volumes are
+activated, monitoring is switched on, and activation returns only once every device node is
+there, so docker.service and containerd.service, ordered after the unit, find their storage.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from thinpool.app.context import Context
+from thinpool.core.model import LogicalVolume, Observed
+from thinpool.errors import ThinpoolError
+from thinpool.host import commands as host
+from thinpool.lvm import commands
+from thinpool.system import files, observe
+from thinpool.system.runner import Runner
+
+ACTIVATE_UNIT = "thinpool-activate.service"
+METRICS_UNITS = ("thinpool-metrics.service", "thinpool-metrics.timer")
+UNIT_DIR = "/etc/systemd/system"
+
+
+@dataclass
+class Activation:
+    volumes: list[str] = field(default_factory=list)  # VG/LV handled
+    commands: list[list[str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # device nodes that never appeared
+
+
+def managed_volumes(observed: Observed, targets: list[str]) -> list[LogicalVolume]:
+    """Tagged pools and thin volumes (or the named VG/POOLs and their tagged volumes), pools first."""
+    chosen: list[LogicalVolume] = []
+    for vg in observed.vgs.values():
+        for lv in vg.lvs:
+            named = f"{vg.name}/{lv.bare_name}" in targets
+            if lv.hidden or not (named or (not targets and commands.MANAGED_TAG in lv.tags)):
+                continue
+            if lv.is_thin_pool or lv.segtype == "thin":
+                chosen.append(lv)
+    unknown = [target for target in targets if not any(f"{lv.vg_name}/{lv.name}" == target for lv in chosen)]
+    if unknown:
+        raise ThinpoolError(f"no thin pool or thin volume {', '.join(unknown)}", fix="check the names with 'lvs'")
+    return sorted(chosen, key=lambda lv: (not lv.is_thin_pool, lv.vg_name, lv.name))
+
+
+def activate_volumes(
+    runner: Runner, observed: Observed, targets: list[str], wait: float, dev: Path = Path("/dev")
+) -> Activation:
+    done = Activation()
+    volumes = managed_volumes(observed, targets)
+    for lv in volumes:
+        done.volumes.append(f"{lv.vg_name}/{lv.name}")
+        steps = [] if lv.active else [commands.lvchange_activate(lv.vg_name, lv.name, True)]
+        if lv.is_thin_pool and lv.seg_monitor != "monitored":
+            steps.append(commands.lvchange_monitor(lv.vg_name, lv.name))
+        for argv in steps:
+            runner.run(argv, timeout=300)
+            done.commands.append(list(argv))
+    nodes = [dev / "mapper" / commands.dm_name(lv.vg_name, lv.name) for lv in volumes]
+    deadline = time.monotonic() + wait
+    while True:
+        done.missing = [str(node) for node in nodes if not node.exists()]
+        if not done.missing or time.monotonic() >= deadline:
+            return done
+        time.sleep(0.2)
+
+
+def _thinpool_command() -> str:
+    found = shutil.which("thinpool")
+    return found or f"{sys.executable} -m thinpool"
+
+
+def unit_text(name: str, thinpool: str) -> str:
+    from importlib import resources
+
+    template = resources.files("thinpool").joinpath("data", "systemd", name).read_text()
+    return template.replace("/usr/local/bin/thinpool", thinpool)
+
+
+def install_units(root: Path, thinpool: str, metrics: bool) -> list[Path]:
+    """Write the units under ``root``/etc/systemd/system; returns what was written."""
+    folder = root / UNIT_DIR.lstrip("/")
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in (ACTIVATE_UNIT, *(METRICS_UNITS if metrics else ())):
+        path = folder / name
+        files.write_atomically(path, unit_text(name, thinpool))
+        written.append(path)
+    return written
+
+
+def activate(ctx: Context, targets: list[str], wait: float) -> Activation:
+    return activate_volumes(ctx.runner, observe.read_lvm(ctx.runner), targets, wait, observe.under(ctx.root, "/dev"))
+
+
+@dataclass
+class Installed:
+    written: list[Path]
+    enabled: list[str]  # empty where systemd does not run here
+
+
+def install(ctx: Context, thinpool: str | None, metrics: bool, root: Path) -> Installed:
+    """Write the units under ``root``; on the running system, reload systemd and enable them."""
+    written = install_units(root, thinpool or _thinpool_command(), metrics)
+    if root != Path("/") or not observe.under(ctx.root, "/run/systemd/system").is_dir():
+        return Installed(written, [])
+    ctx.runner.run(host.systemctl_daemon_reload())
+    names = tuple(path.name for path in written if path.suffix == ".timer" or path.name == ACTIVATE_UNIT)
+    ctx.runner.run(host.systemctl_enable(names))
+    return Installed(written, list(names))

@@ -1,0 +1,31 @@
+"""The one object a use case needs from its caller: the runner, the root folder, output mode, the clock."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from thinpool.errors import ThinpoolError
+from thinpool.system.runner import Runner, SystemRunner
+
+
+@dataclass
+class Context:
+    runner: Runner
+    root: Path = Path("/")  # where files are read and written (a test's temporary folder)
+    json: bool = False  # machine-readable output was asked for
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    euid: int = field(default_factory=os.geteuid)
+
+    def require_root(self, what: str) -> None:
+        if self.euid != 0:
+            raise ThinpoolError(f"{what} changes disks and needs root", fix="run it with sudo")
+
+
+def system_context(*, json: bool = False) -> Context:
+    """The real machine: the only place outside tests where a SystemRunner is made."""
+    return Context(runner=SystemRunner(), json=json)

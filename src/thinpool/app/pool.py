@@ -1,0 +1,103 @@
+"""Use cases on a pool: plan, apply (fresh or saved), grow, destroy, and wiring or showing an engine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from thinpool import engines
+from thinpool.app.context import Context
+from thinpool.app.executor import ApplyResult, Progress, StalePlan, apply, check_fresh
+from thinpool.core import lifecycle, planner
+from thinpool.core.model import Observed
+from thinpool.core.plan import Plan, SavedPlanError
+from thinpool.core.spec import NO_ENGINE, PoolSpec
+from thinpool.errors import ThinpoolError
+from thinpool.system import files, observe
+
+
+def plan_host(spec: PoolSpec, observed: Observed) -> Plan:
+    """The pool's plan and then the engine's, from what was observed (pure)."""
+    return engines.plan_host(spec, observed, planner.plan(spec, observed))
+
+
+def observed_for(ctx: Context, spec: PoolSpec) -> Observed:
+    return observe.observe_for(spec, ctx.runner, ctx.root)
+
+
+def plan_virtual(spec: PoolSpec, sizes: list[int], names: list[str] | None = None) -> tuple[PoolSpec, Plan]:
+    """A plan on blank virtual disks: nothing is read from the system."""
+    if spec.devices:
+        raise ThinpoolError(
+            "--disk-size plans on virtual disks and cannot be mixed with real devices",
+            fix="drop either the DEVICE arguments or --disk-size",
+        )
+    observed = observe.virtual(sizes, names)
+    spec = replace(spec, devices=tuple(observed.devices))
+    return spec, plan_host(spec, observed)
+
+
+def plan(ctx: Context, spec: PoolSpec) -> Plan:
+    return plan_host(spec, observed_for(ctx, spec))
+
+
+def save(plan: Plan, path: Path) -> None:
+    """``plan --out``: written atomically; a symbolic link or a special file there is refused."""
+    files.write_atomically(path, plan.to_json(), mode=0o600)
+
+
+def read_saved(path: Path) -> Plan:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as error:
+        raise SavedPlanError(f"{path} is not a readable thinpool plan: {error}",
+                             fix="make one with 'thinpool plan ... --out FILE'") from error  # fmt: skip
+    return Plan.from_dict(data)
+
+
+def replan_saved(ctx: Context, path: Path) -> Plan:
+    """The plan re-derived from the saved one's spec, refused unless it is the very same plan.
+
+    Only the re-derived plan is shown and run: what else the file says (warnings, layout) is not trusted.
+    """
+    saved = read_saved(path)
+    observed = observed_for(ctx, saved.spec)
+    check_fresh(saved, observed)
+    fresh = plan_host(saved.spec, observed)
+    if fresh.actions != saved.actions or fresh.layout != saved.layout:
+        raise StalePlan(
+            "the saved plan's actions no longer match what the system needs",
+            fix="make a new plan with 'thinpool plan --out FILE' and review it",
+        )
+    return fresh
+
+
+def run(ctx: Context, plan: Plan, progress: Progress | None = None) -> ApplyResult:
+    return apply(plan, ctx.runner, root=ctx.root, progress=progress)
+
+
+def plan_grow(ctx: Context, spec: PoolSpec) -> Plan:
+    return lifecycle.plan_grow(spec, observe.observe(ctx.runner, spec.devices, root=ctx.root))
+
+
+def plan_destroy(ctx: Context, spec: PoolSpec) -> Plan:
+    observed = observe.observe(ctx.runner, (), root=ctx.root)
+    users = engines.pool_users(observe.engine_files(ctx.root), spec.vg, spec.pool)
+    return lifecycle.plan_destroy(spec, observed, users)
+
+
+def plan_engine_configure(ctx: Context, spec: PoolSpec) -> Plan:
+    if spec.engine == NO_ENGINE:
+        raise ThinpoolError("engine configure needs --engine", fix="e.g. --engine docker-devicemapper")
+    observed = observed_for(ctx, spec)
+    vg = observed.vgs.get(spec.vg)
+    if vg is None or vg.lv(spec.pool) is None:
+        raise ThinpoolError(
+            f"{spec.vg}/{spec.pool} does not exist", fix="create it with 'thinpool apply DEVICE --engine ...'"
+        )
+    return plan_host(spec, observed)
+
+
+def engine_show(ctx: Context, spec: PoolSpec) -> dict[str, object]:
+    return engines.describe(observe.engine_state(ctx.runner, spec, ctx.root))

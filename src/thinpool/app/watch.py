@@ -1,0 +1,38 @@
+"""Use cases that only read: a pool's status, the doctor's findings, and metrics readings."""
+
+from __future__ import annotations
+
+from thinpool import engines
+from thinpool.app.context import Context
+from thinpool.app.metrics import Reading
+from thinpool.core import health, sizing
+from thinpool.core.spec import PoolSpec
+from thinpool.errors import ThinpoolError
+from thinpool.system import observe
+
+
+def status(ctx: Context, vg: str, pool: str) -> health.PoolStatus:
+    return observe.read_pool_status(ctx.runner, vg, pool, ctx.root)
+
+
+def doctor(
+    ctx: Context, vg: str, pool: str, workload: sizing.Workload
+) -> tuple[health.PoolStatus, list[health.Finding]]:
+    """The pool's own findings, then each engine configuration's."""
+    found = status(ctx, vg, pool)
+    findings = health.diagnose(found, health.DoctorOptions(workload))
+    state = observe.engine_state(ctx.runner, PoolSpec(vg=vg, pool=pool), ctx.root)
+    return found, findings + engines.doctor(state, vg, pool)
+
+
+def readings(ctx: Context, targets: list[tuple[str, str]], workload: sizing.Workload) -> list[Reading]:
+    """One reading per pool; a pool that cannot be read is reported down, not raised."""
+    found = []
+    for vg, pool in targets:
+        try:
+            pool_status, findings = doctor(ctx, vg, pool, workload)
+        except ThinpoolError:
+            found.append(Reading(vg, pool, None))
+            continue
+        found.append(Reading(vg, pool, pool_status, tuple(findings)))
+    return found

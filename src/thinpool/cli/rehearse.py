@@ -1,0 +1,84 @@
+"""``thinpool rehearse``: its arguments; the rehearsal itself is thinpool.rehearse.run."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from thinpool.cli.options import add_spec_options, spec_from_args, spec_to_argv
+from thinpool.core.units import parse_size
+
+if TYPE_CHECKING:
+    from thinpool.app.context import Context
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "rehearse",
+        help="apply a plan to same-sized sparse disks in a throwaway VM (real lvm, nothing here touched)",
+        description="Plan for blank disks of the given sizes, boot a throwaway qemu VM with real "
+        "device-mapper and sparse disks of those sizes, run 'thinpool apply' on the saved plan inside, "
+        "run it again (it must change nothing), and show lvm's report. Disk files are deleted "
+        "afterwards; their real writes are capped by --write-budget.",
+        epilog="examples:\n  thinpool rehearse --disk-size 744GiB\n"
+        "  thinpool rehearse --disk-size 100GiB --disk-size 100GiB --chunk-size 1m\n"
+        "  thinpool rehearse --install-deps --disk-size 4GiB",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_spec_options(parser, devices=False)
+    vm = parser.add_argument_group("the VM")
+    vm.add_argument(
+        "--disk-size",
+        action="append",
+        required=True,
+        metavar="SIZE",
+        help="a sparse disk of SIZE (repeat for several; they are /dev/vda, /dev/vdb ...)",
+    )
+    vm.add_argument(
+        "--install-deps",
+        action="store_true",
+        help="apt-get install qemu, lvm2, busybox ... if missing (needs root and apt)",
+    )
+    vm.add_argument("--kernel", metavar="VMLINUZ", help="boot this kernel instead of Debian's package "
+                    "(e.g. the host's /boot/vmlinuz-VERSION; needs --modules-root)")  # fmt: skip
+    vm.add_argument(
+        "--modules-root",
+        metavar="DIR",
+        default="/",
+        help="folder holding lib/modules/VERSION for --kernel (default: /)",
+    )
+    vm.add_argument(
+        "--write-budget",
+        default="4GiB",
+        metavar="SIZE",
+        help="stop the VM if its disk files really write more than this (default: 4GiB)",
+    )
+    vm.add_argument(
+        "--timeout", type=int, default=900, metavar="SECONDS", help="hard limit for the whole VM (default: 900)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the whole rehearsal as JSON")
+    parser.set_defaults(handler=_cmd_rehearse)
+
+
+def _cmd_rehearse(args: argparse.Namespace, ctx: Context) -> int:
+    from thinpool.rehearse.run import Rehearsal, rehearse
+
+    spec = spec_from_args(args)
+    request = Rehearsal(
+        spec=spec,
+        disk_sizes=tuple(parse_size(text, what="--disk-size") for text in args.disk_size),
+        spec_argv=tuple(spec_to_argv(replace(spec, devices=()))),
+        install_deps=args.install_deps,
+        kernel=Path(args.kernel) if args.kernel else None,
+        modules_root=Path(args.modules_root),
+        timeout=args.timeout,
+        write_budget=parse_size(args.write_budget, what="--write-budget"),
+    )
+
+    def say(text: str) -> None:
+        if not args.json:
+            print(text, flush=True)
+
+    return rehearse(ctx, request, say)

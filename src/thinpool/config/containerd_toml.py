@@ -1,0 +1,70 @@
+"""containerd's config.toml: read (tomllib) to check and describe it, edited (tomlkit) to keep its comments."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from thinpool.config.document import ConfigError, Problem, Source, missing_or_unreadable
+
+PATH = "/etc/containerd/config.toml"
+DEVMAPPER = "io.containerd.snapshotter.v1.devmapper"
+
+
+@dataclass(frozen=True)
+class ContainerdConfig:
+    data: dict[str, Any]
+
+    @property
+    def version(self) -> int:
+        return int(self.data.get("version", 1))
+
+    @property
+    def devmapper(self) -> dict[str, Any]:
+        """The devmapper snapshotter's section ({} when there is none)."""
+        return dict(self.data.get("plugins", {}).get(DEVMAPPER, {}))
+
+
+def _shape_problem(data: dict[str, Any]) -> str:
+    version = data.get("version", 1)
+    if type(version) is not int:
+        return "'version' is not an integer"
+    plugins = data.get("plugins", {})
+    if not isinstance(plugins, dict):
+        return "'plugins' is not a table"
+    if not isinstance(plugins.get(DEVMAPPER, {}), dict):
+        return f"plugins.{DEVMAPPER!r} is not a table"
+    return ""
+
+
+def parse(source: Source) -> ContainerdConfig | ConfigError:
+    absent = missing_or_unreadable(source)
+    if absent is not None:
+        return absent
+    assert source.text is not None
+    try:
+        data = tomllib.loads(source.text)
+    except (tomllib.TOMLDecodeError, RecursionError) as error:
+        return ConfigError(source.path, Problem.INVALID, str(error) or "nested too deeply", "TOML")
+    shape = _shape_problem(data)
+    return ConfigError(source.path, Problem.WRONG_SHAPE, shape, "TOML") if shape else ContainerdConfig(data)
+
+
+def edit(text: str, settings: dict[str, Any], version: int) -> str | None:
+    """``text`` with the devmapper section holding ``settings`` (other bytes kept); None when it already does.
+
+    ``text`` must have passed :func:`parse`; a new file (empty text) gets ``version``.
+    """
+    import tomlkit
+
+    document = tomlkit.parse(text)
+    if not text.strip():
+        document["version"] = version
+    plugins = document.setdefault("plugins", tomlkit.table(is_super_table=True))
+    section = plugins.setdefault(DEVMAPPER, tomlkit.table())
+    if all(section.get(key) == value for key, value in settings.items()):
+        return None
+    for key, value in settings.items():
+        section[key] = value
+    return tomlkit.dumps(document)

@@ -1,0 +1,56 @@
+"""What every config format shares: the file as it was read, and the typed ways it can be wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+ENCODING = "utf-8"
+# Bytes that are not UTF-8 survive a read and a write unchanged (a line thinpool does not own
+# must come back byte for byte).
+ERRORS = "surrogateescape"
+
+
+class Problem(StrEnum):
+    MISSING = "missing"
+    UNREADABLE = "unreadable"
+    INVALID = "invalid"
+    WRONG_SHAPE = "wrong shape"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A config file as observed: its text, or why there is none."""
+
+    path: str
+    text: str | None = None  # None: the file does not exist or could not be read
+    unreadable: str = ""  # the reason it could not be read
+
+    @property
+    def exists(self) -> bool:
+        return self.text is not None or bool(self.unreadable)
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    path: str
+    problem: Problem
+    detail: str = ""
+    language: str = ""  # "JSON", "TOML": what the file should be written in
+
+    def __str__(self) -> str:
+        what = {
+            Problem.MISSING: "does not exist",
+            Problem.UNREADABLE: "cannot be read",
+            Problem.INVALID: f"is not valid {self.language or 'syntax'}",
+            Problem.WRONG_SHAPE: "has the wrong shape",
+        }[self.problem]
+        return f"{self.path} {what}" + (f" ({self.detail})" if self.detail else "")
+
+
+def missing_or_unreadable(source: Source) -> ConfigError | None:
+    if source.unreadable:
+        return ConfigError(source.path, Problem.UNREADABLE, source.unreadable)
+    if source.text is None:
+        return ConfigError(source.path, Problem.MISSING)
+    return None

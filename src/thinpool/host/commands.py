@@ -1,0 +1,65 @@
+"""Pure argv builders for the host programs thinpool runs besides lvm. No I/O, no shell strings."""
+
+from __future__ import annotations
+
+Argv = tuple[str, ...]
+
+LSBLK_COLUMNS = "NAME,PATH,SIZE,TYPE,FSTYPE,MOUNTPOINT,RO,ROTA"
+
+
+def lsblk(device: str) -> Argv:
+    return ("lsblk", "--json", "--bytes", "--output", LSBLK_COLUMNS, device)
+
+
+def wipefs_probe(device: str) -> Argv:
+    """List signatures without erasing anything."""
+    return ("wipefs", "--json", "--no-act", device)
+
+
+def wipefs_all(device: str) -> Argv:
+    return ("wipefs", "--all", device)
+
+
+def mkfs_xfs(device: str) -> Argv:
+    """XFS with ftype=1 (d_type), as overlay2 requires."""
+    return ("mkfs.xfs", "-q", "-n", "ftype=1", device)
+
+
+def mount_from_fstab(mount_point: str) -> Argv:
+    return ("mount", "--mkdir", mount_point)
+
+
+def systemctl_daemon_reload() -> Argv:
+    return ("systemctl", "daemon-reload")
+
+
+def systemctl_enable(units: tuple[str, ...]) -> Argv:
+    return ("systemctl", "enable", *units)
+
+
+def program_version(program: str) -> Argv:
+    return (program, "--version")
+
+
+def apt_update() -> Argv:
+    return ("apt-get", "update", "-qq")
+
+
+def apt_install(packages: tuple[str, ...]) -> Argv:
+    return ("apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages)
+
+
+def apt_download(package: str) -> Argv:
+    return ("apt-get", "download", package)
+
+
+def apt_depends(package: str) -> Argv:
+    return ("apt-cache", "depends", package)
+
+
+def dpkg_extract(deb: str, folder: str) -> Argv:
+    return ("dpkg-deb", "-x", deb, folder)
+
+
+def depmod(base: str, version: str) -> Argv:
+    return ("depmod", "-b", base, version)

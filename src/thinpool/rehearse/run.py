@@ -1,0 +1,167 @@
+"""``thinpool rehearse``: plan here, then apply that very plan to same-sized disks in a throwaway VM.
+
+The plan is made on this host against virtual disks named as the VM will name them
+(/dev/vda, /dev/vdb ...), saved into the VM's share, and applied inside with
+``thinpool apply PLAN`` — the same saved-plan path an operator uses. Then a second
+apply with the same spec must change nothing, and lvm's own report must match the plan
+to the extent.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from thinpool.app.context import Context
+from thinpool.core.plan import PlanLayout
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import format_size
+
+LVS_COLUMNS = "lv_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,seg_monitor,lv_profile"
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """What to rehearse: the spec (its devices are ignored), the disks, and the VM's limits."""
+
+    spec: PoolSpec
+    disk_sizes: tuple[int, ...]
+    spec_argv: tuple[str, ...]  # the same spec as command-line flags, for the second apply in the guest
+    install_deps: bool = False
+    kernel: Path | None = None
+    modules_root: Path = Path("/")
+    timeout: int = 900
+    write_budget: int = 0
+
+
+Say = Callable[[str], None]
+
+
+def _kernel(ctx: Context, request: Rehearsal) -> Any:
+    from thinpool.rehearse import kernel
+
+    if request.kernel:
+        return kernel.kernel_from_paths(request.kernel, request.modules_root)
+    return kernel.obtain_debian_kernel(ctx.runner)
+
+
+def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
+    from thinpool.app import pool
+    from thinpool.core.plan import render_text
+    from thinpool.rehearse import deps
+    from thinpool.rehearse.vm import VM, VMConfig, disk_device, kvm_usable
+
+    sizes = list(request.disk_sizes)
+    names = [disk_device(index) for index in range(len(sizes))]
+    _, plan = pool.plan_virtual(request.spec, sizes, names)
+    say(f"== plan for {len(sizes)} blank disk(s): {', '.join(format_size(size) for size in sizes)}")
+    say(render_text(plan))
+    if request.install_deps:
+        deps.install(ctx.runner)
+    deps.require()
+    kernel = _kernel(ctx, request)
+    mode = "KVM" if kvm_usable() else "TCG emulation"
+    say(f"== booting a throwaway VM ({mode}, kernel {kernel.version}) ...")
+    config = VMConfig(disk_sizes=sizes, kernel=kernel, lifetime=request.timeout, write_budget=request.write_budget)
+    with VM(config) as vm:
+        say(f"   ready in {vm.boot_seconds:.1f}s")
+        report = _rehearse_inside(request, say, vm, plan.to_json(), [*request.spec_argv, *names])
+        report["boot_seconds"] = round(vm.boot_seconds, 1)
+        report["disk_bytes_written"] = vm.disk_bytes_written()
+    report["plan"] = plan.to_dict()
+    assert plan.layout is not None
+    report["matches_plan"] = _matches(plan.layout, report["pool"])
+    report["ok"] = bool(report["first_ok"] and not report["second_changed"] and report["matches_plan"])
+    if ctx.json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        say(_verdict(report, plan.layout))
+    return 0 if report["ok"] else 1
+
+
+def _rehearse_inside(request: Rehearsal, say: Say, vm: Any, plan_json: str, spec_argv: list[str]) -> dict[str, Any]:
+    from thinpool.lvm import commands, report
+    from thinpool.rehearse.vm import SHARE_MOUNT
+
+    (vm.share / "plan.json").write_text(plan_json)
+    say("== thinpool apply plan.json   (inside the VM)")
+    started = time.monotonic()
+    first = vm.thinpool("apply", "--yes", f"{SHARE_MOUNT}/plan.json", check=False, timeout=request.timeout)
+    apply_seconds = time.monotonic() - started
+    say(first.stdout + first.stderr)
+    say("== thinpool apply again with the same spec   (must change nothing)")
+    second = vm.thinpool("apply", "--yes", "--json", *spec_argv, check=False, timeout=request.timeout)
+    second_result = _json_or_error(second.stdout)
+    say("   changed: " + str(second_result.get("changed")) + (f"\n{second.stderr}" if second.stderr else ""))
+    say("== lvs -a   (inside the VM)")
+    vg, pool_name = request.spec.vg, request.spec.pool
+    table = vm.run(list(commands.lvs_table(vg, LVS_COLUMNS)), check=False)
+    say(table.stdout + table.stderr)
+    lvs = report.parse_lvs(vm.run(list(commands.lvs_report(vg))).stdout)
+    vgs = report.parse_vgs(vm.run(list(commands.vgs_report(vg))).stdout)
+    pool = next((lv for lv in lvs if lv.bare_name == pool_name), None)
+    spare = sum(lv.size for lv in lvs if lv.is_spare)
+    return {
+        "first_ok": first.returncode == 0,
+        "first_output": first.stdout + first.stderr,
+        "apply_seconds": round(apply_seconds, 2),
+        "second_changed": bool(second_result.get("changed", True)) or second.returncode != 0,
+        "second_result": second_result,
+        "pool": {
+            "data_size": pool.size if pool else 0,
+            "metadata_size": pool.metadata_size if pool else 0,
+            "chunk_size": pool.chunk_size if pool else 0,
+            "seg_monitor": pool.seg_monitor if pool else "",
+            "profile": pool.profile if pool else "",
+            "spare_size": spare,
+            "vg_free_extents": int(vgs[0]["free_count"]) if vgs else 0,
+        },
+    }
+
+
+def _json_or_error(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"changed": True, "unreadable_output": text[-2000:]}
+    return value if isinstance(value, dict) else {"changed": True}
+
+
+def _matches(layout: PlanLayout, pool: dict[str, Any]) -> bool:
+    return bool(
+        pool["data_size"] == layout.data_size
+        and pool["metadata_size"] == layout.metadata_size
+        and pool["chunk_size"] == layout.chunk_size
+        and pool["spare_size"] >= layout.metadata_size
+        and pool["vg_free_extents"] == layout.headroom_extents + layout.left_extents
+        and pool["seg_monitor"] == "monitored"
+    )
+
+
+def _verdict(report: dict[str, Any], layout: PlanLayout | None) -> str:
+    pool = report["pool"]
+    extent = layout.extent_size if layout else 1
+    lines = [
+        f"Real pool: data {pool['data_size'] // extent} extents, metadata {pool['metadata_size'] // extent}, "
+        f"spare {pool['spare_size'] // extent}, VG free {pool['vg_free_extents']}, chunk "
+        f"{format_size(pool['chunk_size'])}, {pool['seg_monitor'] or 'not monitored'}.",
+        f"VM boot {report['boot_seconds']}s, apply {report['apply_seconds']}s, "
+        f"{format_size(report['disk_bytes_written'])} really written to the sparse disks (now deleted).",
+    ]
+    if report["ok"]:
+        lines.append("Rehearsal passed: lvm made exactly the planned layout, and a second apply changed nothing.")
+    else:
+        problems = []
+        if not report["first_ok"]:
+            problems.append("the apply failed")
+        if report["second_changed"]:
+            problems.append("the second apply was not a no-op")
+        if not report["matches_plan"]:
+            problems.append("lvm's report differs from the plan")
+        lines.append("Rehearsal FAILED: " + "; ".join(problems) + ".")
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""Writing files safely: an exclusive temporary file beside the target, fsync, rename; backups never overwritten."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+from thinpool.config.document import ENCODING, ERRORS
+from thinpool.errors import ThinpoolError
+
+
+class UnsafeFile(ThinpoolError):
+    """A path thinpool will not write through."""
+
+
+def _refuse_special(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise UnsafeFile(f"{path} is not a regular file", fix="remove it or name another file")
+
+
+def resolve_target(path: Path, *, follow_symlink: bool) -> Path:
+    """The file to replace: a symlink is refused, or (for config files) its target is written."""
+    if path.is_symlink():
+        if not follow_symlink:
+            raise UnsafeFile(f"{path} is a symbolic link; thinpool does not write through it",
+                             fix="remove the link or name another file")  # fmt: skip
+        path = Path(os.path.realpath(path))
+    _refuse_special(path)
+    return path
+
+
+def write_atomically(path: Path, text: str, *, follow_symlink: bool = False, mode: int = 0o644) -> Path:
+    """Replace ``path`` with ``text``; a replaced file keeps its mode and owner. Returns the file written."""
+    target = resolve_target(path, follow_symlink=follow_symlink)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.stat() if target.exists() else None
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".thinpool-tmp", dir=target.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding=ENCODING, errors=ERRORS, newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, stat.S_IMODE(old.st_mode) if old else mode)
+        if old is not None:
+            os.chown(temporary, old.st_uid, old.st_gid)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return target
+
+
+def backup_name(path: Path, when: float) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+    return path.with_name(f"{path.name}.thinpool-{stamp}.bak")
+
+
+def keep_backup(path: Path, when: float) -> Path:
+    """Copy ``path`` to a new timestamped backup (mode kept); an earlier backup is never overwritten."""
+    first = backup_name(path, when)
+    data = path.read_bytes()
+    for number in range(1000):
+        candidate = first if number == 0 else first.with_name(f"{first.name}.{number}")
+        try:
+            descriptor = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IMODE(path.stat().st_mode))
+        except FileExistsError:
+            continue
+        os.fchmod(descriptor, stat.S_IMODE(path.stat().st_mode))
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        return candidate
+    raise UnsafeFile(f"too many backups of {path} at {first.name}", fix="remove old backups")

@@ -1,0 +1,188 @@
+"""The one place that reads the system: lvm's reports, block devices, files, engine versions, mounts.
+
+Everything is read through the runner (commands) or under ``root`` (files), so a test can hand
+in a scripted runner and a temporary folder. What comes back is plain data for the pure core.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from thinpool import engines
+from thinpool.config.document import ENCODING, ERRORS
+from thinpool.core import health
+from thinpool.core.model import Device, EngineState, Observed
+from thinpool.core.spec import NO_ENGINE, PoolSpec
+from thinpool.host import commands as host
+from thinpool.host.report import parse_lsblk, parse_wipefs
+from thinpool.lvm import commands, report
+from thinpool.system.runner import Runner
+
+ROOT = Path("/")
+ENGINE_PROGRAMS = ("dockerd", "containerd")
+_VERSION = re.compile(r"\bv?(\d+\.\d+\.\d+)")
+
+
+def under(root: Path, path: str) -> Path:
+    return root / path.lstrip("/")
+
+
+def _mountpoints(node: dict[str, Any]) -> tuple[str, ...]:
+    found = [node.get("mountpoint"), *(node.get("mountpoints") or [])]
+    return tuple(sorted({str(point) for point in found if point}))
+
+
+def _holders(name: str, root: Path) -> tuple[str, ...]:
+    folder = under(root, f"/sys/class/block/{name}/holders")
+    return tuple(sorted(entry.name for entry in folder.iterdir())) if folder.is_dir() else ()
+
+
+def read_device(runner: Runner, path: str, root: Path = ROOT) -> Device | None:
+    """A device as lsblk and wipefs see it; None when it does not exist."""
+    listed = runner.run(host.lsblk(path), check=False)
+    if not listed.ok:
+        return None
+    nodes = parse_lsblk(listed.stdout)
+    if not nodes:
+        return None
+    node = nodes[0]
+    children = node.get("children") or []
+    signatures = runner.run(host.wipefs_probe(path), check=False)
+    return Device(
+        path=path,
+        size=int(node["size"]),
+        type=str(node.get("type", "")),
+        mountpoints=_mountpoints(node) + tuple(p for child in children for p in _mountpoints(child)),
+        holders=_holders(str(node["name"]), root),
+        partitions=tuple(str(child.get("path") or child["name"]) for child in children),
+        signatures=parse_wipefs(signatures.stdout) if signatures.ok else (),
+        read_only=bool(node.get("ro")),
+        rotational=bool(node.get("rota")),
+        swap=node.get("fstype") == "swap",
+    )
+
+
+def read_lvm(runner: Runner) -> Observed:
+    pvs = report.parse_pvs(runner.run(commands.pvs_report()).stdout)
+    lvs = report.parse_lvs(runner.run(commands.lvs_report()).stdout)
+    vgs = report.assemble_vgs(runner.run(commands.vgs_report()).stdout, pvs, lvs)
+    return Observed(pvs={pv.name: pv for pv in pvs}, vgs=vgs)
+
+
+def read_files(paths: Iterable[str], root: Path = ROOT) -> tuple[dict[str, str], dict[str, str]]:
+    """(text by path, reason by path) of the regular files among ``paths``; a FIFO or device is never opened."""
+    found: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
+    for path in paths:
+        file = under(root, path)
+        if not file.exists():
+            continue
+        if not file.is_file():
+            unreadable[path] = "not a regular file"
+            continue
+        try:
+            found[path] = file.read_text(encoding=ENCODING, errors=ERRORS)
+        except OSError as error:
+            unreadable[path] = error.strerror or str(error)
+    return found, unreadable
+
+
+def read_profiles(names: Iterable[str], root: Path = ROOT) -> dict[str, str]:
+    found, _ = read_files((commands.profile_path(name) for name in names), root)
+    return {name: found[commands.profile_path(name)] for name in names if commands.profile_path(name) in found}
+
+
+def observe(runner: Runner, devices: Iterable[str], profiles: Iterable[str] = (), root: Path = ROOT) -> Observed:
+    lvm = read_lvm(runner)
+    found = {path: dev for path in devices if (dev := read_device(runner, path, root)) is not None}
+    dm = report.parse_dmsetup_info(runner.run(commands.dmsetup_info(), check=False).stdout)
+    return Observed(
+        devices=found, pvs=lvm.pvs, vgs=lvm.vgs, profiles=read_profiles(profiles, root), dm_devices=tuple(dm)
+    )
+
+
+def virtual(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observed:
+    """Blank virtual disks (``disk1``, ``disk2`` ... unless named) for planning without touching anything."""
+    sizes = list(sizes)
+    labels = list(names) if names is not None else [f"disk{index}" for index in range(1, len(sizes) + 1)]
+    return Observed(devices={name: Device(name, size, virtual=True) for name, size in zip(labels, sizes, strict=True)})
+
+
+def observe_for(spec: PoolSpec, runner: Runner, root: Path = ROOT) -> Observed:
+    """The real system as ``spec`` needs it: devices, lvm, the profile, and (with an engine) the engine."""
+    observed = observe(runner, spec.devices, profiles=(spec.profile_name,), root=root)
+    if spec.engine == NO_ENGINE:
+        return observed
+    return replace(observed, engine=engine_state(runner, spec, root))
+
+
+def read_pool_status(runner: Runner, vg: str, pool: str, root: Path = ROOT) -> health.PoolStatus:
+    """One lvm report call, plus the pool's profile file."""
+    text = runner.run(commands.status_report(vg)).stdout
+    return health.pool_status(text, vg, pool, read_profiles(health.profile_names(text), root))
+
+
+def find_program(name: str, root: Path = ROOT) -> str:
+    """The program's absolute path on PATH, looked up under ``root`` ("" when there is none)."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = under(root, f"{folder}/{name}")
+        if folder.startswith("/") and candidate.is_file() and os.access(candidate, os.X_OK):
+            return f"{folder.rstrip('/')}/{name}"
+    return ""
+
+
+def program_version(runner: Runner, path: str) -> str:
+    done = runner.run(host.program_version(path), check=False, timeout=30)
+    found = _VERSION.search(done.stdout)
+    return found.group(1) if done.returncode == 0 and found else ""
+
+
+def mounted_source(mount_point: str, root: Path = ROOT) -> str:
+    """The source mounted on ``mount_point`` (the last mount wins), "" when none."""
+    mounts = under(root, "/proc/self/mounts")
+    if not mounts.is_file():
+        return ""
+    source = ""
+    wanted = mount_point.rstrip("/") or "/"
+    for line in mounts.read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 1 and fields[1] == wanted:
+            source = fields[0]
+    return source
+
+
+def _entries(folder: Path) -> int:
+    return sum(1 for _ in folder.iterdir()) if folder.is_dir() else 0
+
+
+def engine_files(root: Path = ROOT) -> EngineState:
+    """Only the engines' configuration files (what destroy checks); no program is run."""
+    files, unreadable = read_files(engines.config_files(), root)
+    return EngineState(observed=True, files=files, unreadable=unreadable)
+
+
+def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineState:
+    programs = {name: path for name in ENGINE_PROGRAMS if (path := find_program(name, root))}
+    versions = {name: version for name, path in programs.items() if (version := program_version(runner, path))}
+    data_root = spec.engine_options.data_root
+    volume = f"/dev/mapper/{commands.dm_name(spec.vg, spec.engine_options.volume_name)}"
+    filesystem = ""
+    if spec.engine == "docker-overlay2-thin" and under(root, volume).exists():
+        found = runner.run(host.wipefs_probe(volume), check=False)
+        filesystem = next(iter(parse_wipefs(found.stdout)), "") if found.returncode == 0 else ""
+    files = engine_files(root)
+    return replace(
+        files,
+        versions=versions,
+        programs=programs,
+        systemd=under(root, "/run/systemd/system").is_dir(),
+        docker_devicemapper_state=_entries(under(root, f"{data_root}/devicemapper/metadata")) > 0,
+        data_root_entries=_entries(under(root, data_root)),
+        data_root_source=mounted_source(data_root, root),
+        volume_filesystem=filesystem,
+    )
