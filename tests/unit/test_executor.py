@@ -5,11 +5,11 @@ import pytest
 
 from thinpool.app import executor
 from thinpool.core import planner
+from thinpool.core.lvm import commands
 from thinpool.core.model import Observed
 from thinpool.core.plan import Action, Plan
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, MiB
-from thinpool.lvm import commands
 from thinpool.system import observe
 from thinpool.system.runner import ScriptedRunner
 

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from thinpool.core import health, sizing
+from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState
 from thinpool.core.units import GiB, MiB
 from thinpool.engines import doctor as engine_doctor
-from thinpool.lvm import commands
 
 EXTENT = 4 * MiB
 PROFILE = commands.profile_content("docker", "thinpool", 80, 20)

@@ -4,13 +4,13 @@ from dataclasses import replace
 import pytest
 
 from thinpool.core import planner, sizing
+from thinpool.core.lvm import commands
 from thinpool.core.model import DmDevice, LogicalVolume, Observed, PhysicalVolume
 from thinpool.core.plan import Plan, SavedPlanError, render_text
 from thinpool.core.safety import UnsafeDevice
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, KiB, MiB, Percent
 from thinpool.errors import DoesNotFit, SpecError
-from thinpool.lvm import commands
 from thinpool.system import observe
 
 from .builders import disk, empty_vg, observed_with_vg
@@ -361,8 +361,8 @@ def test_pool_without_a_clean_activation_is_reactivated() -> None:
 
 def test_a_stray_mapping_holding_the_pools_metadata_is_removed_before_reactivation() -> None:
     """The shape a kill late in lvcreate left in CI: lvm's temporary docker-lvol0 still maps POOL_tmeta."""
+    from thinpool.core.lvm import report
     from thinpool.core.model import VolumeGroup
-    from thinpool.lvm import report
 
     vg_uuid, tmeta_uuid = "Vg0000-aaaa-bbbb-cccc-dddd-eeee-ffffff", "Lv1111-aaaa-bbbb-cccc-dddd-eeee-ffffff"
     owner = "LVM-" + vg_uuid.replace("-", "") + tmeta_uuid.replace("-", "")

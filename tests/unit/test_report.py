@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from thinpool.core.lvm import report
 from thinpool.core.units import MiB
 from thinpool.host import report as host_report
-from thinpool.lvm import report
 
 
 def test_lvs_with_thin_volume_and_snapshot(recorded: Path) -> None:

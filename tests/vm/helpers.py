@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from thinpool.core.lvm import commands, report
 from thinpool.core.model import LogicalVolume
-from thinpool.lvm import commands, report
 from thinpool.rehearse.vm import VM
 
 

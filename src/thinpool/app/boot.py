@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from thinpool.app.context import Context
+from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed
 from thinpool.errors import ThinpoolError
 from thinpool.host import commands as host
-from thinpool.lvm import commands
 from thinpool.system import files, observe
 from thinpool.system.runner import Runner
 

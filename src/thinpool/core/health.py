@@ -12,9 +12,9 @@ from decimal import Decimal
 from typing import Any
 
 from thinpool.core import sizing
+from thinpool.core.lvm import report
 from thinpool.core.units import ceil_div, format_size, lvm_size_arg
 from thinpool.errors import ThinpoolError
-from thinpool.lvm import report
 
 SEVERITIES = ("ok", "info", "warning", "critical")
 # lvm's 9th attr character on a thin pool, and what it means.

@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from thinpool.core.lvm.commands import MANAGED_TAG, dm_name
 from thinpool.core.model import DmDevice, LogicalVolume, VolumeGroup
-from thinpool.lvm.commands import MANAGED_TAG, dm_name
 
 _LVM_TEMPORARY_NAME = re.compile(r"^lvol\d+$")
 _LVM_DM_UUID_LENGTH = len("LVM-") + 32 + 32

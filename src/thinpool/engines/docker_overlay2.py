@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from thinpool.config import fstab
 from thinpool.config.document import ConfigError
+from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState
 from thinpool.core.plan import Action, ActionKind, Target
 from thinpool.core.spec import PoolSpec
@@ -12,7 +13,6 @@ from thinpool.engines import docker, systemd
 from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
 from thinpool.host import commands as host
-from thinpool.lvm import commands
 
 FSTAB = fstab.PATH
 FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, FSTAB)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume
 from thinpool.core.plan import Action
-from thinpool.lvm import commands
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
 
 
 def _rehearse_inside(request: Rehearsal, say: Say, vm: Any, plan_json: str, spec_argv: list[str]) -> dict[str, Any]:
-    from thinpool.lvm import commands, report
+    from thinpool.core.lvm import commands, report
     from thinpool.rehearse.vm import SHARE_MOUNT
 
     (vm.share / "plan.json").write_text(plan_json)

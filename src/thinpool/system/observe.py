@@ -16,11 +16,11 @@ from typing import Any
 from thinpool import engines
 from thinpool.config.document import ENCODING, ERRORS
 from thinpool.core import health
+from thinpool.core.lvm import commands, report
 from thinpool.core.model import Device, EngineState, Observed
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.host import commands as host
 from thinpool.host.report import parse_lsblk, parse_wipefs
-from thinpool.lvm import commands, report
 from thinpool.system.runner import Runner
 
 ROOT = Path("/")

@@ -1,0 +1,263 @@
+"""The CLI's disk commands end to end without the VM: a Context with a scripted runner and a temporary root.
+
+Each test lists the exact commands thinpool runs and lvm's answers (recorded lvm 2.03.16 shapes),
+then checks what the command printed, wrote and returned.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from thinpool.app.context import Context
+from thinpool.cli import EXIT_ERROR, EXIT_OK, main
+from thinpool.core.lvm import commands
+from thinpool.core.units import GiB, MiB
+from thinpool.errors import CommandTimedOut
+from thinpool.host import commands as host
+from thinpool.system.runner import ScriptedRunner
+
+from .test_health import report as status_report
+
+EXTENT = 4 * MiB
+DEVICE = "/dev/vdc"  # the recorded blank disk (1 GiB)
+
+
+def _report(kind: str, rows: list[dict[str, str]]) -> str:
+    return json.dumps({"report": [{kind: rows}]})
+
+
+class Machine:
+    """What lvm reports, kept as rows so each step's verification sees the state the step made."""
+
+    def __init__(self, runner: ScriptedRunner) -> None:
+        self.runner = runner
+        self.pvs: list[dict[str, str]] = []
+        self.vgs: list[dict[str, str]] = []
+        self.lvs: list[dict[str, str]] = []
+
+    def reports(self) -> None:
+        self.runner.expect(commands.pvs_report(), stdout=_report("pv", self.pvs))
+        self.runner.expect(commands.lvs_report(), stdout=_report("lv", self.lvs))
+        self.runner.expect(commands.vgs_report(), stdout=_report("vg", self.vgs))
+
+    def observe(self, recorded: Path, devices: tuple[str, ...] = (DEVICE,)) -> None:
+        self.reports()
+        for device in devices:
+            self.runner.expect(host.lsblk(device), stdout=(recorded / "lsblk-blank-disk.json").read_text())
+            self.runner.expect(host.wipefs_probe(device), stdout="")
+        self.runner.expect(commands.dmsetup_info(), stdout="No devices found\n")
+
+    def vg(self, extents: int, free: int) -> dict[str, str]:
+        return {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": str(EXTENT), "vg_extent_count": str(extents),
+                "vg_free_count": str(free), "vg_seqno": "3"}  # fmt: skip
+
+    def pool(self, data: int, metadata: int, chunk: int, monitor: str) -> dict[str, str]:
+        return {"lv_name": "thinpool", "vg_name": "docker", "segtype": "thin-pool", "lv_attr": "twi-a-tz--",
+                "lv_size": str(data), "lv_metadata_size": str(metadata), "chunk_size": str(chunk),
+                "seg_monitor": monitor, "lv_profile": "thinpool-docker-thinpool", "lv_active": "active",
+                "lv_tags": commands.MANAGED_TAG}  # fmt: skip
+
+
+def _context(runner: ScriptedRunner, root: Path) -> Context:
+    return Context(runner=runner, root=root, euid=0, sleep=lambda _: None)
+
+
+def _planned(recorded: Path, root: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
+    """The plan apply will make, as `thinpool plan --json` prints it."""
+    runner = ScriptedRunner()
+    Machine(runner).observe(recorded)
+    assert main(["plan", DEVICE, "--json"], context=_context(runner, root)) == EXIT_OK
+    assert runner.exhausted
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def test_apply_creates_the_pool_step_by_step_and_verifies_each(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _planned(recorded, tmp_path, capsys)
+    actions, layout = plan["actions"], plan["layout"]
+    assert isinstance(actions, list) and isinstance(layout, dict)
+    runner = ScriptedRunner()
+    machine = Machine(runner)
+    machine.observe(recorded)
+    runner.expect(("pvcreate", DEVICE))
+    machine.pvs = [{"pv_name": DEVICE, "vg_name": "", "pv_attr": "---"}]
+    machine.reports()
+    runner.expect(tuple(actions[1]["argv"]))
+    machine.pvs = [{"pv_name": DEVICE, "vg_name": "docker", "pv_attr": "a--"}]
+    machine.vgs = [machine.vg(layout["free_extents"], layout["free_extents"])]
+    machine.reports()
+    runner.expect(tuple(actions[3]["argv"]))
+    machine.lvs = [machine.pool(layout["data_size"], layout["metadata_size"], layout["chunk_size"], "not monitored")]
+    machine.reports()
+    runner.expect(("lvchange", "--monitor", "y", "docker/thinpool"))
+    machine.lvs = [machine.pool(layout["data_size"], layout["metadata_size"], layout["chunk_size"], "monitored")]
+    machine.reports()
+
+    assert main(["apply", DEVICE, "--yes", "--json"], context=_context(runner, tmp_path)) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    assert runner.exhausted
+    assert result["ok"] and result["changed"]
+    assert [step["status"] for step in result["steps"]] == ["done"] * 5
+    assert result["layout"] == layout
+    profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
+    assert "thin_pool_autoextend_threshold = 80" in profile.read_text()
+
+
+def test_a_command_that_hangs_is_a_failed_step_and_the_rest_is_reported_not_run(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class HangingPvcreate(ScriptedRunner):
+        def run(self, argv, **kwargs):  # type: ignore[no-untyped-def]
+            if argv[0] == "pvcreate":
+                raise CommandTimedOut("pvcreate /dev/vdc did not finish within 300s and was killed", fix="check")
+            return super().run(argv, **kwargs)
+
+    runner = HangingPvcreate()
+    Machine(runner).observe(recorded)
+    assert main(["apply", DEVICE, "--yes"], context=_context(runner, tmp_path)) == EXIT_ERROR
+    out = capsys.readouterr().out
+    assert "failed   create physical-volume /dev/vdc" in out
+    assert "did not finish within 300s" in out
+    assert out.count("not-run") == 4
+    assert "Apply FAILED: 0 of 5 changes made." in out
+    assert not (tmp_path / "etc").exists()
+
+
+def _existing_pool(machine: Machine, data: int, metadata: int, free: int) -> None:
+    machine.pvs = [{"pv_name": "/dev/vda", "vg_name": "docker", "pv_attr": "a--"}]
+    machine.vgs = [machine.vg(1023, free)]
+    machine.lvs = [machine.pool(data, metadata, 512 * 1024, "monitored")]
+
+
+def test_grow_adds_the_device_then_grows_metadata_and_data(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from thinpool.app import pool
+    from thinpool.core.spec import PoolSpec
+
+    def before(machine: Machine) -> None:
+        _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
+
+    planning = ScriptedRunner()
+    before(machine := Machine(planning))
+    machine.observe(recorded)
+    plan = pool.plan_grow(_context(planning, tmp_path), PoolSpec(devices=(DEVICE,)))
+    assert plan.layout is not None
+    assert [str(action.kind) for action in plan.actions] == [
+        "physical-volume", "volume-group", "pool-metadata", "pool-data"
+    ]  # fmt: skip
+
+    runner = ScriptedRunner()
+    before(machine := Machine(runner))
+    machine.observe(recorded)
+    runner.expect(plan.actions[0].argv)
+    machine.pvs.append({"pv_name": DEVICE, "vg_name": "", "pv_attr": "---"})
+    machine.reports()
+    runner.expect(plan.actions[1].argv)
+    machine.pvs[-1] = {"pv_name": DEVICE, "vg_name": "docker", "pv_attr": "a--"}
+    machine.vgs = [machine.vg(plan.layout.free_extents, plan.layout.free_extents)]
+    machine.reports()
+    runner.expect(plan.actions[2].argv)
+    machine.lvs = [machine.pool(2 * GiB, plan.layout.metadata_size, 512 * 1024, "monitored")]
+    machine.reports()
+    runner.expect(plan.actions[3].argv)
+    machine.lvs = [machine.pool(plan.layout.data_size, plan.layout.metadata_size, 512 * 1024, "monitored")]
+    machine.reports()
+
+    assert main(["grow", DEVICE, "--json", "--yes"], context=_context(runner, tmp_path)) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    assert runner.exhausted
+    assert result["ok"] and [step["status"] for step in result["steps"]] == ["done"] * 4
+    assert result["layout"]["data_size"] > 2 * GiB
+
+
+def test_destroy_is_refused_while_daemon_json_names_the_pool(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon_json = tmp_path / "etc/docker/daemon.json"
+    daemon_json.parent.mkdir(parents=True)
+    daemon_json.write_text('{"storage-opts": ["dm.thinpooldev=/dev/mapper/docker-thinpool"]}\n')
+    runner = ScriptedRunner()
+    machine = Machine(runner)
+    _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
+    machine.reports()
+    runner.expect(commands.dmsetup_info(), stdout="No devices found\n")
+    assert main(["destroy", "--yes"], context=_context(runner, tmp_path)) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "/etc/docker/daemon.json still points at docker/thinpool (docker-thinpool)" in err
+    assert "fix: reconfigure or stop the engine" in err
+    assert runner.exhausted  # nothing but the reports ran
+
+
+def test_destroy_removes_the_pool_the_vg_its_label_and_the_profile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
+    profile.parent.mkdir(parents=True)
+    profile.write_text(commands.profile_content("docker", "thinpool", 80, 20))
+    runner = ScriptedRunner()
+    machine = Machine(runner)
+    _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
+    machine.reports()
+    runner.expect(commands.dmsetup_info(), stdout="No devices found\n")
+    runner.expect(commands.lvremove("docker", "thinpool"))
+    machine.lvs = []
+    machine.reports()
+    runner.expect(commands.vgremove("docker"))
+    machine.vgs, machine.pvs = [], [{"pv_name": "/dev/vda", "vg_name": "", "pv_attr": "---"}]
+    machine.reports()
+    runner.expect(commands.pvremove("/dev/vda"))
+    machine.pvs = []
+    machine.reports()
+    assert main(["destroy", "--yes"], context=_context(runner, tmp_path)) == EXIT_OK
+    out = capsys.readouterr().out
+    assert runner.exhausted
+    assert "Apply complete: 4 of 4 changes made." in out
+    assert not profile.exists()
+
+
+def test_status_reads_one_report_and_the_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
+    profile.parent.mkdir(parents=True)
+    profile.write_text(commands.profile_content("docker", "thinpool", 80, 20))
+    runner = ScriptedRunner()
+    runner.expect(commands.status_report("docker"), stdout=status_report())
+    assert main(["status", "--json"], context=_context(runner, tmp_path)) == EXIT_OK
+    status = json.loads(capsys.readouterr().out)
+    assert runner.exhausted
+    assert status["data_used"] == 3 * GiB // 2 and status["autoextend"] == {"threshold": 80, "percent": 20}
+    assert status["autoextend_steps"] >= 1
+
+
+def test_doctor_exits_critical_on_an_unmonitored_pool_with_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
+    profile.parent.mkdir(parents=True)
+    profile.write_text(commands.profile_content("docker", "thinpool", 80, 20))
+    runner = ScriptedRunner()
+    runner.expect(commands.status_report("docker"), stdout=status_report({"seg_monitor": "not monitored"}))
+    assert main(["doctor"], context=_context(runner, tmp_path)) == 4
+    out = capsys.readouterr().out
+    assert runner.exhausted  # no dockerd or containerd under this root: no version was asked for
+    assert "CRITICAL not-monitored" in out and "fix: lvchange --monitor y docker/thinpool" in out
+    assert "docker/thinpool: worst: critical" in out
+
+
+def test_doctor_reports_an_invalid_daemon_json_as_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon_json = tmp_path / "etc/docker/daemon.json"
+    daemon_json.parent.mkdir(parents=True)
+    daemon_json.write_text('{"storage-driver": "devicemapper",')
+    profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
+    profile.parent.mkdir(parents=True)
+    profile.write_text(commands.profile_content("docker", "thinpool", 80, 20))
+    runner = ScriptedRunner()
+    runner.expect(commands.status_report("docker"), stdout=status_report())
+    assert main(["doctor", "--json"], context=_context(runner, tmp_path)) == 3
+    found = json.loads(capsys.readouterr().out)["findings"]
+    assert [finding["code"] for finding in found] == ["daemon-json-invalid"]
+    assert "is not valid JSON" in found[0]["problem"]
