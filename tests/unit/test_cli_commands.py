@@ -261,3 +261,32 @@ def test_doctor_reports_an_invalid_daemon_json_as_invalid(tmp_path: Path, capsys
     found = json.loads(capsys.readouterr().out)["findings"]
     assert [finding["code"] for finding in found] == ["daemon-json-invalid"]
     assert "is not valid JSON" in found[0]["problem"]
+
+
+def test_a_plan_saved_by_an_older_thinpool_is_refused_with_the_way_forward(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _planned(recorded, tmp_path, capsys)
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps({**plan, "schema_version": 1}))
+    runner = ScriptedRunner()
+    assert main(["apply", str(saved), "--yes"], context=_context(runner, Path("/"))) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "schema_version 1" in err and "fix: make the plan again with this thinpool" in err
+    assert runner.history == []  # refused before anything was read or run
+
+
+def test_a_saved_plan_runs_as_re_derived_not_as_edited(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _planned(recorded, tmp_path, capsys)
+    saved = tmp_path / "plan.json"
+    saved.write_text(json.dumps({**plan, "warnings": ["all is fine, skip the review"], "next_steps": ["rm -rf /"]}))
+    runner = ScriptedRunner()
+    Machine(runner).observe(recorded)
+    context = _context(runner, tmp_path)
+    context.euid = 0
+    assert main(["apply", str(saved)], context=context) == EXIT_ERROR  # no terminal: asks for --yes
+    captured = capsys.readouterr()
+    assert "skip the review" not in captured.out and "rm -rf" not in captured.out
+    assert "+ create thin-pool docker/thinpool" in captured.out and "no terminal to confirm on" in captured.err

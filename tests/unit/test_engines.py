@@ -238,3 +238,30 @@ def test_engine_actions_follow_the_pool_in_the_plan() -> None:
     assert kinds.index("thin-pool") < kinds.index("engine-config")
     assert plan.next_steps and "systemctl restart docker" in plan.next_steps[0]
     assert not any("not found" in warning for warning in plan.warnings)  # nothing was read on virtual disks
+
+
+def test_invalid_daemon_json_beside_devicemapper_state_is_refused_as_invalid_json() -> None:
+    """It used to be refused as 'devices of another pool': the file was never parsed as such."""
+    state = _with_files(DOCKER, daemon_json='{"storage-driver": "devicemapper",')
+    state = EngineState(**{**state.__dict__, "docker_devicemapper_state": True})
+    with pytest.raises(SpecError, match="is not valid JSON") as refused:
+        docker_devicemapper.plan(_spec("docker-devicemapper"), TARGET, state)
+    assert "another pool" not in refused.value.problem
+
+
+def test_an_unreadable_daemon_json_is_refused_even_with_force() -> None:
+    state = EngineState(**{**DOCKER.__dict__, "unreadable": {docker.DAEMON_JSON: "Permission denied"}})
+    with pytest.raises(SpecError, match="cannot be read"):
+        docker_devicemapper.plan(_spec("docker-devicemapper", force=True), TARGET, state)
+
+
+def test_the_registry_names_every_engine_once_and_their_files() -> None:
+    from thinpool import engines
+
+    assert engines.CHOICES == ("none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin")
+    assert engines.config_files() == (
+        docker.DAEMON_JSON, docker.DOCKER_DROP_IN, containerd_devmapper.CONFIG_TOML,
+        containerd_devmapper.CONTAINERD_DROP_IN, docker_overlay2.FSTAB,
+    )  # fmt: skip
+    with pytest.raises(SpecError, match="unknown engine 'podman'"):
+        engines.adapter("podman")

@@ -80,7 +80,7 @@ def _cmd_apply(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.app import pool
 
     ctx.require_root("apply")
-    if len(args.devices) == 1 and (ctx.root / args.devices[0]).is_file():
+    if len(args.devices) == 1 and Path(args.devices[0]).is_file():  # a saved plan, named on this host
         plan = pool.replan_saved(ctx, Path(args.devices[0]))
     else:
         plan = _plan_from_args(args, ctx)

@@ -30,11 +30,11 @@ class Fstab:
         for index, line in enumerate(self.lines):
             fields = tuple(line.split())
             if len(fields) > 1 and not fields[0].startswith("#"):
-                found.append(Entry(index, fields[0], _normal(fields[1]), fields))
+                found.append(Entry(index, fields[0], normal(fields[1]), fields))
         return found
 
     def on(self, mount_point: str) -> list[Entry]:
-        return [entry for entry in self.entries() if entry.mount_point == _normal(mount_point)]
+        return [entry for entry in self.entries() if entry.mount_point == normal(mount_point)]
 
     def without(self, entries: list[Entry]) -> Fstab:
         dropped = {entry.index for entry in entries}
@@ -48,7 +48,8 @@ class Fstab:
         return head + "".join(line + self.newline for line in new)
 
 
-def _normal(path: str) -> str:
+def normal(path: str) -> str:
+    """A mount point as the kernel names it: no trailing slash."""
     return path.rstrip("/") or "/"
 
 

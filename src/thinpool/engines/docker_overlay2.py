@@ -30,6 +30,7 @@ def merged_fstab(state: EngineState, device: str, data_root: str, *, force: bool
 
     Every other line comes back byte for byte, in the file's own line ending.
     """
+    data_root = fstab.normal(data_root)
     parsed = fstab.parse(state.source(FSTAB))
     if isinstance(parsed, ConfigError):
         raise SpecError(f"{parsed}; it was left untouched", fix=f"check {FSTAB}'s permissions, then re-run")
