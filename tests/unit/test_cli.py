@@ -34,7 +34,7 @@ def test_plan_out_saves_the_same_json(tmp_path: Path, capsys: pytest.CaptureFixt
         (["plan", "--disk-size", "744GB"], "decimal unit"),
         (["plan", "--disk-size", "4GiB", "--chunk-size", "96k"], "chunk size"),
         (["plan", "--disk-size", "4GiB", "--autoextend-threshold", "30"], "threshold"),
-        (["plan", "--disk-size", "4GiB", "--vg=-x"], "not a valid lvm name"),
+        (["plan", "--disk-size", "4GiB", "--vg=-x"], "starts with a hyphen"),
         (["plan", "--disk-size", "4GiB", "--data-size", "200%VG"], "outside 0-100%"),
         (["plan", "--disk-size", "4GiB", "--data-size", "100GiB"], "short by"),
         (["plan", "--disk-size", "4GiB", "/dev/sdb"], "cannot be mixed"),

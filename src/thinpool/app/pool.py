@@ -23,6 +23,9 @@ def plan_host(spec: PoolSpec, observed: Observed) -> Plan:
 
 
 def observed_for(ctx: Context, spec: PoolSpec) -> Observed:
+    """The system as ``spec`` needs it; the spec is checked first, so no bad name or path reaches a command."""
+    spec.validate()
+    spec.check_devices()
     return observe.observe_for(spec, ctx.runner, ctx.root)
 
 
@@ -44,7 +47,7 @@ def plan(ctx: Context, spec: PoolSpec) -> Plan:
 
 def save(plan: Plan, path: Path) -> None:
     """``plan --out``: written atomically; a symbolic link or a special file there is refused."""
-    files.write_atomically(path, plan.to_json(), mode=0o600)
+    files.write_atomically(path, plan.to_json(), keep_owner=False)
 
 
 def read_saved(path: Path) -> Plan:
@@ -78,10 +81,13 @@ def run(ctx: Context, plan: Plan, progress: Progress | None = None) -> ApplyResu
 
 
 def plan_grow(ctx: Context, spec: PoolSpec) -> Plan:
+    spec.validate()
+    spec.check_devices()
     return lifecycle.plan_grow(spec, observe.observe(ctx.runner, spec.devices, root=ctx.root))
 
 
 def plan_destroy(ctx: Context, spec: PoolSpec) -> Plan:
+    spec.validate()
     observed = observe.observe(ctx.runner, (), root=ctx.root)
     users = engines.pool_users(observe.engine_files(ctx.root), spec.vg, spec.pool)
     return lifecycle.plan_destroy(spec, observed, users)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from thinpool.core import sizing
-from thinpool.core.spec import DEFAULT_POOL, DEFAULT_VG, NO_ENGINE, EngineOptions, PoolSpec
+from thinpool.core.spec import DEFAULT_POOL, DEFAULT_VG, NO_ENGINE, EngineOptions, PoolSpec, normal_path
 from thinpool.core.units import Percent, parse_size, parse_size_or_percent
 from thinpool.engines import CHOICES as ENGINE_CHOICES
 
@@ -112,7 +112,7 @@ def engine_options_from_args(args: argparse.Namespace) -> EngineOptions:
         min_free_space=args.min_free_space,
         volume_name=args.volume_name,
         volume_size=_optional_size(args.volume_size, "--volume-size"),
-        data_root=args.data_root,
+        data_root=normal_path(args.data_root),
         storage_opts=tuple(args.storage_opt),
         hosts=tuple(args.host),
         dns=tuple(args.dns),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thinpool.core.units import format_size, parse_size
@@ -29,10 +31,28 @@ DOCTOR_EXIT_HELP = """exit codes:
 
 
 def _split_target(text: str) -> tuple[str, str]:
-    vg, _, pool = text.partition("/")
-    if not vg or not pool:
-        raise ThinpoolError(f"{text!r} is not VG/POOL", fix="e.g. docker/thinpool")
-    return vg, pool
+    from thinpool.core.names import check_target
+
+    return check_target(text)
+
+
+def _seconds(text: str) -> float:
+    """A refresh interval: a finite number of seconds, at least 0.1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0.1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds of at least 0.1")
+    return value
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ThinpoolError(f"--listen {text!r} is not ADDRESS:PORT with a port in 1-65535",
+                            fix="e.g. --listen 127.0.0.1:9720")  # fmt: skip
+    return host.strip("[]"), int(port)
 
 
 def _percent(ratio: float) -> str:
@@ -114,16 +134,20 @@ def _cmd_metrics(args: argparse.Namespace, ctx: Context) -> int:
         return watch.readings(ctx, targets, workload)
 
     if args.textfile:
+        folder = Path(args.textfile).parent
+        if not folder.is_dir():
+            raise ThinpoolError(
+                f"--textfile {args.textfile}: the folder {folder} does not exist",
+                fix=f"create it (node_exporter's --collector.textfile.directory names it): mkdir -p {folder}",
+            )
         metrics.write_textfile(args.textfile, read)
         return 0
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ThinpoolError(f"--listen {args.listen!r} is not ADDRESS:PORT", fix="e.g. --listen 127.0.0.1:9720")
+    host, port = _listen_address(args.listen)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     print(f"serving thinpool metrics on http://{args.listen}/metrics", file=sys.stderr, flush=True)
-    metrics.serve(host.strip("[]"), int(port), read, stop)
+    metrics.serve(host, port, read, stop)
     return 0
 
 
@@ -142,7 +166,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )  # fmt: skip
     status.add_argument("target", nargs="?", default="docker/thinpool", metavar="VG/POOL")
     status.add_argument("--json", action="store_true", help="print as JSON (sizes in bytes)")
-    status.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until interrupted")
+    status.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS until interrupted")
     status.set_defaults(handler=_cmd_status)
     doctor = commands.add_parser(
         "doctor", help="find what will hurt the pool, each with the command that fixes it",

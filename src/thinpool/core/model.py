@@ -177,6 +177,7 @@ class Observed:
     profiles: dict[str, str] = field(default_factory=dict)
     engine: EngineState = field(default_factory=EngineState)
     dm_devices: tuple[DmDevice, ...] = ()
+    taken_dev_names: frozenset[str] = frozenset()  # names asked about that exist under /dev (lvm refuses them as VGs)
 
     def fingerprint(self) -> dict[str, object]:
         """What a saved plan was made against; apply refuses it if this changed."""

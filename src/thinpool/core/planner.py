@@ -113,6 +113,11 @@ def geometry_for(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> 
     new_devices = tuple(path for path in spec.devices if path not in in_vg)
     for path in new_devices:
         safety.check_device(observed.devices.get(path), path, observed.pvs.get(path), wipe=spec.wipe)
+    if vg is None and spec.vg in observed.taken_dev_names:
+        raise SpecError(
+            f"lvm refuses volume group name {spec.vg!r}: /dev/{spec.vg} already exists",
+            fix="pick another --vg",
+        )
     if vg is None and not new_devices:
         raise SpecError(
             f"volume group {spec.vg!r} does not exist and no device was given",
@@ -153,7 +158,7 @@ def size_pool(spec: PoolSpec, geometry: Geometry) -> tuple[sizing.Layout, dict[s
     max_data = max(spec.max_pool_size or 0, geometry.total_extents * extent)
     chunk = sizing.choose_chunk(spec.chunk_size, max_data)
     metadata = sizing.choose_metadata(spec.metadata_size, max_data, chunk.size, spec.workload)
-    metadata_extents = min(ceil_div(metadata.size, extent), sizing.METADATA_MAX // extent)
+    metadata_extents = sizing.metadata_extents(metadata, extent)
     spare = sizing.spare_needed(metadata_extents, geometry.spare_extents)
     room = geometry.free_extents - metadata_extents - spare
     requested_headroom = _requested_headroom(spec, geometry)
@@ -209,6 +214,13 @@ def _data_extents(
 
 
 def _no_fit(layout: sizing.Layout, room: int, metadata_extents: int, chunk: int, spec: PoolSpec) -> DoesNotFit:
+    if layout.data_extents <= 0 and spec.data_size is not None:
+        align = sizing.alignment_extents(layout.extent_size, chunk)
+        return DoesNotFit(
+            f"--data-size {spec.data_size} is less than the smallest pool here: data is whole extents and whole "
+            f"chunks, {align} extent(s) ({format_size(align * layout.extent_size)}) at the least",
+            fix=f"ask for at least {lvm_size_arg(align * layout.extent_size)}, or leave --data-size out",
+        )
     if layout.data_extents <= 0:
         return DoesNotFit(
             f"no room for pool data: {layout.free_extents} free extents hold only the metadata "

@@ -260,6 +260,30 @@ def choose_metadata(requested: int | None, max_data: int, chunk_size: int, workl
     return MetadataChoice(size, term, reasons[term], candidates)
 
 
+def metadata_extents(choice: MetadataChoice, extent_size: int) -> int:
+    """Whole extents for ``choice``: rounded up, and refused when that cannot stay within lvm's range.
+
+    lvm sizes metadata in whole extents of the VG. A requested size that rounds up past 15.81 GiB
+    cannot be honoured (capping it would silently give less than asked); a sized one is capped at
+    the largest whole number of extents under the cap, which must be at least one extent.
+    """
+    most = METADATA_MAX // extent_size
+    if most == 0:
+        raise SpecError(
+            f"extents of {format_size(extent_size)} are larger than the most metadata lvm allows (15.81 GiB): "
+            "the pool's metadata cannot be a whole extent",
+            fix="use a smaller --extent-size (lvm's default 4m suits every pool size)",
+        )
+    wanted = ceil_div(choice.size, extent_size)
+    if wanted > most and choice.term == "requested":
+        raise SpecError(
+            f"--metadata-size {format_size(choice.size)} rounds up to {wanted} extents of {format_size(extent_size)} "
+            f"({format_size(wanted * extent_size)}), above lvm's 15.81 GiB",
+            fix=f"ask for at most {format_size(most * extent_size)}, or use a smaller --extent-size",
+        )
+    return min(wanted, most)
+
+
 def chunk_fitting_metadata_cap(max_data: int, chunk_size: int, workload: Workload) -> int | None:
     """The smallest larger chunk at which the metadata model fits under the cap."""
     chunk = chunk_size * 2
@@ -300,7 +324,7 @@ class Autoextend:
                 f"autoextend threshold {self.threshold}% is outside 50-100",
                 fix="lvm reads any threshold under 50 as 50 and 100 as 'never': pick 50-99, or 100 to disable",
             )
-        if self.enabled and not 1 <= self.percent <= 100:
+        if not 1 <= self.percent <= 100:
             raise SpecError(
                 f"autoextend percent {self.percent}% is outside 1-100",
                 fix="each autoextend step grows the data by this share of its size: pick 1-100 (default 20)",

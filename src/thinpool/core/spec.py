@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import re
+import ipaddress
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from thinpool.core import sizing
+from thinpool.core import names, sizing
 from thinpool.core.units import GiB, MiB, Percent, format_size, parse_percent
 from thinpool.errors import SpecError
 
@@ -14,26 +16,46 @@ NO_ENGINE = "none"  # the engines themselves are registered in thinpool.engines
 DEFAULT_VG = "docker"
 DEFAULT_POOL = "thinpool"
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")
-_RESERVED_LV_PARTS = (
-    "_cdata", "_cmeta", "_corig", "_iorig", "_mimage", "_mlog", "_pmspare", "_rimage",
-    "_rmeta", "_tdata", "_tmeta", "_vdata", "_vorigin", "_wcorig",
-)  # fmt: skip
-_RESERVED_LV_PREFIXES = ("snapshot", "pvmove")
-NAME_MAX = 127
+# Storage options whose value comes from the pool or from a flag of their own.
+OWNED_STORAGE_OPTS = {
+    "dm.thinpooldev": "the pool thinpool wires",
+    "dm.basesize": "--base-size",
+    "dm.min_free_space": "--min-free-space",
+}
+DOCKER_HOST_SCHEMES = ("unix", "tcp", "fd")  # what dockerd can listen on (ssh:// is a client's)
 
 
-def validate_lvm_name(name: str, *, what: str) -> None:
-    """lvm's rules for VG and LV names, checked before any command runs."""
-    fix = "use letters, digits and + _ . - (not starting with -), at most 127 characters"
-    if not name or len(name) > NAME_MAX or not _NAME_RE.match(name) or name in (".", ".."):
-        raise SpecError(f"{what} name {name!r} is not a valid lvm name", fix=fix)
-    reserved = name.startswith(_RESERVED_LV_PREFIXES) or any(part in name for part in _RESERVED_LV_PARTS)
-    if what == "pool" and reserved:
-        raise SpecError(
-            f"pool name {name!r} contains a part lvm reserves for hidden volumes",
-            fix="avoid snapshot*/pvmove* prefixes and _tdata, _tmeta, _pmspare and similar suffixes",
-        )
+def normal_path(path: str) -> str:
+    """An absolute path as the kernel names it: '/var/lib/docker/' and '/var/lib/x/../docker' are /var/lib/docker."""
+    return posixpath.normpath(path) if path.startswith("/") else path
+
+
+def check_device_path(path: str) -> None:
+    """A device must be named by its absolute path, never something lsblk or lvm would read as an option."""
+    if not path.startswith("/") or path != posixpath.normpath(path) or any(char.isspace() for char in path):
+        raise SpecError(f"device {path!r} is not an absolute device path", fix="name devices like /dev/sdb")
+
+
+def _check_host(host: str) -> None:
+    try:
+        parts = urlsplit(host)
+        port = parts.port
+    except ValueError as error:
+        raise SpecError(f"--host {host!r} is not a valid address ({error})", fix="e.g. tcp://127.0.0.1:2375") from None
+    if parts.scheme not in DOCKER_HOST_SCHEMES:
+        raise SpecError(f"--host {host!r}: dockerd cannot listen on {parts.scheme or 'that'}://",
+                        fix="use unix:///run/docker.sock, tcp://ADDRESS:PORT or fd://")  # fmt: skip
+    if parts.scheme == "tcp" and (not parts.hostname or port == 0):
+        raise SpecError(f"--host {host!r} names no address or port", fix="e.g. tcp://127.0.0.1:2375")
+    if parts.scheme == "unix" and not parts.path.startswith("/"):
+        raise SpecError(f"--host {host!r} names no socket path", fix="e.g. unix:///run/docker.sock")
+
+
+def _check_dns(address: str) -> None:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise SpecError(f"--dns {address!r} is not an IP address", fix="e.g. --dns 172.17.0.1") from None
 
 
 @dataclass(frozen=True)
@@ -59,29 +81,59 @@ class EngineOptions:
         return bool(self.tls_cacert and self.tls_cert and self.tls_key)
 
     def validate(self) -> None:
-        validate_lvm_name(self.volume_name, what="thin volume")
+        names.check_lv_name(self.volume_name, what="thin volume")
         if self.base_size < MiB:
             raise SpecError("--base-size must be at least 1 MiB", fix="Docker's default is 10GiB")
         if not 0 <= self.min_free_space <= 50:
             raise SpecError("--min-free-space must be a percent in 0..50", fix="Docker's default is 10")
-        if not self.data_root.startswith("/") or self.data_root.rstrip("/") in ("", "/var", "/var/lib"):
+        root = normal_path(self.data_root)
+        if not root.startswith("/") or root in ("/", "/var", "/var/lib"):
             raise SpecError(
                 f"--data-root {self.data_root!r} is not a dedicated absolute path", fix="e.g. /var/lib/docker"
             )
         if any(char.isspace() for char in self.data_root):
             raise SpecError(f"--data-root {self.data_root!r} contains white space", fix="pick a path without spaces")
-        for option in self.storage_opts:
-            if "=" not in option or not option.startswith("dm."):
-                raise SpecError(f"--storage-opt {option!r} is not dm.KEY=VALUE", fix="e.g. dm.blkdiscard=false")
+        if root != self.data_root:
+            raise SpecError(f"--data-root {self.data_root!r} is not in its plain form", fix=f"write it as {root}")
+        self._check_storage_opts()
+        for host in self.hosts:
+            _check_host(host)
+        for address in self.dns:
+            _check_dns(address)
         if any((self.tls_cacert, self.tls_cert, self.tls_key)) and not self.tls:
             raise SpecError("TLS needs all of --tlscacert, --tlscert and --tlskey", fix="give the three files")
+
+    def _check_storage_opts(self) -> None:
+        keys = []
+        for option in self.storage_opts:
+            key = option.split("=", 1)[0].strip()
+            if "=" not in option or not option.startswith("dm.") or not key[3:]:
+                raise SpecError(f"--storage-opt {option!r} is not dm.KEY=VALUE", fix="e.g. dm.blkdiscard=false")
+            if key in OWNED_STORAGE_OPTS:
+                raise SpecError(f"--storage-opt {key} is set by thinpool ({OWNED_STORAGE_OPTS[key]})",
+                                fix=f"drop it; use {OWNED_STORAGE_OPTS[key]}" if key != "dm.thinpooldev"
+                                else "drop it; --vg and --pool choose the pool")  # fmt: skip
+            keys.append(key)
+        if len(set(keys)) != len(keys):
+            raise SpecError("--storage-opt names the same key twice", fix="give each dm.KEY once")
 
     def to_dict(self) -> dict[str, Any]:
         return {name: list(value) if isinstance(value, tuple) else value for name, value in self.__dict__.items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EngineOptions:
-        values: dict[str, Any] = {name: tuple(v) if isinstance(v, list) else v for name, v in data.items()}
+        values: dict[str, Any] = {}
+        for name, default in cls().__dict__.items():
+            value = data.get(name, default)
+            if isinstance(default, tuple):
+                if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                    raise TypeError(f"engine_options.{name} is not a list of strings")
+                value = tuple(value)
+            elif name == "volume_size":
+                value = _field({name: value}, name, (int, type(None)))
+            elif type(value) is not type(default):
+                raise TypeError(f"engine_options.{name} is {type(value).__name__}, not {type(default).__name__}")
+            values[name] = value
         return cls(**values)
 
 
@@ -110,8 +162,7 @@ class PoolSpec:
         return f"thinpool-{self.vg}-{self.pool}"
 
     def validate(self) -> None:
-        validate_lvm_name(self.vg, what="volume group")
-        validate_lvm_name(self.pool, what="pool")
+        names.check_pool(self.vg, self.pool)
         if len(set(self.devices)) != len(self.devices):
             raise SpecError("a device is listed twice", fix="name each device once")
         self._validate_extent_size()
@@ -123,6 +174,11 @@ class PoolSpec:
             raise SpecError("--thin-device-size must be at least 1 MiB", fix="Docker's dm.basesize is 10GiB")
         if self.chunk_size is not None:
             sizing.validate_chunk(self.chunk_size)
+
+    def check_devices(self) -> None:
+        """Before anything reads them: every device an absolute path."""
+        for path in self.devices:
+            check_device_path(path)
 
     def _validate_extent_size(self) -> None:
         size = self.extent_size
@@ -159,27 +215,42 @@ class PoolSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoolSpec:
-        """The inverse of ``to_dict`` (used for saved plans)."""
+        """The inverse of ``to_dict`` (used for saved plans); a wrongly typed field raises TypeError naming it."""
 
-        def size_or_share(value: int | str | None, what: str) -> int | Percent | None:
-            if isinstance(value, str):
-                return parse_percent(value, what=what, allowed=("VG", "FREE"))
-            return value
+        def size_or_share(key: str) -> int | Percent | None:
+            value = _field(data, key, (int, str, type(None)))
+            return parse_percent(value, what=key, allowed=("VG", "FREE")) if isinstance(value, str) else value
 
+        devices = _field(data, "devices", (list,))
+        if not all(isinstance(path, str) for path in devices):
+            raise TypeError("devices is not a list of strings")
         return cls(
-            devices=tuple(data["devices"]),
-            vg=data["vg"],
-            pool=data["pool"],
-            engine=data["engine"],
-            extent_size=data["extent_size"],
-            chunk_size=data["chunk_size"],
-            metadata_size=data["metadata_size"],
-            data_size=size_or_share(data["data_size"], "data_size"),
-            headroom=size_or_share(data["headroom"], "headroom"),
-            max_pool_size=data["max_pool_size"],
-            workload=sizing.Workload(data["max_thin_devices"], data["thin_device_size"]),
-            autoextend=sizing.Autoextend(data["autoextend_threshold"], data["autoextend_percent"]),
-            zero=data["zero"],
-            wipe=data["wipe"],
-            engine_options=EngineOptions.from_dict(data.get("engine_options", {})),
+            devices=tuple(devices),
+            vg=_field(data, "vg", (str,)),
+            pool=_field(data, "pool", (str,)),
+            engine=_field(data, "engine", (str,)),
+            extent_size=_field(data, "extent_size", (int,)),
+            chunk_size=_field(data, "chunk_size", (int, type(None))),
+            metadata_size=_field(data, "metadata_size", (int, type(None))),
+            data_size=size_or_share("data_size"),
+            headroom=size_or_share("headroom"),
+            max_pool_size=_field(data, "max_pool_size", (int, type(None))),
+            workload=sizing.Workload(
+                _field(data, "max_thin_devices", (int,)), _field(data, "thin_device_size", (int,))
+            ),
+            autoextend=sizing.Autoextend(
+                _field(data, "autoextend_threshold", (int,)), _field(data, "autoextend_percent", (int,))
+            ),
+            zero=_field(data, "zero", (bool,)),
+            wipe=_field(data, "wipe", (bool,)),
+            engine_options=EngineOptions.from_dict(_field(data, "engine_options", (dict,))),
         )
+
+
+def _field(data: dict[str, Any], key: str, types: tuple[type, ...]) -> Any:
+    """``data[key]`` when it has one of ``types`` (a bool is not an int here)."""
+    value = data[key]
+    if type(value) not in types:
+        names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in types)
+        raise TypeError(f"{key} is {type(value).__name__}, not {names}")
+    return value

@@ -63,11 +63,19 @@ def merged_config(state: EngineState, settings: dict[str, Any], *, force: bool) 
     """config.toml with the snapshotter's section set; comments and every other section kept."""
     parsed = _parsed(state)
     version = _config_version(parsed, state)
-    present = parsed.devmapper.get("pool_name") if parsed else None
+    section = parsed.devmapper if parsed else {}
+    present = section.get("pool_name")
     if present not in (None, settings["pool_name"]) and not force:
         raise SpecError(
             f"{CONFIG_TOML} already gives the devmapper snapshotter pool {present!r}",
             fix="pass --force to point it at this pool instead (snapshots in the other pool are lost to containerd)",
+        )
+    kept = [key for key in ("root_path", "base_image_size") if key in section and section[key] != settings[key]]
+    if present is not None and kept and not force:
+        theirs = ", ".join(f"{key} = {section[key]!r}" for key in kept)
+        raise SpecError(
+            f"{CONFIG_TOML} already sets {theirs} for this pool; changing it orphans the snapshots containerd has",
+            fix="keep them by passing the same values (--base-size), or --force to replace them (a backup is kept)",
         )
     return containerd_toml.edit(state.source(CONFIG_TOML).text or "", settings, version)
 

@@ -50,9 +50,7 @@ def check_hosts(options: EngineOptions) -> list[str]:
     """Refuse a TCP API beyond loopback without TLS unless --insecure-tcp; return warnings."""
     warnings = []
     for host in options.hosts:
-        parts = urlsplit(host)
-        if parts.scheme not in ("unix", "tcp", "fd", "ssh"):
-            raise SpecError(f"--host {host!r} is not unix://, tcp:// or fd://", fix="e.g. unix:///run/docker.sock")
+        parts = urlsplit(host)  # checked by EngineOptions.validate
         if parts.scheme != "tcp" or _is_loopback(parts.hostname or "") or options.tls:
             continue
         if not options.insecure_tcp:

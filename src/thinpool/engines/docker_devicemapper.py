@@ -21,7 +21,8 @@ def _docker_size(size: int) -> str:
 
 def storage_opts(spec: PoolSpec, target: PoolTarget) -> list[str]:
     options = spec.engine_options
-    return [
+    chosen = {option.split("=", 1)[0].strip() for option in options.storage_opts}
+    ours = [
         f"dm.thinpooldev={target.dm_path}",
         "dm.use_deferred_removal=true",
         "dm.use_deferred_deletion=true",
@@ -29,8 +30,9 @@ def storage_opts(spec: PoolSpec, target: PoolTarget) -> list[str]:
         "dm.mountopt=noatime",
         f"dm.basesize={_docker_size(options.base_size)}",
         f"dm.min_free_space={options.min_free_space}%",
-        *options.storage_opts,
     ]
+    # an option the operator gave replaces thinpool's default for that key (Docker would take the last)
+    return [option for option in ours if option.split("=", 1)[0] not in chosen] + list(options.storage_opts)
 
 
 def refuse_shared_pool(target: PoolTarget) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from thinpool.config import fstab
 from thinpool.config.document import ConfigError
+from thinpool.core import names
 from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState
 from thinpool.core.plan import Action, ActionKind, Target
@@ -98,6 +99,7 @@ def _mount_actions(spec: PoolSpec, state: EngineState, device: str) -> list[Acti
 
 def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChanges:
     options = spec.engine_options
+    names.check_volume(target.vg, target.pool, options.volume_name)
     warnings = docker.check_hosts(options)
     device = f"/dev/mapper/{commands.dm_name(target.vg, options.volume_name)}"
     if (options.volume_size or 0) > target.data_size:

@@ -37,11 +37,17 @@ def resolve_target(path: Path, *, follow_symlink: bool) -> Path:
     return path
 
 
-def write_atomically(path: Path, text: str, *, follow_symlink: bool = False, mode: int = 0o644) -> Path:
-    """Replace ``path`` with ``text``; a replaced file keeps its mode and owner. Returns the file written."""
+def write_atomically(
+    path: Path, text: str, *, follow_symlink: bool = False, keep_owner: bool = True, mode: int = 0o644
+) -> Path:
+    """Replace ``path`` with ``text``; returns the file written.
+
+    With ``keep_owner`` (config files) a replaced file keeps its mode and owner; without it (a file
+    thinpool makes, such as a saved plan) the new file is root's with ``mode``, whoever owned the old one.
+    """
     target = resolve_target(path, follow_symlink=follow_symlink)
     target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.stat() if target.exists() else None
+    old = target.stat() if keep_owner and target.exists() else None
     descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".thinpool-tmp", dir=target.parent)
     try:
         with os.fdopen(descriptor, "w", encoding=ENCODING, errors=ERRORS, newline="") as handle:

@@ -116,6 +116,8 @@ def virtual(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observe
 def observe_for(spec: PoolSpec, runner: Runner, root: Path = ROOT) -> Observed:
     """The real system as ``spec`` needs it: devices, lvm, the profile, and (with an engine) the engine."""
     observed = observe(runner, spec.devices, profiles=(spec.profile_name,), root=root)
+    if spec.vg not in observed.vgs and under(root, f"/dev/{spec.vg}").exists():
+        observed = replace(observed, taken_dev_names=frozenset({spec.vg}))
     if spec.engine == NO_ENGINE:
         return observed
     return replace(observed, engine=engine_state(runner, spec, root))

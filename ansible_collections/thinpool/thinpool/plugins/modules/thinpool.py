@@ -172,7 +172,7 @@ try:
     from thinpool.app import pool
     from thinpool.app.context import system_context
     from thinpool.core import sizing
-    from thinpool.core.spec import EngineOptions, PoolSpec
+    from thinpool.core.spec import EngineOptions, PoolSpec, normal_path
     from thinpool.core.units import parse_size, parse_size_or_percent
     from thinpool.errors import ThinpoolError
 
@@ -246,7 +246,7 @@ def _spec(params: dict[str, Any]) -> Any:
         engine_options=EngineOptions(
             base_size=parse_size(params["base_size"], what="base_size"),
             volume_size=_size(params, "volume_size"),
-            data_root=params["data_root"],
+            data_root=normal_path(params["data_root"]),
             storage_opts=tuple(params["storage_opts"]),
             hosts=tuple(params["hosts"]),
             dns=tuple(params["dns"]),
