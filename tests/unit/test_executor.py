@@ -7,7 +7,7 @@ from thinpool.app import executor
 from thinpool.core import planner
 from thinpool.core.lvm import commands
 from thinpool.core.model import Observed
-from thinpool.core.plan import Action, Plan
+from thinpool.core.plan import Action, ActionKind, Plan, Target
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, MiB
 from thinpool.system import observe
@@ -126,9 +126,9 @@ def test_config_write_keeps_a_timestamped_backup_and_the_files_mode(tmp_path: Pa
     config.parent.mkdir(parents=True)
     config.write_text('{"log-driver": "journald"}\n')
     config.chmod(0o600)
-    action = Action("write", "engine-config", "docker daemon.json", "test", path="/etc/docker/daemon.json",
+    action = Action("write", ActionKind.ENGINE_CONFIG, Target(name="docker daemon.json"), "test", path="/etc/docker/daemon.json",
                     content='{"storage-driver": "overlay2"}\n')  # fmt: skip
-    plan = Plan("docker", "thinpool", (action,), {}, {})
+    plan = Plan("docker", "thinpool", (action,), None, {})
     assert executor.apply(plan, ScriptedRunner(), root=tmp_path).ok
     assert config.read_text() == action.content and config.stat().st_mode & 0o777 == 0o600
     (backup,) = config.parent.glob("daemon.json.thinpool-*.bak")
@@ -136,3 +136,18 @@ def test_config_write_keeps_a_timestamped_backup_and_the_files_mode(tmp_path: Pa
     assert executor.apply(plan, ScriptedRunner(), root=tmp_path).ok  # same content again: no second backup
     assert len(list(config.parent.glob("*.bak"))) == 1
     assert not list(config.parent.glob(".*tmp"))
+
+
+def test_a_symlinked_config_keeps_its_link_and_the_step_says_so(tmp_path: Path) -> None:
+    real = tmp_path / "srv/daemon.json"
+    real.parent.mkdir()
+    real.write_text('{"log-driver": "journald"}\n')
+    link = tmp_path / "etc/docker/daemon.json"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(real)
+    action = Action("write", ActionKind.ENGINE_CONFIG, Target(name="docker daemon.json"), "test",
+                    path="/etc/docker/daemon.json", content='{"storage-driver": "overlay2"}\n')  # fmt: skip
+    result = executor.apply(Plan("docker", "thinpool", (action,), None, {}), ScriptedRunner(), root=tmp_path)
+    assert result.ok and link.is_symlink() and real.read_text() == action.content
+    assert "is a link: wrote its target" in result.steps[0].note
+    assert [path.name for path in real.parent.glob("*.bak")] != []

@@ -37,6 +37,7 @@ class StepResult:
     status: str = "pending"  # done, failed, not-run
     seconds: float = 0.0
     error: str = ""
+    note: str = ""  # something the operator should know about a step that worked
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +48,7 @@ class StepResult:
             "status": self.status,
             "seconds": round(self.seconds, 3),
             "error": self.error,
+            "note": self.note,
         }
 
 
@@ -85,16 +87,22 @@ def check_fresh(plan: Plan, observed: Observed) -> None:
         )
 
 
-def _write_file(action: Action, root: Path) -> None:
-    """Atomic: a temporary file renamed over the old one, which is kept as a timestamped backup."""
-    path = files.resolve_target(observe.under(root, action.path), follow_symlink=True)
+def _write_file(action: Action, root: Path) -> str:
+    """Atomic: a temporary file renamed over the old one, which is kept as a timestamped backup.
+
+    A symbolic link is kept and the file it points to is written; the note returned says so.
+    """
+    named = observe.under(root, action.path)
+    path = files.resolve_target(named, follow_symlink=True)
+    note = f"{action.path} is a link: wrote its target {path}, the link is kept" if path != named else ""
     if path.exists():
         if path.read_text(encoding=ENCODING, errors=ERRORS) == action.content:
-            return
+            return note
         files.keep_backup(path, time.time())
     files.write_atomically(path, action.content, follow_symlink=True)
     if path.read_text(encoding=ENCODING, errors=ERRORS) != action.content:
         raise VerificationFailed(f"{path} does not hold what was written", fix="check the file system")
+    return note
 
 
 def _verify_mount(action: Action, root: Path) -> None:
@@ -103,13 +111,13 @@ def _verify_mount(action: Action, root: Path) -> None:
         raise VerificationFailed(f"nothing is mounted on {where}", fix=f"check 'findmnt {where}'")
 
 
-def _run_step(action: Action, plan: Plan, runner: Runner, root: Path) -> None:
+def _run_step(action: Action, plan: Plan, runner: Runner, root: Path) -> str:
+    """Run one action and check it; returns a note for the operator ("" when there is nothing to say)."""
     if action.op == "write":
-        _write_file(action, root)
-        return
+        return _write_file(action, root)
     if action.path:
         observe.under(root, action.path).unlink(missing_ok=True)
-        return
+        return ""
     runner.run(action.argv)
     check = action.kind.check
     if check == Check.MOUNT:
@@ -120,6 +128,7 @@ def _run_step(action: Action, plan: Plan, runner: Runner, root: Path) -> None:
             raise VerificationFailed(
                 f"after {' '.join(action.argv)}: {problem}", fix="inspect with 'lvs -a' and re-run thinpool apply"
             )
+    return ""
 
 
 def _failure(error: Exception) -> str:
@@ -137,7 +146,7 @@ def apply(plan: Plan, runner: Runner, *, root: Path = Path("/"), progress: Progr
             progress(index, total, step.action, "start")
         started = time.monotonic()
         try:
-            _run_step(step.action, plan, runner, root)
+            step.note = _run_step(step.action, plan, runner, root)
         except (ThinpoolError, OSError) as error:
             step.status, step.error = "failed", _failure(error)
             step.seconds = time.monotonic() - started

@@ -68,6 +68,8 @@ def _render_result(result: ApplyResult) -> str:
                      + (f" ({step.seconds:.1f}s)" if step.status == "done" else ""))  # fmt: skip
         if step.error:
             lines.append("           " + step.error.replace("\n", "\n           "))
+        if step.note:
+            lines.append(f"           note: {step.note}")
     done = sum(step.status == "done" for step in result.steps)
     verdict = "Apply complete" if result.ok else "Apply FAILED"
     lines.append(f"{verdict}: {done} of {len(result.steps)} changes made.")
