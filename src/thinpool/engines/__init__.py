@@ -3,6 +3,7 @@
 Each adapter module (``docker_devicemapper``, ``containerd_devmapper``, ``docker_overlay2``) is
 pure and provides:
   * ``FILES``: the configuration files it reads (the observation layer reads them);
+  * ``USES_THIN_VOLUME``: whether it keeps its data on a thin volume (whose filesystem is observed);
   * ``plan(spec, target, state) -> EngineChanges``: the actions that wire it to the pool;
   * ``doctor(state, target) -> list[Finding]``: what its configuration says that can hurt;
   * ``pool_users(state, target) -> tuple[str, ...]``: its files that still point at the pool.

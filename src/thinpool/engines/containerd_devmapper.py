@@ -20,6 +20,7 @@ CONFIG_TOML = containerd_toml.PATH
 CONTAINERD_DROP_IN = "/etc/systemd/system/containerd.service.d/thinpool.conf"
 PLUGIN = containerd_toml.DEVMAPPER
 FILES = (CONFIG_TOML, CONTAINERD_DROP_IN)
+USES_THIN_VOLUME = False
 ROOT_PATH = "/var/lib/containerd/io.containerd.snapshotter.v1.devmapper"
 
 

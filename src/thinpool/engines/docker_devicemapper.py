@@ -10,6 +10,7 @@ from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
 
 FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN)
+USES_THIN_VOLUME = False
 doctor = docker.doctor
 pool_users = docker.pool_users
 

@@ -17,6 +17,7 @@ from thinpool.host import commands as host
 
 FSTAB = fstab.PATH
 FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, FSTAB)
+USES_THIN_VOLUME = True  # --volume-name: its filesystem is observed
 doctor = docker.doctor
 pool_users = docker.pool_users
 MOUNT_OPTIONS = "defaults,pquota,noatime"  # pquota: per-container size limits (overlay2.size)

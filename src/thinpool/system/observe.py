@@ -174,7 +174,8 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
     data_root = spec.engine_options.data_root
     volume = f"/dev/mapper/{commands.dm_name(spec.vg, spec.engine_options.volume_name)}"
     filesystem = ""
-    if spec.engine == "docker-overlay2-thin" and under(root, volume).exists():
+    uses_volume = spec.engine != NO_ENGINE and engines.adapter(spec.engine).USES_THIN_VOLUME
+    if uses_volume and under(root, volume).exists():
         found = runner.run(host.wipefs_probe(volume), check=False)
         filesystem = next(iter(parse_wipefs(found.stdout)), "") if found.returncode == 0 else ""
     files = engine_files(root)
