@@ -61,6 +61,14 @@ class Machine:
                 "lv_tags": commands.MANAGED_TAG}  # fmt: skip
 
 
+def _write_profile(root: Path) -> Path:
+    """The pool's autoextend profile, as apply writes it."""
+    profile = root / "etc/lvm/profile/thinpool-docker-thinpool.profile"
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    profile.write_text(commands.profile_content("docker", "thinpool", 80, 20))
+    return profile
+
+
 def _context(runner: ScriptedRunner, root: Path) -> Context:
     return Context(runner=runner, root=root, euid=0, sleep=lambda _: None)
 
@@ -196,9 +204,7 @@ def test_destroy_is_refused_while_daemon_json_names_the_pool(
 def test_destroy_removes_the_pool_the_vg_its_label_and_the_profile(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
-    profile.parent.mkdir(parents=True)
-    profile.write_text(commands.profile_content("docker", "thinpool", 80, 20))
+    profile = _write_profile(tmp_path)
     runner = ScriptedRunner()
     machine = Machine(runner)
     _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
@@ -221,9 +227,7 @@ def test_destroy_removes_the_pool_the_vg_its_label_and_the_profile(
 
 
 def test_status_reads_one_report_and_the_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
-    profile.parent.mkdir(parents=True)
-    profile.write_text(commands.profile_content("docker", "thinpool", 80, 20))
+    _write_profile(tmp_path)
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=status_report())
     assert main(["status", "--json"], context=_context(runner, tmp_path)) == EXIT_OK
@@ -236,9 +240,7 @@ def test_status_reads_one_report_and_the_profile(tmp_path: Path, capsys: pytest.
 def test_doctor_exits_critical_on_an_unmonitored_pool_with_the_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
-    profile.parent.mkdir(parents=True)
-    profile.write_text(commands.profile_content("docker", "thinpool", 80, 20))
+    _write_profile(tmp_path)
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=status_report({"seg_monitor": "not monitored"}))
     assert main(["doctor"], context=_context(runner, tmp_path)) == 4
@@ -252,9 +254,7 @@ def test_doctor_reports_an_invalid_daemon_json_as_invalid(tmp_path: Path, capsys
     daemon_json = tmp_path / "etc/docker/daemon.json"
     daemon_json.parent.mkdir(parents=True)
     daemon_json.write_text('{"storage-driver": "devicemapper",')
-    profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
-    profile.parent.mkdir(parents=True)
-    profile.write_text(commands.profile_content("docker", "thinpool", 80, 20))
+    _write_profile(tmp_path)
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=status_report())
     assert main(["doctor", "--json"], context=_context(runner, tmp_path)) == 3

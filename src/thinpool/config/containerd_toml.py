@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from thinpool.config.document import ConfigError, Problem, Source, missing_or_unreadable
+from thinpool.config.document import ConfigError, Source, load
 
 PATH = "/etc/containerd/config.toml"
 DEVMAPPER = "io.containerd.snapshotter.v1.devmapper"
@@ -39,16 +39,8 @@ def _shape_problem(data: dict[str, Any]) -> str:
 
 
 def parse(source: Source) -> ContainerdConfig | ConfigError:
-    absent = missing_or_unreadable(source)
-    if absent is not None:
-        return absent
-    assert source.text is not None
-    try:
-        data = tomllib.loads(source.text)
-    except (tomllib.TOMLDecodeError, RecursionError) as error:
-        return ConfigError(source.path, Problem.INVALID, str(error) or "nested too deeply", "TOML")
-    shape = _shape_problem(data)
-    return ConfigError(source.path, Problem.WRONG_SHAPE, shape, "TOML") if shape else ContainerdConfig(data)
+    data = load(source, tomllib.loads, "TOML", _shape_problem)
+    return data if isinstance(data, ConfigError) else ContainerdConfig(data)
 
 
 def edit(text: str, settings: dict[str, Any], version: int) -> str | None:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from thinpool.config.document import ConfigError, Problem, Source, missing_or_unreadable
+from thinpool.config.document import ConfigError, Source, load
 
 PATH = "/etc/docker/daemon.json"
 # Keys whose values thinpool reads or merges, and the shape each must have.
@@ -52,19 +52,8 @@ def _shape_problem(data: Any) -> str:
 
 def parse(source: Source) -> DaemonJson | ConfigError:
     """An empty file is an empty object, as dockerd reads it."""
-    absent = missing_or_unreadable(source)
-    if absent is not None:
-        return absent
-    assert source.text is not None
-    if not source.text.strip():
-        return DaemonJson({})
-    try:
-        data = json.loads(source.text)
-    except (ValueError, RecursionError) as error:
-        detail = str(error) if isinstance(error, ValueError) else "nested too deeply"
-        return ConfigError(source.path, Problem.INVALID, detail, "JSON")
-    shape = _shape_problem(data)
-    return ConfigError(source.path, Problem.WRONG_SHAPE, shape, "JSON") if shape else DaemonJson(data)
+    data = load(source, lambda text: json.loads(text) if text.strip() else {}, "JSON", _shape_problem)
+    return data if isinstance(data, ConfigError) else DaemonJson(data)
 
 
 def dumps(data: dict[str, Any]) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 ENCODING = "utf-8"
 # Bytes that are not UTF-8 survive a read and a write unchanged (a line thinpool does not own
@@ -46,6 +48,24 @@ class ConfigError:
             Problem.WRONG_SHAPE: "has the wrong shape",
         }[self.problem]
         return f"{self.path} {what}" + (f" ({self.detail})" if self.detail else "")
+
+
+def load(
+    source: Source, loads: Callable[[str], Any], language: str, shape_problem: Callable[[Any], str]
+) -> Any | ConfigError:
+    """The file's data by ``loads``, or the typed error: missing, unreadable, invalid, or the wrong shape."""
+    absent = missing_or_unreadable(source)
+    if absent is not None:
+        return absent
+    assert source.text is not None
+    try:
+        data = loads(source.text)
+    except RecursionError:
+        return ConfigError(source.path, Problem.INVALID, "nested too deeply", language)
+    except ValueError as error:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        return ConfigError(source.path, Problem.INVALID, str(error), language)
+    shape = shape_problem(data)
+    return ConfigError(source.path, Problem.WRONG_SHAPE, shape, language) if shape else data
 
 
 def missing_or_unreadable(source: Source) -> ConfigError | None:
