@@ -34,7 +34,7 @@ def test_rehearse_applies_the_plan_and_cleans_up(tmp_path: object) -> None:
     report = json.loads(done.stdout)
     assert report["ok"] and report["matches_plan"] and not report["second_changed"]
     layout = report["plan"]["layout"]
-    assert layout.free_extents == 1023 + 511
-    assert report["pool"]["data_size"] == layout.data_size
-    assert report["pool"]["vg_free_extents"] == layout.headroom_extents + layout.left_extents
+    assert layout["free_extents"] == 1023 + 511
+    assert report["pool"]["data_size"] == layout["data_size"]
+    assert report["pool"]["vg_free_extents"] == layout["headroom_extents"] + layout["left_extents"]
     assert set(_qemu_processes()) <= before  # no VM left behind
