@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from thinpool.rehearse import deps
+from thinpool.rehearse.images import rootfs_tar, write_oci_archive
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
 
 from .conftest import unavailable
 from .helpers import lvs, thinpool_json
-from .images import rootfs_tar, write_oci_archive
 
 pytestmark = pytest.mark.vm
 

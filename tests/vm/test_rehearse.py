@@ -19,22 +19,67 @@ def _qemu_processes() -> list[str]:
     return [line for line in listing.splitlines() if "qemu-system" in line and "thinpool-vm-" in line]
 
 
-def test_rehearse_applies_the_plan_and_cleans_up(tmp_path: object) -> None:
-    if os.geteuid() != 0 or deps.missing():
+def _needs(engines: bool) -> None:
+    if os.geteuid() != 0 or deps.missing(engines):
         if os.environ.get("THINPOOL_REQUIRE_VM") == "1":
             pytest.fail("the rehearsal needs root and its packages here")
         pytest.skip("needs root and the rehearsal packages")
+
+
+def _rehearse(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "thinpool", "rehearse", *args],
+                          capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+
+
+@pytest.mark.usefixtures("alone")
+def test_rehearse_applies_the_plan_and_cleans_up() -> None:
+    _needs(engines=False)
     before = set(_qemu_processes())
-    done = subprocess.run(
-        [sys.executable, "-m", "thinpool", "rehearse", "--disk-size", "4GiB", "--disk-size", "2GiB",
-         "--vg", "vg-docker", "--json"],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    done = _rehearse("--disk-size", "4GiB", "--disk-size", "2GiB", "--vg", "vg-docker", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    assert report["kind"] == "thinpool-rehearsal" and report["schema_version"] == 1 and report["engine"] is None
     assert report["ok"] and report["matches_plan"] and not report["second_changed"]
     layout = report["plan"]["layout"]
     assert layout["free_extents"] == 1023 + 511
     assert report["pool"]["data_size"] == layout["data_size"]
     assert report["pool"]["vg_free_extents"] == layout["headroom_extents"] + layout["left_extents"]
     assert set(_qemu_processes()) <= before  # no VM left behind
+
+
+@pytest.mark.usefixtures("alone")
+@pytest.mark.parametrize(
+    ("engine", "driver", "reported"),
+    [
+        ("docker-devicemapper", "devicemapper", ("Pool Name", "docker-thinpool")),
+        ("containerd-devmapper", "devmapper snapshotter", ("pool_name", "docker-thinpool")),
+    ],
+)
+def test_rehearse_starts_the_engine_on_the_rehearsed_pool(engine: str, driver: str, reported: tuple[str, str]) -> None:
+    """The host's /etc is seen by the VM: the rehearsal must still pass, and the engine must run a container."""
+    _needs(engines=True)
+    before = set(_qemu_processes())
+    done = _rehearse("--disk-size", "20GiB", "--engine", engine, "--json")
+    report = json.loads(done.stdout) if done.stdout.startswith("{") else {}
+    assert done.returncode == 0, (done.stderr, json.dumps(report.get("engine"), indent=1))
+    assert report["ok"] and report["matches_plan"] and not report["second_changed"]
+    run = report["engine"]
+    assert run["ok"] and run["engine"] == engine and run["storage_driver"] == driver and run["version"]
+    key, value = reported
+    assert run["reported"][key] == value
+    assert run["pool_growth_bytes"] * 4 >= run["written_bytes"] * 3
+    assert set(_qemu_processes()) <= before
+
+
+@pytest.mark.usefixtures("alone")
+def test_rehearse_text_says_each_thing_once() -> None:
+    _needs(engines=True)
+    done = _rehearse("--disk-size", "20GiB", "--engine", "docker-overlay2-thin")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    out = done.stdout
+    assert out.count("thinpool plan for docker/thinpool") == 1
+    assert out.count("create thin-pool docker/thinpool") == 2  # in the plan, then once as a step done
+    assert "[1/" not in out + done.stderr  # no progress lines repeating the steps
+    assert "Engine: docker-overlay2-thin" in out and "storage driver overlay2" in out
+    assert "  Backing Filesystem: xfs" in out  # the daemon's own word for what backs overlay2
+    assert "ran a container on it" in out

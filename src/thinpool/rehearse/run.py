@@ -19,9 +19,10 @@ from typing import Any
 
 from thinpool.app.context import Context
 from thinpool.core.plan import PlanLayout
-from thinpool.core.spec import PoolSpec
+from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.units import format_size
 
+REPORT_SCHEMA_VERSION = 1
 LVS_COLUMNS = "lv_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,seg_monitor,lv_profile"
 
 
@@ -61,39 +62,63 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
     _, plan = pool.plan_virtual(request.spec, sizes, names)
     say(f"== plan for {len(sizes)} blank disk(s): {', '.join(format_size(size) for size in sizes)}")
     say(render_text(plan))
+    engine = request.spec.engine
     if request.install_deps:
-        deps.install(ctx.runner)
-    deps.require()
+        deps.install(ctx.runner, engines=engine != NO_ENGINE)
+    deps.require(engines=engine != NO_ENGINE)
     kernel = _kernel(ctx, request)
     mode = "KVM" if kvm_usable() else "TCG emulation"
     say(f"== booting a throwaway VM ({mode}, kernel {kernel.version}) ...")
     config = VMConfig(disk_sizes=sizes, kernel=kernel, lifetime=request.timeout, write_budget=request.write_budget)
     with VM(config) as vm:
         say(f"   ready in {vm.boot_seconds:.1f}s")
-        report = _rehearse_inside(request, say, vm, plan.to_json(), [*request.spec_argv, *names])
-        report["boot_seconds"] = round(vm.boot_seconds, 1)
-        report["disk_bytes_written"] = vm.disk_bytes_written()
-    report["plan"] = plan.to_dict()
+        found = _rehearse_inside(request, say, vm, plan.to_json(), [*request.spec_argv, *names])
+        found["boot_seconds"] = round(vm.boot_seconds, 1)
+        found["disk_bytes_written"] = vm.disk_bytes_written()
     assert plan.layout is not None
-    report["matches_plan"] = _matches(plan.layout, report["pool"])
-    report["ok"] = bool(report["first_ok"] and not report["second_changed"] and report["matches_plan"])
+    found["matches_plan"] = _matches(plan.layout, found["pool"])
+    engine_ok = found["engine"] is None or found["engine"]["ok"]
+    found["ok"] = bool(found["first_ok"] and not found["second_changed"] and found["matches_plan"] and engine_ok)
     if ctx.json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        envelope = {"schema_version": REPORT_SCHEMA_VERSION, "kind": "thinpool-rehearsal", "plan": plan.to_dict()}
+        sys.stdout.write(json.dumps({**envelope, **found}, indent=2) + "\n")
     else:
-        say(_verdict(report, plan.layout))
-    return 0 if report["ok"] else 1
+        say(_verdict(found, plan.layout))
+    return 0 if found["ok"] else 1
+
+
+def _render_steps(result: dict[str, Any]) -> str:
+    """Each step once: its status, what it did, how long it took, and its error or note."""
+    lines = []
+    for step in result.get("steps", []):
+        lines.append(f"   {step['status']:<8} {step['op']} {step['kind']} {step['target']} ({step['seconds']:.1f}s)")
+        lines += [f"            {text}" for text in (step.get("error"), step.get("note")) if text]
+    if "problem" in result:
+        lines.append(f"   refused: {result['problem']}\n   fix: {result.get('fix', '')}")
+    if "unreadable_output" in result:
+        lines.append(result["unreadable_output"])
+    return "\n".join(lines)
 
 
 def _rehearse_inside(request: Rehearsal, say: Say, vm: Any, plan_json: str, spec_argv: list[str]) -> dict[str, Any]:
     from thinpool.core.lvm import commands, report
+    from thinpool.rehearse import engine
     from thinpool.rehearse.vm import SHARE_MOUNT
 
+    wired = request.spec.engine != NO_ENGINE
+    if wired:
+        say(
+            "== the VM starts from what the plan assumed: no engine config, fstab or data root\n"
+            "   (a --disk-size plan reads nothing on this host; the VM sees the host's files: they are cleared there)"
+        )
+        vm.run(["bash", "-c", engine.clean_slate_script()])
     (vm.share / "plan.json").write_text(plan_json)
     say("== thinpool apply plan.json   (inside the VM)")
     started = time.monotonic()
-    first = vm.thinpool("apply", "--yes", f"{SHARE_MOUNT}/plan.json", check=False, timeout=request.timeout)
+    first = vm.thinpool("apply", "--yes", "--json", f"{SHARE_MOUNT}/plan.json", check=False, timeout=request.timeout)
     apply_seconds = time.monotonic() - started
-    say(first.stdout + first.stderr)
+    first_result = _json_or_error(first.stdout)
+    say(_render_steps(first_result))
     say("== thinpool apply again with the same spec   (must change nothing)")
     second = vm.thinpool("apply", "--yes", "--json", *spec_argv, check=False, timeout=request.timeout)
     second_result = _json_or_error(second.stdout)
@@ -102,16 +127,22 @@ def _rehearse_inside(request: Rehearsal, say: Say, vm: Any, plan_json: str, spec
     vg, pool_name = request.spec.vg, request.spec.pool
     table = vm.run(list(commands.lvs_table(vg, LVS_COLUMNS)), check=False)
     say(table.stdout + table.stderr)
+    run = None
+    if wired and first.returncode == 0:
+        say(f"== {request.spec.engine}: the engine started in the VM on that configuration, running a container")
+        run = engine.exercise(vm, request.spec.engine, vg, pool_name)
+        say(engine.render(run))
     lvs = report.parse_lvs(vm.run(list(commands.lvs_report(vg))).stdout)
     vgs = report.parse_vgs(vm.run(list(commands.vgs_report(vg))).stdout)
     pool = next((lv for lv in lvs if lv.bare_name == pool_name), None)
     spare = sum(lv.size for lv in lvs if lv.is_spare)
     return {
         "first_ok": first.returncode == 0,
-        "first_output": first.stdout + first.stderr,
+        "first_result": first_result,
         "apply_seconds": round(apply_seconds, 2),
         "second_changed": bool(second_result.get("changed", True)) or second.returncode != 0,
         "second_result": second_result,
+        "engine": run.to_dict() if run else ({"engine": request.spec.engine, "ok": False} if wired else None),
         "pool": {
             "data_size": pool.size if pool else 0,
             "metadata_size": pool.metadata_size if pool else 0,
@@ -154,7 +185,9 @@ def _verdict(report: dict[str, Any], layout: PlanLayout | None) -> str:
         f"{format_size(report['disk_bytes_written'])} really written to the sparse disks (now deleted).",
     ]
     if report["ok"]:
-        lines.append("Rehearsal passed: lvm made exactly the planned layout, and a second apply changed nothing.")
+        engine = report["engine"]
+        ran = f", and {engine['engine']} ran a container on it" if engine else ""
+        lines.append(f"Rehearsal passed: lvm made exactly the planned layout, a second apply changed nothing{ran}.")
     else:
         problems = []
         if not report["first_ok"]:
@@ -163,5 +196,7 @@ def _verdict(report: dict[str, Any], layout: PlanLayout | None) -> str:
             problems.append("the second apply was not a no-op")
         if not report["matches_plan"]:
             problems.append("lvm's report differs from the plan")
+        if report["engine"] is not None and not report["engine"]["ok"]:
+            problems.append(f"{report['engine']['engine']} did not run a container on the pool")
         lines.append("Rehearsal FAILED: " + "; ".join(problems) + ".")
     return "\n".join(lines)

@@ -9,13 +9,16 @@ import shutil
 import tarfile
 from pathlib import Path
 
+from thinpool.errors import MissingTool
+
 APPLETS = ("sh", "dd", "sync", "cat", "ls", "df", "sleep", "head")
 
 
 def rootfs_tar() -> bytes:
     """A root file system: bin/busybox and its applets as symlinks, plus /tmp."""
     busybox = shutil.which("busybox", path="/bin:/usr/bin")
-    assert busybox is not None, "busybox-static is needed (python -m thinpool.rehearse.deps --install)"
+    if busybox is None:
+        raise MissingTool("busybox is not installed", fix="thinpool rehearse --install-deps (busybox-static)")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
         for folder in ("bin", "tmp", "proc", "sys", "dev", "etc"):
