@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from thinpool.config import containerd_toml, daemon_json, fstab
@@ -78,3 +81,16 @@ def test_fstab_replacing_an_entry_with_force_drops_only_that_line() -> None:
     assert merged is not None
     assert merged.startswith("UUID=1 / ext4 defaults 0 1\nUUID=2 /home ext4 defaults 0 2\n")
     assert "/dev/old" not in merged
+
+
+def test_config_files_are_read_exactly(tmp_path: Path) -> None:
+    """Python's text mode turns CRLF into LF on read: the observation layer must not (a VM test caught it)."""
+    from thinpool.system import observe
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/fstab").write_bytes(FSTAB_CRLF)
+    (tmp_path / "etc/docker").mkdir()
+    os.mkfifo(tmp_path / "etc/docker/daemon.json")  # never opened: it would block
+    found, unreadable = observe.read_files(("/etc/fstab", "/etc/docker/daemon.json", "/etc/missing"), tmp_path)
+    assert found["/etc/fstab"].encode("utf-8", "surrogateescape") == FSTAB_CRLF
+    assert unreadable == {"/etc/docker/daemon.json": "not a regular file"}

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thinpool.config.document import ENCODING, ERRORS
 from thinpool.core.model import Observed
 from thinpool.core.plan import Action, Check, Plan, problem_after
 from thinpool.errors import ThinpoolError
@@ -96,11 +95,11 @@ def _write_file(action: Action, root: Path) -> str:
     path = files.resolve_target(named, follow_symlink=True)
     note = f"{action.path} is a link: wrote its target {path}, the link is kept" if path != named else ""
     if path.exists():
-        if path.read_text(encoding=ENCODING, errors=ERRORS) == action.content:
+        if files.read_exactly(path) == action.content:
             return note
         files.keep_backup(path, time.time())
     files.write_atomically(path, action.content, follow_symlink=True)
-    if path.read_text(encoding=ENCODING, errors=ERRORS) != action.content:
+    if files.read_exactly(path) != action.content:
         raise VerificationFailed(f"{path} does not hold what was written", fix="check the file system")
     return note
 

@@ -17,6 +17,11 @@ class UnsafeFile(ThinpoolError):
     """A path thinpool will not write through."""
 
 
+def read_exactly(path: Path) -> str:
+    """A file's text with nothing translated: CRLF stays CRLF, bytes that are not UTF-8 survive a write back."""
+    return path.read_bytes().decode(ENCODING, ERRORS)
+
+
 def _refuse_special(path: Path) -> None:
     try:
         mode = path.stat().st_mode

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from thinpool import engines
-from thinpool.config.document import ENCODING, ERRORS
 from thinpool.core import health
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import Device, EngineState, Observed
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.host import commands as host
 from thinpool.host.report import parse_lsblk, parse_wipefs
+from thinpool.system import files
 from thinpool.system.runner import Runner
 
 ROOT = Path("/")
@@ -86,7 +86,7 @@ def read_files(paths: Iterable[str], root: Path = ROOT) -> tuple[dict[str, str],
             unreadable[path] = "not a regular file"
             continue
         try:
-            found[path] = file.read_text(encoding=ENCODING, errors=ERRORS)
+            found[path] = files.read_exactly(file)
         except OSError as error:
             unreadable[path] = error.strerror or str(error)
     return found, unreadable
