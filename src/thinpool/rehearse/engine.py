@@ -152,7 +152,8 @@ def clean_slate_script() -> str:
 
 
 def render(run: EngineRun) -> str:
-    lines = [f"Engine: {run.engine} {run.version or '?'}, storage driver {run.storage_driver or '?'}"]
+    daemon = "containerd" if run.engine == "containerd-devmapper" else "dockerd"
+    lines = [f"Engine: {run.engine} ({daemon} {run.version or '?'}), storage driver {run.storage_driver or '?'}"]
     lines += [f"  {key}: {value}" for key, value in run.reported.items() if key in _SHOWN]
     lines.append(f"  a container wrote {format_size(run.written_bytes)}; the pool's data grew by "
                  f"{format_size(run.pool_growth_bytes)}")  # fmt: skip
