@@ -290,3 +290,29 @@ def test_a_saved_plan_runs_as_re_derived_not_as_edited(
     captured = capsys.readouterr()
     assert "skip the review" not in captured.out and "rm -rf" not in captured.out
     assert "+ create thin-pool docker/thinpool" in captured.out and "no terminal to confirm on" in captured.err
+
+
+def test_a_replica_plan_takes_the_devices_sizes_and_merges_into_this_hosts_config(
+    recorded: Path, tmp_path: Path
+) -> None:
+    from thinpool.app import pool
+    from thinpool.core.spec import PoolSpec
+
+    config = tmp_path / "etc/containerd/config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        'version = 2\n# the operator\'s own\n[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "p:3"\n'
+    )
+    (tmp_path / "run/systemd/system").mkdir(parents=True)  # systemd runs here, but not in the VM
+    runner = ScriptedRunner()
+    runner.expect(host.lsblk(DEVICE), stdout=(recorded / "lsblk-blank-disk.json").read_text())
+    runner.expect(host.wipefs_probe(DEVICE), stdout="")
+    spec = PoolSpec(engine="containerd-devmapper")
+    sizes, plan = pool.plan_replica(_context(runner, tmp_path), spec, (DEVICE,), ["/dev/vda"])
+    assert runner.exhausted  # only the device was read: nothing ran, no program was asked its version
+    assert sizes == [json.loads((recorded / "lsblk-blank-disk.json").read_text())["blockdevices"][0]["size"]]
+    assert plan.spec.devices == ("/dev/vda",)
+    merged = next(action for action in plan.actions if action.kind == "engine-config").content
+    assert merged.startswith("version = 2\n# the operator's own\n") and 'sandbox_image = "p:3"' in merged
+    assert "pool_name" in merged
+    assert not any(action.kind == "systemd" for action in plan.actions)  # no daemon-reload in the VM

@@ -83,3 +83,31 @@ def test_rehearse_text_says_each_thing_once() -> None:
     assert "Engine: docker-overlay2-thin" in out and "storage driver overlay2" in out
     assert "  Backing Filesystem: xfs" in out  # the daemon's own word for what backs overlay2
     assert "ran a container on it" in out
+
+
+def _a_host_disk() -> str:
+    """A block device of this host (read only: its size and signatures)."""
+    listed = json.loads(subprocess.run(["lsblk", "--json", "--bytes", "-d", "-o", "PATH,SIZE,TYPE"],
+                                       capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    disks = [node["path"] for node in listed["blockdevices"] if node["type"] == "disk" and int(node["size"]) >= 2**30]
+    assert disks, "no block device of at least 1 GiB on this host"
+    return str(disks[0])
+
+
+@pytest.mark.usefixtures("alone")
+def test_rehearse_of_a_host_device_rehearses_the_merge_into_this_hosts_config() -> None:
+    _needs(engines=True)
+    host_config = "/etc/containerd/config.toml"
+    before = open(host_config, "rb").read() if os.path.exists(host_config) else None  # noqa: SIM115
+    done = _rehearse(_a_host_disk(), "--engine", "containerd-devmapper", "--json")
+    report = json.loads(done.stdout) if done.stdout.startswith("{") else {}
+    assert done.returncode == 0, (done.stderr, json.dumps(report.get("engine"), indent=1))
+    assert report["ok"] and report["engine"]["ok"] and report["engine"]["reported"]["pool_name"] == "docker-thinpool"
+    write = next(action for action in report["plan"]["actions"] if action["kind"] == "engine-config")
+    if before is not None:  # the host's own file was the base of the merge, and is unchanged here
+        import tomllib
+
+        theirs, merged = tomllib.loads(before.decode()), tomllib.loads(write["content"])
+        for name, section in theirs.get("plugins", {}).items():
+            assert merged["plugins"][name] == section, name
+        assert open(host_config, "rb").read() == before  # noqa: SIM115

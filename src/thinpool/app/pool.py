@@ -10,9 +10,9 @@ from thinpool import engines
 from thinpool.app.context import Context
 from thinpool.app.executor import ApplyResult, Progress, StalePlan, apply, check_fresh
 from thinpool.core import lifecycle, planner
-from thinpool.core.model import Observed
+from thinpool.core.model import EngineState, Observed
 from thinpool.core.plan import Plan, SavedPlanError
-from thinpool.core.spec import NO_ENGINE, PoolSpec
+from thinpool.core.spec import NO_ENGINE, PoolSpec, check_device_path
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe
 
@@ -39,6 +39,25 @@ def plan_virtual(spec: PoolSpec, sizes: list[int], names: list[str] | None = Non
     observed = observe.virtual(sizes, names)
     spec = replace(spec, devices=tuple(observed.devices))
     return spec, plan_host(spec, observed)
+
+
+def plan_replica(ctx: Context, spec: PoolSpec, devices: tuple[str, ...], names: list[str]) -> tuple[list[int], Plan]:
+    """A plan for disks named ``names``, as large as this host's ``devices`` (read, never touched), made
+    against this host's engine files and programs, as a VM that sees them will (no systemd, no mounts)."""
+    spec.validate()
+    sizes = []
+    for path in devices:
+        check_device_path(path)
+        device = observe.read_device(ctx.runner, path, ctx.root)
+        if device is None:
+            raise ThinpoolError(f"{path}: no such block device", fix="check the path with lsblk")
+        sizes.append(device.size)
+    replica = replace(spec, devices=tuple(names))
+    engine = EngineState()
+    if spec.engine != NO_ENGINE:
+        engine = replace(observe.engine_state(ctx.runner, replica, ctx.root), systemd=False, data_root_source="")
+    observed = Observed(devices=observe.virtual(sizes, names).devices, engine=engine)
+    return sizes, plan_host(replica, observed)
 
 
 def plan(ctx: Context, spec: PoolSpec) -> Plan:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from thinpool.cli.options import add_spec_options, spec_from_args, spec_to_argv
 from thinpool.core.units import parse_size
+from thinpool.errors import ThinpoolError
 
 if TYPE_CHECKING:
     from thinpool.app.context import Context
@@ -24,17 +25,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "afterwards; their real writes are capped by --write-budget.",
         epilog="examples:\n  thinpool rehearse --disk-size 744GiB\n"
         "  thinpool rehearse --disk-size 100GiB --disk-size 100GiB --chunk-size 1m\n"
-        "  thinpool rehearse --install-deps --disk-size 4GiB",
+        "  thinpool rehearse --install-deps --disk-size 20GiB --engine docker-overlay2-thin\n"
+        "  thinpool rehearse /dev/sdb --engine containerd-devmapper   (sdb's size; this host's config.toml)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_spec_options(parser, devices=False)
+    add_spec_options(parser)
     vm = parser.add_argument_group("the VM")
     vm.add_argument(
         "--disk-size",
         action="append",
-        required=True,
+        default=[],
         metavar="SIZE",
-        help="a sparse disk of SIZE (repeat for several; they are /dev/vda, /dev/vdb ...)",
+        help="a sparse disk of SIZE (repeat for several; they are /dev/vda, /dev/vdb ...); or name DEVICEs "
+        "instead: same-sized sparse disks, and the VM keeps this host's engine files",
     )
     vm.add_argument(
         "--install-deps",
@@ -66,8 +69,14 @@ def _cmd_rehearse(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.rehearse.run import Rehearsal, rehearse
 
     spec = spec_from_args(args)
+    if bool(args.devices) == bool(args.disk_size):
+        raise ThinpoolError(
+            "rehearse takes either DEVICEs (their sizes and this host's engine files are replicated) or --disk-size",
+            fix="e.g. thinpool rehearse --disk-size 744GiB, or thinpool rehearse /dev/sdb",
+        )
     request = Rehearsal(
-        spec=spec,
+        spec=replace(spec, devices=()),
+        host_devices=tuple(args.devices),
         disk_sizes=tuple(parse_size(text, what="--disk-size") for text in args.disk_size),
         spec_argv=tuple(spec_to_argv(replace(spec, devices=()))),
         install_deps=args.install_deps,

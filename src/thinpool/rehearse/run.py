@@ -31,8 +31,9 @@ class Rehearsal:
     """What to rehearse: the spec (its devices are ignored), the disks, and the VM's limits."""
 
     spec: PoolSpec
-    disk_sizes: tuple[int, ...]
+    disk_sizes: tuple[int, ...]  # blank virtual disks; or, with host_devices, read from those
     spec_argv: tuple[str, ...]  # the same spec as command-line flags, for the second apply in the guest
+    host_devices: tuple[str, ...] = ()  # this host's disks to replicate (their sizes; its engine files)
     install_deps: bool = False
     kernel: Path | None = None
     modules_root: Path = Path("/")
@@ -57,10 +58,16 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
     from thinpool.rehearse import deps
     from thinpool.rehearse.vm import VM, VMConfig, disk_device, kvm_usable
 
-    sizes = list(request.disk_sizes)
+    if request.host_devices:
+        replica_names = [disk_device(index) for index in range(len(request.host_devices))]
+        sizes, plan = pool.plan_replica(ctx, request.spec, request.host_devices, replica_names)
+        shown = ", ".join(f"{path} {format_size(size)}" for path, size in zip(request.host_devices, sizes, strict=True))
+        say(f"== plan for disks as large as {shown}, against this host's engine files")
+    else:
+        sizes = list(request.disk_sizes)
+        _, plan = pool.plan_virtual(request.spec, sizes, [disk_device(index) for index in range(len(sizes))])
+        say(f"== plan for {len(sizes)} blank disk(s): {', '.join(format_size(size) for size in sizes)}")
     names = [disk_device(index) for index in range(len(sizes))]
-    _, plan = pool.plan_virtual(request.spec, sizes, names)
-    say(f"== plan for {len(sizes)} blank disk(s): {', '.join(format_size(size) for size in sizes)}")
     say(render_text(plan))
     engine = request.spec.engine
     if request.install_deps:
@@ -106,7 +113,10 @@ def _rehearse_inside(request: Rehearsal, say: Say, vm: Any, plan_json: str, spec
     from thinpool.rehearse.vm import SHARE_MOUNT
 
     wired = request.spec.engine != NO_ENGINE
-    if wired:
+    if wired and request.host_devices:
+        say("== the VM sees this host's engine files (read-only, under its own overlay): the merge into them is "
+            "rehearsed; the VM runs no systemd, so daemon-reload is not")  # fmt: skip
+    elif wired:
         say(
             "== the VM starts from what the plan assumed: no engine config, fstab or data root\n"
             "   (a --disk-size plan reads nothing on this host; the VM sees the host's files: they are cleared there)"
