@@ -1,4 +1,4 @@
-"""The one object a use case needs from its caller: the runner, the root folder, output mode, the clock."""
+"""The one object a use case needs from its caller: the runner, the root folder, output mode, time to wait."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ class Context:
     runner: Runner
     root: Path = Path("/")  # where files are read and written (a test's temporary folder)
     json: bool = False  # machine-readable output was asked for
-    clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     euid: int = field(default_factory=os.geteuid)
 

@@ -22,14 +22,18 @@ def plan_host(spec: PoolSpec, observed: Observed) -> Plan:
     return engines.plan_host(spec, observed, planner.plan(spec, observed))
 
 
-def observed_for(ctx: Context, spec: PoolSpec) -> Observed:
-    """The system as ``spec`` needs it; the spec is checked first, so no bad name or path reaches a command."""
+def _checked(spec: PoolSpec) -> PoolSpec:
+    """The spec, checked before anything reads the system: no bad name or path reaches a command."""
     spec.validate()
     spec.check_devices()
-    return observe.observe_for(spec, ctx.runner, ctx.root)
+    return spec
 
 
-def plan_virtual(spec: PoolSpec, sizes: list[int], names: list[str] | None = None) -> tuple[PoolSpec, Plan]:
+def observed_for(ctx: Context, spec: PoolSpec) -> Observed:
+    return observe.observe_for(_checked(spec), ctx.runner, ctx.root)
+
+
+def plan_virtual(spec: PoolSpec, sizes: list[int], names: list[str] | None = None) -> Plan:
     """A plan on blank virtual disks: nothing is read from the system."""
     if spec.devices:
         raise ThinpoolError(
@@ -37,8 +41,7 @@ def plan_virtual(spec: PoolSpec, sizes: list[int], names: list[str] | None = Non
             fix="drop either the DEVICE arguments or --disk-size",
         )
     observed = observe.virtual(sizes, names)
-    spec = replace(spec, devices=tuple(observed.devices))
-    return spec, plan_host(spec, observed)
+    return plan_host(replace(spec, devices=tuple(observed.devices)), observed)
 
 
 def plan_replica(ctx: Context, spec: PoolSpec, devices: tuple[str, ...], names: list[str]) -> tuple[list[int], Plan]:
@@ -100,9 +103,7 @@ def run(ctx: Context, plan: Plan, progress: Progress | None = None) -> ApplyResu
 
 
 def plan_grow(ctx: Context, spec: PoolSpec) -> Plan:
-    spec.validate()
-    spec.check_devices()
-    return lifecycle.plan_grow(spec, observe.observe(ctx.runner, spec.devices, root=ctx.root))
+    return lifecycle.plan_grow(spec, observe.observe(ctx.runner, _checked(spec).devices, root=ctx.root))
 
 
 def plan_destroy(ctx: Context, spec: PoolSpec) -> Plan:

@@ -38,7 +38,7 @@ def _plan_from_args(args: argparse.Namespace, ctx: Context) -> Plan:
     if not getattr(args, "disk_size", None):
         return pool.plan(ctx, spec)
     sizes = [parse_size(text, what="--disk-size") for text in args.disk_size]
-    return pool.plan_virtual(spec, sizes)[1]
+    return pool.plan_virtual(spec, sizes)
 
 
 def _cmd_plan(args: argparse.Namespace, ctx: Context) -> int:

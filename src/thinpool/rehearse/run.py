@@ -65,7 +65,7 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
         say(f"== plan for disks as large as {shown}, against this host's engine files")
     else:
         sizes = list(request.disk_sizes)
-        _, plan = pool.plan_virtual(request.spec, sizes, [disk_device(index) for index in range(len(sizes))])
+        plan = pool.plan_virtual(request.spec, sizes, [disk_device(index) for index in range(len(sizes))])
         say(f"== plan for {len(sizes)} blank disk(s): {', '.join(format_size(size) for size in sizes)}")
     names = [disk_device(index) for index in range(len(sizes))]
     say(render_text(plan))

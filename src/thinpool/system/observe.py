@@ -93,8 +93,9 @@ def read_files(paths: Iterable[str], root: Path = ROOT) -> tuple[dict[str, str],
 
 
 def read_profiles(names: Iterable[str], root: Path = ROOT) -> dict[str, str]:
-    found, _ = read_files((commands.profile_path(name) for name in names), root)
-    return {name: found[commands.profile_path(name)] for name in names if commands.profile_path(name) in found}
+    paths = {name: commands.profile_path(name) for name in names}
+    found, _ = read_files(paths.values(), root)
+    return {name: found[path] for name, path in paths.items() if path in found}
 
 
 def observe(runner: Runner, devices: Iterable[str], profiles: Iterable[str] = (), root: Path = ROOT) -> Observed:
