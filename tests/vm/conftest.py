@@ -7,7 +7,6 @@ The VM needs qemu, lvm2, busybox and a kernel package (``python -m thinpool.rehe
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 
@@ -52,9 +51,6 @@ exit 0
 """
 
 
-SHARED: list[VM] = []  # the session's VM while it runs
-
-
 def unavailable(reason: str) -> None:
     if os.environ.get("THINPOOL_REQUIRE_VM") == "1":
         pytest.fail(f"the VM tests must run here: {reason}")
@@ -72,22 +68,11 @@ def vm_session() -> Iterator[VM]:
         unavailable(str(error))
     machine = VM(VMConfig(disk_sizes=DISKS, kernel=kernel, write_budget=6 * GiB, lifetime=3000))
     machine.start()
-    SHARED.append(machine)
     print(f"\nrehearsal VM booted in {machine.boot_seconds:.1f}s")
     try:
         yield machine
     finally:
-        SHARED.remove(machine)
         machine.close()
-
-
-@pytest.fixture
-def alone() -> Iterator[None]:
-    """For a test that boots its own VM: the shared one (if it runs) is paused meanwhile."""
-    with contextlib.ExitStack() as stack:
-        for machine in SHARED:
-            stack.enter_context(machine.paused())
-        yield
 
 
 @pytest.fixture

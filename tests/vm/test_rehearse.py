@@ -31,7 +31,6 @@ def _rehearse(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
 
 
-@pytest.mark.usefixtures("alone")
 def test_rehearse_applies_the_plan_and_cleans_up() -> None:
     _needs(engines=False)
     before = set(_qemu_processes())
@@ -47,7 +46,6 @@ def test_rehearse_applies_the_plan_and_cleans_up() -> None:
     assert set(_qemu_processes()) <= before  # no VM left behind
 
 
-@pytest.mark.usefixtures("alone")
 @pytest.mark.parametrize(
     ("engine", "driver", "reported"),
     [
@@ -71,7 +69,6 @@ def test_rehearse_starts_the_engine_on_the_rehearsed_pool(engine: str, driver: s
     assert set(_qemu_processes()) <= before
 
 
-@pytest.mark.usefixtures("alone")
 def test_rehearse_text_says_each_thing_once() -> None:
     _needs(engines=True)
     done = _rehearse("--disk-size", "20GiB", "--engine", "docker-overlay2-thin")
@@ -94,7 +91,6 @@ def _a_host_disk() -> str:
     return str(disks[0])
 
 
-@pytest.mark.usefixtures("alone")
 def test_rehearse_of_a_host_device_rehearses_the_merge_into_this_hosts_config() -> None:
     _needs(engines=True)
     host_config = "/etc/containerd/config.toml"

@@ -36,7 +36,6 @@ def test_boot_timeout_leaves_nothing_behind(vm_session: VM) -> None:
     assert _leftovers() == before
 
 
-@pytest.mark.usefixtures("alone")
 def test_write_budget_kills_a_runaway_guest(vm_session: VM) -> None:
     before = _leftovers()
     kernel = obtain_debian_kernel(system_context().runner)

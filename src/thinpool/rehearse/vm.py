@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,21 +283,6 @@ class VM:
 
     def thinpool(self, *args: str, **kwargs: Any) -> Completed:
         return self.python("-m", "thinpool", *args, **kwargs)
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """Stop qemu while another VM runs (two emulated VMs at once would share two cores), then resume it."""
-        proc = self._proc
-        running = proc is not None and proc.poll() is None
-        if running:
-            assert proc is not None
-            os.kill(proc.pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            if running:
-                assert proc is not None
-                os.kill(proc.pid, signal.SIGCONT)
 
     def close(self) -> None:
         """Power off (politely, then by force), reap qemu, delete the disks and the workdir."""
