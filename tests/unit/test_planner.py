@@ -366,7 +366,7 @@ def test_a_stray_mapping_holding_the_pools_metadata_is_removed_before_reactivati
 
     vg_uuid, tmeta_uuid = "Vg0000-aaaa-bbbb-cccc-dddd-eeee-ffffff", "Lv1111-aaaa-bbbb-cccc-dddd-eeee-ffffff"
     owner = "LVM-" + vg_uuid.replace("-", "") + tmeta_uuid.replace("-", "")
-    listing = f"docker-lvol0;{owner};0\ndocker-other;LVM-{'x' * 64};0\nsda2_crypt;CRYPT-LUKS2-abc;1\n"
+    listing = f"docker-lvol0;{owner};0;L--w\ndocker-other;LVM-{'x' * 64};0;L--w\nsda2_crypt;CRYPT-LUKS2-abc;1;L--w\n"
     devices = tuple(report.parse_dmsetup_info(listing))
     assert [device.name for device in devices] == ["docker-lvol0", "docker-other", "sda2_crypt"]
     pool = LogicalVolume("thinpool", "docker", "twi---t---", GiB, segtype="thin-pool", chunk_size=512 * KiB,
@@ -389,3 +389,35 @@ def test_a_stray_mapping_holding_the_pools_metadata_is_removed_before_reactivati
     assert all(action.kind != "stray-dm-mapping" for action in planner.plan(PoolSpec(vg="docker"), active).actions)
     held = Observed(vgs={"docker": vg}, dm_devices=(DmDevice("docker-lvol0", owner, 1),))
     assert all(action.kind != "stray-dm-mapping" for action in planner.plan(PoolSpec(vg="docker"), held).actions)
+
+
+def test_a_half_made_mapping_under_the_lvs_own_name_is_removed_before_reactivation() -> None:
+    """Seen in CI after a kill 0.3 s into lvcreate: VG-POOL_tmeta existed with only an inactive
+    table (lvs state 'i'), and activating the pool was "prohibited while ... _tmeta is active"."""
+    from thinpool.core.lvm import report
+    from thinpool.core.model import VolumeGroup
+
+    vg_uuid, tmeta_uuid = "Vg0000-aaaa-bbbb-cccc-dddd-eeee-ffffff", "Lv1111-aaaa-bbbb-cccc-dddd-eeee-ffffff"
+    owner = "LVM-" + vg_uuid.replace("-", "") + tmeta_uuid.replace("-", "")
+    pool = LogicalVolume("thinpool", "docker", "twi---t---", GiB, segtype="thin-pool", chunk_size=512 * KiB,
+                         metadata_size=4 * MiB, tags=("thinpool.managed",), profile="thinpool-docker-thinpool")  # fmt: skip
+    tmeta = LogicalVolume("[thinpool_tmeta]", "docker", "ewi-i-----", 4 * MiB, uuid=tmeta_uuid)
+    vg = VolumeGroup("docker", 4 * MiB, 1023, 700, 5, ("/dev/sdb",), (pool, tmeta), uuid=vg_uuid)
+
+    def planned_with(attr: str, open_count: int = 0) -> list[tuple[str, ...]]:
+        devices = tuple(report.parse_dmsetup_info(f"docker-thinpool_tmeta;{owner};{open_count};{attr}\n"))
+        observed = Observed(vgs={"docker": vg}, dm_devices=devices)
+        return [action.argv for action in planner.plan(PoolSpec(vg="docker"), observed).actions]
+
+    half_made = planned_with("-I-w")
+    assert half_made[0] == ("dmsetup", "remove", "docker-thinpool_tmeta")
+    deactivate, activate = (
+        ("lvchange", "--activate", "n", "docker/thinpool"),
+        ("lvchange", "--activate", "y", "docker/thinpool"),
+    )
+    assert half_made.index(deactivate) < half_made.index(activate)
+    assert planned_with("----")[0] == ("dmsetup", "remove", "docker-thinpool_tmeta")  # no table at all
+    assert ("dmsetup", "remove", "docker-thinpool_tmeta") not in planned_with(
+        "L--r"
+    )  # a component activated on purpose
+    assert ("dmsetup", "remove", "docker-thinpool_tmeta") not in planned_with("-I-w", open_count=1)

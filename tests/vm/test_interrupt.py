@@ -133,3 +133,25 @@ def test_a_stray_mapping_left_on_the_pools_metadata_is_removed_and_the_pool_reac
     pool = lvs(vm, "docker")["thinpool"]
     assert pool.active and pool.seg_monitor == "monitored"
     assert "docker-lvol0" not in vm.run(["dmsetup", "ls"]).stdout
+
+
+def test_a_half_made_mapping_of_the_pools_metadata_is_removed_and_the_pool_reactivated(vm: VM) -> None:
+    """Seen in CI after a kill 0.3 s into lvcreate: VG-POOL_tmeta existed with only the inactive
+    table lvm had loaded (lvs state 'i'), and activation was refused. Recreated here exactly."""
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+    vm.run(["lvchange", "-q", "-an", "docker/thinpool"])
+    half_made = (
+        "vg=$(vgs --noheadings -o vg_uuid docker | tr -d ' -'); lv=$(lvs -a --noheadings -o lv_uuid "
+        'docker/thinpool_tmeta | tr -d " -"); dmsetup create docker-thinpool_tmeta --uuid "LVM-$vg$lv" --notable '
+        '&& dmsetup load docker-thinpool_tmeta --table "0 8192 linear /dev/vda 2048"'
+    )
+    vm.run(["bash", "-c", half_made])
+    assert lvs(vm, "docker")["thinpool_tmeta"].attr[4] == "i"
+    info = vm.run(["dmsetup", "info", "-c", "--noheadings", "-o", "attr", "docker-thinpool_tmeta"]).stdout.strip()
+    assert info[:2] == "-I"  # dmsetup's own word for it: no live table, an inactive one
+    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
+    assert code == 0, err or json.dumps(result, indent=1)
+    assert result["steps"][0]["argv"] == ["dmsetup", "remove", "docker-thinpool_tmeta"]
+    pool = lvs(vm, "docker")["thinpool"]
+    assert pool.active and pool.seg_monitor == "monitored"
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[1]["changed"] is False

@@ -139,6 +139,7 @@ class DmDevice:
     name: str
     uuid: str
     open_count: int
+    live_table: bool = True  # False while lvm is between creating the device and resuming its table
 
 
 @dataclass(frozen=True)

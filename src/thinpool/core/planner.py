@@ -43,7 +43,7 @@ def _stray_mappings(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
     vg = observed.vgs.get(spec.vg)
     if vg is None:
         return ()
-    reason = "an interrupted lvm command left this mapping holding one of the VG's volumes; nothing has it open"
+    reason = "an interrupted lvm command left this mapping of one of the VG's volumes half-made; nothing has it open"
     return tuple(
         Action(
             "destroy",

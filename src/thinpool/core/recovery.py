@@ -9,7 +9,10 @@ Seen on lvm2 2.03.16 by killing lvcreate at every point of its run (tests/vm/tes
   * a device-mapper device that carries one of the VG's LV UUIDs under another name (lvm's
     temporary ``VG-lvol0`` still holding what is now ``POOL_tmeta``): lvs shows the LV's
     state as ``XX`` and activation fails ("prohibited while ... _tmeta is active") until the
-    stray mapping, which nothing has open, is removed.
+    stray mapping, which nothing has open, is removed;
+  * a mapping under the LV's own name (``VG-POOL_tmeta``) with no live table, only the inactive
+    one lvm loaded before it was killed: lvs shows the LV's state as ``i``, and activation fails
+    the same way until the half-made mapping is removed.
 A leftover is removed only when thinpool can tell it is its own: tagged, or named
 ``lvolN`` at exactly the metadata size of the plan being made; linear, and not open.
 """
@@ -59,7 +62,8 @@ def needs_reactivation(pool: LogicalVolume, vg: VolumeGroup) -> bool:
 
 
 def stray_dm_devices(vg: VolumeGroup, devices: tuple[DmDevice, ...]) -> tuple[DmDevice, ...]:
-    """Unopened mappings that hold one of this VG's LVs under a name no LV of the VG has.
+    """Unopened mappings that hold one of this VG's LVs under a name no LV of the VG has, or
+    with no live table (half-made: nothing can do I/O through them).
 
     Only the owner's UUID is trusted, never the layer suffix: an active pool with no thin
     volumes is mapped as VG-POOL with the UUID of its "-tpool" layer, and must stay.
@@ -77,5 +81,7 @@ def stray_dm_devices(vg: VolumeGroup, devices: tuple[DmDevice, ...]) -> tuple[Dm
         device
         for device in devices
         # LVM-<32 chars of VG uuid><32 chars of LV uuid>, then "-tpool" and the like for layers
-        if device.uuid[:_LVM_DM_UUID_LENGTH] in owners and not device.open_count and not lvm_would_name_it(device.name)
+        if device.uuid[:_LVM_DM_UUID_LENGTH] in owners
+        and not device.open_count
+        and (not device.live_table or not lvm_would_name_it(device.name))
     )

@@ -143,8 +143,12 @@ def pvs_report() -> Argv:
 
 
 def dmsetup_info() -> Argv:
-    """Every device-mapper device: name, UUID and open count (dmsetup has no JSON report)."""
-    return ("dmsetup", "info", "-c", "--noheadings", "--separator", ";", "-o", "name,uuid,open")
+    """Every device-mapper device: name, UUID, open count and table state (dmsetup has no JSON report).
+
+    ``attr`` is four characters: L (live table) or -, I (inactive table) or -, s (suspended) or -,
+    r or w.
+    """
+    return ("dmsetup", "info", "-c", "--noheadings", "--separator", ";", "-o", "name,uuid,open,attr")
 
 
 def dmsetup_remove(name: str) -> Argv:

@@ -112,10 +112,11 @@ def assemble_vgs(vgs_text: str, pvs: list[PhysicalVolume], lvs: list[LogicalVolu
 
 
 def parse_dmsetup_info(text: str) -> list[DmDevice]:
-    """Lines of ``name;uuid;open`` (dmsetup prints "No devices found" when there are none)."""
+    """Lines of ``name;uuid;open;attr`` (dmsetup prints "No devices found" when there are none)."""
     found = []
     for line in text.splitlines():
         fields = line.strip().split(";")
-        if len(fields) == 3 and fields[2].strip().isdigit():
-            found.append(DmDevice(fields[0], fields[1], int(fields[2])))
+        if len(fields) == 4 and fields[2].strip().isdigit():
+            live = fields[3].strip().startswith("L")
+            found.append(DmDevice(fields[0], fields[1], int(fields[2]), live_table=live))
     return found
