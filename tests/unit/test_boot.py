@@ -22,8 +22,11 @@ def test_installed_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     thinpool.parent.mkdir()
     thinpool.write_text("#!/bin/sh\n")
     thinpool.chmod(0o755)
-    written = boot.install_units(tmp_path, str(thinpool), metrics=True)
-    assert [path.name for path in written] == [boot.ACTIVATE_UNIT, *boot.METRICS_UNITS]
+    written = boot.install_units(tmp_path, str(thinpool), metrics=True, maintain_every="90s")
+    assert [path.name for path in written] == [boot.ACTIVATE_UNIT, *boot.MAINTAIN_UNITS, *boot.METRICS_UNITS]
+    timer = (tmp_path / "etc/systemd/system/thinpool-maintain.timer").read_text()
+    assert "OnUnitActiveSec=90s" in timer and "5min" not in timer
+    assert f"ExecStart={thinpool} maintain\n" in (tmp_path / "etc/systemd/system/thinpool-maintain.service").read_text()
     activate = written[0].read_text()
     assert (
         f"ExecStart={thinpool} activate --wait 90" in activate
@@ -59,3 +62,16 @@ def test_activate_runs_what_is_missing_and_waits_for_nodes(tmp_path: Path) -> No
     assert done.missing == [str(tmp_path / "mapper/docker-docker--data")]  # never appeared: reported
     with pytest.raises(Exception, match="no thin pool or thin volume docker/nope"):
         boot.activate_volumes(ScriptedRunner(), observed, ["docker/nope"], wait=0)
+
+
+@pytest.mark.parametrize("span", ["", "0", "0s", "5 min", "5minutes;rm", "-1h", "1h\nExecStart=/bin/sh", "5min\n"])
+def test_a_maintain_interval_systemd_cannot_read_is_refused_before_anything_is_written(
+    tmp_path: Path, span: str
+) -> None:
+    from thinpool.app.context import Context
+
+    with pytest.raises(Exception, match="not a time span") as refused:
+        boot.install(Context(ScriptedRunner(), root=tmp_path), "/bin/thinpool", False, tmp_path, span)
+    assert "5min" in str(refused.value) or "1h" in str(refused.value)
+    assert not (tmp_path / "etc").exists()
+    assert boot.check_interval("1h30min") == "1h30min" and boot.check_interval("90") == "90"

@@ -7,6 +7,7 @@ there, so docker.service and containerd.service, ordered after the unit, find th
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import time
@@ -23,7 +24,21 @@ from thinpool.system.runner import Runner
 
 ACTIVATE_UNIT = "thinpool-activate.service"
 METRICS_UNITS = ("thinpool-metrics.service", "thinpool-metrics.timer")
+MAINTAIN_UNITS = ("thinpool-maintain.service", "thinpool-maintain.timer")
+MAINTAIN_EVERY = "5min"  # the timer template's own interval
 UNIT_DIR = "/etc/systemd/system"
+# A systemd time span as thinpool accepts it: 90, 30s, 5min, 1h30min (see systemd.time(7)).
+_TIME_SPAN = re.compile(r"(?:\d+(?:s|sec|m|min|h|hr|d))+|\d+")
+
+
+def check_interval(text: str) -> str:
+    """The maintain timer's interval, refused unless systemd reads it as a time span."""
+    if not _TIME_SPAN.fullmatch(text) or not any(char != "0" for char in text if char.isdigit()):
+        raise ThinpoolError(
+            f"--maintain-every {text!r} is not a time span systemd reads",
+            fix="give a positive span such as 90s, 5min, 1h or 1h30min",
+        )
+    return text
 
 
 @dataclass
@@ -83,14 +98,17 @@ def unit_text(name: str, thinpool: str) -> str:
     return template.replace("/usr/local/bin/thinpool", thinpool)
 
 
-def install_units(root: Path, thinpool: str, metrics: bool) -> list[Path]:
+def install_units(root: Path, thinpool: str, metrics: bool, maintain_every: str = MAINTAIN_EVERY) -> list[Path]:
     """Write the units under ``root``/etc/systemd/system; returns what was written."""
     folder = root / UNIT_DIR.lstrip("/")
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in (ACTIVATE_UNIT, *(METRICS_UNITS if metrics else ())):
+    for name in (ACTIVATE_UNIT, *MAINTAIN_UNITS, *(METRICS_UNITS if metrics else ())):
         path = folder / name
-        files.write_atomically(path, unit_text(name, thinpool))
+        text = unit_text(name, thinpool)
+        if name == "thinpool-maintain.timer":
+            text = text.replace(MAINTAIN_EVERY, check_interval(maintain_every))
+        files.write_atomically(path, text)
         written.append(path)
     return written
 
@@ -105,9 +123,12 @@ class Installed:
     enabled: list[str]  # empty where systemd does not run here
 
 
-def install(ctx: Context, thinpool: str | None, metrics: bool, root: Path) -> Installed:
+def install(
+    ctx: Context, thinpool: str | None, metrics: bool, root: Path, maintain_every: str = MAINTAIN_EVERY
+) -> Installed:
     """Write the units under ``root``; on the running system, reload systemd and enable them."""
-    written = install_units(root, thinpool or _thinpool_command(), metrics)
+    check_interval(maintain_every)  # before anything is written
+    written = install_units(root, thinpool or _thinpool_command(), metrics, maintain_every)
     if root != Path("/") or not observe.under(ctx.root, "/run/systemd/system").is_dir():
         return Installed(written, [])
     ctx.runner.run(host.systemctl_daemon_reload())

@@ -45,6 +45,16 @@ GAUGES: tuple[tuple[str, str, Callable[[PoolStatus], float]], ...] = (
     ),
     ("monitored", "1 when dmeventd monitors the pool.", lambda s: float(s.monitor == "monitored")),
     ("healthy", "1 when lvm reports no health problem.", lambda s: float(not s.health_problems)),
+    (
+        "reclaimable_bytes",
+        "Bytes the pool maps for thinpool's filesystems that they no longer use (thinpool maintain trims them).",
+        lambda s: s.reclaimable,
+    ),
+    (
+        "error_when_full",
+        "1 when writes fail at once on a full pool, 0 when they queue.",
+        lambda s: s.when_full == "error",
+    ),
 )
 
 

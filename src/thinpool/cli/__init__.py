@@ -35,6 +35,7 @@ __all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "build_p
 
 def build_parser() -> argparse.ArgumentParser:
     from thinpool.cli.boot import add_parsers as add_boot_parsers
+    from thinpool.cli.maintain import add_parser as add_maintain_parser
     from thinpool.cli.rehearse import add_parser as add_rehearse_parser
     from thinpool.cli.watch import add_parsers as add_watch_parsers
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lifecycle_parsers(commands)
     add_engine_parser(commands)
     add_watch_parsers(commands)
+    add_maintain_parser(commands)
     add_boot_parsers(commands)
     add_rehearse_parser(commands)
     return parser

@@ -31,7 +31,7 @@ def _cmd_activate(args: argparse.Namespace, ctx: Context) -> int:
 def _cmd_install_units(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.app import boot
 
-    done = boot.install(ctx, args.thinpool, args.metrics, Path(args.root))
+    done = boot.install(ctx, args.thinpool, args.metrics, Path(args.root), args.maintain_every)
     for path in done.written:
         print(f"wrote {path}")
     if done.enabled:
@@ -56,11 +56,14 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     activate_parser.set_defaults(handler=_cmd_activate)
     units = subcommands.add_parser(
         "install-units",
-        help="install thinpool-activate.service (and the metrics timer)",
+        help="install thinpool-activate.service, the maintain timer (and the metrics timer)",
         description="Writes thinpool-activate.service (oneshot, ordered before docker.service and "
-        "containerd.service) and, with --metrics, thinpool-metrics.service and .timer (a node_exporter "
+        "containerd.service), thinpool-maintain.service and .timer (thinpool maintain every "
+        "--maintain-every) and, with --metrics, thinpool-metrics.service and .timer (a node_exporter "
         "textfile every minute) into /etc/systemd/system, then reloads systemd and enables them.",
     )
+    units.add_argument("--maintain-every", default="5min", metavar="SPAN",
+                       help="how often thinpool maintain runs: 90s, 5min, 1h (default: 5min)")  # fmt: skip
     units.add_argument("--metrics", action="store_true", help="also the metrics service and timer")
     units.add_argument("--root", default="/", help="install under this root instead (an image being built)")
     units.add_argument("--thinpool", metavar="COMMAND", help="the thinpool command the units run "

@@ -30,7 +30,7 @@ DOCTOR_EXIT_HELP = """exit codes:
   4    the worst finding is critical"""
 
 
-def _split_target(text: str) -> tuple[str, str]:
+def split_target(text: str) -> tuple[str, str]:
     from thinpool.core.names import check_target
 
     return check_target(text)
@@ -59,6 +59,15 @@ def _percent(ratio: float) -> str:
     return f"{ratio * 100:.2f}%"
 
 
+def _when_full(status: PoolStatus) -> str:
+    from thinpool.core.health import when_full_wanted
+
+    wanted, why = when_full_wanted(status)
+    if status.when_full == wanted:
+        return f"{status.when_full}: {why}"
+    return f"{status.when_full or '-'}; should be {wanted}: {why} (thinpool maintain)"
+
+
 def render_status(status: PoolStatus) -> str:
     auto = status.autoextend
     policy = "no profile (lvm.conf applies)" if auto is None else (
@@ -75,6 +84,8 @@ def render_status(status: PoolStatus) -> str:
                     f"{status.autoextend_steps} autoextend step(s)"),
         ("autoextend", f"{policy}; profile {status.profile or '-'}"),
         ("monitoring", status.monitor or "-"),
+        ("when full", _when_full(status)),
+        ("reclaimable", f"{format_size(status.reclaimable)} mapped that filesystems no longer use"),
         ("health", ", ".join(status.health_problems) or "ok"),
         ("devices", ", ".join(status.devices) or "-"),
     ]  # fmt: skip
@@ -86,7 +97,7 @@ def render_status(status: PoolStatus) -> str:
 def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.app import watch
 
-    vg, pool = _split_target(args.target)
+    vg, pool = split_target(args.target)
     while True:
         status = watch.status(ctx, vg, pool)
         text = json.dumps(status.to_dict(), indent=2) + "\n" if args.json else render_status(status)
@@ -109,7 +120,7 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.app import watch
     from thinpool.core import health
 
-    vg, pool = _split_target(args.target)
+    vg, pool = split_target(args.target)
     status, found = watch.doctor(ctx, vg, pool, _workload(args))
     verdict = health.worst(found)
     if args.json:
@@ -127,7 +138,7 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
 def _cmd_metrics(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.app import metrics, watch
 
-    targets = [_split_target(text) for text in args.target or ["docker/thinpool"]]
+    targets = [split_target(text) for text in args.target or ["docker/thinpool"]]
     workload = _workload(args)
 
     def read() -> list[Reading]:

@@ -7,19 +7,46 @@ of the pool's lvm profile; nothing runs a command.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
 from thinpool.core import sizing
 from thinpool.core.lvm import report
-from thinpool.core.units import ceil_div, format_size, lvm_size_arg
+from thinpool.core.lvm.commands import MANAGED_TAG
+from thinpool.core.model import Filesystem
+from thinpool.core.units import MiB, ceil_div, format_size, lvm_size_arg
 from thinpool.errors import ThinpoolError
 
 SEVERITIES = ("ok", "info", "warning", "critical")
+OUT_OF_DATA = "out of data space"
 # lvm's 9th attr character on a thin pool, and what it means.
-HEALTH_FLAGS = {"F": "failed", "D": "out of data space", "M": "metadata read-only"}
+HEALTH_FLAGS = {"F": "failed", "D": OUT_OF_DATA, "M": "metadata read-only"}
+# lv_health_status spells some of the same problems its own way: one name per problem.
+HEALTH_WORDS = {"out_of_data": OUT_OF_DATA, "metadata_read_only": "metadata read-only"}
 MAX_COUNTED_STEPS = 99
+# Reclaimable space worth a finding and a trim: under it, fstrim's pass is not worth its I/O.
+# The issue's target after churn is "mapped at most 2x what the filesystem holds, + 256 MiB".
+RECLAIM_ABOVE = 256 * MiB
+
+
+@dataclass(frozen=True)
+class ThinVolume:
+    """An lvm thin volume of the pool: what the pool maps for it, and the filesystem on it if mounted."""
+
+    name: str
+    size: int
+    mapped: int
+    managed: bool  # tagged thinpool.managed: thinpool made it and may trim it
+    device: str = ""  # "MAJOR:MINOR" while active
+    filesystem: Filesystem | None = None
+
+    @property
+    def reclaimable(self) -> int:
+        """Mapped chunks the filesystem no longer uses (what fstrim could give back to the pool)."""
+        if self.filesystem is None:
+            return 0
+        return max(0, self.mapped - self.filesystem.used)
 
 
 class PoolNotFound(ThinpoolError):
@@ -46,6 +73,17 @@ class PoolStatus:
     devices: tuple[str, ...]
     autoextend: sizing.Autoextend | None  # None: no thinpool-readable profile attached
     autoextend_steps: int
+    when_full: str = ""  # "queue" or "error" (lv_when_full)
+    volumes: tuple[ThinVolume, ...] = ()
+
+    @property
+    def reclaimable(self) -> int:
+        return sum(volume.reclaimable for volume in self.volumes if volume.managed)
+
+    @property
+    def can_autoextend(self) -> bool:
+        """dmeventd can still grow the pool: monitored, autoextend on, and room for the next step."""
+        return self.monitor == "monitored" and self.autoextend_steps > 0
 
     @property
     def data_ratio(self) -> float:
@@ -63,15 +101,19 @@ class PoolStatus:
     def health_problems(self) -> tuple[str, ...]:
         flag = HEALTH_FLAGS.get(self.attr[8:9], "")
         found = [flag] if flag else []
-        if self.health and self.health not in found:
-            found.append(self.health)
+        word = HEALTH_WORDS.get(self.health, self.health)
+        if word and word not in found:
+            found.append(word)
         return tuple(found)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["devices"] = list(self.devices)
         data["autoextend"] = asdict(self.autoextend) if self.autoextend else None
+        data["volumes"] = [_volume_dict(volume) for volume in self.volumes]
         data.update(
+            reclaimable=self.reclaimable,
+            when_full_wanted=when_full_wanted(self)[0],
             data_ratio=round(self.data_ratio, 6),
             metadata_ratio=round(self.metadata_ratio, 6),
             overprovision_ratio=round(self.overprovision_ratio, 6),
@@ -79,6 +121,23 @@ class PoolStatus:
             health_problems=list(self.health_problems),
         )
         return data
+
+
+def _volume_dict(volume: ThinVolume) -> dict[str, Any]:
+    data = asdict(volume)
+    data["reclaimable"] = volume.reclaimable
+    return data
+
+
+def when_full_wanted(status: PoolStatus) -> tuple[str, str]:
+    """The when-full mode the pool should have, and why.
+
+    Queueing (dm-thin's default) holds writes for no_space_timeout (60 s) so that dmeventd can
+    grow the pool under a burst; a pool that cannot grow only makes its writers hang, then fail.
+    """
+    if status.can_autoextend:
+        return "queue", "autoextend can still grow it: writes wait for dmeventd instead of failing"
+    return "error", "it cannot grow by itself: writes fail at once instead of hanging 60 s, then failing"
 
 
 def _used(size: int, percent: str) -> int:
@@ -121,6 +180,30 @@ def autoextend_steps(
     return steps
 
 
+def _thin_volumes(rows: list[dict[str, str]], pool: str) -> tuple[ThinVolume, ...]:
+    found = []
+    for row in rows:
+        if row.get("pool_lv") != pool or row.get("segtype") != "thin":
+            continue
+        size = int(row["lv_size"])
+        found.append(
+            ThinVolume(
+                name=row["lv_name"],
+                size=size,
+                mapped=_used(size, row.get("data_percent", "")),
+                managed=MANAGED_TAG in row.get("lv_tags", "").split(","),
+                device=report.kernel_device(row),
+            )
+        )
+    return tuple(found)
+
+
+def with_filesystems(status: PoolStatus, filesystems: dict[str, Filesystem]) -> PoolStatus:
+    """The status with each active thin volume's mounted filesystem (findmnt's, by device number)."""
+    volumes = tuple(replace(volume, filesystem=filesystems.get(volume.device)) for volume in status.volumes)
+    return replace(status, volumes=volumes)
+
+
 def pool_status(report_text: str, vg: str, pool: str, profiles: dict[str, str]) -> PoolStatus:
     rows = report.rows(report_text, "lv")
     pool_rows = [row for row in rows if row["lv_name"] == pool and row.get("segtype") == "thin-pool"]
@@ -133,7 +216,7 @@ def pool_status(report_text: str, vg: str, pool: str, profiles: dict[str, str]) 
     row = pool_rows[0]
     extent = int(row["vg_extent_size"])
     size, metadata_size, chunk = int(row["lv_size"]), int(row["lv_metadata_size"] or 0), int(row["chunk_size"])
-    thin = {r["lv_name"]: int(r["lv_size"]) for r in rows if r.get("pool_lv") == pool and r.get("segtype") == "thin"}
+    volumes = _thin_volumes(rows, pool)
     devices = sorted(
         {
             part.split("(")[0]
@@ -154,8 +237,8 @@ def pool_status(report_text: str, vg: str, pool: str, profiles: dict[str, str]) 
         metadata_size=metadata_size,
         metadata_used=_used(metadata_size, row.get("metadata_percent", "")),
         chunk_size=chunk,
-        thin_count=len(thin),
-        virtual_size=sum(thin.values()),
+        thin_count=len(volumes),
+        virtual_size=sum(volume.size for volume in volumes),
         extent_size=extent,
         vg_free_extents=free,
         monitor=row.get("seg_monitor", ""),
@@ -164,6 +247,8 @@ def pool_status(report_text: str, vg: str, pool: str, profiles: dict[str, str]) 
         devices=tuple(devices),
         autoextend=autoextend,
         autoextend_steps=autoextend_steps(size // extent, metadata_size // extent, free, extent, chunk, autoextend),
+        when_full=row.get("lv_when_full", ""),
+        volumes=volumes,
     )
 
 
@@ -205,14 +290,32 @@ def _storage_findings(status: PoolStatus) -> list[Finding]:
             )
         )
     for problem in status.health_problems:
-        if problem in ("out of data space", "out_of_data"):
-            step = sizing.autoextend_step(status.data_size // status.extent_size, sizing.DEFAULT_AUTOEXTEND_PERCENT)
-            why, fix = "writes fail or wait", f"lvextend -l +{step} {target}"
+        if problem == OUT_OF_DATA:
+            why, fix = "writes fail or wait", _data_fix(status, sizing.DEFAULT_AUTOEXTEND_PERCENT)
         else:
             why = "stop its users first: the repair needs it inactive"
             fix = f"lvchange -an {target} && lvconvert --repair {target} && lvchange -ay {target}"
         found.append(Finding("critical", "pool-unhealthy", f"{target} is {problem}: {why}", fix))
     return found
+
+
+def _grow_fix(status: PoolStatus) -> str:
+    return f"thinpool grow /dev/sdX --vg {status.vg} --pool {status.pool}"
+
+
+def _data_fix(status: PoolStatus, percent: int) -> str:
+    """lvextend by one autoextend step when the VG has the room; otherwise a new disk (lvextend would fail)."""
+    step = sizing.autoextend_step(status.data_size // status.extent_size, percent)
+    if step > status.vg_free_extents:
+        return _grow_fix(status)
+    return f"lvextend -l +{step} {_target(status)}"
+
+
+def _metadata_fix(status: PoolStatus, size: int) -> str:
+    """lvm grows the metadata spare with the metadata: the VG needs room for both."""
+    if 2 * ceil_div(size, status.extent_size) > status.vg_free_extents:
+        return _grow_fix(status)
+    return f"lvextend --poolmetadatasize +{lvm_size_arg(size)} {_target(status)}"
 
 
 def _autoextend_findings(status: PoolStatus) -> list[Finding]:
@@ -267,15 +370,12 @@ def _usage_findings(status: PoolStatus, options: DoctorOptions) -> list[Finding]
     enabled = status.autoextend is not None and status.autoextend.enabled
     threshold = status.autoextend.threshold if status.autoextend and enabled else sizing.DEFAULT_AUTOEXTEND_THRESHOLD
     percent = status.autoextend.percent if status.autoextend and enabled else sizing.DEFAULT_AUTOEXTEND_PERCENT
-    step = sizing.autoextend_step(status.data_size // status.extent_size, percent)
     for part, ratio, fix in (
-        ("data", status.data_ratio, f"lvextend -l +{step} {target}"),
-        (
-            "metadata",
-            status.metadata_ratio,
-            f"lvextend --poolmetadatasize +{lvm_size_arg(status.extent_size * 4)} {target}",
-        ),
+        ("data", status.data_ratio, _data_fix(status, percent)),
+        ("metadata", status.metadata_ratio, _metadata_fix(status, status.extent_size * 4)),
     ):
+        if part == "data" and OUT_OF_DATA in status.health_problems:
+            continue  # the same problem as pool-unhealthy: one finding each
         if ratio * 100 >= threshold:
             severity = "critical" if ratio >= 0.95 else "warning"
             found.append(
@@ -297,7 +397,39 @@ def _usage_findings(status: PoolStatus, options: DoctorOptions) -> list[Finding]
                 f"{format_size(status.metadata_size)}; {options.workload.max_thin_devices} thin devices "
                 f"on {format_size(status.data_size)} want {format_size(wanted)}: it may run out "
                 "(the pool then goes read-only)",
-                f"lvextend --poolmetadatasize +{lvm_size_arg(wanted - status.metadata_size)} {target}",
+                _metadata_fix(status, wanted - status.metadata_size),
+            )
+        )
+    return found
+
+
+_WHEN_FULL_DOES = {"queue": "queues writes", "error": "fails writes at once"}
+
+
+def _care_findings(status: PoolStatus, growth_reported: bool) -> list[Finding]:
+    """What one ``thinpool maintain`` pass fixes: space to trim, and the when-full mode.
+
+    The when-full mode follows from whether the pool can grow: when an autoextend finding
+    already names why it cannot, that finding is the one problem to fix.
+    """
+    target, found = _target(status), []
+    maintain = f"thinpool maintain {target}"
+    if status.reclaimable >= RECLAIM_ABOVE:
+        found.append(
+            Finding(
+                "warning",
+                "reclaimable-space",
+                f"{target} maps {format_size(status.reclaimable)} that its filesystems no longer use: "
+                "autoextend grows the pool on garbage until they are trimmed",
+                maintain,
+            )
+        )
+    wanted, why = when_full_wanted(status)
+    if status.when_full in _WHEN_FULL_DOES and status.when_full != wanted and not growth_reported:
+        severity = "warning" if wanted == "error" else "info"
+        found.append(
+            Finding(
+                severity, "when-full-policy", f"{target} {_WHEN_FULL_DOES[status.when_full]} when full; {why}", maintain
             )
         )
     return found
@@ -306,7 +438,8 @@ def _usage_findings(status: PoolStatus, options: DoctorOptions) -> list[Finding]
 def diagnose(status: PoolStatus, options: DoctorOptions | None = None) -> list[Finding]:
     """The pool's own findings (the engine adapters add theirs)."""
     options = options or DoctorOptions()
-    return _storage_findings(status) + _autoextend_findings(status) + _usage_findings(status, options)
+    growth = _autoextend_findings(status)
+    return _storage_findings(status) + growth + _usage_findings(status, options) + _care_findings(status, bool(growth))
 
 
 def profile_names(report_text: str) -> tuple[str, ...]:

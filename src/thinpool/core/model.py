@@ -88,6 +88,8 @@ class LogicalVolume:
     active: bool = False
     tags: tuple[str, ...] = ()
     uuid: str = ""
+    when_full: str = ""  # a thin pool's: "queue" (wait for room) or "error" (fail at once)
+    kernel_device: str = ""  # "MAJOR:MINOR" while active, "" otherwise
 
     @property
     def hidden(self) -> bool:
@@ -130,6 +132,17 @@ class VolumeGroup:
 
     def thin_volumes(self, pool: str) -> tuple[LogicalVolume, ...]:
         return tuple(lv for lv in self.lvs if lv.pool_lv == pool)
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """A mounted filesystem as findmnt reports it (sizes from statvfs, in bytes)."""
+
+    device: str  # "MAJOR:MINOR", as lvm's lv_kernel_major/minor give it
+    mount_point: str
+    fstype: str
+    size: int
+    used: int
 
 
 @dataclass(frozen=True)

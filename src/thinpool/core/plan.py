@@ -59,6 +59,8 @@ class ActionKind(StrEnum):
     ENGINE_CONFIG = "engine-config"
     SYSTEMD_DROP_IN = "systemd-drop-in"
     SYSTEMD = "systemd"
+    RECLAIM = "reclaim"
+    WHEN_FULL = "when-full"
 
     @property
     def check(self) -> Check:
@@ -76,6 +78,7 @@ _CHECKS = {
     ActionKind.DEACTIVATION: Check.EXIT_STATUS,
     ActionKind.FILESYSTEM: Check.EXIT_STATUS,
     ActionKind.SYSTEMD: Check.EXIT_STATUS,
+    ActionKind.RECLAIM: Check.EXIT_STATUS,  # what it gave back is measured and reported, not required
     ActionKind.MOUNT: Check.MOUNT,
     ActionKind.LVM_PROFILE: Check.FILE,
     ActionKind.FSTAB: Check.FILE,
@@ -356,7 +359,14 @@ def _pool(action: Action, plan: Plan, observed: Observed) -> str:
         return f"seg_monitor is {pool.seg_monitor!r}, not 'monitored'"
     if kind == ActionKind.POOL_PROFILE and pool.profile != plan.spec.profile_name:
         return f"profile is {pool.profile!r}"
+    if kind == ActionKind.WHEN_FULL and pool.when_full != _when_full_set_by(action):
+        return f"when full it does {pool.when_full!r}, not {_when_full_set_by(action)!r}"
     return ""
+
+
+def _when_full_set_by(action: Action) -> str:
+    """lvchange --errorwhenfull y|n VG/POOL: the mode lvm then reports."""
+    return "error" if action.argv[action.argv.index("--errorwhenfull") + 1] == "y" else "queue"
 
 
 _LVM_CHECKS: dict[ActionKind, LvmCheck] = {
@@ -371,6 +381,7 @@ _LVM_CHECKS: dict[ActionKind, LvmCheck] = {
             ActionKind.ACTIVATION,
             ActionKind.POOL_DATA,
             ActionKind.POOL_METADATA,
+            ActionKind.WHEN_FULL,
         ),
         _pool,
     ),

@@ -19,7 +19,7 @@ from thinpool.core.lvm import commands, report
 from thinpool.core.model import Device, EngineState, Observed
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.host import commands as host
-from thinpool.host.report import parse_lsblk, parse_wipefs
+from thinpool.host.report import parse_findmnt, parse_lsblk, parse_wipefs
 from thinpool.system import files
 from thinpool.system.runner import Runner
 
@@ -125,9 +125,12 @@ def observe_for(spec: PoolSpec, runner: Runner, root: Path = ROOT) -> Observed:
 
 
 def read_pool_status(runner: Runner, vg: str, pool: str, root: Path = ROOT) -> health.PoolStatus:
-    """One lvm report call, plus the pool's profile file."""
+    """One lvm report call, plus the pool's profile file; findmnt too when thinpool's thin volumes are active."""
     text = runner.run(commands.status_report(vg)).stdout
-    return health.pool_status(text, vg, pool, read_profiles(health.profile_names(text), root))
+    status = health.pool_status(text, vg, pool, read_profiles(health.profile_names(text), root))
+    if not any(volume.managed and volume.device for volume in status.volumes):
+        return status
+    return health.with_filesystems(status, parse_findmnt(runner.run(host.findmnt_usage(), check=False).stdout))
 
 
 def find_program(name: str, root: Path = ROOT) -> str:

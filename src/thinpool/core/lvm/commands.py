@@ -14,7 +14,8 @@ MANAGED_TAG = "thinpool.managed"
 
 LV_FIELDS = (
     "lv_name,vg_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,"
-    "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active,lv_tags,lv_uuid"
+    "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active,lv_tags,lv_uuid,"
+    "lv_when_full,lv_kernel_major,lv_kernel_minor"
 )
 VG_FIELDS = "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count"
 PV_FIELDS = "pv_name,vg_name,pv_attr,pv_mda_used_count,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
@@ -93,6 +94,11 @@ def lvextend_metadata(vg: str, pool: str, *, size: int) -> Argv:
 
 def lvchange_activate(vg: str, pool: str, active: bool) -> Argv:
     return ("lvchange", "--activate", "y" if active else "n", f"{vg}/{pool}")
+
+
+def lvchange_error_when_full(vg: str, pool: str, error: bool) -> Argv:
+    """Fail writes at once when the pool is full (y), or queue them for dm-thin's no_space_timeout (n)."""
+    return ("lvchange", "--errorwhenfull", "y" if error else "n", f"{vg}/{pool}")
 
 
 def lvchange_profile(vg: str, pool: str, profile: str) -> Argv:

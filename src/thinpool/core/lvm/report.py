@@ -35,6 +35,12 @@ def _int(value: str) -> int:
     return int(value) if value.strip() else 0
 
 
+def kernel_device(row: dict[str, str]) -> str:
+    """ "MAJOR:MINOR" of an active LV's device ("" when inactive: lvm reports -1)."""
+    major, minor = row.get("lv_kernel_major", "-1"), row.get("lv_kernel_minor", "-1")
+    return f"{major}:{minor}" if major.isdigit() and minor.isdigit() else ""
+
+
 def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
     """LVs of a report; ``vg`` names their VG when the report has no vg_name column."""
     seen: dict[tuple[str, str], LogicalVolume] = {}
@@ -57,6 +63,8 @@ def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
             active=row.get("lv_active", "") == "active",
             tags=tuple(tag for tag in row.get("lv_tags", "").split(",") if tag),
             uuid=row.get("lv_uuid", ""),
+            when_full=row.get("lv_when_full", ""),
+            kernel_device=kernel_device(row),
         )
         # One row per segment: keep the first, the LV-level fields are the same.
         seen.setdefault((lv.vg_name, lv.name), lv)

@@ -1,0 +1,97 @@
+"""``thinpool maintain``: one pass of day-2 care over thinpool's pools (what thinpool-maintain.timer runs).
+
+Each pool is read (one lvm report, findmnt when its thin volumes are active), its pass planned
+by core.maintain, run through the executor, and read again to report what it gave back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from thinpool.app import watch
+from thinpool.app.context import Context
+from thinpool.app.executor import ApplyResult, Progress, apply
+from thinpool.core import health, maintain
+from thinpool.core.lvm.commands import MANAGED_TAG
+from thinpool.core.plan import Plan
+from thinpool.errors import ThinpoolError
+from thinpool.system import observe
+
+RESULT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PoolCare:
+    before: health.PoolStatus
+    plan: Plan
+    result: ApplyResult | None  # None: planned only (--dry-run)
+    after: health.PoolStatus | None  # read again once steps ran
+
+    @property
+    def ok(self) -> bool:
+        return self.result is None or self.result.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        last = self.after or self.before
+        return {
+            "vg": self.before.vg,
+            "pool": self.before.pool,
+            "ok": self.ok,
+            "changed": bool(self.result and any(step.status == "done" for step in self.result.steps)),
+            "reclaimable_before": self.before.reclaimable,
+            "reclaimable_after": last.reclaimable,
+            "data_used_before": self.before.data_used,
+            "data_used_after": last.data_used,
+            "when_full": last.when_full,
+            "reasons": self.plan.reasons,
+            "steps": [step.to_dict() for step in self.result.steps] if self.result else [],
+            "planned": [action.to_dict() for action in self.plan.actions],
+        }
+
+
+def managed_pools(ctx: Context) -> list[tuple[str, str]]:
+    """Every thin pool thinpool made (tagged thinpool.managed), in VG/POOL order."""
+    observed = observe.read_lvm(ctx.runner)
+    found = [
+        (vg.name, lv.name)
+        for vg in observed.vgs.values()
+        for lv in vg.lvs
+        if lv.is_thin_pool and MANAGED_TAG in lv.tags
+    ]
+    return sorted(found)
+
+
+def care_for(
+    ctx: Context,
+    vg: str,
+    pool: str,
+    policy: maintain.Policy,
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> PoolCare:
+    before = watch.status(ctx, vg, pool)
+    planned = maintain.plan(before, policy)
+    if dry_run or not planned.actions:
+        return PoolCare(before, planned, None if dry_run else apply(planned, ctx.runner, root=ctx.root), None)
+    result = apply(planned, ctx.runner, root=ctx.root, progress=progress)
+    return PoolCare(before, planned, result, watch.status(ctx, vg, pool))
+
+
+def run(
+    ctx: Context,
+    targets: list[tuple[str, str]],
+    policy: maintain.Policy,
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> list[PoolCare]:
+    """One pass over ``targets`` (every pool thinpool made when empty)."""
+    chosen = targets or managed_pools(ctx)
+    if not chosen:
+        raise ThinpoolError(
+            "no thin pool made by thinpool here (none is tagged thinpool.managed)",
+            fix="name the pool: thinpool maintain VG/POOL",
+        )
+    return [care_for(ctx, vg, pool, policy, dry_run=dry_run, progress=progress) for vg, pool in chosen]

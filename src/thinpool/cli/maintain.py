@@ -1,0 +1,96 @@
+"""``thinpool maintain``: arguments and output (the work is in app.maintain)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from thinpool.core.units import format_size, parse_size
+
+if TYPE_CHECKING:
+    from thinpool.app.context import Context
+    from thinpool.app.maintain import PoolCare
+
+EXIT_OK, EXIT_FAILED = 0, 1
+DESCRIPTION = """\
+One idempotent pass over each pool (default: every pool thinpool made), safe to
+run every few minutes: thinpool-maintain.timer (thinpool install-units) runs it.
+
+  reclaim    A thin volume thinpool made whose filesystem uses less than the
+             pool maps for it is trimmed (fstrim; minimum extent: the pool's
+             chunk) once the difference reaches --reclaim-above, so deleted
+             containers and images give their space back to the pool.
+  when full  A pool that can still autoextend queues writes, so dmeventd can
+             grow it under a burst. One that cannot (not monitored, autoextend
+             off, or no room in the VG for the next step) fails them at once
+             instead of hanging every writer for 60 s. It is switched back when
+             room returns (after thinpool grow)."""
+
+
+def _render(care: PoolCare) -> str:
+    from thinpool.core.plan import describe
+
+    before, after = care.before, care.after or care.before
+    target = f"{before.vg}/{before.pool}"
+    lines = [f"{target}:"]
+    ran = care.result.steps if care.result else []
+    for action in care.plan.actions:
+        step = next((step for step in ran if step.action == action), None)
+        state = step.status if step else "planned"
+        lines.append(f"  {state:<8} {describe(action)}")
+        lines.append(f"           why: {action.reason}")
+        if step and step.error:
+            lines.append("           " + step.error.replace("\n", "\n           "))
+    if not care.plan.actions:
+        lines.append("  nothing to do")
+    lines.append(
+        f"  reclaimable {format_size(before.reclaimable)} -> {format_size(after.reclaimable)}; "
+        f"pool data used {format_size(before.data_used)} -> {format_size(after.data_used)}"
+    )
+    lines.append(f"  when full: {after.when_full or '-'} ({care.plan.reasons['when_full']})")
+    return "\n".join(lines)
+
+
+def _cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:
+    from thinpool.app import maintain as use_case
+    from thinpool.cli.watch import split_target
+    from thinpool.core.maintain import Policy
+
+    policy = Policy(reclaim_above=parse_size(args.reclaim_above, what="--reclaim-above"))
+    targets = [split_target(text) for text in args.target]
+    cared = use_case.run(ctx, targets, policy, dry_run=args.dry_run)
+    if args.json:
+        report = {
+            "schema_version": use_case.RESULT_SCHEMA_VERSION,
+            "kind": "thinpool-maintenance",
+            "ok": all(care.ok for care in cared),
+            "pools": [care.to_dict() for care in cared],
+        }
+        sys.stdout.write(json.dumps(report, indent=1) + "\n")
+    else:
+        print("\n".join(_render(care) for care in cared))
+    return EXIT_OK if all(care.ok for care in cared) else EXIT_FAILED
+
+
+def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "maintain",
+        help="one pass of day-2 care: trim what filesystems freed, set the when-full policy",
+        description=DESCRIPTION,
+        epilog="examples:\n  thinpool maintain\n  thinpool maintain docker/thinpool --dry-run\n"
+        "  thinpool maintain --json\n\nexit codes:\n  0    every step worked (or nothing to do)\n"
+        "  1    a step failed, or a pool could not be read",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("target", nargs="*", metavar="VG/POOL", help="default: every pool tagged thinpool.managed")
+    parser.add_argument(
+        "--reclaim-above",
+        default="256MiB",
+        metavar="SIZE",
+        help="trim once the pool maps this much more than a filesystem uses (default: 256MiB)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="show what the pass would do, change nothing")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(handler=_cmd_maintain)

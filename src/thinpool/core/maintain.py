@@ -1,0 +1,63 @@
+"""One pass of day-2 care for a pool, as a plan: pure, from the pool's status.
+
+* Reclaim: a thinpool-made thin volume whose filesystem uses less than the pool maps for it is
+  trimmed once the difference reaches ``Policy.reclaim_above``. fstrim's minimum extent is the
+  pool's chunk size: dm-thin unmaps whole chunks only, so smaller discards free nothing.
+* When full: a pool that can still autoextend queues writes (dm-thin's default, so dmeventd can
+  catch a burst); one that cannot fails them at once (``lvchange --errorwhenfull y``), and is
+  switched back once it can grow again (after ``thinpool grow``, say).
+
+Running it again changes nothing until the pool's state changes: safe from a timer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from thinpool.core import health
+from thinpool.core.lvm import commands
+from thinpool.core.plan import Action, ActionKind, Plan, Target
+from thinpool.core.units import format_size
+from thinpool.host import commands as host
+
+
+@dataclass(frozen=True)
+class Policy:
+    reclaim_above: int = health.RECLAIM_ABOVE  # bytes a filesystem may hold unused in the pool before a trim
+
+
+def _reclaim_actions(status: health.PoolStatus, policy: Policy) -> tuple[Action, ...]:
+    actions = []
+    for volume in status.volumes:
+        if not volume.managed or volume.filesystem is None or volume.reclaimable < policy.reclaim_above:
+            continue
+        where = volume.filesystem.mount_point
+        why = (
+            f"the pool maps {format_size(volume.mapped)} for {where}, its filesystem uses "
+            f"{format_size(volume.filesystem.used)}: trim free extents of a chunk "
+            f"({format_size(status.chunk_size)}) or more"
+        )
+        target = Target(vg=status.vg, lv=volume.name, path=where)
+        actions.append(Action("change", ActionKind.RECLAIM, target, why, host.fstrim(where, status.chunk_size)))
+    return tuple(actions)
+
+
+def _when_full_action(status: health.PoolStatus) -> tuple[Action, ...]:
+    wanted, why = health.when_full_wanted(status)
+    if not status.when_full or status.when_full == wanted:
+        return ()
+    argv = commands.lvchange_error_when_full(status.vg, status.pool, wanted == "error")
+    return (Action("change", ActionKind.WHEN_FULL, Target(vg=status.vg, lv=status.pool), why, argv),)
+
+
+def plan(status: health.PoolStatus, policy: Policy | None = None) -> Plan:
+    """The steps one pass takes on this pool (none when it is already cared for)."""
+    policy = policy or Policy()
+    wanted, why = health.when_full_wanted(status)
+    return Plan(
+        vg=status.vg,
+        pool=status.pool,
+        actions=_reclaim_actions(status, policy) + _when_full_action(status),
+        layout=None,
+        reasons={"when_full": f"{wanted}: {why}", "reclaim_above": format_size(policy.reclaim_above)},
+    )

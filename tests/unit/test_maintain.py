@@ -1,0 +1,200 @@
+"""thinpool maintain without the VM: its rules from a status, and the command through a scripted runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from thinpool.app.context import Context
+from thinpool.cli import EXIT_OK, main
+from thinpool.core import health, maintain
+from thinpool.core.lvm import commands
+from thinpool.core.model import Filesystem
+from thinpool.core.units import GiB, MiB
+from thinpool.host import commands as host
+from thinpool.system.runner import ScriptedRunner
+
+from .test_health import PROFILE, _row, codes
+
+CHUNK = 512 * 1024
+VOLUME = 100 * GiB
+
+
+def pool_report(
+    *,
+    when_full: str = "queue",
+    free: int = 200,
+    mapped: str = "3.00",
+    attr: str = "twi-aotz--",
+    health_status: str = "",
+    data_percent: str = "50.00",
+    tags: str = commands.MANAGED_TAG,
+) -> str:
+    pool = _row("thinpool", lv_attr=attr, lv_size=str(3 * GiB), lv_metadata_size=str(48 * MiB),
+                chunk_size=str(CHUNK), data_percent=data_percent, metadata_percent="10.00", seg_monitor="monitored",
+                lv_profile="thinpool-docker-thinpool", segtype="thin-pool", lv_when_full=when_full,
+                lv_health_status=health_status, lv_tags=commands.MANAGED_TAG)  # fmt: skip
+    data = _row("[thinpool_tdata]", devices="/dev/vda(12)", lv_size=str(3 * GiB))
+    volume = _row("docker-data", segtype="thin", pool_lv="thinpool", lv_size=str(VOLUME), data_percent=mapped,
+                  lv_tags=tags, lv_kernel_major="253", lv_kernel_minor="4")  # fmt: skip
+    rows = [pool, data, volume]
+    for row in rows:
+        row["vg_free_count"] = str(free)
+    return json.dumps({"report": [{"lv": rows}]})
+
+
+def findmnt(used: int) -> str:
+    row = {"maj:min": "253:4", "target": "/var/lib/docker", "fstype": "xfs", "size": VOLUME, "used": used}
+    return json.dumps({"filesystems": [row, {**row, "target": "/var/lib/docker/overlay2"}]})  # a bind mount too
+
+
+def status_of(report: str, used: int | None = 100 * MiB) -> health.PoolStatus:
+    found = health.pool_status(report, "docker", "thinpool", {"thinpool-docker-thinpool": PROFILE})
+    if used is None:
+        return found
+    fs = Filesystem("253:4", "/var/lib/docker", "xfs", VOLUME, used)
+    return health.with_filesystems(found, {"253:4": fs})
+
+
+def test_a_filesystem_that_freed_space_is_trimmed_by_whole_chunks() -> None:
+    status = status_of(pool_report(mapped="3.00"))  # 3% of 100 GiB mapped, 100 MiB used
+    assert status.volumes[0].mapped == 3 * GiB and status.reclaimable == 3 * GiB - 100 * MiB
+    planned = maintain.plan(status)
+    assert [action.argv for action in planned.actions] == [("fstrim", "--minimum", str(CHUNK), "/var/lib/docker")]
+    assert planned.actions[0].kind == "reclaim" and "uses 100 MiB" in planned.actions[0].reason
+    assert "reclaimable-space" in codes(health.diagnose(status))
+
+
+@pytest.mark.parametrize(
+    ("report", "used", "why"),
+    [
+        (pool_report(mapped="0.30"), 100 * MiB, "307 MiB mapped, 100 MiB used: under the 256 MiB threshold"),
+        (pool_report(mapped="3.00"), None, "not mounted"),
+        (pool_report(mapped="3.00", tags=""), 100 * MiB, "not thinpool's volume"),
+        (pool_report(mapped="3.00"), 4 * GiB, "the filesystem uses more than the pool maps (XFS's log)"),
+    ],
+)
+def test_nothing_is_trimmed_below_the_threshold_or_outside_thinpools_filesystems(
+    report: str, used: int | None, why: str
+) -> None:
+    status = status_of(report, used)
+    assert not [action for action in maintain.plan(status).actions if action.kind == "reclaim"], why
+    assert "reclaimable-space" not in codes(health.diagnose(status)), why
+
+
+def test_the_threshold_is_the_operators_to_choose() -> None:
+    status = status_of(pool_report(mapped="0.30"))
+    assert maintain.plan(status, maintain.Policy(reclaim_above=100 * MiB)).actions[0].kind == "reclaim"
+
+
+@pytest.mark.parametrize(
+    ("when_full", "free", "wanted", "argv"),
+    [
+        ("queue", 200, "queue", None),  # it can grow: writes wait for dmeventd
+        ("error", 200, "queue", ("lvchange", "--errorwhenfull", "n", "docker/thinpool")),  # room came back
+        ("queue", 100, "error", ("lvchange", "--errorwhenfull", "y", "docker/thinpool")),  # no room for a step
+        ("error", 100, "error", None),
+    ],
+)
+def test_the_when_full_mode_follows_whether_the_pool_can_grow(
+    when_full: str, free: int, wanted: str, argv: tuple[str, ...] | None
+) -> None:
+    status = status_of(pool_report(when_full=when_full, free=free, mapped="0.00"))
+    assert health.when_full_wanted(status)[0] == wanted
+    planned = [action.argv for action in maintain.plan(status).actions]
+    assert planned == ([argv] if argv else [])
+
+
+def test_the_when_full_finding_stands_alone_only_when_no_autoextend_finding_explains_it() -> None:
+    errors_though_it_can_grow = status_of(pool_report(when_full="error", mapped="0.00"))
+    found = health.diagnose(errors_though_it_can_grow)
+    assert [(f.code, f.severity, f.fix) for f in found] == [
+        ("when-full-policy", "info", "thinpool maintain docker/thinpool")
+    ]
+    queues_without_room = status_of(pool_report(when_full="queue", free=100, mapped="0.00"))
+    assert codes(health.diagnose(queues_without_room)) == {"no-room-to-autoextend"}  # its fix is the real one
+
+
+def test_a_full_pool_is_one_finding_whose_fix_can_work() -> None:
+    """lvm reports out-of-data twice (attr D, health out_of_data); the VG has 1 free extent."""
+    full = status_of(pool_report(attr="twi-aotzD-", health_status="out_of_data", data_percent="100.00", free=1,
+                                 mapped="0.00"))  # fmt: skip
+    found = health.diagnose(full)
+    unhealthy = [finding for finding in found if finding.code == "pool-unhealthy"]
+    assert len(unhealthy) == 1 and "data-over-threshold" not in codes(found)
+    assert unhealthy[0].fix == "thinpool grow /dev/sdX --vg docker --pool thinpool"
+    assert all("lvextend" not in finding.fix for finding in found)
+    with_room = status_of(pool_report(attr="twi-aotzD-", health_status="out_of_data", data_percent="100.00",
+                                      free=400, mapped="0.00"))  # fmt: skip
+    assert [f.fix for f in health.diagnose(with_room) if f.code == "pool-unhealthy"] == [
+        "lvextend -l +154 docker/thinpool"
+    ]
+
+
+def _context(runner: ScriptedRunner, root: Path) -> Context:
+    profile = root / "etc/lvm/profile/thinpool-docker-thinpool.profile"
+    profile.parent.mkdir(parents=True, exist_ok=True)
+    profile.write_text(PROFILE)
+    return Context(runner=runner, root=root, euid=0, sleep=lambda _: None)
+
+
+def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = ScriptedRunner()
+    runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="3.00", free=100))
+    runner.expect(host.findmnt_usage(), stdout=findmnt(100 * MiB))
+    runner.expect(host.fstrim("/var/lib/docker", CHUNK))
+    runner.expect(commands.lvchange_error_when_full("docker", "thinpool", True))
+    after = pool_report(mapped="0.09", free=100, when_full="error", data_percent="4.00")
+    runner.expect(commands.pvs_report(), stdout=json.dumps({"report": [{"pv": []}]}))
+    runner.expect(commands.lvs_report(), stdout=json.dumps({"report": [{"lv": json.loads(after)["report"][0]["lv"]}]}))
+    runner.expect(commands.vgs_report(), stdout=json.dumps({"report": [{"vg": [
+        {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": str(4 * MiB), "vg_extent_count": "1023",
+         "vg_free_count": "100", "vg_seqno": "9"}]}]}))  # fmt: skip
+    runner.expect(commands.status_report("docker"), stdout=after)
+    runner.expect(host.findmnt_usage(), stdout=findmnt(100 * MiB))
+    assert main(["maintain", "docker/thinpool", "--json"], context=_context(runner, tmp_path)) == EXIT_OK
+    assert runner.exhausted
+    result = json.loads(capsys.readouterr().out)
+    pool = result["pools"][0]
+    assert result["ok"] and pool["changed"] and pool["when_full"] == "error"
+    assert pool["reclaimable_before"] == 3 * GiB - 100 * MiB and pool["reclaimable_after"] == 0
+    assert [step["kind"] for step in pool["steps"]] == ["reclaim", "when-full"]
+
+
+def test_maintain_with_nothing_to_do_runs_no_command_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = ScriptedRunner()
+    runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="0.10"))
+    runner.expect(host.findmnt_usage(), stdout=findmnt(100 * MiB))
+    assert main(["maintain", "docker/thinpool"], context=_context(runner, tmp_path)) == EXIT_OK
+    out = capsys.readouterr().out
+    assert runner.exhausted and "nothing to do" in out and "when full: queue" in out
+
+
+def test_maintain_without_a_pool_of_thinpools_says_how_to_name_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = ScriptedRunner()
+    runner.expect(commands.pvs_report(), stdout=json.dumps({"report": [{"pv": []}]}))
+    runner.expect(commands.lvs_report(), stdout=json.dumps({"report": [{"lv": []}]}))
+    runner.expect(commands.vgs_report(), stdout=json.dumps({"report": [{"vg": []}]}))
+    assert main(["maintain"], context=_context(runner, tmp_path)) == 1
+    assert "fix: name the pool: thinpool maintain VG/POOL" in capsys.readouterr().err
+
+
+def test_metrics_carry_reclaimable_bytes_and_the_when_full_mode() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from thinpool.app import metrics
+
+    status = status_of(pool_report(mapped="3.00", when_full="error"))
+    text = generate_latest(metrics.registry_for(lambda: [metrics.Reading("docker", "thinpool", status)])).decode()
+    samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples["thinpool_reclaimable_bytes"] == 3 * GiB - 100 * MiB
+    assert samples["thinpool_error_when_full"] == 1
