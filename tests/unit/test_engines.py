@@ -46,7 +46,7 @@ def test_devicemapper_daemon_json_keeps_every_other_key() -> None:
             "dm.basesize=10G", "dm.min_free_space=10%"} <= set(written["storage-opts"])  # fmt: skip
     again = _with_files(DOCKER, daemon_json=json.dumps(written))
     assert docker.merged_daemon_json(docker.current_settings(again, False), "devicemapper",
-                              docker_devicemapper.storage_opts(_spec("docker-devicemapper"), TARGET), {},
+                              docker_devicemapper.storage_opts(_spec("docker-devicemapper"), TARGET, DOCKER), {},
                               force=False) is None  # fmt: skip
 
 
@@ -265,3 +265,56 @@ def test_the_registry_names_every_engine_once_and_their_files() -> None:
     )  # fmt: skip
     with pytest.raises(SpecError, match="unknown engine 'podman'"):
         engines.adapter("podman")
+
+
+@pytest.mark.parametrize(
+    ("engine", "options", "disk", "warned"),
+    [
+        ("containerd-devmapper", {}, 8 * GiB, True),  # a 10 GiB snapshot on a pool that can reach ~7 GiB
+        ("containerd-devmapper", {"base_size": 2 * GiB}, 8 * GiB, False),
+        ("docker-devicemapper", {}, 8 * GiB, True),
+        ("docker-devicemapper", {}, 64 * GiB, False),
+        ("docker-overlay2-thin", {"volume_size": 100 * GiB}, 8 * GiB, True),
+        ("docker-overlay2-thin", {}, 8 * GiB, False),  # the volume is the pool's size by default
+    ],
+)
+def test_a_device_larger_than_the_pool_can_ever_grow_is_warned_of(
+    engine: str, options: dict[str, object], disk: int, warned: bool
+) -> None:
+    plan = pool.plan_host(_spec(engine, **options), observe.virtual([disk], ["/dev/vda"]))
+    beyond = [warning for warning in plan.warnings if "can ever hold" in warning]
+    assert bool(beyond) == warned, plan.warnings
+    if warned:
+        assert "thinpool grow" in beyond[0]
+
+
+def test_each_engine_fails_fast_when_the_pool_is_full() -> None:
+    """devicemapper: Docker's own XFS knob where udev runs; overlay2-thin: the knobs set before dockerd starts."""
+    with_udev = EngineState(**{**DOCKER.__dict__, "udev": True})
+    for state, knob in ((with_udev, True), (DOCKER, False)):  # without udev Docker would fail every container
+        changes = docker_devicemapper.plan(_spec("docker-devicemapper"), TARGET, state)
+        assert (
+            "dm.xfs_nospace_max_retries=0" in json.loads(_written(changes, docker.DAEMON_JSON))["storage-opts"]
+        ) is knob
+    drop_in = _written(docker_overlay2.plan(_spec("docker-overlay2-thin"), TARGET, DOCKER), docker.DOCKER_DROP_IN)
+    (line,) = [line for line in drop_in.splitlines() if line.startswith("ExecStartPre=")]
+    assert line.endswith(" xfs-errors /var/lib/docker")
+    assert "echo 0 > $$d/ENOSPC/max_retries" in line and "echo 30 > $$d/EIO/retry_timeout_seconds" in line
+    toml = tomllib.loads(
+        _written(
+            containerd_devmapper.plan(_spec("containerd-devmapper"), TARGET, EngineState()),
+            containerd_devmapper.CONFIG_TOML,
+        )
+    )
+    assert toml["plugins"]["io.containerd.snapshotter.v1.devmapper"]["discard_blocks"] is True
+
+
+def test_devicemapper_with_discards_off_is_a_finding() -> None:
+    state = _with_files(DOCKER, daemon_json=json.dumps({**json.loads(_written(
+        docker_devicemapper.plan(_spec("docker-devicemapper"), TARGET, DOCKER), docker.DAEMON_JSON)),
+        "storage-opts": ["dm.thinpooldev=/dev/mapper/docker-thinpool", "dm.use_deferred_removal=true",
+                         "dm.blkdiscard=false"]}))  # fmt: skip
+    from thinpool.engines import doctor
+
+    found = doctor(state, "docker", "thinpool")
+    assert [finding.code for finding in found] == ["discard-off"]

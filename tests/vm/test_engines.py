@@ -41,6 +41,14 @@ def _start(vm: VM, argv: tuple[str, ...], ready: list[str], log: str) -> None:
     assert waited.returncode == 0, vm.run(["tail", "-20", log]).stdout
 
 
+def run_exec_start_pre(vm: VM, drop_in: str) -> None:
+    """Run a drop-in's ExecStartPre= lines as systemd does: '$$' is a literal '$', a leading '-' ignores failure."""
+    for line in vm.run(["cat", drop_in]).stdout.splitlines():
+        if line.startswith("ExecStartPre="):
+            command = line.removeprefix("ExecStartPre=").removeprefix("-").replace("$$", "$")
+            vm.run(["sh", "-c", f"exec {command}"])  # check=True: the command itself must work
+
+
 def _used_bytes(vm: VM, name: str) -> int:
     """Bytes of the pool (or thin volume) in use, from lvm's report."""
     lv = lvs(vm, "docker")[name]
@@ -95,6 +103,11 @@ def test_docker_overlay2_runs_on_an_xfs_thin_volume(vm: VM, images: dict[str, st
     assert mount[0] == "/dev/mapper/docker-docker--data" and mount[2] == "xfs" and "prjquota" in mount[3]
     assert "ftype=1" in vm.run(["xfs_info", "/var/lib/docker"]).stdout
     assert lvs(vm, "docker")["docker-data"].size == 2 * 1024 * MiB
+    run_exec_start_pre(vm, "/etc/systemd/system/docker.service.d/thinpool.conf")  # as systemd would (none here)
+    dm = f"dm-{lvs(vm, 'docker')['docker-data'].kernel_device.split(':')[1]}"
+    knobs = f"/sys/fs/xfs/{dm}/error/metadata"
+    set_to = vm.run(["sh", "-c", f"cat {knobs}/ENOSPC/max_retries {knobs}/EIO/retry_timeout_seconds"]).stdout.split()
+    assert set_to == ["0", "30"]  # XFS fails at once on ENOSPC (kernel default: retry forever)
     _start(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
     info = json.loads(vm.run(["docker", "info", "--format", "{{json .}}"]).stdout)
     assert info["Driver"] == "overlay2" and dict(info["DriverStatus"])["Backing Filesystem"] == "xfs"

@@ -165,6 +165,7 @@ class EngineState:
     versions: dict[str, str] = field(default_factory=dict)  # program -> version ("20.10.24")
     programs: dict[str, str] = field(default_factory=dict)  # program -> absolute path
     systemd: bool = False  # systemd is the init system (daemon-reload is worth running)
+    udev: bool = False  # udev manages /dev (the /dev/mapper names are links to dm-N)
     docker_devicemapper_state: bool = False  # <data root>/devicemapper/metadata holds devices
     data_root_entries: int = 0  # entries in the data root (0 when absent or empty)
     data_root_source: str = ""  # what is mounted on the data root ("" when nothing)

@@ -19,6 +19,7 @@ from thinpool.core.health import Finding
 from thinpool.core.model import EngineState, Observed
 from thinpool.core.plan import Plan
 from thinpool.core.spec import NO_ENGINE, PoolSpec
+from thinpool.core.units import format_size
 from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
 
@@ -54,14 +55,28 @@ def plan_host(spec: PoolSpec, observed: Observed, pool_plan: Plan) -> Plan:
         return pool_plan
     module = adapter(spec.engine)
     vg = observed.vgs.get(spec.vg)
-    data_size = pool_plan.layout.data_size if pool_plan.layout else 0
-    target = PoolTarget(spec.vg, spec.pool, data_size, vg.lvs if vg else ())
+    layout = pool_plan.layout
+    data_size = layout.data_size if layout else 0
+    room = (layout.headroom_extents + layout.left_extents) * layout.extent_size if layout else 0
+    target = PoolTarget(spec.vg, spec.pool, data_size, vg.lvs if vg else (), data_size + room)
     changes: EngineChanges = module.plan(spec, target, observed.engine)
     return replace(
         pool_plan,
         actions=pool_plan.actions + changes.actions,
-        warnings=pool_plan.warnings + changes.warnings,
+        warnings=pool_plan.warnings + _beyond_growth(module.largest_device(spec, target), target) + changes.warnings,
         next_steps=changes.next_steps,
+    )
+
+
+def _beyond_growth(device: tuple[str, int], target: PoolTarget) -> tuple[str, ...]:
+    """A device that may hold more than the pool can ever grow to fills it, whatever autoextend does."""
+    what, size = device
+    if not target.max_data_size or size <= target.max_data_size:
+        return ()
+    return (
+        f"{what} may grow to {format_size(size)}, more than {target.vg}/{target.pool} can ever hold "
+        f"({format_size(target.max_data_size)} once autoextend has used the VG's room): one device can fill "
+        "the pool; give the VG more disks (thinpool grow) or a smaller size",
     )
 
 

@@ -24,6 +24,11 @@ USES_THIN_VOLUME = False
 ROOT_PATH = "/var/lib/containerd/io.containerd.snapshotter.v1.devmapper"
 
 
+def largest_device(spec: PoolSpec, target: PoolTarget) -> tuple[str, int]:  # noqa: ARG001
+    """containerd has no min_free_space guard: a snapshot may fill the pool."""
+    return "each snapshot (base_image_size)", spec.engine_options.base_size
+
+
 def snapshotter_settings(spec: PoolSpec, target: PoolTarget) -> dict[str, Any]:
     return {
         "pool_name": target.dm_name,

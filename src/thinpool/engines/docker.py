@@ -140,11 +140,13 @@ def config_action(content: str | None, reason: str) -> tuple[Action, ...]:
     return (Action("write", ActionKind.ENGINE_CONFIG, target, reason, path=DAEMON_JSON, content=content),)
 
 
-def drop_in_action(state: EngineState, options: EngineOptions, unit: dict[str, str], why: str) -> tuple[Action, ...]:
+def drop_in_action(
+    state: EngineState, options: EngineOptions, unit: dict[str, str], why: str, before_start: tuple[str, ...] = ()
+) -> tuple[Action, ...]:
     """docker.service waits for its storage; with --host, dockerd's own -H fd:// is dropped (it would clash)."""
-    service: tuple[str, ...] = ()
+    service = before_start
     if options.hosts:
-        service = ("ExecStart=", f"ExecStart={state.programs.get('dockerd', '/usr/bin/dockerd')}")
+        service += ("ExecStart=", f"ExecStart={state.programs.get('dockerd', '/usr/bin/dockerd')}")
     return systemd.drop_in_action(state, DOCKER_DROP_IN, "docker.service", unit, why, service)
 
 
@@ -211,6 +213,16 @@ def _devicemapper_findings(
                 "deferred-removal-off",
                 "Docker's devicemapper runs without deferred removal: busy devices make container removal fail",
                 configure,
+            )
+        )
+    if "dm.blkdiscard=false" in parsed.storage_opts:
+        found.append(
+            Finding(
+                "warning",
+                "discard-off",
+                "Docker's devicemapper runs with dm.blkdiscard=false: deleted images and containers never "
+                "give their space back to the pool",
+                f"remove dm.blkdiscard=false from {DAEMON_JSON}'s storage-opts, then systemctl restart docker",
             )
         )
     major = major_version(state.versions.get("dockerd", ""))

@@ -20,7 +20,7 @@ def _docker_size(size: int) -> str:
     return f"{size // GiB}G" if size % GiB == 0 else f"{size // MiB}M"
 
 
-def storage_opts(spec: PoolSpec, target: PoolTarget) -> list[str]:
+def storage_opts(spec: PoolSpec, target: PoolTarget, state: EngineState) -> list[str]:
     options = spec.engine_options
     chosen = {option.split("=", 1)[0].strip() for option in options.storage_opts}
     ours = [
@@ -32,8 +32,16 @@ def storage_opts(spec: PoolSpec, target: PoolTarget) -> list[str]:
         f"dm.basesize={_docker_size(options.base_size)}",
         f"dm.min_free_space={options.min_free_space}%",
     ]
+    if state.udev:
+        # XFS fails at once on ENOSPC instead of retrying forever. Docker finds the device's sysfs
+        # folder by reading the /dev/mapper link udev makes; without udev every container fails.
+        ours.append("dm.xfs_nospace_max_retries=0")
     # an option the operator gave replaces thinpool's default for that key (Docker would take the last)
     return [option for option in ours if option.split("=", 1)[0] not in chosen] + list(options.storage_opts)
+
+
+def largest_device(spec: PoolSpec, target: PoolTarget) -> tuple[str, int]:  # noqa: ARG001
+    return "each image or container (dm.basesize)", spec.engine_options.base_size
 
 
 def refuse_shared_pool(target: PoolTarget) -> None:
@@ -61,7 +69,7 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     if state.observed and "dockerd" not in state.versions:
         warnings.append("dockerd was not found: daemon.json is written for the Docker installed later")
     content = docker.merged_daemon_json(
-        current, "devicemapper", storage_opts(spec, target), docker.api_keys(options), force=options.force
+        current, "devicemapper", storage_opts(spec, target, state), docker.api_keys(options), force=options.force
     )
     actions = docker.config_action(content, f"devicemapper on {target.dm_path} (deferred removal, xfs, noatime)")
     unit = systemd.device_unit(target.dm_path)

@@ -23,6 +23,28 @@ pool_users = docker.pool_users
 MOUNT_OPTIONS = "defaults,pquota,noatime"  # pquota: per-container size limits (overlay2.size)
 
 
+# XFS retries failed metadata writes forever by default (/sys/fs/xfs/DEV/error/metadata/*): on a
+# thin volume whose pool is full that hangs every writer. ENOSPC fails at once (space will not
+# come back by retrying; a pool that can grow queues writes instead of returning it); EIO is
+# retried for 30 s. Set before every start of dockerd, once the volume is mounted.
+XFS_ERRORS = (("ENOSPC", "max_retries", 0), ("EIO", "retry_timeout_seconds", 30))
+
+
+def xfs_errors_command(data_root: str) -> str:
+    """An ExecStartPre= line ('$$' is systemd's literal '$'; '-': a kernel without the knobs is no failure).
+
+    XFS names its sysfs folder after the kernel's device (dm-4): found from the mount's device
+    number, which works with or without udev's /dev/mapper links.
+    """
+    folder = 'd=/sys/fs/xfs/$$(basename $$(readlink -f /sys/dev/block/$$(mountpoint -d "$$1")))/error/metadata'
+    knobs = " && ".join(f"echo {value} > $$d/{error}/{knob}" for error, knob, value in XFS_ERRORS)
+    return f"ExecStartPre=-/bin/sh -c '{folder} && {knobs}' xfs-errors {data_root}"
+
+
+def largest_device(spec: PoolSpec, target: PoolTarget) -> tuple[str, int]:
+    return "the data root's thin volume", spec.engine_options.volume_size or target.data_size
+
+
 def fstab_line(device: str, data_root: str) -> str:
     return f"{device} {data_root} xfs {MOUNT_OPTIONS} 0 0"
 
@@ -103,7 +125,7 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     names.check_volume(target.vg, target.pool, options.volume_name)
     warnings = docker.check_hosts(options)
     device = f"/dev/mapper/{commands.dm_name(target.vg, options.volume_name)}"
-    if (options.volume_size or 0) > target.data_size:
+    if target.data_size < (options.volume_size or 0) <= (target.max_data_size or target.data_size):
         warnings.append(
             f"the volume ({format_size(options.volume_size or 0)}) is larger than the pool's data "
             f"({format_size(target.data_size)}): autoextend must keep up, or writes fail when the pool is full"
@@ -115,7 +137,8 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     current = docker.current_settings(state, options.force)
     content = docker.merged_daemon_json(current, "overlay2", [], extra, force=options.force)
     engine = docker.config_action(content, f"overlay2 on the XFS thin volume at {options.data_root}")
-    why = f"docker starts once {options.data_root} is mounted"
-    engine += docker.drop_in_action(state, options, {"RequiresMountsFor": options.data_root}, why)
+    why = f"docker starts once {options.data_root} is mounted, its XFS set to fail fast when the pool is full"
+    unit = {"RequiresMountsFor": options.data_root}
+    engine += docker.drop_in_action(state, options, unit, why, (xfs_errors_command(options.data_root),))
     changes = (*actions, *engine, *systemd.reload_action(state, engine))
     return EngineChanges(changes, tuple(warnings), systemd.restart_steps("docker", engine))

@@ -17,6 +17,7 @@ class PoolTarget:
     pool: str
     data_size: int
     lvs: tuple[LogicalVolume, ...] = ()  # the VG's LVs today (empty for a new VG)
+    max_data_size: int = 0  # the data size once autoextend has used all of the VG's room (0: unknown)
 
     @property
     def dm_name(self) -> str:

@@ -188,6 +188,7 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
         versions=versions,
         programs=programs,
         systemd=under(root, "/run/systemd/system").is_dir(),
+        udev=under(root, "/run/udev/control").exists(),
         docker_devicemapper_state=_entries(under(root, f"{data_root}/devicemapper/metadata")) > 0,
         data_root_entries=_entries(under(root, data_root)),
         data_root_source=mounted_source(data_root, root),
