@@ -16,8 +16,9 @@ from thinpool.app.context import system_context
 from thinpool.core.units import GiB, MiB
 from thinpool.errors import ThinpoolError
 from thinpool.rehearse import deps
+from thinpool.rehearse.images import rootfs_tar, write_oci_archive
 from thinpool.rehearse.kernel import obtain_debian_kernel
-from thinpool.rehearse.vm import VM, VMConfig
+from thinpool.rehearse.vm import SHARE_MOUNT, VM, VMConfig
 
 CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB, the classic recipe's disk
 # /dev/vda, /dev/vdb: 4 GiB; /dev/vdc: 2 GiB; /dev/vdd: the classic disk; /dev/vde: 1 GiB
@@ -80,3 +81,14 @@ def vm(vm_session: VM) -> VM:
     """The shared VM, blank: no VG, PV label, signature or thinpool profile on any disk."""
     vm_session.run(["bash", "-c", RESET], timeout=120)
     return vm_session
+
+
+@pytest.fixture(scope="session")
+def images(vm_session: VM) -> Iterator[dict[str, str]]:
+    if deps.missing(engines=True):
+        unavailable(f"the engine tests need {', '.join(sorted(deps.missing(engines=True)))}")
+    (vm_session.share / "tiny-rootfs.tar").write_bytes(rootfs_tar())
+    write_oci_archive(vm_session.share / "tiny-oci.tar", "docker.io/library/tiny:1")
+    yield {"rootfs": f"{SHARE_MOUNT}/tiny-rootfs.tar", "oci": f"{SHARE_MOUNT}/tiny-oci.tar"}
+    for name in ("tiny-rootfs.tar", "tiny-oci.tar"):
+        (vm_session.share / name).unlink(missing_ok=True)

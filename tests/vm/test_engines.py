@@ -3,42 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
-from thinpool.rehearse import deps
-from thinpool.rehearse.images import rootfs_tar, write_oci_archive
-from thinpool.rehearse.vm import SHARE_MOUNT, VM
+from thinpool.rehearse.vm import VM
 
-from .conftest import unavailable
-from .helpers import lvs, thinpool_json
+from .helpers import DOCKERD, NO_UDEV, lvs, start_daemon, thinpool_json
 
 pytestmark = pytest.mark.vm
 
-# No udev in the guest: dockerd must be told not to wait for it (containerd reads DM_DISABLE_UDEV).
-NO_UDEV = ("--storage-opt", "dm.override_udev_sync_check=true")
-DOCKERD = ("dockerd", "--iptables=false", "--bridge=none", "--ip-masq=false")
 WRITE_64_MIB = "dd if=/dev/urandom of=/data bs=1M count=64 2>/dev/null && sync"
 MiB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def images(vm_session: VM) -> Iterator[dict[str, str]]:
-    if deps.missing(engines=True):
-        unavailable(f"the engine tests need {', '.join(sorted(deps.missing(engines=True)))}")
-    (vm_session.share / "tiny-rootfs.tar").write_bytes(rootfs_tar())
-    write_oci_archive(vm_session.share / "tiny-oci.tar", "docker.io/library/tiny:1")
-    yield {"rootfs": f"{SHARE_MOUNT}/tiny-rootfs.tar", "oci": f"{SHARE_MOUNT}/tiny-oci.tar"}
-    for name in ("tiny-rootfs.tar", "tiny-oci.tar"):
-        (vm_session.share / name).unlink(missing_ok=True)
-
-
-def _start(vm: VM, argv: tuple[str, ...], ready: list[str], log: str) -> None:
-    vm.run(["bash", "-c", f"({' '.join(argv)} > {log} 2>&1 &)"])
-    waited = vm.run(["bash", "-c", f"for i in $(seq 120); do {' '.join(ready)} >/dev/null 2>&1 && exit 0; "
-                                   "sleep 0.5; done; exit 1"], check=False, timeout=120)  # fmt: skip
-    assert waited.returncode == 0, vm.run(["tail", "-20", log]).stdout
 
 
 def run_exec_start_pre(vm: VM, drop_in: str) -> None:
@@ -65,7 +40,7 @@ def test_docker_devicemapper_runs_a_container_on_the_pool(vm: VM, images: dict[s
     args = ("--engine", "docker-devicemapper", *NO_UDEV, "/dev/vda")
     code, result, err = thinpool_json(vm, "apply", "--yes", *args)
     assert code == 0, err or result
-    _start(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
+    start_daemon(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
     status = json.loads(vm.run(["docker", "info", "--format", "{{json .DriverStatus}}"]).stdout)
     reported = dict(status)
     assert reported["Pool Name"] == "docker-thinpool" and reported["Deferred Removal Enabled"] == "true"
@@ -81,7 +56,7 @@ def test_containerd_devmapper_runs_a_container_on_the_pool(vm: VM, images: dict[
     args = ("--engine", "containerd-devmapper", "/dev/vda")
     code, result, err = thinpool_json(vm, "apply", "--yes", *args)
     assert code == 0, err or result
-    _start(vm, ("containerd",), ["ctr", "version"], "/tmp/containerd.log")
+    start_daemon(vm, ("containerd",), ["ctr", "version"], "/tmp/containerd.log")
     plugins = vm.run(["ctr", "plugins", "ls"]).stdout
     assert any(line.split()[1:2] == ["devmapper"] and line.split()[-1] == "ok" for line in plugins.splitlines())
     vm.run(["ctr", "images", "import", "--snapshotter", "devmapper", images["oci"]], timeout=300)
@@ -108,7 +83,7 @@ def test_docker_overlay2_runs_on_an_xfs_thin_volume(vm: VM, images: dict[str, st
     knobs = f"/sys/fs/xfs/{dm}/error/metadata"
     set_to = vm.run(["sh", "-c", f"cat {knobs}/ENOSPC/max_retries {knobs}/EIO/retry_timeout_seconds"]).stdout.split()
     assert set_to == ["0", "30"]  # XFS fails at once on ENOSPC (kernel default: retry forever)
-    _start(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
+    start_daemon(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
     info = json.loads(vm.run(["docker", "info", "--format", "{{json .}}"]).stdout)
     assert info["Driver"] == "overlay2" and dict(info["DriverStatus"])["Backing Filesystem"] == "xfs"
     vm.run(["docker", "import", images["rootfs"], "tiny:1"], timeout=300)
