@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from tests.vm.images import rootfs_tar
+from thinpool.rehearse.images import rootfs_tar
 
 from thinpool.core.units import GiB
 from thinpool.rehearse.vm import SHARE_MOUNT
