@@ -12,9 +12,8 @@ import argparse
 import json
 import sys
 
-from thinpool.rehearse.images import rootfs_tar
-
 from thinpool.core.units import GiB
+from thinpool.rehearse.images import rootfs_tar
 from thinpool.rehearse.vm import SHARE_MOUNT
 
 RESET = r"""
