@@ -16,7 +16,7 @@ from typing import Any
 from thinpool import engines
 from thinpool.core import health
 from thinpool.core.lvm import commands, report
-from thinpool.core.model import Device, EngineState, Observed
+from thinpool.core.model import Device, EngineState, Filesystem, Observed
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.host import commands as host
 from thinpool.host.report import parse_findmnt, parse_lsblk, parse_wipefs
@@ -130,7 +130,17 @@ def read_pool_status(runner: Runner, vg: str, pool: str, root: Path = ROOT) -> h
     status = health.pool_status(text, vg, pool, read_profiles(health.profile_names(text), root))
     if not any(volume.managed and volume.device for volume in status.volumes):
         return status
-    return health.with_filesystems(status, parse_findmnt(runner.run(host.findmnt_usage(), check=False).stdout))
+    return health.with_filesystems(status, read_filesystems(runner))
+
+
+def read_filesystems(runner: Runner) -> dict[str, Filesystem]:
+    """Mounted local filesystems by "MAJOR:MINOR"; one mounted in several places keeps its first mount point."""
+    found: dict[str, Filesystem] = {}
+    for row in parse_findmnt(runner.run(host.findmnt_usage(), check=False).stdout):
+        device = str(row.get("maj:min", ""))
+        size, used = int(row.get("size") or 0), int(row.get("used") or 0)
+        found.setdefault(device, Filesystem(device, str(row["target"]), str(row.get("fstype", "")), size, used))
+    return found
 
 
 def find_program(name: str, root: Path = ROOT) -> str:
