@@ -198,3 +198,9 @@ def test_metrics_carry_reclaimable_bytes_and_the_when_full_mode() -> None:
     samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples}
     assert samples["thinpool_reclaimable_bytes"] == 3 * GiB - 100 * MiB
     assert samples["thinpool_error_when_full"] == 1
+
+
+def test_an_inactive_pool_keeps_its_when_full_mode_until_it_is_active() -> None:
+    inactive = status_of(pool_report(when_full="queue", free=100, mapped="0.00", attr="twi---tz--"), used=None)
+    assert not inactive.active and maintain.plan(inactive).actions == ()
+    assert "when-full-policy" not in codes(health.diagnose(inactive))

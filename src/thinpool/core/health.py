@@ -81,6 +81,10 @@ class PoolStatus:
         return sum(volume.reclaimable for volume in self.volumes if volume.managed)
 
     @property
+    def active(self) -> bool:
+        return self.attr[4:5] == "a"
+
+    @property
     def can_autoextend(self) -> bool:
         """dmeventd can still grow the pool: monitored, autoextend on, and room for the next step."""
         return self.monitor == "monitored" and self.autoextend_steps > 0
@@ -425,7 +429,8 @@ def _care_findings(status: PoolStatus, growth_reported: bool) -> list[Finding]:
             )
         )
     wanted, why = when_full_wanted(status)
-    if status.when_full in _WHEN_FULL_DOES and status.when_full != wanted and not growth_reported:
+    settled = status.when_full in _WHEN_FULL_DOES and status.active  # an inactive pool is never monitored
+    if settled and status.when_full != wanted and not growth_reported:
         severity = "warning" if wanted == "error" else "info"
         found.append(
             Finding(

@@ -44,8 +44,8 @@ def _reclaim_actions(status: health.PoolStatus, policy: Policy) -> tuple[Action,
 
 def _when_full_action(status: health.PoolStatus) -> tuple[Action, ...]:
     wanted, why = health.when_full_wanted(status)
-    if not status.when_full or status.when_full == wanted:
-        return ()
+    if not status.active or not status.when_full or status.when_full == wanted:
+        return ()  # an inactive pool is not monitored: it is set once it is active again
     argv = commands.lvchange_error_when_full(status.vg, status.pool, wanted == "error")
     return (Action("change", ActionKind.WHEN_FULL, Target(vg=status.vg, lv=status.pool), why, argv),)
 
