@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
 
+from ..monitoring import thinpool_metric_names
 from .helpers import lvs, thinpool_json, vg_row
 
 pytestmark = pytest.mark.vm
@@ -173,3 +174,4 @@ def test_metrics_textfile_and_endpoint_parse(vm: VM) -> None:
     families = {family.name: family for family in text_string_to_metric_families(scraped)}
     assert families["thinpool_data_size_bytes"].samples[0].value == pool.size
     assert families["thinpool_doctor_findings"].type == "gauge"
+    assert thinpool_metric_names() <= set(families)  # every metric the shipped rules and dashboard read

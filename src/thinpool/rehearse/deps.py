@@ -27,13 +27,17 @@ VM_TOOLS = {
     "lsblk": "util-linux",
     "wipefs": "util-linux",
 }
-# The engines, and systemd-analyze to verify the units thinpool writes for them.
+# The engines, systemd-analyze to verify the units thinpool writes for them, and the monitoring
+# stack its metrics and rules are proven against (promtool, Prometheus, node_exporter).
 ENGINE_TOOLS = {
     "dockerd": "docker.io",
     "containerd": "containerd",
     "runc": "runc",
     "tini": "tini",
     "systemd-analyze": "systemd",
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "prometheus-node-exporter": "prometheus-node-exporter",
 }
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

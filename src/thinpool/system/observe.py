@@ -6,6 +6,7 @@ in a scripted runner and a temporary folder. What comes back is plain data for t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from thinpool.system.runner import Runner
 
 ROOT = Path("/")
 ENGINE_PROGRAMS = ("dockerd", "containerd")
+VERSION_CACHE = "/var/cache/thinpool/program-versions.json"
 _VERSION = re.compile(r"\bv?(\d+\.\d+\.\d+)")
 
 
@@ -158,6 +160,46 @@ def program_version(runner: Runner, path: str) -> str:
     return found.group(1) if done.returncode == 0 and found else ""
 
 
+def _stamp(path: Path) -> str:
+    """What changes when the binary is replaced: inode, size and modification time."""
+    found = path.stat()
+    return f"{found.st_ino}:{found.st_size}:{found.st_mtime_ns}"
+
+
+def _read_cache(cache: Path) -> dict[str, Any]:
+    """The cache's entries; a missing, unreadable or broken one is empty (and rewritten)."""
+    try:
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def cached_program_version(runner: Runner, path: str, root: Path = ROOT) -> str:
+    """The version, run once per binary: kept in VERSION_CACHE until the file at ``path`` changes.
+
+    For the watch commands, which run every minute: ``dockerd --version`` costs more than the
+    pool's lvm report. A cache that cannot be read or written is simply not used.
+    """
+    cache = under(root, VERSION_CACHE)
+    try:
+        stamp = _stamp(under(root, path))
+    except OSError:
+        return program_version(runner, path)
+    known = _read_cache(cache)
+    entry = known.get(path)
+    if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("version"), str):
+        return str(entry["version"])
+    version = program_version(runner, path)
+    if version:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            files.write_atomically(cache, json.dumps({**known, path: {"stamp": stamp, "version": version}}) + "\n")
+        except OSError:
+            pass
+    return version
+
+
 def mounted_source(mount_point: str, root: Path = ROOT) -> str:
     """The source mounted on ``mount_point`` (the last mount wins), "" when none."""
     mounts = under(root, "/proc/self/mounts")
@@ -182,9 +224,14 @@ def engine_files(root: Path = ROOT) -> EngineState:
     return EngineState(observed=True, files=files, unreadable=unreadable)
 
 
-def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineState:
+def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT, *, cached_versions: bool = False) -> EngineState:
+    """``cached_versions``: read versions from VERSION_CACHE while the binaries are unchanged (the watch commands)."""
     programs = {name: path for name in ENGINE_PROGRAMS if (path := find_program(name, root))}
-    versions = {name: version for name, path in programs.items() if (version := program_version(runner, path))}
+
+    def version_of(path: str) -> str:
+        return cached_program_version(runner, path, root) if cached_versions else program_version(runner, path)
+
+    versions = {name: version for name, path in programs.items() if (version := version_of(path))}
     data_root = spec.engine_options.data_root
     volume = f"/dev/mapper/{commands.dm_name(spec.vg, spec.engine_options.volume_name)}"
     filesystem = ""

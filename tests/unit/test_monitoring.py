@@ -1,0 +1,81 @@
+"""The shipped Prometheus rules and Grafana dashboard: valid, tested by promtool, and about metrics that exist."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from thinpool.app import metrics
+from thinpool.core import health
+
+from ..monitoring import DASHBOARD, RULE_TESTS, RULES, rules, thinpool_metric_names
+from .test_health import status
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def _promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("THINPOOL_REQUIRE_VM") == "1":
+            pytest.fail("promtool is missing: python3 -m thinpool.rehearse.deps --install --engines installs it")
+        pytest.skip("promtool is not installed (python3 -m thinpool.rehearse.deps --install --engines)")
+    return found
+
+
+def test_promtool_accepts_the_rules_and_every_alert_passes_its_unit_tests() -> None:
+    promtool = _promtool()
+    checked = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", RULE_TESTS.name], cwd=RULE_TESTS.parent,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+
+
+def test_promtool_test_catches_an_alert_that_no_longer_fires(tmp_path: Path) -> None:
+    """The unit tests can fail: the same tests against rules with a raised threshold do."""
+    promtool = _promtool()
+    broken = RULES.read_text().replace("thinpool_data_used_ratio > 0.85", "thinpool_data_used_ratio > 0.99")
+    (tmp_path / RULES.name).write_text(broken)
+    (tmp_path / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
+    tested = subprocess.run([promtool, "test", "rules", RULE_TESTS.name], cwd=tmp_path,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert tested.returncode != 0 and "ThinPoolDataUsageHigh" in tested.stdout + tested.stderr
+
+
+def test_every_alert_explains_itself_and_links_a_readme_section_that_exists() -> None:
+    anchors = {
+        "#" + re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in README.read_text().splitlines()
+        if line.startswith("#")
+    }
+    alerts = [rule for rule in rules() if "alert" in rule]
+    assert len(alerts) >= 12
+    tested = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    fired = {case["alertname"] for test in tested for case in test.get("alert_rule_test", []) if case["exp_alerts"]}
+    for rule in alerts:
+        notes = rule["annotations"]
+        assert notes["summary"] and notes["description"], rule["alert"]
+        assert notes["runbook_url"].removeprefix("README.md") in anchors, notes["runbook_url"]
+        assert rule["labels"]["severity"] in ("warning", "critical")
+        assert rule["alert"] in fired, f"{rule['alert']} has no promtool test that makes it fire"
+
+
+def test_every_thinpool_metric_the_rules_and_dashboard_read_is_exported() -> None:
+    sound = status()
+    reading = metrics.Reading("docker", "thinpool", sound, tuple(health.diagnose(sound)))
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = generate_latest(metrics.registry_for(lambda: [reading])).decode()
+    exported = {family.name for family in text_string_to_metric_families(text)}
+    used = thinpool_metric_names()
+    assert {"thinpool_data_used_ratio", "thinpool_reclaimable_bytes", "thinpool_error_when_full"} <= used
+    assert used <= exported, used - exported
+    assert DASHBOARD.exists()
