@@ -115,43 +115,43 @@ def test_pv_whose_vg_lives_on_an_absent_disk_is_refused_untouched(vm: VM) -> Non
     assert vm.run(["bash", "-c", "head -c 8388608 /dev/vdb | sha256sum"]).stdout == before
 
 
+def _map_the_inactive_pools_metadata(vm: VM, name: str, dmsetup: str) -> None:
+    """A pool made, deactivated, then a mapping carrying its _tmeta's lvm UUID (``dmsetup`` after the name)."""
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+    vm.run(["lvchange", "-q", "-an", "docker/thinpool"])
+    uuid = (
+        "vg=$(vgs --noheadings -o vg_uuid docker | tr -d ' -'); "
+        'lv=$(lvs -a --noheadings -o lv_uuid docker/thinpool_tmeta | tr -d " -"); '
+    )
+    vm.run(["bash", "-c", uuid + f'dmsetup create {name} --uuid "LVM-$vg$lv" {dmsetup}'])
+
+
+def _apply_removes_it_and_reactivates(vm: VM, name: str) -> None:
+    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
+    assert code == 0, err or json.dumps(result, indent=1)
+    assert result["steps"][0]["argv"] == ["dmsetup", "remove", name]
+    pool = lvs(vm, "docker")["thinpool"]
+    assert pool.active and pool.seg_monitor == "monitored"
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[1]["changed"] is False
+
+
 def test_a_stray_mapping_left_on_the_pools_metadata_is_removed_and_the_pool_reactivated(vm: VM) -> None:
     """Seen in CI after a kill 0.2 s into lvcreate: lvm's temporary VG-lvol0 mapping still held what is
     now POOL_tmeta, lvs showed it as 'XX', and activation failed. Recreated here exactly."""
-    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
-    vm.run(["lvchange", "-q", "-an", "docker/thinpool"])
-    stray = (
-        "vg=$(vgs --noheadings -o vg_uuid docker | tr -d ' -'); lv=$(lvs -a --noheadings -o lv_uuid "
-        'docker/thinpool_tmeta | tr -d " -"); dmsetup create docker-lvol0 --uuid "LVM-$vg$lv" '
-        '--table "0 8192 linear /dev/vda 2048"'
-    )
-    vm.run(["bash", "-c", stray])
+    _map_the_inactive_pools_metadata(vm, "docker-lvol0", '--table "0 8192 linear /dev/vda 2048"')
     assert lvs(vm, "docker")["thinpool_tmeta"].attr[4:6] == "XX"
-    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
-    assert code == 0, err or json.dumps(result, indent=1)
-    assert result["steps"][0]["argv"] == ["dmsetup", "remove", "docker-lvol0"]
-    pool = lvs(vm, "docker")["thinpool"]
-    assert pool.active and pool.seg_monitor == "monitored"
+    _apply_removes_it_and_reactivates(vm, "docker-lvol0")
     assert "docker-lvol0" not in vm.run(["dmsetup", "ls"]).stdout
 
 
 def test_a_half_made_mapping_of_the_pools_metadata_is_removed_and_the_pool_reactivated(vm: VM) -> None:
     """Seen in CI after a kill 0.3 s into lvcreate: VG-POOL_tmeta existed with only the inactive
     table lvm had loaded (lvs state 'i'), and activation was refused. Recreated here exactly."""
-    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
-    vm.run(["lvchange", "-q", "-an", "docker/thinpool"])
-    half_made = (
-        "vg=$(vgs --noheadings -o vg_uuid docker | tr -d ' -'); lv=$(lvs -a --noheadings -o lv_uuid "
-        'docker/thinpool_tmeta | tr -d " -"); dmsetup create docker-thinpool_tmeta --uuid "LVM-$vg$lv" --notable '
-        '&& dmsetup load docker-thinpool_tmeta --table "0 8192 linear /dev/vda 2048"'
+    name = "docker-thinpool_tmeta"
+    _map_the_inactive_pools_metadata(
+        vm, name, f'--notable && dmsetup load {name} --table "0 8192 linear /dev/vda 2048"'
     )
-    vm.run(["bash", "-c", half_made])
     assert lvs(vm, "docker")["thinpool_tmeta"].attr[4] == "i"
-    info = vm.run(["dmsetup", "info", "-c", "--noheadings", "-o", "attr", "docker-thinpool_tmeta"]).stdout.strip()
+    info = vm.run(["dmsetup", "info", "-c", "--noheadings", "-o", "attr", name]).stdout.strip()
     assert info[:2] == "-I"  # dmsetup's own word for it: no live table, an inactive one
-    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
-    assert code == 0, err or json.dumps(result, indent=1)
-    assert result["steps"][0]["argv"] == ["dmsetup", "remove", "docker-thinpool_tmeta"]
-    pool = lvs(vm, "docker")["thinpool"]
-    assert pool.active and pool.seg_monitor == "monitored"
-    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[1]["changed"] is False
+    _apply_removes_it_and_reactivates(vm, name)
