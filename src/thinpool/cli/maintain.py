@@ -39,17 +39,20 @@ def _render(care: PoolCare) -> str:
     for action in care.plan.actions:
         step = next((step for step in ran if step.action == action), None)
         state = step.status if step else "planned"
-        lines.append(f"  {state:<8} {describe(action)}")
+        lines.append(f"  {state:<8} {describe(action)}: {' '.join(action.argv)}")
         lines.append(f"           why: {action.reason}")
         if step and step.error:
             lines.append("           " + step.error.replace("\n", "\n           "))
     if not care.plan.actions:
         lines.append("  nothing to do")
-    lines.append(
-        f"  reclaimable {format_size(before.reclaimable)} -> {format_size(after.reclaimable)}; "
-        f"pool data used {format_size(before.data_used)} -> {format_size(after.data_used)}"
-    )
-    lines.append(f"  when full: {after.when_full or '-'} ({care.plan.reasons['when_full']})")
+    if care.after is None:
+        lines.append(f"  reclaimable {format_size(before.reclaimable)}; pool data used {format_size(before.data_used)}")
+    else:
+        lines.append(
+            f"  reclaimable {format_size(before.reclaimable)} -> {format_size(after.reclaimable)}; "
+            f"pool data used {format_size(before.data_used)} -> {format_size(after.data_used)}"
+        )
+    lines.append(f"  when full: {after.when_full or '-'} (wanted {care.plan.reasons['when_full']})")
     return "\n".join(lines)
 
 
