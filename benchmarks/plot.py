@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from html import escape
 
@@ -13,8 +14,11 @@ Series = Mapping[str, Sequence[tuple[float, float]]]
 
 
 def _ticks(top: float, count: int = 5) -> list[float]:
-    step = top / count if top else 1.0
-    return [step * index for index in range(count + 1)]
+    """Round steps (1, 2 or 5 times a power of ten) from 0 to ``top``."""
+    raw = top / count if top > 0 else 1.0
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(factor * power for factor in (1, 2, 5, 10) if factor * power >= raw)
+    return [step * index for index in range(int(top // step) + 1)]
 
 
 def line_chart(series: Series, *, title: str, x_label: str, y_label: str) -> str:
