@@ -79,3 +79,26 @@ def test_every_thinpool_metric_the_rules_and_dashboard_read_is_exported() -> Non
     assert {"thinpool_data_used_ratio", "thinpool_reclaimable_bytes", "thinpool_error_when_full"} <= used
     assert used <= exported, used - exported
     assert DASHBOARD.exists()
+
+
+def test_the_textfile_and_the_endpoint_carry_the_same_samples(tmp_path: Path) -> None:
+    """The textfile is written without prometheus_client; Prometheus' own parser reads it as the endpoint's."""
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    unmonitored = status(pool={"seg_monitor": "not monitored"})
+    readings = [
+        metrics.Reading("docker", "thinpool", unmonitored, tuple(health.diagnose(unmonitored))),
+        metrics.Reading('odd"vg\\', "gone", None),
+    ]
+
+    def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return {(s.name, tuple(sorted(s.labels.items())), s.value)
+                for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+
+    path = tmp_path / "thinpool.prom"
+    metrics.write_textfile(str(path), lambda: readings)
+    written = path.read_text()
+    assert samples(written) == samples(generate_latest(metrics.registry_for(lambda: readings)).decode())
+    assert ("thinpool_up", (("pool", "gone"), ("vg", 'odd"vg\\')), 0.0) in samples(written)
+    assert oct(path.stat().st_mode & 0o777) == "0o644" and list(tmp_path.iterdir()) == [path]

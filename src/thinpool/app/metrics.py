@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thinpool.core.health import SEVERITIES, Finding, PoolStatus
+from thinpool.system import files
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
@@ -58,6 +61,51 @@ GAUGES: tuple[tuple[str, str, Callable[[PoolStatus], float]], ...] = (
 )
 
 
+Sample = tuple[dict[str, str], float]
+Family = tuple[str, str, list[Sample]]  # name, help, samples
+
+
+def families(readings: list[Reading]) -> list[Family]:
+    """Every gauge family of these readings, labelled vg and pool (and severity for the findings)."""
+    up: Family = ("thinpool_up", "1 when the pool's lvm report was read.", [])
+    gauges: list[Family] = [(f"thinpool_{name}", text, []) for name, text, _ in GAUGES]
+    findings: Family = ("thinpool_doctor_findings", "thinpool doctor findings by severity.", [])
+    for reading in readings:
+        labels = {"vg": reading.vg, "pool": reading.pool}
+        up[2].append((labels, float(reading.status is not None)))
+        if reading.status is None:
+            continue
+        for (_, _, samples), (_, _, value) in zip(gauges, GAUGES, strict=True):
+            samples.append((labels, float(value(reading.status))))
+        for severity in SEVERITIES[1:]:
+            count = sum(finding.severity == severity for finding in reading.findings)
+            findings[2].append(({**labels, "severity": severity}, float(count)))
+    return [up, *gauges, findings]
+
+
+def _label_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def exposition(readings: list[Reading]) -> str:
+    """Prometheus' text format, written without prometheus_client (a textfile run stays cheap to start)."""
+    lines = []
+    for name, text, samples in families(readings):
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+        for labels, value in samples:
+            pairs = ",".join(f'{key}="{_label_value(item)}"' for key, item in labels.items())
+            lines.append(f"{name}{{{pairs}}} {_number(value)}")
+    return "\n".join(lines) + "\n"
+
+
 class PoolCollector:
     def __init__(self, read: Reader) -> None:
         self._read = read
@@ -68,25 +116,12 @@ class PoolCollector:
 
         with self._lock:
             readings = self._read()
-        labels = ["vg", "pool"]
-        up = GaugeMetricFamily("thinpool_up", "1 when the pool's lvm report was read.", labels=labels)
-        families = {name: GaugeMetricFamily(f"thinpool_{name}", text, labels=labels) for name, text, _ in GAUGES}
-        findings = GaugeMetricFamily(
-            "thinpool_doctor_findings", "thinpool doctor findings by severity.", labels=[*labels, "severity"]
-        )
-        for reading in readings:
-            key = [reading.vg, reading.pool]
-            up.add_metric(key, float(reading.status is not None))
-            if reading.status is None:
-                continue
-            for name, _, value in GAUGES:
-                families[name].add_metric(key, float(value(reading.status)))
-            for severity in SEVERITIES[1:]:
-                count = sum(finding.severity == severity for finding in reading.findings)
-                findings.add_metric([*key, severity], float(count))
-        yield up
-        yield from families.values()
-        yield findings
+        for name, text, samples in families(readings):
+            keys = list(samples[0][0]) if samples else ["vg", "pool"]
+            family = GaugeMetricFamily(name, text, labels=keys)
+            for labels, value in samples:
+                family.add_metric([labels[key] for key in keys], value)
+            yield family
 
 
 def registry_for(read: Reader) -> CollectorRegistry:
@@ -98,10 +133,8 @@ def registry_for(read: Reader) -> CollectorRegistry:
 
 
 def write_textfile(path: str, read: Reader) -> None:
-    """For node_exporter's textfile collector: written to a temporary file, then renamed."""
-    from prometheus_client import write_to_textfile
-
-    write_to_textfile(path, registry_for(read))
+    """For node_exporter's textfile collector: written to a temporary file, then renamed (mode 0644)."""
+    files.write_atomically(Path(path), exposition(read()), keep_owner=False)
 
 
 def serve(address: str, port: int, read: Reader, stop: threading.Event) -> None:
