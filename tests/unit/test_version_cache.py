@@ -22,12 +22,14 @@ def test_a_version_is_run_once_then_read_until_the_binary_changes(tmp_path: Path
     dockerd = _binary(tmp_path, "#!/bin/sh\n# 20.10\n")
     runner = ScriptedRunner()
     runner.expect(host.program_version(dockerd), stdout="Docker version 20.10.24+dfsg1, build 297e128\n")
-    assert observe.cached_program_version(runner, dockerd, tmp_path) == "20.10.24"
+    assert observe.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "20.10.24"
     assert runner.exhausted
-    assert observe.cached_program_version(runner, dockerd, tmp_path) == "20.10.24"  # no command: the runner is empty
+    assert (
+        observe.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "20.10.24"
+    )  # no command: the runner is empty
     _binary(tmp_path, "#!/bin/sh\n# 25.0, a longer file\n")  # upgraded in place
     runner.expect(host.program_version(dockerd), stdout="Docker version 25.0.3, build 4debf41\n")
-    assert observe.cached_program_version(runner, dockerd, tmp_path) == "25.0.3"
+    assert observe.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "25.0.3"
     assert runner.exhausted
 
 
@@ -38,11 +40,11 @@ def test_a_broken_or_unwritable_cache_only_costs_the_command(tmp_path: Path) -> 
     cache.write_text("{not json")
     runner = ScriptedRunner()
     runner.expect(host.program_version(dockerd), stdout="Docker version 20.10.24\n")
-    assert observe.cached_program_version(runner, dockerd, tmp_path) == "20.10.24"
-    assert observe.cached_program_version(runner, dockerd, tmp_path) == "20.10.24"  # rewritten: read now
+    assert observe.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "20.10.24"
+    assert observe.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "20.10.24"  # rewritten: read now
     cache.unlink()
     if os.geteuid() != 0:  # root writes anyway
         cache.parent.chmod(0o500)
         runner.expect(host.program_version(dockerd), stdout="Docker version 20.10.24\n")
-        assert observe.cached_program_version(runner, dockerd, tmp_path) == "20.10.24"
+        assert observe.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "20.10.24"
     assert runner.exhausted

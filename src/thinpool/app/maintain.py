@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from thinpool.app import watch
+from thinpool.app import boot, watch
 from thinpool.app.context import Context
 from thinpool.app.executor import ApplyResult, Progress, apply
 from thinpool.core import health, maintain
-from thinpool.core.lvm.commands import MANAGED_TAG
 from thinpool.core.plan import Plan
 from thinpool.errors import ThinpoolError
 from thinpool.system import observe
@@ -52,14 +51,8 @@ class PoolCare:
 
 def managed_pools(ctx: Context) -> list[tuple[str, str]]:
     """Every thin pool thinpool made (tagged thinpool.managed), in VG/POOL order."""
-    observed = observe.read_lvm(ctx.runner)
-    found = [
-        (vg.name, lv.name)
-        for vg in observed.vgs.values()
-        for lv in vg.lvs
-        if lv.is_thin_pool and MANAGED_TAG in lv.tags
-    ]
-    return sorted(found)
+    volumes = boot.managed_volumes(observe.read_lvm(ctx.runner), [])
+    return [(lv.vg_name, lv.name) for lv in volumes if lv.is_thin_pool]
 
 
 def care_for(
@@ -73,10 +66,10 @@ def care_for(
 ) -> PoolCare:
     before = watch.status(ctx, vg, pool)
     planned = maintain.plan(before, policy)
-    if dry_run or not planned.actions:
-        return PoolCare(before, planned, None if dry_run else apply(planned, ctx.runner, root=ctx.root), None)
+    if dry_run:
+        return PoolCare(before, planned, None, None)
     result = apply(planned, ctx.runner, root=ctx.root, progress=progress)
-    return PoolCare(before, planned, result, watch.status(ctx, vg, pool))
+    return PoolCare(before, planned, result, watch.status(ctx, vg, pool) if planned.actions else None)
 
 
 def run(

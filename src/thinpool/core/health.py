@@ -144,6 +144,14 @@ def when_full_wanted(status: PoolStatus) -> tuple[str, str]:
     return "error", "it cannot grow by itself: writes fail at once instead of hanging 60 s, then failing"
 
 
+def when_full_change(status: PoolStatus) -> str:
+    """The mode to switch the pool to, "" when it has the right one (or is inactive: never monitored then)."""
+    wanted, _ = when_full_wanted(status)
+    if not status.active or status.when_full not in ("queue", "error") or status.when_full == wanted:
+        return ""
+    return wanted
+
+
 def _used(size: int, percent: str) -> int:
     """Bytes in use from lvm's two-decimal percent (exact integer arithmetic)."""
     return int(size * Decimal(percent or "0") / 100)
@@ -428,10 +436,10 @@ def _care_findings(status: PoolStatus, growth_reported: bool) -> list[Finding]:
                 maintain,
             )
         )
-    wanted, why = when_full_wanted(status)
-    settled = status.when_full in _WHEN_FULL_DOES and status.active  # an inactive pool is never monitored
-    if settled and status.when_full != wanted and not growth_reported:
+    wanted = when_full_change(status)
+    if wanted and not growth_reported:
         severity = "warning" if wanted == "error" else "info"
+        why = when_full_wanted(status)[1]
         found.append(
             Finding(
                 severity, "when-full-policy", f"{target} {_WHEN_FULL_DOES[status.when_full]} when full; {why}", maintain

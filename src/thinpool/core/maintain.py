@@ -42,10 +42,10 @@ def _reclaim_actions(status: health.PoolStatus, policy: Policy) -> tuple[Action,
     return tuple(actions)
 
 
-def _when_full_action(status: health.PoolStatus) -> tuple[Action, ...]:
-    wanted, why = health.when_full_wanted(status)
-    if not status.active or not status.when_full or status.when_full == wanted:
-        return ()  # an inactive pool is not monitored: it is set once it is active again
+def _when_full_action(status: health.PoolStatus, why: str) -> tuple[Action, ...]:
+    wanted = health.when_full_change(status)
+    if not wanted:
+        return ()
     argv = commands.lvchange_error_when_full(status.vg, status.pool, wanted == "error")
     return (Action("change", ActionKind.WHEN_FULL, Target(vg=status.vg, lv=status.pool), why, argv),)
 
@@ -57,7 +57,7 @@ def plan(status: health.PoolStatus, policy: Policy | None = None) -> Plan:
     return Plan(
         vg=status.vg,
         pool=status.pool,
-        actions=_reclaim_actions(status, policy) + _when_full_action(status),
+        actions=_reclaim_actions(status, policy) + _when_full_action(status, why),
         layout=None,
         reasons={"when_full": f"{wanted}: {why}", "reclaim_above": format_size(policy.reclaim_above)},
     )

@@ -175,29 +175,36 @@ def _read_cache(cache: Path) -> dict[str, Any]:
     return known if isinstance(known, dict) else {}
 
 
-def cached_program_version(runner: Runner, path: str, root: Path = ROOT) -> str:
-    """The version, run once per binary: kept in VERSION_CACHE until the file at ``path`` changes.
+def cached_program_versions(runner: Runner, paths: Iterable[str], root: Path = ROOT) -> dict[str, str]:
+    """Each program's version, run once per binary: kept in VERSION_CACHE until the file at its path changes.
 
     For the watch commands, which run every minute: ``dockerd --version`` costs more than the
-    pool's lvm report. A cache that cannot be read or written is simply not used.
+    pool's lvm report. The cache is read once and written once; one that cannot be read or
+    written is simply not used.
     """
     cache = under(root, VERSION_CACHE)
-    try:
-        stamp = _stamp(under(root, path))
-    except OSError:
-        return program_version(runner, path)
     known = _read_cache(cache)
-    entry = known.get(path)
-    if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("version"), str):
-        return str(entry["version"])
-    version = program_version(runner, path)
-    if version:
+    versions, learned = {}, {}
+    for path in paths:
+        try:
+            stamp = _stamp(under(root, path))
+        except OSError:
+            versions[path] = program_version(runner, path)
+            continue
+        entry = known.get(path)
+        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("version"), str):
+            versions[path] = str(entry["version"])
+            continue
+        versions[path] = program_version(runner, path)
+        if versions[path]:
+            learned[path] = {"stamp": stamp, "version": versions[path]}
+    if learned:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            files.write_atomically(cache, json.dumps({**known, path: {"stamp": stamp, "version": version}}) + "\n")
+            files.write_atomically(cache, json.dumps({**known, **learned}) + "\n")
         except OSError:
             pass
-    return version
+    return versions
 
 
 def mounted_source(mount_point: str, root: Path = ROOT) -> str:
@@ -227,11 +234,11 @@ def engine_files(root: Path = ROOT) -> EngineState:
 def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT, *, cached_versions: bool = False) -> EngineState:
     """``cached_versions``: read versions from VERSION_CACHE while the binaries are unchanged (the watch commands)."""
     programs = {name: path for name in ENGINE_PROGRAMS if (path := find_program(name, root))}
-
-    def version_of(path: str) -> str:
-        return cached_program_version(runner, path, root) if cached_versions else program_version(runner, path)
-
-    versions = {name: version for name, path in programs.items() if (version := version_of(path))}
+    if cached_versions:
+        by_path = cached_program_versions(runner, programs.values(), root)
+    else:
+        by_path = {path: program_version(runner, path) for path in programs.values()}
+    versions = {name: by_path[path] for name, path in programs.items() if by_path[path]}
     data_root = spec.engine_options.data_root
     volume = f"/dev/mapper/{commands.dm_name(spec.vg, spec.engine_options.volume_name)}"
     filesystem = ""
