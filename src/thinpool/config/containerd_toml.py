@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +37,14 @@ def _shape_problem(data: dict[str, Any]) -> str:
     return ""
 
 
+def _loads(text: str) -> dict[str, Any]:
+    import tomllib  # only when a config.toml exists: the watch commands read it on every scrape
+
+    return tomllib.loads(text)
+
+
 def parse(source: Source) -> ContainerdConfig | ConfigError:
-    data = load(source, tomllib.loads, "TOML", _shape_problem)
+    data = load(source, _loads, "TOML", _shape_problem)
     return data if isinstance(data, ConfigError) else ContainerdConfig(data)
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, replace
-from decimal import Decimal
 from typing import Any
 
 from thinpool.core import sizing
 from thinpool.core.lvm import report
 from thinpool.core.lvm.commands import MANAGED_TAG
 from thinpool.core.model import Filesystem
-from thinpool.core.units import MiB, ceil_div, format_size, lvm_size_arg
+from thinpool.core.units import MiB, ceil_div, format_size, lvm_size_arg, scale_decimal
 from thinpool.errors import ThinpoolError
 
 SEVERITIES = ("ok", "info", "warning", "critical")
@@ -154,7 +153,7 @@ def when_full_change(status: PoolStatus) -> str:
 
 def _used(size: int, percent: str) -> int:
     """Bytes in use from lvm's two-decimal percent (exact integer arithmetic)."""
-    return int(size * Decimal(percent or "0") / 100)
+    return scale_decimal(percent or "0", size, 100)
 
 
 def parse_profile(text: str | None) -> sizing.Autoextend | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 from thinpool.config.document import ENCODING, ERRORS, Source
@@ -176,6 +175,8 @@ class EngineState:
         return Source(path, self.files.get(path), self.unreadable.get(path, ""))
 
     def fingerprint(self) -> dict[str, object]:
+        import hashlib  # only apply's journal needs it, not the watch commands
+
         return {
             path: hashlib.sha256(text.encode(ENCODING, ERRORS)).hexdigest()[:16]
             for path, text in sorted(self.files.items())

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from thinpool.errors import SpecError
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -70,7 +72,15 @@ def parse_size(text: str, *, what: str = "size") -> int:
             f"{what}: unknown unit {match.group(2)!r} in {text!r}",
             fix="use b, s (512-byte sectors), k/KiB, m/MiB, g/GiB, t/TiB or p/PiB",
         )
-    return int(Fraction(number) * _MULTIPLIERS[unit])
+    return scale_decimal(number, _MULTIPLIERS[unit])
+
+
+def scale_decimal(number: str, factor: int, divisor: int = 1) -> int:
+    """``number`` (digits with an optional decimal part, as lvm and operators write them) times
+    ``factor`` / ``divisor``, rounded down: exact integer arithmetic, no float and no import of
+    fractions or decimal on the hot path of the watch commands."""
+    whole, _, decimals = number.strip().partition(".")
+    return int(whole + decimals or "0") * factor // (divisor * 10 ** len(decimals))
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,8 @@ def parse_percent(text: str, *, what: str, allowed: tuple[str, ...]) -> Percent 
                 fix=f"write N%{allowed[0]}" + (f" or N%{allowed[1]}" if len(allowed) > 1 else ""),
             )
         return None
+    from fractions import Fraction
+
     value, of = Fraction(match.group(1)), match.group(2).upper()
     if of not in allowed:
         raise SpecError(
