@@ -259,8 +259,8 @@ def test_doctor_reports_an_invalid_daemon_json_as_invalid(tmp_path: Path, capsys
     runner.expect(commands.status_report("docker"), stdout=status_report())
     assert main(["doctor", "--json"], context=_context(runner, tmp_path)) == 3
     found = json.loads(capsys.readouterr().out)["findings"]
-    assert [finding["code"] for finding in found] == ["daemon-json-invalid"]
-    assert "is not valid JSON" in found[0]["problem"]
+    assert [finding["code"] for finding in found] == ["metadata-backup-missing", "daemon-json-invalid"]
+    assert "is not valid JSON" in found[1]["problem"]
 
 
 def test_a_plan_saved_by_an_older_thinpool_is_refused_with_the_way_forward(

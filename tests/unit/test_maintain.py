@@ -156,7 +156,10 @@ def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
          "vg_free_count": "100", "vg_seqno": "9"}]}]}))  # fmt: skip
     runner.expect(commands.status_report("docker"), stdout=after)
     runner.expect(host.findmnt_usage(), stdout=findmnt(100 * MiB))
-    assert main(["maintain", "docker/thinpool", "--json"], context=_context(runner, tmp_path)) == EXIT_OK
+    assert (
+        main(["maintain", "docker/thinpool", "--json", "--backup-every", "0"], context=_context(runner, tmp_path))
+        == EXIT_OK
+    )
     assert runner.exhausted
     result = json.loads(capsys.readouterr().out)
     pool = result["pools"][0]
@@ -171,7 +174,7 @@ def test_maintain_with_nothing_to_do_runs_no_command_and_says_so(
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="0.10"))
     runner.expect(host.findmnt_usage(), stdout=findmnt(100 * MiB))
-    assert main(["maintain", "docker/thinpool"], context=_context(runner, tmp_path)) == EXIT_OK
+    assert main(["maintain", "docker/thinpool", "--backup-every", "0"], context=_context(runner, tmp_path)) == EXIT_OK
     out = capsys.readouterr().out
     assert runner.exhausted and "nothing to do" in out and "when full: queue" in out
 

@@ -7,7 +7,6 @@ there, so docker.service and containerd.service, ordered after the unit, find th
 
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from thinpool.app.context import Context
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed
+from thinpool.core.units import parse_span
 from thinpool.errors import ThinpoolError
 from thinpool.host import commands as host
 from thinpool.system import files, observe
@@ -27,13 +27,16 @@ METRICS_UNITS = ("thinpool-metrics.service", "thinpool-metrics.timer")
 MAINTAIN_UNITS = ("thinpool-maintain.service", "thinpool-maintain.timer")
 MAINTAIN_EVERY = "5min"  # the timer template's own interval
 UNIT_DIR = "/etc/systemd/system"
-# A systemd time span as thinpool accepts it: 90, 30s, 5min, 1h30min (see systemd.time(7)).
-_TIME_SPAN = re.compile(r"(?:\d+(?:s|sec|m|min|h|hr|d))+|\d+")
 
 
 def check_interval(text: str) -> str:
-    """The maintain timer's interval, refused unless systemd reads it as a time span."""
-    if not _TIME_SPAN.fullmatch(text) or not any(char != "0" for char in text if char.isdigit()):
+    """The maintain timer's interval, refused unless systemd reads it as a positive time span
+    (90, 30s, 5min, 1h30min: see systemd.time(7))."""
+    try:
+        seconds = parse_span(text, what="--maintain-every")
+    except ThinpoolError:
+        seconds = 0
+    if not seconds:
         raise ThinpoolError(
             f"--maintain-every {text!r} is not a time span systemd reads",
             fix="give a positive span such as 90s, 5min, 1h or 1h30min",

@@ -18,6 +18,7 @@ class Context:
     root: Path = Path("/")  # where files are read and written (a test's temporary folder)
     json: bool = False  # machine-readable output was asked for
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time  # seconds since the epoch (backups' ages)
     euid: int = field(default_factory=os.geteuid)
 
     def require_root(self, what: str) -> None:

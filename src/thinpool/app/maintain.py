@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from thinpool.app import backup as backups
 from thinpool.app import boot, watch
 from thinpool.app.context import Context
 from thinpool.app.executor import ApplyResult, Progress, apply
-from thinpool.core import health, maintain
+from thinpool.core import backup, health, maintain
 from thinpool.core.plan import Plan
 from thinpool.errors import ThinpoolError
 from thinpool.system import observe
@@ -26,10 +27,13 @@ class PoolCare:
     plan: Plan
     result: ApplyResult | None  # None: planned only (--dry-run)
     after: health.PoolStatus | None  # read again once steps ran
+    backup_reason: str = ""  # why the pass backs the pool up ("" when it does not)
+    backup: backup.Backup | None = None  # the backup it took
+    backup_error: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.result is None or self.result.ok
+        return (self.result is None or self.result.ok) and not self.backup_error
 
     def to_dict(self) -> dict[str, Any]:
         last = self.after or self.before
@@ -46,6 +50,11 @@ class PoolCare:
             "reasons": self.plan.reasons,
             "steps": [step.to_dict() for step in self.result.steps] if self.result else [],
             "planned": [action.to_dict() for action in self.plan.actions],
+            "backup": {
+                "reason": self.backup_reason,
+                "taken": self.backup.to_dict() if self.backup else None,
+                "error": self.backup_error,
+            },
         }
 
 
@@ -66,10 +75,26 @@ def care_for(
 ) -> PoolCare:
     before = watch.status(ctx, vg, pool)
     planned = maintain.plan(before, policy)
+    reason = _backup_reason(ctx, before, policy)
     if dry_run:
-        return PoolCare(before, planned, None, None)
+        return PoolCare(before, planned, None, None, reason)
     result = apply(planned, ctx.runner, root=ctx.root, progress=progress)
-    return PoolCare(before, planned, result, watch.status(ctx, vg, pool) if planned.actions else None)
+    after = watch.status(ctx, vg, pool) if planned.actions else None
+    if not reason:
+        return PoolCare(before, planned, result, after)
+    try:
+        return PoolCare(before, planned, result, after, reason, backups.take(ctx, vg, pool, keep=policy.keep))
+    except ThinpoolError as error:
+        return PoolCare(before, planned, result, after, reason, backup_error=str(error))
+
+
+def _backup_reason(ctx: Context, status: health.PoolStatus, policy: maintain.Policy) -> str:
+    if policy.backup_every <= 0:
+        return ""
+    found = observe.thin_pool_target(ctx.runner, status.vg, status.pool) if status.active else None
+    transaction_id = found[1].transaction_id if found and not found[1].failed else None
+    last = next(iter(backups.backups(ctx, status.vg, status.pool)), None)
+    return maintain.backup_due(policy, last, transaction_id, int(ctx.clock()))
 
 
 def run(

@@ -58,6 +58,11 @@ GAUGES: tuple[tuple[str, str, Callable[[PoolStatus], float]], ...] = (
         "1 when writes fail at once on a full pool, 0 when they queue.",
         lambda s: s.when_full == "error",
     ),
+    (
+        "metadata_backup_age_seconds",
+        "Seconds since the newest metadata backup (thinpool backup); +Inf when there is none.",
+        lambda s: math.inf if s.backup_age is None else s.backup_age,
+    ),
 )
 
 

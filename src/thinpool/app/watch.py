@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from thinpool import engines
 from thinpool.app.context import Context
 from thinpool.app.metrics import Reading
-from thinpool.core import health, sizing
+from thinpool.core import backup, health, sizing
 from thinpool.core.spec import PoolSpec
 from thinpool.errors import ThinpoolError
 from thinpool.system import observe
 
 
 def status(ctx: Context, vg: str, pool: str) -> health.PoolStatus:
-    return observe.read_pool_status(ctx.runner, vg, pool, ctx.root)
+    """The pool from one lvm report, with the age of its newest metadata backup."""
+    found = observe.read_pool_status(ctx.runner, vg, pool, ctx.root)
+    newest = backup.newest(observe.read_backups(observe.under(ctx.root, backup.folder(vg, pool))))
+    age = None if newest is None else max(int(ctx.clock()) - newest.created, 0)
+    return replace(found, backup_checked=True, backup_age=age)
 
 
 def doctor(

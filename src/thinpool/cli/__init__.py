@@ -34,6 +34,7 @@ __all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "build_p
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from thinpool.cli.backup import add_parser as add_backup_parser
     from thinpool.cli.boot import add_parsers as add_boot_parsers
     from thinpool.cli.maintain import add_parser as add_maintain_parser
     from thinpool.cli.rehearse import add_parser as add_rehearse_parser
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_parser(commands)
     add_watch_parsers(commands)
     add_maintain_parser(commands)
+    add_backup_parser(commands)
     add_boot_parsers(commands)
     add_rehearse_parser(commands)
     return parser

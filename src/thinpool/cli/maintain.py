@@ -7,7 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from thinpool.core.units import format_size, parse_size
+from thinpool.core.backup import DEFAULT_KEEP
+from thinpool.core.units import format_size, parse_size, parse_span
 
 if TYPE_CHECKING:
     from thinpool.app.context import Context
@@ -26,7 +27,10 @@ run every few minutes: thinpool-maintain.timer (thinpool install-units) runs it.
              grow it under a burst. One that cannot (not monitored, autoextend
              off, or no room in the VG for the next step) fails them at once
              instead of hanging every writer for 60 s. It is switched back when
-             room returns (after thinpool grow)."""
+             room returns (after thinpool grow).
+  backup     The pool's metadata is backed up (thinpool backup) when it changed
+             since the newest backup, at most every --backup-every, and at
+             least daily; the newest --keep backups are kept."""
 
 
 def _render(care: PoolCare) -> str:
@@ -53,6 +57,12 @@ def _render(care: PoolCare) -> str:
             f"pool data used {format_size(before.data_used)} -> {format_size(after.data_used)}"
         )
     lines.append(f"  when full: {after.when_full or '-'} (wanted {care.plan.reasons['when_full']})")
+    if care.backup:
+        lines.append(f"  backup: {care.backup.stem} ({care.backup_reason})")
+    elif care.backup_error:
+        lines.append("  backup failed: " + care.backup_error.replace("\n", "\n  "))
+    elif care.backup_reason:
+        lines.append(f"  backup: planned ({care.backup_reason})")
     return "\n".join(lines)
 
 
@@ -61,7 +71,11 @@ def _cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.cli.watch import split_target
     from thinpool.core.maintain import Policy
 
-    policy = Policy(reclaim_above=parse_size(args.reclaim_above, what="--reclaim-above"))
+    policy = Policy(
+        reclaim_above=parse_size(args.reclaim_above, what="--reclaim-above"),
+        backup_every=parse_span(args.backup_every, what="--backup-every"),
+        keep=args.keep,
+    )
     targets = [split_target(text) for text in args.target]
     cared = use_case.run(ctx, targets, policy, dry_run=args.dry_run)
     if args.json:
@@ -80,7 +94,7 @@ def _cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:
 def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subcommands.add_parser(
         "maintain",
-        help="one pass of day-2 care: trim what filesystems freed, set the when-full policy",
+        help="one pass of day-2 care: trim what filesystems freed, set the when-full policy, back up metadata",
         description=DESCRIPTION,
         epilog="examples:\n  thinpool maintain\n  thinpool maintain docker/thinpool --dry-run\n"
         "  thinpool maintain --json\n\nexit codes:\n  0    every step worked (or nothing to do)\n"
@@ -94,6 +108,11 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         metavar="SIZE",
         help="trim once the pool maps this much more than a filesystem uses (default: 256MiB)",
     )
+    parser.add_argument("--backup-every", default="1h", metavar="SPAN",
+                        help="back up changed metadata at most this often, e.g. 30min, 6h; 0: never "
+                        "(default: 1h)")  # fmt: skip
+    parser.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
+                        help=f"metadata backups kept per pool (default: {DEFAULT_KEEP})")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="show what the pass would do, change nothing")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_cmd_maintain)

@@ -10,7 +10,7 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from thinpool.core import sizing
+from thinpool.core import backup, sizing
 from thinpool.core.lvm import report
 from thinpool.core.lvm.commands import MANAGED_TAG
 from thinpool.core.model import Filesystem
@@ -74,6 +74,8 @@ class PoolStatus:
     autoextend_steps: int
     when_full: str = ""  # "queue" or "error" (lv_when_full)
     volumes: tuple[ThinVolume, ...] = ()
+    backup_checked: bool = False  # the pool's backup folder was looked at
+    backup_age: int | None = None  # seconds since the newest metadata backup (None: there is none)
 
     @property
     def reclaimable(self) -> int:
@@ -447,11 +449,26 @@ def _care_findings(status: PoolStatus, growth_reported: bool) -> list[Finding]:
     return found
 
 
+def _backup_findings(status: PoolStatus) -> list[Finding]:
+    """No backup of the pool's metadata, or none for two days: a metadata loss would take every thin volume."""
+    if not status.backup_checked or (status.backup_age is not None and status.backup_age < backup.STALE_AFTER):
+        return []
+    target = _target(status)
+    when = "has no backup" if status.backup_age is None else f"was last backed up {status.backup_age // 3600} hours ago"
+    problem = (
+        f"{target}'s metadata {when}: if it is lost or damaged, only a backup can map the thin volumes' "
+        "data again (thinpool-maintain.timer backs it up when it changes)"
+    )
+    return [Finding("warning", "metadata-backup-missing" if status.backup_age is None else "metadata-backup-stale",
+                    problem, f"thinpool backup {target}")]  # fmt: skip
+
+
 def diagnose(status: PoolStatus, options: DoctorOptions | None = None) -> list[Finding]:
     """The pool's own findings (the engine adapters add theirs)."""
     options = options or DoctorOptions()
     growth = _autoextend_findings(status)
-    return _storage_findings(status) + growth + _usage_findings(status, options) + _care_findings(status, bool(growth))
+    care = _care_findings(status, bool(growth)) + _backup_findings(status)
+    return _storage_findings(status) + growth + _usage_findings(status, options) + care
 
 
 def profile_names(report_text: str) -> tuple[str, ...]:

@@ -3,6 +3,8 @@
 * Reclaim: a thinpool-made thin volume whose filesystem uses less than the pool maps for it is
   trimmed once the difference reaches ``Policy.reclaim_above``. fstrim's minimum extent is the
   pool's chunk size: dm-thin unmaps whole chunks only, so smaller discards free nothing.
+* Backup: the pool's metadata is backed up when it changed since the newest backup (the kernel's
+  transaction id moved), at most every ``Policy.backup_every``, and at least daily (core.backup.due).
 * When full: a pool that can still autoextend queues writes (dm-thin's default, so dmeventd can
   catch a burst); one that cannot fails them at once (``lvchange --errorwhenfull y``), and is
   switched back once it can grow again (after ``thinpool grow``, say).
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thinpool.core import health
+from thinpool.core import backup, health
 from thinpool.core.lvm import commands
 from thinpool.core.plan import Action, ActionKind, Plan, Target
 from thinpool.core.units import format_size
@@ -24,6 +26,8 @@ from thinpool.host import commands as host
 @dataclass(frozen=True)
 class Policy:
     reclaim_above: int = health.RECLAIM_ABOVE  # bytes a filesystem may hold unused in the pool before a trim
+    backup_every: int = backup.DEFAULT_EVERY  # seconds between backups of changing metadata (0: no backups)
+    keep: int = backup.DEFAULT_KEEP  # backups kept per pool
 
 
 def _reclaim_actions(status: health.PoolStatus, policy: Policy) -> tuple[Action, ...]:
@@ -61,3 +65,8 @@ def plan(status: health.PoolStatus, policy: Policy | None = None) -> Plan:
         layout=None,
         reasons={"when_full": f"{wanted}: {why}", "reclaim_above": format_size(policy.reclaim_above)},
     )
+
+
+def backup_due(policy: Policy, last: backup.Backup | None, transaction_id: int | None, now: int) -> str:
+    """Why this pass backs the pool up ("" when it does not)."""
+    return backup.due(last, transaction_id, now, policy.backup_every) if policy.backup_every > 0 else ""

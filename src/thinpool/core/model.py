@@ -89,6 +89,7 @@ class LogicalVolume:
     uuid: str = ""
     when_full: str = ""  # a thin pool's: "queue" (wait for room) or "error" (fail at once)
     kernel_device: str = ""  # "MAJOR:MINOR" while active, "" otherwise
+    transaction_id: int | None = None  # a thin pool's, as lvm's VG metadata expects it
 
     @property
     def hidden(self) -> bool:

@@ -80,7 +80,8 @@ def scale_decimal(number: str, factor: int, divisor: int = 1) -> int:
     ``factor`` / ``divisor``, rounded down: exact integer arithmetic, no float and no import of
     fractions or decimal on the hot path of the watch commands."""
     whole, _, decimals = number.strip().partition(".")
-    return int(whole + decimals or "0") * factor // (divisor * 10 ** len(decimals))
+    scale: int = 10 ** len(decimals)
+    return int(whole + decimals or "0") * factor // (divisor * scale)
 
 
 @dataclass(frozen=True)
@@ -161,3 +162,18 @@ def to_extents_up(size: int, extent_size: int) -> int:
 
 def to_extents_down(size: int, extent_size: int) -> int:
     return size // extent_size
+
+
+_SPAN_PART = re.compile(r"(\d+)(sec|s|min|m|hr|h|d)")
+_SPAN_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+
+
+def parse_span(text: str, *, what: str) -> int:
+    """Whole seconds from a time span as systemd writes them: ``90s``, ``5min``, ``1h30min``, ``2d``
+    (a bare number is seconds)."""
+    if text.isdigit():
+        return int(text)
+    parts = _SPAN_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise SpecError(f"{what} {text!r} is not a time span", fix="give one such as 90s, 5min, 1h or 1h30min")
+    return sum(int(number) * _SPAN_SECONDS[unit] for number, unit in parts)

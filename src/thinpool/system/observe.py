@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from thinpool import engines
-from thinpool.core import health
+from thinpool.core import backup, health
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import Device, EngineState, Filesystem, Observed
 from thinpool.core.spec import NO_ENGINE, PoolSpec
@@ -133,6 +133,29 @@ def read_pool_status(runner: Runner, vg: str, pool: str, root: Path = ROOT) -> h
     if not any(volume.managed and volume.device for volume in status.volumes):
         return status
     return health.with_filesystems(status, read_filesystems(runner))
+
+
+def thin_pool_target(runner: Runner, vg: str, pool: str) -> tuple[str, report.ThinPoolTarget] | None:
+    """The active pool's thin-pool mapping and what the kernel says of it; None when the pool is inactive."""
+    for name in commands.thin_pool_devices(vg, pool):
+        found = runner.run(commands.dmsetup_status(name), check=False)
+        target = report.parse_thin_pool_status(found.stdout) if found.returncode == 0 else None
+        if target is not None:
+            return name, target
+    return None
+
+
+def read_backups(folder: Path) -> list[backup.Backup]:
+    """The finished backups in ``folder`` (those with a readable manifest), in no particular order."""
+    found = []
+    for manifest in sorted(folder.glob("*" + backup.MANIFEST_SUFFIX)) if folder.is_dir() else ():
+        try:
+            parsed = backup.parse_manifest(json.loads(manifest.read_text()))
+        except (OSError, ValueError):
+            parsed = None
+        if parsed is not None and manifest.name == parsed.files[2]:
+            found.append(parsed)
+    return found
 
 
 def read_filesystems(runner: Runner) -> dict[str, Filesystem]:

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -148,8 +148,20 @@ class ScriptedRunner:
     script: list[tuple[tuple[str, ...], Completed]] = field(default_factory=list)
     history: list[Completed] = field(default_factory=list)
     options: list[dict[str, object]] = field(default_factory=list)
+    effects: dict[int, Callable[[], None]] = field(default_factory=dict)
 
-    def expect(self, argv: Sequence[str], *, returncode: int = 0, stdout: str = "", stderr: str = "") -> None:
+    def expect(
+        self,
+        argv: Sequence[str],
+        *,
+        returncode: int = 0,
+        stdout: str = "",
+        stderr: str = "",
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """``then`` does what the command would have done to files (a dump it writes, say)."""
+        if then is not None:
+            self.effects[len(self.history) + len(self.script)] = then
         self.script.append((tuple(argv), Completed(tuple(argv), returncode, stdout, stderr)))
 
     def run(
@@ -169,6 +181,9 @@ class ScriptedRunner:
         expected, result = self.script.pop(0)
         if expected != argv:
             raise AssertionError(f"expected {expected}, got {argv}")
+        effect = self.effects.pop(len(self.history), None)
+        if effect is not None:
+            effect()
         self.history.append(result)
         return result.raise_for_status() if check else result
 

@@ -15,7 +15,7 @@ MANAGED_TAG = "thinpool.managed"
 LV_FIELDS = (
     "lv_name,vg_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,"
     "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active,lv_tags,lv_uuid,"
-    "lv_when_full,lv_kernel_major,lv_kernel_minor"
+    "lv_when_full,lv_kernel_major,lv_kernel_minor,transaction_id"
 )
 VG_FIELDS = "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count"
 PV_FIELDS = "pv_name,vg_name,pv_attr,pv_mda_used_count,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
@@ -155,6 +155,44 @@ def dmsetup_info() -> Argv:
     r or w.
     """
     return ("dmsetup", "info", "-c", "--noheadings", "--separator", ";", "-o", "name,uuid,open,attr")
+
+
+def dmsetup_status(name: str) -> Argv:
+    return ("dmsetup", "status", name)
+
+
+def dmsetup_message(name: str, message: str) -> Argv:
+    """A message to a thin-pool target (sector 0), such as ``reserve_metadata_snap``."""
+    return ("dmsetup", "message", name, "0", message)
+
+
+def thin_pool_devices(vg: str, pool: str) -> tuple[str, str]:
+    """Where an active pool's thin-pool target is: ``VG-POOL-tpool`` while thin volumes are active
+    (``VG-POOL`` is then a linear layer over it), else ``VG-POOL`` itself."""
+    return (dm_name(vg, pool) + "-tpool", dm_name(vg, pool))
+
+
+def metadata_device(vg: str, pool: str) -> str:
+    """The pool's metadata LV as device-mapper maps it (while the pool, or the component, is active)."""
+    return "/dev/mapper/" + dm_name(vg, pool + "_tmeta")
+
+
+def lvchange_component(vg: str, lv: str, active: bool) -> Argv:
+    """Activate a pool's hidden component (``POOL_tmeta``) read-only, or deactivate it (lvm >= 2.03)."""
+    return ("lvchange", "-ay" if active else "-an", f"{vg}/{lv}")
+
+
+def thin_dump(device: str, output: str, *, metadata_snap: bool) -> Argv:
+    """The metadata as XML into ``output``; ``metadata_snap``: from the snapshot the kernel holds."""
+    return ("thin_dump", *(("--metadata-snap",) if metadata_snap else ()), "-o", output, device)
+
+
+def thin_dump_version() -> Argv:
+    return ("thin_dump", "-V")
+
+
+def vgcfgbackup(vg: str, output: str) -> Argv:
+    return ("vgcfgbackup", "-f", output, vg)
 
 
 def dmsetup_remove(name: str) -> Argv:

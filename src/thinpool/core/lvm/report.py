@@ -7,6 +7,7 @@ on an inactive pool. A data LV spanning several PVs appears once per segment.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from thinpool.core.model import DmDevice, LogicalVolume, PhysicalVolume, VolumeGroup
@@ -65,6 +66,7 @@ def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
             uuid=row.get("lv_uuid", ""),
             when_full=row.get("lv_when_full", ""),
             kernel_device=kernel_device(row),
+            transaction_id=int(row["transaction_id"]) if row.get("transaction_id", "").isdigit() else None,
         )
         # One row per segment: keep the first, the LV-level fields are the same.
         seen.setdefault((lv.vg_name, lv.name), lv)
@@ -128,3 +130,36 @@ def parse_dmsetup_info(text: str) -> list[DmDevice]:
             live = fields[3].strip().startswith("L")
             found.append(DmDevice(fields[0], fields[1], int(fields[2]), live_table=live))
     return found
+
+
+@dataclass(frozen=True)
+class ThinPoolTarget:
+    """The kernel's view of a pool (``dmsetup status`` of its thin-pool target)."""
+
+    transaction_id: int
+    held_metadata_root: bool  # a metadata snapshot is reserved
+    mode: str  # "rw", "ro", "out_of_data_space", or "Fail" / "Error"
+    needs_check: bool
+
+    @property
+    def failed(self) -> bool:
+        return self.mode in ("Fail", "Error")
+
+
+def parse_thin_pool_status(text: str) -> ThinPoolTarget | None:
+    """``0 LEN thin-pool TID META/META DATA/DATA HELD MODE DISCARD NOSPACE NEEDS_CHECK ...``; None for
+    another target. See the kernel's Documentation/admin-guide/device-mapper/thin-provisioning.rst."""
+    fields = text.split()
+    if len(fields) < 4 or fields[2] != "thin-pool":
+        return None
+    if fields[3] in ("Fail", "Error"):
+        return ThinPoolTarget(-1, False, fields[3], True)
+    try:
+        return ThinPoolTarget(
+            transaction_id=int(fields[3]),
+            held_metadata_root=len(fields) > 6 and fields[6] != "-",
+            mode=fields[7] if len(fields) > 7 else "",
+            needs_check=len(fields) > 10 and fields[10] == "needs_check",
+        )
+    except ValueError as error:
+        raise ReportError(f"could not read the pool's status {text.strip()!r}", fix="check 'dmsetup status'") from error

@@ -1,0 +1,207 @@
+"""Metadata backups without the VM: the rules, and thinpool backup / maintain through a scripted runner."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from thinpool.app.context import Context
+from thinpool.app.metrics import Reading, exposition
+from thinpool.cli import EXIT_OK, main
+from thinpool.core import backup, health
+from thinpool.core.lvm import commands, report
+from thinpool.host import commands as host
+from thinpool.system.runner import ScriptedRunner
+
+from .test_health import _row
+from .test_health import report as status_report
+from .test_maintain import findmnt, pool_report
+
+DATA = Path(__file__).resolve().parents[3] / "shared/data/lvm-2.03.16"
+NOW = 1_800_000_000
+TPOOL = "docker-thinpool-tpool"
+TMETA = "/dev/mapper/docker-thinpool_tmeta"
+
+
+def dump_xml(transaction: int = 7, devices: dict[int, int] | None = None) -> str:
+    devices = {1: 1600, 2: 12} if devices is None else devices
+    body = "".join(
+        f'<device dev_id="{dev_id}" mapped_blocks="{mapped}" transaction="0" creation_time="0" snap_time="0">'
+        f'<range_mapping origin_begin="0" data_begin="0" length="{mapped}" time="0"/></device>'
+        for dev_id, mapped in devices.items()
+    )
+    return (
+        f'<superblock uuid="" time="3" transaction="{transaction}" flags="0" version="2" data_block_size="1024" '
+        f'nr_data_blocks="6144">{body}</superblock>'
+    )
+
+
+def test_a_dump_is_summarized_as_it_streams() -> None:
+    summary = backup.summarize_dump(io.BytesIO(dump_xml().encode()))
+    assert summary == backup.DumpSummary(7, 1024, 6144, {1: 1600, 2: 12})
+    with pytest.raises(backup.BackupError, match="not a complete metadata dump"):
+        backup.summarize_dump(io.BytesIO(dump_xml().encode()[:-20]))  # cut short: thin_dump was killed
+
+
+def test_the_kernels_view_of_a_pool_is_read_from_dmsetup_status() -> None:
+    lines = dict(line.split(": ", 1) for line in (DATA / "dmsetup-status.txt").read_text().splitlines())
+    found = report.parse_thin_pool_status(lines[TPOOL])
+    assert found == report.ThinPoolTarget(2, held_metadata_root=False, mode="rw", needs_check=False)
+    assert report.parse_thin_pool_status(lines["docker-thinpool"]) is None  # the linear layer over it
+    held = report.parse_thin_pool_status(
+        "0 8 thin-pool 5 9/16 2/72 1234 ro discard_passdown queue_if_no_space needs_check 4"
+    )
+    assert held is not None and held.held_metadata_root and held.mode == "ro" and held.needs_check
+    failed = report.parse_thin_pool_status("0 8 thin-pool Fail")
+    assert failed is not None and failed.failed
+
+
+def _made(created: int, transaction: int) -> backup.Backup:
+    return backup.Backup("docker", "thinpool", created, transaction, transaction, backup.LIVE, 1024, 6144, {1: 2})
+
+
+def test_a_backup_is_due_when_missing_when_the_metadata_moved_and_daily() -> None:
+    last = _made(NOW - 600, 7)
+    assert backup.due(None, 7, NOW) == "the pool has no backup yet"
+    assert backup.due(last, 7, NOW) == ""  # nothing changed
+    assert backup.due(last, 9, NOW) == ""  # changed, but the last one is younger than the interval
+    assert "7 -> 9" in backup.due(last, 9, NOW, every=600)
+    assert "24 hours old" in backup.due(_made(NOW - 86400, 7), 7, NOW)  # unchanged, but a day old
+    assert backup.due(_made(NOW - 7200, 7), None, NOW) == ""  # inactive: its metadata cannot move
+
+
+def test_rotation_keeps_the_newest_and_manifests_read_back() -> None:
+    made = [_made(NOW + n, n) for n in range(5)]
+    assert backup.to_remove(reversed(made), 2) == made[:3]
+    assert backup.parse_manifest(json.loads(json.dumps(made[0].to_dict()))) == made[0]
+    assert backup.parse_manifest({**made[0].to_dict(), "schema_version": 99}) is None
+    assert backup.parse_manifest({**made[0].to_dict(), "created": "soon"}) is None
+
+
+def _lvm(runner: ScriptedRunner, *, active: bool = True) -> None:
+    pool = _row("thinpool", segtype="thin-pool", lv_attr="twi-aotz--" if active else "twi---tz--",
+                lv_active="active" if active else "", transaction_id="7")  # fmt: skip
+    runner.expect(commands.pvs_report(), stdout=json.dumps({"report": [{"pv": []}]}))
+    runner.expect(commands.lvs_report(), stdout=json.dumps({"report": [{"lv": [pool]}]}))
+    vg = {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": "4194304", "vg_extent_count": "1023",
+          "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
+    runner.expect(commands.vgs_report(), stdout=json.dumps({"report": [{"vg": [vg]}]}))
+
+
+def _writes(path: Path, text: str) -> object:
+    return lambda: path.write_text(text)
+
+
+def _expect_backup(runner: ScriptedRunner, folder: Path, *, held: str = "-", transaction: int = 7) -> None:
+    """The commands of one live backup, thin_dump and vgcfgbackup writing their files as the real ones do."""
+    _lvm(runner)
+    status = (
+        f"0 7372800 thin-pool {transaction} 1649/16384 200/7200 {held} rw discard_passdown queue_if_no_space - 1024"
+    )
+    runner.expect(commands.dmsetup_status(TPOOL), stdout=status)
+    if held != "-":
+        runner.expect(commands.dmsetup_message(TPOOL, "release_metadata_snap"))
+    runner.expect(commands.dmsetup_message(TPOOL, "reserve_metadata_snap"))
+    raw = folder / ".dump.partial"
+    runner.expect(commands.thin_dump(TMETA, str(raw), metadata_snap=True), then=_writes(raw, dump_xml(transaction)))
+    runner.expect(commands.dmsetup_message(TPOOL, "release_metadata_snap"))
+    runner.expect(commands.thin_dump_version(), stdout="0.9.0\n")
+
+
+def _expect_vgcfgbackup(runner: ScriptedRunner, folder: Path, created: int, transaction: int = 7) -> None:
+    vg_file = folder / (backup.stem(created, transaction) + backup.VG_SUFFIX)
+    runner.expect(commands.vgcfgbackup("docker", str(vg_file)), then=_writes(vg_file, "docker { seqno = 9 }\n"))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return float(self.now)
+
+
+def _context(runner: ScriptedRunner, root: Path, clock: Clock | None = None) -> Context:
+    return Context(runner=runner, root=root, euid=0, sleep=lambda _: None, clock=clock or Clock())
+
+
+def test_backup_dumps_from_a_held_snapshot_records_the_pool_and_rotates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, clock = tmp_path / "var/lib/thinpool/backups/docker-thinpool", Clock()
+    runner = ScriptedRunner()
+    for n in range(3):
+        clock.now = NOW + 3600 * n
+        _expect_backup(runner, folder, held="1234" if n == 1 else "-", transaction=7 + n)
+        _expect_vgcfgbackup(runner, folder, clock.now, 7 + n)
+        assert main(["backup", "--keep", "2", "--json"], context=_context(runner, tmp_path, clock)) == EXIT_OK
+    assert runner.exhausted  # the snapshot left held (a killed run) was released before a new one was reserved
+    made = json.loads(capsys.readouterr().out.split("\n}\n")[-2] + "\n}")
+    assert made["transaction_id"] == 9 and made["lvm_transaction_id"] == 7 and made["devices"] == {"1": 1600, "2": 12}
+    assert made["method"] == backup.LIVE and made["thin_dump_version"] == "0.9.0"
+    names = sorted(path.name for path in folder.iterdir())
+    stems = [backup.stem(NOW + 3600 * n, 7 + n) for n in (1, 2)]  # the oldest was rotated out
+    assert names == sorted(stem + suffix for stem in stems for suffix in (".json", ".thin.xml.gz", ".vg"))
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert gzip.decompress((folder / f"{stems[1]}.thin.xml.gz").read_bytes()).decode() == dump_xml(9)
+
+
+def test_an_inactive_pool_is_read_through_its_component_and_a_failed_dump_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "var/lib/thinpool/backups/docker-thinpool"
+    folder.mkdir(parents=True)
+    (folder / "20260101T000000Z-tx3.thin.xml.gz").write_bytes(b"left by a killed run, no manifest")
+    runner = ScriptedRunner()
+    _lvm(runner, active=False)
+    runner.expect(commands.lvchange_component("docker", "thinpool_tmeta", True))
+    runner.expect(commands.thin_dump(TMETA, str(folder / ".dump.partial"), metadata_snap=False), returncode=1,
+                  stderr="bad checksum in superblock")  # fmt: skip
+    runner.expect(commands.lvchange_component("docker", "thinpool_tmeta", False))
+    assert main(["backup"], context=_context(runner, tmp_path)) == 1
+    assert runner.exhausted  # the component was deactivated although the dump failed
+    assert "bad checksum in superblock" in capsys.readouterr().err
+    assert list(folder.iterdir()) == []  # the killed run's leftover and this run's partial dump are gone
+
+
+def test_maintain_backs_up_a_pool_whose_metadata_moved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder, clock = tmp_path / "var/lib/thinpool/backups/docker-thinpool", Clock()
+    runner = ScriptedRunner()
+    _expect_backup(runner, folder)
+    _expect_vgcfgbackup(runner, folder, NOW)
+    assert main(["backup"], context=_context(runner, tmp_path, clock)) == EXIT_OK
+    clock.now = NOW + 3600
+    for transaction, taken in ((7, False), (8, True)):
+        # No autoextend profile under this root: the pool already fails writes when full, as it should.
+        runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="0.10", when_full="error"))
+        runner.expect(host.findmnt_usage(), stdout=findmnt(300 * 1024 * 1024))
+        status = f"0 7372800 thin-pool {transaction} 1649/16384 200/7200 - rw discard_passdown queue_if_no_space - 1024"
+        runner.expect(commands.dmsetup_status(TPOOL), stdout=status)
+        if taken:
+            _expect_backup(runner, folder, transaction=8)
+            _expect_vgcfgbackup(runner, folder, clock.now, 8)
+        capsys.readouterr()
+        assert main(["maintain", "docker/thinpool", "--json"], context=_context(runner, tmp_path, clock)) == EXIT_OK
+        pool = json.loads(capsys.readouterr().out)["pools"][0]
+        assert bool(pool["backup"]["taken"]) is taken, pool["backup"]
+    assert runner.exhausted and "7 -> 8" in pool["backup"]["reason"]
+
+
+def test_doctor_warns_of_a_missing_or_stale_backup_and_metrics_carry_its_age() -> None:
+    status = health.pool_status(status_report(), "docker", "thinpool", {})
+    codes = lambda found: {finding.code for finding in health.diagnose(found)}  # noqa: E731
+    assert not {"metadata-backup-missing", "metadata-backup-stale"} & codes(status)  # not looked at
+    missing = replace(status, backup_checked=True)
+    assert "metadata-backup-missing" in codes(missing)
+    assert "metadata-backup-stale" in codes(replace(missing, backup_age=backup.STALE_AFTER))
+    assert not {"metadata-backup-missing", "metadata-backup-stale"} & codes(replace(missing, backup_age=3600))
+    text = exposition([Reading("docker", "thinpool", missing)])
+    assert 'thinpool_metadata_backup_age_seconds{vg="docker",pool="thinpool"} +Inf' in text
+    text = exposition([Reading("docker", "thinpool", replace(missing, backup_age=3600))])
+    assert 'thinpool_metadata_backup_age_seconds{vg="docker",pool="thinpool"} 3600.0' in text
