@@ -52,7 +52,7 @@ def test_a_dump_is_summarized_as_it_streams() -> None:
 def test_the_kernels_view_of_a_pool_is_read_from_dmsetup_status() -> None:
     lines = dict(line.split(": ", 1) for line in (DATA / "dmsetup-status.txt").read_text().splitlines())
     found = report.parse_thin_pool_status(lines[TPOOL])
-    assert found == report.ThinPoolTarget(2, held_metadata_root=False, mode="rw", needs_check=False)
+    assert found == report.ThinPoolTarget(2, held_metadata_root=False, mode="rw", needs_check=False, data_blocks=7200)
     assert report.parse_thin_pool_status(lines["docker-thinpool"]) is None  # the linear layer over it
     held = report.parse_thin_pool_status(
         "0 8 thin-pool 5 9/16 2/72 1234 ro discard_passdown queue_if_no_space needs_check 4"

@@ -98,7 +98,9 @@ def test_prometheus_fires_the_usage_and_forecast_alerts_while_a_pool_fills(vm: V
         _wait_for(vm, "http://127.0.0.1:9090/-/ready")
         rules = json.loads(_wait_for(vm, "http://127.0.0.1:9090/api/v1/rules"))["data"]["groups"]
         assert sum(len(group["rules"]) for group in rules) == _test_rules().count("- alert:") + 2
-        assert set(_firing(vm)) <= {"ThinPoolNoRoomToAutoextend"}  # an empty pool that cannot grow
+        # An empty pool that cannot grow, and has no metadata backup yet.
+        assert set(_firing(vm)) <= {"ThinPoolNoRoomToAutoextend", "ThinPoolMetadataBackupStale"}
+        vm.thinpool("backup", POOL)
         for step in range(9):  # about 50 MiB every few seconds: a steady climb to 90%
             vm.run(["dd", "if=/dev/zero", "of=/dev/vg2/vol", "bs=1M", "count=50", f"seek={step * 50}",
                     "oflag=direct", "status=none"])  # fmt: skip
@@ -108,6 +110,7 @@ def test_prometheus_fires_the_usage_and_forecast_alerts_while_a_pool_fills(vm: V
             time.sleep(2)
         firing = _firing(vm)
         assert {"ThinPoolDataUsageHigh", "ThinPoolFillForecast", "ThinPoolNoRoomToAutoextend"} <= set(firing), firing
+        assert "ThinPoolMetadataBackupStale" not in firing  # backed up since
         assert firing["ThinPoolDataUsageHigh"]["labels"] == {
             "alertname": "ThinPoolDataUsageHigh", "severity": "warning", "vg": "vg2", "pool": "small",
             "job": "thinpool", "instance": "127.0.0.1:9720",

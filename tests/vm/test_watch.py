@@ -64,11 +64,15 @@ def test_status_matches_lvs_and_a_sound_pool_is_healthy(vm: VM) -> None:
     text = vm.thinpool("status").stdout
     assert "docker/thinpool" in text and "autoextend step(s)" in text and "monitored" in text
     code, report = doctor(vm)
+    assert code == 3 and codes(report) == {"metadata-backup-missing"}
+    run_fix(vm, finding(report, "metadata-backup-missing")["fix"])
+    code, report = doctor(vm)
     assert code == 0 and report["findings"] == [] and report["worst"] == "ok"
 
 
 def test_autoextend_findings_are_fixed_by_their_commands(vm: VM) -> None:
     apply(vm, "/dev/vda")
+    vm.thinpool("backup")  # the backup finding has its own test
     vm.run(["lvchange", "-q", "--monitor", "n", "docker/thinpool"])
     code, report = doctor(vm)
     assert code == 4 and finding(report, "not-monitored")["severity"] == "critical"

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from thinpool.app.context import Context
@@ -50,8 +51,9 @@ def _pool(ctx: Context, vg: str, pool: str) -> LogicalVolume:
 
 
 @contextlib.contextmanager
-def _metadata_snapshot(ctx: Context, vg: str, pool: str) -> Iterator[None]:
-    """Hold a metadata snapshot in the kernel while the body reads it."""
+def _metadata_snapshot(ctx: Context, vg: str, pool: str) -> Iterator[int]:
+    """Hold a metadata snapshot in the kernel while the body reads it; yields the pool's size in chunks
+    (a dump of the snapshot says 0: the snapshot does not carry the data space map)."""
     found = observe.thin_pool_target(ctx.runner, vg, pool)
     if found is None:
         raise backup.BackupError(f"{vg}/{pool} is active in lvm but device-mapper has no thin-pool target for it",
@@ -65,28 +67,29 @@ def _metadata_snapshot(ctx: Context, vg: str, pool: str) -> Iterator[None]:
         ctx.runner.run(commands.dmsetup_message(device, "release_metadata_snap"))
     ctx.runner.run(commands.dmsetup_message(device, "reserve_metadata_snap"))
     try:
-        yield
+        yield target.data_blocks
     finally:
         ctx.runner.run(commands.dmsetup_message(device, "release_metadata_snap"), check=False)
 
 
 @contextlib.contextmanager
-def _component(ctx: Context, vg: str, pool: str) -> Iterator[None]:
-    """The inactive pool's metadata LV, activated read-only by lvm while the body reads it."""
+def _component(ctx: Context, vg: str, pool: str) -> Iterator[int]:
+    """The inactive pool's metadata LV, activated read-only by lvm while the body reads it (its dump
+    carries the pool's size: yields 0)."""
     ctx.runner.run(commands.lvchange_component(vg, pool + "_tmeta", True))
     try:
-        yield
+        yield 0
     finally:
         ctx.runner.run(commands.lvchange_component(vg, pool + "_tmeta", False), check=False)
 
 
-def _dump(ctx: Context, lv: LogicalVolume, into: Path) -> str:
-    """thin_dump into ``into``; returns the method used."""
+def _dump(ctx: Context, lv: LogicalVolume, into: Path) -> tuple[str, int]:
+    """thin_dump into ``into``; returns the method used and the pool's size in chunks (0: the dump says)."""
     device = commands.metadata_device(lv.vg_name, lv.name)
     holding = _metadata_snapshot if lv.active else _component
-    with holding(ctx, lv.vg_name, lv.name):
+    with holding(ctx, lv.vg_name, lv.name) as data_blocks:
         ctx.runner.run(commands.thin_dump(device, str(into), metadata_snap=lv.active), timeout=3600)
-    return backup.LIVE if lv.active else backup.INACTIVE
+    return (backup.LIVE if lv.active else backup.INACTIVE), data_blocks
 
 
 def _compress(source: Path, target: Path) -> None:
@@ -128,9 +131,11 @@ def take(
     _remove_unfinished(where)
     raw = where / (".dump" + backup.PARTIAL_SUFFIX)
     try:
-        method = _dump(ctx, lv, raw)
+        method, data_blocks = _dump(ctx, lv, raw)
         with raw.open("rb") as stream:
             summary = backup.summarize_dump(stream)
+        if data_blocks:
+            summary = replace(summary, nr_data_blocks=data_blocks)
         tool = ctx.runner.run(commands.thin_dump_version(), check=False).stdout.strip()
         made = backup.backup_from_summary(vg, pool, int(ctx.clock()), summary,
                                           lvm_transaction_id=lv.transaction_id, method=method, tool=tool)  # fmt: skip

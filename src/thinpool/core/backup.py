@@ -60,6 +60,9 @@ class DumpSummary:
 
     transaction_id: int
     data_block_size: int  # sectors of 512 bytes: the pool's chunk
+    # The pool's size in chunks. A dump of a live pool's metadata snapshot says 0 (the snapshot has
+    # no data space map), so the backup records the kernel's figure, and a restore passes it to
+    # thin_restore --nr-data-blocks.
     nr_data_blocks: int
     devices: dict[int, int]  # thin device id -> mapped data blocks
 

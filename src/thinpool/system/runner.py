@@ -118,6 +118,9 @@ class SystemRunner:
             proc = subprocess.run(
                 argv,
                 input=input,
+                # No input: stdin is /dev/null, so a program that prompts gets EOF and fails
+                # instead of waiting for an answer until the timeout.
+                stdin=subprocess.DEVNULL if input is None else None,
                 capture_output=True,
                 text=True,
                 env={**_environment(), **(env or {})},

@@ -178,8 +178,9 @@ def metadata_device(vg: str, pool: str) -> str:
 
 
 def lvchange_component(vg: str, lv: str, active: bool) -> Argv:
-    """Activate a pool's hidden component (``POOL_tmeta``) read-only, or deactivate it (lvm >= 2.03)."""
-    return ("lvchange", "-ay" if active else "-an", f"{vg}/{lv}")
+    """Activate a pool's hidden component (``POOL_tmeta``) read-only, or deactivate it (lvm >= 2.03).
+    lvm asks before activating a component: ``-y`` answers."""
+    return ("lvchange", "-y", "-ay" if active else "-an", f"{vg}/{lv}")
 
 
 def thin_dump(device: str, output: str, *, metadata_snap: bool) -> Argv:

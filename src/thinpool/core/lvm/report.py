@@ -140,6 +140,7 @@ class ThinPoolTarget:
     held_metadata_root: bool  # a metadata snapshot is reserved
     mode: str  # "rw", "ro", "out_of_data_space", or "Fail" / "Error"
     needs_check: bool
+    data_blocks: int = 0  # the pool's size in chunks
 
     @property
     def failed(self) -> bool:
@@ -153,13 +154,14 @@ def parse_thin_pool_status(text: str) -> ThinPoolTarget | None:
     if len(fields) < 4 or fields[2] != "thin-pool":
         return None
     if fields[3] in ("Fail", "Error"):
-        return ThinPoolTarget(-1, False, fields[3], True)
+        return ThinPoolTarget(-1, False, fields[3], True, 0)
     try:
         return ThinPoolTarget(
             transaction_id=int(fields[3]),
             held_metadata_root=len(fields) > 6 and fields[6] != "-",
             mode=fields[7] if len(fields) > 7 else "",
             needs_check=len(fields) > 10 and fields[10] == "needs_check",
+            data_blocks=int(fields[5].partition("/")[2]) if len(fields) > 5 else 0,
         )
     except ValueError as error:
         raise ReportError(f"could not read the pool's status {text.strip()!r}", fix="check 'dmsetup status'") from error
