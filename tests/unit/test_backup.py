@@ -1,4 +1,4 @@
-"""Metadata backups without the VM: the rules, and thinpool backup / maintain through a scripted runner."""
+"""Metadata backup and repair without the VM: the rules, and the commands through a scripted runner."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from thinpool.app.context import Context
 from thinpool.app.metrics import Reading, exposition
 from thinpool.cli import EXIT_OK, main
-from thinpool.core import backup, health
+from thinpool.core import backup, health, repair
 from thinpool.core.lvm import commands, report
 from thinpool.host import commands as host
 from thinpool.system.runner import ScriptedRunner
@@ -205,3 +205,56 @@ def test_doctor_warns_of_a_missing_or_stale_backup_and_metrics_carry_its_age() -
     assert 'thinpool_metadata_backup_age_seconds{vg="docker",pool="thinpool"} +Inf' in text
     text = exposition([Reading("docker", "thinpool", replace(missing, backup_age=3600))])
     assert 'thinpool_metadata_backup_age_seconds{vg="docker",pool="thinpool"} 3600.0' in text
+
+
+def test_the_metadata_is_diagnosed_damaged_lost_or_healthy() -> None:
+    summary = backup.DumpSummary(7, 1024, 6144, {1: 10, 2: 0})
+    volumes = {"vol1": 1, "vol2": 2}
+    damaged = repair.diagnose(repair.MetadataCheck(False, "bad checksum in superblock\n"), 7, volumes)
+    assert damaged.state == repair.DAMAGED and "bad checksum in superblock" in damaged.reason
+    formatted = backup.DumpSummary(0, 1024, 6144, {})  # a zeroed superblock the kernel formatted anew
+    lost = repair.diagnose(repair.MetadataCheck(True, summary=formatted), 7, volumes)
+    assert lost.state == repair.LOST and lost.missing == ("vol1", "vol2")
+    assert repair.diagnose(repair.MetadataCheck(True, summary=summary), 7, volumes).state == repair.HEALTHY
+    ahead = replace(summary, transaction_id=9)  # Docker's devicemapper made devices lvm does not know
+    assert repair.diagnose(repair.MetadataCheck(True, summary=ahead), 7, volumes).state == repair.HEALTHY
+
+
+def test_the_backup_restored_is_the_newest_that_maps_every_thin_volume() -> None:
+    old, new = _made(NOW, 5), replace(_made(NOW + 60, 6), devices={1: 2})
+    volumes = {"vol1": 1}
+    assert repair.choose_backup([old, new], volumes, 1024) == new
+    with pytest.raises(repair.RepairRefused, match=r"has no map for vol9, made or changed after it"):
+        repair.choose_backup([replace(old, devices={1: 2}), new], {"vol1": 1, "vol9": 9}, 1024)
+    with pytest.raises(repair.RepairRefused, match="no backup to restore them from"):
+        repair.choose_backup([], volumes, 1024)
+    assert repair.next_meta_name("thinpool", ["thinpool", "thinpool_meta0"]) == "thinpool_meta1"
+
+
+def test_repair_refuses_while_a_thin_volume_is_mounted_and_stops_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = ScriptedRunner()
+    pool = _row("thinpool", segtype="thin-pool", lv_attr="twi-aotz--", transaction_id="7")
+    volume = _row("vol", segtype="thin", pool_lv="thinpool", thin_id="1", lv_kernel_major="253", lv_kernel_minor="4")
+    runner.expect(commands.pvs_report(), stdout=json.dumps({"report": [{"pv": []}]}))
+    runner.expect(commands.lvs_report(), stdout=json.dumps({"report": [{"lv": [pool, volume]}]}))
+    vg = {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": "4194304", "vg_extent_count": "1023",
+          "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
+    runner.expect(commands.vgs_report(), stdout=json.dumps({"report": [{"vg": [vg]}]}))
+    runner.expect(commands.dmsetup_info(), stdout="docker-vol;LVM-x;1;L--w\ndocker-thinpool-tpool;LVM-y;1;L--w\n")
+    mounted = {"maj:min": "253:4", "target": "/mnt/vol", "fstype": "ext4", "size": 1, "used": 1}
+    runner.expect(host.findmnt_usage(), stdout=json.dumps({"filesystems": [mounted]}))
+    assert main(["repair", "--yes"], context=_context(runner, tmp_path)) == 1
+    assert runner.exhausted  # nothing was stopped
+    err = capsys.readouterr().err
+    assert "docker/vol (mounted on /mnt/vol)" in err and "fuser -vm" in err
+
+
+def test_repair_without_yes_says_what_it_would_do_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = ScriptedRunner()
+    assert main(["repair", "docker/thinpool"], context=_context(runner, tmp_path)) == 1
+    out = capsys.readouterr().out
+    assert not runner.history and "lvconvert --repair" in out and "run it again with --yes" in out

@@ -86,8 +86,8 @@ def test_autoextend_steps_are_counted_until_the_vg_runs_out() -> None:
         ({"devices": "/dev/loop0(0)"}, "loop-device", "warning", "vgextend docker /dev/sdX && pvmove /dev/loop0"),
         ({"pool": {"lv_attr": "twi-aotzD-", "lv_health_status": "out_of_data"}}, "pool-unhealthy", "critical",
          "lvextend -l +154 docker/thinpool"),
-        ({"pool": {"lv_attr": "twi-aotzM-", "lv_health_status": "metadata_read_only"}}, "pool-unhealthy", "critical",
-         "lvconvert --repair docker/thinpool"),
+        ({"pool": {"lv_attr": "twi-aotzM-", "lv_health_status": "metadata_read_only"}}, "metadata-needs-repair",
+         "critical", "thinpool repair docker/thinpool --yes"),
     ],
 )  # fmt: skip
 def test_each_finding_names_its_fix(kwargs: dict[str, object], code: str, severity: str, fix: str) -> None:

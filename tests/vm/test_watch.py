@@ -40,7 +40,8 @@ def run_fix(vm: VM, fix: str, **replace: str) -> None:
     for old, new in replace.items():
         fix = fix.replace(old, new)
     if fix.startswith("thinpool "):
-        fix = f"{sys.executable} -m {fix} --yes"
+        asks = fix.split()[1] in ("apply", "grow", "destroy", "engine") and "--yes" not in fix.split()
+        fix = f"{sys.executable} -m {fix}" + (" --yes" if asks else "")  # those ask before they change disks
     vm.run(["bash", "-c", fix], timeout=300)
 
 

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     from thinpool.cli.boot import add_parsers as add_boot_parsers
     from thinpool.cli.maintain import add_parser as add_maintain_parser
     from thinpool.cli.rehearse import add_parser as add_rehearse_parser
+    from thinpool.cli.repair import add_parser as add_repair_parser
     from thinpool.cli.watch import add_parsers as add_watch_parsers
 
     parser = argparse.ArgumentParser(
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_watch_parsers(commands)
     add_maintain_parser(commands)
     add_backup_parser(commands)
+    add_repair_parser(commands)
     add_boot_parsers(commands)
     add_rehearse_parser(commands)
     return parser

@@ -24,7 +24,7 @@ activation of its metadata LV. thinpool maintain takes one when the metadata
 changed (at most every --backup-every) and at least daily.
 
 Metadata is what maps the pool's data: with a backup, a pool whose metadata
-is lost can be given its thin volumes back (thinpool doctor names the repair),
+is lost can be given its thin volumes back (thinpool repair restores it),
 as long as the data written since has not reused their blocks."""
 
 

@@ -305,10 +305,11 @@ def _storage_findings(status: PoolStatus) -> list[Finding]:
     for problem in status.health_problems:
         if problem == OUT_OF_DATA:
             why, fix = "writes fail or wait", _data_fix(status, sizing.DEFAULT_AUTOEXTEND_PERCENT)
-        else:
-            why = "stop its users first: the repair needs it inactive"
-            fix = f"lvchange -an {target} && lvconvert --repair {target} && lvchange -ay {target}"
-        found.append(Finding("critical", "pool-unhealthy", f"{target} is {problem}: {why}", fix))
+            found.append(Finding("critical", "pool-unhealthy", f"{target} is {problem}: {why}", fix))
+            continue
+        why = "stop its users first: the repair stops the pool, checks its metadata, repairs or restores a backup"
+        found.append(Finding("critical", "metadata-needs-repair", f"{target} is {problem}: {why}",
+                             f"thinpool repair {target} --yes"))  # fmt: skip
     return found
 
 

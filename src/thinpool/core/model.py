@@ -90,6 +90,7 @@ class LogicalVolume:
     when_full: str = ""  # a thin pool's: "queue" (wait for room) or "error" (fail at once)
     kernel_device: str = ""  # "MAJOR:MINOR" while active, "" otherwise
     transaction_id: int | None = None  # a thin pool's, as lvm's VG metadata expects it
+    thin_id: int | None = None  # a thin volume's device id in its pool's metadata
 
     @property
     def hidden(self) -> bool:

@@ -15,7 +15,7 @@ MANAGED_TAG = "thinpool.managed"
 LV_FIELDS = (
     "lv_name,vg_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,"
     "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active,lv_tags,lv_uuid,"
-    "lv_when_full,lv_kernel_major,lv_kernel_minor,transaction_id"
+    "lv_when_full,lv_kernel_major,lv_kernel_minor,transaction_id,thin_id"
 )
 VG_FIELDS = "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count"
 PV_FIELDS = "pv_name,vg_name,pv_attr,pv_mda_used_count,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
@@ -186,6 +186,38 @@ def lvchange_component(vg: str, lv: str, active: bool) -> Argv:
 def thin_dump(device: str, output: str, *, metadata_snap: bool) -> Argv:
     """The metadata as XML into ``output``; ``metadata_snap``: from the snapshot the kernel holds."""
     return ("thin_dump", *(("--metadata-snap",) if metadata_snap else ()), "-o", output, device)
+
+
+def thin_check(device: str) -> Argv:
+    return ("thin_check", device)
+
+
+def thin_restore(source: str, device: str, *, transaction_id: int, data_blocks: int) -> Argv:
+    """Metadata from a thin_dump XML onto ``device``, with lvm's transaction id and the pool's size now."""
+    return ("thin_restore", "-q", "-i", source, "-o", device,
+            "--transaction-id", str(transaction_id), "--nr-data-blocks", str(data_blocks))  # fmt: skip
+
+
+def lvconvert_repair(vg: str, pool: str) -> Argv:
+    """thin_repair from the pool's metadata into the spare, swapped in; the original stays as POOL_metaN."""
+    return ("lvconvert", "-y", "--repair", f"{vg}/{pool}")
+
+
+def lvconvert_swap_metadata(vg: str, pool: str, lv: str) -> Argv:
+    """Exchange the inactive pool's metadata LV with ``lv`` (which then holds the old metadata)."""
+    return ("lvconvert", "-y", "--thinpool", f"{vg}/{pool}", "--poolmetadata", f"{vg}/{lv}")
+
+
+def lvcreate_linear(vg: str, name: str, size: int, *, tag: str) -> Argv:
+    return ("lvcreate", "-q", "-y", "-Wn", "-L", lvm_size_arg(size), "-n", name, "--addtag", tag, vg)
+
+
+def lvrename(vg: str, old: str, new: str) -> Argv:
+    return ("lvrename", vg, old, new)
+
+
+def lvdeltag(vg: str, lv: str, tag: str) -> Argv:
+    return ("lvchange", "--deltag", tag, f"{vg}/{lv}")
 
 
 def thin_dump_version() -> Argv:

@@ -36,6 +36,10 @@ def _int(value: str) -> int:
     return int(value) if value.strip() else 0
 
 
+def _optional_int(value: str) -> int | None:
+    return int(value) if value.strip().isdigit() else None
+
+
 def kernel_device(row: dict[str, str]) -> str:
     """ "MAJOR:MINOR" of an active LV's device ("" when inactive: lvm reports -1)."""
     major, minor = row.get("lv_kernel_major", "-1"), row.get("lv_kernel_minor", "-1")
@@ -66,7 +70,8 @@ def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
             uuid=row.get("lv_uuid", ""),
             when_full=row.get("lv_when_full", ""),
             kernel_device=kernel_device(row),
-            transaction_id=int(row["transaction_id"]) if row.get("transaction_id", "").isdigit() else None,
+            transaction_id=_optional_int(row.get("transaction_id", "")),
+            thin_id=_optional_int(row.get("thin_id", "")),
         )
         # One row per segment: keep the first, the LV-level fields are the same.
         seen.setdefault((lv.vg_name, lv.name), lv)

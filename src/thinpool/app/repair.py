@@ -1,0 +1,228 @@
+"""``thinpool repair``: check a pool's metadata offline, repair it with lvm, restore a backup when lvm cannot.
+
+Order: refuse while a thin volume is open; stop the pool; thin_check the metadata through lvm's
+read-only component activation (core.repair.diagnose); damaged metadata goes through
+``lvconvert --repair``; metadata that lost thin volumes (or still does after lvm's repair) gets
+the newest backup that maps them all, restored into a new LV (``POOL_restore``) and swapped in.
+The damaged original is never removed: lvm keeps it as ``POOL_metaN``, and so does the swap.
+A run killed halfway is finished by the next one: a ``POOL_restore`` left before the swap is
+written again, one left after it (the pool is healthy) is kept as ``POOL_metaN``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thinpool.app import backup as backups
+from thinpool.app.context import Context
+from thinpool.core import backup, repair
+from thinpool.core.lvm import commands, report
+from thinpool.core.model import LogicalVolume, VolumeGroup
+from thinpool.core.units import SECTOR
+from thinpool.system import observe
+
+RESTORE_SUFFIX = "_restore"
+
+
+@dataclass
+class RepairReport:
+    vg: str
+    pool: str
+    before: repair.Diagnosis
+    after: repair.Diagnosis | None = None
+    ran: list[str] = field(default_factory=list)  # what was done, in order
+    restored_from: backup.Backup | None = None
+    kept: list[str] = field(default_factory=list)  # LVs holding a damaged original (never removed)
+    lost: list[str] = field(default_factory=list)  # thin volumes that did not come back
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (self.after or self.before).state == repair.HEALTHY and not self.lost
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "thinpool-repair",
+            "vg": self.vg,
+            "pool": self.pool,
+            "ok": self.ok,
+            "before": {"state": self.before.state, "reason": self.before.reason},
+            "after": {"state": self.after.state, "reason": self.after.reason} if self.after else None,
+            "ran": self.ran,
+            "restored_from": self.restored_from.stem if self.restored_from else None,
+            "kept": self.kept,
+            "lost": self.lost,
+            "warnings": self.warnings,
+        }
+
+
+def _group(ctx: Context, vg: str, pool: str) -> tuple[VolumeGroup, LogicalVolume]:
+    group = observe.read_lvm(ctx.runner).vgs.get(vg)
+    lv = next((lv for lv in group.lvs if lv.name == pool), None) if group else None
+    if group is None or lv is None or not lv.is_thin_pool:
+        raise repair.RepairRefused(f"{vg}/{pool} is not a thin pool lvm knows",
+                                   fix="name the pool as VG/POOL ('lvs -a' lists them)")  # fmt: skip
+    return group, lv
+
+
+def _thin_volumes(group: VolumeGroup, pool: str) -> list[LogicalVolume]:
+    return [lv for lv in group.lvs if lv.segtype == "thin" and lv.pool_lv == pool]
+
+
+def _refuse_busy(ctx: Context, volumes: list[LogicalVolume]) -> None:
+    """An open thin volume cannot be stopped: name each, with its mount point."""
+    opened = {device.name for device in report.parse_dmsetup_info(ctx.runner.run(commands.dmsetup_info()).stdout)
+              if device.open_count > 0}  # fmt: skip
+    busy = [lv for lv in volumes if commands.dm_name(lv.vg_name, lv.name) in opened]
+    if not busy:
+        return
+    mounts = observe.read_filesystems(ctx.runner)
+    named = [f"{lv.vg_name}/{lv.name}" + (f" (mounted on {mounts[lv.kernel_device].mount_point})"
+             if lv.kernel_device in mounts else " (open)") for lv in busy]  # fmt: skip
+    raise repair.RepairRefused(
+        "the repair stops the pool, and these thin volumes are in use: " + ", ".join(named),
+        fix="stop what uses them (fuser -vm /dev/VG/LV names it; systemctl stop docker containerd), "
+        "unmount them, then run thinpool repair again",
+    )
+
+
+def _stop(ctx: Context, vg: str, pool: str, volumes: list[LogicalVolume]) -> None:
+    for lv in volumes:
+        if lv.active:
+            ctx.runner.run(commands.lvchange_activate(vg, lv.name, False))
+    ctx.runner.run(commands.lvchange_activate(vg, pool, False))
+
+
+@contextlib.contextmanager
+def _component(ctx: Context, vg: str, pool: str) -> Iterator[str]:
+    ctx.runner.run(commands.lvchange_component(vg, pool + "_tmeta", True))
+    try:
+        yield commands.metadata_device(vg, pool)
+    finally:
+        ctx.runner.run(commands.lvchange_component(vg, pool + "_tmeta", False), check=False)
+
+
+def _check(ctx: Context, vg: str, pool: str, scratch: Path) -> repair.MetadataCheck:
+    dump = scratch / (".check" + backup.PARTIAL_SUFFIX)
+    with _component(ctx, vg, pool) as device:
+        checked = ctx.runner.run(commands.thin_check(device), check=False)
+        if checked.returncode != 0:
+            return repair.MetadataCheck(False, checked.stderr or checked.stdout)
+        ctx.runner.run(commands.thin_dump(device, str(dump), metadata_snap=False), timeout=3600)
+    try:
+        with dump.open("rb") as stream:
+            return repair.MetadataCheck(True, summary=backup.summarize_dump(stream))
+    finally:
+        dump.unlink(missing_ok=True)
+
+
+def _chosen_backup(ctx: Context, lv: LogicalVolume, volumes: dict[str, int], from_backup: str | None) -> backup.Backup:
+    found = backups.backups(ctx, lv.vg_name, lv.name)
+    if from_backup:
+        found = [item for item in found if from_backup in (item.stem, *item.files)]
+        if not found:
+            raise repair.RepairRefused(f"--from-backup {from_backup}: no such backup of {lv.vg_name}/{lv.name}",
+                                       fix=f"thinpool backup {lv.vg_name}/{lv.name} --list names them")  # fmt: skip
+    return repair.choose_backup(found, volumes, lv.chunk_size // SECTOR)
+
+
+def _restore(ctx: Context, group: VolumeGroup, lv: LogicalVolume, chosen: backup.Backup, scratch: Path) -> str:
+    """The backup onto a new LV, checked, swapped in; returns the LV that keeps the original (POOL_metaN)."""
+    vg, pool, target = lv.vg_name, lv.name, lv.name + RESTORE_SUFFIX
+    if any(item.name == target for item in group.lvs):
+        ctx.runner.run(commands.lvchange_activate(vg, target, True))  # left before the swap: written again
+    else:
+        ctx.runner.run(commands.lvcreate_linear(vg, target, lv.metadata_size, tag=repair.RESTORE_TAG))
+    xml = scratch / (".restore.xml" + backup.PARTIAL_SUFFIX)
+    with gzip.open(backups.folder_for(ctx, vg, pool) / chosen.files[0], "rb") as packed, xml.open("wb") as plain:
+        shutil.copyfileobj(packed, plain, 1024 * 1024)
+    device = f"/dev/{vg}/{target}"
+    try:
+        transaction_id = lv.transaction_id if lv.transaction_id is not None else chosen.transaction_id
+        ctx.runner.run(commands.thin_restore(str(xml), device, transaction_id=transaction_id,
+                                             data_blocks=lv.size // lv.chunk_size), timeout=3600)  # fmt: skip
+    finally:
+        xml.unlink(missing_ok=True)
+    ctx.runner.run(commands.thin_check(device))
+    ctx.runner.run(commands.lvchange_activate(vg, target, False))
+    ctx.runner.run(commands.lvconvert_swap_metadata(vg, pool, target))
+    return _keep_original(ctx, group, lv)
+
+
+def _keep_original(ctx: Context, group: VolumeGroup, lv: LogicalVolume) -> str:
+    """After the swap, POOL_restore holds the damaged original: named like lvm's own, its tag dropped."""
+    kept = repair.next_meta_name(lv.name, (item.name for item in group.lvs))
+    ctx.runner.run(commands.lvrename(lv.vg_name, lv.name + RESTORE_SUFFIX, kept))
+    ctx.runner.run(commands.lvdeltag(lv.vg_name, kept, repair.RESTORE_TAG))
+    return kept
+
+
+def _start(ctx: Context, vg: str, pool: str, volumes: list[LogicalVolume]) -> list[str]:
+    """The pool and its thin volumes active again; returns the volumes that would not activate."""
+    ctx.runner.run(commands.lvchange_activate(vg, pool, True))
+    return [lv.name for lv in volumes if not ctx.runner.run(commands.lvchange_activate(vg, lv.name, True),
+                                                            check=False).ok]  # fmt: skip
+
+
+def _restore_backup(
+    ctx: Context,
+    done: RepairReport,
+    state: repair.Diagnosis,
+    from_backup: str | None,
+    ids: dict[str, int],
+    scratch: Path,
+) -> repair.Diagnosis:
+    """The backup swapped in. Without one, clean metadata that lost volumes is kept (the pool can still
+    run the rest), and damaged metadata is refused (the pool cannot activate on it)."""
+    group, lv = _group(ctx, done.vg, done.pool)
+    try:
+        chosen = _chosen_backup(ctx, lv, ids, from_backup)
+    except repair.RepairRefused as refused:
+        if state.state == repair.DAMAGED:
+            raise
+        done.warnings.append(f"{refused.problem}; fix: {refused.fix}")
+        return state
+    done.restored_from = chosen
+    done.kept.append(_restore(ctx, group, lv, chosen, scratch))
+    done.ran.append(f"restored backup {chosen.stem}, kept the original as {done.vg}/{done.kept[-1]}")
+    lv = _group(ctx, done.vg, done.pool)[1]
+    return repair.diagnose(_check(ctx, done.vg, done.pool, scratch), lv.transaction_id, ids)
+
+
+def run(ctx: Context, vg: str, pool: str, *, from_backup: str | None = None) -> RepairReport:
+    ctx.require_root("thinpool repair")
+    group, lv = _group(ctx, vg, pool)
+    volumes = _thin_volumes(group, pool)
+    ids = {item.name: item.thin_id for item in volumes if item.thin_id is not None}
+    _refuse_busy(ctx, volumes)
+    _stop(ctx, vg, pool, volumes)
+    scratch = backups.folder_for(ctx, vg, pool)
+    scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
+    done = RepairReport(vg, pool, repair.diagnose(_check(ctx, vg, pool, scratch), lv.transaction_id, ids))
+    state = done.before
+    leftover = any(item.name == pool + RESTORE_SUFFIX for item in group.lvs)
+    if state.state == repair.HEALTHY and leftover:  # a run killed after its swap: finish it
+        done.kept.append(_keep_original(ctx, group, lv))
+        done.ran.append(f"kept the original a killed repair swapped out as {vg}/{done.kept[-1]}")
+    if state.state == repair.DAMAGED:
+        repaired = ctx.runner.run(commands.lvconvert_repair(vg, pool), check=False, timeout=3600)
+        done.ran.append("lvconvert --repair" + ("" if repaired.ok else f" failed: {repaired.stderr.strip()}"))
+        group, lv = _group(ctx, vg, pool)
+        state = repair.diagnose(_check(ctx, vg, pool, scratch), lv.transaction_id, ids)
+        done.kept += [item.name for item in group.lvs if item.name.startswith(pool + "_meta")]
+    if state.state != repair.HEALTHY:
+        state = _restore_backup(ctx, done, state, from_backup, ids, scratch)
+    done.after = state
+    done.lost = _start(ctx, vg, pool, volumes)
+    if not any(item.is_spare for item in _group(ctx, vg, pool)[0].lvs):
+        done.warnings.append(
+            f"{vg} has no pool-metadata spare now (the repair used it, and the VG has no room for a new "
+            f"one): add a disk (thinpool grow) so that the next repair has one"
+        )
+    return done

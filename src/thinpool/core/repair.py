@@ -1,0 +1,94 @@
+"""A pool's metadata diagnosed, and the backup a repair may restore. Pure.
+
+Three states, measured in the VM (lvm2 2.03.16, thin-provisioning-tools 0.9, kernel 6.1):
+
+* **damaged**: thin_check fails on the inactive metadata (zeroed btree blocks, bad checksums);
+  lvm refuses to activate the pool ("Check of pool ... failed"). ``lvconvert --repair`` runs
+  thin_repair into the spare and keeps the original as ``POOL_metaN``; what thin_repair cannot
+  salvage is gone from the result, so the result is checked like the rest.
+* **lost**: thin_check passes but the metadata lacks thin volumes lvm knows, or is behind lvm's
+  transaction id. A zeroed superblock ends here: dm-thin formats an all-zero superblock as new,
+  empty metadata on activation, and the thin volumes then fail to activate ("No data
+  available"). Only a backup from before maps their blocks again.
+* **healthy**: clean, every thin volume lvm knows is there, and not behind lvm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from thinpool.core.backup import Backup, DumpSummary
+from thinpool.errors import ThinpoolError
+
+HEALTHY, DAMAGED, LOST = "healthy", "damaged", "lost"
+RESTORE_TAG = "thinpool.restore-target"  # the scratch LV a backup is restored into before the swap
+
+
+class RepairRefused(ThinpoolError):
+    """The repair would lose something it cannot account for, or cannot run here."""
+
+
+@dataclass(frozen=True)
+class MetadataCheck:
+    """thin_check on the inactive metadata, and (when clean) what its dump holds."""
+
+    clean: bool
+    errors: str = ""  # thin_check's report when it failed
+    summary: DumpSummary | None = None
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    state: str  # HEALTHY, DAMAGED or LOST
+    reason: str
+    missing: tuple[str, ...] = ()  # thin volumes lvm knows that the metadata has no device for
+
+
+def diagnose(check: MetadataCheck, lvm_transaction_id: int | None, thin_volumes: Mapping[str, int]) -> Diagnosis:
+    """``thin_volumes``: lvm's thin volumes of the pool, name -> thin device id."""
+    if not check.clean or check.summary is None:
+        first = next((line.strip() for line in check.errors.splitlines() if line.strip()), "no output")
+        return Diagnosis(DAMAGED, f"thin_check fails on the metadata: {first}")
+    summary = check.summary
+    missing = tuple(sorted(name for name, dev_id in thin_volumes.items() if dev_id not in summary.devices))
+    behind = lvm_transaction_id is not None and summary.transaction_id < lvm_transaction_id
+    if missing or behind:
+        why = f"the metadata (transaction id {summary.transaction_id}, lvm expects {lvm_transaction_id})"
+        lacks = f" has no device for {', '.join(missing)}" if missing else " is behind lvm"
+        return Diagnosis(LOST, why + lacks + ": it was lost or formatted anew", missing)
+    return Diagnosis(HEALTHY, f"thin_check is clean and all {len(thin_volumes)} thin volume(s) are there")
+
+
+def lost_with(candidate: Backup, thin_volumes: Mapping[str, int]) -> tuple[str, ...]:
+    """The thin volumes lvm knows that ``candidate`` has no map for (made after it)."""
+    return tuple(sorted(name for name, dev_id in thin_volumes.items() if dev_id not in candidate.devices))
+
+
+def choose_backup(backups: Iterable[Backup], thin_volumes: Mapping[str, int], chunk_sectors: int) -> Backup:
+    """The newest backup that maps every thin volume lvm knows, with the pool's chunk; refused with the
+    numbers when there is none."""
+    ordered = sorted(backups, key=lambda item: (item.created, item.transaction_id), reverse=True)
+    for candidate in ordered:
+        if candidate.data_block_size == chunk_sectors and not lost_with(candidate, thin_volumes):
+            return candidate
+    if not ordered:
+        raise RepairRefused(
+            "the pool's metadata lost its thin volumes and there is no backup to restore them from",
+            fix="nothing can map their data again; remove the thin volumes that fail to activate (lvremove) and "
+            "start backing up: thinpool maintain (the timer) or thinpool backup",
+        )
+    newest = ordered[0]
+    raise RepairRefused(
+        f"the newest backup ({newest.stem}, transaction id {newest.transaction_id}) has no map for "
+        f"{', '.join(lost_with(newest, thin_volumes)) or 'this chunk size'}, made or changed after it; "
+        "restoring it would lose them",
+        fix="pick a backup with --from-backup (thinpool backup --list), or remove those thin volumes "
+        "(lvremove) if their data can go, then run thinpool repair again",
+    )
+
+
+def next_meta_name(pool: str, taken: Iterable[str]) -> str:
+    """Where a swapped-out original is kept: POOL_metaN, as lvconvert --repair names it."""
+    names = set(taken)
+    return next(f"{pool}_meta{n}" for n in range(len(names) + 1) if f"{pool}_meta{n}" not in names)

@@ -1,0 +1,82 @@
+"""thinpool repair on real damage, made the way it happens to a pool's metadata: swapped out with
+``lvconvert --thinpool VG/POOL --poolmetadata VG/OTHER``, written over, swapped back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from thinpool.rehearse.vm import VM
+
+from .helpers import lvs, thinpool_json
+
+pytestmark = pytest.mark.vm
+
+SWAP = ["lvconvert", "-q", "-y", "--thinpool", "docker/thinpool", "--poolmetadata", "docker/other"]
+CHECKSUMS = "cd /mnt/vol && sha256sum file1 file2 file3"
+
+
+def _damage(vm: VM, dd_args: str) -> None:
+    """Zero part of the inactive pool's metadata: swap it out, write, swap it back."""
+    vm.run(["vgchange", "-q", "-an", "docker"])
+    size = vm.run(["lvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "lv_metadata_size", "docker/thinpool"])
+    vm.run(["lvcreate", "-q", "-y", "-an", "-Zn", "-L", f"{size.stdout.strip()}b", "-n", "other", "docker"])
+    vm.run(SWAP)
+    vm.run(["lvchange", "-q", "-ay", "docker/other"])
+    vm.run(["bash", "-c", f"dd if=/dev/zero of=/dev/docker/other {dd_args} oflag=direct status=none"])
+    vm.run(["lvchange", "-q", "-an", "docker/other"])
+    vm.run(SWAP)
+    vm.run(["lvremove", "-q", "-y", "docker/other"])  # now holds the scratch LV's old bytes only
+
+
+def _repair(vm: VM) -> tuple[int, dict[str, Any]]:
+    code, result, err = thinpool_json(vm, "repair", "--yes", "--json")
+    assert isinstance(result, dict) and "state" in result.get("before", {}), err or result
+    return code, result
+
+
+def test_a_zeroed_superblock_is_restored_from_the_backup_with_every_file(vm: VM) -> None:
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+    vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", "vol"])
+    vm.run(["mkfs.ext4", "-q", "/dev/docker/vol"])
+    vm.run(["mount", "--mkdir", "/dev/docker/vol", "/mnt/vol"])
+    vm.run(["bash", "-c", "for n in 1 2 3; do head -c 16M /dev/urandom > /mnt/vol/file$n; done; sync"])
+    before = vm.run(["bash", "-c", CHECKSUMS]).stdout
+    refused = vm.thinpool("repair", "--yes", check=False)  # mounted: refused, named, nothing stopped
+    assert refused.returncode == 1 and "docker/vol (mounted on /mnt/vol)" in refused.stderr
+    assert thinpool_json(vm, "backup")[0] == 0
+    vm.run(["umount", "/mnt/vol"])
+    _damage(vm, "bs=4k count=1")  # block 0: the superblock
+    code, result = _repair(vm)
+    assert code == 0 and result["ok"], result
+    assert result["before"]["state"] == "damaged" and result["after"]["state"] == "healthy"
+    assert result["restored_from"] and result["lost"] == []
+    kept = result["kept"][-1]
+    assert kept.startswith("thinpool_meta") and kept in lvs(vm, "docker")  # the damaged original stays
+    vm.run(["mount", "/dev/docker/vol", "/mnt/vol"])
+    assert vm.run(["bash", "-c", CHECKSUMS]).stdout == before  # every file back, byte for byte
+    vm.run(["umount", "/mnt/vol"])
+    assert _repair(vm)[1]["before"]["state"] == "healthy"  # a second run finds nothing to do
+
+
+def test_zeroed_btree_blocks_without_a_backup_leave_a_pool_that_activates(vm: VM) -> None:
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+    for n in (1, 2):
+        vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", f"vol{n}"])
+        vm.run(["dd", "if=/dev/urandom", f"of=/dev/docker/vol{n}", "bs=1M", "count=16", "oflag=direct", "status=none"])
+    _damage(vm, "bs=4k seek=1 count=300")  # the device and mapping trees
+    activation = vm.run(["lvchange", "-ay", "docker/thinpool"], check=False)
+    assert activation.returncode != 0 and "Manual repair required" in activation.stderr  # lvm's own check
+    code, result = _repair(vm)
+    assert code == 1 and result["before"]["state"] == "damaged"
+    assert result["ran"][0] == "lvconvert --repair" and "thinpool_meta0" in result["kept"]
+    assert result["after"]["state"] == "lost" and result["lost"] == ["vol1", "vol2"]
+    assert any("no backup" in warning for warning in result["warnings"])
+    pools = lvs(vm, "docker")
+    assert pools["thinpool"].active and "thinpool_meta0" in pools  # it activates; the original is kept
+    vm.run(["lvchange", "-an", "docker/thinpool"])
+    vm.run(["lvchange", "-y", "-ay", "docker/thinpool_tmeta"], input="")
+    checked = vm.run(["thin_check", "/dev/mapper/docker-thinpool_tmeta"], check=False)
+    vm.run(["lvchange", "-an", "docker/thinpool_tmeta"])
+    assert checked.returncode == 0, checked.stderr  # the repaired metadata passes thin_check
