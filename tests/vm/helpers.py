@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from thinpool.core.lvm import commands, report
@@ -39,3 +40,39 @@ def start_daemon(vm: VM, argv: tuple[str, ...], ready: list[str], log: str) -> N
     waited = vm.run(["bash", "-c", f"for i in $(seq 120); do {' '.join(ready)} >/dev/null 2>&1 && exit 0; "
                                    "sleep 0.5; done; exit 1"], check=False, timeout=120)  # fmt: skip
     assert waited.returncode == 0, vm.run(["tail", "-20", log]).stdout
+
+
+def pool_with_files(vm: VM, megabytes: int) -> str:
+    """A fresh docker/thinpool with an ext4 thin volume docker/vol mounted on /mnt/vol holding three
+    random files of ``megabytes`` each; returns their sha256sum lines."""
+    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
+    assert code == 0, err or result
+    vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", "vol"])
+    vm.run(["mkfs.ext4", "-q", "/dev/docker/vol"])
+    vm.run(["mount", "--mkdir", "/dev/docker/vol", "/mnt/vol"])
+    vm.run(["bash", "-c", f"for n in 1 2 3; do head -c {megabytes}M /dev/urandom > /mnt/vol/file$n; done; sync"])
+    return vm.run(["bash", "-c", "cd /mnt/vol && sha256sum file1 file2 file3"]).stdout
+
+
+# thinpool run in its own process group with one program wrapped so that it marks its start
+# (polling pgrep missed short commands on a loaded machine), then the whole group killed.
+KILL_AT_COMMAND = r"""
+command=$1 delay=$2; shift 2
+wrappers=/tmp/step-wrappers
+rm -rf "$wrappers"; mkdir -p "$wrappers"
+printf '#!/bin/sh\ntouch %s/started\nexec %s "$@"\n' "$wrappers" "$(command -v "$command")" > "$wrappers/$command"
+chmod +x "$wrappers/$command"
+PATH="$wrappers:$PATH" setsid "$0" -m thinpool "$@" > /tmp/interrupted.log 2>&1 &
+leader=$!
+while kill -0 "$leader" 2>/dev/null && [ ! -e "$wrappers/started" ]; do sleep 0.01; done
+sleep "$delay"
+kill -9 -- "-$leader"
+wait "$leader"
+echo "exit $?"
+"""
+
+
+def kill_at_command(vm: VM, command: str, delay: float, *args: str) -> None:
+    """``thinpool ARGS`` SIGKILLed (with what it runs) ``delay`` seconds after it starts ``command``."""
+    killed = vm.run(["bash", "-c", KILL_AT_COMMAND, sys.executable, command, str(delay), *args], timeout=300)
+    assert killed.stdout.strip() == "exit 137", vm.run(["cat", "/tmp/interrupted.log"]).stdout  # died by SIGKILL

@@ -10,7 +10,7 @@ import pytest
 
 from thinpool.rehearse.vm import VM
 
-from .helpers import thinpool_json
+from .helpers import pool_with_files, thinpool_json
 
 pytestmark = pytest.mark.vm
 
@@ -48,11 +48,7 @@ def _restores(vm: VM, made: dict[str, Any]) -> str:
 
 
 def test_a_live_pool_is_backed_up_from_a_held_snapshot_and_the_backup_restores(vm: VM) -> None:
-    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
-    vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", "vol"])
-    vm.run(["mkfs.ext4", "-q", "/dev/docker/vol"])
-    vm.run(["mount", "--mkdir", "/dev/docker/vol", "/mnt/vol"])
-    vm.run(["bash", "-c", "for n in 1 2 3; do head -c 20M /dev/urandom > /mnt/vol/file$n; done; sync"])
+    pool_with_files(vm, 20)
     # A backup killed between reserve and release leaves the kernel holding a snapshot: the next one copes.
     vm.run(["dmsetup", "message", TPOOL, "0", "reserve_metadata_snap"])
     made = _backup(vm)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,25 +13,10 @@ from thinpool.core.units import GiB
 from thinpool.rehearse.vm import VM
 from thinpool.system import observe
 
-from .helpers import lvs, thinpool_json, vg_row
+from .helpers import kill_at_command, lvs, thinpool_json, vg_row
 
 pytestmark = pytest.mark.vm
 
-# Start apply in its own process group with the step's command wrapped so that it marks its
-# start (polling pgrep missed short commands on a loaded machine), then kill the whole group.
-KILL_AT_STEP = r"""
-command=$1 delay=$2 wrappers=/tmp/step-wrappers
-rm -rf "$wrappers"; mkdir -p "$wrappers"
-printf '#!/bin/sh\ntouch %s/started\nexec %s "$@"\n' "$wrappers" "$(command -v "$command")" > "$wrappers/$command"
-chmod +x "$wrappers/$command"
-PATH="$wrappers:$PATH" setsid "$0" -m thinpool apply --yes /dev/vda > /tmp/interrupted-apply.log 2>&1 &
-leader=$!
-while kill -0 "$leader" 2>/dev/null && [ ! -e "$wrappers/started" ]; do sleep 0.01; done
-sleep "$delay"
-kill -9 -- "-$leader"
-wait "$leader"
-echo "exit $?"
-"""
 # The first 8 KiB of a 4 GiB disk whose vgcreate was killed after marking the PV used
 # (see the fixtures' README): written onto a blank /dev/vda it recreates that state exactly.
 MARKED_USED_HEAD = Path(__file__).parents[1] / "fixtures/lvm-2.03.16/pv-marked-used-without-vg.head8k.gz"
@@ -55,8 +39,7 @@ EXPECTED_LVS = {"thinpool", "thinpool_tdata", "thinpool_tmeta", "lvol0_pmspare"}
     ],
 )
 def test_killed_apply_converges_on_rerun_without_orphans(vm: VM, command: str, delay: float) -> None:
-    killed = vm.run(["bash", "-c", KILL_AT_STEP, sys.executable, command, str(delay)], timeout=120)
-    assert killed.stdout.strip() == "exit 137"  # it really died by SIGKILL
+    kill_at_command(vm, command, delay, "apply", "--yes", "/dev/vda")
     left = vm.run(["lvs", "-a", "--noheadings", "-o", "lv_name,lv_attr,segtype,lv_tags", "docker"], check=False)
     print(f"left after a kill at {command}+{delay}s:\n{left.stdout}")
     code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")

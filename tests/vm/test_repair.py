@@ -9,7 +9,7 @@ import pytest
 
 from thinpool.rehearse.vm import VM
 
-from .helpers import lvs, thinpool_json
+from .helpers import kill_at_command, lvs, pool_with_files, thinpool_json
 
 pytestmark = pytest.mark.vm
 
@@ -37,12 +37,7 @@ def _repair(vm: VM) -> tuple[int, dict[str, Any]]:
 
 
 def test_a_zeroed_superblock_is_restored_from_the_backup_with_every_file(vm: VM) -> None:
-    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
-    vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", "vol"])
-    vm.run(["mkfs.ext4", "-q", "/dev/docker/vol"])
-    vm.run(["mount", "--mkdir", "/dev/docker/vol", "/mnt/vol"])
-    vm.run(["bash", "-c", "for n in 1 2 3; do head -c 16M /dev/urandom > /mnt/vol/file$n; done; sync"])
-    before = vm.run(["bash", "-c", CHECKSUMS]).stdout
+    before = pool_with_files(vm, 16)
     refused = vm.thinpool("repair", "--yes", check=False)  # mounted: refused, named, nothing stopped
     assert refused.returncode == 1 and "docker/vol (mounted on /mnt/vol)" in refused.stderr
     assert thinpool_json(vm, "backup")[0] == 0
@@ -80,3 +75,41 @@ def test_zeroed_btree_blocks_without_a_backup_leave_a_pool_that_activates(vm: VM
     checked = vm.run(["thin_check", "/dev/mapper/docker-thinpool_tmeta"], check=False)
     vm.run(["lvchange", "-an", "docker/thinpool_tmeta"])
     assert checked.returncode == 0, checked.stderr  # the repaired metadata passes thin_check
+
+
+def test_a_pool_changed_behind_lvms_back_gets_lvms_transaction_id_set_to_the_kernels(vm: VM) -> None:
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+    vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", "vol1"])
+    # What Docker's devicemapper does: a thin device made with dm messages, the kernel's id moved on.
+    tpool = "docker-thinpool-tpool"
+    vm.run(["dmsetup", "message", tpool, "0", "create_thin 7"])
+    vm.run(["dmsetup", "message", tpool, "0", "set_transaction_id 1 2"])
+    refused = vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", "vol2"], check=False)
+    assert refused.returncode != 0 and "transaction_id is 2, while expected 1" in refused.stderr
+    code, result = _repair(vm)
+    assert code == 0 and result["before"]["state"] == "ahead" and result["after"]["state"] == "healthy", result
+    assert result["ran"][0].startswith("set lvm's transaction id 1 -> 2") and result["kept"] == []
+    assert "ids 7" in result["warnings"][0]  # the engine's device is named, and kept
+    vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", "vol2"])  # lvm works on the pool again
+    assert lvs(vm, "docker")["vol2"].thin_id == 2 and lvs(vm, "docker")["thinpool"].transaction_id == 3
+    devices = vm.run(["bash", "-c", f"dmsetup message {tpool} 0 reserve_metadata_snap && "
+                      f"thin_dump -m /dev/mapper/docker-thinpool_tmeta | grep -o 'dev_id=\"[0-9]*\"'; "
+                      f"dmsetup message {tpool} 0 release_metadata_snap"]).stdout  # fmt: skip
+    assert devices.split() == ['dev_id="1"', 'dev_id="2"', 'dev_id="7"']  # Docker's device is still there
+
+
+@pytest.mark.parametrize("command", ["thin_restore", "lvrename"])
+def test_a_repair_killed_halfway_is_finished_by_the_next_run(vm: VM, command: str) -> None:
+    """Killed while restoring the backup (before the swap), or while keeping the original (after it)."""
+    before = pool_with_files(vm, 8)
+    assert thinpool_json(vm, "backup")[0] == 0
+    vm.run(["umount", "/mnt/vol"])
+    _damage(vm, "bs=4k count=1")
+    kill_at_command(vm, command, 0.0, "repair", "--yes")
+    code, result = _repair(vm)
+    assert code == 0 and result["ok"] and result["after"]["state"] == "healthy", result
+    names = set(lvs(vm, "docker"))
+    assert "thinpool_restore" not in names and {"thinpool_meta0"} <= names, names  # the original kept, named
+    vm.run(["mount", "/dev/docker/vol", "/mnt/vol"])
+    assert vm.run(["bash", "-c", CHECKSUMS]).stdout == before
+    vm.run(["umount", "/mnt/vol"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -45,13 +46,17 @@ def run_fix(vm: VM, fix: str, **replace: str) -> None:
     vm.run(["bash", "-c", fix], timeout=300)
 
 
-def apply(vm: VM, *args: str) -> None:
+def apply(vm: VM, *args: str, backed_up: bool = True) -> None:
+    """thinpool apply; ``backed_up``: then a metadata backup, so that only the finding a test provokes shows."""
     code, result, err = thinpool_json(vm, "apply", "--yes", *args)
     assert code == 0, err or result
+    if backed_up:
+        named = dict(itertools.pairwise(args))
+        vm.thinpool("backup", f"{named.get('--vg', 'docker')}/{named.get('--pool', 'thinpool')}")
 
 
 def test_status_matches_lvs_and_a_sound_pool_is_healthy(vm: VM) -> None:
-    apply(vm, "/dev/vda")
+    apply(vm, "/dev/vda", backed_up=False)
     vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", "vol1"])
     vm.run(["dd", "if=/dev/urandom", "of=/dev/docker/vol1", "bs=1M", "count=100", "oflag=direct", "status=none"])
     status = json.loads(vm.thinpool("status", "docker/thinpool", "--json").stdout)
@@ -73,7 +78,6 @@ def test_status_matches_lvs_and_a_sound_pool_is_healthy(vm: VM) -> None:
 
 def test_autoextend_findings_are_fixed_by_their_commands(vm: VM) -> None:
     apply(vm, "/dev/vda")
-    vm.thinpool("backup")  # the backup finding has its own test
     vm.run(["lvchange", "-q", "--monitor", "n", "docker/thinpool"])
     code, report = doctor(vm)
     assert code == 4 and finding(report, "not-monitored")["severity"] == "critical"

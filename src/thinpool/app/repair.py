@@ -195,6 +195,41 @@ def _restore_backup(
     return repair.diagnose(_check(ctx, done.vg, done.pool, scratch), lv.transaction_id, ids)
 
 
+def _reconcile(
+    ctx: Context, done: RepairReport, state: repair.Diagnosis, ids: dict[str, int], scratch: Path
+) -> repair.Diagnosis:
+    """lvm's expected transaction id set to the kernel's: vgcfgbackup, that one number, vgcfgrestore.
+    lvm's metadata as it was is kept beside the backups."""
+    lv = _group(ctx, done.vg, done.pool)[1]
+    old, new = lv.transaction_id, state.kernel_transaction_id
+    if old is None or new is None:  # AHEAD is only diagnosed with both
+        raise repair.RepairRefused(f"lvm reports no transaction id for {done.vg}/{done.pool}",
+                                   fix="check 'lvs -o+transaction_id'")  # fmt: skip
+    before = scratch / f"lvm-before-repair-{int(ctx.clock())}.vgcfg"
+    ctx.runner.run(commands.vgcfgbackup(done.vg, str(before)))
+    edited = scratch / (".reconciled.vgcfg" + backup.PARTIAL_SUFFIX)
+    edited.write_text(repair.set_transaction_id(before.read_text(), done.pool, old, new))
+    try:
+        ctx.runner.run(commands.vgcfgrestore(done.vg, str(edited)))
+    finally:
+        edited.unlink(missing_ok=True)
+    done.ran.append(f"set lvm's transaction id {old} -> {new}, the kernel's (lvm's metadata before: {before})")
+    lv = _group(ctx, done.vg, done.pool)[1]
+    return repair.diagnose(_check(ctx, done.vg, done.pool, scratch), lv.transaction_id, ids)
+
+
+def _unknown_devices(state: repair.Diagnosis, ids: dict[str, int]) -> list[str]:
+    """Thin devices lvm has no volume for (an engine's): lvm numbers its next thin volume past its own."""
+    if not state.unknown_devices:
+        return []
+    following = max(ids.values(), default=0) + 1
+    clash = f"; lvm's next thin volume would take device id {following}, which one of them holds" if (
+        following in state.unknown_devices) else ""  # fmt: skip
+    listed = ", ".join(map(str, state.unknown_devices))
+    return [f"the pool holds {len(state.unknown_devices)} thin device(s) lvm has no volume for (ids {listed}): "
+            f"Docker's devicemapper or containerd's devmapper makes them; they are kept{clash}"]  # fmt: skip
+
+
 def run(ctx: Context, vg: str, pool: str, *, from_backup: str | None = None) -> RepairReport:
     ctx.require_root("thinpool repair")
     group, lv = _group(ctx, vg, pool)
@@ -218,7 +253,10 @@ def run(ctx: Context, vg: str, pool: str, *, from_backup: str | None = None) -> 
         done.kept += [item.name for item in group.lvs if item.name.startswith(pool + "_meta")]
     if state.state != repair.HEALTHY:
         state = _restore_backup(ctx, done, state, from_backup, ids, scratch)
+    if state.state == repair.AHEAD:
+        state = _reconcile(ctx, done, state, ids, scratch)
     done.after = state
+    done.warnings += _unknown_devices(state, ids)
     done.lost = _start(ctx, vg, pool, volumes)
     if not any(item.is_spare for item in _group(ctx, vg, pool)[0].lvs):
         done.warnings.append(

@@ -10,7 +10,13 @@ Three states, measured in the VM (lvm2 2.03.16, thin-provisioning-tools 0.9, ker
   transaction id. A zeroed superblock ends here: dm-thin formats an all-zero superblock as new,
   empty metadata on activation, and the thin volumes then fail to activate ("No data
   available"). Only a backup from before maps their blocks again.
-* **healthy**: clean, every thin volume lvm knows is there, and not behind lvm.
+* **ahead**: clean and every thin volume lvm knows is there, but the kernel's transaction id is
+  past lvm's: something changed the pool with dm messages behind lvm's back, as Docker's
+  devicemapper driver and containerd's devmapper snapshotter do. lvm then refuses every thin
+  operation on the pool ("transaction_id is N, while expected M"). Setting lvm's expected id to
+  the kernel's (vgcfgbackup, one number changed, vgcfgrestore) changes no data and loses
+  nothing: it is done only in that case.
+* **healthy**: clean, every thin volume lvm knows is there, and the ids agree.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 from thinpool.core.backup import Backup, DumpSummary
 from thinpool.errors import ThinpoolError
 
-HEALTHY, DAMAGED, LOST = "healthy", "damaged", "lost"
+HEALTHY, DAMAGED, LOST, AHEAD = "healthy", "damaged", "lost", "ahead"
 RESTORE_TAG = "thinpool.restore-target"  # the scratch LV a backup is restored into before the swap
 
 
@@ -40,9 +46,11 @@ class MetadataCheck:
 
 @dataclass(frozen=True)
 class Diagnosis:
-    state: str  # HEALTHY, DAMAGED or LOST
+    state: str  # HEALTHY, DAMAGED, LOST or AHEAD
     reason: str
     missing: tuple[str, ...] = ()  # thin volumes lvm knows that the metadata has no device for
+    kernel_transaction_id: int | None = None  # the metadata's (None when it cannot be read)
+    unknown_devices: tuple[int, ...] = ()  # thin devices in the metadata that lvm has no volume for
 
 
 def diagnose(check: MetadataCheck, lvm_transaction_id: int | None, thin_volumes: Mapping[str, int]) -> Diagnosis:
@@ -53,11 +61,20 @@ def diagnose(check: MetadataCheck, lvm_transaction_id: int | None, thin_volumes:
     summary = check.summary
     missing = tuple(sorted(name for name, dev_id in thin_volumes.items() if dev_id not in summary.devices))
     behind = lvm_transaction_id is not None and summary.transaction_id < lvm_transaction_id
+    unknown = tuple(sorted(set(summary.devices) - set(thin_volumes.values())))
+    kernel = summary.transaction_id
     if missing or behind:
-        why = f"the metadata (transaction id {summary.transaction_id}, lvm expects {lvm_transaction_id})"
+        why = f"the metadata (transaction id {kernel}, lvm expects {lvm_transaction_id})"
         lacks = f" has no device for {', '.join(missing)}" if missing else " is behind lvm"
-        return Diagnosis(LOST, why + lacks + ": it was lost or formatted anew", missing)
-    return Diagnosis(HEALTHY, f"thin_check is clean and all {len(thin_volumes)} thin volume(s) are there")
+        return Diagnosis(LOST, why + lacks + ": it was lost or formatted anew", missing, kernel, unknown)
+    if lvm_transaction_id is not None and kernel > lvm_transaction_id:
+        why = (
+            f"the kernel's transaction id is {kernel}, lvm expects {lvm_transaction_id}: the pool was changed "
+            f"behind lvm's back ({len(unknown)} thin device(s) lvm does not know), and lvm refuses thin operations"
+        )
+        return Diagnosis(AHEAD, why, (), kernel, unknown)
+    return Diagnosis(HEALTHY, f"thin_check is clean and all {len(thin_volumes)} thin volume(s) are there", (),
+                     kernel, unknown)  # fmt: skip
 
 
 def lost_with(candidate: Backup, thin_volumes: Mapping[str, int]) -> tuple[str, ...]:
@@ -92,3 +109,26 @@ def next_meta_name(pool: str, taken: Iterable[str]) -> str:
     """Where a swapped-out original is kept: POOL_metaN, as lvconvert --repair names it."""
     names = set(taken)
     return next(f"{pool}_meta{n}" for n in range(len(names) + 1) if f"{pool}_meta{n}" not in names)
+
+
+def set_transaction_id(vg_text: str, pool: str, old: int, new: int) -> str:
+    """lvm's VG metadata text (vgcfgbackup) with ``pool``'s transaction_id changed from ``old`` to
+    ``new``, every other byte kept; refused unless exactly one such line is found in the pool."""
+    lines = vg_text.splitlines(keepends=True)
+    stack: list[str] = []
+    hits = []
+    for index, line in enumerate(lines):
+        text = line.strip()
+        if text.endswith("{") and not text.startswith("#"):
+            stack.append(text[:-1].strip())
+        elif text == "}" and stack:
+            stack.pop()
+        elif text == f"transaction_id = {old}" and stack[1:3] == ["logical_volumes", pool]:
+            hits.append(index)
+    if len(hits) != 1:
+        raise RepairRefused(
+            f"lvm's metadata for {pool} has {len(hits)} transaction_id = {old} lines, not one",
+            fix="compare 'vgcfgbackup -f FILE VG' with lvm's report and set the id by hand (man vgcfgrestore)",
+        )
+    lines[hits[0]] = lines[hits[0]].replace(f"= {old}", f"= {new}", 1)
+    return "".join(lines)

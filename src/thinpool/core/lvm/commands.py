@@ -220,6 +220,11 @@ def lvdeltag(vg: str, lv: str, tag: str) -> Argv:
     return ("lvchange", "--deltag", tag, f"{vg}/{lv}")
 
 
+def vgcfgrestore(vg: str, source: str) -> Argv:
+    """lvm's VG metadata from ``source``; ``--force``: the VG holds thin pools (lvm refuses without it)."""
+    return ("vgcfgrestore", "--force", "-f", source, vg)
+
+
 def thin_dump_version() -> Argv:
     return ("thin_dump", "-V")
 
