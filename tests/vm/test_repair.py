@@ -85,7 +85,7 @@ def test_a_pool_changed_behind_lvms_back_gets_lvms_transaction_id_set_to_the_ker
     vm.run(["dmsetup", "message", tpool, "0", "create_thin 7"])
     vm.run(["dmsetup", "message", tpool, "0", "set_transaction_id 1 2"])
     refused = vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", "vol2"], check=False)
-    assert refused.returncode != 0 and "transaction_id is 2, while expected 1" in refused.stderr
+    assert refused.returncode != 0 and "unexpected transaction id 2, expecting 1" in refused.stderr
     code, result = _repair(vm)
     assert code == 0 and result["before"]["state"] == "ahead" and result["after"]["state"] == "healthy", result
     assert result["ran"][0].startswith("set lvm's transaction id 1 -> 2") and result["kept"] == []

@@ -230,7 +230,24 @@ def _unknown_devices(state: repair.Diagnosis, ids: dict[str, int]) -> list[str]:
             f"Docker's devicemapper or containerd's devmapper makes them; they are kept{clash}"]  # fmt: skip
 
 
+def _lvm_repair(ctx: Context, done: RepairReport, ids: dict[str, int], scratch: Path) -> repair.Diagnosis:
+    """lvconvert --repair, then the result checked like the original (lvm keeps that as POOL_metaN)."""
+    repaired = ctx.runner.run(commands.lvconvert_repair(done.vg, done.pool), check=False, timeout=3600)
+    done.ran.append("lvconvert --repair" + ("" if repaired.ok else f" failed: {repaired.stderr.strip()}"))
+    group, lv = _group(ctx, done.vg, done.pool)
+    done.kept += [item.name for item in group.lvs if item.name.startswith(done.pool + "_meta")]
+    return repair.diagnose(_check(ctx, done.vg, done.pool, scratch), lv.transaction_id, ids)
+
+
+def _spare_warning(ctx: Context, vg: str, pool: str) -> list[str]:
+    if any(item.is_spare for item in _group(ctx, vg, pool)[0].lvs):
+        return []
+    return [f"{vg} has no pool-metadata spare now (the repair used it, and the VG has no room for a new one): "
+            "add a disk (thinpool grow) so that the next repair has one"]  # fmt: skip
+
+
 def run(ctx: Context, vg: str, pool: str, *, from_backup: str | None = None) -> RepairReport:
+    """Refuse, stop, diagnose; then lvm's repair, a backup, or lvm's transaction id, as the state asks."""
     ctx.require_root("thinpool repair")
     group, lv = _group(ctx, vg, pool)
     volumes = _thin_volumes(group, pool)
@@ -241,26 +258,17 @@ def run(ctx: Context, vg: str, pool: str, *, from_backup: str | None = None) -> 
     scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
     done = RepairReport(vg, pool, repair.diagnose(_check(ctx, vg, pool, scratch), lv.transaction_id, ids))
     state = done.before
-    leftover = any(item.name == pool + RESTORE_SUFFIX for item in group.lvs)
-    if state.state == repair.HEALTHY and leftover:  # a run killed after its swap: finish it
-        done.kept.append(_keep_original(ctx, group, lv))
+    if state.state == repair.HEALTHY and any(item.name == pool + RESTORE_SUFFIX for item in group.lvs):
+        done.kept.append(_keep_original(ctx, group, lv))  # a run killed after its swap: finish it
         done.ran.append(f"kept the original a killed repair swapped out as {vg}/{done.kept[-1]}")
     if state.state == repair.DAMAGED:
-        repaired = ctx.runner.run(commands.lvconvert_repair(vg, pool), check=False, timeout=3600)
-        done.ran.append("lvconvert --repair" + ("" if repaired.ok else f" failed: {repaired.stderr.strip()}"))
-        group, lv = _group(ctx, vg, pool)
-        state = repair.diagnose(_check(ctx, vg, pool, scratch), lv.transaction_id, ids)
-        done.kept += [item.name for item in group.lvs if item.name.startswith(pool + "_meta")]
-    if state.state != repair.HEALTHY:
+        state = _lvm_repair(ctx, done, ids, scratch)
+    if state.state in (repair.DAMAGED, repair.LOST):
         state = _restore_backup(ctx, done, state, from_backup, ids, scratch)
     if state.state == repair.AHEAD:
         state = _reconcile(ctx, done, state, ids, scratch)
     done.after = state
     done.warnings += _unknown_devices(state, ids)
     done.lost = _start(ctx, vg, pool, volumes)
-    if not any(item.is_spare for item in _group(ctx, vg, pool)[0].lvs):
-        done.warnings.append(
-            f"{vg} has no pool-metadata spare now (the repair used it, and the VG has no room for a new "
-            f"one): add a disk (thinpool grow) so that the next repair has one"
-        )
+    done.warnings += _spare_warning(ctx, vg, pool)
     return done

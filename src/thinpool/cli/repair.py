@@ -23,7 +23,12 @@ Checks a thin pool's metadata offline and repairs it, in this order:
      the kernel), or still does after lvm's repair: restores the newest backup
      (thinpool backup) that maps every thin volume lvm knows, into a new LV,
      checks it, swaps it in, and keeps the original as POOL_metaN;
-  5. starts the pool and its thin volumes, and says which did not come back.
+  5. metadata the kernel moved past lvm's transaction id (Docker's
+     devicemapper and containerd's devmapper make thin devices behind lvm's
+     back; lvm then refuses thin operations): sets lvm's expected id to the
+     kernel's (vgcfgbackup, that number, vgcfgrestore), when every thin
+     volume lvm knows is in the metadata;
+  6. starts the pool and its thin volumes, and says which did not come back.
 
 Nothing is deleted: remove POOL_metaN yourself (lvremove) once the thin
 volumes read back. Data written after the backup that was restored is not

@@ -13,7 +13,7 @@ Three states, measured in the VM (lvm2 2.03.16, thin-provisioning-tools 0.9, ker
 * **ahead**: clean and every thin volume lvm knows is there, but the kernel's transaction id is
   past lvm's: something changed the pool with dm messages behind lvm's back, as Docker's
   devicemapper driver and containerd's devmapper snapshotter do. lvm then refuses every thin
-  operation on the pool ("transaction_id is N, while expected M"). Setting lvm's expected id to
+  operation on the pool ("unexpected transaction id N, expecting M"). Setting lvm's expected id to
   the kernel's (vgcfgbackup, one number changed, vgcfgrestore) changes no data and loses
   nothing: it is done only in that case.
 * **healthy**: clean, every thin volume lvm knows is there, and the ids agree.
