@@ -286,10 +286,13 @@ def test_repair_refuses_while_a_thin_volume_is_mounted_and_stops_nothing(
     runner.expect(commands.dmsetup_info(), stdout="docker-vol;LVM-x;1;L--w\ndocker-thinpool-tpool;LVM-y;1;L--w\n")
     mounted = {"maj:min": "253:4", "target": "/mnt/vol", "fstype": "ext4", "size": 1, "used": 1}
     runner.expect(host.findmnt_usage(), stdout=json.dumps({"filesystems": [mounted]}))
+    runner.expect(host.fuser_mount("/dev/docker/vol"), stdout="  4242c 77")
+    (tmp_path / "proc/4242").mkdir(parents=True)
+    (tmp_path / "proc/4242/comm").write_text("dockerd\n")
     assert main(["repair", "--yes"], context=_context(runner, tmp_path)) == 1
     assert runner.exhausted  # nothing was stopped
     err = capsys.readouterr().err
-    assert "docker/vol (mounted on /mnt/vol)" in err and "fuser -vm" in err
+    assert "docker/vol (mounted on /mnt/vol; used by 4242 (dockerd), 77 (?))" in err and "fuser -vm" in err
 
 
 def test_repair_without_yes_says_what_it_would_do_and_runs_nothing(

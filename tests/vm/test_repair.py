@@ -38,8 +38,13 @@ def _repair(vm: VM) -> tuple[int, dict[str, Any]]:
 
 def test_a_zeroed_superblock_is_restored_from_the_backup_with_every_file(vm: VM) -> None:
     before = pool_with_files(vm, 16)
-    refused = vm.thinpool("repair", "--yes", check=False)  # mounted: refused, named, nothing stopped
-    assert refused.returncode == 1 and "docker/vol (mounted on /mnt/vol)" in refused.stderr
+    holder = vm.start_background(["bash", "-c", "cd /mnt/vol && exec sleep 600"])
+    in_mount = f'for i in $(seq 100); do [ "$(readlink /proc/{holder}/cwd)" = /mnt/vol ] && exit 0; sleep 0.1; done'
+    vm.run(["bash", "-c", in_mount + "; exit 1"])
+    refused = vm.thinpool("repair", "--yes", check=False)  # in use: refused, named with its user, nothing stopped
+    vm.run(["bash", "-c", f"kill {holder}; " + in_mount.replace("&& exit 0", "|| exit 0")])  # a zombie has no cwd
+    assert refused.returncode == 1, refused.stderr
+    assert f"docker/vol (mounted on /mnt/vol; used by {holder} (sleep))" in refused.stderr
     assert thinpool_json(vm, "backup")[0] == 0
     vm.run(["umount", "/mnt/vol"])
     _damage(vm, "bs=4k count=1")  # block 0: the superblock

@@ -83,8 +83,11 @@ def _refuse_busy(ctx: Context, volumes: list[LogicalVolume]) -> None:
     if not busy:
         return
     mounts = observe.read_filesystems(ctx.runner)
-    named = [f"{lv.vg_name}/{lv.name}" + (f" (mounted on {mounts[lv.kernel_device].mount_point})"
-             if lv.kernel_device in mounts else " (open)") for lv in busy]  # fmt: skip
+    named = []
+    for lv in busy:
+        where = f"mounted on {mounts[lv.kernel_device].mount_point}" if lv.kernel_device in mounts else "open"
+        users = observe.device_users(ctx.runner, f"/dev/{lv.vg_name}/{lv.name}", ctx.root)
+        named.append(f"{lv.vg_name}/{lv.name} ({where}" + (f"; used by {', '.join(users)})" if users else ")"))
     raise repair.RepairRefused(
         "the repair stops the pool, and these thin volumes are in use: " + ", ".join(named),
         fix="stop what uses them (fuser -vm /dev/VG/LV names it; systemctl stop docker containerd), "

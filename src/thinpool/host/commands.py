@@ -20,6 +20,11 @@ def wipefs_all(device: str) -> Argv:
     return ("wipefs", "--all", device)
 
 
+def fuser_mount(device: str) -> Argv:
+    """The processes using ``device`` or a filesystem mounted from it: PIDs on stdout (psmisc's fuser)."""
+    return ("fuser", "-m", device)
+
+
 def mkfs_xfs(device: str) -> Argv:
     """XFS with ftype=1 (d_type), as overlay2 requires."""
     return ("mkfs.xfs", "-q", "-n", "ftype=1", device)

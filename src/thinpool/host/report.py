@@ -22,3 +22,9 @@ def parse_findmnt(text: str) -> list[dict[str, Any]]:
     if not text.strip():
         return []
     return list(json.loads(text).get("filesystems", []))
+
+
+def parse_fuser_pids(text: str) -> tuple[int, ...]:
+    """fuser's stdout: PIDs, each followed by its access letters (``1234c 5678e``)."""
+    found = (token.rstrip("abcdefmrtx") for token in text.split())
+    return tuple(int(token) for token in found if token.isdigit())

@@ -19,8 +19,9 @@ from thinpool.core import backup, health
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import Device, EngineState, Filesystem, Observed
 from thinpool.core.spec import NO_ENGINE, PoolSpec
+from thinpool.errors import MissingTool
 from thinpool.host import commands as host
-from thinpool.host.report import parse_findmnt, parse_lsblk, parse_wipefs
+from thinpool.host.report import parse_findmnt, parse_fuser_pids, parse_lsblk, parse_wipefs
 from thinpool.system import files
 from thinpool.system.runner import Runner
 
@@ -143,6 +144,22 @@ def thin_pool_target(runner: Runner, vg: str, pool: str) -> tuple[str, report.Th
         if target is not None:
             return name, target
     return None
+
+
+def device_users(runner: Runner, device: str, root: Path = ROOT) -> list[str]:
+    """``PID (COMMAND)`` of each process using ``device`` or a filesystem on it; [] when fuser is missing."""
+    try:
+        found = runner.run(host.fuser_mount(device), check=False)
+    except MissingTool:
+        return []
+    users = []
+    for pid in parse_fuser_pids(found.stdout):
+        try:
+            name = under(root, f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        users.append(f"{pid} ({name})")
+    return users
 
 
 def read_backups(folder: Path) -> list[backup.Backup]:
