@@ -26,6 +26,7 @@ VM_TOOLS = {
     "mkfs.xfs": "xfsprogs",
     "lsblk": "util-linux",
     "wipefs": "util-linux",
+    "fuser": "psmisc",  # repair names the processes holding a thin volume
 }
 # The engines, systemd-analyze to verify the units thinpool writes for them, and the monitoring
 # stack its metrics and rules are proven against (promtool, Prometheus, node_exporter).
