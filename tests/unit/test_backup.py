@@ -17,6 +17,7 @@ from thinpool.cli import EXIT_OK, main
 from thinpool.core import backup, health, repair
 from thinpool.core.lvm import commands, report
 from thinpool.host import commands as host
+from thinpool.system import files
 from thinpool.system.runner import ScriptedRunner
 
 from .test_health import _row
@@ -302,3 +303,25 @@ def test_repair_without_yes_says_what_it_would_do_and_runs_nothing(
     assert main(["repair", "docker/thinpool"], context=_context(runner, tmp_path)) == 1
     out = capsys.readouterr().out
     assert not runner.history and "lvconvert --repair" in out and "run it again with --yes" in out
+
+
+def test_a_backup_or_repair_while_another_holds_the_pool_is_refused_and_maintain_waits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lock = tmp_path / backup.lock("docker", "thinpool").lstrip("/")
+    runner = ScriptedRunner()
+    runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="0.10", when_full="error"))
+    runner.expect(host.findmnt_usage(), stdout=findmnt(300 * 1024 * 1024))
+    runner.expect(
+        commands.dmsetup_status(TPOOL), stdout="0 8 thin-pool 7 1/16 2/72 - rw discard_passdown queue_if_no_space - 4"
+    )
+    idle = ScriptedRunner()
+    with files.exclusive_lock(lock, held_by_another=backup.busy("docker", "thinpool")):  # a repair at work
+        assert main(["backup"], context=_context(idle, tmp_path)) == 1
+        assert "another thinpool backup or repair of docker/thinpool is running" in capsys.readouterr().err
+        assert main(["repair", "--yes"], context=_context(idle, tmp_path)) == 1
+        assert "is running" in capsys.readouterr().err and not idle.history  # nothing was run
+        assert main(["maintain", "docker/thinpool", "--json"], context=_context(runner, tmp_path)) == EXIT_OK
+    pool = json.loads(capsys.readouterr().out)["pools"][0]
+    assert pool["backup"]["taken"] is None and "not now: another thinpool backup" in pool["backup"]["reason"]
+    assert runner.exhausted

@@ -29,6 +29,11 @@ from thinpool.system import files, observe
 log = logging.getLogger("thinpool.backup")
 
 
+def pool_lock(ctx: Context, vg: str, pool: str) -> contextlib.AbstractContextManager[None]:
+    """Held by a backup and by a repair for their whole run (maintain's timer may fire during a repair)."""
+    return files.exclusive_lock(observe.under(ctx.root, backup.lock(vg, pool)), held_by_another=backup.busy(vg, pool))
+
+
 def folder_for(ctx: Context, vg: str, pool: str, into: str | None = None) -> Path:
     return Path(into) if into else observe.under(ctx.root, backup.folder(vg, pool))
 
@@ -124,6 +129,11 @@ def take(
     ctx.require_root("thinpool backup")
     if keep < 1:
         raise ThinpoolError(f"--keep {keep}: at least the new backup must be kept", fix="give --keep 1 or more")
+    with pool_lock(ctx, vg, pool):
+        return _take(ctx, vg, pool, into, keep)
+
+
+def _take(ctx: Context, vg: str, pool: str, into: str | None, keep: int) -> backup.Backup:
     lv = _pool(ctx, vg, pool)
     where = folder_for(ctx, vg, pool, into)
     where.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -84,6 +84,8 @@ def care_for(
         return PoolCare(before, planned, result, after)
     try:
         return PoolCare(before, planned, result, after, reason, backups.take(ctx, vg, pool, keep=policy.keep))
+    except backup.PoolBusy as busy:  # a repair (or a backup run by hand) is at work: the next pass backs up
+        return PoolCare(before, planned, result, after, f"{reason}; not now: {busy.problem}")
     except ThinpoolError as error:
         return PoolCare(before, planned, result, after, reason, backup_error=str(error))
 

@@ -252,6 +252,11 @@ def _spare_warning(ctx: Context, vg: str, pool: str) -> list[str]:
 def run(ctx: Context, vg: str, pool: str, *, from_backup: str | None = None) -> RepairReport:
     """Refuse, stop, diagnose; then lvm's repair, a backup, or lvm's transaction id, as the state asks."""
     ctx.require_root("thinpool repair")
+    with backups.pool_lock(ctx, vg, pool):
+        return _run(ctx, vg, pool, from_backup)
+
+
+def _run(ctx: Context, vg: str, pool: str, from_backup: str | None) -> RepairReport:
     group, lv = _group(ctx, vg, pool)
     volumes = _thin_volumes(group, pool)
     ids = {item.name: item.thin_id for item in volumes if item.thin_id is not None}

@@ -62,7 +62,7 @@ def _render(care: PoolCare) -> str:
     elif care.backup_error:
         lines.append("  backup failed: " + care.backup_error.replace("\n", "\n  "))
     elif care.backup_reason:
-        lines.append(f"  backup: planned ({care.backup_reason})")
+        lines.append(f"  backup: {'planned' if care.result is None else 'not taken'} ({care.backup_reason})")
     return "\n".join(lines)
 
 

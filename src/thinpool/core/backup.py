@@ -23,6 +23,7 @@ from thinpool.core.lvm.commands import dm_name
 from thinpool.errors import ThinpoolError
 
 BACKUP_ROOT = "/var/lib/thinpool/backups"
+LOCK_ROOT = "/run/lock/thinpool"  # one lock per pool: a backup and a repair never run at once
 KIND = "thinpool-metadata-backup"
 SCHEMA_VERSION = 1
 DEFAULT_KEEP = 24
@@ -45,9 +46,24 @@ class BackupError(ThinpoolError):
     """A backup could not be taken or read."""
 
 
+class PoolBusy(BackupError):
+    """Another thinpool backup or repair of the pool is running."""
+
+
 def folder(vg: str, pool: str) -> str:
     """The pool's backup folder; named like its device-mapper device, so no two pools share one."""
     return f"{BACKUP_ROOT}/{dm_name(vg, pool)}"
+
+
+def lock(vg: str, pool: str) -> str:
+    return f"{LOCK_ROOT}/{dm_name(vg, pool)}.lock"
+
+
+def busy(vg: str, pool: str) -> PoolBusy:
+    return PoolBusy(
+        f"another thinpool backup or repair of {vg}/{pool} is running",
+        fix="wait for it to finish ('ps -ef | grep thinpool' shows it), then run this again",
+    )
 
 
 def stem(created: int, transaction_id: int) -> str:

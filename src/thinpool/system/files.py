@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from thinpool.config.document import ENCODING, ERRORS
@@ -68,6 +70,22 @@ def write_atomically(
             os.unlink(temporary)
         raise
     return target
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, held_by_another: ThinpoolError) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` for the body; ``held_by_another`` is raised, without
+    waiting, when another process holds it. The kernel drops the lock when its holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise held_by_another from None
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def backup_name(path: Path, when: float) -> Path:
