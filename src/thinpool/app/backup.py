@@ -22,7 +22,7 @@ from pathlib import Path
 from thinpool.app.context import Context
 from thinpool.core import backup
 from thinpool.core.lvm import commands
-from thinpool.core.model import LogicalVolume
+from thinpool.core.model import LogicalVolume, VolumeGroup
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe
 
@@ -40,19 +40,18 @@ def folder_for(ctx: Context, vg: str, pool: str, into: str | None = None) -> Pat
 
 def backups(ctx: Context, vg: str, pool: str, into: str | None = None) -> list[backup.Backup]:
     """The pool's finished backups, newest first."""
-    found = observe.read_backups(folder_for(ctx, vg, pool, into))
-    return sorted(found, key=lambda item: (item.created, item.transaction_id), reverse=True)
+    return sorted(observe.read_backups(folder_for(ctx, vg, pool, into)), key=backup.age_order, reverse=True)
 
 
-def _pool(ctx: Context, vg: str, pool: str) -> LogicalVolume:
-    observed = observe.read_lvm(ctx.runner)
-    group = observed.vgs.get(vg)
+def pool_lv(ctx: Context, vg: str, pool: str) -> tuple[VolumeGroup, LogicalVolume]:
+    """The pool's VG and LV from lvm's reports; refused when ``vg/pool`` is not a thin pool."""
+    group = observe.read_lvm(ctx.runner).vgs.get(vg)
     lv = next((lv for lv in group.lvs if lv.name == pool), None) if group else None
-    if lv is None or not lv.is_thin_pool:
+    if group is None or lv is None or not lv.is_thin_pool:
         what = "no volume group" if group is None else ("no LV" if lv is None else "an LV that is not a thin pool")
         raise backup.BackupError(f"{vg}/{pool}: there is {what} of that name",
                                  fix="name the pool as VG/POOL ('lvs -a' lists them)")  # fmt: skip
-    return lv
+    return group, lv
 
 
 @contextlib.contextmanager
@@ -78,12 +77,12 @@ def _metadata_snapshot(ctx: Context, vg: str, pool: str) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def _component(ctx: Context, vg: str, pool: str) -> Iterator[int]:
-    """The inactive pool's metadata LV, activated read-only by lvm while the body reads it (its dump
-    carries the pool's size: yields 0)."""
+def metadata_component(ctx: Context, vg: str, pool: str) -> Iterator[str]:
+    """The inactive pool's metadata LV, activated read-only by lvm while the body reads it (from the
+    device path it yields), and deactivated again whatever happens (the pool cannot activate beside it)."""
     ctx.runner.run(commands.lvchange_component(vg, pool + "_tmeta", True))
     try:
-        yield 0
+        yield commands.metadata_device(vg, pool)
     finally:
         ctx.runner.run(commands.lvchange_component(vg, pool + "_tmeta", False), check=False)
 
@@ -91,10 +90,13 @@ def _component(ctx: Context, vg: str, pool: str) -> Iterator[int]:
 def _dump(ctx: Context, lv: LogicalVolume, into: Path) -> tuple[str, int]:
     """thin_dump into ``into``; returns the method used and the pool's size in chunks (0: the dump says)."""
     device = commands.metadata_device(lv.vg_name, lv.name)
-    holding = _metadata_snapshot if lv.active else _component
-    with holding(ctx, lv.vg_name, lv.name) as data_blocks:
-        ctx.runner.run(commands.thin_dump(device, str(into), metadata_snap=lv.active), timeout=3600)
-    return (backup.LIVE if lv.active else backup.INACTIVE), data_blocks
+    if not lv.active:  # the inactive pool's own superblock carries its size
+        with metadata_component(ctx, lv.vg_name, lv.name):
+            ctx.runner.run(commands.thin_dump(device, str(into), metadata_snap=False), timeout=3600)
+        return backup.INACTIVE, 0
+    with _metadata_snapshot(ctx, lv.vg_name, lv.name) as data_blocks:
+        ctx.runner.run(commands.thin_dump(device, str(into), metadata_snap=True), timeout=3600)
+    return backup.LIVE, data_blocks
 
 
 def _compress(source: Path, target: Path) -> None:
@@ -134,7 +136,7 @@ def take(
 
 
 def _take(ctx: Context, vg: str, pool: str, into: str | None, keep: int) -> backup.Backup:
-    lv = _pool(ctx, vg, pool)
+    lv = pool_lv(ctx, vg, pool)[1]
     where = folder_for(ctx, vg, pool, into)
     where.mkdir(mode=0o700, parents=True, exist_ok=True)
     where.chmod(0o700)  # a pool's map is root's business only

@@ -11,10 +11,8 @@ written again, one left after it (the pool is healthy) is kept as ``POOL_metaN``
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,15 +60,6 @@ class RepairReport:
         }
 
 
-def _group(ctx: Context, vg: str, pool: str) -> tuple[VolumeGroup, LogicalVolume]:
-    group = observe.read_lvm(ctx.runner).vgs.get(vg)
-    lv = next((lv for lv in group.lvs if lv.name == pool), None) if group else None
-    if group is None or lv is None or not lv.is_thin_pool:
-        raise repair.RepairRefused(f"{vg}/{pool} is not a thin pool lvm knows",
-                                   fix="name the pool as VG/POOL ('lvs -a' lists them)")  # fmt: skip
-    return group, lv
-
-
 def _thin_volumes(group: VolumeGroup, pool: str) -> list[LogicalVolume]:
     return [lv for lv in group.lvs if lv.segtype == "thin" and lv.pool_lv == pool]
 
@@ -102,18 +91,9 @@ def _stop(ctx: Context, vg: str, pool: str, volumes: list[LogicalVolume]) -> Non
     ctx.runner.run(commands.lvchange_activate(vg, pool, False))
 
 
-@contextlib.contextmanager
-def _component(ctx: Context, vg: str, pool: str) -> Iterator[str]:
-    ctx.runner.run(commands.lvchange_component(vg, pool + "_tmeta", True))
-    try:
-        yield commands.metadata_device(vg, pool)
-    finally:
-        ctx.runner.run(commands.lvchange_component(vg, pool + "_tmeta", False), check=False)
-
-
 def _check(ctx: Context, vg: str, pool: str, scratch: Path) -> repair.MetadataCheck:
     dump = scratch / (".check" + backup.PARTIAL_SUFFIX)
-    with _component(ctx, vg, pool) as device:
+    with backups.metadata_component(ctx, vg, pool) as device:
         checked = ctx.runner.run(commands.thin_check(device), check=False)
         if checked.returncode != 0:
             return repair.MetadataCheck(False, checked.stderr or checked.stdout)
@@ -183,7 +163,7 @@ def _restore_backup(
 ) -> repair.Diagnosis:
     """The backup swapped in. Without one, clean metadata that lost volumes is kept (the pool can still
     run the rest), and damaged metadata is refused (the pool cannot activate on it)."""
-    group, lv = _group(ctx, done.vg, done.pool)
+    group, lv = backups.pool_lv(ctx, done.vg, done.pool)
     try:
         chosen = _chosen_backup(ctx, lv, ids, from_backup)
     except repair.RepairRefused as refused:
@@ -194,7 +174,7 @@ def _restore_backup(
     done.restored_from = chosen
     done.kept.append(_restore(ctx, group, lv, chosen, scratch))
     done.ran.append(f"restored backup {chosen.stem}, kept the original as {done.vg}/{done.kept[-1]}")
-    lv = _group(ctx, done.vg, done.pool)[1]
+    lv = backups.pool_lv(ctx, done.vg, done.pool)[1]
     return repair.diagnose(_check(ctx, done.vg, done.pool, scratch), lv.transaction_id, ids)
 
 
@@ -203,7 +183,7 @@ def _reconcile(
 ) -> repair.Diagnosis:
     """lvm's expected transaction id set to the kernel's: vgcfgbackup, that one number, vgcfgrestore.
     lvm's metadata as it was is kept beside the backups."""
-    lv = _group(ctx, done.vg, done.pool)[1]
+    lv = backups.pool_lv(ctx, done.vg, done.pool)[1]
     old, new = lv.transaction_id, state.kernel_transaction_id
     if old is None or new is None:  # AHEAD is only diagnosed with both
         raise repair.RepairRefused(f"lvm reports no transaction id for {done.vg}/{done.pool}",
@@ -217,7 +197,7 @@ def _reconcile(
     finally:
         edited.unlink(missing_ok=True)
     done.ran.append(f"set lvm's transaction id {old} -> {new}, the kernel's (lvm's metadata before: {before})")
-    lv = _group(ctx, done.vg, done.pool)[1]
+    lv = backups.pool_lv(ctx, done.vg, done.pool)[1]
     return repair.diagnose(_check(ctx, done.vg, done.pool, scratch), lv.transaction_id, ids)
 
 
@@ -237,13 +217,13 @@ def _lvm_repair(ctx: Context, done: RepairReport, ids: dict[str, int], scratch: 
     """lvconvert --repair, then the result checked like the original (lvm keeps that as POOL_metaN)."""
     repaired = ctx.runner.run(commands.lvconvert_repair(done.vg, done.pool), check=False, timeout=3600)
     done.ran.append("lvconvert --repair" + ("" if repaired.ok else f" failed: {repaired.stderr.strip()}"))
-    group, lv = _group(ctx, done.vg, done.pool)
+    group, lv = backups.pool_lv(ctx, done.vg, done.pool)
     done.kept += [item.name for item in group.lvs if item.name.startswith(done.pool + "_meta")]
     return repair.diagnose(_check(ctx, done.vg, done.pool, scratch), lv.transaction_id, ids)
 
 
 def _spare_warning(ctx: Context, vg: str, pool: str) -> list[str]:
-    if any(item.is_spare for item in _group(ctx, vg, pool)[0].lvs):
+    if any(item.is_spare for item in backups.pool_lv(ctx, vg, pool)[0].lvs):
         return []
     return [f"{vg} has no pool-metadata spare now (the repair used it, and the VG has no room for a new one): "
             "add a disk (thinpool grow) so that the next repair has one"]  # fmt: skip
@@ -257,7 +237,7 @@ def run(ctx: Context, vg: str, pool: str, *, from_backup: str | None = None) -> 
 
 
 def _run(ctx: Context, vg: str, pool: str, from_backup: str | None) -> RepairReport:
-    group, lv = _group(ctx, vg, pool)
+    group, lv = backups.pool_lv(ctx, vg, pool)
     volumes = _thin_volumes(group, pool)
     ids = {item.name: item.thin_id for item in volumes if item.thin_id is not None}
     _refuse_busy(ctx, volumes)

@@ -181,13 +181,18 @@ def parse_manifest(data: object) -> Backup | None:
         return None
 
 
+def age_order(item: Backup) -> tuple[int, int]:
+    """Backups in the order they were made (two in one second: the later transaction id last)."""
+    return (item.created, item.transaction_id)
+
+
 def newest(backups: Iterable[Backup]) -> Backup | None:
-    return max(backups, key=lambda backup: (backup.created, backup.transaction_id), default=None)
+    return max(backups, key=age_order, default=None)
 
 
 def to_remove(backups: Iterable[Backup], keep: int) -> list[Backup]:
     """The backups past the ``keep`` newest, oldest first."""
-    ordered = sorted(backups, key=lambda backup: (backup.created, backup.transaction_id))
+    ordered = sorted(backups, key=age_order)
     return ordered[: max(len(ordered) - keep, 0)]
 
 

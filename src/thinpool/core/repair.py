@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from thinpool.core.backup import Backup, DumpSummary
+from thinpool.core.backup import Backup, DumpSummary, age_order
 from thinpool.errors import ThinpoolError
 
 HEALTHY, DAMAGED, LOST, AHEAD = "healthy", "damaged", "lost", "ahead"
@@ -85,7 +85,7 @@ def lost_with(candidate: Backup, thin_volumes: Mapping[str, int]) -> tuple[str, 
 def choose_backup(backups: Iterable[Backup], thin_volumes: Mapping[str, int], chunk_sectors: int) -> Backup:
     """The newest backup that maps every thin volume lvm knows, with the pool's chunk; refused with the
     numbers when there is none."""
-    ordered = sorted(backups, key=lambda item: (item.created, item.transaction_id), reverse=True)
+    ordered = sorted(backups, key=age_order, reverse=True)
     for candidate in ordered:
         if candidate.data_block_size == chunk_sectors and not lost_with(candidate, thin_volumes):
             return candidate
