@@ -75,3 +75,31 @@ def test_a_maintain_interval_systemd_cannot_read_is_refused_before_anything_is_w
     assert "5min" in str(refused.value) or "1h" in str(refused.value)
     assert not (tmp_path / "etc").exists()
     assert boot.check_interval("1h30min") == "1h30min" and boot.check_interval("90") == "90"
+
+
+def test_install_on_a_running_system_enables_the_writer_and_retires_the_old_metrics_timer(tmp_path: Path) -> None:
+    from thinpool.app.context import Context
+
+    (tmp_path / "run/systemd/system").mkdir(parents=True)
+    units = tmp_path / "etc/systemd/system"
+    (units / "timers.target.wants").mkdir(parents=True)
+    (units / "thinpool-metrics.timer").write_text("[Timer]\nOnUnitActiveSec=1min\n")
+    (units / "timers.target.wants/thinpool-metrics.timer").symlink_to(units / "thinpool-metrics.timer")
+    runner = ScriptedRunner()
+    runner.expect(("systemctl", "disable", "--now", "thinpool-metrics.timer"))
+    runner.expect(("systemctl", "daemon-reload"))
+    enabled = (boot.ACTIVATE_UNIT, "thinpool-maintain.timer", "thinpool-metrics.service")
+    runner.expect(("systemctl", "enable", *enabled))
+    runner.expect(("systemctl", "restart", "thinpool-metrics.service"))  # a changed unit takes effect now
+    done = boot.install(Context(runner, root=tmp_path), "/usr/bin/thinpool", True, Path("/"))
+    assert runner.exhausted and done.enabled == list(enabled)
+    assert done.removed == [units / "thinpool-metrics.timer"]
+    assert not (units / "timers.target.wants/thinpool-metrics.timer").is_symlink()
+    writer = (units / "thinpool-metrics.service").read_text()
+    assert "Type=simple" in writer and "--every 1min docker/thinpool" in writer and "Restart=on-failure" in writer
+    again = ScriptedRunner()  # a second install: nothing to retire, the same units enabled
+    for argv in (("systemctl", "daemon-reload"), ("systemctl", "enable", *enabled),
+                 ("systemctl", "restart", "thinpool-metrics.service")):  # fmt: skip
+        again.expect(argv)
+    assert boot.install(Context(again, root=tmp_path), "/usr/bin/thinpool", True, Path("/")).removed == []
+    assert again.exhausted

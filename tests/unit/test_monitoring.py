@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,8 +94,11 @@ def test_the_textfile_and_the_endpoint_carry_the_same_samples(tmp_path: Path) ->
     ]
 
     def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
-        return {(s.name, tuple(sorted(s.labels.items())), s.value)
-                for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+        found = {(s.name, tuple(sorted(s.labels.items())), s.value)
+                 for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+        took = [value for name, _, value in found if name == metrics.DURATION]
+        assert len(took) == 1 and 0 < took[0] < 1  # each collection times itself
+        return {sample for sample in found if sample[0] != metrics.DURATION}
 
     path = tmp_path / "thinpool.prom"
     metrics.write_textfile(str(path), lambda: readings)
@@ -102,3 +106,48 @@ def test_the_textfile_and_the_endpoint_carry_the_same_samples(tmp_path: Path) ->
     assert samples(written) == samples(generate_latest(metrics.registry_for(lambda: readings)).decode())
     assert ("thinpool_up", (("pool", "gone"), ("vg", 'odd"vg\\')), 0.0) in samples(written)
     assert oct(path.stat().st_mode & 0o777) == "0o644" and list(tmp_path.iterdir()) == [path]
+
+
+def test_a_textfile_writer_that_stays_running_rewrites_until_stopped(tmp_path: Path) -> None:
+    """--every: written at once, then again after each wait, until the wait reports a stop (SIGTERM)."""
+    sound = status()
+    reads: list[int] = []
+    waits: list[float] = []
+
+    def read() -> list[metrics.Reading]:
+        reads.append(len(reads))
+        return [metrics.Reading("docker", "thinpool", replace(sound, data_used=len(reads)))]
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return len(waits) == 3  # stopped during the third wait
+
+    path = tmp_path / "thinpool.prom"
+    assert metrics.write_textfile_every(str(path), read, 60, wait) == 3
+    assert len(reads) == 3 and all(59 < seconds <= 60 for seconds in waits)  # from each write's start
+    assert 'thinpool_data_used_bytes{vg="docker",pool="thinpool"} 3.0' in path.read_text()
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--textfile", "x.prom", "--every", "0"], "at least one second"),
+        (["--textfile", "x.prom", "--every", "5 min"], "not a time span"),
+        (["--listen", "127.0.0.1:9720", "--every", "1min"], "--every is for --textfile"),
+    ],
+)
+def test_a_bad_every_is_refused_with_the_fix(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from thinpool.app.context import Context
+    from thinpool.cli import main
+    from thinpool.system.runner import ScriptedRunner
+
+    runner = ScriptedRunner()
+    try:
+        code = main(["metrics", *argv], context=Context(runner, root=tmp_path))
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    assert code in (1, 2) and message in capsys.readouterr().err
+    assert runner.exhausted and list(tmp_path.iterdir()) == []

@@ -65,21 +65,47 @@ def _firing(vm: VM) -> dict[str, dict[str, Any]]:
     return {alert["labels"]["alertname"]: alert for alert in alerts if alert["state"] == "firing"}
 
 
-def test_node_exporter_serves_the_textfile_without_a_scrape_error(vm: VM) -> None:
+def _mtime_ns(vm: VM, path: str) -> int:
+    return int(vm.run(["stat", "-c", "%.9Y", path], check=False).stdout.replace(".", "") or 0)
+
+
+def _wait_for_rewrite(vm: VM, path: str, after: int, seconds: float = 60) -> int:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (mtime := _mtime_ns(vm, path)) > after:
+            return mtime
+        time.sleep(0.5)
+    raise AssertionError(f"{path} was not rewritten within {seconds:g} s")
+
+
+def test_node_exporter_serves_the_textfile_the_running_writer_keeps_fresh(vm: VM) -> None:
+    """What thinpool-metrics.service runs: metrics --textfile --every, stopped by SIGTERM."""
     assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+    prom = "/tmp/textfile/thinpool.prom"
     vm.run(["mkdir", "-p", "/tmp/textfile"])
-    vm.thinpool("metrics", "--textfile", "/tmp/textfile/thinpool.prom", "docker/thinpool")
-    pid = vm.start_background(["prometheus-node-exporter", "--web.listen-address=127.0.0.1:9100",
-                               "--collector.disable-defaults", "--collector.textfile",
-                               "--collector.textfile.directory=/tmp/textfile"])  # fmt: skip
+    writer = vm.start_background([sys.executable, "-m", "thinpool", "metrics", "--textfile", prom, "--every", "2s",
+                                  "docker/thinpool"])  # fmt: skip
+    exporter = vm.start_background(["prometheus-node-exporter", "--web.listen-address=127.0.0.1:9100",
+                                    "--collector.disable-defaults", "--collector.textfile",
+                                    "--collector.textfile.directory=/tmp/textfile"])  # fmt: skip
     try:
+        first = _wait_for_rewrite(vm, prom, 0, seconds=120)
+        second = _wait_for_rewrite(vm, prom, first)  # the same process writes again
         text = _wait_for(vm, "http://127.0.0.1:9100/metrics")
+        assert vm.run(["kill", "-0", str(writer)], check=False).returncode == 0  # still running
     finally:
-        vm.run(["kill", str(pid)], check=False)
+        vm.run(["kill", str(exporter)], check=False)
+        vm.run(["kill", str(writer)], check=False)
+    assert 1.5e9 < second - first < 30e9  # about --every apart
     assert "node_textfile_scrape_error 0" in text
     assert re.search(r'node_textfile_mtime_seconds\{file="[^"]*thinpool\.prom"\}', text)
-    served = set(re.findall(r"^(thinpool_[a-z_]+)\{", text, re.MULTILINE))
-    assert thinpool_metric_names() <= served
+    served = set(re.findall(r"^(thinpool_[a-z_]+)[{ ]", text, re.MULTILINE))
+    assert thinpool_metric_names() | {"thinpool_collection_duration_seconds"} <= served
+    deadline = time.monotonic() + 20
+    while vm.run(["kill", "-0", str(writer)], check=False).returncode == 0:  # SIGTERM ends it
+        assert time.monotonic() < deadline, "the writer did not stop on SIGTERM"
+        time.sleep(0.5)
+    assert vm.run(["ls", "/tmp/textfile"]).stdout.split() == ["thinpool.prom"]  # no half-written file left
 
 
 def test_prometheus_fires_the_usage_and_forecast_alerts_while_a_pool_fills(vm: VM) -> None:

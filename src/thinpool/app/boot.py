@@ -23,7 +23,11 @@ from thinpool.system import files, observe
 from thinpool.system.runner import Runner
 
 ACTIVATE_UNIT = "thinpool-activate.service"
-METRICS_UNITS = ("thinpool-metrics.service", "thinpool-metrics.timer")
+METRICS_UNITS = ("thinpool-metrics.service",)  # runs metrics --textfile --every: Python starts once
+# units an earlier thinpool installed, and why nothing runs them now
+RETIRED_UNITS = {
+    "thinpool-metrics.timer": "thinpool-metrics.service now keeps running and rewrites the textfile every minute",
+}
 MAINTAIN_UNITS = ("thinpool-maintain.service", "thinpool-maintain.timer")
 MAINTAIN_EVERY = "5min"  # the timer template's own interval
 UNIT_DIR = "/etc/systemd/system"
@@ -124,17 +128,41 @@ def activate(ctx: Context, targets: list[str], wait: float) -> Activation:
 class Installed:
     written: list[Path]
     enabled: list[str]  # empty where systemd does not run here
+    removed: list[Path] = field(default_factory=list)  # units an earlier thinpool installed, now retired
+
+
+def retire_units(ctx: Context, folder: Path, running: bool) -> list[Path]:
+    """Stop, disable and remove units an earlier thinpool installed that nothing runs any more."""
+    removed = []
+    for name in RETIRED_UNITS:
+        path = folder / name
+        if not path.exists():
+            continue
+        if running:
+            ctx.runner.run(host.systemctl_disable_now((name,)))
+        for link in folder.glob(f"*.wants/{name}"):
+            link.unlink()
+        path.unlink()
+        removed.append(path)
+    return removed
 
 
 def install(
     ctx: Context, thinpool: str | None, metrics: bool, root: Path, maintain_every: str = MAINTAIN_EVERY
 ) -> Installed:
-    """Write the units under ``root``; on the running system, reload systemd and enable them."""
+    """Write the units under ``root``; on the running system, reload systemd, enable them, and
+    (re)start the metrics writer so a changed unit takes effect at once."""
     check_interval(maintain_every)  # before anything is written
-    written = install_units(root, thinpool or _thinpool_command(), metrics, maintain_every)
-    if root != Path("/") or not observe.under(ctx.root, "/run/systemd/system").is_dir():
-        return Installed(written, [])
+    running = root == Path("/") and observe.under(ctx.root, "/run/systemd/system").is_dir()
+    target = observe.under(ctx.root, str(root))
+    written = install_units(target, thinpool or _thinpool_command(), metrics, maintain_every)
+    removed = retire_units(ctx, target / UNIT_DIR.lstrip("/"), running)
+    if not running:
+        return Installed(written, [], removed)
     ctx.runner.run(host.systemctl_daemon_reload())
-    names = tuple(path.name for path in written if path.suffix == ".timer" or path.name == ACTIVATE_UNIT)
+    started_by_systemd = (ACTIVATE_UNIT, *METRICS_UNITS)
+    names = tuple(path.name for path in written if path.suffix == ".timer" or path.name in started_by_systemd)
     ctx.runner.run(host.systemctl_enable(names))
-    return Installed(written, list(names))
+    if metrics:
+        ctx.runner.run(host.systemctl_restart(METRICS_UNITS))
+    return Installed(written, list(names), removed)

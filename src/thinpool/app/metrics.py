@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +67,16 @@ GAUGES: tuple[tuple[str, str, Callable[[PoolStatus], float]], ...] = (
 )
 
 
+DURATION = "thinpool_collection_duration_seconds"
+DURATION_HELP = "Seconds this collection took: the pools' lvm reports and the health rules."
+
 Sample = tuple[dict[str, str], float]
 Family = tuple[str, str, list[Sample]]  # name, help, samples
 
 
-def families(readings: list[Reading]) -> list[Family]:
-    """Every gauge family of these readings, labelled vg and pool (and severity for the findings)."""
+def families(readings: list[Reading], seconds: float | None = None) -> list[Family]:
+    """Every gauge family of these readings, labelled vg and pool (and severity for the findings), and,
+    when given, how many seconds reading them took."""
     up: Family = ("thinpool_up", "1 when the pool's lvm report was read.", [])
     gauges: list[Family] = [(f"thinpool_{name}", text, []) for name, text, _ in GAUGES]
     findings: Family = ("thinpool_doctor_findings", "thinpool doctor findings by severity.", [])
@@ -85,7 +90,8 @@ def families(readings: list[Reading]) -> list[Family]:
         for severity in SEVERITIES[1:]:
             count = sum(finding.severity == severity for finding in reading.findings)
             findings[2].append(({**labels, "severity": severity}, float(count)))
-    return [up, *gauges, findings]
+    took: list[Family] = [] if seconds is None else [(DURATION, DURATION_HELP, [({}, seconds)])]
+    return [up, *gauges, findings, *took]
 
 
 def _label_value(text: str) -> str:
@@ -100,15 +106,22 @@ def _number(value: float) -> str:
     return repr(value)
 
 
-def exposition(readings: list[Reading]) -> str:
+def exposition(readings: list[Reading], seconds: float | None = None) -> str:
     """Prometheus' text format, written without prometheus_client (a textfile run stays cheap to start)."""
     lines = []
-    for name, text, samples in families(readings):
+    for name, text, samples in families(readings, seconds):
         lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
         for labels, value in samples:
             pairs = ",".join(f'{key}="{_label_value(item)}"' for key, item in labels.items())
-            lines.append(f"{name}{{{pairs}}} {_number(value)}")
+            lines.append(f"{name}{{{pairs}}} {_number(value)}" if pairs else f"{name} {_number(value)}")
     return "\n".join(lines) + "\n"
+
+
+def timed(read: Reader) -> tuple[list[Reading], float]:
+    """The readings and the seconds they took."""
+    started = time.perf_counter()
+    readings = read()
+    return readings, time.perf_counter() - started
 
 
 class PoolCollector:
@@ -120,8 +133,8 @@ class PoolCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         with self._lock:
-            readings = self._read()
-        for name, text, samples in families(readings):
+            readings, seconds = timed(self._read)
+        for name, text, samples in families(readings, seconds):
             keys = list(samples[0][0]) if samples else ["vg", "pool"]
             family = GaugeMetricFamily(name, text, labels=keys)
             for labels, value in samples:
@@ -139,7 +152,22 @@ def registry_for(read: Reader) -> CollectorRegistry:
 
 def write_textfile(path: str, read: Reader) -> None:
     """For node_exporter's textfile collector: written to a temporary file, then renamed (mode 0644)."""
-    files.write_atomically(Path(path), exposition(read()), keep_owner=False)
+    files.write_atomically(Path(path), exposition(*timed(read)), keep_owner=False)
+
+
+def write_textfile_every(path: str, read: Reader, every: float, wait: Callable[[float], bool]) -> int:
+    """Write the textfile now and then every ``every`` seconds from the start of the last write, until
+    ``wait`` (an Event's wait: True once stopped) says stop; returns how many were written.
+
+    A writer that stays running pays Python's start and thinpool's imports once; each write then costs
+    what a ``--listen`` scrape does: one lvm report per pool and the health rules."""
+    written = 0
+    while True:
+        started = time.monotonic()
+        write_textfile(path, read)
+        written += 1
+        if wait(max(0.0, every - (time.monotonic() - started))):
+            return written
 
 
 def serve(address: str, port: int, read: Reader, stop: threading.Event) -> None:

@@ -34,6 +34,8 @@ def _cmd_install_units(args: argparse.Namespace, ctx: Context) -> int:
     done = boot.install(ctx, args.thinpool, args.metrics, Path(args.root), args.maintain_every)
     for path in done.written:
         print(f"wrote {path}")
+    for path in done.removed:
+        print(f"removed {path}: {boot.RETIRED_UNITS[path.name]}")
     if done.enabled:
         print(f"enabled: {', '.join(done.enabled)}")
     else:
@@ -56,15 +58,17 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     activate_parser.set_defaults(handler=_cmd_activate)
     units = subcommands.add_parser(
         "install-units",
-        help="install thinpool-activate.service, the maintain timer (and the metrics timer)",
+        help="install thinpool-activate.service, the maintain timer (and the metrics writer)",
         description="Writes thinpool-activate.service (oneshot, ordered before docker.service and "
         "containerd.service), thinpool-maintain.service and .timer (thinpool maintain every "
-        "--maintain-every) and, with --metrics, thinpool-metrics.service and .timer (a node_exporter "
-        "textfile every minute) into /etc/systemd/system, then reloads systemd and enables them.",
+        "--maintain-every) and, with --metrics, thinpool-metrics.service (one process that rewrites a "
+        "node_exporter textfile every minute) into /etc/systemd/system, then reloads systemd, enables "
+        "them and (re)starts the metrics writer. A thinpool-metrics.timer left by an earlier thinpool "
+        "is stopped and removed.",
     )
     units.add_argument("--maintain-every", default="5min", metavar="SPAN",
                        help="how often thinpool maintain runs: 90s, 5min, 1h (default: 5min)")  # fmt: skip
-    units.add_argument("--metrics", action="store_true", help="also the metrics service and timer")
+    units.add_argument("--metrics", action="store_true", help="also the metrics writer service")
     units.add_argument("--root", default="/", help="install under this root instead (an image being built)")
     units.add_argument("--thinpool", metavar="COMMAND", help="the thinpool command the units run "
                        "(default: the one on PATH)")  # fmt: skip

@@ -135,6 +135,26 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
     return {"critical": EXIT_CRITICAL, "warning": EXIT_WARNING}.get(verdict, 0)
 
 
+def _stop_on_signals() -> threading.Event:
+    """Set by SIGTERM (systemctl stop) or SIGINT (Ctrl-C)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def _every(text: str) -> int:
+    from thinpool.core.units import parse_span
+
+    try:
+        seconds = parse_span(text, what="--every")
+    except ThinpoolError as error:
+        raise argparse.ArgumentTypeError(f"{error.problem}; {error.fix}") from None
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one second, such as 30s or 1min")
+    return seconds
+
+
 def _cmd_metrics(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.app import metrics, watch
 
@@ -151,12 +171,16 @@ def _cmd_metrics(args: argparse.Namespace, ctx: Context) -> int:
                 f"--textfile {args.textfile}: the folder {folder} does not exist",
                 fix=f"create it (node_exporter's --collector.textfile.directory names it): mkdir -p {folder}",
             )
-        metrics.write_textfile(args.textfile, read)
+        if args.every is None:
+            metrics.write_textfile(args.textfile, read)
+            return 0
+        metrics.write_textfile_every(args.textfile, read, args.every, _stop_on_signals().wait)
         return 0
+    if args.every is not None:
+        raise ThinpoolError("--every is for --textfile: a --listen exporter reads afresh at every scrape",
+                            fix="drop --every, or write a textfile: --textfile PATH --every 1min")  # fmt: skip
     host, port = _listen_address(args.listen)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = _stop_on_signals()
     print(f"serving thinpool metrics on http://{args.listen}/metrics", file=sys.stderr, flush=True)
     metrics.serve(host, port, read, stop)
     return 0
@@ -196,12 +220,17 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description="Gauges labelled vg and pool: sizes and use in bytes, ratios, autoextend steps left, "
         "monitoring, health and doctor findings by severity. Read afresh at every write or scrape.",
         epilog="examples:\n  thinpool metrics --textfile /var/lib/node_exporter/textfile/thinpool.prom\n"
-        "  thinpool metrics --listen 127.0.0.1:9720 docker/thinpool",
+        "  thinpool metrics --textfile /var/lib/node_exporter/textfile/thinpool.prom --every 1min\n"
+        "  thinpool metrics --listen 127.0.0.1:9720 docker/thinpool\n\n"
+        "--every keeps one process writing (what thinpool-metrics.service runs): Python starts once, "
+        "and each\nwrite costs one lvm report per pool.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     metrics.add_argument("target", nargs="*", metavar="VG/POOL", help="pools (default: docker/thinpool)")
     where = metrics.add_mutually_exclusive_group(required=True)
     where.add_argument("--textfile", metavar="PATH", help="write the metrics to PATH atomically, then exit")
     where.add_argument("--listen", metavar="ADDRESS:PORT", help="serve /metrics there until stopped")
+    metrics.add_argument("--every", type=_every, metavar="SPAN",
+                         help="with --textfile: keep running, rewrite it every SPAN (30s, 1min)")  # fmt: skip
     _add_workload(metrics)
     metrics.set_defaults(handler=_cmd_metrics)

@@ -64,6 +64,14 @@ def systemctl_enable(units: tuple[str, ...]) -> Argv:
     return ("systemctl", "enable", *units)
 
 
+def systemctl_disable_now(units: tuple[str, ...]) -> Argv:
+    return ("systemctl", "disable", "--now", *units)
+
+
+def systemctl_restart(units: tuple[str, ...]) -> Argv:
+    return ("systemctl", "restart", *units)
+
+
 def program_version(program: str) -> Argv:
     return (program, "--version")
 
