@@ -85,3 +85,20 @@ def test_rehearse_refuses_an_impossible_plan_before_booting(capsys: pytest.Captu
     captured = capsys.readouterr()
     assert "short by" in captured.err
     assert "booting" not in captured.out
+
+
+def test_each_command_is_built_by_the_module_the_registry_names() -> None:
+    """A run builds only its command's module; the registry must match what the modules add."""
+    import argparse
+
+    from thinpool.cli import COMMANDS, build_parser, command_named
+
+    def names(parser: argparse.ArgumentParser) -> list[str]:
+        subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return list(subcommands.choices)
+
+    assert names(build_parser()) == list(COMMANDS)  # the order --help lists them in
+    for command, module in COMMANDS.items():
+        assert names(build_parser(command)) == [name for name, owner in COMMANDS.items() if owner == module]
+    assert command_named(["-v", "metrics", "--textfile", "x"]) == "metrics"
+    assert command_named(["--version"]) is None and command_named(["nosuch"]) is None

@@ -7,6 +7,7 @@ and ``thinpool plan --disk-size`` start fast.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -14,33 +15,33 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from thinpool import __version__
-from thinpool.cli.pool import (
-    EXIT_CHANGES,
-    EXIT_CODES_HELP,
-    EXIT_ERROR,
-    EXIT_OK,
-    add_apply_parser,
-    add_engine_parser,
-    add_lifecycle_parsers,
-    add_plan_parser,
-)
+from thinpool.cli.exits import EXIT_CHANGES, EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from thinpool.errors import ThinpoolError
 
 if TYPE_CHECKING:
     from thinpool.app.context import Context
 
-EXIT_INTERRUPTED = 130
 __all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "build_parser", "main"]
 
+# Each command, and the module of thinpool.cli whose add_parsers() adds it; in the order --help lists them.
+COMMANDS = {
+    "plan": "pool", "apply": "pool", "grow": "pool", "destroy": "pool", "engine": "pool",
+    "status": "watch", "doctor": "watch", "metrics": "watch",
+    "maintain": "maintain", "backup": "backup", "repair": "repair",
+    "activate": "boot", "install-units": "boot",
+    "rehearse": "rehearse",
+}  # fmt: skip
 
-def build_parser() -> argparse.ArgumentParser:
-    from thinpool.cli.backup import add_parser as add_backup_parser
-    from thinpool.cli.boot import add_parsers as add_boot_parsers
-    from thinpool.cli.maintain import add_parser as add_maintain_parser
-    from thinpool.cli.rehearse import add_parser as add_rehearse_parser
-    from thinpool.cli.repair import add_parser as add_repair_parser
-    from thinpool.cli.watch import add_parsers as add_watch_parsers
 
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command argv runs (the first word that is not an option), if it is one."""
+    word = next((item for item in argv if not item.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, when ``command`` is named, of its module's commands only:
+    a run imports (and builds) only the part of the CLI it uses."""
     parser = argparse.ArgumentParser(
         prog="thinpool",
         description="LVM thin-pool storage for container hosts: planned in exact extents, applied "
@@ -51,23 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"thinpool {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every command run (to stderr)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_plan_parser(commands)
-    add_apply_parser(commands)
-    add_lifecycle_parsers(commands)
-    add_engine_parser(commands)
-    add_watch_parsers(commands)
-    add_maintain_parser(commands)
-    add_backup_parser(commands)
-    add_repair_parser(commands)
-    add_boot_parsers(commands)
-    add_rehearse_parser(commands)
+    modules = [COMMANDS[command]] if command else list(dict.fromkeys(COMMANDS.values()))
+    for module in modules:
+        importlib.import_module(f"thinpool.cli.{module}").add_parsers(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, context: Context | None = None) -> int:
     """Run one command; ``context`` is the real system unless a test hands in its own."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command_named(words))
+    args = parser.parse_args(words)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip
     handler: Callable[[argparse.Namespace, Context], int] | None = getattr(args, "handler", None)

@@ -59,7 +59,7 @@ def _cmd_backup(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
-def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from thinpool.core.backup import DEFAULT_KEEP
 
     parser = subcommands.add_parser(

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from thinpool.cli.exits import EXIT_ERROR, EXIT_OK
 from thinpool.core.backup import DEFAULT_KEEP
 from thinpool.core.units import format_size, parse_size, parse_span
 
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
     from thinpool.app.context import Context
     from thinpool.app.maintain import PoolCare
 
-EXIT_OK, EXIT_FAILED = 0, 1
 DESCRIPTION = """\
 One idempotent pass over each pool (default: every pool thinpool made), safe to
 run every few minutes: thinpool-maintain.timer (thinpool install-units) runs it.
@@ -88,10 +88,10 @@ def _cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:
         sys.stdout.write(json.dumps(report, indent=1) + "\n")
     else:
         print("\n".join(_render(care) for care in cared))
-    return EXIT_OK if all(care.ok for care in cared) else EXIT_FAILED
+    return EXIT_OK if all(care.ok for care in cared) else EXIT_ERROR
 
 
-def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subcommands.add_parser(
         "maintain",
         help="one pass of day-2 care: trim what filesystems freed, set the when-full policy, back up metadata",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from thinpool.cli.exits import EXIT_CHANGES, EXIT_CODES_HELP, EXIT_ERROR, EXIT_OK
 from thinpool.cli.options import add_engine_options, add_spec_options, spec_from_args
 from thinpool.errors import ThinpoolError
 
@@ -15,16 +16,6 @@ if TYPE_CHECKING:
     from thinpool.app.context import Context
     from thinpool.app.executor import ApplyResult
     from thinpool.core.plan import Action, Plan
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CHANGES = 2
-
-EXIT_CODES_HELP = """exit codes:
-  0    success; with --detailed-exitcode: nothing to change
-  1    error or refusal (the message names the problem and the fix)
-  2    with --detailed-exitcode: there are changes
-  130  interrupted"""
 
 SIZE_HELP = "Sizes take binary units: 744GiB, 512KiB, 100G, 4m (k/m/g/t are powers of 1024)."
 
@@ -252,3 +243,10 @@ def add_apply_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     apply.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     apply.add_argument("--json", action="store_true", help="print the result as JSON (schema_version 1)")
     apply.set_defaults(handler=_cmd_apply)
+
+
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add_plan_parser(commands)
+    add_apply_parser(commands)
+    add_lifecycle_parsers(commands)
+    add_engine_parser(commands)

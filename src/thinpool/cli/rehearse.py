@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from thinpool.app.context import Context
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "rehearse",
         help="apply a plan to same-sized sparse disks in a throwaway VM (real lvm, nothing here touched)",

@@ -7,11 +7,12 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from thinpool.cli.exits import EXIT_ERROR, EXIT_OK
+
 if TYPE_CHECKING:
     from thinpool.app.context import Context
     from thinpool.app.repair import RepairReport
 
-EXIT_OK, EXIT_FAILED = 0, 1
 DESCRIPTION = """\
 Checks a thin pool's metadata offline and repairs it, in this order:
 
@@ -57,16 +58,16 @@ def _cmd_repair(args: argparse.Namespace, ctx: Context) -> int:
     if not args.yes:
         print(f"thinpool repair {vg}/{pool} stops the pool and its thin volumes, then:\n\n{DESCRIPTION}\n\n"
               "Nothing was done: run it again with --yes.")  # fmt: skip
-        return EXIT_FAILED
+        return EXIT_ERROR
     done = use_case.run(ctx, vg, pool, from_backup=args.from_backup)
     if args.json:
         sys.stdout.write(json.dumps(done.to_dict(), indent=1) + "\n")
     else:
         print(_render(done))
-    return EXIT_OK if done.ok else EXIT_FAILED
+    return EXIT_OK if done.ok else EXIT_ERROR
 
 
-def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subcommands.add_parser(
         "repair",
         help="check a pool's metadata offline; repair it, or restore a backup",
