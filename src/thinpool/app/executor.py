@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from thinpool.core.model import Observed
-from thinpool.core.plan import Action, Check, Plan, problem_after
+from thinpool.core.plan import Action, ActionKind, Check, Plan, problem_after
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe
 from thinpool.system.runner import Runner
@@ -110,10 +110,25 @@ def _verify_mount(action: Action, root: Path) -> None:
         raise VerificationFailed(f"nothing is mounted on {where}", fix=f"check 'findmnt {where}'")
 
 
+def _make_tls(action: Action, root: Path) -> str:
+    """The CA (when asked), server and client certificates, read back and checked against what was wanted."""
+    from thinpool.core import tls as rules
+    from thinpool.system import tls
+
+    want = rules.Wanted.from_json(action.content)
+    tls.make(root, want, new_ca=want.new_ca, folder=action.path)
+    problem = rules.remake_reason(tls.read_files(root, action.path), want, time.time(), renew=False)
+    if problem:
+        raise VerificationFailed(f"after making the TLS files: {problem}", fix=f"check {action.path}, then re-run")
+    return f"client bundle for DOCKER_CERT_PATH: {rules.path(rules.CLIENT, '', action.path)}"
+
+
 def _run_step(action: Action, plan: Plan, runner: Runner, root: Path) -> str:
     """Run one action and check it; returns a note for the operator ("" when there is nothing to say)."""
     if action.op == "write":
         return _write_file(action, root)
+    if action.kind == ActionKind.TLS:
+        return _make_tls(action, root)
     if action.path:
         observe.under(root, action.path).unlink(missing_ok=True)
         return ""

@@ -97,6 +97,14 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     engine.add_argument("--tlscacert", default="", metavar="FILE", help="CA that client certificates must chain to")
     engine.add_argument("--tlscert", default="", metavar="FILE", help="the daemon's TLS certificate")
     engine.add_argument("--tlskey", default="", metavar="FILE", help="the daemon's TLS key")
+    engine.add_argument("--tls-generate", action="store_true",
+                        help="make a CA, dockerd's certificate and a client bundle under /etc/thinpool/tls "
+                        "and require client certificates (kept across runs, renewed 30 days ahead)")  # fmt: skip
+    engine.add_argument("--tls-san", action="append", default=[], metavar="NAME",
+                        help="with --tls-generate: one more name or address in dockerd's certificate (the "
+                        "host's names and addresses, localhost and loopback are always in it; repeatable)")  # fmt: skip
+    engine.add_argument("--tls-renew", action="store_true",
+                        help="with --tls-generate: make new server and client certificates now")  # fmt: skip
     engine.add_argument("--insecure-tcp", action="store_true",
                         help="allow a TCP API without TLS: it grants root on this host to the network")  # fmt: skip
     engine.add_argument("--force", action="store_true",
@@ -119,6 +127,9 @@ def engine_options_from_args(args: argparse.Namespace) -> EngineOptions:
         tls_cacert=args.tlscacert,
         tls_cert=args.tlscert,
         tls_key=args.tlskey,
+        tls_generate=args.tls_generate,
+        tls_sans=tuple(args.tls_san),
+        tls_renew=args.tls_renew,
         insecure_tcp=args.insecure_tcp,
         force=args.force,
     )
@@ -129,7 +140,8 @@ def engine_options_to_argv(options: EngineOptions) -> list[str]:
     argv += ["--volume-name", options.volume_name, "--data-root", options.data_root]
     if options.volume_size is not None:
         argv += ["--volume-size", _bytes(options.volume_size)]
-    for flag, values in (("--storage-opt", options.storage_opts), ("--host", options.hosts), ("--dns", options.dns)):
+    for flag, values in (("--storage-opt", options.storage_opts), ("--host", options.hosts), ("--dns", options.dns),
+                         ("--tls-san", options.tls_sans)):  # fmt: skip
         for value in values:
             argv += [flag, value]
     for flag, text in (
@@ -139,6 +151,8 @@ def engine_options_to_argv(options: EngineOptions) -> list[str]:
     ):
         if text:
             argv += [flag, text]
+    argv += ["--tls-generate"] if options.tls_generate else []
+    argv += ["--tls-renew"] if options.tls_renew else []
     argv += ["--insecure-tcp"] if options.insecure_tcp else []
     argv += ["--force"] if options.force else []
     return argv

@@ -11,7 +11,7 @@ from thinpool.config.document import ConfigError, Source, load
 PATH = "/etc/docker/daemon.json"
 # Keys whose values thinpool reads or merges, and the shape each must have.
 _LIST_KEYS = ("storage-opts", "hosts", "dns")
-_TEXT_KEYS = ("storage-driver", "data-root")
+_TEXT_KEYS = ("storage-driver", "data-root", "tlscacert", "tlscert", "tlskey", "bip")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,11 @@ class DaemonJson:
     @property
     def hosts(self) -> list[str]:
         return list(self.data.get("hosts", []))
+
+    @property
+    def tls_certificates(self) -> tuple[str, ...]:
+        """The certificate files dockerd's TLS reads (its own and the CA's)."""
+        return tuple(str(self.data[key]) for key in ("tlscert", "tlscacert") if self.data.get(key))
 
     @property
     def thinpooldev(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from thinpool.config.document import ENCODING, ERRORS, Source
+from thinpool.core.tls import Certificate, TlsFiles
 from thinpool.core.units import MiB
 
 # pvcreate's default data alignment: the first extent starts 1 MiB into the device.
@@ -171,6 +172,11 @@ class EngineState:
     data_root_entries: int = 0  # entries in the data root (0 when absent or empty)
     data_root_source: str = ""  # what is mounted on the data root ("" when nothing)
     volume_filesystem: str = ""  # the overlay2 thin volume's filesystem type ("" when none)
+    tls_files: TlsFiles | None = None  # what thinpool made under TLS_ROOT (read for --tls-generate)
+    host_names: tuple[str, ...] = ()  # the host's name and FQDN (read for --tls-generate)
+    host_addresses: tuple[str, ...] = ()  # its global addresses (read for --tls-generate)
+    certificates: tuple[Certificate, ...] = ()  # those daemon.json's tlscert and tlscacert name
+    observed_at: float = 0.0  # seconds since the epoch: what certificates' expiry is measured from
 
     def source(self, path: str) -> Source:
         """A config file as it was read, for the parsers in thinpool.config."""

@@ -61,6 +61,7 @@ class ActionKind(StrEnum):
     SYSTEMD = "systemd"
     RECLAIM = "reclaim"
     WHEN_FULL = "when-full"
+    TLS = "tls"  # content: the server certificate's names and addresses (core.tls.Wanted, JSON)
 
     @property
     def check(self) -> Check:
@@ -84,6 +85,7 @@ _CHECKS = {
     ActionKind.FSTAB: Check.FILE,
     ActionKind.ENGINE_CONFIG: Check.FILE,
     ActionKind.SYSTEMD_DROP_IN: Check.FILE,
+    ActionKind.TLS: Check.FILE,
 }
 
 

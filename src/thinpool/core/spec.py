@@ -51,6 +51,25 @@ def _check_host(host: str) -> None:
         raise SpecError(f"--host {host!r} names no socket path", fix="e.g. unix:///run/docker.sock")
 
 
+def _check_san(text: str) -> None:
+    """--tls-san: a host name or an IP address."""
+    try:
+        ipaddress.ip_address(text)
+        return
+    except ValueError:
+        pass
+    labels = text.rstrip(".").split(".")
+    if not text or len(text) > 253 or not all(_hostname_label(label) for label in labels):
+        raise SpecError(f"--tls-san {text!r} is neither a host name nor an IP address",
+                        fix="e.g. --tls-san build.example.com or --tls-san 10.0.0.5")  # fmt: skip
+
+
+def _hostname_label(label: str) -> bool:
+    return 0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-" and all(
+        char.isascii() and (char.isalnum() or char in "-*") for char in label
+    )  # fmt: skip
+
+
 def _check_dns(address: str) -> None:
     try:
         ipaddress.ip_address(address)
@@ -73,12 +92,19 @@ class EngineOptions:
     tls_cacert: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    tls_generate: bool = False  # thinpool makes a CA, the server's certificate and a client bundle
+    tls_sans: tuple[str, ...] = ()  # more names or addresses for the server's certificate
+    tls_renew: bool = False  # make new server and client certificates now
     insecure_tcp: bool = False
     force: bool = False  # replace another storage driver or pool named in the engine's config
 
     @property
-    def tls(self) -> bool:
+    def tls_files(self) -> bool:
         return bool(self.tls_cacert and self.tls_cert and self.tls_key)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_files or self.tls_generate
 
     def validate(self) -> None:
         names.check_lv_name(self.volume_name, what="thin volume")
@@ -100,8 +126,17 @@ class EngineOptions:
             _check_host(host)
         for address in self.dns:
             _check_dns(address)
-        if any((self.tls_cacert, self.tls_cert, self.tls_key)) and not self.tls:
+        given = any((self.tls_cacert, self.tls_cert, self.tls_key))
+        if given and not self.tls_files:
             raise SpecError("TLS needs all of --tlscacert, --tlscert and --tlskey", fix="give the three files")
+        if given and self.tls_generate:
+            raise SpecError("--tls-generate makes the certificates that --tlscacert/--tlscert/--tlskey name",
+                            fix="give either --tls-generate or the three files")  # fmt: skip
+        if (self.tls_sans or self.tls_renew) and not self.tls_generate:
+            raise SpecError("--tls-san and --tls-renew are for the certificates thinpool makes",
+                            fix="add --tls-generate")  # fmt: skip
+        for name in self.tls_sans:
+            _check_san(name)
 
     def _check_storage_opts(self) -> None:
         keys = []

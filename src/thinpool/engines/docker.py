@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from thinpool.config import daemon_json
 from thinpool.config.document import ConfigError, Problem
+from thinpool.core import tls
 from thinpool.core.health import Finding
 from thinpool.core.model import EngineState
 from thinpool.core.plan import Action, ActionKind, Target
@@ -127,10 +129,48 @@ def api_keys(options: EngineOptions) -> dict[str, Any]:
         keys["hosts"] = list(options.hosts)
     if options.dns:
         keys["dns"] = list(options.dns)
-    if options.tls:
+    if options.tls_files:
         keys.update(tls=True, tlsverify=True, tlscacert=options.tls_cacert, tlscert=options.tls_cert)
         keys["tlskey"] = options.tls_key
+    if options.tls_generate:
+        keys.update(tls.daemon_json_keys())
     return keys
+
+
+def tls_actions(options: EngineOptions, state: EngineState) -> tuple[Action, ...]:
+    """--tls-generate: make the CA, server and client certificates when missing, near expiry, lacking one
+    of the host's names, or on --tls-renew; nothing when those on disk serve."""
+    if not options.tls_generate:
+        return ()
+    files = state.tls_files or tls.TlsFiles()
+    want = tls.wanted(state.host_names, state.host_addresses, options.tls_sans)
+    reason = tls.remake_reason(files, want, state.observed_at, renew=options.tls_renew)
+    if reason is None:
+        return ()
+    want = replace(want, new_ca=tls.renews_ca(files, state.observed_at))
+    names = ", ".join((*want.names, *want.addresses))
+    target = Target(path=tls.TLS_ROOT)
+    op: Literal["create", "change"] = "create" if files.ca is None else "change"
+    why = f"{reason}; dockerd's certificate names {names}; the client bundle is {tls.path(tls.CLIENT, '')}"
+    return (Action(op, ActionKind.TLS, target, why, path=tls.TLS_ROOT, content=want.to_json()),)
+
+
+def tls_findings(state: EngineState, configure: str) -> list[Finding]:
+    """dockerd's certificates that expired or expire within core.tls.RENEW_WITHIN_DAYS."""
+    found = []
+    for certificate in state.certificates:
+        ours = certificate.path.startswith(tls.TLS_ROOT + "/")
+        fix = (f"{configure} --tls-generate --tls-renew, then systemctl restart docker" if ours
+               else f"renew {certificate.path}, then systemctl restart docker")  # fmt: skip
+        days = tls.days_left(certificate, state.observed_at)
+        if days < 0:
+            problem = f"{certificate.path} expired {-days} days ago: dockerd refuses every TLS client"
+            found.append(Finding("critical", "tls-certificate-expired", problem, fix))
+        elif days < tls.RENEW_WITHIN_DAYS:
+            found.append(
+                Finding("warning", "tls-certificate-expiring", f"{certificate.path} expires in {days} days", fix)
+            )
+    return found
 
 
 def config_action(content: str | None, reason: str) -> tuple[Action, ...]:
@@ -187,6 +227,7 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
         )
         for host in _loopback_only(parsed.data)
     ]
+    found += tls_findings(state, configure)
     if parsed.storage_driver != "devicemapper":
         return found
     return found + _devicemapper_findings(state, parsed, target, configure)

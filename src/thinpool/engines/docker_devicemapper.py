@@ -71,7 +71,8 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     content = docker.merged_daemon_json(
         current, "devicemapper", storage_opts(spec, target, state), docker.api_keys(options), force=options.force
     )
-    actions = docker.config_action(content, f"devicemapper on {target.dm_path} (deferred removal, xfs, noatime)")
+    actions = docker.tls_actions(options, state)
+    actions += docker.config_action(content, f"devicemapper on {target.dm_path} (deferred removal, xfs, noatime)")
     unit = systemd.device_unit(target.dm_path)
     actions += docker.drop_in_action(
         state, options, {"Requires": unit, "After": unit}, f"docker starts once {target.dm_path} is there"

@@ -136,7 +136,8 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
         extra["data-root"] = options.data_root
     current = docker.current_settings(state, options.force)
     content = docker.merged_daemon_json(current, "overlay2", [], extra, force=options.force)
-    engine = docker.config_action(content, f"overlay2 on the XFS thin volume at {options.data_root}")
+    engine = docker.tls_actions(options, state)
+    engine += docker.config_action(content, f"overlay2 on the XFS thin volume at {options.data_root}")
     why = f"docker starts once {options.data_root} is mounted, its XFS set to fail fast when the pool is full"
     unit = {"RequiresMountsFor": options.data_root}
     engine += docker.drop_in_action(state, options, unit, why, (xfs_errors_command(options.data_root),))

@@ -56,6 +56,10 @@ def fstrim(mount_point: str, minimum: int) -> Argv:
     return ("fstrim", "--minimum", str(minimum), mount_point)
 
 
+def ip_addresses() -> Argv:
+    return ("ip", "-j", "address", "show")
+
+
 def systemctl_daemon_reload() -> Argv:
     return ("systemctl", "daemon-reload")
 

@@ -28,3 +28,13 @@ def parse_fuser_pids(text: str) -> tuple[int, ...]:
     """fuser's stdout: PIDs, each followed by its access letters (``1234c 5678e``)."""
     found = (token.rstrip("abcdefmrtx") for token in text.split())
     return tuple(int(token) for token in found if token.isdigit())
+
+
+def parse_ip_addresses(text: str) -> tuple[str, ...]:
+    """The global addresses of ``ip -j address show`` (no loopback, no link-local), each once."""
+    found = []
+    for link in json.loads(text or "[]"):
+        for info in link.get("addr_info", []):
+            if info.get("scope") == "global" and info.get("local"):
+                found.append(str(info["local"]))
+    return tuple(dict.fromkeys(found))

@@ -9,19 +9,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from thinpool import engines
+from thinpool.config import daemon_json
 from thinpool.core import backup, health
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import Device, EngineState, Filesystem, Observed
 from thinpool.core.spec import NO_ENGINE, PoolSpec
+from thinpool.core.tls import Certificate
 from thinpool.errors import MissingTool
 from thinpool.host import commands as host
-from thinpool.host.report import parse_findmnt, parse_fuser_pids, parse_lsblk, parse_wipefs
+from thinpool.host.report import parse_findmnt, parse_fuser_pids, parse_ip_addresses, parse_lsblk, parse_wipefs
 from thinpool.system import files
 from thinpool.system.runner import Runner
 
@@ -265,6 +268,47 @@ def _entries(folder: Path) -> int:
     return sum(1 for _ in folder.iterdir()) if folder.is_dir() else 0
 
 
+def host_names() -> tuple[str, ...]:
+    import socket
+
+    return tuple(dict.fromkeys(name for name in (socket.gethostname(), socket.getfqdn()) if name))
+
+
+def host_addresses(runner: Runner) -> tuple[str, ...]:
+    try:
+        found = runner.run(host.ip_addresses(), check=False)
+    except MissingTool:
+        return ()
+    return parse_ip_addresses(found.stdout) if found.returncode == 0 else ()
+
+
+def daemon_certificates(state: EngineState, root: Path = ROOT) -> tuple[Certificate, ...]:
+    """The certificates daemon.json's tlscert and tlscacert name (nothing is imported without them)."""
+    parsed = daemon_json.parse(state.source(daemon_json.PATH))
+    if not isinstance(parsed, daemon_json.DaemonJson) or not parsed.tls_certificates:
+        return ()
+    from thinpool.system import tls
+
+    found = []
+    for path in parsed.tls_certificates:
+        certificate = tls.read_certificate(under(root, path))
+        if certificate is not None:
+            found.append(replace(certificate, path=path))  # as daemon.json names it, not under the test root
+    return tuple(found)
+
+
+def tls_state(runner: Runner, spec: PoolSpec, state: EngineState, root: Path = ROOT) -> EngineState:
+    """The TLS facts: daemon.json's certificates, and for --tls-generate what thinpool made and the host's names."""
+    state = replace(state, certificates=daemon_certificates(state, root), observed_at=time.time())
+    if not spec.engine_options.tls_generate:
+        return state
+    from thinpool.system import tls
+
+    return replace(
+        state, tls_files=tls.read_files(root), host_names=host_names(), host_addresses=host_addresses(runner)
+    )
+
+
 def engine_files(root: Path = ROOT) -> EngineState:
     """Only the engines' configuration files (what destroy checks); no program is run."""
     files, unreadable = read_files(engines.config_files(), root)
@@ -286,7 +330,7 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT, *, cached_ve
     if uses_volume and under(root, volume).exists():
         found = runner.run(host.wipefs_probe(volume), check=False)
         filesystem = next(iter(parse_wipefs(found.stdout)), "") if found.returncode == 0 else ""
-    files = engine_files(root)
+    files = tls_state(runner, spec, engine_files(root), root)
     return replace(
         files,
         versions=versions,
