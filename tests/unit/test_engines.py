@@ -260,7 +260,8 @@ def test_the_registry_names_every_engine_once_and_their_files() -> None:
 
     assert engines.CHOICES == ("none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin")
     assert engines.config_files() == (
-        docker.DAEMON_JSON, docker.DOCKER_DROP_IN, containerd_devmapper.CONFIG_TOML,
+        docker.DAEMON_JSON, docker.DOCKER_DROP_IN, docker.DNSMASQ_CONF, docker.DNSMASQ_DEFAULTS,
+        containerd_devmapper.CONFIG_TOML,
         containerd_devmapper.CONTAINERD_DROP_IN, docker_overlay2.FSTAB,
     )  # fmt: skip
     with pytest.raises(SpecError, match="unknown engine 'podman'"):

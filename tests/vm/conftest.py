@@ -27,7 +27,7 @@ DEVICES = ("/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde")
 
 RESET = r"""
 # Engines first: stop the daemons, unmount what they mounted, forget their state and configs.
-pkill -x dockerd; pkill -x containerd
+pkill -x dockerd; pkill -x containerd; pkill -x dnsmasq
 # (zombies do not count: the agent reaps them only between requests)
 alive() { ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 ~ /^(dockerd|containerd)/' | grep -q .; }
 for i in $(seq 50); do alive || break; sleep 0.2; done
@@ -40,7 +40,7 @@ dmsetup remove_all --force >/dev/null 2>&1
 for pv in $(pvs --noheadings -o pv_name 2>/dev/null); do pvremove -ff -y "$pv" >/dev/null 2>&1; done
 for disk in /dev/vd?; do wipefs -a -q "$disk" >/dev/null 2>&1; done
 rm -f /etc/lvm/profile/thinpool-*.profile
-rm -rf /var/lib/thinpool/backups /etc/thinpool
+rm -rf /var/lib/thinpool/backups /etc/thinpool /etc/dnsmasq.d
 # Without udev, lvm's /dev/VG folders can outlive their VG (a killed lvm): drop those that
 # hold only dangling links, or the next vgcreate of that name fails.
 for folder in /dev/*/; do

@@ -94,6 +94,9 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
                         "tcp://10.0.0.5:2376 (repeatable; TCP beyond loopback needs TLS)")  # fmt: skip
     engine.add_argument("--dns", action="append", default=[], metavar="ADDRESS",
                         help="DNS server for containers (repeatable)")  # fmt: skip
+    engine.add_argument("--dns-cache", action="store_true",
+                        help="a dnsmasq cache on the Docker bridge's address (daemon.json bip, or 172.17.0.1) "
+                        "as the containers' DNS server, forwarding to the host's resolvers")  # fmt: skip
     engine.add_argument("--tlscacert", default="", metavar="FILE", help="CA that client certificates must chain to")
     engine.add_argument("--tlscert", default="", metavar="FILE", help="the daemon's TLS certificate")
     engine.add_argument("--tlskey", default="", metavar="FILE", help="the daemon's TLS key")
@@ -124,6 +127,7 @@ def engine_options_from_args(args: argparse.Namespace) -> EngineOptions:
         storage_opts=tuple(args.storage_opt),
         hosts=tuple(args.host),
         dns=tuple(args.dns),
+        dns_cache=args.dns_cache,
         tls_cacert=args.tlscacert,
         tls_cert=args.tlscert,
         tls_key=args.tlskey,
@@ -151,6 +155,7 @@ def engine_options_to_argv(options: EngineOptions) -> list[str]:
     ):
         if text:
             argv += [flag, text]
+    argv += ["--dns-cache"] if options.dns_cache else []
     argv += ["--tls-generate"] if options.tls_generate else []
     argv += ["--tls-renew"] if options.tls_renew else []
     argv += ["--insecure-tcp"] if options.insecure_tcp else []

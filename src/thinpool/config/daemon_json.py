@@ -32,6 +32,10 @@ class DaemonJson:
         return list(self.data.get("hosts", []))
 
     @property
+    def dns(self) -> list[str]:
+        return list(self.data.get("dns", []))
+
+    @property
     def tls_certificates(self) -> tuple[str, ...]:
         """The certificate files dockerd's TLS reads (its own and the CA's)."""
         return tuple(str(self.data[key]) for key in ("tlscert", "tlscacert") if self.data.get(key))

@@ -176,6 +176,7 @@ class EngineState:
     host_names: tuple[str, ...] = ()  # the host's name and FQDN (read for --tls-generate)
     host_addresses: tuple[str, ...] = ()  # its global addresses (read for --tls-generate)
     certificates: tuple[Certificate, ...] = ()  # those daemon.json's tlscert and tlscacert name
+    dns_silent: tuple[str, ...] = ()  # addresses in daemon.json's dns that did not answer a query
     observed_at: float = 0.0  # seconds since the epoch: what certificates' expiry is measured from
 
     def source(self, path: str) -> Source:

@@ -89,6 +89,7 @@ class EngineOptions:
     storage_opts: tuple[str, ...] = ()  # extra dm.* options for docker-devicemapper, KEY=VALUE
     hosts: tuple[str, ...] = ()  # Docker API sockets, e.g. unix:///run/docker.sock
     dns: tuple[str, ...] = ()
+    dns_cache: bool = False  # dnsmasq caches DNS for the containers, on the Docker bridge's address
     tls_cacert: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -126,6 +127,9 @@ class EngineOptions:
             _check_host(host)
         for address in self.dns:
             _check_dns(address)
+        if self.dns and self.dns_cache:
+            raise SpecError("--dns-cache sets daemon.json's dns to the bridge address, where the cache answers",
+                            fix="give either --dns-cache or --dns")  # fmt: skip
         given = any((self.tls_cacert, self.tls_cert, self.tls_key))
         if given and not self.tls_files:
             raise SpecError("TLS needs all of --tlscacert, --tlscert and --tlskey", fix="give the three files")

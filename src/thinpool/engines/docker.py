@@ -22,6 +22,11 @@ from thinpool.errors import SpecError
 DAEMON_JSON = daemon_json.PATH
 DOCKER_DROP_IN = "/etc/systemd/system/docker.service.d/thinpool.conf"
 DEVICEMAPPER_REMOVED_IN = 25
+DNSMASQ_CONF = "/etc/dnsmasq.d/thinpool-docker.conf"  # Debian's dnsmasq.service reads /etc/dnsmasq.d
+DEFAULT_BRIDGE = "172.17.0.1"  # docker0's address unless daemon.json sets bip
+# With resolvconf installed, Debian's dnsmasq.service makes 127.0.0.1 the host's resolver unless
+# this file excepts lo; the cache listens on the bridge address only, so the host would lose DNS.
+DNSMASQ_DEFAULTS = "/etc/default/dnsmasq"
 
 
 def major_version(version: str) -> int | None:
@@ -155,6 +160,71 @@ def tls_actions(options: EngineOptions, state: EngineState) -> tuple[Action, ...
     return (Action(op, ActionKind.TLS, target, why, path=tls.TLS_ROOT, content=want.to_json()),)
 
 
+def bridge_address(current: dict[str, Any]) -> str:
+    """docker0's address: daemon.json's bip without its prefix length, or Docker's default."""
+    bip = current.get("bip")
+    return bip.split("/", 1)[0] if isinstance(bip, str) and bip else DEFAULT_BRIDGE
+
+
+def dnsmasq_conf(address: str) -> str:
+    return "\n".join((
+        "# Written by thinpool (--dns-cache): a DNS cache for Docker's containers.",
+        "# Only the bridge's address: not loopback, not the host's other interfaces.",
+        f"listen-address={address}",
+        "# Bound when the address appears: dnsmasq may start before dockerd makes docker0.",
+        "bind-dynamic",
+        "# Upstream: the host's resolvers (/etc/resolv.conf). Never forward bare names or private reverse lookups.",
+        "domain-needed",
+        "bogus-priv",
+        "cache-size=1000",
+    )) + "\n"  # fmt: skip
+
+
+def dns_cache(
+    options: EngineOptions, state: EngineState, current: dict[str, Any]
+) -> tuple[tuple[Action, ...], dict[str, Any], list[str]]:
+    """--dns-cache: dnsmasq's configuration (and its restart), daemon.json's dns, and warnings."""
+    if not options.dns_cache:
+        return (), {}, []
+    address = bridge_address(current)
+    content = dnsmasq_conf(address)
+    warnings = []
+    if state.observed and "dnsmasq" not in state.programs:
+        warnings.append("dnsmasq is not installed: apt install dnsmasq (it reads the configuration written here)")
+    defaults = state.files.get(DNSMASQ_DEFAULTS, "")
+    if "resolvconf" in state.programs and not re.search(r"^DNSMASQ_EXCEPT=.*\blo\b", defaults, re.MULTILINE):
+        warnings.append(f"resolvconf is installed: add DNSMASQ_EXCEPT=\"lo\" to {DNSMASQ_DEFAULTS}, or dnsmasq.service "
+                        "makes 127.0.0.1 the host's resolver, where this cache does not listen")  # fmt: skip
+    if state.files.get(DNSMASQ_CONF) == content:
+        return (), {"dns": [address]}, warnings
+    why = f"a DNS cache for the containers on the bridge address {address}, forwarding to the host's resolvers"
+    actions: tuple[Action, ...] = (
+        Action("write", ActionKind.ENGINE_CONFIG, Target(name="dnsmasq"), why, path=DNSMASQ_CONF, content=content),
+    )
+    if state.systemd:
+        restart = ("systemctl", "restart", "dnsmasq")
+        actions += (Action("change", ActionKind.SYSTEMD, Target(name="dnsmasq.service"),
+                           "dnsmasq reads its new configuration (containers keep running)", restart),)  # fmt: skip
+    return actions, {"dns": [address]}, warnings
+
+
+def dns_findings(state: EngineState, data: dict[str, Any], configure: str) -> list[Finding]:
+    """Each DNS server daemon.json gives containers that did not answer a query of ours."""
+    found = []
+    for address in state.dns_silent:
+        if address == bridge_address(data) and DNSMASQ_CONF in state.files:
+            fix = ("apt install dnsmasq" if state.observed and "dnsmasq" not in state.programs
+                   else "systemctl restart dnsmasq; journalctl -u dnsmasq says why it stopped")  # fmt: skip
+            fix += f" (thinpool's cache: {DNSMASQ_CONF})"
+        else:
+            fix = f"start the DNS server at {address}, or give daemon.json another ({configure} --dns-cache --force)"
+        problem = (
+            f"daemon.json gives containers the DNS server {address}, which does not answer: they cannot resolve names"
+        )
+        found.append(Finding("critical", "dns-not-answering", problem, fix))
+    return found
+
+
 def tls_findings(state: EngineState, configure: str) -> list[Finding]:
     """dockerd's certificates that expired or expire within core.tls.RENEW_WITHIN_DAYS."""
     found = []
@@ -227,7 +297,7 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
         )
         for host in _loopback_only(parsed.data)
     ]
-    found += tls_findings(state, configure)
+    found += tls_findings(state, configure) + dns_findings(state, parsed.data, configure)
     if parsed.storage_driver != "devicemapper":
         return found
     return found + _devicemapper_findings(state, parsed, target, configure)

@@ -9,7 +9,7 @@ from thinpool.engines import docker, systemd
 from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
 
-FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN)
+FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, docker.DNSMASQ_CONF, docker.DNSMASQ_DEFAULTS)
 USES_THIN_VOLUME = False
 doctor = docker.doctor
 pool_users = docker.pool_users
@@ -68,10 +68,12 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
         )
     if state.observed and "dockerd" not in state.versions:
         warnings.append("dockerd was not found: daemon.json is written for the Docker installed later")
+    cache, dns, cache_warnings = docker.dns_cache(options, state, current)
+    warnings += cache_warnings
     content = docker.merged_daemon_json(
-        current, "devicemapper", storage_opts(spec, target, state), docker.api_keys(options), force=options.force
+        current, "devicemapper", storage_opts(spec, target, state), docker.api_keys(options) | dns, force=options.force
     )
-    actions = docker.tls_actions(options, state)
+    actions = docker.tls_actions(options, state) + cache
     actions += docker.config_action(content, f"devicemapper on {target.dm_path} (deferred removal, xfs, noatime)")
     unit = systemd.device_unit(target.dm_path)
     actions += docker.drop_in_action(

@@ -16,7 +16,7 @@ from thinpool.errors import SpecError
 from thinpool.host import commands as host
 
 FSTAB = fstab.PATH
-FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, FSTAB)
+FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, FSTAB, docker.DNSMASQ_CONF, docker.DNSMASQ_DEFAULTS)
 USES_THIN_VOLUME = True  # --volume-name: its filesystem is observed
 doctor = docker.doctor
 pool_users = docker.pool_users
@@ -135,8 +135,10 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     if options.data_root != "/var/lib/docker":
         extra["data-root"] = options.data_root
     current = docker.current_settings(state, options.force)
-    content = docker.merged_daemon_json(current, "overlay2", [], extra, force=options.force)
-    engine = docker.tls_actions(options, state)
+    cache, dns, cache_warnings = docker.dns_cache(options, state, current)
+    warnings += cache_warnings
+    content = docker.merged_daemon_json(current, "overlay2", [], extra | dns, force=options.force)
+    engine = docker.tls_actions(options, state) + cache
     engine += docker.config_action(content, f"overlay2 on the XFS thin volume at {options.data_root}")
     why = f"docker starts once {options.data_root} is mounted, its XFS set to fail fast when the pool is full"
     unit = {"RequiresMountsFor": options.data_root}

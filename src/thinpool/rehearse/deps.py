@@ -29,7 +29,7 @@ VM_TOOLS = {
     "fuser": "psmisc",  # repair names the processes holding a thin volume
 }
 # The engines, systemd-analyze to verify the units thinpool writes for them, and the monitoring
-# stack its metrics and rules are proven against (promtool, Prometheus, node_exporter).
+# stack its metrics and rules are proven against (promtool, Prometheus, node_exporter), and dnsmasq.
 ENGINE_TOOLS = {
     "dockerd": "docker.io",
     "containerd": "containerd",
@@ -39,6 +39,7 @@ ENGINE_TOOLS = {
     "promtool": "prometheus",
     "prometheus": "prometheus",
     "prometheus-node-exporter": "prometheus-node-exporter",
+    "dnsmasq": "dnsmasq",  # --dns-cache: the containers' DNS cache
 }
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

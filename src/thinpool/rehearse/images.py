@@ -11,7 +11,7 @@ from pathlib import Path
 
 from thinpool.errors import MissingTool
 
-APPLETS = ("sh", "dd", "sync", "cat", "ls", "df", "sleep", "head")
+APPLETS = ("sh", "dd", "sync", "cat", "ls", "df", "sleep", "head", "nslookup")
 
 
 def rootfs_tar() -> bytes:

@@ -29,7 +29,8 @@ from thinpool.system import files
 from thinpool.system.runner import Runner
 
 ROOT = Path("/")
-ENGINE_PROGRAMS = ("dockerd", "containerd")
+ENGINE_PROGRAMS = ("dockerd", "containerd")  # their versions matter (Docker 25 has no devicemapper)
+HELPER_PROGRAMS = ("dnsmasq", "resolvconf")  # only whether they are installed
 VERSION_CACHE = "/var/cache/thinpool/program-versions.json"
 _VERSION = re.compile(r"\bv?(\d+\.\d+\.\d+)")
 
@@ -297,6 +298,16 @@ def daemon_certificates(state: EngineState, root: Path = ROOT) -> tuple[Certific
     return tuple(found)
 
 
+def silent_dns(state: EngineState) -> tuple[str, ...]:
+    """The DNS servers daemon.json gives containers that do not answer a query of ours."""
+    parsed = daemon_json.parse(state.source(daemon_json.PATH))
+    if not isinstance(parsed, daemon_json.DaemonJson) or not parsed.dns:
+        return ()
+    from thinpool.system import dns
+
+    return tuple(address for address in parsed.dns if not dns.answers(address))
+
+
 def tls_state(runner: Runner, spec: PoolSpec, state: EngineState, root: Path = ROOT) -> EngineState:
     """The TLS facts: daemon.json's certificates, and for --tls-generate what thinpool made and the host's names."""
     state = replace(state, certificates=daemon_certificates(state, root), observed_at=time.time())
@@ -323,6 +334,7 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT, *, cached_ve
     else:
         by_path = {path: program_version(runner, path) for path in programs.values()}
     versions = {name: by_path[path] for name, path in programs.items() if by_path[path]}
+    programs |= {name: path for name in HELPER_PROGRAMS if (path := find_program(name, root))}
     data_root = spec.engine_options.data_root
     volume = f"/dev/mapper/{commands.dm_name(spec.vg, spec.engine_options.volume_name)}"
     filesystem = ""
@@ -333,6 +345,7 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT, *, cached_ve
     files = tls_state(runner, spec, engine_files(root), root)
     return replace(
         files,
+        dns_silent=silent_dns(files) if root == ROOT else (),  # a test's root folder has no resolvers to ask
         versions=versions,
         programs=programs,
         systemd=under(root, "/run/systemd/system").is_dir(),
