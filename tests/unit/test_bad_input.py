@@ -223,6 +223,10 @@ def test_watch_targets_are_checked_before_they_reach_lvm(
         (["--host", "tcp://127.0.0.1:65536"], "Port out of range"),
         (["--host", "unix://"], "names no socket path"),
         (["--dns", "dns.example"], "not an IP address"),
+        (["--dns", "10.0.0.2", "--dns-cache"], "either --dns-cache or --dns"),
+        (["--tls-generate", "--tls-san", "bad name"], "neither a host name nor an IP address"),
+        (["--tls-san", "build.example.com"], "add --tls-generate"),
+        (["--tls-generate", "--tlscert", "/c", "--tlskey", "/k", "--tlscacert", "/a"], "either --tls-generate"),
         (["--autoextend-threshold", "100", "--autoextend-percent", "-5"], "outside 1-100"),
     ],
 )
