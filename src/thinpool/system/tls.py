@@ -32,20 +32,39 @@ def _load(path: Path) -> x509.Certificate | None:
 
 
 def _signed_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer``'s key signed ``certificate`` (thinpool's CA key is EC; cryptography 38, Debian 12's,
+    has no verify_directly_issued_by)."""
     from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec
 
+    key, algorithm = issuer.public_key(), certificate.signature_hash_algorithm
+    if certificate.issuer != issuer.subject or not isinstance(key, ec.EllipticCurvePublicKey) or algorithm is None:
+        return False
     try:
-        certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+        key.verify(certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(algorithm))
+    except InvalidSignature:
         return False
     return True
+
+
+def _not_after(certificate: x509.Certificate) -> int:
+    """Seconds since the epoch (not_valid_after_utc is cryptography 42's; before, a naive UTC datetime)."""
+    aware = getattr(certificate, "not_valid_after_utc", None)
+    when = aware if aware is not None else certificate.not_valid_after.replace(tzinfo=datetime.UTC)
+    return int(when.timestamp())
 
 
 def _matches(certificate: x509.Certificate, key_path: Path | None) -> bool:
     if key_path is None:
         return True
+    from cryptography.hazmat.primitives import serialization
+
+    def spki(key: object) -> bytes:  # keys compare equal only from cryptography 40 on
+        encoding, layout = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        return key.public_bytes(encoding, layout)  # type: ignore[attr-defined,no-any-return]
+
     try:
-        return _load_key(key_path).public_key() == certificate.public_key()
+        return spki(_load_key(key_path).public_key()) == spki(certificate.public_key())
     except (OSError, ValueError, TypeError):
         return False
 
@@ -63,7 +82,7 @@ def _describe(
         dns, ips = (), ()
     return Certificate(
         path=str(path),
-        not_after=int(certificate.not_valid_after_utc.timestamp()),
+        not_after=_not_after(certificate),
         names=dns,
         addresses=ips,
         sound=(issuer is None or _signed_by(certificate, issuer)) and _matches(certificate, key_path),
