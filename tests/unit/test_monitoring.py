@@ -151,3 +151,45 @@ def test_a_bad_every_is_refused_with_the_fix(
         code = int(exit_.code or 0)
     assert code in (1, 2) and message in capsys.readouterr().err
     assert runner.exhausted and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+def test_the_endpoint_serves_fresh_metrics_until_stopped_and_frees_its_port(address: str) -> None:
+    import socket
+    import threading
+    import urllib.request
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family) as probe:
+            probe.bind((address, 0))
+            port = probe.getsockname()[1]
+    except OSError:
+        pytest.skip(f"no {address} here")
+    reads: list[int] = []
+
+    def read() -> list[metrics.Reading]:
+        reads.append(1)
+        return [metrics.Reading("docker", "thinpool", status())]
+
+    stop = threading.Event()
+    serving = threading.Thread(target=metrics.serve, args=(address, port, read, stop))
+    serving.start()
+    host = f"[{address}]" if ":" in address else address
+    try:
+        for _ in range(100):
+            try:
+                text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
+                break
+            except OSError:
+                threading.Event().wait(0.05)
+        urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read()
+    finally:
+        stop.set()
+        serving.join(timeout=10)
+    assert 'thinpool_up{pool="thinpool",vg="docker"} 1.0' in text and len(reads) == 2  # read afresh per scrape
+    assert not serving.is_alive()
+    with socket.socket(family) as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a restarted exporter binds
+        again.bind((address, port))  # nothing listens there once it stopped
+        again.listen()

@@ -171,12 +171,30 @@ def write_textfile_every(path: str, read: Reader, every: float, wait: Callable[[
 
 
 def serve(address: str, port: int, read: Reader, stop: threading.Event) -> None:
-    """Serve /metrics until ``stop`` is set."""
-    from prometheus_client import start_http_server
+    """Serve /metrics until ``stop`` is set.
 
-    server, thread = start_http_server(port, addr=address, registry=registry_for(read))
+    The server is made here rather than by prometheus_client's start_http_server, which returns
+    nothing to stop it with before 0.17 (Debian 12 ships 0.16)."""
+    import socket
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            """No line per scrape on stderr."""
+
+    family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family, "daemon_threads": True})
+    server: WSGIServer = make_server(
+        address, port, make_wsgi_app(registry_for(read)), server_class, handler_class=Quiet
+    )
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
     try:
         stop.wait()
     finally:
         server.shutdown()
+        server.server_close()
         thread.join(timeout=5)

@@ -41,13 +41,23 @@ ENGINE_TOOLS = {
     "prometheus-node-exporter": "prometheus-node-exporter",
     "dnsmasq": "dnsmasq",  # --dns-cache: the containers' DNS cache
 }
+# The Debian package's tests: lintian checks it, and Debian's python3 runs it in the VM on
+# Debian's own libraries (a module's folder under DEBIAN_PYTHON stands for its package).
+PACKAGE_TOOLS = {"lintian": "lintian", "dpkg-deb": "dpkg"}
+DEBIAN_PYTHON = Path("/usr/lib/python3/dist-packages")
+DEBIAN_MODULES = {"tomlkit": "python3-tomlkit", "prometheus_client": "python3-prometheus-client",
+                  "cryptography": "python3-cryptography"}  # fmt: skip
 POLICY_RC = Path("/usr/sbin/policy-rc.d")
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def missing(engines: bool = False) -> dict[str, str]:
-    wanted = {**VM_TOOLS, **(ENGINE_TOOLS if engines else {})}
-    return {tool: package for tool, package in wanted.items() if shutil.which(tool, path=SEARCH_PATH) is None}
+    wanted = {**VM_TOOLS, **({**ENGINE_TOOLS, **PACKAGE_TOOLS} if engines else {})}
+    absent = {tool: package for tool, package in wanted.items() if shutil.which(tool, path=SEARCH_PATH) is None}
+    if engines:
+        absent |= {f"python3 module {name}": package for name, package in DEBIAN_MODULES.items()
+                   if not (DEBIAN_PYTHON / name).is_dir()}  # fmt: skip
+    return absent
 
 
 def require(engines: bool = False) -> None:
@@ -84,7 +94,8 @@ def install(runner: Runner, engines: bool = False) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m thinpool.rehearse.deps", description=__doc__)
     parser.add_argument("--install", action="store_true", help="apt-get install what is missing")
-    parser.add_argument("--engines", action="store_true", help="also the engines and systemd (for their tests)")
+    parser.add_argument("--engines", action="store_true",
+                        help="also the engines, systemd, and what the Debian package's tests need")  # fmt: skip
     args = parser.parse_args(argv)
     if args.install:
         from thinpool.app.context import system_context

@@ -1,0 +1,71 @@
+"""The Debian package on Debian's own python3 and libraries: dpkg installs it, the packaged thinpool plans and
+applies a real pool and serves its metrics, and dpkg -r leaves the pool alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from thinpool import __version__
+from thinpool.rehearse.vm import SHARE_MOUNT, VM
+
+from .helpers import lvs
+
+pytestmark = pytest.mark.vm
+
+ROOT = Path(__file__).resolve().parents[2]
+DEB = f"thinpool_{__version__}_all.deb"
+# The guest's agent runs this checkout (PYTHONPATH): the packaged command must not see it.
+PACKAGED = ["env", "-u", "PYTHONPATH", "-u", "PYTHONHOME"]
+SCRAPE = (
+    "import sys, time, urllib.request\n"
+    "for _ in range(150):\n"
+    " try: print(urllib.request.urlopen('http://127.0.0.1:9731/metrics', timeout=5).read().decode()); break\n"
+    " except OSError: time.sleep(0.2)\n"
+)
+
+
+@pytest.fixture
+def deb(vm: VM) -> Iterator[str]:
+    subprocess.run([str(ROOT / "packaging/build-deb"), "--out", str(vm.share)], check=True, stdout=subprocess.DEVNULL)
+    yield f"{SHARE_MOUNT}/{DEB}"
+    vm.run(["dpkg", "-r", "thinpool"], check=False)
+    (vm.share / DEB).unlink(missing_ok=True)
+
+
+def _packaged(vm: VM, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = vm.run([*PACKAGED, *args], check=check, timeout=600)
+    return subprocess.CompletedProcess(args, done.returncode, done.stdout, done.stderr)
+
+
+def test_dpkg_installs_it_the_packaged_thinpool_applies_a_pool_and_removal_leaves_the_pool(vm: VM, deb: str) -> None:
+    vm.run(["dpkg", "-i", deb], timeout=300)  # dependencies are Debian's packages, already there
+    where = _packaged(vm, "/usr/bin/python3", "-c", "import sys, thinpool; print(thinpool.__file__, sys.version)")
+    assert where.stdout.startswith("/usr/lib/python3/dist-packages/thinpool/__init__.py 3.11")
+    assert _packaged(vm, "thinpool", "--version").stdout.strip() == f"thinpool {__version__}"
+    plan = json.loads(_packaged(vm, "thinpool", "plan", "--disk-size", "744GiB", "--json").stdout)
+    assert plan["layout"]["spare_extents"] == plan["layout"]["metadata_extents"]
+
+    applied = json.loads(_packaged(vm, "thinpool", "apply", "--yes", "--json", "/dev/vda").stdout)
+    assert applied["ok"] is True
+    assert lvs(vm, "docker")["thinpool"].segtype == "thin-pool"
+    again = json.loads(_packaged(vm, "thinpool", "apply", "--yes", "--json", "/dev/vda").stdout)
+    assert again["changed"] is False
+    assert "thin volumes" in _packaged(vm, "thinpool", "status").stdout
+    exporter = vm.start_background([*PACKAGED, "thinpool", "metrics", "--listen", "127.0.0.1:9731"])
+    try:
+        scraped = _packaged(vm, "/usr/bin/python3", "-c", SCRAPE).stdout  # Debian's prometheus-client serves it
+    finally:
+        vm.run(["kill", str(exporter)], check=False)
+    assert 'thinpool_up{pool="thinpool",vg="docker"} 1.0' in scraped
+    assert "/usr/bin/thinpool" in vm.run(["cat", "/lib/systemd/system/thinpool-activate.service"]).stdout
+
+    vm.run(["dpkg", "-r", "thinpool"], timeout=300)
+    assert vm.run(["test", "-e", "/usr/bin/thinpool"], check=False).returncode != 0
+    assert vm.run(["test", "-e", "/usr/lib/python3/dist-packages/thinpool"], check=False).returncode != 0
+    assert lvs(vm, "docker")["thinpool"].segtype == "thin-pool"  # the pool stays, untouched
+    assert vm.run(["test", "-e", "/etc/lvm/profile/thinpool-docker-thinpool.profile"], check=False).returncode == 0
