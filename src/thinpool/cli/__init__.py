@@ -54,7 +54,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules = [COMMANDS[command]] if command else list(dict.fromkeys(COMMANDS.values()))
     for module in modules:
-        importlib.import_module(f"thinpool.cli.{module}").add_parsers(commands)
+        importlib.import_module(f".{module}", __package__).add_parsers(commands)
     return parser
 
 

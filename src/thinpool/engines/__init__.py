@@ -37,7 +37,7 @@ __all__ = ["CHOICES", "NAMES", "EngineChanges", "PoolTarget", "adapter", "doctor
 def adapter(name: str) -> ModuleType:
     if name not in _MODULES:
         raise SpecError(f"unknown engine {name!r}", fix="choose one of: " + ", ".join(CHOICES))
-    return importlib.import_module(f"thinpool.engines.{_MODULES[name]}")
+    return importlib.import_module(f".{_MODULES[name]}", __package__)  # relative: also where Ansible bundles it
 
 
 def adapters() -> tuple[ModuleType, ...]:

@@ -288,6 +288,10 @@ def daemon_certificates(state: EngineState, root: Path = ROOT) -> tuple[Certific
     parsed = daemon_json.parse(state.source(daemon_json.PATH))
     if not isinstance(parsed, daemon_json.DaemonJson) or not parsed.tls_certificates:
         return ()
+    import importlib.util
+
+    if importlib.util.find_spec("cryptography") is None:  # a bare python3 (Ansible's target): not checked
+        return ()
     from thinpool.system import tls
 
     found = []

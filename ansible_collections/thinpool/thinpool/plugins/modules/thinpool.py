@@ -15,7 +15,8 @@ description:
     sized by thinpool's planner (metadata, its hidden spare and one autoextend step all counted),
     with an autoextend profile and dmeventd monitoring; optionally wires Docker or containerd to it.
   - With O(state=absent), removes the pool, and the VG and its PV labels when they held nothing else.
-  - Uses the thinpool Python library on the target (C(pip install thinpool)).
+  - The built collection (C(packaging/build-collection)) carries the thinpool library as its module_utils,
+    so the target needs only Python 3.11 or newer; C(python3-tomlkit) for O(engine=containerd-devmapper).
   - Every refusal of the library (a device in use, a conflicting pool, a broken engine config)
     fails the task with the problem and the fix; nothing is changed then.
 options:
@@ -116,8 +117,8 @@ options:
     type: bool
     default: false
 requirements:
-  - thinpool (Python library) on the target
-  - lvm2, thin-provisioning-tools on the target
+  - python3 3.11 or newer, lvm2, thin-provisioning-tools and xfsprogs on the target
+  - tomlkit on the target for O(engine=containerd-devmapper) (Debian, Ubuntu - C(python3-tomlkit))
 author:
   - thinpool contributors
 notes:
@@ -163,10 +164,13 @@ engine_changed:
   type: bool
 """
 
+import importlib.util  # noqa: E402
 from typing import Any  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 
+# packaging/build-collection rewrites "thinpool" in these imports to the copy of the library it puts
+# in plugins/module_utils, which Ansible then sends to the target with the module.
 try:
     from thinpool import engines
     from thinpool.app import pool
@@ -174,6 +178,11 @@ try:
     from thinpool.core import sizing
     from thinpool.core.spec import EngineOptions, PoolSpec, normal_path
     from thinpool.core.units import parse_size, parse_size_or_percent
+    from thinpool.engines import (  # noqa: F401 (loaded by name at run time; named here so they are sent)
+        containerd_devmapper,
+        docker_devicemapper,
+        docker_overlay2,
+    )
     from thinpool.errors import ThinpoolError
 
     HAS_THINPOOL = True
@@ -316,7 +325,11 @@ def run(module: AnsibleModule) -> dict[str, Any]:
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     if not HAS_THINPOOL:
-        module.fail_json(msg=missing_required_lib("thinpool (pip install thinpool)"))
+        module.fail_json(msg=missing_required_lib("thinpool (build the collection with packaging/build-collection)"))
+    if module.params["engine"] == "containerd-devmapper" and importlib.util.find_spec("tomlkit") is None:
+        needed = missing_required_lib("tomlkit (Debian, Ubuntu: apt install python3-tomlkit)",
+                                      reason="to merge containerd's config.toml")  # fmt: skip
+        module.fail_json(msg=needed)
     try:
         answer = run(module)
     except ThinpoolError as error:
