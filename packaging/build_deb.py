@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,8 +234,10 @@ def stage(tree: Path) -> None:
     _write(tree / "usr/share/bash-completion/completions/thinpool", bash_completion(parser))
     docs = tree / "usr/share/doc/thinpool"
     _write(docs / "copyright", COPYRIGHT)
+    when = time.gmtime(int(os.environ.get("SOURCE_DATE_EPOCH") or time.time()))
+    built = time.strftime("%a, %d %b %Y %H:%M:%S +0000", when)  # Debian's changelog date
     entry = (f"thinpool ({__version__}) unstable; urgency=medium\n\n  * Built from the thinpool repository.\n\n"
-             f" -- {MAINTAINER}  Sun, 29 Nov 2026 00:00:00 +0000\n")  # fmt: skip
+             f" -- {MAINTAINER}  {built}\n")  # fmt: skip
     _write(docs / "changelog.gz", _gzip(entry))  # a native package's name for it
     for folder in [tree, *(path for path in tree.rglob("*") if path.is_dir())]:
         folder.chmod(0o755)
@@ -256,9 +259,8 @@ def build(out: Path) -> Path:
         tree = Path(temporary) / "root"
         os.umask(0o022)
         stage(tree)
-        env = {**os.environ, "SOURCE_DATE_EPOCH": "1796083200"}
         subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(target)],
-                       check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     return target
 
 
