@@ -62,11 +62,14 @@ def test_the_module_spec_is_the_clis_spec(module: Any) -> None:
     from thinpool.cli.options import spec_to_argv
 
     params = {name: spec.get("default") for name, spec in module.ARGUMENT_SPEC.items()}
-    params.update(devices=["/dev/sdb"], engine="docker-devicemapper", chunk_size="1m", hosts=["unix:///run/d.sock"])
+    params.update(devices=["/dev/sdb"], engine="docker-devicemapper", chunk_size="1m", hosts=["unix:///run/d.sock"],
+                  tls_generate=True, tls_sans=["build.example.com"], dns_cache=True)  # fmt: skip
     spec = module._spec(params)
     assert spec.devices == ("/dev/sdb",) and spec.chunk_size == 1024 * 1024
     assert spec.engine_options.hosts == ("unix:///run/d.sock",)
-    assert "--engine" in spec_to_argv(spec)
+    assert spec.engine_options.tls_generate and spec.engine_options.tls_sans == ("build.example.com",)
+    argv = spec_to_argv(spec)
+    assert "--engine" in argv and "--dns-cache" in argv and argv[argv.index("--tls-san") + 1] == "build.example.com"
 
 
 def test_ansible_doc_renders_the_module() -> None:

@@ -112,6 +112,24 @@ options:
     type: list
     elements: str
     default: []
+  dns_cache:
+    description:
+      - A dnsmasq cache on the Docker bridge's address as the containers' DNS server (needs the C(dnsmasq) package).
+      - Not together with O(dns).
+    type: bool
+    default: false
+  tls_generate:
+    description:
+      - Make a CA, dockerd's certificate and a client bundle under C(/etc/thinpool/tls) and require client
+        certificates on the API; kept across runs, remade 30 days before expiry.
+      - Needs C(cryptography) on the target (Debian, Ubuntu - C(python3-cryptography)).
+    type: bool
+    default: false
+  tls_sans:
+    description: With O(tls_generate), more names or addresses for dockerd's certificate.
+    type: list
+    elements: str
+    default: []
   force:
     description: Replace another storage driver or pool named in the engine's config (a backup is kept).
     type: bool
@@ -159,7 +177,7 @@ layout:
   returned: when state is present
   type: dict
 engine_changed:
-  description: Whether an engine's configuration was (or would be) written; restart the engine then.
+  description: Whether an engine's configuration or TLS files were (or would be) written; restart the engine then.
   returned: always
   type: bool
 """
@@ -219,6 +237,9 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "storage_opts": {"type": "list", "elements": "str", "default": []},
     "hosts": {"type": "list", "elements": "str", "default": []},
     "dns": {"type": "list", "elements": "str", "default": []},
+    "dns_cache": {"type": "bool", "default": False},
+    "tls_generate": {"type": "bool", "default": False},
+    "tls_sans": {"type": "list", "elements": "str", "default": []},
     "force": {"type": "bool", "default": False},
 }
 
@@ -259,6 +280,9 @@ def _spec(params: dict[str, Any]) -> Any:
             storage_opts=tuple(params["storage_opts"]),
             hosts=tuple(params["hosts"]),
             dns=tuple(params["dns"]),
+            dns_cache=params["dns_cache"],
+            tls_generate=params["tls_generate"],
+            tls_sans=tuple(params["tls_sans"]),
             force=params["force"],
         ),
     )
@@ -302,7 +326,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     if plan is None:
         nothing = {"before": "", "after": ""}
         return {"changed": False, "plan": {}, "result": {}, "engine_changed": False, "diff": nothing}
-    engine_changed = any(action.kind in ("engine-config", "systemd-drop-in") for action in plan.actions)
+    engine_changed = any(action.kind in ("engine-config", "systemd-drop-in", "tls") for action in plan.actions)
     answer = {
         "changed": plan.has_changes,
         "plan": plan.to_dict(),
@@ -326,6 +350,9 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     if not HAS_THINPOOL:
         module.fail_json(msg=missing_required_lib("thinpool (build the collection with packaging/build-collection)"))
+    if module.params["tls_generate"] and importlib.util.find_spec("cryptography") is None:
+        module.fail_json(msg=missing_required_lib("cryptography (Debian, Ubuntu: apt install python3-cryptography)",
+                                                  reason="to make the TLS certificates"))  # fmt: skip
     if module.params["engine"] == "containerd-devmapper" and importlib.util.find_spec("tomlkit") is None:
         needed = missing_required_lib("tomlkit (Debian, Ubuntu: apt install python3-tomlkit)",
                                       reason="to merge containerd's config.toml")  # fmt: skip
