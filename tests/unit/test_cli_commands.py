@@ -141,6 +141,36 @@ def _existing_pool(machine: Machine, data: int, metadata: int, free: int) -> Non
     machine.lvs = [machine.pool(data, metadata, 512 * 1024, "monitored")]
 
 
+def test_a_device_already_in_the_vg_is_not_probed_again(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Converging runs often: lvm's report already says /dev/vda is docker's, so lsblk and wipefs are not run
+    for it; grow probes only the device it adds."""
+    from thinpool.app import pool
+    from thinpool.core.spec import PoolSpec
+
+    _write_profile(tmp_path)
+    runner = ScriptedRunner()
+    machine = Machine(runner)
+    _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
+    machine.reports()
+    runner.expect(commands.dmsetup_info(), stdout="No devices found\n")
+    assert main(["apply", "/dev/vda", "--json"], context=_context(runner, tmp_path)) == EXIT_OK
+    assert runner.exhausted  # the strict runner would have refused an lsblk or wipefs of /dev/vda
+    converged = json.loads(capsys.readouterr().out)
+    assert converged["ok"] is True and converged["changed"] is False
+
+    growing = ScriptedRunner()
+    machine = Machine(growing)
+    _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
+    machine.reports()
+    growing.expect(host.lsblk(DEVICE), stdout=(recorded / "lsblk-blank-disk.json").read_text())  # the new one only
+    growing.expect(host.wipefs_probe(DEVICE), stdout="")
+    growing.expect(commands.dmsetup_info(), stdout="No devices found\n")
+    plan = pool.plan_grow(_context(growing, tmp_path), PoolSpec(devices=("/dev/vda", DEVICE)))
+    assert growing.exhausted and [action.argv[0] for action in plan.actions[:2]] == ["pvcreate", "vgextend"]
+
+
 def test_grow_adds_the_device_then_grows_metadata_and_data(
     recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -103,7 +103,7 @@ def run(ctx: Context, plan: Plan, progress: Progress | None = None) -> ApplyResu
 
 
 def plan_grow(ctx: Context, spec: PoolSpec) -> Plan:
-    return lifecycle.plan_grow(spec, observe.observe(ctx.runner, _checked(spec).devices, root=ctx.root))
+    return lifecycle.plan_grow(spec, observe.observe(ctx.runner, _checked(spec).devices, root=ctx.root, vg=spec.vg))
 
 
 def plan_destroy(ctx: Context, spec: PoolSpec) -> Plan:

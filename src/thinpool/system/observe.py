@@ -105,9 +105,15 @@ def read_profiles(names: Iterable[str], root: Path = ROOT) -> dict[str, str]:
     return {name: found[path] for name, path in paths.items() if path in found}
 
 
-def observe(runner: Runner, devices: Iterable[str], profiles: Iterable[str] = (), root: Path = ROOT) -> Observed:
+def observe(
+    runner: Runner, devices: Iterable[str], profiles: Iterable[str] = (), root: Path = ROOT, *, vg: str = ""
+) -> Observed:
+    """lvm's view, and lsblk's and wipefs's of each device; a device that is already a PV of ``vg`` is not
+    probed (the planner only looks at devices it would add, and converging runs often)."""
     lvm = read_lvm(runner)
-    found = {path: dev for path in devices if (dev := read_device(runner, path, root)) is not None}
+    ours = {name for name, pv in lvm.pvs.items() if vg and pv.vg_name == vg}
+    probed = [path for path in devices if path not in ours]
+    found = {path: dev for path in probed if (dev := read_device(runner, path, root)) is not None}
     dm = report.parse_dmsetup_info(runner.run(commands.dmsetup_info(), check=False).stdout)
     return Observed(
         devices=found, pvs=lvm.pvs, vgs=lvm.vgs, profiles=read_profiles(profiles, root), dm_devices=tuple(dm)
@@ -123,7 +129,7 @@ def virtual(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observe
 
 def observe_for(spec: PoolSpec, runner: Runner, root: Path = ROOT) -> Observed:
     """The real system as ``spec`` needs it: devices, lvm, the profile, and (with an engine) the engine."""
-    observed = observe(runner, spec.devices, profiles=(spec.profile_name,), root=root)
+    observed = observe(runner, spec.devices, profiles=(spec.profile_name,), root=root, vg=spec.vg)
     if spec.vg not in observed.vgs and under(root, f"/dev/{spec.vg}").exists():
         observed = replace(observed, taken_dev_names=frozenset({spec.vg}))
     if spec.engine == NO_ENGINE:
