@@ -50,7 +50,7 @@ def restart_steps(service: str, actions: tuple[Action, ...]) -> tuple[str, ...]:
     """thinpool never restarts an engine itself: that stops every container."""
     if not actions:
         return ()
-    return (f"restart {service} to use the new storage (stops its containers): systemctl restart {service}",)
+    return (f"restart {service} to use its new configuration (stops its containers): systemctl restart {service}",)
 
 
 def drop_in_action(
