@@ -9,11 +9,13 @@ backing filesystem.
 from __future__ import annotations
 
 import json
+import shlex
 import tomllib
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from thinpool import engines
 from thinpool.core.lvm import commands, report
 from thinpool.core.units import format_size
 from thinpool.rehearse.images import rootfs_tar, write_oci_archive
@@ -144,10 +146,12 @@ def exercise(vm: Guest, engine: str, vg: str, pool: str) -> EngineRun:
 
 
 def clean_slate_script() -> str:
-    """What the plan on virtual disks assumed: no engine config, no fstab, no data root (in the guest only)."""
+    """What the plan on virtual disks assumed: none of the files the engines read (config, fstab, dnsmasq's),
+    no data root (in the guest only)."""
+    read = " ".join(shlex.quote(path) for path in engines.config_files())
     return (
         "rm -rf /etc/docker /etc/containerd /etc/systemd/system/docker.service.d "
-        "/etc/systemd/system/containerd.service.d /var/lib/docker /var/lib/containerd && rm -f /etc/fstab"
+        f"/etc/systemd/system/containerd.service.d /var/lib/docker /var/lib/containerd && rm -f {read}"
     )
 
 
