@@ -27,7 +27,7 @@ def doctor(
     """The pool's own findings, then each engine configuration's."""
     found = status(ctx, vg, pool)
     findings = health.diagnose(found, health.DoctorOptions(workload))
-    state = observe.engine_state(ctx.runner, PoolSpec(vg=vg, pool=pool), ctx.root, cached_versions=True)
+    state = observe.engine_state(ctx.runner, PoolSpec(vg=vg, pool=pool), ctx.root)
     return found, findings + engines.doctor(state, vg, pool)
 
 

@@ -228,9 +228,9 @@ def _read_cache(cache: Path) -> dict[str, Any]:
 def cached_program_versions(runner: Runner, paths: Iterable[str], root: Path = ROOT) -> dict[str, str]:
     """Each program's version, run once per binary: kept in VERSION_CACHE until the file at its path changes.
 
-    For the watch commands, which run every minute: ``dockerd --version`` costs more than the
-    pool's lvm report. The cache is read once and written once; one that cannot be read or
-    written is simply not used.
+    For the watch commands, which run every minute, and converging applies: ``dockerd --version``
+    costs more than the pool's lvm report (seconds under emulation). The cache is read once and
+    written once; one that cannot be read or written is simply not used.
     """
     cache = under(root, VERSION_CACHE)
     known = _read_cache(cache)
@@ -336,13 +336,10 @@ def engine_files(root: Path = ROOT) -> EngineState:
     return EngineState(observed=True, files=files, unreadable=unreadable)
 
 
-def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT, *, cached_versions: bool = False) -> EngineState:
-    """``cached_versions``: read versions from VERSION_CACHE while the binaries are unchanged (the watch commands)."""
+def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineState:
+    """The engines' files, versions (from VERSION_CACHE while their binaries are unchanged), data root and volume."""
     programs = {name: path for name in ENGINE_PROGRAMS if (path := find_program(name, root))}
-    if cached_versions:
-        by_path = cached_program_versions(runner, programs.values(), root)
-    else:
-        by_path = {path: program_version(runner, path) for path in programs.values()}
+    by_path = cached_program_versions(runner, programs.values(), root)
     versions = {name: by_path[path] for name, path in programs.items() if by_path[path]}
     programs |= {name: path for name in HELPER_PROGRAMS if (path := find_program(name, root))}
     data_root = spec.engine_options.data_root
