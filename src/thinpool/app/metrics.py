@@ -186,7 +186,7 @@ def serve(address: str, port: int, read: Reader, stop: threading.Event) -> None:
             """No line per scrape on stderr."""
 
     family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)[0][0]
-    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family, "daemon_threads": True})
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
     server: WSGIServer = make_server(
         address, port, make_wsgi_app(registry_for(read)), server_class, handler_class=Quiet
     )

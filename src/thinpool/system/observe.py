@@ -289,10 +289,15 @@ def host_addresses(runner: Runner) -> tuple[str, ...]:
     return parse_ip_addresses(found.stdout) if found.returncode == 0 else ()
 
 
-def daemon_certificates(state: EngineState, root: Path = ROOT) -> tuple[Certificate, ...]:
-    """The certificates daemon.json's tlscert and tlscacert name (nothing is imported without them)."""
+def _daemon_json(state: EngineState) -> daemon_json.DaemonJson | None:
+    """daemon.json as read into ``state``; None when it is missing or does not parse."""
     parsed = daemon_json.parse(state.source(daemon_json.PATH))
-    if not isinstance(parsed, daemon_json.DaemonJson) or not parsed.tls_certificates:
+    return parsed if isinstance(parsed, daemon_json.DaemonJson) else None
+
+
+def daemon_certificates(parsed: daemon_json.DaemonJson | None, root: Path = ROOT) -> tuple[Certificate, ...]:
+    """The certificates daemon.json's tlscert and tlscacert name (nothing is imported without them)."""
+    if parsed is None or not parsed.tls_certificates:
         return ()
     import importlib.util
 
@@ -308,10 +313,9 @@ def daemon_certificates(state: EngineState, root: Path = ROOT) -> tuple[Certific
     return tuple(found)
 
 
-def silent_dns(state: EngineState) -> tuple[str, ...]:
+def silent_dns(parsed: daemon_json.DaemonJson | None) -> tuple[str, ...]:
     """The DNS servers daemon.json gives containers that do not answer a query of ours."""
-    parsed = daemon_json.parse(state.source(daemon_json.PATH))
-    if not isinstance(parsed, daemon_json.DaemonJson) or not parsed.dns:
+    if parsed is None or not parsed.dns:
         return ()
     from thinpool.system import dns
 
@@ -319,8 +323,11 @@ def silent_dns(state: EngineState) -> tuple[str, ...]:
 
 
 def tls_state(runner: Runner, spec: PoolSpec, state: EngineState, root: Path = ROOT) -> EngineState:
-    """The TLS facts: daemon.json's certificates, and for --tls-generate what thinpool made and the host's names."""
-    state = replace(state, certificates=daemon_certificates(state, root), observed_at=time.time())
+    """What daemon.json's TLS and DNS lead to: its certificates, the DNS servers that do not answer (not under a
+    test's root folder, which has no resolvers to ask); for --tls-generate what thinpool made and the host's names."""
+    parsed = _daemon_json(state)
+    silent = silent_dns(parsed) if root == ROOT else ()
+    state = replace(state, certificates=daemon_certificates(parsed, root), dns_silent=silent, observed_at=time.time())
     if not spec.engine_options.tls_generate:
         return state
     from thinpool.system import tls
@@ -352,7 +359,6 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
     files = tls_state(runner, spec, engine_files(root), root)
     return replace(
         files,
-        dns_silent=silent_dns(files) if root == ROOT else (),  # a test's root folder has no resolvers to ask
         versions=versions,
         programs=programs,
         systemd=under(root, "/run/systemd/system").is_dir(),
