@@ -1,5 +1,9 @@
-"""Small builders of observed state for planner tests."""
+"""Small builders of observed state for planner tests, and of lvm's report for scripted runners."""
 
+import json
+from collections.abc import Iterable
+
+from thinpool.core.lvm.commands import SEG_FIELDS
 from thinpool.core.model import Device, LogicalVolume, Observed, PhysicalVolume, VolumeGroup
 from thinpool.core.units import MiB
 
@@ -30,3 +34,17 @@ def observed_with_vg(vg: VolumeGroup, **extra: object) -> Observed:
 
 def disk(path: str, size: int, **fields: object) -> Device:
     return Device(path, size, **fields)  # type: ignore[arg-type]
+
+
+def lvm_report(
+    *, pvs: Iterable[dict[str, str]] = (), lvs: Iterable[dict[str, str]] = (), vgs: Iterable[dict[str, str]] = ()
+) -> str:
+    """What ``lvm fullreport`` (commands.lvm_report()) prints for these rows, shaped as lvm shapes it: each LV's
+    segment fields in a "seg" row joined by lv_uuid, not in its own row."""
+    segment_fields = SEG_FIELDS.split(",")[1:]
+    own, segments = [], []
+    for index, row in enumerate(lvs):
+        uuid = row.get("lv_uuid") or f"lv-uuid-{index}"
+        own.append({key: value for key, value in row.items() if key not in segment_fields} | {"lv_uuid": uuid})
+        segments.append({key: value for key, value in row.items() if key in segment_fields} | {"lv_uuid": uuid})
+    return json.dumps({"report": [{"vg": list(vgs), "pv": list(pvs), "lv": own, "seg": segments}]})

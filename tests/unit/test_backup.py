@@ -20,6 +20,7 @@ from thinpool.host import commands as host
 from thinpool.system import files
 from thinpool.system.runner import ScriptedRunner
 
+from .builders import lvm_report
 from .test_health import _row
 from .test_health import report as status_report
 from .test_maintain import findmnt, pool_report
@@ -88,11 +89,9 @@ def test_rotation_keeps_the_newest_and_manifests_read_back() -> None:
 def _lvm(runner: ScriptedRunner, *, active: bool = True) -> None:
     pool = _row("thinpool", segtype="thin-pool", lv_attr="twi-aotz--" if active else "twi---tz--",
                 lv_active="active" if active else "", transaction_id="7")  # fmt: skip
-    runner.expect(commands.pvs_report(), stdout=json.dumps({"report": [{"pv": []}]}))
-    runner.expect(commands.lvs_report(), stdout=json.dumps({"report": [{"lv": [pool]}]}))
     vg = {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": "4194304", "vg_extent_count": "1023",
           "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
-    runner.expect(commands.vgs_report(), stdout=json.dumps({"report": [{"vg": [vg]}]}))
+    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool], vgs=[vg]))
 
 
 def _writes(path: Path, text: str) -> object:
@@ -279,11 +278,9 @@ def test_repair_refuses_while_a_thin_volume_is_mounted_and_stops_nothing(
     runner = ScriptedRunner()
     pool = _row("thinpool", segtype="thin-pool", lv_attr="twi-aotz--", transaction_id="7")
     volume = _row("vol", segtype="thin", pool_lv="thinpool", thin_id="1", lv_kernel_major="253", lv_kernel_minor="4")
-    runner.expect(commands.pvs_report(), stdout=json.dumps({"report": [{"pv": []}]}))
-    runner.expect(commands.lvs_report(), stdout=json.dumps({"report": [{"lv": [pool, volume]}]}))
     vg = {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": "4194304", "vg_extent_count": "1023",
           "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
-    runner.expect(commands.vgs_report(), stdout=json.dumps({"report": [{"vg": [vg]}]}))
+    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool, volume], vgs=[vg]))
     runner.expect(commands.dmsetup_info(), stdout="docker-vol;LVM-x;1;L--w\ndocker-thinpool-tpool;LVM-y;1;L--w\n")
     mounted = {"maj:min": "253:4", "target": "/mnt/vol", "fstype": "ext4", "size": 1, "used": 1}
     runner.expect(host.findmnt_usage(), stdout=json.dumps({"filesystems": [mounted]}))

@@ -19,6 +19,7 @@ from thinpool.errors import CommandTimedOut
 from thinpool.host import commands as host
 from thinpool.system.runner import ScriptedRunner
 
+from .builders import lvm_report
 from .test_health import report as status_report
 
 EXTENT = 4 * MiB
@@ -39,9 +40,7 @@ class Machine:
         self.lvs: list[dict[str, str]] = []
 
     def reports(self) -> None:
-        self.runner.expect(commands.pvs_report(), stdout=_report("pv", self.pvs))
-        self.runner.expect(commands.lvs_report(), stdout=_report("lv", self.lvs))
-        self.runner.expect(commands.vgs_report(), stdout=_report("vg", self.vgs))
+        self.runner.expect(commands.lvm_report(), stdout=lvm_report(pvs=self.pvs, lvs=self.lvs, vgs=self.vgs))
 
     def observe(self, recorded: Path, devices: tuple[str, ...] = (DEVICE,)) -> None:
         self.reports()

@@ -13,6 +13,8 @@ from thinpool.core.units import GiB, MiB
 from thinpool.system import observe
 from thinpool.system.runner import ScriptedRunner
 
+from .builders import lvm_report
+
 
 def _report(kind: str, rows: list[dict[str, str]]) -> str:
     return json.dumps({"report": [{kind: rows}]})
@@ -26,9 +28,9 @@ def _lvm_state(runner: ScriptedRunner, *, pv: bool, vg: bool, pool: dict[str, st
     pvs = [{"pv_name": "/dev/vda", "vg_name": "docker" if vg else ""}] if pv else []
     vg_row = {"vg_name": "docker", "vg_extent_size": str(4 * MiB), "vg_extent_count": "1023",
               "vg_free_count": "167", "vg_seqno": "5"}  # fmt: skip
-    runner.expect(commands.pvs_report(), stdout=_report("pv", pvs))
-    runner.expect(commands.lvs_report(), stdout=_report("lv", [pool] if pool else []))
-    runner.expect(commands.vgs_report(), stdout=_report("vg", [vg_row] if vg else []))
+    runner.expect(
+        commands.lvm_report(), stdout=lvm_report(pvs=pvs, lvs=[pool] if pool else [], vgs=[vg_row] if vg else [])
+    )
 
 
 def _pool_row(plan: Plan, monitor: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from thinpool.core.units import GiB, MiB
 from thinpool.host import commands as host
 from thinpool.system.runner import ScriptedRunner
 
+from .builders import lvm_report
 from .test_health import PROFILE, _row, codes
 
 CHUNK = 512 * 1024
@@ -149,11 +150,9 @@ def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
     runner.expect(host.fstrim("/var/lib/docker", CHUNK))
     runner.expect(commands.lvchange_error_when_full("docker", "thinpool", True))
     after = pool_report(mapped="0.09", free=100, when_full="error", data_percent="4.00")
-    runner.expect(commands.pvs_report(), stdout=json.dumps({"report": [{"pv": []}]}))
-    runner.expect(commands.lvs_report(), stdout=json.dumps({"report": [{"lv": json.loads(after)["report"][0]["lv"]}]}))
-    runner.expect(commands.vgs_report(), stdout=json.dumps({"report": [{"vg": [
+    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=json.loads(after)["report"][0]["lv"], vgs=[
         {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": str(4 * MiB), "vg_extent_count": "1023",
-         "vg_free_count": "100", "vg_seqno": "9"}]}]}))  # fmt: skip
+         "vg_free_count": "100", "vg_seqno": "9"}]))  # fmt: skip
     runner.expect(commands.status_report("docker"), stdout=after)
     runner.expect(host.findmnt_usage(), stdout=findmnt(100 * MiB))
     assert (
@@ -183,9 +182,7 @@ def test_maintain_without_a_pool_of_thinpools_says_how_to_name_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     runner = ScriptedRunner()
-    runner.expect(commands.pvs_report(), stdout=json.dumps({"report": [{"pv": []}]}))
-    runner.expect(commands.lvs_report(), stdout=json.dumps({"report": [{"lv": []}]}))
-    runner.expect(commands.vgs_report(), stdout=json.dumps({"report": [{"vg": []}]}))
+    runner.expect(commands.lvm_report(), stdout=lvm_report())
     assert main(["maintain"], context=_context(runner, tmp_path)) == 1
     assert "fix: name the pool: thinpool maintain VG/POOL" in capsys.readouterr().err
 

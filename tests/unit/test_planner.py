@@ -359,6 +359,28 @@ def test_pool_without_a_clean_activation_is_reactivated() -> None:
     ]
 
 
+def test_a_part_active_on_its_own_is_deactivated_before_the_pool_is_activated() -> None:
+    """The pool inactive, its metadata active as a component (what a kill late in lvcreate left in the VM, and what
+    ``lvchange -ay POOL_tmeta`` leaves): lvm refuses the pool while it is, and deactivating the pool leaves it."""
+    observed = _existing_pool(attr="twi---t---", active=False)
+    vg = observed.vgs["docker"]
+    tmeta = LogicalVolume("[thinpool_tmeta]", "docker", "eRi-a-----", 48 * MiB, "linear", active=True)
+    tdata = LogicalVolume("[thinpool_tdata]", "docker", "Twi-------", 832 * 4 * MiB, "linear")
+    with_parts = replace(observed, vgs={"docker": replace(vg, lvs=(*vg.lvs, tmeta, tdata))})
+    actions = planner.plan(PoolSpec(), with_parts).actions
+    assert [action.argv for action in actions[:3]] == [
+        ("lvchange", "--activate", "n", "docker/thinpool_tmeta"),
+        ("lvchange", "--activate", "n", "docker/thinpool"),
+        ("lvchange", "--activate", "y", "docker/thinpool"),
+    ]
+    assert "thinpool_tmeta active on its own" in actions[0].reason
+    cleanly_active = _existing_pool()
+    parts = replace(
+        cleanly_active.vgs["docker"], lvs=(*cleanly_active.vgs["docker"].lvs, replace(tmeta, attr="ewi-ao----"))
+    )
+    assert not planner.plan(PoolSpec(), replace(cleanly_active, vgs={"docker": parts})).has_changes
+
+
 def test_a_stray_mapping_holding_the_pools_metadata_is_removed_before_reactivation() -> None:
     """The shape a kill late in lvcreate left in CI: lvm's temporary docker-lvol0 still maps POOL_tmeta."""
     from thinpool.core.lvm import report

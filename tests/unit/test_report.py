@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from thinpool.core.lvm import report
-from thinpool.core.units import MiB
+from thinpool.core.lvm import commands, report
+from thinpool.core.units import KiB, MiB
 from thinpool.host import report as host_report
 
 
@@ -64,3 +64,35 @@ def test_lsblk_and_wipefs(recorded: Path) -> None:
     assert [node["path"] for node in nodes] == ["/dev/vda", "/dev/vdb", "/dev/vdc"]
     assert host_report.parse_wipefs((recorded / "wipefs-ext4.json").read_text()) == ("ext4",)
     assert host_report.parse_wipefs("") == ()
+
+
+def test_one_fullreport_reads_what_pvs_lvs_and_vgs_read(recorded: Path) -> None:
+    """``lvm fullreport`` as thinpool asks for it (commands.lvm_report): VG docker on vda+vdb with a pool whose data
+    spans both, a thin volume and its snapshot; an orphan PV; a PV left by a killed vgcreate; a PV whose VG's
+    metadata lives on a wiped disk. Segment fields come from the "seg" rows, joined by lv_uuid."""
+    from thinpool.system import observe
+    from thinpool.system.runner import ScriptedRunner
+
+    runner = ScriptedRunner()
+    runner.expect(commands.lvm_report(), stdout=(recorded / "fullreport-thinpool.json").read_text())
+    observed = observe.read_lvm(runner)
+    assert runner.exhausted
+    assert sorted(observed.pvs) == ["/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vdf"]
+    assert not observed.pvs["/dev/vdc"].in_a_vg and observed.pvs["/dev/vdc"].pe_count == 0
+    assert observed.pvs["/dev/vdd"].left_by_interrupted_vgcreate  # metadata area in use, no VG in it
+    assert observed.pvs["/dev/vdf"].marked_used_without_vg and not observed.pvs["/dev/vdf"].left_by_interrupted_vgcreate
+    vg = observed.vgs["docker"]
+    assert (vg.extent_count, vg.free_count, vg.seqno, vg.pv_names) == (1022, 290, 8, ("/dev/vda", "/dev/vdb"))
+    assert vg.spare_extents == 16 and [lv.name for lv in vg.lvs].count("[thinpool_tdata]") == 1
+    pool = vg.lv("thinpool")
+    assert pool is not None and pool.is_thin_pool and pool.chunk_size == 512 * KiB
+    assert (pool.seg_monitor, pool.transaction_id, pool.metadata_size, pool.active) == ("monitored", 2, 64 * MiB, True)
+    volumes = {lv.name: lv for lv in vg.thin_volumes("thinpool")}
+    assert (volumes["vol1"].thin_id, volumes["snap1"].thin_id, volumes["snap1"].origin) == (1, 2, "vol1")
+    assert volumes["vol1"].kernel_device == "253:4" and not volumes["snap1"].active
+
+
+def test_fullreport_with_lvms_default_fields_parses_too(recorded: Path) -> None:
+    lvs = report.parse_lvs((recorded / "fullreport.json").read_text())
+    pool = next(lv for lv in lvs if lv.name == "thinpool")
+    assert (pool.segtype, pool.chunk_size, pool.transaction_id, pool.vg_name) == ("thin-pool", 512 * KiB, 2, "")

@@ -76,6 +76,22 @@ def _pv_row(vm: VM, device: str) -> list[str]:
     return vm.run(["pvs", "--noheadings", "-o", "vg_name,pv_attr", device], check=False).stdout.split()
 
 
+def test_pool_whose_metadata_is_active_on_its_own_is_activated_again(vm: VM) -> None:
+    """What a kill late in lvcreate left in a full run (the pool inactive, ``[thinpool_tmeta]`` active), made on
+    purpose with lvm's component activation: lvm refuses to activate the pool while its metadata is active, and
+    deactivating the pool leaves the metadata active; apply deactivates the part itself first."""
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+    vm.run(["bash", "-c", "lvchange -q -an docker/thinpool && lvchange -q -y -ay docker/thinpool_tmeta </dev/null"])
+    assert lvs(vm, "docker")["thinpool_tmeta"].active and not lvs(vm, "docker")["thinpool"].active
+    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
+    assert code == 0, err or json.dumps(result, indent=1)
+    assert [step["argv"][-1] for step in result["steps"][:3]] == [
+        "docker/thinpool_tmeta", "docker/thinpool", "docker/thinpool"
+    ]  # fmt: skip
+    assert lvs(vm, "docker")["thinpool"].active
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[1]["changed"] is False
+
+
 def test_pv_marked_used_by_a_killed_vgcreate_is_labelled_again(vm: VM) -> None:
     vm.run(["bash", "-c", f"gzip -dc {MARKED_USED_HEAD} | dd of=/dev/vda bs=8192 conv=fsync status=none"])
     assert _pv_row(vm, "/dev/vda") == ["[unknown]", "u--"]  # lvm: "marked in use but no VG was found"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from benchmarks import metadata_scale
 from benchmarks.metadata import reserve, usage_after
 
 from thinpool.core import sizing
@@ -33,3 +34,16 @@ def test_model_never_below_measured_metadata(vm: VM, chunk: int) -> None:
             f"({modelled / measured:.2f}x)"
         )
         assert modelled >= measured, phase["phase"]
+
+
+@pytest.mark.parametrize("chunk", [64 * KiB, 512 * KiB])
+def test_model_holds_as_thin_devices_pile_up(vm: VM, chunk: int) -> None:
+    """The short version of benchmarks/metadata_scale.py (1,000 devices there): snapshots made with dm messages as
+    the engines make them; at every checkpoint the model is above what dm-thin uses, and at most 1.5x it."""
+    workload = {"base_mib": 48, "layers": 4, "layer_mib": 8, "writes": 3, "volume_gib": 4}
+    result = metadata_scale.measure(vm, "/dev/vdb", chunk, 160, workload, data=2 * GiB)
+    assert [phase["thin_devices"] for phase in result["phases"]] == [5, 16, 40, 80, 160]
+    for row in metadata_scale.rows({"results": [result]}):
+        print(f"{chunk // KiB} KiB, {row['devices']} devices: measured {row['measured']} B, model {row['model']} B "
+              f"({row['model'] / row['measured']:.2f}x)")  # fmt: skip
+        assert row["measured"] <= row["model"] <= row["measured"] * 3 // 2, row

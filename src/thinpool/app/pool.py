@@ -14,7 +14,7 @@ from thinpool.core.model import EngineState, Observed
 from thinpool.core.plan import Plan, SavedPlanError
 from thinpool.core.spec import NO_ENGINE, PoolSpec, check_device_path
 from thinpool.errors import ThinpoolError
-from thinpool.system import files, observe
+from thinpool.system import files, observe, observe_engine
 
 
 def plan_host(spec: PoolSpec, observed: Observed) -> Plan:
@@ -30,7 +30,7 @@ def _checked(spec: PoolSpec) -> PoolSpec:
 
 
 def observed_for(ctx: Context, spec: PoolSpec) -> Observed:
-    return observe.observe_for(_checked(spec), ctx.runner, ctx.root)
+    return observe_engine.observe_for(_checked(spec), ctx.runner, ctx.root)
 
 
 def plan_virtual(spec: PoolSpec, sizes: list[int], names: list[str] | None = None) -> Plan:
@@ -58,7 +58,7 @@ def plan_replica(ctx: Context, spec: PoolSpec, devices: tuple[str, ...], names: 
     replica = replace(spec, devices=tuple(names))
     engine = EngineState()
     if spec.engine != NO_ENGINE:
-        engine = replace(observe.engine_state(ctx.runner, replica, ctx.root), systemd=False, data_root_source="")
+        engine = replace(observe_engine.engine_state(ctx.runner, replica, ctx.root), systemd=False, data_root_source="")
     observed = Observed(devices=observe.virtual(sizes, names).devices, engine=engine)
     return sizes, plan_host(replica, observed)
 
@@ -109,7 +109,7 @@ def plan_grow(ctx: Context, spec: PoolSpec) -> Plan:
 def plan_destroy(ctx: Context, spec: PoolSpec) -> Plan:
     spec.validate()
     observed = observe.observe(ctx.runner, (), root=ctx.root)
-    users = engines.pool_users(observe.engine_files(ctx.root), spec.vg, spec.pool)
+    users = engines.pool_users(observe_engine.engine_files(ctx.root), spec.vg, spec.pool)
     return lifecycle.plan_destroy(spec, observed, users)
 
 
@@ -126,4 +126,4 @@ def plan_engine_configure(ctx: Context, spec: PoolSpec) -> Plan:
 
 
 def engine_show(ctx: Context, spec: PoolSpec) -> dict[str, object]:
-    return engines.describe(observe.engine_state(ctx.runner, spec, ctx.root))
+    return engines.describe(observe_engine.engine_state(ctx.runner, spec, ctx.root))

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from thinpool import engines
 from thinpool.app.context import Context
-from thinpool.app.metrics import Reading
 from thinpool.core import backup, health, sizing
-from thinpool.core.spec import PoolSpec
 from thinpool.errors import ThinpoolError
 from thinpool.system import observe
+
+if TYPE_CHECKING:
+    from thinpool.app.metrics import Reading
 
 
 def status(ctx: Context, vg: str, pool: str) -> health.PoolStatus:
@@ -24,15 +25,22 @@ def status(ctx: Context, vg: str, pool: str) -> health.PoolStatus:
 def doctor(
     ctx: Context, vg: str, pool: str, workload: sizing.Workload
 ) -> tuple[health.PoolStatus, list[health.Finding]]:
-    """The pool's own findings, then each engine configuration's."""
+    """The pool's own findings, then each engine configuration's (the engines are read only here: status
+    imports none of them)."""
+    from thinpool import engines
+    from thinpool.core.spec import PoolSpec
+    from thinpool.system import observe_engine
+
     found = status(ctx, vg, pool)
     findings = health.diagnose(found, health.DoctorOptions(workload))
-    state = observe.engine_state(ctx.runner, PoolSpec(vg=vg, pool=pool), ctx.root)
+    state = observe_engine.engine_state(ctx.runner, PoolSpec(vg=vg, pool=pool), ctx.root)
     return found, findings + engines.doctor(state, vg, pool)
 
 
 def readings(ctx: Context, targets: list[tuple[str, str]], workload: sizing.Workload) -> list[Reading]:
     """One reading per pool; a pool that cannot be read is reported down, not raised."""
+    from thinpool.app.metrics import Reading
+
     found = []
     for vg, pool in targets:
         try:

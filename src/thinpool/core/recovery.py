@@ -12,7 +12,11 @@ Seen on lvm2 2.03.16 by killing lvcreate at every point of its run (tests/vm/tes
     stray mapping, which nothing has open, is removed;
   * a mapping under the LV's own name (``VG-POOL_tmeta``) with no live table, only the inactive
     one lvm loaded before it was killed: lvs shows the LV's state as ``i``, and activation fails
-    the same way until the half-made mapping is removed.
+    the same way until the half-made mapping is removed;
+  * the pool inactive while ``POOL_tmeta`` (or ``_tdata``) is active on its own, state ``a``: lvm
+    refuses to activate the pool ("prohibited while ... _tmeta is active") and ``lvchange -an POOL``
+    leaves the part active; the part itself must be deactivated (``lvchange -an VG/POOL_tmeta``).
+    The same state is what component activation (``lvchange -ay VG/POOL_tmeta``) leaves.
 A leftover is removed only when thinpool can tell it is its own: tagged, or named
 ``lvolN`` at exactly the metadata size of the plan being made; linear, and not open.
 """
@@ -59,6 +63,15 @@ def needs_reactivation(pool: LogicalVolume, vg: VolumeGroup) -> bool:
     cleanly_active = pool.active and len(pool.attr) > 4 and pool.attr[4] == "a"
     in_use = any(lv.active for lv in vg.thin_volumes(pool.bare_name))
     return not cleanly_active and not in_use
+
+
+def active_parts(pool: LogicalVolume, vg: VolumeGroup) -> tuple[LogicalVolume, ...]:
+    """The hidden data and metadata LVs of an inactive pool that are active on their own (component activation,
+    by hand or by a killed lvcreate or backup): ``lvchange -ay POOL`` is refused until they are deactivated."""
+    if pool.active:
+        return ()
+    names = {f"{pool.bare_name}_tmeta", f"{pool.bare_name}_tdata"}
+    return tuple(lv for lv in vg.lvs if lv.hidden and lv.bare_name in names and lv.active)
 
 
 def stray_dm_devices(vg: VolumeGroup, devices: tuple[DmDevice, ...]) -> tuple[DmDevice, ...]:

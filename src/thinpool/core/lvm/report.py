@@ -46,10 +46,22 @@ def kernel_device(row: dict[str, str]) -> str:
     return f"{major}:{minor}" if major.isdigit() and minor.isdigit() else ""
 
 
+def _first_segments(text: str) -> dict[str, dict[str, str]]:
+    """``lvm fullreport``'s segment rows by lv_uuid, the first segment of each LV (``lvs`` has none)."""
+    found: dict[str, dict[str, str]] = {}
+    for row in rows(text, "seg"):
+        found.setdefault(row.get("lv_uuid", ""), row)
+    return found
+
+
 def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
-    """LVs of a report; ``vg`` names their VG when the report has no vg_name column."""
+    """LVs of an ``lvs`` report or of ``lvm fullreport`` (its segment fields joined in by lv_uuid);
+    ``vg`` names their VG when the report has no vg_name column."""
     seen: dict[tuple[str, str], LogicalVolume] = {}
-    for row in rows(text, "lv"):
+    own_rows = rows(text, "lv")
+    segments = _first_segments(text)
+    for own in own_rows:
+        row = {**own, **segments.get(own.get("lv_uuid", ""), {})}
         lv = LogicalVolume(
             name=row["lv_name"],
             vg_name=row.get("vg_name", vg),

@@ -1,0 +1,204 @@
+"""The engines' side of the system, read for a spec: their configuration files, versions (cached), data root,
+thin volume, certificates and DNS. Only the commands that plan or check an engine import it; ``status``
+reads the pool alone (system/observe.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from thinpool import engines
+from thinpool.config import daemon_json
+from thinpool.core.lvm import commands
+from thinpool.core.model import EngineState, Observed
+from thinpool.core.spec import NO_ENGINE, PoolSpec
+from thinpool.core.tls import Certificate
+from thinpool.errors import MissingTool
+from thinpool.host import commands as host
+from thinpool.host.report import parse_ip_addresses, parse_wipefs
+from thinpool.system import files
+from thinpool.system.observe import ROOT, mounted_source, observe, read_files, under
+from thinpool.system.runner import Runner
+
+ENGINE_PROGRAMS = ("dockerd", "containerd")  # their versions matter (Docker 25 has no devicemapper)
+HELPER_PROGRAMS = ("dnsmasq", "resolvconf")  # only whether they are installed
+VERSION_CACHE = "/var/cache/thinpool/program-versions.json"
+_VERSION = re.compile(r"\bv?(\d+\.\d+\.\d+)")
+
+
+def observe_for(spec: PoolSpec, runner: Runner, root: Path = ROOT) -> Observed:
+    """The real system as ``spec`` needs it: devices, lvm, the profile, and (with an engine) the engine."""
+    observed = observe(runner, spec.devices, profiles=(spec.profile_name,), root=root, vg=spec.vg)
+    if spec.vg not in observed.vgs and under(root, f"/dev/{spec.vg}").exists():
+        observed = replace(observed, taken_dev_names=frozenset({spec.vg}))
+    if spec.engine == NO_ENGINE:
+        return observed
+    return replace(observed, engine=engine_state(runner, spec, root))
+
+
+def find_program(name: str, root: Path = ROOT) -> str:
+    """The program's absolute path on PATH, looked up under ``root`` ("" when there is none)."""
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = under(root, f"{folder}/{name}")
+        if folder.startswith("/") and candidate.is_file() and os.access(candidate, os.X_OK):
+            return f"{folder.rstrip('/')}/{name}"
+    return ""
+
+
+def program_version(runner: Runner, path: str) -> str:
+    done = runner.run(host.program_version(path), check=False, timeout=30)
+    found = _VERSION.search(done.stdout)
+    return found.group(1) if done.returncode == 0 and found else ""
+
+
+def _stamp(path: Path) -> str:
+    """What changes when the binary is replaced: inode, size and modification time."""
+    found = path.stat()
+    return f"{found.st_ino}:{found.st_size}:{found.st_mtime_ns}"
+
+
+def _read_cache(cache: Path) -> dict[str, Any]:
+    """The cache's entries; a missing, unreadable or broken one is empty (and rewritten)."""
+    try:
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def cached_program_versions(runner: Runner, paths: Iterable[str], root: Path = ROOT) -> dict[str, str]:
+    """Each program's version, run once per binary: kept in VERSION_CACHE until the file at its path changes.
+
+    For the watch commands, which run every minute, and converging applies: ``dockerd --version``
+    costs more than the pool's lvm report (seconds under emulation). The cache is read once and
+    written once; one that cannot be read or written is simply not used.
+    """
+    cache = under(root, VERSION_CACHE)
+    known = _read_cache(cache)
+    versions, learned = {}, {}
+    for path in paths:
+        try:
+            stamp = _stamp(under(root, path))
+        except OSError:
+            versions[path] = program_version(runner, path)
+            continue
+        entry = known.get(path)
+        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("version"), str):
+            versions[path] = str(entry["version"])
+            continue
+        versions[path] = program_version(runner, path)
+        if versions[path]:
+            learned[path] = {"stamp": stamp, "version": versions[path]}
+    if learned:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            files.write_atomically(cache, json.dumps({**known, **learned}) + "\n")
+        except OSError:
+            pass
+    return versions
+
+
+def _entries(folder: Path) -> int:
+    return sum(1 for _ in folder.iterdir()) if folder.is_dir() else 0
+
+
+def host_names() -> tuple[str, ...]:
+    import socket
+
+    return tuple(dict.fromkeys(name for name in (socket.gethostname(), socket.getfqdn()) if name))
+
+
+def host_addresses(runner: Runner) -> tuple[str, ...]:
+    try:
+        found = runner.run(host.ip_addresses(), check=False)
+    except MissingTool:
+        return ()
+    return parse_ip_addresses(found.stdout) if found.returncode == 0 else ()
+
+
+def _daemon_json(state: EngineState) -> daemon_json.DaemonJson | None:
+    """daemon.json as read into ``state``; None when it is missing or does not parse."""
+    parsed = daemon_json.parse(state.source(daemon_json.PATH))
+    return parsed if isinstance(parsed, daemon_json.DaemonJson) else None
+
+
+def daemon_certificates(parsed: daemon_json.DaemonJson | None, root: Path = ROOT) -> tuple[Certificate, ...]:
+    """The certificates daemon.json's tlscert and tlscacert name (nothing is imported without them)."""
+    if parsed is None or not parsed.tls_certificates:
+        return ()
+    import importlib.util
+
+    if importlib.util.find_spec("cryptography") is None:  # a bare python3 (Ansible's target): not checked
+        return ()
+    from thinpool.system import tls
+
+    found = []
+    for path in parsed.tls_certificates:
+        certificate = tls.read_certificate(under(root, path))
+        if certificate is not None:
+            found.append(replace(certificate, path=path))  # as daemon.json names it, not under the test root
+    return tuple(found)
+
+
+def silent_dns(parsed: daemon_json.DaemonJson | None) -> tuple[str, ...]:
+    """The DNS servers daemon.json gives containers that do not answer a query of ours."""
+    if parsed is None or not parsed.dns:
+        return ()
+    from thinpool.system import dns
+
+    return tuple(address for address in parsed.dns if not dns.answers(address))
+
+
+def tls_state(runner: Runner, spec: PoolSpec, state: EngineState, root: Path = ROOT) -> EngineState:
+    """What daemon.json's TLS and DNS lead to: its certificates, the DNS servers that do not answer (not under a
+    test's root folder, which has no resolvers to ask); for --tls-generate what thinpool made and the host's names."""
+    parsed = _daemon_json(state)
+    silent = silent_dns(parsed) if root == ROOT else ()
+    state = replace(state, certificates=daemon_certificates(parsed, root), dns_silent=silent, observed_at=time.time())
+    if not spec.engine_options.tls_generate:
+        return state
+    from thinpool.system import tls
+
+    return replace(
+        state, tls_files=tls.read_files(root), host_names=host_names(), host_addresses=host_addresses(runner)
+    )
+
+
+def engine_files(root: Path = ROOT) -> EngineState:
+    """Only the engines' configuration files (what destroy checks); no program is run."""
+    files, unreadable = read_files(engines.config_files(), root)
+    return EngineState(observed=True, files=files, unreadable=unreadable)
+
+
+def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineState:
+    """The engines' files, versions (from VERSION_CACHE while their binaries are unchanged), data root and volume."""
+    programs = {name: path for name in ENGINE_PROGRAMS if (path := find_program(name, root))}
+    by_path = cached_program_versions(runner, programs.values(), root)
+    versions = {name: by_path[path] for name, path in programs.items() if by_path[path]}
+    programs |= {name: path for name in HELPER_PROGRAMS if (path := find_program(name, root))}
+    data_root = spec.engine_options.data_root
+    volume = f"/dev/mapper/{commands.dm_name(spec.vg, spec.engine_options.volume_name)}"
+    filesystem = ""
+    uses_volume = spec.engine != NO_ENGINE and engines.adapter(spec.engine).USES_THIN_VOLUME
+    if uses_volume and under(root, volume).exists():
+        found = runner.run(host.wipefs_probe(volume), check=False)
+        filesystem = next(iter(parse_wipefs(found.stdout)), "") if found.returncode == 0 else ""
+    files = tls_state(runner, spec, engine_files(root), root)
+    return replace(
+        files,
+        versions=versions,
+        programs=programs,
+        systemd=under(root, "/run/systemd/system").is_dir(),
+        udev=under(root, "/run/udev/control").exists(),
+        docker_devicemapper_state=_entries(under(root, f"{data_root}/devicemapper/metadata")) > 0,
+        data_root_entries=_entries(under(root, data_root)),
+        data_root_source=mounted_source(data_root, root),
+        volume_filesystem=filesystem,
+    )
