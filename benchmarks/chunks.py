@@ -21,20 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import churn as docker_churn
-from thinpool.core.units import GiB, KiB
+from benchmarks import recorded
+from benchmarks.metadata_scale import SETUP as FRESH_POOL
+from thinpool.core.units import GiB, KiB, MiB
 from thinpool.rehearse.vm import SHARE_MOUNT
 
 GUEST = Path(__file__).with_name("guest_chunks.py")
 CHUNKS = (64 * KiB, 128 * KiB, 256 * KiB, 512 * KiB, 1024 * KiB)
 SPEC = {"vg": "bench", "pool": "pool", "small_files": 4096, "large_files": 256, "churn_rounds": 40}
-SETUP = """
-set -e
-vgremove -ff -y bench >/dev/null 2>&1 || true
-pvremove -ff -y {disk} >/dev/null 2>&1 || true
-wipefs -a -q {disk}
-pvcreate -q {disk} && vgcreate -q bench {disk}
-lvcreate -q -y --type thin-pool -n pool -L 5g --chunksize {chunk}b --poolmetadatasize 64m --zero n bench
-"""
 CLEAR = "vgremove -ff -y bench >/dev/null 2>&1; pvremove -ff -y {disk} >/dev/null 2>&1; wipefs -a -q {disk}; true"
 
 
@@ -68,7 +62,9 @@ def run_in_vm(containers: int) -> dict[str, Any]:
         versions = vm.run(["bash", "-c", "uname -r; lvm version | head -3; thin_check -V; dockerd --version"]).stdout
         disk = vm.devices[0]
         for chunk in CHUNKS:
-            vm.run(["bash", "-c", SETUP.format(disk=disk, chunk=chunk)], timeout=600)
+            vm.run(
+                ["bash", "-c", FRESH_POOL.format(disk=disk, data=5 * GiB, chunk=chunk, metadata=64 * MiB)], timeout=600
+            )
             out = vm.python(str(GUEST), json.dumps({**SPEC, "chunk": chunk}), timeout=3600).stdout
             measured = json.loads(out.strip().splitlines()[-1])
             vm.run(["bash", "-c", CLEAR.format(disk=disk)], timeout=300)
@@ -114,17 +110,10 @@ def table(data: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--containers", type=int, default=12, help="Docker containers per chunk size")
-    parser.add_argument("--out", help="save the raw measurements as JSON")
-    parser.add_argument("--from-json", help="print the table from saved measurements (no VM)")
-    args = parser.parse_args()
-    data = json.loads(Path(args.from_json).read_text()) if args.from_json else run_in_vm(args.containers)
-    if args.out:
-        Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
-    print(f"machine: {data['machine']}\n\n```\n{data['versions']}\n```\n")
-    print(table(data))
-    return 0
+    def own_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--containers", type=int, default=12, help="Docker containers per chunk size")
+
+    return recorded.main(__doc__, own_options, lambda args: run_in_vm(args.containers), table)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ formula of the classic recipe and thin_metadata_size. This prints figures; it as
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import recorded
 from thinpool.core import sizing
 from thinpool.core.units import GiB, KiB, MiB
 
@@ -135,16 +135,7 @@ def _mib(size: int) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", help="save the raw measurements as JSON")
-    parser.add_argument("--from-json", help="print the table from saved measurements (no VM)")
-    args = parser.parse_args()
-    data = json.loads(Path(args.from_json).read_text()) if args.from_json else run_in_vm()
-    if args.out:
-        Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
-    print(f"machine: {data['machine']}\n\n```\n{data['versions']}\n```\n")
-    print(table(data))
-    return 0
+    return recorded.main(__doc__, lambda _parser: None, lambda _args: run_in_vm(), table)
 
 
 if __name__ == "__main__":

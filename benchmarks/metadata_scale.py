@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import recorded
 from benchmarks.metadata import reserve
 from thinpool.core import sizing
 from thinpool.core.units import GiB, KiB, MiB
@@ -119,17 +120,10 @@ def run_in_vm(devices: int) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", type=int, default=sizing.DEFAULT_MAX_THIN_DEVICES)
-    parser.add_argument("--out", help="save the raw measurements as JSON")
-    parser.add_argument("--from-json", help="print the table from saved measurements (no VM)")
-    args = parser.parse_args()
-    data = json.loads(Path(args.from_json).read_text()) if args.from_json else run_in_vm(args.devices)
-    if args.out:
-        Path(args.out).write_text(json.dumps(data, indent=1) + "\n")
-    print(f"machine: {data['machine']}\n\n```\n{data['versions']}\n```\n")
-    print(table(data))
-    return 0
+    def own_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--devices", type=int, default=sizing.DEFAULT_MAX_THIN_DEVICES)
+
+    return recorded.main(__doc__, own_options, lambda args: run_in_vm(args.devices), table)
 
 
 if __name__ == "__main__":

@@ -175,15 +175,20 @@ def read_filesystems(runner: Runner) -> dict[str, Filesystem]:
     return found
 
 
-def mounted_source(mount_point: str, root: Path = ROOT) -> str:
-    """The source mounted on ``mount_point`` (the last mount wins), "" when none."""
+def mounted_at(mount_point: str, root: Path = ROOT) -> tuple[str, str]:
+    """(source, filesystem type) of what is mounted on ``mount_point`` (the last mount wins), ("", "") when none."""
     mounts = under(root, "/proc/self/mounts")
     if not mounts.is_file():
-        return ""
-    source = ""
+        return "", ""
+    found = ("", "")
     wanted = mount_point.rstrip("/") or "/"
     for line in mounts.read_text().splitlines():
         fields = line.split()
-        if len(fields) > 1 and fields[1] == wanted:
-            source = fields[0]
-    return source
+        if len(fields) > 2 and fields[1] == wanted:
+            found = (fields[0], fields[2])
+    return found
+
+
+def mounted_source(mount_point: str, root: Path = ROOT) -> str:
+    """The source mounted on ``mount_point`` (the last mount wins), "" when none."""
+    return mounted_at(mount_point, root)[0]

@@ -24,7 +24,7 @@ from thinpool.errors import MissingTool
 from thinpool.host import commands as host
 from thinpool.host.report import parse_ip_addresses, parse_wipefs
 from thinpool.system import files
-from thinpool.system.observe import ROOT, mounted_source, observe, read_files, under
+from thinpool.system.observe import ROOT, mounted_at, observe, read_files, under
 from thinpool.system.runner import Runner
 
 ENGINE_PROGRAMS = ("dockerd", "containerd")  # their versions matter (Docker 25 has no devicemapper)
@@ -187,7 +187,10 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
     volume = f"/dev/mapper/{commands.dm_name(spec.vg, spec.engine_options.volume_name)}"
     filesystem = ""
     uses_volume = spec.engine != NO_ENGINE and engines.adapter(spec.engine).USES_THIN_VOLUME
-    if uses_volume and under(root, volume).exists():
+    source, mounted_type = mounted_at(data_root, root)
+    if uses_volume and source == volume:
+        filesystem = mounted_type  # mounted where it belongs: the kernel says what it is, no probe needed
+    elif uses_volume and under(root, volume).exists():
         found = runner.run(host.wipefs_probe(volume), check=False)
         filesystem = next(iter(parse_wipefs(found.stdout)), "") if found.returncode == 0 else ""
     files = tls_state(runner, spec, engine_files(root), root)
@@ -199,6 +202,6 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
         udev=under(root, "/run/udev/control").exists(),
         docker_devicemapper_state=_entries(under(root, f"{data_root}/devicemapper/metadata")) > 0,
         data_root_entries=_entries(under(root, data_root)),
-        data_root_source=mounted_source(data_root, root),
+        data_root_source=source,
         volume_filesystem=filesystem,
     )

@@ -48,7 +48,9 @@ options:
     type: str
     default: 4m
   chunk_size:
-    description: Data chunk, a multiple of 64k in 64k..1g (default chosen by thinpool, 512k unless larger is needed).
+    description: >-
+      Data chunk, a multiple of 64k in 64k..1g (default chosen by thinpool from measurements,
+      128k with an engine and 512k without, larger when needed).
     type: str
   metadata_size:
     description: Pool metadata size (default sized by thinpool).
