@@ -191,3 +191,30 @@ def test_alignment_when_chunk_exceeds_extent() -> None:
     assert sizing.alignment_extents(4 * MiB, 512 * KiB) == 1
     assert sizing.alignment_extents(1 * MiB, 4 * MiB) == 4
     assert sizing.alignment_extents(4 * MiB, 192 * KiB) == 3  # lcm is 12 MiB
+
+
+@pytest.mark.parametrize(("disk", "chunk"), [(20 * GiB, 512 * KiB), (100 * GiB, 256 * KiB), (744 * GiB, 128 * KiB)])
+def test_a_small_pool_doubles_the_engines_chunk_until_metadata_takes_at_most_its_share(disk: int, chunk: int) -> None:
+    engine = sizing.choose_chunk(None, disk, "docker-devicemapper")
+    choice = sizing.chunk_within_metadata_share(engine, disk, sizing.Workload())
+    assert choice.size == chunk
+    kept = 2 * sizing.choose_metadata(None, disk, chunk, sizing.Workload()).size
+    assert kept * 100 <= sizing.METADATA_SHARE_PERCENT * disk
+    if chunk > 128 * KiB:
+        half = 2 * sizing.choose_metadata(None, disk, chunk // 2, sizing.Workload()).size
+        assert half * 100 > sizing.METADATA_SHARE_PERCENT * disk  # the smallest that stays within the share
+        assert "the engine's measured choice" in choice.reason and "more than 2%" in choice.reason
+    else:
+        assert choice is engine
+
+
+def test_a_requested_chunk_is_never_raised_for_metadata_share() -> None:
+    from thinpool.core import planner
+    from thinpool.core.spec import PoolSpec
+    from thinpool.system import observe
+
+    spec = PoolSpec(devices=("disk1",), engine="docker-devicemapper", chunk_size=128 * KiB)
+    plan = planner.plan(spec, observe.virtual([20 * GiB]))
+    assert plan.layout.chunk_size == 128 * KiB
+    default = planner.plan(PoolSpec(devices=("disk1",), engine="docker-devicemapper"), observe.virtual([20 * GiB]))
+    assert default.layout.chunk_size == 512 * KiB and "7." in default.reasons["chunk"]

@@ -38,8 +38,9 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True) -
         help="pool data (default: all that fits after metadata, spare and autoextend room)",
     )
     size.add_argument("--chunk-size", metavar="SIZE", help="data chunk, a multiple of 64k in 64k..1g "
-                      "(default, chosen by measurement: 128k with an engine, 512k without; raised when the "
-                      "pool could not address its grown size)")  # fmt: skip
+                      "(default, chosen by measurement: 128k with an engine, doubled on small disks until "
+                      "metadata takes at most 2%%; 512k without; raised when the pool could not address its "
+                      "grown size)")  # fmt: skip
     size.add_argument("--metadata-size", metavar="SIZE", help="pool metadata (default: the largest of lvm2's "
                       "64 B/chunk estimate, the workload model and 2 MiB; at most 15.81 GiB)")  # fmt: skip
     size.add_argument(

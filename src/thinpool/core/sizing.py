@@ -289,6 +289,35 @@ def choose_metadata(requested: int | None, max_data: int, chunk_size: int, workl
     return MetadataChoice(size, term, reasons[term], candidates)
 
 
+# The most an engine's default chunk may cost in metadata and its spare (both sized for the workload), as a
+# percentage of the pool's grown size: the workload's worst case does not shrink with the disk, so on a small
+# disk a small chunk would reserve more than its measured gains are worth (20 GiB at 128 KiB: 7.1 %).
+METADATA_SHARE_PERCENT = 2
+
+
+def _metadata_share_over(max_data: int, chunk_size: int, workload: Workload) -> bool:
+    metadata = choose_metadata(None, max_data, chunk_size, workload).size
+    return 2 * metadata * 100 > METADATA_SHARE_PERCENT * max_data
+
+
+def chunk_within_metadata_share(chunk: ChunkChoice, max_data: int, workload: Workload) -> ChunkChoice:
+    """An engine's default ``chunk``, doubled (up to 512 KiB) while the metadata and spare it needs for
+    ``workload`` would take more than METADATA_SHARE_PERCENT of ``max_data``."""
+    size = chunk.size
+    while size < CHUNK_DEFAULT and _metadata_share_over(max_data, size, workload):
+        size *= 2
+    if size == chunk.size:
+        return chunk
+    metadata = choose_metadata(None, max_data, chunk.size, workload).size
+    tenths = 2 * metadata * 1000 // max_data
+    return ChunkChoice(
+        size,
+        f"{format_size(size)}: at {format_size(chunk.size)} (the engine's measured choice) metadata and its spare "
+        f"for the workload would take {tenths // 10}.{tenths % 10}% of a pool of {format_size(max_data)}, more "
+        f"than {METADATA_SHARE_PERCENT}%; {format_size(size)} is the smallest chunk within that (512 KiB at most)",
+    )
+
+
 def metadata_extents(choice: MetadataChoice, extent_size: int) -> int:
     """Whole extents for ``choice``: rounded up, and refused when that cannot stay within lvm's range.
 
