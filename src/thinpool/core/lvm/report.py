@@ -6,6 +6,7 @@ on an inactive pool. A data LV spanning several PVs appears once per segment.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,15 @@ class ReportError(ThinpoolError):
     """lvm printed something that is not the report we asked for."""
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed(text: str) -> Any:
+    """One report's JSON, parsed once however many kinds of rows are read from it (``lvm fullreport`` has five)."""
+    return json.loads(text)
+
+
 def rows(text: str, key: str) -> list[dict[str, str]]:
     try:
-        data: Any = json.loads(text)
+        data: Any = _parsed(text)
         rows: list[dict[str, str]] = []
         for section in data["report"]:
             rows.extend(section.get(key, []))
