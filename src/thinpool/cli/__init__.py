@@ -29,6 +29,7 @@ COMMANDS = {
     "status": "watch", "doctor": "watch", "metrics": "watch",
     "maintain": "maintain", "backup": "backup", "repair": "repair",
     "activate": "boot", "install-units": "boot",
+    "migrate": "migrate",
     "rehearse": "rehearse",
 }  # fmt: skip
 

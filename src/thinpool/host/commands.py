@@ -102,3 +102,74 @@ def dpkg_extract(deb: str, folder: str) -> Argv:
 
 def depmod(base: str, version: str) -> Argv:
     return ("depmod", "-b", base, version)
+
+
+# Docker's command line (thinpool migrate). Every query asks for JSON.
+
+
+def docker_driver() -> Argv:
+    """The running Docker's storage driver; fails when Docker does not answer."""
+    return ("docker", "info", "--format", "{{.Driver}}")
+
+
+def docker_image_ids() -> Argv:
+    return ("docker", "image", "ls", "--quiet", "--no-trunc")
+
+
+def docker_image_inspect(ids: tuple[str, ...]) -> Argv:
+    return ("docker", "image", "inspect", *ids)
+
+
+def docker_volume_names() -> Argv:
+    return ("docker", "volume", "ls", "--quiet")
+
+
+def docker_volume_inspect(names: tuple[str, ...]) -> Argv:
+    return ("docker", "volume", "inspect", *names)
+
+
+def docker_containers() -> Argv:
+    return ("docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}")
+
+
+def docker_commit(container: str, image: str) -> Argv:
+    return ("docker", "commit", container, image)
+
+
+def docker_save(output: str, names: tuple[str, ...]) -> Argv:
+    """One archive holding an image under every name given (its tags, or its id when it has none)."""
+    return ("docker", "save", "--output", output, *names)
+
+
+def docker_load(archive: str) -> Argv:
+    return ("docker", "load", "--quiet", "--input", archive)
+
+
+def docker_tag(image: str, tag: str) -> Argv:
+    return ("docker", "tag", image, tag)
+
+
+def docker_volume_create(name: str) -> Argv:
+    return ("docker", "volume", "create", name)
+
+
+def tar_create(archive: str, folder: str) -> Argv:
+    """``folder``'s tree, owners, modes and extended attributes kept."""
+    return ("tar", "--create", "--xattrs", "--numeric-owner", "--file", archive, "--directory", folder, ".")
+
+
+def tar_extract(archive: str, folder: str) -> Argv:
+    return ("tar", "--extract", "--xattrs", "--numeric-owner", "--same-permissions", "--file", archive,
+            "--directory", folder)  # fmt: skip
+
+
+def umount(mount_point: str) -> Argv:
+    return ("umount", mount_point)
+
+
+def systemctl_stop(units: tuple[str, ...]) -> Argv:
+    return ("systemctl", "stop", *units)
+
+
+def systemctl_start(units: tuple[str, ...]) -> Argv:
+    return ("systemctl", "start", *units)

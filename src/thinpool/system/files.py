@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import stat
 import tempfile
@@ -108,3 +109,31 @@ def keep_backup(path: Path, when: float) -> Path:
             handle.write(data)
         return candidate
     raise UnsafeFile(f"too many backups of {path} at {first.name}", fix="remove old backups")
+
+
+def tree_digest(folder: Path) -> tuple[str, int]:
+    """A sha256 over a folder's tree (each entry's relative path, kind, mode, owner, and its content or
+    link target, in sorted order) and the bytes its files hold. Two trees with the same digest match."""
+    digest = hashlib.sha256()
+    total = 0
+    for entry in sorted(_walk(folder)):
+        info = entry.lstat()
+        relative = entry.relative_to(folder).as_posix()
+        digest.update(f"{relative}\0{stat.S_IFMT(info.st_mode)}\0{stat.S_IMODE(info.st_mode)}\0"
+                      f"{info.st_uid}\0{info.st_gid}\0".encode(ENCODING, ERRORS))  # fmt: skip
+        if stat.S_ISLNK(info.st_mode):
+            digest.update(os.readlink(entry).encode(ENCODING, ERRORS))
+        elif stat.S_ISREG(info.st_mode):
+            total += info.st_size
+            with entry.open("rb") as handle:
+                for block in iter(lambda: handle.read(1024 * 1024), b""):
+                    digest.update(block)
+        digest.update(b"\n")
+    return digest.hexdigest(), total
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for directory, subfolders, names in os.walk(folder):
+        base = Path(directory)
+        for name in (*subfolders, *names):
+            yield base / name

@@ -1,0 +1,137 @@
+"""``thinpool migrate``: arguments and output (the work is in app.migrate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from thinpool.cli.exits import EXIT_ERROR, EXIT_OK
+from thinpool.cli.options import add_engine_options, add_spec_options, spec_from_args
+from thinpool.errors import ThinpoolError
+
+if TYPE_CHECKING:
+    from thinpool.app.context import Context
+    from thinpool.app.migrate import StepResult
+
+TARGET = "docker-overlay2-thin"
+DEFAULT_STAGING = "/var/lib/thinpool/migrate/staging"
+
+DESCRIPTION = f"""\
+Moves a Docker devicemapper host (Docker 24 and older; Docker 25 removed the
+driver) to overlay2 on an XFS thin volume of the same pool, keeping its images
+(IDs and every tag) and named volumes. Run it before you upgrade Docker.
+
+Steps (each can run alone, and again; what is done is skipped):
+
+  --step export   Docker running on devicemapper. Saves every image (docker
+                  save, all tags) and copies every local named volume into
+                  --staging, with an inventory. Refused, with the numbers,
+                  when the staging has no room. Containers are not carried:
+                  --commit-containers first commits each one to an image.
+  --step switch   Docker stopped. Takes a metadata backup, records Docker's
+                  thin devices in lvm (tagged LVs, so lvm and the kernel
+                  agree and a new thin volume gets a free id), removes
+                  devicemapper's settings from daemon.json (other keys stay),
+                  moves the data root aside (DATA_ROOT.devicemapper, never
+                  deleted here), then applies --engine {TARGET}.
+  --step import   Docker running on overlay2. docker load, tags, volumes;
+                  then checks image IDs, tags and the volumes' checksums
+                  against the inventory, and reports what did not come over.
+  --finish        Removes Docker's old thin devices through lvm, the moved
+                  data root and the staging's archives.
+  --rollback      Before --finish, Docker stopped: removes the overlay2 volume,
+                  puts back lvm's metadata, daemon.json, the drop-in and fstab
+                  as they were, and the data root: devicemapper again.
+
+Without --step: export, systemctl stop docker, switch, systemctl start docker,
+import (where systemd runs). --finish stays yours to run once you are sure."""
+
+
+def _render(result: StepResult) -> str:
+    lines = [f"{result.step}:"] + [f"  done: {item}" for item in result.done]
+    if len(lines) == 1:
+        lines.append("  nothing to do: this step had already run")
+    report = result.report
+    if report is not None:
+        lines.append(f"  images that came over with every tag: {len(report.images_matched)}")
+        lines += [f"  missing: {item}" for item in report.images_missing]
+        lines.append(f"  volumes with the same checksum: {len(report.volumes_matched)}")
+        lines += [f"  differs: volume {name}" for name in report.volumes_differ]
+        lines += [f"  not carried: container {text}" for text in report.containers_not_carried]
+        lines += [f"  note: {text}" for text in report.notes]
+    return "\n".join(lines)
+
+
+def _chosen(args: argparse.Namespace) -> str:
+    chosen = [name for name, on in (("finish", args.finish), ("rollback", args.rollback)) if on]
+    if args.step:
+        chosen.append(args.step)
+    if len(chosen) > 1:
+        raise ThinpoolError(f"{' and '.join(chosen)} cannot run together",
+                            fix="give one --step, --finish or --rollback")  # fmt: skip
+    return chosen[0] if chosen else "all"
+
+
+def _cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
+    from dataclasses import replace
+
+    from thinpool.app import migrate as use_case
+
+    if args.engine not in ("none", TARGET):
+        raise ThinpoolError(f"migrate moves to {TARGET}; --engine {args.engine} is not that",
+                            fix="drop --engine (--to names where the host goes)")  # fmt: skip
+    ctx.require_root("migrate")
+    step = _chosen(args)
+    spec = replace(spec_from_args(args), engine=TARGET)
+    spec.validate()
+    staging = Path(args.staging)
+    if not args.yes:
+        print(f"thinpool migrate --to {TARGET} ({step}):\n\n{DESCRIPTION}\n\n"
+              "Nothing was done: run it again with --yes.")  # fmt: skip
+        return EXIT_ERROR
+    if step == "all":
+        results = use_case.run_all(ctx, spec, staging, commit_containers=args.commit_containers)
+    else:
+        runs = {
+            "export": lambda: use_case.export(ctx, staging, commit_containers=args.commit_containers),
+            "switch": lambda: use_case.switch(ctx, spec),
+            "import": lambda: use_case.import_(ctx, staging),
+            "finish": lambda: use_case.finish(ctx, spec, staging),
+            "rollback": lambda: use_case.rollback(ctx, spec),
+        }
+        results = [runs[step]()]
+    if args.json:
+        sys.stdout.write(json.dumps([result.to_dict() for result in results], indent=1) + "\n")
+    else:
+        print("\n".join(_render(result) for result in results))
+    return EXIT_OK if all(result.ok for result in results) else EXIT_ERROR
+
+
+def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "migrate",
+        help="move a Docker devicemapper host to overlay2 on a thin volume, keeping images and volumes",
+        description=DESCRIPTION,
+        epilog=f"examples:\n  thinpool migrate --to {TARGET} --staging /srv/staging --yes\n"
+        f"  thinpool migrate --to {TARGET} --step export --staging /srv/staging --yes\n"
+        f"  thinpool migrate --to {TARGET} --finish --staging /srv/staging --yes\n\n"
+        "exit codes:\n  0    the step ran (import: everything came over)\n"
+        "  1    not run (no --yes), refused, or something did not come over",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--to", required=True, choices=(TARGET,), help="where the host goes")
+    parser.add_argument("--step", choices=("export", "switch", "import"), help="run one step (default: all three)")
+    parser.add_argument("--finish", action="store_true", help="remove Docker's old devices, data root and staging")
+    parser.add_argument("--rollback", action="store_true", help="before --finish: back to devicemapper")
+    parser.add_argument("--staging", default=DEFAULT_STAGING, metavar="DIR",
+                        help=f"where images and volumes wait (default: {DEFAULT_STAGING})")  # fmt: skip
+    parser.add_argument("--commit-containers", action="store_true",
+                        help="commit each container to an image first (else writable layers are lost)")  # fmt: skip
+    parser.add_argument("--yes", action="store_true", help="run it")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_spec_options(parser)
+    add_engine_options(parser)
+    parser.set_defaults(handler=_cmd_migrate)

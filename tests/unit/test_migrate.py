@@ -1,0 +1,165 @@
+"""Moving off devicemapper without the VM: the rules, and the export through a scripted runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from thinpool.app import migrate as use_case
+from thinpool.app.context import Context
+from thinpool.cli import EXIT_ERROR, main
+from thinpool.core import migrate
+from thinpool.core.migrate import DockerDevice, Image, Inventory, MigrateRefused, Volume
+from thinpool.host import commands as host
+from thinpool.system.runner import ScriptedRunner
+
+from .test_backup import VG_TEXT
+
+GiB = 1024**3
+RECORDS = {
+    "base": '{"device_id":1,"size":10737418240,"transaction_id":1,"initialized":true,"deleted":false}',
+    "abc": '{"device_id":2,"size":10737418240,"transaction_id":2,"initialized":false,"deleted":false}',
+    "abc-init": '{"device_id":3,"size":10737418241,"transaction_id":3,"initialized":false,"deleted":true}',
+    "deviceset-metadata": '{"next_device_id":4,"BaseDeviceUUID":"x","BaseDeviceFilesystem":"xfs"}',
+    "transaction-metadata": '{"open_transaction_id":3,"device_hash":"abc-init","device_id":3}',
+}
+
+
+def test_dockers_records_are_read_by_device_id_and_a_broken_one_is_refused() -> None:
+    devices = migrate.parse_docker_devices(RECORDS)
+    assert sorted(devices) == [1, 2, 3]
+    assert devices[3] == DockerDevice("abc-init", 3, 10 * GiB + 1, 3, deleted=True)
+    with pytest.raises(MigrateRefused, match="record 'abc' is unreadable"):
+        migrate.parse_docker_devices({**RECORDS, "abc": '{"device_id": 2'})
+
+
+def test_the_kernels_devices_are_kept_and_one_docker_does_not_know_is_refused() -> None:
+    docker = migrate.parse_docker_devices(RECORDS)
+    assert sorted(migrate.kept_devices([3, 1], docker)) == [1, 3]  # 2 is no longer in the kernel: nothing to keep
+    with pytest.raises(MigrateRefused, match=r"thin devices \[9\]"):
+        migrate.kept_devices([1, 9], docker)
+
+
+def test_lvm_learns_each_of_dockers_devices_as_a_tagged_thin_lv_and_the_kernels_transaction_id() -> None:
+    devices = migrate.kept_devices([1, 3], migrate.parse_docker_devices(RECORDS))
+    text = migrate.with_docker_devices(VG_TEXT, "thinpool", lvm_transaction_id=1, kernel_transaction_id=7,
+                                       devices=devices, extent_size=4 * 1024**2, vg_uuid="abc", created=5)  # fmt: skip
+    assert "transaction_id = 7" in text and text.count("transaction_id = 1") == 2  # the other pool, device 1
+    for device_id, extents in ((1, 2560), (3, 2561)):  # one byte over 10 GiB takes one more extent
+        block = text[text.index(f"devicemapper-{device_id} {{") :]
+        block = block[: block.index("\t\t}\n")]
+        assert f"device_id = {device_id}" in block and f"extent_count = {extents}" in block
+        assert 'thin_pool = "thinpool"' in block and f'tags = ["{migrate.DEVICE_TAG}"]' in block
+        assert 'flags = ["ACTIVATION_SKIP"]' in block
+    assert text.index("devicemapper-1 {") > text.index("logical_volumes {")
+    assert text.replace("transaction_id = 7", "transaction_id = 1").startswith(VG_TEXT[: VG_TEXT.index("\t\tthinpool")])
+    uuid = migrate.lv_uuid("abc", 1)
+    assert [len(part) for part in uuid.split("-")] == [6, 4, 4, 4, 4, 4, 6] and uuid == migrate.lv_uuid("abc", 1)
+    assert uuid != migrate.lv_uuid("abc", 3)
+
+
+def test_daemon_json_loses_devicemapper_and_keeps_everything_else() -> None:
+    settings = {"storage-driver": "devicemapper", "storage-opts": ["dm.thinpooldev=/dev/mapper/x", "dm.fs=xfs"],
+                "log-driver": "journald", "hosts": ["unix:///run/docker.sock"]}  # fmt: skip
+    assert migrate.uses_devicemapper(settings)
+    assert migrate.without_devicemapper(settings) == {"log-driver": "journald", "hosts": ["unix:///run/docker.sock"]}
+    mixed = {"storage-opts": ["dm.basesize=20G", "overlay2.size=10G"]}
+    assert migrate.without_devicemapper(mixed) == {"storage-opts": ["overlay2.size=10G"]}
+    assert not migrate.uses_devicemapper(migrate.without_devicemapper(mixed))
+
+
+@pytest.mark.parametrize(
+    ("step", "driver", "message"),
+    [
+        ("export", "overlay2", "needs Docker running on devicemapper; Docker runs on overlay2"),
+        ("export", None, "Docker is not running"),
+        ("switch", "devicemapper", "needs Docker stopped"),
+        ("import", "devicemapper", "needs Docker running on overlay2"),
+        ("finish", "devicemapper", "would delete the devices Docker runs on"),
+        ("rollback", "overlay2", "needs Docker stopped"),
+    ],
+)
+def test_each_step_refuses_docker_in_the_wrong_state(step: str, driver: str | None, message: str) -> None:
+    with pytest.raises(MigrateRefused, match=message):
+        migrate.require_driver(step, driver)
+
+
+def test_the_staging_must_hold_the_images_and_volumes_with_a_margin() -> None:
+    inventory = Inventory((Image("sha256:a", ("a:1",), 900),), (Volume("v", "/x", "d", 100),), ())
+    assert migrate.staging_needed(inventory) == 1100
+    migrate.check_staging_room("/srv", 1100, 1100)
+    with pytest.raises(MigrateRefused, match=r"\(1099 bytes\) free; the images and volumes need 1.07 KiB \(1100 bytes"):
+        migrate.check_staging_room("/srv", 1100, 1099)
+
+
+def test_the_import_report_names_what_did_not_come_over() -> None:
+    inventory = Inventory(
+        (Image("sha256:a", ("a:1", "a:latest"), 1), Image("sha256:b", ("b:1",), 1), Image("sha256:c", (), 1)),
+        (Volume("same", "/x", "d1"), Volume("changed", "/y", "d2")),
+        (migrate.Container("1", "web", "a:1", "running", "thinpool-migrate/web:committed"),
+         migrate.Container("2", "job", "b:1", "exited")),
+    )  # fmt: skip
+    now = [Image("sha256:a", ("a:1",), 1), Image("sha256:c", (), 1)]
+    report = migrate.compare(inventory, now, {"same": "d1", "changed": "other"})
+    assert not report.ok
+    assert report.images_matched == ("sha256:c",)
+    assert report.images_missing == ("sha256:a a:latest", "sha256:b")
+    assert (report.volumes_matched, report.volumes_differ) == (("same",), ("changed",))
+    assert report.containers_not_carried[1] == "job (exited; its writable layer was not kept)"
+    assert Inventory.from_dict(json.loads(json.dumps(inventory.to_dict()))) == inventory
+
+
+def test_export_saves_each_image_under_its_tags_and_each_volume_then_the_inventory(tmp_path: Path) -> None:
+    volume = tmp_path / "var/lib/docker/volumes/v1/_data"
+    volume.mkdir(parents=True)
+    (volume / "file").write_text("data")
+    staging = tmp_path / "staging"
+    inspected = [{"Id": "sha256:" + "a" * 64, "RepoTags": ["tiny:latest", "tiny:1"], "Size": 1000},
+                 {"Id": "sha256:" + "b" * 64, "RepoTags": [], "Size": 10}]  # fmt: skip
+    volumes = [{"Name": "v1", "Driver": "local", "Mountpoint": "/var/lib/docker/volumes/v1/_data", "Options": None},
+               {"Name": "nfs", "Driver": "local", "Mountpoint": "/x", "Options": {"device": ":/export"}}]  # fmt: skip
+    runner = ScriptedRunner()
+    runner.expect(host.docker_driver(), stdout="devicemapper\n")
+    runner.expect(host.docker_volume_names(), stdout="v1\nnfs\n")
+    runner.expect(host.docker_volume_inspect(("v1", "nfs")), stdout=json.dumps(volumes))
+    runner.expect(host.docker_containers(), stdout='{"ID":"c1","Names":"web","Image":"tiny:1","State":"exited"}\n')
+    runner.expect(host.docker_image_ids(), stdout=f"sha256:{'a' * 64}\nsha256:{'b' * 64}\n")
+    runner.expect(host.docker_image_inspect(("sha256:" + "a" * 64, "sha256:" + "b" * 64)), stdout=json.dumps(inspected))
+
+    def written(name: str) -> None:
+        (staging / name).write_text("archive")
+
+    first, second = (f"images/{c * 24}.tar" for c in "ab")
+    runner.expect(host.docker_save(f"{staging / first}.partial", ("tiny:1", "tiny:latest")),
+                  then=lambda: written(first + ".partial"))  # fmt: skip
+    runner.expect(host.docker_save(f"{staging / second}.partial", ("sha256:" + "b" * 64,)),
+                  then=lambda: written(second + ".partial"))  # fmt: skip
+    runner.expect(host.tar_create(f"{staging}/volumes/v1.tar.partial", str(volume)),
+                  then=lambda: written("volumes/v1.tar.partial"))  # fmt: skip
+    done = use_case.export(Context(runner=runner, root=tmp_path), staging, commit_containers=False)
+    assert runner.exhausted and done.ok
+    saved = Inventory.from_dict(json.loads((staging / migrate.INVENTORY).read_text()))
+    assert saved.skipped_volumes == ("nfs",) and saved.volumes[0].size == 4 and saved.volumes[0].digest
+    assert sorted(p.name for p in (staging / "images").iterdir()) == [f"{'a' * 24}.tar", f"{'b' * 24}.tar"]
+
+
+def test_every_step_in_one_run_is_refused_without_systemd_and_names_the_step_commands(tmp_path: Path) -> None:
+    ctx = Context(runner=ScriptedRunner(), root=tmp_path, euid=0)
+    with pytest.raises(MigrateRefused, match="systemd does not run here") as refused:
+        use_case.run_all(ctx, migrate_spec(), tmp_path / "staging", commit_containers=False)
+    assert "--step export" in refused.value.fix and "--step import" in refused.value.fix
+
+
+def migrate_spec() -> use_case.PoolSpec:
+    return use_case.PoolSpec(engine=migrate.TARGET)
+
+
+def test_the_command_shows_the_steps_and_does_nothing_without_yes(capsys: pytest.CaptureFixture[str]) -> None:
+    ctx = Context(runner=ScriptedRunner(), euid=0)
+    assert main(["migrate", "--to", "docker-overlay2-thin", "--step", "export"], ctx) == EXIT_ERROR
+    out = capsys.readouterr().out
+    assert "--step switch" in out and "Nothing was done" in out
+    assert main(["migrate", "--to", "docker-overlay2-thin", "--finish", "--rollback", "--yes"], ctx) == EXIT_ERROR
+    assert "cannot run together" in capsys.readouterr().err
