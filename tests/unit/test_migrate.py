@@ -138,7 +138,8 @@ def test_export_saves_each_image_under_its_tags_and_each_volume_then_the_invento
                   then=lambda: written(second + ".partial"))  # fmt: skip
     runner.expect(host.tar_create(f"{staging}/volumes/v1.tar.partial", str(volume)),
                   then=lambda: written("volumes/v1.tar.partial"))  # fmt: skip
-    done = use_case.export(Context(runner=runner, root=tmp_path), staging, commit_containers=False)
+    ctx = Context(runner=runner, root=tmp_path)
+    done = use_case.export(ctx, staging, commit_containers=False, data_root="/var/lib/docker")
     assert runner.exhausted and done.ok
     saved = Inventory.from_dict(json.loads((staging / migrate.INVENTORY).read_text()))
     assert saved.skipped_volumes == ("nfs",) and saved.volumes[0].size == 4 and saved.volumes[0].digest
@@ -156,10 +157,25 @@ def migrate_spec() -> use_case.PoolSpec:
     return use_case.PoolSpec(engine=migrate.TARGET)
 
 
-def test_the_command_shows_the_steps_and_does_nothing_without_yes(capsys: pytest.CaptureFixture[str]) -> None:
-    ctx = Context(runner=ScriptedRunner(), euid=0)
-    assert main(["migrate", "--to", "docker-overlay2-thin", "--step", "export"], ctx) == EXIT_ERROR
+def test_the_command_shows_what_a_step_would_do_and_does_nothing_without_yes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    runner = ScriptedRunner()
+    runner.expect(host.docker_driver(), stdout="devicemapper\n")
+    runner.expect(host.docker_volume_names())
+    runner.expect(host.docker_containers(), stdout='{"ID":"c1","Names":"web","Image":"tiny:1","State":"running"}\n')
+    runner.expect(host.docker_image_ids())
+    ctx = Context(runner=runner, root=tmp_path, euid=0)
+    export = ["migrate", "--to", "docker-overlay2-thin", "--step", "export", "--staging", str(tmp_path / "s")]
+    assert main(export, ctx) == EXIT_ERROR and runner.exhausted
     out = capsys.readouterr().out
-    assert "--step switch" in out and "Nothing was done" in out
+    assert "save 0 images" in out and "container web (running): its writable layer is LOST" in out
+    assert "Nothing was done" in out
+    runner.expect(host.docker_driver(), returncode=1, stderr="Cannot connect to the Docker daemon")
+    assert main([*export, "--json"], ctx) == EXIT_ERROR
+    assert json.loads(capsys.readouterr().out)["problem"].endswith("needs Docker running on devicemapper; "
+                                                                   "Docker is not running")  # fmt: skip
+    assert main([*export, "--staging", "/var/lib/docker/staging", "--yes"], ctx) == EXIT_ERROR
+    assert "under Docker's data root" in capsys.readouterr().err
     assert main(["migrate", "--to", "docker-overlay2-thin", "--finish", "--rollback", "--yes"], ctx) == EXIT_ERROR
     assert "cannot run together" in capsys.readouterr().err

@@ -60,10 +60,10 @@ def _driver(vm: VM) -> dict[str, str]:
 
 def test_a_devicemapper_host_moves_to_overlay2_with_its_images_and_volumes(vm: VM, images: dict[str, str]) -> None:
     _devicemapper_host(vm, images)
-    before = _images(vm)
     volume = vm.run(["bash", "-c", VOLUME_TREE]).stdout
-    (exported,) = _migrate(vm, "--step", "export")
-    assert exported["ok"] and any("inventory: 2 images, 1 volumes, 2 containers" in item for item in exported["done"])
+    (exported,) = _migrate(vm, "--step", "export", "--commit-containers")
+    assert exported["ok"] and any("inventory: 4 images, 1 volumes, 2 containers" in item for item in exported["done"])
+    before = _images(vm)  # with c1 and c2 committed to images
     _stop_docker(vm)
     used_by_docker = lvs(vm, "docker")["thinpool"].data_percent
     (switched,) = _migrate(vm, "--step", "switch")
@@ -78,8 +78,12 @@ def test_a_devicemapper_host_moves_to_overlay2_with_its_images_and_volumes(vm: V
     assert _images(vm) == before  # the same image IDs, every tag
     assert vm.run(["bash", "-c", VOLUME_TREE]).stdout == volume
     assert vm.run(["docker", "run", "--rm", "--network", "none", "tiny:committed", "cat", "/f"]).stdout == "hello\n"
+    c1 = ["docker", "run", "--rm", "--network", "none", "thinpool-migrate/c1:committed", "cat", "/f"]
+    assert vm.run(c1).stdout == "hello\n"  # c1's writable layer came over as an image
     not_carried = imported["report"]["containers_not_carried"]
     assert sorted(text.split()[0] for text in not_carried) == ["c1", "c2"]
+    (again,) = _migrate(vm, "--step", "import")
+    assert again["ok"] and again["done"] == []  # everything was there already
     (finished,) = _migrate(vm, "--finish")
     assert sum("old thin device" in item for item in finished["done"]) == len(kept)
     after = lvs(vm, "docker")

@@ -22,6 +22,7 @@ from thinpool.core.migrate import Inventory, MigrateRefused
 from thinpool.core.model import VolumeGroup
 from thinpool.core.plan import render_text
 from thinpool.core.spec import PoolSpec
+from thinpool.core.units import format_size
 from thinpool.engines import docker
 from thinpool.host import commands as host
 from thinpool.system import files, observe
@@ -111,7 +112,8 @@ def _staged(staging: Path, name: str, argv_for: Any, ctx: Context) -> bool:
     return True
 
 
-def export(ctx: Context, staging: Path, *, commit_containers: bool) -> StepResult:
+def export(ctx: Context, staging: Path, *, commit_containers: bool, data_root: str) -> StepResult:
+    migrate.check_staging_place(str(staging), data_root)
     migrate.require_driver("export", running_driver(ctx))
     done = StepResult("export")
     inventory = read_inventory(ctx)
@@ -386,9 +388,90 @@ def run_all(ctx: Context, spec: PoolSpec, staging: Path, *, commit_containers: b
             f"{staging} --yes; stop Docker; ... --step switch --yes; start Docker; ... --step import --staging "
             f"{staging} --yes",
         )
-    results = [export(ctx, staging, commit_containers=commit_containers)]
+    results = [export(ctx, staging, commit_containers=commit_containers, data_root=spec.engine_options.data_root)]
     ctx.runner.run(host.systemctl_stop(DOCKER_UNITS), timeout=600)
     results.append(switch(ctx, spec))
     ctx.runner.run(host.systemctl_start(DOCKER_UNITS), timeout=600)
     results.append(import_(ctx, staging))
     return results
+
+
+# what a step would do, read from the host and changing nothing -------------------------------------
+
+
+def _preview_export(ctx: Context, staging: Path, commit_containers: bool, data_root: str) -> list[str]:
+    migrate.check_staging_place(str(staging), data_root)
+    migrate.require_driver("export", running_driver(ctx))
+    inventory = _measured(ctx, read_inventory(ctx))
+    needed = migrate.staging_needed(inventory)
+    free = shutil.disk_usage(_existing_parent(staging)).free
+    lines = [
+        f"save {len(inventory.images)} images ({format_size(inventory.image_bytes)}) and copy "
+        f"{len(inventory.volumes)} volumes ({format_size(inventory.volume_bytes)}) into {staging}",
+        f"the staging needs {format_size(needed)}; {format_size(free)} is free there",
+    ]
+    lines += [f"volume {name}: not on the local driver, not copied" for name in inventory.skipped_volumes]
+    fate = "committed to an image first" if commit_containers else "LOST (pass --commit-containers to keep them)"
+    lines += [f"container {c.name} ({c.state}): its writable layer is {fate}" for c in inventory.containers]
+    migrate.check_staging_room(str(staging), needed, free)
+    return lines
+
+
+def _existing_parent(path: Path) -> Path:
+    return next(folder for folder in (path, *path.parents) if folder.exists())
+
+
+def _preview_switch(ctx: Context, spec: PoolSpec) -> list[str]:
+    migrate.require_driver("switch", running_driver(ctx))
+    data_root = spec.engine_options.data_root
+    records = _docker_records(ctx, data_root)
+    return [
+        f"back up {spec.vg}/{spec.pool}'s metadata, then record Docker's thin devices in lvm "
+        f"({len(records)} in Docker's records; the kernel's list decides) as LVs tagged {migrate.DEVICE_TAG}",
+        f"remove storage-driver and dm.* options from {docker.DAEMON_JSON}; keep every other key",
+        f"move {data_root} to {data_root}{migrate.ASIDE_SUFFIX} (kept until --finish)",
+        f"apply --engine {migrate.TARGET} on {spec.vg}/{spec.pool}: an XFS thin volume mounted on {data_root}",
+    ]
+
+
+def _preview_finish(ctx: Context, spec: PoolSpec, staging: Path) -> list[str]:
+    migrate.require_driver("finish", running_driver(ctx))
+    group, _ = backups.pool_lv(ctx, spec.vg, spec.pool)
+    names = _device_lvs(group, spec.pool)
+    return [
+        f"remove Docker's {len(names)} old thin devices: " + (", ".join(names) or "none left"),
+        f"remove {spec.engine_options.data_root}{migrate.ASIDE_SUFFIX}, and the archives in {staging}",
+    ]
+
+
+def _preview_import(ctx: Context, staging: Path) -> list[str]:
+    migrate.require_driver("import", running_driver(ctx))
+    inventory = read_staged(staging)
+    return [f"load {len(inventory.images)} images and restore {len(inventory.volumes)} volumes from {staging}, "
+            "then check their IDs, tags and checksums against the inventory"]  # fmt: skip
+
+
+def _preview_rollback(ctx: Context, spec: PoolSpec) -> list[str]:
+    migrate.require_driver("rollback", running_driver(ctx))
+    options = spec.engine_options
+    return [f"remove {spec.vg}/{options.volume_name}; put back lvm's metadata, {', '.join(SAVED_FILES)}",
+            f"move {options.data_root}{migrate.ASIDE_SUFFIX} back to {options.data_root}"]  # fmt: skip
+
+
+def _preview_all(spec: PoolSpec) -> list[str]:
+    return ["export (Docker on devicemapper)", "systemctl stop docker",
+            f"switch: record Docker's devices in lvm, strip devicemapper's settings, move "
+            f"{spec.engine_options.data_root} aside, apply --engine {migrate.TARGET}",
+            "systemctl start docker", "import, then check (run --finish yourself once satisfied)"]  # fmt: skip
+
+
+def preview(ctx: Context, step: str, spec: PoolSpec, staging: Path, *, commit_containers: bool) -> list[str]:
+    """What ``step`` would do on this host; refusals come now, before anything is asked."""
+    previews = {
+        "export": lambda: _preview_export(ctx, staging, commit_containers, spec.engine_options.data_root),
+        "switch": lambda: _preview_switch(ctx, spec),
+        "import": lambda: _preview_import(ctx, staging),
+        "finish": lambda: _preview_finish(ctx, spec, staging),
+        "rollback": lambda: _preview_rollback(ctx, spec),
+    }
+    return previews.get(step, lambda: _preview_all(spec))()

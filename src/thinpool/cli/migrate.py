@@ -89,14 +89,21 @@ def _cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     spec.validate()
     staging = Path(args.staging)
     if not args.yes:
-        print(f"thinpool migrate --to {TARGET} ({step}):\n\n{DESCRIPTION}\n\n"
-              "Nothing was done: run it again with --yes.")  # fmt: skip
+        would = use_case.preview(ctx, step, spec, staging, commit_containers=args.commit_containers)
+        if args.json:
+            data = {"schema_version": 1, "kind": "thinpool-migrate-plan", "step": step, "would": would}
+            sys.stdout.write(json.dumps(data, indent=1) + "\n")
+        else:
+            print(f"thinpool migrate --to {TARGET}, {step}, would:\n" + "".join(f"  - {line}\n" for line in would)
+                  + "Nothing was done: run it again with --yes.")  # fmt: skip
         return EXIT_ERROR
     if step == "all":
         results = use_case.run_all(ctx, spec, staging, commit_containers=args.commit_containers)
     else:
         runs = {
-            "export": lambda: use_case.export(ctx, staging, commit_containers=args.commit_containers),
+            "export": lambda: use_case.export(
+                ctx, staging, commit_containers=args.commit_containers, data_root=spec.engine_options.data_root
+            ),
             "switch": lambda: use_case.switch(ctx, spec),
             "import": lambda: use_case.import_(ctx, staging),
             "finish": lambda: use_case.finish(ctx, spec, staging),

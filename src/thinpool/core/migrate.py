@@ -303,6 +303,14 @@ def staging_needed(inventory: Inventory) -> int:
     return raw + raw * STAGING_MARGIN_PERCENT // 100
 
 
+def check_staging_place(staging: str, data_root: str) -> None:
+    """The staging must outlive the switch, which moves Docker's data root aside and mounts a new one."""
+    inside = staging.rstrip("/") + "/"
+    if inside.startswith(data_root.rstrip("/") + "/"):
+        raise MigrateRefused(f"the staging {staging} is under Docker's data root {data_root}, which the switch "
+                             "moves aside", fix="pass --staging DIR outside it (and outside the pool)")  # fmt: skip
+
+
 def check_staging_room(where: str, needed: int, free: int) -> None:
     if free < needed:
         raise MigrateRefused(
