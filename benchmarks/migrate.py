@@ -28,7 +28,7 @@ STOP = """pkill -x dockerd
 for i in $(seq 240); do ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 == "dockerd"' | grep -q . || exit 0; sleep 0.5; done
 exit 1"""
 RESET = """pkill -x dockerd; sleep 2; pkill -9 -x 'dockerd|containerd|containerd-shim-runc-v2'
-awk '$2 ~ "^/var/lib/docker" {print $2}' /proc/mounts | sort -r | xargs -r umount -l
+awk '$2 ~ "^/var/lib/docker" {{print $2}}' /proc/mounts | sort -r | xargs -r umount -l
 rm -rf /etc/docker /var/lib/docker /var/lib/docker.devicemapper /var/lib/thinpool /run/docker /run/docker.sock
 [ -f /run/fstab.orig ] || cp /etc/fstab /run/fstab.orig; cp /run/fstab.orig /etc/fstab
 vgremove -ff -y docker >/dev/null 2>&1; pvremove -ff -y {disk} >/dev/null 2>&1; wipefs -a -q {disk}

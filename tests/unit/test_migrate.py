@@ -179,3 +179,13 @@ def test_the_command_shows_what_a_step_would_do_and_does_nothing_without_yes(
     assert "under Docker's data root" in capsys.readouterr().err
     assert main(["migrate", "--to", "docker-overlay2-thin", "--finish", "--rollback", "--yes"], ctx) == EXIT_ERROR
     assert "cannot run together" in capsys.readouterr().err
+
+
+def test_finish_is_refused_until_the_import_was_verified(tmp_path: Path) -> None:
+    runner = ScriptedRunner()
+    runner.expect(host.docker_driver(), stdout="overlay2\n")
+    ctx = Context(runner=runner, root=tmp_path)
+    use_case.state_folder(ctx, migrate_spec()).mkdir(parents=True)  # a switch ran
+    with pytest.raises(MigrateRefused, match="has not been verified") as refused:
+        use_case.finish(ctx, migrate_spec(), tmp_path / "staging")
+    assert "--step import" in refused.value.fix and runner.exhausted  # nothing was removed: no lvm command ran

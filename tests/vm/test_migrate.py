@@ -49,8 +49,9 @@ def _stop_docker(vm: VM) -> None:
 def _migrate(vm: VM, *args: str) -> list[dict[str, Any]]:
     code, result, err = thinpool_json(vm, *TO, *args, timeout=900)
     assert code == 0, err or result
-    assert isinstance(result, list)
-    return result
+    assert result["kind"] == "thinpool-migrate" and result["ok"], result
+    steps: list[dict[str, Any]] = result["steps"]
+    return steps
 
 
 def _driver(vm: VM) -> dict[str, str]:

@@ -44,8 +44,7 @@ class StepResult:
         return self.report is None or self.report.ok
 
     def to_dict(self) -> dict[str, Any]:
-        result: dict[str, Any] = {"schema_version": 1, "kind": "thinpool-migrate", "step": self.step,
-                                  "ok": self.ok, "done": self.done}  # fmt: skip
+        result: dict[str, Any] = {"step": self.step, "ok": self.ok, "done": self.done}
         if self.report is not None:
             result["report"] = self.report.to_dict()
         return result
@@ -321,7 +320,8 @@ def finish(ctx: Context, spec: PoolSpec, staging: Path) -> StepResult:
         path = staging / name
         if path.is_dir():
             shutil.rmtree(path)
-        path.unlink(missing_ok=True) if not path.is_dir() else None
+        else:
+            path.unlink(missing_ok=True)
     if folder.exists():
         shutil.rmtree(folder)
         done.done.append(f"removed the staging's archives and {folder}")
@@ -359,8 +359,8 @@ def rollback(ctx: Context, spec: PoolSpec) -> StepResult:
     if _device_lvs(group, spec.pool):
         ctx.runner.run(commands.lvchange_activate(spec.vg, spec.pool, False))
         ctx.runner.run(commands.vgcfgrestore(spec.vg, str(before)))
-        ctx.runner.run(commands.lvchange_activate(spec.vg, spec.pool, True))
         done.done.append("put back lvm's metadata from before the switch (Docker's devices unknown to lvm again)")
+    ctx.runner.run(commands.lvchange_activate(spec.vg, spec.pool, True))  # Docker's devicemapper opens it as it is
     _restore_files(ctx, folder)
     done.done.append("put back " + ", ".join(SAVED_FILES))
     current = observe.under(ctx.root, data_root)

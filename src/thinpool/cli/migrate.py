@@ -111,7 +111,9 @@ def _cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
         }
         results = [runs[step]()]
     if args.json:
-        sys.stdout.write(json.dumps([result.to_dict() for result in results], indent=1) + "\n")
+        steps = [result.to_dict() for result in results]
+        data = {"schema_version": 1, "kind": "thinpool-migrate", "ok": all(r.ok for r in results), "steps": steps}
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
     else:
         print("\n".join(_render(result) for result in results))
     return EXIT_OK if all(result.ok for result in results) else EXIT_ERROR
