@@ -44,10 +44,10 @@ def _host(vm: Any, disk: str, size_mib: int) -> None:
     _start(vm)
     vm.run(["docker", "import", f"{SHARE_MOUNT}/tiny.tar", "tiny:1"], timeout=600)
     write = f"head -c {size_mib * MiB} /dev/urandom > /big && head -c {16 * MiB} /dev/urandom > /v/data"
-    vm.run(["docker", "run", "--network", "none", "--name", "w", "-v", "vol:/v", "tiny:1", "sh", "-c", write],
+    vm.run(["docker", "run", "--network", "none", "--name", "writer", "-v", "vol:/v", "tiny:1", "sh", "-c", write],
            timeout=3600)  # fmt: skip
-    vm.run(["docker", "commit", "w", f"big:{size_mib}"], timeout=3600)
-    vm.run(["docker", "rm", "w"], timeout=600)
+    vm.run(["docker", "commit", "writer", f"big:{size_mib}"], timeout=3600)
+    vm.run(["docker", "rm", "writer"], timeout=600)
 
 
 def _start(vm: Any) -> None:

@@ -40,7 +40,7 @@ dmsetup remove_all --force >/dev/null 2>&1
 for pv in $(pvs --noheadings -o pv_name 2>/dev/null); do pvremove -ff -y "$pv" >/dev/null 2>&1; done
 for disk in /dev/vd?; do wipefs -a -q "$disk" >/dev/null 2>&1; done
 rm -f /etc/lvm/profile/thinpool-*.profile
-rm -rf /var/lib/thinpool/backups /etc/thinpool /etc/dnsmasq.d
+rm -rf /var/lib/thinpool/backups /var/lib/thinpool/migrate /var/lib/docker.devicemapper /srv/staging /etc/thinpool /etc/dnsmasq.d
 # Without udev, lvm's /dev/VG folders can outlive their VG (a killed lvm): drop those that
 # hold only dangling links, or the next vgcreate of that name fails.
 for folder in /dev/*/; do
