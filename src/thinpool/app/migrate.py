@@ -194,10 +194,10 @@ def _record_devices(ctx: Context, spec: PoolSpec, folder: Path) -> str | None:
 
 
 def _strip_daemon_json(ctx: Context) -> bool:
-    path = observe.under(ctx.root, docker.DAEMON_JSON)
-    settings = json.loads(path.read_text()) if path.exists() else {}
+    settings = _daemon_settings(ctx)
     if not migrate.uses_devicemapper(settings):
         return False
+    path = observe.under(ctx.root, docker.DAEMON_JSON)
     files.write_atomically(path, json.dumps(migrate.without_devicemapper(settings), indent=2) + "\n")
     return True
 
@@ -225,8 +225,20 @@ def overlay_spec(ctx: Context, spec: PoolSpec) -> PoolSpec:
     return replace(spec, engine=migrate.TARGET, devices=devices)
 
 
+def _daemon_settings(ctx: Context) -> dict[str, Any]:
+    path = observe.under(ctx.root, docker.DAEMON_JSON)
+    try:
+        settings = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError as error:
+        raise MigrateRefused(
+            f"{docker.DAEMON_JSON} is not JSON ({error})", fix="fix it, then run this again"
+        ) from error
+    return settings if isinstance(settings, dict) else {}
+
+
 def switch(ctx: Context, spec: PoolSpec) -> StepResult:
     migrate.require_driver("switch", running_driver(ctx))
+    migrate.check_dockers_pool(_daemon_settings(ctx), "/dev/mapper/" + commands.dm_name(spec.vg, spec.pool))
     done = StepResult("switch")
     folder = state_folder(ctx, spec)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
