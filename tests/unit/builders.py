@@ -3,7 +3,7 @@
 import json
 from collections.abc import Iterable
 
-from thinpool.core.lvm.commands import SEG_FIELDS
+from thinpool.core.lvm.commands import SEG_OWN_FIELDS
 from thinpool.core.model import Device, LogicalVolume, Observed, PhysicalVolume, VolumeGroup
 from thinpool.core.units import MiB
 
@@ -41,10 +41,9 @@ def lvm_report(
 ) -> str:
     """What ``lvm fullreport`` (commands.lvm_report()) prints for these rows, shaped as lvm shapes it: each LV's
     segment fields in a "seg" row joined by lv_uuid, not in its own row."""
-    segment_fields = SEG_FIELDS.split(",")[1:]
     own, segments = [], []
     for index, row in enumerate(lvs):
         uuid = row.get("lv_uuid") or f"lv-uuid-{index}"
-        own.append({key: value for key, value in row.items() if key not in segment_fields} | {"lv_uuid": uuid})
-        segments.append({key: value for key, value in row.items() if key in segment_fields} | {"lv_uuid": uuid})
+        own.append({key: value for key, value in row.items() if key not in SEG_OWN_FIELDS} | {"lv_uuid": uuid})
+        segments.append({key: value for key, value in row.items() if key in SEG_OWN_FIELDS} | {"lv_uuid": uuid})
     return json.dumps({"report": [{"vg": list(vgs), "pv": list(pvs), "lv": own, "seg": segments}]})

@@ -196,7 +196,7 @@ def test_alignment_when_chunk_exceeds_extent() -> None:
 @pytest.mark.parametrize(("disk", "chunk"), [(20 * GiB, 512 * KiB), (100 * GiB, 256 * KiB), (744 * GiB, 128 * KiB)])
 def test_a_small_pool_doubles_the_engines_chunk_until_metadata_takes_at_most_its_share(disk: int, chunk: int) -> None:
     engine = sizing.choose_chunk(None, disk, "docker-devicemapper")
-    choice = sizing.chunk_within_metadata_share(engine, disk, sizing.Workload())
+    choice = sizing.choose_chunk(None, disk, "docker-devicemapper", sizing.Workload())
     assert choice.size == chunk
     kept = 2 * sizing.choose_metadata(None, disk, chunk, sizing.Workload()).size
     assert kept * 100 <= sizing.METADATA_SHARE_PERCENT * disk
@@ -205,7 +205,7 @@ def test_a_small_pool_doubles_the_engines_chunk_until_metadata_takes_at_most_its
         assert half * 100 > sizing.METADATA_SHARE_PERCENT * disk  # the smallest that stays within the share
         assert "the engine's measured choice" in choice.reason and "more than 2%" in choice.reason
     else:
-        assert choice is engine
+        assert choice == engine
 
 
 def test_a_requested_chunk_is_never_raised_for_metadata_share() -> None:

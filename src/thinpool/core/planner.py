@@ -156,9 +156,7 @@ def size_pool(spec: PoolSpec, geometry: Geometry) -> tuple[sizing.Layout, dict[s
     """Chunk, metadata, spare, data and headroom for ``spec`` in ``geometry``."""
     extent = geometry.extent_size
     max_data = max(spec.max_pool_size or 0, geometry.total_extents * extent)
-    chunk = sizing.choose_chunk(spec.chunk_size, max_data, spec.engine)
-    if spec.chunk_size is None:
-        chunk = sizing.chunk_within_metadata_share(chunk, max_data, spec.workload)
+    chunk = sizing.choose_chunk(spec.chunk_size, max_data, spec.engine, spec.workload)
     metadata = sizing.choose_metadata(spec.metadata_size, max_data, chunk.size, spec.workload)
     metadata_extents = sizing.metadata_extents(metadata, extent)
     spare = sizing.spare_needed(metadata_extents, geometry.spare_extents)

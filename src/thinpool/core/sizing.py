@@ -117,9 +117,12 @@ def default_chunk(engine: str) -> ChunkChoice:
     return ENGINE_CHUNKS.get(engine, NO_ENGINE_CHUNK)
 
 
-def choose_chunk(requested: int | None, max_data: int, engine: str = "") -> ChunkChoice:
+def choose_chunk(
+    requested: int | None, max_data: int, engine: str = "", workload: Workload | None = None
+) -> ChunkChoice:
     """The chunk: the user's if it can address ``max_data``, else refused; otherwise the engine's default,
-    raised when it could not address ``max_data``."""
+    raised when it could not address ``max_data``, and (given the ``workload``) while the metadata it
+    needs would take more than METADATA_SHARE_PERCENT of the pool."""
     if requested is not None:
         validate_chunk(requested)
         if max_addressable_data(requested) < max_data:
@@ -134,13 +137,14 @@ def choose_chunk(requested: int | None, max_data: int, engine: str = "") -> Chun
         return ChunkChoice(requested, "requested with --chunk-size")
     default = default_chunk(engine)
     chunk = smallest_chunk_addressing(max_data, floor=default.size)
-    if chunk == default.size:
-        return default
-    reason = (
-        f"raised from {format_size(default.size)}: the pool may grow to {format_size(max_data)}, "
-        f"which needs {format_size(chunk)} chunks to address"
-    )
-    return ChunkChoice(chunk, reason)
+    choice = default
+    if chunk != default.size:
+        reason = (
+            f"raised from {format_size(default.size)}: the pool may grow to {format_size(max_data)}, "
+            f"which needs {format_size(chunk)} chunks to address"
+        )
+        choice = ChunkChoice(chunk, reason)
+    return choice if workload is None else _within_metadata_share(choice, max_data, workload, choice is default)
 
 
 @dataclass(frozen=True)
@@ -300,9 +304,9 @@ def _metadata_share_over(max_data: int, chunk_size: int, workload: Workload) -> 
     return 2 * metadata * 100 > METADATA_SHARE_PERCENT * max_data
 
 
-def chunk_within_metadata_share(chunk: ChunkChoice, max_data: int, workload: Workload) -> ChunkChoice:
-    """An engine's default ``chunk``, doubled (up to 512 KiB) while the metadata and spare it needs for
-    ``workload`` would take more than METADATA_SHARE_PERCENT of ``max_data``."""
+def _within_metadata_share(chunk: ChunkChoice, max_data: int, workload: Workload, measured: bool) -> ChunkChoice:
+    """A default ``chunk``, doubled (up to 512 KiB) while the metadata and spare it needs for ``workload``
+    would take more than METADATA_SHARE_PERCENT of ``max_data`` (``measured``: it is the engine's own)."""
     size = chunk.size
     while size < CHUNK_DEFAULT and _metadata_share_over(max_data, size, workload):
         size *= 2
@@ -310,9 +314,10 @@ def chunk_within_metadata_share(chunk: ChunkChoice, max_data: int, workload: Wor
         return chunk
     metadata = choose_metadata(None, max_data, chunk.size, workload).size
     tenths = 2 * metadata * 1000 // max_data
+    origin = "the engine's measured choice" if measured else "the smallest that addresses the pool"
     return ChunkChoice(
         size,
-        f"{format_size(size)}: at {format_size(chunk.size)} (the engine's measured choice) metadata and its spare "
+        f"{format_size(size)}: at {format_size(chunk.size)} ({origin}) metadata and its spare "
         f"for the workload would take {tenths // 10}.{tenths % 10}% of a pool of {format_size(max_data)}, more "
         f"than {METADATA_SHARE_PERCENT}%; {format_size(size)} is the smallest chunk within that (512 KiB at most)",
     )

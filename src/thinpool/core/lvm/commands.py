@@ -21,7 +21,8 @@ VG_FIELDS = "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count,vg_seq
 PV_FIELDS = "pv_name,vg_name,pv_attr,pv_mda_used_count,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
 # lvm fullreport keeps an LV's own fields and its segments' apart (joined by lv_uuid).
 SEG_FIELDS = "lv_uuid,segtype,chunk_size,seg_monitor,transaction_id,thin_id"
-LV_OWN_FIELDS = ",".join(field for field in LV_FIELDS.split(",") if field not in SEG_FIELDS.split(",")[1:])
+SEG_OWN_FIELDS = tuple(SEG_FIELDS.split(",")[1:])  # the segment's own; lv_uuid joins its rows to the LV's
+LV_OWN_FIELDS = ",".join(field for field in LV_FIELDS.split(",") if field not in SEG_OWN_FIELDS)
 
 
 def pvcreate(device: str) -> Argv:
