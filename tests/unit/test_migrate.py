@@ -192,3 +192,15 @@ def test_finish_is_refused_until_the_import_was_verified(tmp_path: Path) -> None
     with pytest.raises(MigrateRefused, match="has not been verified") as refused:
         use_case.finish(ctx, migrate_spec(), tmp_path / "staging")
     assert "--step import" in refused.value.fix and runner.exhausted  # nothing was removed: no lvm command ran
+
+
+def test_the_import_is_reported_in_words_with_what_did_not_come_over() -> None:
+    from thinpool.cli.migrate import _render
+
+    inventory = Inventory((Image("sha256:a", ("a:1",), 1),), (Volume("v", "/x", "d"),),
+                          (migrate.Container("1", "web", "a:1", "exited"),))  # fmt: skip
+    done = use_case.StepResult("import", ["loaded image sha256:a"], migrate.compare(inventory, [], {"v": "d"}))
+    text = _render(done)
+    assert "  missing: sha256:a" in text and "volumes with the same checksum: 1" in text
+    assert "not carried: container web (exited; its writable layer was not kept)" in text
+    assert _render(use_case.StepResult("finish")) == "finish:\n  nothing to do: this step had already run"

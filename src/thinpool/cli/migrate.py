@@ -80,9 +80,6 @@ def _cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
 
     from thinpool.app import migrate as use_case
 
-    if args.engine not in ("none", TARGET):
-        raise ThinpoolError(f"migrate moves to {TARGET}; --engine {args.engine} is not that",
-                            fix="drop --engine (--to names where the host goes)")  # fmt: skip
     ctx.require_root("migrate")
     step = _chosen(args)
     spec = replace(spec_from_args(args), engine=TARGET)
@@ -141,6 +138,6 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
                         help="commit each container to an image first (else writable layers are lost)")  # fmt: skip
     parser.add_argument("--yes", action="store_true", help="run it")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_spec_options(parser)
+    add_spec_options(parser, engine=False)
     add_engine_options(parser)
     parser.set_defaults(handler=_cmd_migrate)

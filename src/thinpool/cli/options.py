@@ -14,7 +14,7 @@ from thinpool.core.units import Percent, parse_size, parse_size_or_percent
 from thinpool.engines import CHOICES as ENGINE_CHOICES
 
 
-def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True) -> None:
+def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, engine: bool = True) -> None:
     where = parser.add_argument_group("where the pool goes")
     if devices:
         where.add_argument("devices", nargs="*", metavar="DEVICE", help="whole disks or partitions for the VG")
@@ -23,8 +23,11 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True) -
     where.add_argument("--pool", default=DEFAULT_POOL, help="thin pool LV name (default: thinpool)")
     where.add_argument("--extent-size", default="4m", metavar="SIZE",
                        help="extent size of a new VG (default: 4m, lvm's default)")  # fmt: skip
-    where.add_argument("--engine", default=NO_ENGINE, choices=ENGINE_CHOICES,
-                       help="container engine the pool is for (default: none)")  # fmt: skip
+    if engine:
+        where.add_argument("--engine", default=NO_ENGINE, choices=ENGINE_CHOICES,
+                           help="container engine the pool is for (default: none)")  # fmt: skip
+    else:
+        parser.set_defaults(engine=NO_ENGINE)
     where.add_argument(
         "--wipe",
         action="store_true",
