@@ -65,9 +65,10 @@ def test_daemon_json_loses_devicemapper_and_keeps_everything_else() -> None:
                 "log-driver": "journald", "hosts": ["unix:///run/docker.sock"]}  # fmt: skip
     assert migrate.uses_devicemapper(settings)
     assert migrate.without_devicemapper(settings) == {"log-driver": "journald", "hosts": ["unix:///run/docker.sock"]}
-    migrate.check_dockers_pool(settings, "/dev/mapper/x")
+    migrate.check_dockers_pool("/dev/mapper/x", "/dev/mapper/x")
+    migrate.check_dockers_pool("", "/dev/mapper/x")  # no pool named: Docker's default loop files, nothing to check
     with pytest.raises(MigrateRefused, match="uses /dev/mapper/x, not /dev/mapper/docker-thinpool"):
-        migrate.check_dockers_pool(settings, "/dev/mapper/docker-thinpool")
+        migrate.check_dockers_pool("/dev/mapper/x", "/dev/mapper/docker-thinpool")
     mixed = {"storage-opts": ["dm.basesize=20G", "overlay2.size=10G"]}
     assert migrate.without_devicemapper(mixed) == {"storage-opts": ["overlay2.size=10G"]}
     assert not migrate.uses_devicemapper(migrate.without_devicemapper(mixed))

@@ -153,7 +153,7 @@ def install(
     """Write the units under ``root``; on the running system, reload systemd, enable them, and
     (re)start the metrics writer so a changed unit takes effect at once."""
     check_interval(maintain_every)  # before anything is written
-    running = root == Path("/") and observe.under(ctx.root, "/run/systemd/system").is_dir()
+    running = root == Path("/") and observe.systemd_running(ctx.root)
     target = observe.under(ctx.root, str(root))
     written = install_units(target, thinpool or _thinpool_command(), metrics, maintain_every)
     removed = retire_units(ctx, target / UNIT_DIR.lstrip("/"), running)

@@ -16,6 +16,7 @@ from typing import Any
 from thinpool.app import backup as backups
 from thinpool.app import pool as pools
 from thinpool.app.context import Context
+from thinpool.config import daemon_json
 from thinpool.core import migrate
 from thinpool.core.lvm import commands
 from thinpool.core.migrate import Inventory, MigrateRefused
@@ -25,7 +26,7 @@ from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
 from thinpool.engines import docker
 from thinpool.host import commands as host
-from thinpool.system import files, observe
+from thinpool.system import files, observe, observe_engine
 
 SAVED_FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, "/etc/fstab")  # put back by a rollback
 ABSENT = ".absent"  # beside a saved file's name: the file did not exist before the switch
@@ -198,7 +199,7 @@ def _strip_daemon_json(ctx: Context) -> bool:
     if not migrate.uses_devicemapper(settings):
         return False
     path = observe.under(ctx.root, docker.DAEMON_JSON)
-    files.write_atomically(path, json.dumps(migrate.without_devicemapper(settings), indent=2) + "\n")
+    files.write_atomically(path, daemon_json.dumps(migrate.without_devicemapper(settings)))
     return True
 
 
@@ -226,19 +227,14 @@ def overlay_spec(ctx: Context, spec: PoolSpec) -> PoolSpec:
 
 
 def _daemon_settings(ctx: Context) -> dict[str, Any]:
-    path = observe.under(ctx.root, docker.DAEMON_JSON)
-    try:
-        settings = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError as error:
-        raise MigrateRefused(
-            f"{docker.DAEMON_JSON} is not JSON ({error})", fix="fix it, then run this again"
-        ) from error
-    return settings if isinstance(settings, dict) else {}
+    """daemon.json's settings ({} when it is missing), read by the engines' own parser; a broken file is refused."""
+    return docker.current_settings(observe_engine.engine_files(ctx.root), force=False)
 
 
 def switch(ctx: Context, spec: PoolSpec) -> StepResult:
     migrate.require_driver("switch", running_driver(ctx))
-    migrate.check_dockers_pool(_daemon_settings(ctx), "/dev/mapper/" + commands.dm_name(spec.vg, spec.pool))
+    thinpooldev = daemon_json.DaemonJson(_daemon_settings(ctx)).thinpooldev
+    migrate.check_dockers_pool(thinpooldev, "/dev/mapper/" + commands.dm_name(spec.vg, spec.pool))
     done = StepResult("switch")
     folder = state_folder(ctx, spec)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -279,11 +275,6 @@ def _volume_mountpoint(ctx: Context, name: str) -> Path:
     return observe.under(ctx.root, volumes[0].mountpoint)
 
 
-def _verify(ctx: Context, inventory: Inventory) -> migrate.ImportReport:
-    digests = {v.name: files.tree_digest(_volume_mountpoint(ctx, v.name))[0] for v in inventory.volumes}
-    return migrate.compare(inventory, _images(ctx), digests)
-
-
 def import_(ctx: Context, staging: Path) -> StepResult:
     migrate.require_driver("import", running_driver(ctx))
     inventory = read_staged(staging)
@@ -296,12 +287,15 @@ def import_(ctx: Context, staging: Path) -> StepResult:
         for tag in image.tags:
             if tag not in present.get(image.id, set()):
                 ctx.runner.run(host.docker_tag(image.id, tag))
+    digests = {}
     for volume in inventory.volumes:
         where = _volume_mountpoint(ctx, volume.name)
-        if files.tree_digest(where)[0] != volume.digest:
+        digests[volume.name] = files.tree_digest(where)[0]
+        if digests[volume.name] != volume.digest:
             ctx.runner.run(host.tar_extract(str(staging / volume.archive), str(where)), timeout=6 * 3600)
             done.done.append(f"restored volume {volume.name}")
-    done.report = _verify(ctx, inventory)
+            digests[volume.name] = files.tree_digest(where)[0]
+    done.report = migrate.compare(inventory, _images(ctx), digests)
     if done.report.ok:
         text = json.dumps(done.report.to_dict(), indent=1) + "\n"
         files.write_atomically(staging / migrate.IMPORTED, text, keep_owner=False, mode=0o600)
@@ -387,13 +381,9 @@ def rollback(ctx: Context, spec: PoolSpec) -> StepResult:
 # every step in one run ----------------------------------------------------------------------------
 
 
-def systemd_runs(ctx: Context) -> bool:
-    return observe.under(ctx.root, "/run/systemd/system").is_dir()
-
-
 def run_all(ctx: Context, spec: PoolSpec, staging: Path, *, commit_containers: bool) -> list[StepResult]:
     """export, stop Docker, switch, start Docker, import; --finish stays the operator's decision."""
-    if not systemd_runs(ctx):
+    if not observe.systemd_running(ctx.root):
         raise MigrateRefused(
             "systemd does not run here, so thinpool cannot stop and start Docker between the steps",
             fix=f"run the steps yourself: thinpool migrate --to {migrate.TARGET} --step export --staging "

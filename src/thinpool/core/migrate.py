@@ -195,12 +195,10 @@ def uses_devicemapper(settings: Mapping[str, Any]) -> bool:
     return settings.get("storage-driver") == "devicemapper" or any(o.strip().startswith("dm.") for o in options)
 
 
-def check_dockers_pool(settings: Mapping[str, Any], pool_device: str) -> None:
-    """Refuse a switch of a pool that daemon.json does not point Docker's devicemapper at."""
-    options = [str(option).strip() for option in settings.get("storage-opts", [])]
-    named = [o.split("=", 1)[1] for o in options if o.startswith("dm.thinpooldev=")]
-    if named and named[-1] != pool_device:
-        raise MigrateRefused(f"Docker's devicemapper uses {named[-1]}, not {pool_device}",
+def check_dockers_pool(thinpooldev: str, pool_device: str) -> None:
+    """Refuse a switch of a pool that daemon.json (its dm.thinpooldev) does not point Docker's devicemapper at."""
+    if thinpooldev and thinpooldev != pool_device:
+        raise MigrateRefused(f"Docker's devicemapper uses {thinpooldev}, not {pool_device}",
                              fix="name Docker's pool with --vg and --pool")  # fmt: skip
 
 

@@ -189,6 +189,11 @@ def mounted_at(mount_point: str, root: Path = ROOT) -> tuple[str, str]:
     return found
 
 
+def systemd_running(root: Path = ROOT) -> bool:
+    """systemd is this machine's init (sd_booted(3)'s test)."""
+    return under(root, "/run/systemd/system").is_dir()
+
+
 def mounted_source(mount_point: str, root: Path = ROOT) -> str:
     """The source mounted on ``mount_point`` (the last mount wins), "" when none."""
     return mounted_at(mount_point, root)[0]

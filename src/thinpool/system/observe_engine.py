@@ -24,7 +24,7 @@ from thinpool.errors import MissingTool
 from thinpool.host import commands as host
 from thinpool.host.report import parse_ip_addresses, parse_wipefs
 from thinpool.system import files
-from thinpool.system.observe import ROOT, mounted_at, observe, read_files, under
+from thinpool.system.observe import ROOT, mounted_at, observe, read_files, systemd_running, under
 from thinpool.system.runner import Runner
 
 ENGINE_PROGRAMS = ("dockerd", "containerd")  # their versions matter (Docker 25 has no devicemapper)
@@ -198,7 +198,7 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
         files,
         versions=versions,
         programs=programs,
-        systemd=under(root, "/run/systemd/system").is_dir(),
+        systemd=systemd_running(root),
         udev=under(root, "/run/udev/control").exists(),
         docker_devicemapper_state=_entries(under(root, f"{data_root}/devicemapper/metadata")) > 0,
         data_root_entries=_entries(under(root, data_root)),
