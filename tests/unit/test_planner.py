@@ -369,16 +369,31 @@ def test_a_part_active_on_its_own_is_deactivated_before_the_pool_is_activated() 
     with_parts = replace(observed, vgs={"docker": replace(vg, lvs=(*vg.lvs, tmeta, tdata))})
     actions = planner.plan(PoolSpec(), with_parts).actions
     assert [action.argv for action in actions[:3]] == [
-        ("lvchange", "--activate", "n", "docker/thinpool_tmeta"),
         ("lvchange", "--activate", "n", "docker/thinpool"),
+        ("lvchange", "--activate", "n", "docker/thinpool_tmeta"),
         ("lvchange", "--activate", "y", "docker/thinpool"),
     ]
-    assert "thinpool_tmeta active on its own" in actions[0].reason
+    assert "thinpool_tmeta active on its own" in actions[1].reason
     cleanly_active = _existing_pool()
     parts = replace(
         cleanly_active.vgs["docker"], lvs=(*cleanly_active.vgs["docker"].lvs, replace(tmeta, attr="ewi-ao----"))
     )
     assert not planner.plan(PoolSpec(), replace(cleanly_active, vgs={"docker": parts})).has_changes
+
+
+def test_parts_active_beside_a_pool_mapped_without_a_table_are_deactivated_after_it() -> None:
+    """What a kill 0.4 s into lvcreate left in CI: the pool's mapping present without a table (state 'd') and both
+    parts active, not open; ``lvchange -an POOL`` left them active and lvm refused to activate the pool."""
+    observed = _existing_pool(attr="twi-d-t---", active=True)
+    vg = observed.vgs["docker"]
+    tmeta = LogicalVolume("[thinpool_tmeta]", "docker", "ewi-a-----", 48 * MiB, "linear", active=True)
+    tdata = LogicalVolume("[thinpool_tdata]", "docker", "Twi-a-----", 832 * 4 * MiB, "linear", active=True)
+    with_parts = replace(observed, vgs={"docker": replace(vg, lvs=(*vg.lvs, tmeta, tdata))})
+    assert [action.argv for action in planner.plan(PoolSpec(), with_parts).actions[:3]] == [
+        ("lvchange", "--activate", "n", "docker/thinpool"),
+        ("lvchange", "--activate", "n", "docker/thinpool_tmeta", "docker/thinpool_tdata"),
+        ("lvchange", "--activate", "y", "docker/thinpool"),
+    ]
 
 
 def test_a_stray_mapping_holding_the_pools_metadata_is_removed_before_reactivation() -> None:

@@ -368,14 +368,14 @@ def _converge_existing(spec: PoolSpec, observed: Observed, vg: VolumeGroup) -> P
     target = Target(vg=spec.vg, lv=spec.pool)
     if recovery.needs_reactivation(lv, vg):
         why = f"the pool is not cleanly active (state {lv.attr[4:5] or '?'}): deactivate it and its parts"
+        deactivate = commands.lvchange_activate(spec.vg, spec.pool, False)
+        actions.append(Action("change", ActionKind.DEACTIVATION, target, why, deactivate))
         if parts := recovery.active_parts(lv, vg):
             names = tuple(part.bare_name for part in parts)
             argv = commands.lvchange_deactivate_parts(spec.vg, names)
-            part_why = f"{', '.join(names)} active on its own while the pool is not: lvm refuses the pool till then"
+            part_why = f"{', '.join(names)} active on its own (the pool's deactivation leaves it): lvm refuses the pool"
             actions.append(Action("change", ActionKind.DEACTIVATION, target, part_why, argv))
-        deactivate = commands.lvchange_activate(spec.vg, spec.pool, False)
         activate = commands.lvchange_activate(spec.vg, spec.pool, True)
-        actions.append(Action("change", ActionKind.DEACTIVATION, target, why, deactivate))
         actions.append(Action("change", ActionKind.ACTIVATION, target, "activate the pool again", activate))
     if lv.profile != spec.profile_name:
         argv = commands.lvchange_profile(spec.vg, spec.pool, spec.profile_name)

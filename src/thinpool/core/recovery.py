@@ -66,12 +66,16 @@ def needs_reactivation(pool: LogicalVolume, vg: VolumeGroup) -> bool:
 
 
 def active_parts(pool: LogicalVolume, vg: VolumeGroup) -> tuple[LogicalVolume, ...]:
-    """The hidden data and metadata LVs of an inactive pool that are active on their own (component activation,
-    by hand or by a killed lvcreate or backup): ``lvchange -ay POOL`` is refused until they are deactivated."""
-    if pool.active:
-        return ()
+    """The pool's hidden data and metadata LVs that are active on their own (component activation, by hand or by
+    a killed lvcreate or backup): active, but not held open by a pool. ``lvchange -ay POOL`` is refused until they
+    are deactivated, and ``lvchange -an POOL`` leaves them be. Seen with the pool inactive, and with the pool's
+    mapping present without a table (state 'd') after a kill 0.4 s into lvcreate."""
     names = {f"{pool.bare_name}_tmeta", f"{pool.bare_name}_tdata"}
-    return tuple(lv for lv in vg.lvs if lv.hidden and lv.bare_name in names and lv.active)
+    return tuple(lv for lv in vg.lvs if lv.hidden and lv.bare_name in names and lv.active and not _held_open(lv))
+
+
+def _held_open(lv: LogicalVolume) -> bool:
+    return len(lv.attr) > 5 and lv.attr[5] == "o"
 
 
 def stray_dm_devices(vg: VolumeGroup, devices: tuple[DmDevice, ...]) -> tuple[DmDevice, ...]:
