@@ -205,3 +205,37 @@ def test_the_import_is_reported_in_words_with_what_did_not_come_over() -> None:
     assert "  missing: sha256:a" in text and "volumes with the same checksum: 1" in text
     assert "not carried: container web (exited; its writable layer was not kept)" in text
     assert _render(use_case.StepResult("finish")) == "finish:\n  nothing to do: this step had already run"
+
+
+def test_a_rollback_is_refused_when_the_volume_group_changed_since_the_switch(tmp_path: Path) -> None:
+    """Putting back lvm's metadata from before the switch would undo a grow, a vgextend or an LV made since."""
+    from thinpool.core.model import LogicalVolume, VolumeGroup
+
+    from .test_backup import _lvm  # the pool's VG: docker, 1023 extents, the pool of 4 MiB
+
+    runner = ScriptedRunner()
+    ctx = Context(runner=runner, root=tmp_path)
+    folder = use_case.state_folder(ctx, migrate_spec())
+    folder.mkdir(parents=True)
+    (folder / use_case.LVM_BEFORE).write_text(VG_TEXT)
+    (tmp_path / "var/lib/docker.devicemapper").mkdir(parents=True)
+    (folder / use_case.SHAPE).write_text(json.dumps(["1023 extents", "LV thinpool 2097152 B"]))  # grown since
+    runner.expect(host.docker_driver(), returncode=1, stderr="Cannot connect to the Docker daemon")
+    _lvm(runner)
+    with pytest.raises(MigrateRefused, match=r"was LV thinpool 2097152 B; now LV thinpool 0 B") as refused:
+        use_case.rollback(ctx, migrate_spec())
+    assert "--finish" in refused.value.fix and runner.exhausted  # refused before any lvm change
+
+    pool = LogicalVolume("thinpool", "docker", "twi-aotz--", 8 * GiB, "thin-pool", metadata_size=GiB)
+    volume = LogicalVolume("docker-data", "docker", "Vwi-aotz--", GiB, "thin", pool_lv="thinpool")
+    device = LogicalVolume("devicemapper-1", "docker", "Vwi---tz-k", GiB, "thin", tags=(migrate.DEVICE_TAG,))
+    at_switch = migrate.vg_shape(
+        VolumeGroup("docker", 4 << 20, 4096, 100, 9, ("/dev/vda",), (pool, volume)), "docker-data"
+    )
+    assert at_switch == ("4096 extents", "PV /dev/vda", f"LV thinpool {8 * GiB} B, metadata {GiB} B")
+    rolled_back = migrate.vg_shape(VolumeGroup("docker", 4 << 20, 4096, 100, 12, ("/dev/vda",), (pool, device)), "x")
+    migrate.check_vg_unchanged(at_switch, rolled_back)  # its own removals and restore do not count: a rerun goes on
+    migrate.check_vg_unchanged(None, ("8192 extents",))  # no switch finished: nothing to compare with
+    extended = migrate.vg_shape(VolumeGroup("docker", 4 << 20, 8192, 4196, 9, ("/dev/vda", "/dev/vdb"), (pool,)), "")
+    with pytest.raises(MigrateRefused, match="was 4096 extents; now 8192 extents; now PV /dev/vdb"):
+        migrate.check_vg_unchanged(at_switch, extended)

@@ -107,6 +107,10 @@ def test_a_switch_killed_halfway_reruns_and_rolls_back_to_devicemapper(vm: VM, i
     (switched,) = _migrate(vm, "--step", "switch")
     assert any("docker-overlay2-thin applied" in item for item in switched["done"]), switched
     assert "docker-data" in lvs(vm, "docker")
+    vm.run(["lvcreate", "-q", "-y", "-L", "8m", "-n", "since", "docker"])  # lvm's metadata of before would lose it
+    code, refused, err = thinpool_json(vm, *TO, "--rollback", "--yes")
+    assert code == 1 and "now LV since 8388608 B" in refused.get("problem", ""), err or refused
+    vm.run(["lvremove", "-q", "-y", "docker/since"])
     (rolled,) = _migrate(vm, "--rollback")
     assert any("put back lvm's metadata" in item for item in rolled["done"]), rolled
     assert not [name for name in lvs(vm, "docker") if name.startswith("devicemapper-") or name == "docker-data"]

@@ -31,6 +31,7 @@ from thinpool.system import files, observe, observe_engine
 SAVED_FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, "/etc/fstab")  # put back by a rollback
 ABSENT = ".absent"  # beside a saved file's name: the file did not exist before the switch
 LVM_BEFORE = "lvm-before-switch.vgcfg"
+SHAPE = "vg-after-switch.json"  # the VG's PVs and LVs as the switch left them (core.migrate.vg_shape)
 DOCKER_UNITS = ("docker.socket", "docker.service")
 
 
@@ -253,7 +254,17 @@ def switch(ctx: Context, spec: PoolSpec) -> StepResult:
         raise MigrateRefused(f"the docker-overlay2-thin apply stopped:\n{render_text(plan)}",
                              fix="fix what the failed step says, then run --step switch again")  # fmt: skip
     done.done.append(f"docker-overlay2-thin applied ({len(plan.actions)} changes)")
+    group, _ = backups.pool_lv(ctx, spec.vg, spec.pool)
+    shape = json.dumps(migrate.vg_shape(group, spec.engine_options.volume_name), indent=1) + "\n"
+    files.write_atomically(folder / SHAPE, shape, keep_owner=False, mode=0o600)
     return done
+
+
+def _shape_at_switch(folder: Path) -> tuple[str, ...] | None:
+    try:
+        return tuple(json.loads((folder / SHAPE).read_text()))
+    except FileNotFoundError:
+        return None
 
 
 # import -----------------------------------------------------------------------------------------
@@ -358,6 +369,7 @@ def rollback(ctx: Context, spec: PoolSpec) -> StepResult:
         ctx.runner.run(host.umount(data_root))
         done.done.append(f"unmounted {data_root}")
     group, _ = backups.pool_lv(ctx, spec.vg, spec.pool)
+    migrate.check_vg_unchanged(_shape_at_switch(folder), migrate.vg_shape(group, spec.engine_options.volume_name))
     volume = spec.engine_options.volume_name
     if any(lv.bare_name == volume and lv.pool_lv == spec.pool for lv in group.lvs):
         ctx.runner.run(commands.lvremove(spec.vg, volume), timeout=600)  # its device leaves the kernel too

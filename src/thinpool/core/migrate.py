@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from thinpool.core import repair
+from thinpool.core.model import VolumeGroup
 from thinpool.core.units import ceil_div, format_size
 from thinpool.errors import ThinpoolError
 
@@ -351,6 +352,35 @@ def require_driver(step: str, driver: str | None) -> None:
     if step == "finish" and driver == "devicemapper":
         raise MigrateRefused("--finish would delete the devices Docker runs on (it still uses devicemapper)",
                              fix="run --step switch and --step import first")  # fmt: skip
+
+
+def vg_shape(group: VolumeGroup, volume: str) -> tuple[str, ...]:
+    """What a restore of lvm's metadata from before the switch would put back as it was then: the VG's PVs and
+    extents, and every LV's name and sizes, but for the overlay2 volume and Docker's devices (a rollback removes
+    them itself)."""
+    lvs = (
+        f"LV {lv.name} {lv.size} B" + (f", metadata {lv.metadata_size} B" if lv.metadata_size else "")
+        for lv in group.lvs
+        if lv.bare_name != volume and DEVICE_TAG not in lv.tags
+    )
+    return (f"{group.extent_count} extents", *(f"PV {name}" for name in sorted(group.pv_names)), *sorted(lvs))
+
+
+def check_vg_unchanged(at_switch: Iterable[str] | None, now: Iterable[str]) -> None:
+    """Refuse a rollback when the VG is not shaped as the switch left it (``at_switch``; None when no switch
+    finished): putting back lvm's metadata from before the switch would undo a grow, a vgextend or an LV made."""
+    if at_switch is None:
+        return
+    then, current = set(at_switch), set(now)
+    if then != current:
+        changes = [f"was {item}" for item in sorted(then - current)] + [
+            f"now {item}" for item in sorted(current - then)
+        ]
+        raise MigrateRefused(
+            "the volume group changed since the switch (" + "; ".join(changes) + "): putting back lvm's metadata "
+            "from before the switch would undo that",
+            fix="undo that change and run --rollback again, or go forward with --step import and --finish",
+        )
 
 
 # After the import -------------------------------------------------------------------------------
