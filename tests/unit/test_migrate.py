@@ -239,3 +239,22 @@ def test_a_rollback_is_refused_when_the_volume_group_changed_since_the_switch(tm
     extended = migrate.vg_shape(VolumeGroup("docker", 4 << 20, 8192, 4196, 9, ("/dev/vda", "/dev/vdb"), (pool,)), "")
     with pytest.raises(MigrateRefused, match="was 4096 extents; now 8192 extents; now PV /dev/vdb"):
         migrate.check_vg_unchanged(at_switch, extended)
+
+
+def test_a_container_an_earlier_export_committed_is_not_committed_again() -> None:
+    """An export run again after a kill: committing again would make a new image and leave the first dangling."""
+    earlier = Image("sha256:" + "c" * 64, ("thinpool-migrate/web:committed",), 10)
+    web, db = migrate.Container("1", "web", "a:1", "running"), migrate.Container("2", "db", "a:1", "exited")
+    runner = ScriptedRunner()
+    runner.expect(host.docker_commit("2", "thinpool-migrate/db:committed"))
+    fresh = {"Id": "sha256:" + "d" * 64, "RepoTags": ["thinpool-migrate/db:committed"], "Size": 10}
+    runner.expect(host.docker_image_ids(), stdout=f"{earlier.id}\n{fresh['Id']}\n")
+    runner.expect(host.docker_image_inspect((earlier.id, str(fresh["Id"]))),
+                  stdout=json.dumps([{"Id": earlier.id, "RepoTags": list(earlier.tags), "Size": 10}, fresh]))  # fmt: skip
+    inventory, made = use_case._commit(Context(runner=runner), Inventory((earlier,), (), (web, db)))
+    assert made == 1 and runner.exhausted  # web was not committed again
+    assert [c.committed_as for c in inventory.containers] == ["thinpool-migrate/web:committed",
+                                                               "thinpool-migrate/db:committed"]  # fmt: skip
+    assert len(inventory.images) == 2
+    again, made = use_case._commit(Context(runner=ScriptedRunner()), inventory)
+    assert made == 0 and again == inventory  # nothing run: a strict runner with no expectations

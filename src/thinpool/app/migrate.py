@@ -82,14 +82,18 @@ def read_inventory(ctx: Context) -> Inventory:
     return Inventory(_images(ctx), volumes, containers, others)
 
 
-def _commit(ctx: Context, inventory: Inventory) -> Inventory:
-    """Each container's writable layer committed to an image, so that it comes over too."""
-    committed = []
+def _commit(ctx: Context, inventory: Inventory) -> tuple[Inventory, int]:
+    """Each container's writable layer committed to an image, so that it comes over too; one an earlier export
+    already committed (its image is there: an export run again after a kill) is not committed again."""
+    tags = {tag for image in inventory.images for tag in image.tags}
+    committed, made = [], 0
     for container in inventory.containers:
         image = container.committed_as or migrate.commit_name(container)
-        ctx.runner.run(host.docker_commit(container.id, image), timeout=3600)
+        if image not in tags:
+            ctx.runner.run(host.docker_commit(container.id, image), timeout=3600)
+            made += 1
         committed.append(replace(container, committed_as=image))
-    return replace(inventory, images=_images(ctx), containers=tuple(committed))
+    return replace(inventory, images=_images(ctx) if made else inventory.images, containers=tuple(committed)), made
 
 
 def _measured(ctx: Context, inventory: Inventory) -> Inventory:
@@ -119,8 +123,9 @@ def export(ctx: Context, staging: Path, *, commit_containers: bool, data_root: s
     done = StepResult("export")
     inventory = read_inventory(ctx)
     if commit_containers and inventory.containers:
-        inventory = _commit(ctx, inventory)
-        done.done.append(f"committed {len(inventory.containers)} containers' writable layers to images")
+        inventory, made = _commit(ctx, inventory)
+        if made:
+            done.done.append(f"committed {made} containers' writable layers to images")
     inventory = _measured(ctx, inventory)
     staging.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not (staging / migrate.INVENTORY).exists():
