@@ -183,6 +183,11 @@ def test_the_command_shows_what_a_step_would_do_and_does_nothing_without_yes(
     assert "under Docker's data root" in capsys.readouterr().err
     assert main(["migrate", "--to", "docker-overlay2-thin", "--finish", "--rollback", "--yes"], ctx) == EXIT_ERROR
     assert "cannot run together" in capsys.readouterr().err
+    (tmp_path / "etc/docker").mkdir(parents=True)
+    (tmp_path / "etc/docker/daemon.json").write_text('{"data-root": "/srv/docker"}')
+    for yes in ([], ["--yes"]):  # shown or run: refused before Docker is asked anything
+        assert main([*export, *yes], ctx) == EXIT_ERROR and runner.exhausted
+        assert "at /srv/docker, not at /var/lib/docker\n  fix: pass --data-root /srv/docker" in capsys.readouterr().err
 
 
 def test_finish_is_refused_until_the_import_was_verified(tmp_path: Path) -> None:

@@ -484,8 +484,24 @@ def _preview_all(spec: PoolSpec) -> list[str]:
             "systemctl start docker", "import, then check (run --finish yourself once satisfied)"]  # fmt: skip
 
 
+def run(ctx: Context, step: str, spec: PoolSpec, staging: Path, *, commit_containers: bool) -> list[StepResult]:
+    """Run ``step`` ("all": export, switch and import with systemctl between them)."""
+    migrate.check_data_root(_daemon_settings(ctx).get("data-root"), spec.engine_options.data_root)
+    data_root = spec.engine_options.data_root
+    runs = {
+        "all": lambda: run_all(ctx, spec, staging, commit_containers=commit_containers),
+        "export": lambda: [export(ctx, staging, commit_containers=commit_containers, data_root=data_root)],
+        "switch": lambda: [switch(ctx, spec)],
+        "import": lambda: [import_(ctx, staging)],
+        "finish": lambda: [finish(ctx, spec, staging)],
+        "rollback": lambda: [rollback(ctx, spec)],
+    }
+    return runs[step]()
+
+
 def preview(ctx: Context, step: str, spec: PoolSpec, staging: Path, *, commit_containers: bool) -> list[str]:
     """What ``step`` would do on this host; refusals come now, before anything is asked."""
+    migrate.check_data_root(_daemon_settings(ctx).get("data-root"), spec.engine_options.data_root)
     previews = {
         "export": lambda: _preview_export(ctx, staging, commit_containers, spec.engine_options.data_root),
         "switch": lambda: _preview_switch(ctx, spec),

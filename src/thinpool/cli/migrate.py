@@ -94,19 +94,7 @@ def _cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
             print(f"thinpool migrate --to {TARGET}, {step}, would:\n" + "".join(f"  - {line}\n" for line in would)
                   + "Nothing was done: run it again with --yes.")  # fmt: skip
         return EXIT_ERROR
-    if step == "all":
-        results = use_case.run_all(ctx, spec, staging, commit_containers=args.commit_containers)
-    else:
-        runs = {
-            "export": lambda: use_case.export(
-                ctx, staging, commit_containers=args.commit_containers, data_root=spec.engine_options.data_root
-            ),
-            "switch": lambda: use_case.switch(ctx, spec),
-            "import": lambda: use_case.import_(ctx, staging),
-            "finish": lambda: use_case.finish(ctx, spec, staging),
-            "rollback": lambda: use_case.rollback(ctx, spec),
-        }
-        results = [runs[step]()]
+    results = use_case.run(ctx, step, spec, staging, commit_containers=args.commit_containers)
     if args.json:
         steps = [result.to_dict() for result in results]
         data = {"schema_version": 1, "kind": "thinpool-migrate", "ok": all(r.ok for r in results), "steps": steps}

@@ -311,6 +311,16 @@ def staging_needed(inventory: Inventory) -> int:
     return raw + raw * STAGING_MARGIN_PERCENT // 100
 
 
+def check_data_root(configured: object, given: str) -> None:
+    """Every step reads and moves Docker's data root: refuse one that is not where daemon.json puts it
+    (``configured``: its ``data-root``, None when it sets none and Docker uses /var/lib/docker)."""
+    if configured is not None and configured != given:
+        raise MigrateRefused(
+            f"daemon.json puts Docker's data root at {configured}, not at {given}",
+            fix=f"pass --data-root {configured}",
+        )
+
+
 def check_staging_place(staging: str, data_root: str) -> None:
     """The staging must outlive the switch, which moves Docker's data root aside and mounts a new one."""
     inside = staging.rstrip("/") + "/"
