@@ -10,12 +10,13 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from thinpool.app.context import Context
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed
+from thinpool.core.record import record
 from thinpool.core.units import parse_span
 from thinpool.errors import ThinpoolError
 from thinpool.host import commands as host
@@ -48,7 +49,7 @@ def check_interval(text: str) -> str:
     return text
 
 
-@dataclass
+@record(frozen=False)
 class Activation:
     volumes: list[str] = field(default_factory=list)  # VG/LV handled
     commands: list[list[str]] = field(default_factory=list)
@@ -124,7 +125,7 @@ def activate(ctx: Context, targets: list[str], wait: float) -> Activation:
     return activate_volumes(ctx.runner, observe.read_lvm(ctx.runner), targets, wait, observe.under(ctx.root, "/dev"))
 
 
-@dataclass
+@record(frozen=False)
 class Installed:
     written: list[Path]
     enabled: list[str]  # empty where systemd does not run here

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
+from thinpool.core.record import record
 from thinpool.errors import ThinpoolError
 from thinpool.system.runner import Runner, SystemRunner
 
 
-@dataclass
+@record(frozen=False)
 class Context:
     runner: Runner
     root: Path = Path("/")  # where files are read and written (a test's temporary folder)

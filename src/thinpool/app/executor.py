@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from thinpool.core.model import Observed
 from thinpool.core.plan import Action, ActionKind, Check, Plan, problem_after
+from thinpool.core.record import record
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe
 from thinpool.system.runner import Runner
@@ -30,7 +31,7 @@ class StalePlan(ThinpoolError):
     """The system changed since the saved plan was made."""
 
 
-@dataclass
+@record(frozen=False)
 class StepResult:
     action: Action
     status: str = "pending"  # done, failed, not-run
@@ -51,7 +52,7 @@ class StepResult:
         }
 
 
-@dataclass
+@record(frozen=False)
 class ApplyResult:
     plan: Plan
     steps: list[StepResult] = field(default_factory=list)

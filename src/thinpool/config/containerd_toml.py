@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from thinpool.config.document import ConfigError, Source, load
+from thinpool.core.record import record
 
 PATH = "/etc/containerd/config.toml"
 DEVMAPPER = "io.containerd.snapshotter.v1.devmapper"
 
 
-@dataclass(frozen=True)
+@record
 class ContainerdConfig:
     data: dict[str, Any]
 

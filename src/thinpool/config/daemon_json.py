@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from thinpool.config.document import ConfigError, Source, load
+from thinpool.core.record import record
 
 PATH = "/etc/docker/daemon.json"
 # Keys whose values thinpool reads or merges, and the shape each must have.
@@ -14,7 +14,7 @@ _LIST_KEYS = ("storage-opts", "hosts", "dns")
 _TEXT_KEYS = ("storage-driver", "data-root", "tlscacert", "tlscert", "tlskey", "bip")
 
 
-@dataclass(frozen=True)
+@record
 class DaemonJson:
     data: dict[str, Any]
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from thinpool.core.record import record
 
 ENCODING = "utf-8"
 # Bytes that are not UTF-8 survive a read and a write unchanged (a line thinpool does not own
@@ -20,7 +21,7 @@ class Problem(StrEnum):
     WRONG_SHAPE = "wrong shape"
 
 
-@dataclass(frozen=True)
+@record
 class Source:
     """A config file as observed: its text, or why there is none."""
 
@@ -33,7 +34,7 @@ class Source:
         return self.text is not None or bool(self.unreadable)
 
 
-@dataclass(frozen=True)
+@record
 class ConfigError:
     path: str
     problem: Problem

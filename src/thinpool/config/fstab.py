@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from thinpool.config.document import ConfigError, Problem, Source
+from thinpool.core.record import record
 
 PATH = "/etc/fstab"
 
 
-@dataclass(frozen=True)
+@record
 class Entry:
     index: int  # its line's position in the file
     source: str
@@ -17,7 +16,7 @@ class Entry:
     fields: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Fstab:
     lines: tuple[str, ...]  # each with its own ending ("\n", "\r\n" or none on the last)
 

@@ -26,11 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import Any
 
 from thinpool.core import repair
 from thinpool.core.model import VolumeGroup
+from thinpool.core.record import record
 from thinpool.core.units import ceil_div, format_size
 from thinpool.errors import ThinpoolError
 
@@ -55,7 +56,7 @@ class MigrateRefused(ThinpoolError):
 # Docker's devicemapper records ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class DockerDevice:
     """One of Docker's thin devices, as its devicemapper driver records it."""
 
@@ -206,7 +207,7 @@ def check_dockers_pool(thinpooldev: str, pool_device: str) -> None:
 # The inventory ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Image:
     id: str  # sha256:... (the config digest, kept by docker save / load)
     tags: tuple[str, ...]
@@ -217,7 +218,7 @@ class Image:
         return "images/" + self.id.removeprefix("sha256:")[:24] + ".tar"
 
 
-@dataclass(frozen=True)
+@record
 class Volume:
     name: str
     mountpoint: str
@@ -229,7 +230,7 @@ class Volume:
         return f"volumes/{self.name}.tar"
 
 
-@dataclass(frozen=True)
+@record
 class Container:
     id: str
     name: str
@@ -238,7 +239,7 @@ class Container:
     committed_as: str = ""  # the image its writable layer was committed to (--commit-containers)
 
 
-@dataclass(frozen=True)
+@record
 class Inventory:
     images: tuple[Image, ...]
     volumes: tuple[Volume, ...]
@@ -396,7 +397,7 @@ def check_vg_unchanged(at_switch: Iterable[str] | None, now: Iterable[str]) -> N
 # After the import -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class ImportReport:
     images_matched: tuple[str, ...]
     images_missing: tuple[str, ...]  # id, or id:tag for a tag that did not come back

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from thinpool.config.document import ENCODING, ERRORS, Source
+from thinpool.core.record import record
 from thinpool.core.tls import Certificate, TlsFiles
 from thinpool.core.units import MiB
 
@@ -12,7 +13,7 @@ from thinpool.core.units import MiB
 DEFAULT_PE_START = 1 * MiB
 
 
-@dataclass(frozen=True)
+@record
 class Device:
     """A block device (or a virtual disk that exists only in a plan)."""
 
@@ -36,7 +37,7 @@ class Device:
 UNKNOWN_VG = "[unknown]"  # lvm's vg_name for a PV marked used whose VG it cannot find
 
 
-@dataclass(frozen=True)
+@record
 class PhysicalVolume:
     name: str
     vg_name: str
@@ -69,7 +70,7 @@ class PhysicalVolume:
         return self.marked_used_without_vg and self.mda_used_count >= 1
 
 
-@dataclass(frozen=True)
+@record
 class LogicalVolume:
     name: str
     vg_name: str
@@ -110,7 +111,7 @@ class LogicalVolume:
         return self.bare_name.endswith("_pmspare")
 
 
-@dataclass(frozen=True)
+@record
 class VolumeGroup:
     name: str
     extent_size: int
@@ -136,7 +137,7 @@ class VolumeGroup:
         return tuple(lv for lv in self.lvs if lv.pool_lv == pool)
 
 
-@dataclass(frozen=True)
+@record
 class Filesystem:
     """A mounted filesystem as findmnt reports it (sizes from statvfs, in bytes)."""
 
@@ -147,7 +148,7 @@ class Filesystem:
     used: int
 
 
-@dataclass(frozen=True)
+@record
 class DmDevice:
     """A device-mapper device as dmsetup lists it; lvm's carry UUID LVM-<vg uuid><lv uuid>[-layer]."""
 
@@ -157,7 +158,7 @@ class DmDevice:
     live_table: bool = True  # False while lvm is between creating the device and resuming its table
 
 
-@dataclass(frozen=True)
+@record
 class EngineState:
     """What the engine adapters look at: config files, versions, the data root."""
 
@@ -192,7 +193,7 @@ class EngineState:
         }
 
 
-@dataclass(frozen=True)
+@record
 class Observed:
     """Everything the planner may look at. A virtual plan fills only ``devices``."""
 

@@ -22,9 +22,9 @@ Three states, measured in the VM (lvm2 2.03.16, thin-provisioning-tools 0.9, ker
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from thinpool.core.backup import Backup, DumpSummary, age_order
+from thinpool.core.record import record
 from thinpool.errors import ThinpoolError
 
 HEALTHY, DAMAGED, LOST, AHEAD = "healthy", "damaged", "lost", "ahead"
@@ -35,7 +35,7 @@ class RepairRefused(ThinpoolError):
     """The repair would lose something it cannot account for, or cannot run here."""
 
 
-@dataclass(frozen=True)
+@record
 class MetadataCheck:
     """thin_check on the inactive metadata, and (when clean) what its dump holds."""
 
@@ -44,7 +44,7 @@ class MetadataCheck:
     summary: DumpSummary | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Diagnosis:
     state: str  # HEALTHY, DAMAGED, LOST or AHEAD
     reason: str

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 from urllib.parse import urlsplit
 
 from thinpool.core import names, sizing
+from thinpool.core.record import record
 from thinpool.core.units import GiB, MiB, Percent, format_size, parse_percent
 from thinpool.errors import SpecError
 
@@ -77,7 +78,7 @@ def _check_dns(address: str) -> None:
         raise SpecError(f"--dns {address!r} is not an IP address", fix="e.g. --dns 172.17.0.1") from None
 
 
-@dataclass(frozen=True)
+@record
 class EngineOptions:
     """How the container engine is wired to the pool (ignored with engine 'none')."""
 
@@ -176,7 +177,7 @@ class EngineOptions:
         return cls(**values)
 
 
-@dataclass(frozen=True)
+@record
 class PoolSpec:
     """A thin pool as the operator wants it. Sizes are bytes; ``None`` means 'let thinpool size it'."""
 

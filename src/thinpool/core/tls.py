@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
+
+from thinpool.core.record import record
 
 TLS_ROOT = "/etc/thinpool/tls"
 CA, SERVER, CLIENT = "ca", "server", "client"
@@ -28,7 +29,7 @@ ALWAYS_NAMED = ("localhost",)
 ALWAYS_ADDRESSED = ("127.0.0.1", "::1")
 
 
-@dataclass(frozen=True)
+@record
 class Certificate:
     """One certificate as read from its file."""
 
@@ -39,7 +40,7 @@ class Certificate:
     sound: bool = True  # signed by the CA beside it, and its key beside it matches
 
 
-@dataclass(frozen=True)
+@record
 class TlsFiles:
     """What is on disk under TLS_ROOT: None for a certificate that is missing (or its key is)."""
 
@@ -48,7 +49,7 @@ class TlsFiles:
     client: Certificate | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Wanted:
     """The server certificate's names and addresses; ``new_ca``: make the CA too."""
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume
 from thinpool.core.plan import Action
+from thinpool.core.record import record
 
 
-@dataclass(frozen=True)
+@record
 class PoolTarget:
     """The pool an engine is wired to, as it is or as the plan will make it."""
 
@@ -31,7 +30,7 @@ class PoolTarget:
         return tuple(lv for lv in self.lvs if lv.pool_lv == self.pool)
 
 
-@dataclass(frozen=True)
+@record
 class EngineChanges:
     actions: tuple[Action, ...] = ()
     warnings: tuple[str, ...] = ()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import gzip
 import io
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
+from thinpool.core.record import record
 from thinpool.errors import MissingTool
 
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
@@ -21,7 +21,7 @@ BOOT_MODULES = ("virtio_pci", "virtio_blk", "9pnet_virtio", "9p", "overlay")
 NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=512000,cache=mmap"
 
 
-@dataclass(frozen=True)
+@record
 class GuestLaunch:
     """What the second stage runs once the host's root is mounted in the guest."""
 

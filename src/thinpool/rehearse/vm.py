@@ -22,11 +22,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import thinpool
+from thinpool.core.record import record
 from thinpool.core.units import GiB, MiB, format_size
 from thinpool.errors import MissingTool, ThinpoolError
 from thinpool.rehearse import initramfs
@@ -68,7 +69,7 @@ def disk_device(index: int) -> str:
     return "/dev/vd" + "abcdefghijklmnopqrstuvwxyz"[index]
 
 
-@dataclass
+@record(frozen=False)
 class VMConfig:
     disk_sizes: Sequence[int]
     kernel: Kernel
@@ -81,7 +82,7 @@ class VMConfig:
     extra_append: str = ""
 
 
-@dataclass
+@record(frozen=False)
 class VM:
     """``with VM(config) as vm: vm.run(["lvs"])`` — one boot serves any number of commands."""
 

@@ -12,16 +12,17 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
 
+from thinpool.core.record import record
 from thinpool.errors import CommandFailed, CommandNotRun, CommandTimedOut, MissingTool
 
 log = logging.getLogger("thinpool.system.runner")
 DEFAULT_TIMEOUT = 300
 
 
-@dataclass(frozen=True)
+@record
 class Completed:
     argv: tuple[str, ...]
     returncode: int
@@ -91,7 +92,7 @@ def _environment() -> dict[str, str]:
     return env
 
 
-@dataclass
+@record(frozen=False)
 class SystemRunner:
     """Runs real commands. ``timeout`` bounds each one; the log names every argv and its result."""
 
@@ -144,7 +145,7 @@ class SystemRunner:
         return result.raise_for_status() if check else result
 
 
-@dataclass
+@record(frozen=False)
 class ScriptedRunner:
     """Replays ``(argv, Completed)`` pairs in order; anything else is a test failure."""
 
