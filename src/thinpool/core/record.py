@@ -32,8 +32,13 @@ def record(*, frozen: bool = True) -> Callable[[type[T]], type[T]]: ...
 @dataclass_transform(frozen_default=True, field_specifiers=(field, Field))
 def record(cls: type[T] | None = None, /, *, frozen: bool = True) -> type[T] | Callable[[type[T]], type[T]]:
     def make(target: type[T]) -> type[T]:
+        undocumented = not target.__doc__
+        if undocumented:  # else dataclass writes one from inspect.signature, which parses source text
+            target.__doc__ = target.__name__
         made = dataclasses.dataclass(target, init=False, repr=False, eq=False)  # compiles nothing
         _attach(made, frozen)
+        if undocumented:
+            made.__doc__ = f"{made.__name__}({', '.join(f.name for f in dataclasses.fields(made))})"
         return made
 
     return make if cls is None else make(cls)
