@@ -36,16 +36,16 @@ def record(cls: type[T] | None = None, /, *, frozen: bool = True) -> type[T] | C
         if undocumented:  # else dataclass writes one from inspect.signature, which parses source text
             target.__doc__ = target.__name__
         made = dataclasses.dataclass(target, init=False, repr=False, eq=False)  # compiles nothing
-        _attach(made, frozen)
-        if undocumented:
-            made.__doc__ = f"{made.__name__}({', '.join(f.name for f in dataclasses.fields(made))})"
+        _attach(made, frozen, undocumented)
         return made
 
     return make if cls is None else make(cls)
 
 
-def _attach(cls: type, frozen: bool) -> None:
+def _attach(cls: type, frozen: bool, undocumented: bool) -> None:
     every = dataclasses.fields(cls)
+    if undocumented:
+        cls.__doc__ = f"{cls.__name__}({', '.join(f.name for f in every)})"
     compared = tuple(f.name for f in every if f.compare)
     methods: dict[str, object] = {
         "__init__": _init(cls, every),
