@@ -45,6 +45,7 @@ def test_the_dataclass_functions_work_on_a_record() -> None:
     assert dataclasses.is_dataclass(point) and [f.name for f in dataclasses.fields(point)] == ["x", "y", "tags", "note"]
     assert replace(point, y=5) == Point(1, 5) and asdict(point) == {"x": 1, "y": 2, "tags": (), "note": ""}
     assert Point.__match_args__ == ("x", "y", "tags", "note")
+    assert Point.__doc__ == "Point(x, y, tags, note)" and Counter.__doc__ == "Counter(name, seen, total)"
 
 
 def test_wrong_arguments_are_refused_as_python_refuses_them() -> None:
