@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import stat
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +24,7 @@ from thinpool.system.runner import ScriptedRunner
 from .builders import lvm_report
 from .test_health import _row
 from .test_health import report as status_report
-from .test_maintain import findmnt, pool_report
+from .test_maintain import mount_table, pool_report
 
 DATA = Path(__file__).resolve().parents[3] / "shared/data/lvm-2.03.16"
 NOW = 1_800_000_000
@@ -128,7 +129,8 @@ class Clock:
 
 
 def _context(runner: ScriptedRunner, root: Path, clock: Clock | None = None) -> Context:
-    return Context(runner=runner, root=root, euid=0, sleep=lambda _: None, clock=clock or Clock())
+    statvfs = mount_table(root, 300 * 1024 * 1024)
+    return Context(runner=runner, root=root, euid=0, sleep=lambda _: None, clock=clock or Clock(), statvfs=statvfs)
 
 
 def test_backup_dumps_from_a_held_snapshot_records_the_pool_and_rotates(
@@ -180,7 +182,6 @@ def test_maintain_backs_up_a_pool_whose_metadata_moved(tmp_path: Path, capsys: p
     for transaction, taken in ((7, False), (8, True)):
         # No autoextend profile under this root: the pool already fails writes when full, as it should.
         runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="0.10", when_full="error"))
-        runner.expect(host.findmnt_usage(), stdout=findmnt(300 * 1024 * 1024))
         status = f"0 7372800 thin-pool {transaction} 1649/16384 200/7200 - rw discard_passdown queue_if_no_space - 1024"
         runner.expect(commands.dmsetup_status(TPOOL), stdout=status)
         if taken:
@@ -282,15 +283,22 @@ def test_repair_refuses_while_a_thin_volume_is_mounted_and_stops_nothing(
           "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
     runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool, volume], vgs=[vg]))
     runner.expect(commands.dmsetup_info(), stdout="docker-vol;LVM-x;1;L--w\ndocker-thinpool-tpool;LVM-y;1;L--w\n")
-    mounted = {"maj:min": "253:4", "target": "/mnt/vol", "fstype": "ext4", "size": 1, "used": 1}
-    runner.expect(host.findmnt_usage(), stdout=json.dumps({"filesystems": [mounted]}))
     runner.expect(host.fuser_mount("/dev/docker/vol"), stdout="  4242c 77")
     (tmp_path / "proc/4242").mkdir(parents=True)
     (tmp_path / "proc/4242/comm").write_text("dockerd\n")
-    assert main(["repair", "--yes"], context=_context(runner, tmp_path)) == 1
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/mountinfo").write_text(
+        "40 1 253:4 / /mnt/my\\040vol rw - ext4 /dev/mapper/docker-vol rw\n"  # the kernel's escape of a space
+        "41 1 0:50 / /mnt/share rw - nfs4 server:/export rw\n"  # never asked: its statvfs may hang
+    )
+    sizes = os.statvfs_result((4096, 4096, 256, 128, 128, 0, 0, 0, 0, 255))
+    asked: list[str] = []
+    ctx = Context(runner=runner, root=tmp_path, euid=0, statvfs=lambda path: asked.append(path) or sizes)
+    assert main(["repair", "--yes"], context=ctx) == 1
     assert runner.exhausted  # nothing was stopped
     err = capsys.readouterr().err
-    assert "docker/vol (mounted on /mnt/vol; used by 4242 (dockerd), 77 (?))" in err and "fuser -vm" in err
+    assert "docker/vol (mounted on /mnt/my vol; used by 4242 (dockerd), 77 (?))" in err and "fuser -vm" in err
+    assert asked == [str(tmp_path / "mnt/my vol")]
 
 
 def test_repair_without_yes_says_what_it_would_do_and_runs_nothing(
@@ -308,7 +316,6 @@ def test_a_backup_or_repair_while_another_holds_the_pool_is_refused_and_maintain
     lock = tmp_path / backup.lock("docker", "thinpool").lstrip("/")
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="0.10", when_full="error"))
-    runner.expect(host.findmnt_usage(), stdout=findmnt(300 * 1024 * 1024))
     runner.expect(
         commands.dmsetup_status(TPOOL), stdout="0 8 thin-pool 7 1/16 2/72 - rw discard_passdown queue_if_no_space - 4"
     )

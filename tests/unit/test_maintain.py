@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from thinpool.core.lvm import commands
 from thinpool.core.model import Filesystem
 from thinpool.core.units import GiB, MiB
 from thinpool.host import commands as host
+from thinpool.system.observe import StatVfs
 from thinpool.system.runner import ScriptedRunner
 
 from .builders import lvm_report
@@ -46,9 +48,26 @@ def pool_report(
     return json.dumps({"report": [{"lv": rows}]})
 
 
-def findmnt(used: int) -> str:
-    row = {"maj:min": "253:4", "target": "/var/lib/docker", "fstype": "xfs", "size": VOLUME, "used": used}
-    return json.dumps({"filesystems": [row, {**row, "target": "/var/lib/docker/overlay2"}]})  # a bind mount too
+# The data root's volume, and the bind mount Docker makes of a folder of it (the first mount point is kept).
+MOUNTINFO = (
+    "30 1 253:4 / /var/lib/docker rw,noatime shared:1 - xfs /dev/mapper/docker-docker--data rw,attr2\n"
+    "31 30 253:4 /overlay2 /var/lib/docker/overlay2 rw,noatime - xfs /dev/mapper/docker-docker--data rw,attr2\n"
+    "32 1 0:5 / /proc rw - proc proc rw\n"
+)
+
+
+def mount_table(root: Path, used: int) -> StatVfs:
+    """The kernel's mount table under ``root`` with the data root's volume mounted, and a statvfs that says
+    ``used`` of its VOLUME bytes are used."""
+    (root / "proc/self").mkdir(parents=True, exist_ok=True)
+    (root / "proc/self/mountinfo").write_text(MOUNTINFO)
+
+    def statvfs(path: str) -> os.statvfs_result:
+        assert path == str(root / "var/lib/docker")
+        free = (VOLUME - used) // 4096
+        return os.statvfs_result((4096, 4096, VOLUME // 4096, free, free, 0, 0, 0, 0, 255))
+
+    return statvfs
 
 
 def status_of(report: str, used: int | None = 100 * MiB) -> health.PoolStatus:
@@ -138,7 +157,7 @@ def _context(runner: ScriptedRunner, root: Path) -> Context:
     profile = root / "etc/lvm/profile/thinpool-docker-thinpool.profile"
     profile.parent.mkdir(parents=True, exist_ok=True)
     profile.write_text(PROFILE)
-    return Context(runner=runner, root=root, euid=0, sleep=lambda _: None)
+    return Context(runner=runner, root=root, euid=0, sleep=lambda _: None, statvfs=mount_table(root, 100 * MiB))
 
 
 def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
@@ -146,7 +165,6 @@ def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
 ) -> None:
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="3.00", free=100))
-    runner.expect(host.findmnt_usage(), stdout=findmnt(100 * MiB))
     runner.expect(host.fstrim("/var/lib/docker", CHUNK))
     runner.expect(commands.lvchange_error_when_full("docker", "thinpool", True))
     after = pool_report(mapped="0.09", free=100, when_full="error", data_percent="4.00")
@@ -154,7 +172,6 @@ def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
         {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": str(4 * MiB), "vg_extent_count": "1023",
          "vg_free_count": "100", "vg_seqno": "9"}]))  # fmt: skip
     runner.expect(commands.status_report("docker"), stdout=after)
-    runner.expect(host.findmnt_usage(), stdout=findmnt(100 * MiB))
     assert (
         main(["maintain", "docker/thinpool", "--json", "--backup-every", "0"], context=_context(runner, tmp_path))
         == EXIT_OK
@@ -172,7 +189,6 @@ def test_maintain_with_nothing_to_do_runs_no_command_and_says_so(
 ) -> None:
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="0.10"))
-    runner.expect(host.findmnt_usage(), stdout=findmnt(100 * MiB))
     assert main(["maintain", "docker/thinpool", "--backup-every", "0"], context=_context(runner, tmp_path)) == EXIT_OK
     out = capsys.readouterr().out
     assert runner.exhausted and "nothing to do" in out and "when full: queue" in out

@@ -21,6 +21,7 @@ class Context:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time  # seconds since the epoch (backups' ages)
     euid: int = field(default_factory=os.geteuid)
+    statvfs: Callable[[str], os.statvfs_result] = os.statvfs  # mounted filesystems' sizes
 
     def require_root(self, what: str) -> None:
         if self.euid != 0:

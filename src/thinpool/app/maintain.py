@@ -1,6 +1,6 @@
 """``thinpool maintain``: one pass of day-2 care over thinpool's pools (what thinpool-maintain.timer runs).
 
-Each pool is read (one lvm report, findmnt when its thin volumes are active), its pass planned
+Each pool is read (one lvm report, the mount table when its thin volumes are active), its pass planned
 by core.maintain, run through the executor, and read again to report what it gave back.
 """
 

@@ -72,7 +72,7 @@ def _refuse_busy(ctx: Context, volumes: list[LogicalVolume]) -> None:
     busy = [lv for lv in volumes if commands.dm_name(lv.vg_name, lv.name) in opened]
     if not busy:
         return
-    mounts = observe.read_filesystems(ctx.runner)
+    mounts = observe.read_filesystems(ctx.root, ctx.statvfs)
     named = []
     for lv in busy:
         where = f"mounted on {mounts[lv.kernel_device].mount_point}" if lv.kernel_device in mounts else "open"

@@ -213,7 +213,7 @@ def _thin_volumes(rows: list[dict[str, str]], pool: str) -> tuple[ThinVolume, ..
 
 
 def with_filesystems(status: PoolStatus, filesystems: dict[str, Filesystem]) -> PoolStatus:
-    """The status with each active thin volume's mounted filesystem (findmnt's, by device number)."""
+    """The status with each active thin volume's mounted filesystem (by device number)."""
     volumes = tuple(replace(volume, filesystem=filesystems.get(volume.device)) for volume in status.volumes)
     return replace(status, volumes=volumes)
 

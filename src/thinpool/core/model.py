@@ -139,7 +139,7 @@ class VolumeGroup:
 
 @record
 class Filesystem:
-    """A mounted filesystem as findmnt reports it (sizes from statvfs, in bytes)."""
+    """A mounted filesystem from the kernel's mount table (sizes from statvfs, in bytes)."""
 
     device: str  # "MAJOR:MINOR", as lvm's lv_kernel_major/minor give it
     mount_point: str

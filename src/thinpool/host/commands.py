@@ -34,23 +34,6 @@ def mount_from_fstab(mount_point: str) -> Argv:
     return ("mount", "--mkdir", mount_point)
 
 
-FILESYSTEM_TYPES = "xfs,ext4"  # what thinpool makes on thin volumes; never a network filesystem that may hang
-
-
-def findmnt_usage() -> Argv:
-    """Mounted local filesystems with their device numbers and statvfs sizes."""
-    return (
-        "findmnt",
-        "--json",
-        "--bytes",
-        "--list",
-        "--types",
-        FILESYSTEM_TYPES,
-        "--output",
-        "MAJ:MIN,TARGET,FSTYPE,SIZE,USED",
-    )
-
-
 def fstrim(mount_point: str, minimum: int) -> Argv:
     """Discard the filesystem's free extents of at least ``minimum`` bytes (dm-thin frees whole chunks only)."""
     return ("fstrim", "--minimum", str(minimum), mount_point)

@@ -1,8 +1,9 @@
-"""Pure parsers of lsblk's, wipefs's and findmnt's JSON output."""
+"""Pure parsers of lsblk's, wipefs's, fuser's and ip's output, and of the kernel's mount table."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 
@@ -17,11 +18,21 @@ def parse_wipefs(text: str) -> tuple[str, ...]:
     return tuple(str(sig.get("type", "unknown")) for sig in json.loads(text).get("signatures", []))
 
 
-def parse_findmnt(text: str) -> list[dict[str, Any]]:
-    """findmnt's rows ("maj:min", "target", "fstype", "size", "used"); findmnt prints nothing when none match."""
-    if not text.strip():
-        return []
-    return list(json.loads(text).get("filesystems", []))
+def parse_mountinfo(text: str) -> list[tuple[str, str, str]]:
+    """(MAJOR:MINOR, mount point, filesystem type) of each line of ``/proc/self/mountinfo`` (proc(5)), in mount
+    order: ``ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER-OPTIONS``."""
+    found = []
+    for line in text.splitlines():
+        before, dash, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if dash and len(fields) >= 6 and tail:
+            found.append((fields[2], _unescape(fields[4]), tail[0]))
+    return found
+
+
+def _unescape(path: str) -> str:
+    """The kernel writes space, tab, newline and backslash in a path as octal escapes (``\\040``)."""
+    return re.sub(r"\\([0-7]{3})", lambda octal: chr(int(octal.group(1), 8)), path)
 
 
 def parse_fuser_pids(text: str) -> tuple[int, ...]:

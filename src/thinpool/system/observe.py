@@ -1,14 +1,16 @@
 """The one place that reads the system: lvm's reports, block devices, files, mounts (system/observe_engine.py
 reads the engines' side: their files, versions, certificates and DNS).
 
-Everything is read through the runner (commands) or under ``root`` (files), so a test can hand
-in a scripted runner and a temporary folder. What comes back is plain data for the pure core.
+Everything is read through the runner (commands) or under ``root`` (files; filesystems' sizes through
+``statvfs``), so a test can hand in a scripted runner, a temporary folder and its own statvfs. What comes
+back is plain data for the pure core.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,13 @@ from thinpool.core.lvm import commands, report
 from thinpool.core.model import Device, Filesystem, Observed
 from thinpool.errors import MissingTool
 from thinpool.host import commands as host
-from thinpool.host.report import parse_findmnt, parse_fuser_pids, parse_lsblk, parse_wipefs
+from thinpool.host.report import parse_fuser_pids, parse_lsblk, parse_mountinfo, parse_wipefs
 from thinpool.system import files
 from thinpool.system.runner import Runner
 
 ROOT = Path("/")
+LOCAL_FILESYSTEMS = ("xfs", "ext4")  # what thinpool makes on thin volumes; a network filesystem's statvfs may hang
+StatVfs = Callable[[str], os.statvfs_result]
 
 
 def under(root: Path, path: str) -> Path:
@@ -117,13 +121,16 @@ def virtual(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observe
     return Observed(devices={name: Device(name, size, virtual=True) for name, size in zip(labels, sizes, strict=True)})
 
 
-def read_pool_status(runner: Runner, vg: str, pool: str, root: Path = ROOT) -> health.PoolStatus:
-    """One lvm report call, plus the pool's profile file; findmnt too when thinpool's thin volumes are active."""
+def read_pool_status(
+    runner: Runner, vg: str, pool: str, root: Path = ROOT, statvfs: StatVfs = os.statvfs
+) -> health.PoolStatus:
+    """One lvm report call, plus the pool's profile file; the mount table too when thinpool's thin volumes are
+    active."""
     text = runner.run(commands.status_report(vg)).stdout
     status = health.pool_status(text, vg, pool, read_profiles(health.profile_names(text), root))
     if not any(volume.managed and volume.device for volume in status.volumes):
         return status
-    return health.with_filesystems(status, read_filesystems(runner))
+    return health.with_filesystems(status, read_filesystems(root, statvfs))
 
 
 def thin_pool_target(runner: Runner, vg: str, pool: str) -> tuple[str, report.ThinPoolTarget] | None:
@@ -165,13 +172,23 @@ def read_backups(folder: Path) -> list[backup.Backup]:
     return found
 
 
-def read_filesystems(runner: Runner) -> dict[str, Filesystem]:
-    """Mounted local filesystems by "MAJOR:MINOR"; one mounted in several places keeps its first mount point."""
+def read_filesystems(root: Path = ROOT, statvfs: StatVfs = os.statvfs) -> dict[str, Filesystem]:
+    """Mounted local filesystems by "MAJOR:MINOR", from the kernel's mount table with statvfs's sizes (as findmnt's
+    SIZE and USED); one mounted in several places keeps its first mount point."""
+    try:
+        mounts = parse_mountinfo(under(root, "/proc/self/mountinfo").read_text())
+    except OSError:
+        return {}
     found: dict[str, Filesystem] = {}
-    for row in parse_findmnt(runner.run(host.findmnt_usage(), check=False).stdout):
-        device = str(row.get("maj:min", ""))
-        size, used = int(row.get("size") or 0), int(row.get("used") or 0)
-        found.setdefault(device, Filesystem(device, str(row["target"]), str(row.get("fstype", "")), size, used))
+    for device, target, fstype in mounts:
+        if fstype not in LOCAL_FILESYSTEMS or device in found:
+            continue
+        try:
+            usage = statvfs(str(under(root, target)))
+        except OSError:  # unmounted since the table was read
+            continue
+        size, used = usage.f_blocks * usage.f_frsize, (usage.f_blocks - usage.f_bfree) * usage.f_frsize
+        found[device] = Filesystem(device, target, fstype, size, used)
     return found
 
 
