@@ -1,10 +1,11 @@
 """What converging and watching cost against lvm's own report, in one VM run.
 
-    python3 -m benchmarks.converge [--runs 5]
+    python3 -m benchmarks.converge [--runs 9]
 
 In the guest, with a pool made by thinpool for docker-overlay2-thin (the host's dockerd on PATH):
-the median of RUNS of ``python -c pass``, ``lvs -a`` (one lvm report), a no-op ``thinpool apply``
-(the same spec again), ``thinpool status`` and ``thinpool doctor``, and the programs each runs
+the median of RUNS rounds (each runs every command once, in turn) of ``python -c pass``, ``lvs -a``
+(one lvm report), a no-op ``thinpool apply`` (the same spec again), ``thinpool status`` and
+``thinpool doctor``, and the programs each runs
 (counted from ``-v``, which logs every command). Budgets (issue 18), as ratios to
 (python start + one ``lvs -a``): no-op apply 2.0, status 1.3, doctor 1.6.
 """
@@ -29,9 +30,14 @@ COMMANDS = {
 }
 
 
-def median_ms(vm: VM, command: str, runs: int) -> float:
-    micros = [int(vm.run(["bash", "-c", TIMED.format(command=command)]).stdout) for _ in range(runs)]
-    return statistics.median(micros) / 1000
+def medians_ms(vm: VM, commands: dict[str, str], runs: int) -> dict[str, float]:
+    """Each command's median over ``runs`` rounds; a round runs every command once, so a slow spell of the
+    emulator (the spread between runs is ±15 %) falls on all of them alike instead of on one."""
+    micros: dict[str, list[int]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            micros[name].append(int(vm.run(["bash", "-c", TIMED.format(command=command)]).stdout))
+    return {name: statistics.median(values) / 1000 for name, values in micros.items()}
 
 
 def programs(vm: VM, command: str) -> list[str]:
@@ -47,14 +53,13 @@ def main() -> int:
     from thinpool.rehearse.vm import VMConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=9)
     runs = parser.parse_args().runs
     with VM(VMConfig(disk_sizes=(4 * GiB,), kernel=obtain_debian_kernel(system_context().runner))) as vm:
         vm.run(["bash", "-c", f"{THINPOOL} apply --yes {SPEC} >/dev/null"], timeout=600)
         vm.run(["bash", "-c", f"{THINPOOL} doctor >/dev/null 2>&1; true"])  # fills the version cache, the bytecode
-        python = median_ms(vm, f"{sys.executable} -c pass", runs)
-        report = median_ms(vm, "lvs -a", runs)
-        timed = {name: median_ms(vm, command, runs) for name, command in COMMANDS.items()}
+        timed = medians_ms(vm, {"python": f"{sys.executable} -c pass", "lvs": "lvs -a", **COMMANDS}, runs)
+        python, report = timed.pop("python"), timed.pop("lvs")
         ran = {name: programs(vm, command) for name, command in COMMANDS.items()}
     base = python + report
     print(f"python -c pass    {python:8.1f} ms")

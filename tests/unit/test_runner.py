@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import thinpool
 from thinpool.errors import CommandFailed, CommandNotRun, CommandTimedOut, MissingTool
 from thinpool.system.runner import SystemRunner, fix_for
 
@@ -52,3 +57,25 @@ def test_a_failed_command_gets_the_fix_of_its_program(argv: tuple[str, ...], wor
         SystemRunner().run(("bash", "-c", "echo nope >&2; exit 3"))
     assert "exited 3: nope" in failure.value.problem
     assert words in fix_for(argv)
+
+
+def test_every_command_is_logged_once_logging_is_set_up(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="thinpool.system.runner"):
+        SystemRunner().run(["true"])
+    assert caplog.records[0].getMessage() == "run: true"
+    assert caplog.records[1].getMessage().startswith("exit 0 after ")
+
+
+def test_status_does_not_import_logging_to_drop_its_records() -> None:
+    """Unset up, logging drops INFO records: importing it (and traceback, textwrap...) only for that is not paid."""
+    code = (
+        "import sys; from thinpool.system.runner import SystemRunner; SystemRunner().run(['true']); "
+        "from thinpool.cli import build_parser; build_parser('status').parse_args(['status']); "
+        "print(sorted({'logging', 'traceback'} & set(sys.modules)))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(thinpool.__file__).parents[1])}
+    baseline = "import sys; print(sorted({'logging', 'traceback'} & set(sys.modules)))"
+    if subprocess.run([sys.executable, "-c", baseline], capture_output=True, text=True, check=True).stdout != "[]\n":
+        pytest.skip("this interpreter's site already imports logging")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "[]", done.stderr

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -64,8 +63,10 @@ def main(argv: Sequence[str] | None = None, context: Context | None = None) -> i
     words = sys.argv[1:] if argv is None else argv
     parser = build_parser(command_named(words))
     args = parser.parse_args(words)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)  # fmt: skip
+    if args.verbose:  # else logging stays unimported unless a command needs it; its warnings print bare
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     handler: Callable[[argparse.Namespace, Context], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

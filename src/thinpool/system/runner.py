@@ -6,10 +6,10 @@ command it was not told about; nothing in thinpool calls ``subprocess`` elsewher
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import field
@@ -18,8 +18,16 @@ from typing import Protocol
 from thinpool.core.record import record
 from thinpool.errors import CommandFailed, CommandNotRun, CommandTimedOut, MissingTool
 
-log = logging.getLogger("thinpool.system.runner")
 DEFAULT_TIMEOUT = 300
+
+
+def _log(message: str, *args: object) -> None:
+    """Each command at INFO, to the logging that ``thinpool -v`` (or a program using thinpool) set up. Until
+    something imports logging nothing can have set it up, and the record would be dropped: logging is not
+    imported only to drop it (with what it imports, a tenth of status's start-up under emulation)."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger(__name__).info(message, *args)
 
 
 @record
@@ -113,7 +121,7 @@ class SystemRunner:
         if shutil.which(argv[0]) is None:
             raise MissingTool(f"{argv[0]} is not installed", fix=f"install the package that provides {argv[0]}")
         started = time.monotonic()
-        log.info("run: %s", " ".join(argv))
+        _log("run: %s", " ".join(argv))
         limit = timeout or self.timeout
         try:
             proc = subprocess.run(
@@ -130,7 +138,7 @@ class SystemRunner:
                 cwd=cwd,
             )
         except subprocess.TimeoutExpired as error:
-            log.info("timed out after %ss: %s", limit, argv[0])
+            _log("timed out after %ss: %s", limit, argv[0])
             raise CommandTimedOut(
                 f"{' '.join(argv)} did not finish within {limit}s and was killed", fix=_timeout_fix(argv)
             ) from error
@@ -140,7 +148,7 @@ class SystemRunner:
                 fix=f"check that {argv[0]} is an executable program for this machine",
             ) from error
         result = Completed(argv, proc.returncode, proc.stdout, proc.stderr)
-        log.info("exit %d after %.2fs: %s", proc.returncode, time.monotonic() - started, argv[0])
+        _log("exit %d after %.2fs: %s", proc.returncode, time.monotonic() - started, argv[0])
         self.history.append(result)
         return result.raise_for_status() if check else result
 
