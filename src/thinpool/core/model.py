@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import field
+from typing import TYPE_CHECKING
 
-from thinpool.config.document import ENCODING, ERRORS, Source
 from thinpool.core.record import record
-from thinpool.core.tls import Certificate, TlsFiles
 from thinpool.core.units import MiB
+
+if TYPE_CHECKING:  # EngineState's parts, read only by the engines' commands: status does not import them
+    from thinpool.config.document import Source
+    from thinpool.core.tls import Certificate, TlsFiles
 
 # pvcreate's default data alignment: the first extent starts 1 MiB into the device.
 DEFAULT_PE_START = 1 * MiB
@@ -182,10 +185,14 @@ class EngineState:
 
     def source(self, path: str) -> Source:
         """A config file as it was read, for the parsers in thinpool.config."""
+        from thinpool.config.document import Source
+
         return Source(path, self.files.get(path), self.unreadable.get(path, ""))
 
     def fingerprint(self) -> dict[str, object]:
         import hashlib  # only apply's journal needs it, not the watch commands
+
+        from thinpool.config.document import ENCODING, ERRORS
 
         return {
             path: hashlib.sha256(text.encode(ENCODING, ERRORS)).hexdigest()[:16]

@@ -24,7 +24,7 @@ RESERVED_PARTS = (
 # What lvm makes of a thin pool's name: its hidden sub-volumes, and the layer of its mapping.
 POOL_SUB_VOLUMES = ("_tmeta", "_tdata")
 POOL_LAYER = "-tpool"
-_CHARACTERS = re.compile(r"[A-Za-z0-9+_.-]+")
+_CHARACTERS = r"[A-Za-z0-9+_.-]+"  # compiled by re on first use, not at import
 _CHARSET_FIX = "use letters, digits and + _ . - (not starting with -), at most 127 characters"
 
 
@@ -36,7 +36,7 @@ def check_name(name: str, *, what: str) -> None:
         raise SpecError(f"{what} name {name!r} starts with a hyphen (lvm reads it as an option)", fix=_CHARSET_FIX)
     if name in (".", ".."):
         raise SpecError(f"{what} name {name!r} is not a valid lvm name", fix=_CHARSET_FIX)
-    if not _CHARACTERS.fullmatch(name):
+    if not re.fullmatch(_CHARACTERS, name):
         raise SpecError(f"{what} name {name!r} is not a valid lvm name (it has other characters)", fix=_CHARSET_FIX)
     if len(name) > NAME_MAX:
         raise SpecError(f"{what} name is {len(name)} characters, more than lvm's {NAME_MAX}", fix=_CHARSET_FIX)

@@ -39,8 +39,8 @@ _MULTIPLIERS: dict[str, int] = {
     "pib": PiB,
 }
 _DECIMAL_UNITS = {"kb", "mb", "gb", "tb", "pb"}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*([a-zA-Z]+)\s*$")
+_SIZE = r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$"  # compiled by re on first use, not at import
+_PERCENT = r"^\s*(\d+(?:\.\d+)?)\s*%\s*([a-zA-Z]+)\s*$"
 
 
 def parse_size(text: str, *, what: str = "size") -> int:
@@ -49,7 +49,7 @@ def parse_size(text: str, *, what: str = "size") -> int:
     A fractional result is rounded down to the byte. A bare number is refused:
     lvm reads it as MiB, other tools as bytes, and a guess here could cost a disk.
     """
-    match = _SIZE_RE.match(text)
+    match = re.match(_SIZE, text)
     if not match:
         raise SpecError(
             f"{what}: cannot read {text!r} as a size",
@@ -102,7 +102,7 @@ class Percent:
 
 def parse_percent(text: str, *, what: str, allowed: tuple[str, ...]) -> Percent | None:
     """Parse ``N%VG``/``N%FREE``; None when ``text`` is not a percentage at all."""
-    match = _PERCENT_RE.match(text)
+    match = re.match(_PERCENT, text)
     if not match:
         if "%" in text:
             raise SpecError(
@@ -164,7 +164,7 @@ def to_extents_down(size: int, extent_size: int) -> int:
     return size // extent_size
 
 
-_SPAN_PART = re.compile(r"(\d+)(sec|s|min|m|hr|h|d)")
+_SPAN_PART = r"(\d+)(sec|s|min|m|hr|h|d)"
 _SPAN_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 
 
@@ -173,7 +173,7 @@ def parse_span(text: str, *, what: str) -> int:
     (a bare number is seconds)."""
     if text.isdigit():
         return int(text)
-    parts = _SPAN_PART.findall(text)
+    parts = re.findall(_SPAN_PART, text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise SpecError(f"{what} {text!r} is not a time span", fix="give one such as 90s, 5min, 1h or 1h30min")
     return sum(int(number) * _SPAN_SECONDS[unit] for number, unit in parts)
