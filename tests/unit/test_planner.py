@@ -1,5 +1,4 @@
 import json
-from dataclasses import replace
 
 import pytest
 
@@ -7,6 +6,7 @@ from thinpool.core import planner, sizing
 from thinpool.core.lvm import commands
 from thinpool.core.model import DmDevice, LogicalVolume, Observed, PhysicalVolume
 from thinpool.core.plan import Plan, SavedPlanError, render_text
+from thinpool.core.record import replace
 from thinpool.core.safety import UnsafeDevice
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, KiB, MiB, Percent

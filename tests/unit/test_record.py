@@ -1,13 +1,15 @@
-"""@record behaves as @dataclass(frozen=True) (or @dataclass with frozen=False) does, without compiling code."""
+"""@record behaves as @dataclass(frozen=True) (or @dataclass with frozen=False) does, without compiling code or
+importing dataclasses."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import FrozenInstanceError, asdict, field, replace
+import subprocess
+import sys
+from typing import ClassVar
 
 import pytest
 
-from thinpool.core.record import record
+from thinpool.core.record import FrozenInstanceError, asdict, field, fields, record, replace
 
 
 @record
@@ -16,6 +18,19 @@ class Point:
     y: int = 0
     tags: tuple[str, ...] = field(default_factory=tuple)
     note: str = field(default="", compare=False, repr=False)
+
+
+@record
+class Line:
+    start: Point
+    points: tuple[Point, ...] = ()
+    named: dict[str, Point] = field(default_factory=dict)
+    KIND: ClassVar[str] = "line"  # not a field
+
+
+@record
+class Labelled(Point):
+    label: str = ""
 
 
 @record(frozen=False)
@@ -42,10 +57,27 @@ def test_a_record_is_built_compared_and_shown_as_a_frozen_dataclass() -> None:
 
 def test_the_dataclass_functions_work_on_a_record() -> None:
     point = Point(1, 2)
-    assert dataclasses.is_dataclass(point) and [f.name for f in dataclasses.fields(point)] == ["x", "y", "tags", "note"]
+    assert [spec.name for spec in fields(point)] == ["x", "y", "tags", "note"] and fields(Point) == fields(point)
     assert replace(point, y=5) == Point(1, 5) and asdict(point) == {"x": 1, "y": 2, "tags": (), "note": ""}
     assert Point.__match_args__ == ("x", "y", "tags", "note")
+    line = Line(Point(1), (Point(2),), {"a": Point(3)})
+    assert [spec.name for spec in fields(Line)] == ["start", "points", "named"] and Line.KIND == "line"
+    assert asdict(line) == {"start": asdict(Point(1)), "points": (asdict(Point(2)),), "named": {"a": asdict(Point(3))}}
+    assert Labelled(1, label="l") == Labelled(1, 0, (), "", "l") and Labelled(1) != Point(1)  # a subclass adds fields
+    with pytest.raises(ValueError, match="'total' is not set by __init__"):
+        replace(Counter("c"), total=3)
+    with pytest.raises(TypeError, match="is not a record"):
+        fields(object())
     assert Point.__doc__ == "Point(x, y, tags, note)" and Counter.__doc__ == "Counter(name, seen, total)"
+
+
+def test_thinpools_core_imports_neither_dataclasses_nor_inspect() -> None:
+    found = "print(sorted({'dataclasses', 'inspect'} & set(sys.modules)))"
+    code, baseline = f"import sys, thinpool.core.health, thinpool.app.watch; {found}", f"import sys; {found}"
+    if subprocess.run([sys.executable, "-c", baseline], capture_output=True, text=True, check=True).stdout != "[]\n":
+        pytest.skip("this interpreter's site already imports them")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == "[]\n", done.stderr
 
 
 def test_wrong_arguments_are_refused_as_python_refuses_them() -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from dataclasses import field
 from pathlib import Path
 
 from thinpool.app.context import Context
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed
-from thinpool.core.record import record
+from thinpool.core.record import field, record
 from thinpool.core.units import parse_span
 from thinpool.errors import ThinpoolError
 from thinpool.host import commands as host

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import field
 from pathlib import Path
 
-from thinpool.core.record import record
+from thinpool.core.record import field, record
 from thinpool.errors import ThinpoolError
 from thinpool.system.runner import Runner, SystemRunner
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from thinpool.core.model import Observed
 from thinpool.core.plan import Action, ActionKind, Check, Plan, problem_after
-from thinpool.core.record import record
+from thinpool.core.record import field, record
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe
 from thinpool.system.runner import Runner

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from thinpool.core.lvm import commands
 from thinpool.core.migrate import Inventory, MigrateRefused
 from thinpool.core.model import VolumeGroup
 from thinpool.core.plan import render_text
-from thinpool.core.record import record
+from thinpool.core.record import field, record, replace
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
 from thinpool.engines import docker

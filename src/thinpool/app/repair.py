@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from thinpool.app.context import Context
 from thinpool.core import backup, repair
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import LogicalVolume, VolumeGroup
-from thinpool.core.record import record
+from thinpool.core.record import field, record
 from thinpool.core.units import SECTOR
 from thinpool.system import observe
 

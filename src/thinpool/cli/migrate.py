@@ -76,7 +76,7 @@ def _chosen(args: argparse.Namespace) -> str:
 
 
 def _cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
-    from dataclasses import replace
+    from thinpool.core.record import replace
 
     from thinpool.app import migrate as use_case
 

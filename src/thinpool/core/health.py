@@ -7,14 +7,13 @@ of the pool's lvm profile; nothing runs a command.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, field, replace
 from typing import Any
 
 from thinpool.core import backup, sizing
 from thinpool.core.lvm import report
 from thinpool.core.lvm.commands import MANAGED_TAG
 from thinpool.core.model import Filesystem
-from thinpool.core.record import record
+from thinpool.core.record import asdict, field, record, replace
 from thinpool.core.units import MiB, ceil_div, format_size, lvm_size_arg, scale_decimal
 from thinpool.errors import ThinpoolError
 

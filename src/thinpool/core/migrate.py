@@ -26,12 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, field
 from typing import Any
 
 from thinpool.core import repair
 from thinpool.core.model import VolumeGroup
-from thinpool.core.record import record
+from thinpool.core.record import asdict, field, record
 from thinpool.core.units import ceil_div, format_size
 from thinpool.errors import ThinpoolError
 

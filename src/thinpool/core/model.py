@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import field
 from typing import TYPE_CHECKING
 
-from thinpool.core.record import record
+from thinpool.core.record import field, record
 from thinpool.core.units import MiB
 
 if TYPE_CHECKING:  # EngineState's parts, read only by the engines' commands: status does not import them

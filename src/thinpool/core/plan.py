@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import field
 from enum import Enum, StrEnum
 from typing import Any, Literal
 
 from thinpool.core.model import Observed
-from thinpool.core.record import record
+from thinpool.core.record import field, fields, record
 from thinpool.core.sizing import Layout
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
@@ -195,7 +194,7 @@ class PlanLayout:
     @classmethod
     def from_dict(cls, data: Any) -> PlanLayout:
         item = _mapping(data, "the layout")
-        values = {name: item.get(name) for name in cls.__dataclass_fields__}
+        values = {spec.name: item.get(spec.name) for spec in fields(cls)}
         wrong = [name for name, value in values.items() if type(value) is not int]
         if wrong:
             raise _invalid(f"layout field(s) {', '.join(wrong)} are not integers")

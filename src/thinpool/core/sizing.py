@@ -7,10 +7,9 @@ The facts behind each constant are in docs/sizing.md.
 
 from __future__ import annotations
 
-from dataclasses import field
 from math import lcm
 
-from thinpool.core.record import record
+from thinpool.core.record import field, record
 from thinpool.core.units import GiB, KiB, MiB, ceil_div, format_size, lvm_size_arg
 from thinpool.errors import DoesNotFit, SpecError
 

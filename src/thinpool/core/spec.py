@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
-from dataclasses import field
 from typing import Any
 from urllib.parse import urlsplit
 
 from thinpool.core import names, sizing
-from thinpool.core.record import record
+from thinpool.core.record import field, record
 from thinpool.core.units import GiB, MiB, Percent, format_size, parse_percent
 from thinpool.errors import SpecError
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import shlex
 import tomllib
-from dataclasses import asdict, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 from thinpool import engines
 from thinpool.core.lvm import commands, report
-from thinpool.core.record import record
+from thinpool.core.record import asdict, field, record
 from thinpool.core.units import format_size
 from thinpool.rehearse.images import rootfs_tar, write_oci_archive
 from thinpool.rehearse.vm import SHARE_MOUNT

@@ -22,12 +22,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import thinpool
-from thinpool.core.record import record
+from thinpool.core.record import field, record
 from thinpool.core.units import GiB, MiB, format_size
 from thinpool.errors import MissingTool, ThinpoolError
 from thinpool.rehearse import initramfs

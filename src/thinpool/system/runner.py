@@ -12,10 +12,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import field
 from typing import Protocol
 
-from thinpool.core.record import record
+from thinpool.core.record import field, record
 from thinpool.errors import CommandFailed, CommandNotRun, CommandTimedOut, MissingTool
 
 DEFAULT_TIMEOUT = 300
