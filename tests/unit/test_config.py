@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from thinpool.config import containerd_toml, daemon_json, fstab
-from thinpool.config.document import ConfigError, Problem, Source
-from thinpool.core.model import EngineState
+from thinpool.config.document import ConfigError, Problem
+from thinpool.core.model import EngineState, Source
 from thinpool.engines import docker_overlay2
 
 DAEMON = daemon_json.PATH

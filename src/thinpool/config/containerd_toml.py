@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from thinpool.config.document import ConfigError, Source, load
+from thinpool.config.document import ConfigError, load
+from thinpool.core.model import Source
 from thinpool.core.record import record
 
 PATH = "/etc/containerd/config.toml"

@@ -1,4 +1,5 @@
-"""What every config format shares: the file as it was read, and the typed ways it can be wrong."""
+"""What every config format shares: the typed ways a file can be wrong (the file as it was read is
+core.model's Source)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,8 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
+from thinpool.core.model import Source
 from thinpool.core.record import record
-
-ENCODING = "utf-8"
-# Bytes that are not UTF-8 survive a read and a write unchanged (a line thinpool does not own
-# must come back byte for byte).
-ERRORS = "surrogateescape"
 
 
 class Problem(StrEnum):
@@ -19,19 +16,6 @@ class Problem(StrEnum):
     UNREADABLE = "unreadable"
     INVALID = "invalid"
     WRONG_SHAPE = "wrong shape"
-
-
-@record
-class Source:
-    """A config file as observed: its text, or why there is none."""
-
-    path: str
-    text: str | None = None  # None: the file does not exist or could not be read
-    unreadable: str = ""  # the reason it could not be read
-
-    @property
-    def exists(self) -> bool:
-        return self.text is not None or bool(self.unreadable)
 
 
 @record

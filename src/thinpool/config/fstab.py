@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from thinpool.config.document import ConfigError, Problem, Source
+from thinpool.config.document import ConfigError, Problem
+from thinpool.core.model import Source
 from thinpool.core.record import record
 
 PATH = "/etc/fstab"

@@ -8,8 +8,12 @@ from thinpool.core.record import field, record
 from thinpool.core.units import MiB
 
 if TYPE_CHECKING:  # EngineState's parts, read only by the engines' commands: status does not import them
-    from thinpool.config.document import Source
     from thinpool.core.tls import Certificate, TlsFiles
+
+ENCODING = "utf-8"  # of every text file thinpool reads and writes
+# Bytes that are not UTF-8 survive a read and a write unchanged (a line thinpool does not own
+# must come back byte for byte).
+ERRORS = "surrogateescape"
 
 # pvcreate's default data alignment: the first extent starts 1 MiB into the device.
 DEFAULT_PE_START = 1 * MiB
@@ -161,6 +165,19 @@ class DmDevice:
 
 
 @record
+class Source:
+    """A config file as observed: its text, or why there is none."""
+
+    path: str
+    text: str | None = None  # None: the file does not exist or could not be read
+    unreadable: str = ""  # the reason it could not be read
+
+    @property
+    def exists(self) -> bool:
+        return self.text is not None or bool(self.unreadable)
+
+
+@record
 class EngineState:
     """What the engine adapters look at: config files, versions, the data root."""
 
@@ -184,14 +201,10 @@ class EngineState:
 
     def source(self, path: str) -> Source:
         """A config file as it was read, for the parsers in thinpool.config."""
-        from thinpool.config.document import Source
-
         return Source(path, self.files.get(path), self.unreadable.get(path, ""))
 
     def fingerprint(self) -> dict[str, object]:
         import hashlib  # only apply's journal needs it, not the watch commands
-
-        from thinpool.config.document import ENCODING, ERRORS
 
         return {
             path: hashlib.sha256(text.encode(ENCODING, ERRORS)).hexdigest()[:16]

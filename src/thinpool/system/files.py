@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from thinpool.config.document import ENCODING, ERRORS
+from thinpool.core.model import ENCODING, ERRORS
 from thinpool.errors import ThinpoolError
 
 
