@@ -105,6 +105,11 @@ class LogicalVolume:
         return self.name.startswith("[")
 
     @property
+    def held_open(self) -> bool:
+        """Something holds the LV open (lv_attr's sixth character is 'o')."""
+        return self.attr[5:6] == "o"
+
+    @property
     def bare_name(self) -> str:
         return self.name.strip("[]")
 

@@ -40,8 +40,8 @@ class Leftovers:
 
 
 def _unused_linear(lv: LogicalVolume) -> bool:
-    """Linear, visible, and not open by anyone (attr char 6 is 'o' while something holds it)."""
-    return lv.segtype == "linear" and not lv.hidden and len(lv.attr) > 5 and lv.attr[5] != "o"
+    """Linear, visible, and not open by anyone (a full lv_attr whose open character is not 'o')."""
+    return lv.segtype == "linear" and not lv.hidden and len(lv.attr) > 5 and not lv.held_open
 
 
 def find_leftovers(vg: VolumeGroup, pool: str) -> Leftovers:
@@ -71,11 +71,7 @@ def active_parts(pool: LogicalVolume, vg: VolumeGroup) -> tuple[LogicalVolume, .
     are deactivated, and ``lvchange -an POOL`` leaves them be. Seen with the pool inactive, and with the pool's
     mapping present without a table (state 'd') after a kill 0.4 s into lvcreate."""
     names = {f"{pool.bare_name}_tmeta", f"{pool.bare_name}_tdata"}
-    return tuple(lv for lv in vg.lvs if lv.hidden and lv.bare_name in names and lv.active and not _held_open(lv))
-
-
-def _held_open(lv: LogicalVolume) -> bool:
-    return len(lv.attr) > 5 and lv.attr[5] == "o"
+    return tuple(lv for lv in vg.lvs if lv.hidden and lv.bare_name in names and lv.active and not lv.held_open)
 
 
 def stray_dm_devices(vg: VolumeGroup, devices: tuple[DmDevice, ...]) -> tuple[DmDevice, ...]:
