@@ -55,7 +55,7 @@ def test_a_broken_or_unwritable_cache_only_costs_the_command(tmp_path: Path) -> 
 
 def _engine_host(root: Path, mounts: str) -> PoolSpec:
     (root / "proc/self").mkdir(parents=True)
-    (root / "proc/self/mounts").write_text(mounts)
+    (root / "proc/self/mountinfo").write_text(mounts)
     (root / "dev/mapper").mkdir(parents=True)
     (root / "dev/mapper/docker-docker--data").write_text("")
     return PoolSpec(engine="docker-overlay2-thin")
@@ -63,13 +63,13 @@ def _engine_host(root: Path, mounts: str) -> PoolSpec:
 
 def test_a_volume_mounted_on_the_data_root_is_not_probed(tmp_path: Path) -> None:
     """A converging apply reads the volume's filesystem from the kernel's mount table: no wipefs."""
-    spec = _engine_host(tmp_path, "/dev/mapper/docker-docker--data /var/lib/docker xfs rw,noatime 0 0\n")
+    spec = _engine_host(tmp_path, "30 1 253:4 / /var/lib/docker rw,noatime - xfs /dev/mapper/docker-docker--data rw\n")
     state = observe_engine.engine_state(ScriptedRunner(), spec, tmp_path)  # strict: any command fails the test
     assert (state.volume_filesystem, state.data_root_source) == ("xfs", "/dev/mapper/docker-docker--data")
 
 
 def test_a_volume_not_mounted_there_is_probed(tmp_path: Path) -> None:
-    spec = _engine_host(tmp_path, "/dev/vda1 / ext4 rw 0 0\n")
+    spec = _engine_host(tmp_path, "20 1 254:1 / / rw - ext4 /dev/vda1 rw\n")
     runner = ScriptedRunner()
     runner.expect(host.wipefs_probe("/dev/mapper/docker-docker--data"), stdout='{"signatures": [{"type": "xfs"}]}')
     state = observe_engine.engine_state(runner, spec, tmp_path)

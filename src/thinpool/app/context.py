@@ -6,10 +6,14 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from thinpool.core.record import field, record
 from thinpool.errors import ThinpoolError
 from thinpool.system.runner import Runner, SystemRunner
+
+if TYPE_CHECKING:
+    from thinpool.system.observe import StatVfs
 
 
 @record(frozen=False)
@@ -20,7 +24,7 @@ class Context:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time  # seconds since the epoch (backups' ages)
     euid: int = field(default_factory=os.geteuid)
-    statvfs: Callable[[str], os.statvfs_result] = os.statvfs  # mounted filesystems' sizes
+    statvfs: StatVfs = os.statvfs  # mounted filesystems' sizes
 
     def require_root(self, what: str) -> None:
         if self.euid != 0:

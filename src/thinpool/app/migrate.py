@@ -374,8 +374,8 @@ def rollback(ctx: Context, spec: PoolSpec) -> StepResult:
         ctx.runner.run(host.umount(data_root))
         done.done.append(f"unmounted {data_root}")
     group, _ = backups.pool_lv(ctx, spec.vg, spec.pool)
-    migrate.check_vg_unchanged(_shape_at_switch(folder), migrate.vg_shape(group, spec.engine_options.volume_name))
     volume = spec.engine_options.volume_name
+    migrate.check_vg_unchanged(_shape_at_switch(folder), migrate.vg_shape(group, volume))
     if any(lv.bare_name == volume and lv.pool_lv == spec.pool for lv in group.lvs):
         ctx.runner.run(commands.lvremove(spec.vg, volume), timeout=600)  # its device leaves the kernel too
         done.done.append(f"removed {spec.vg}/{volume}")

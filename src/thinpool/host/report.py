@@ -18,15 +18,15 @@ def parse_wipefs(text: str) -> tuple[str, ...]:
     return tuple(str(sig.get("type", "unknown")) for sig in json.loads(text).get("signatures", []))
 
 
-def parse_mountinfo(text: str) -> list[tuple[str, str, str]]:
-    """(MAJOR:MINOR, mount point, filesystem type) of each line of ``/proc/self/mountinfo`` (proc(5)), in mount
-    order: ``ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER-OPTIONS``."""
+def parse_mountinfo(text: str) -> list[tuple[str, str, str, str]]:
+    """(MAJOR:MINOR, mount point, filesystem type, source) of each line of ``/proc/self/mountinfo`` (proc(5)), in
+    mount order: ``ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER-OPTIONS``."""
     found = []
     for line in text.splitlines():
         before, dash, after = line.partition(" - ")
         fields, tail = before.split(), after.split()
-        if dash and len(fields) >= 6 and tail:
-            found.append((fields[2], _unescape(fields[4]), tail[0]))
+        if dash and len(fields) >= 6 and len(tail) >= 2:
+            found.append((fields[2], _unescape(fields[4]), tail[0], _unescape(tail[1])))
     return found
 
 

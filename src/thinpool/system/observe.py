@@ -175,12 +175,8 @@ def read_backups(folder: Path) -> list[backup.Backup]:
 def read_filesystems(root: Path = ROOT, statvfs: StatVfs = os.statvfs) -> dict[str, Filesystem]:
     """Mounted local filesystems by "MAJOR:MINOR", from the kernel's mount table with statvfs's sizes (as findmnt's
     SIZE and USED); one mounted in several places keeps its first mount point."""
-    try:
-        mounts = parse_mountinfo(under(root, "/proc/self/mountinfo").read_text())
-    except OSError:
-        return {}
     found: dict[str, Filesystem] = {}
-    for device, target, fstype in mounts:
+    for device, target, fstype, _ in _mount_table(root):
         if fstype not in LOCAL_FILESYSTEMS or device in found:
             continue
         try:
@@ -192,17 +188,21 @@ def read_filesystems(root: Path = ROOT, statvfs: StatVfs = os.statvfs) -> dict[s
     return found
 
 
+def _mount_table(root: Path) -> list[tuple[str, str, str, str]]:
+    """The kernel's mount table (host.report.parse_mountinfo's rows); [] when it cannot be read."""
+    try:
+        return parse_mountinfo(under(root, "/proc/self/mountinfo").read_text())
+    except OSError:
+        return []
+
+
 def mounted_at(mount_point: str, root: Path = ROOT) -> tuple[str, str]:
     """(source, filesystem type) of what is mounted on ``mount_point`` (the last mount wins), ("", "") when none."""
-    mounts = under(root, "/proc/self/mounts")
-    if not mounts.is_file():
-        return "", ""
     found = ("", "")
     wanted = mount_point.rstrip("/") or "/"
-    for line in mounts.read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 2 and fields[1] == wanted:
-            found = (fields[0], fields[2])
+    for _, target, fstype, source in _mount_table(root):
+        if target == wanted:
+            found = (source, fstype)
     return found
 
 
