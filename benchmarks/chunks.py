@@ -65,7 +65,7 @@ def run_in_vm(containers: int) -> dict[str, Any]:
             vm.run(
                 ["bash", "-c", FRESH_POOL.format(disk=disk, data=5 * GiB, chunk=chunk, metadata=64 * MiB)], timeout=600
             )
-            out = vm.python(str(GUEST), json.dumps({**SPEC, "chunk": chunk}), timeout=3600).stdout
+            out = vm.run_script(GUEST, json.dumps({**SPEC, "chunk": chunk}), timeout=3600).stdout
             measured = json.loads(out.strip().splitlines()[-1])
             vm.run(["bash", "-c", CLEAR.format(disk=disk)], timeout=300)
             measured["docker_per_minute"] = docker_rate(vm, chunk, containers)

@@ -56,7 +56,7 @@ def run_in_vm() -> dict[str, Any]:
                 started = time.monotonic()
                 vm.run(["bash", "-c", SETUP.format(data=f"{POOL_DATA}b", chunk=chunk)], timeout=600)
                 spec = {**workload, "chunk": chunk, "vg": "bench", "pool": "pool", "volume_gib": 10}
-                out = vm.python(str(guest), json.dumps(spec), timeout=1800).stdout
+                out = vm.run_script(guest, json.dumps(spec), timeout=1800).stdout
                 results.append({**json.loads(out.strip().splitlines()[-1]), "spec": spec})
                 print(
                     f"{workload['name']}, chunk {chunk // KiB} KiB: {time.monotonic() - started:.0f}s", file=sys.stderr

@@ -55,7 +55,7 @@ def measure(
     vm.run(["bash", "-c", SETUP.format(disk=disk, data=data, chunk=chunk, metadata=METADATA)], timeout=600)
     spec = {**workload, "chunk": chunk, "data": data, "vg": "bench", "pool": "pool",
             "checkpoints": checkpoints(devices, workload)}  # fmt: skip
-    out = vm.python(str(GUEST), json.dumps(spec), timeout=3600).stdout
+    out = vm.run_script(GUEST, json.dumps(spec), timeout=3600).stdout
     return {**json.loads(out.strip().splitlines()[-1]), "spec": spec}
 
 

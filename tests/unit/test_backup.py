@@ -26,7 +26,7 @@ from .test_health import _row
 from .test_health import report as status_report
 from .test_maintain import mount_table, pool_report
 
-DATA = Path(__file__).resolve().parents[3] / "shared/data/lvm-2.03.16"
+DATA = Path(__file__).resolve().parents[1] / "fixtures/lvm-2.03.16"
 NOW = 1_800_000_000
 TPOOL = "docker-thinpool-tpool"
 TMETA = "/dev/mapper/docker-thinpool_tmeta"
@@ -260,6 +260,23 @@ def test_lvms_transaction_id_is_changed_in_the_pools_segment_only() -> None:
     assert edited.index("transaction_id = 4") < edited.index("other {")  # the other pool keeps its id
     with pytest.raises(repair.RepairRefused, match="0 transaction_id = 2 lines"):
         repair.set_transaction_id(VG_TEXT, "thinpool", 2, 4)
+
+
+def test_the_superblock_line_gets_the_pools_data_blocks_and_keeps_every_other_byte() -> None:
+    live = b'<superblock uuid="" time="0" transaction="1" version="2" data_block_size="1024" nr_data_blocks="0">\n'
+    assert repair.superblock_with_data_blocks(live, 6680) == live.replace(b'"0">', b'"6680">')
+    without = b'<superblock uuid="" transaction="1" data_block_size="128">\r\n'
+    assert (
+        repair.superblock_with_data_blocks(without, 9) == b'<superblock uuid="" transaction="1" '
+        b'data_block_size="128" nr_data_blocks="9">\r\n'
+    )
+    empty = b'<superblock transaction="0" data_block_size="128"/>\n'
+    assert (
+        repair.superblock_with_data_blocks(empty, 3) == b'<superblock transaction="0" data_block_size="128" '
+        b'nr_data_blocks="3"/>\n'
+    )
+    with pytest.raises(repair.RepairRefused, match="superblock"):
+        repair.superblock_with_data_blocks(b"<?xml garbage\n", 3)
 
 
 def test_the_backup_restored_is_the_newest_that_maps_every_thin_volume() -> None:

@@ -1,4 +1,5 @@
 import gzip
+import lzma
 from pathlib import Path
 
 import pytest
@@ -6,7 +7,12 @@ import pytest
 from thinpool.errors import MissingTool
 from thinpool.rehearse import initramfs
 
-LAUNCH = initramfs.GuestLaunch(Path("/opt/stage2.sh"), "share", "/mnt/share", ("/mnt/share", "a b"))
+
+def _launch(tmp_path: Path, **options: bool) -> initramfs.GuestLaunch:
+    (tmp_path / "stage2.sh").write_text("#!/bin/bash\n")
+    (tmp_path / "agent.py").write_text("print()\n")
+    return initramfs.GuestLaunch(tmp_path / "stage2.sh", "share", "/mnt/share", ("/mnt/share", "a b"),
+                                 agent=tmp_path / "agent.py", **options)  # fmt: skip
 
 
 def _modules(tmp_path: Path) -> Path:
@@ -64,17 +70,54 @@ def _read_cpio(data: bytes) -> dict[str, tuple[int, bytes]]:
         offset = data_start + size + (-size % 4)
 
 
-def test_initramfs_is_a_valid_newc_archive(tmp_path: Path) -> None:
+def _needs_busybox() -> None:
     try:
         initramfs.find_busybox()
     except MissingTool:
         pytest.skip("busybox is not installed")
-    target = initramfs.build(_modules(tmp_path), LAUNCH, tmp_path / "initrd.gz")
+
+
+def test_initramfs_is_a_valid_newc_archive(tmp_path: Path) -> None:
+    _needs_busybox()
+    target = initramfs.build(_modules(tmp_path), _launch(tmp_path), tmp_path / "initrd.gz")
     entries = _read_cpio(gzip.decompress(target.read_bytes()))
     assert entries["dev/console"][0] == 0o020600
     assert entries["bin/busybox"][0] == 0o100755
+    assert entries["stage2.sh"][1] == b"#!/bin/bash\n" and entries["agent.py"][1] == b"print()\n"
     init_mode, init = entries["init"]
     assert init_mode == 0o100755
     script = init.decode()
-    assert "mount -t 9p -o ro," in script and "switch_root /newroot /bin/bash /opt/stage2.sh /mnt/share 'a b'" in script
+    assert "mount -t 9p -o ro," in script and "mount -t tmpfs -o mode=0755 tmpfs /rw" in script
+    assert "cp /stage2.sh /agent.py /newroot/.thinpool-vm/" in script
+    assert "switch_root /newroot /bin/bash /.thinpool-vm/stage2.sh /mnt/share 'a b'" in script
     assert script.index("insmod /modules/virtio.ko") < script.index("insmod /modules/virtio_pci.ko")
+    assert initramfs.AGENT_UNIT not in entries
+
+
+def test_compressed_modules_are_stored_plain(tmp_path: Path) -> None:
+    _needs_busybox()
+    tree = _modules(tmp_path)
+    plain = (tree / "kernel/9p.ko").read_bytes()
+    (tree / "kernel/9p.ko.xz").write_bytes(lzma.compress(plain))
+    (tree / "kernel/9p.ko").unlink()
+    (tree / "modules.dep").write_text((tree / "modules.dep").read_text().replace("9p.ko:", "9p.ko.xz:"))
+    entries = _read_cpio(gzip.decompress(initramfs.build(tree, _launch(tmp_path), tmp_path / "i.gz").read_bytes()))
+    assert entries["modules/9p.ko"][1] == plain
+    assert "insmod /modules/9p.ko\n" in entries["init"][1].decode()
+
+
+def test_a_systemd_boot_keeps_root_changes_on_the_state_disk_and_runs_the_agent_as_a_unit(tmp_path: Path) -> None:
+    _needs_busybox()
+    tree = _modules(tmp_path)
+    for name in ("virtio_scsi", "sd_mod", "ext4", "crc32c_generic"):
+        (tree / "kernel" / f"{name}.ko").write_bytes(name.encode())
+        with (tree / "modules.dep").open("a") as dep:
+            dep.write(f"kernel/{name}.ko:\n")
+    launch = _launch(tmp_path, systemd=True, state_disk=True)
+    entries = _read_cpio(gzip.decompress(initramfs.build(tree, launch, tmp_path / "i.gz").read_bytes()))
+    script = entries["init"][1].decode()
+    assert "mount -t ext4 /dev/sda /rw" in script and "tmpfs /rw" not in script
+    assert script.index("insmod /modules/crc32c_generic.ko") < script.index("mount -t ext4")
+    assert script.rstrip().endswith("exec /bin/busybox switch_root /newroot /lib/systemd/systemd")
+    unit = entries[initramfs.AGENT_UNIT][1].decode()
+    assert "ExecStart=/bin/bash /.thinpool-vm/stage2.sh /mnt/share 'a b'" in unit

@@ -1,29 +1,39 @@
-"""One rehearsal VM per test session, shared by every test marked ``vm``; reset between tests.
+"""The VM tier: one VM per release for the whole session, shared by every test marked ``vm``; reset between tests.
 
-The VM needs qemu, lvm2, busybox and a kernel package (``python -m thinpool.rehearse.deps
---install`` installs them). Without them the tests skip, unless THINPOOL_REQUIRE_VM=1
-(set by CI), where a missing piece is a failure.
+Every VM test names the releases it runs on (``@pytest.mark.releases("debian-12", "debian-13")``), and runs
+once per release, its id ending in ``[debian-12]`` or ``[debian-13]``. The guest boots that release's own
+root (``thinpool.rehearse.guest``: built with mmdebstrap into /var/cache/thinpool/guests once) and runs
+thinpool from the Debian package that packaging/build-deb makes from this checkout, installed by dpkg at
+boot on the release's python3: nothing installed on the host reaches a guest. ``THINPOOL_RELEASES``
+(comma-separated) narrows the releases run. Without qemu, mmdebstrap or root the tests skip, unless
+THINPOOL_REQUIRE_VM=1 (set by CI), where a missing piece is a failure.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from thinpool import __version__
 from thinpool.app.context import system_context
 from thinpool.core.units import GiB, MiB
 from thinpool.errors import ThinpoolError
-from thinpool.rehearse import deps
+from thinpool.rehearse import deps, guest
 from thinpool.rehearse.images import rootfs_tar, write_oci_archive
-from thinpool.rehearse.kernel import obtain_debian_kernel
 from thinpool.rehearse.vm import SHARE_MOUNT, VM, VMConfig
 
 CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB, the classic recipe's disk
 # /dev/vda, /dev/vdb: 4 GiB; /dev/vdc: 2 GiB; /dev/vdd: the classic disk; /dev/vde: 1 GiB
 DISKS = (4 * GiB, 4 * GiB, 2 * GiB, CLASSIC_DISK, 1 * GiB)
 DEVICES = ("/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde")
+REPO = Path(__file__).resolve().parents[2]
+RELEASES_ENV = "THINPOOL_RELEASES"
+MATRIX_ENV = "THINPOOL_MATRIX"
 
 RESET = r"""
 # Engines first: stop the daemons, unmount what they mounted, forget their state and configs.
@@ -59,18 +69,91 @@ def unavailable(reason: str) -> None:
     pytest.skip(f"no rehearsal VM: {reason}")
 
 
+def selected_releases() -> list[str]:
+    wanted = os.environ.get(RELEASES_ENV, "")
+    names = [name.strip() for name in wanted.split(",") if name.strip()] or list(guest.RELEASES)
+    for name in names:
+        guest.release_named(name)  # an unknown name is refused here, not silently run as nothing
+    return names
+
+
+def full_matrix() -> bool:
+    """THINPOOL_MATRIX=full runs every test on every release it names; the default (CI's) runs a test
+    marked ``releases(..., ci=NAME)`` on NAME only."""
+    return os.environ.get(MATRIX_ENV, "ci") == "full"
+
+
+def releases_of(item: pytest.Item) -> tuple[str, ...]:
+    """The releases the closest ``releases`` marker names (a parameter's own marker comes first)."""
+    marker = item.get_closest_marker("releases")
+    if marker is None or not marker.args:
+        raise pytest.UsageError(f"{item.nodeid}: a VM test names its releases "
+                                "(@pytest.mark.releases('debian-12', 'debian-13'))")  # fmt: skip
+    ci = marker.kwargs.get("ci")
+    names = tuple(marker.args) if full_matrix() or ci is None else (ci,)
+    for name in (*marker.args, *names):
+        guest.release_named(name)
+    return names
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each VM test once per selected release; pytest_collection_modifyitems keeps those it names."""
+    if "release" in metafunc.fixturenames:
+        metafunc.parametrize("release", selected_releases(), indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        release = callspec.params.get("release") if callspec is not None else None
+        if release is None:
+            kept.append(item)
+        else:
+            (kept if release in releases_of(item) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
-def vm_session() -> Iterator[VM]:
+def release(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="session")
+def thinpool_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Debian package packaging/build-deb makes from this checkout, built once a session."""
+    out = tmp_path_factory.mktemp("deb")
+    subprocess.run([str(REPO / "packaging/build-deb"), "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    return out / f"thinpool_{__version__}_all.deb"
+
+
+def guest_root(name: str) -> guest.GuestRoot:
+    """The release's cached root, built when missing; unavailable (a failure in CI) when it cannot be."""
     if os.geteuid() != 0:
         unavailable("the VM's lvm runs as root; run the tests as root")
     try:
         deps.require()
-        kernel = obtain_debian_kernel(system_context().runner)
+        return guest.obtain(guest.release_named(name), system_context().runner, print)
     except ThinpoolError as error:
         unavailable(str(error))
-    machine = VM(VMConfig(disk_sizes=DISKS, kernel=kernel, write_budget=6 * GiB, lifetime=3000))
+        raise
+
+
+def boot(name: str, deb: Path, disk_sizes: tuple[int, ...] = DISKS, **options: Any) -> VM:
+    """A VM on the release's root with this checkout's package installed; the caller closes it."""
+    root = guest_root(name)
+    machine = VM(VMConfig(disk_sizes=disk_sizes, kernel=root.kernel, guest=root, packages=(deb,), **options))
     machine.start()
-    print(f"\nrehearsal VM booted in {machine.boot_seconds:.1f}s")
+    return machine
+
+
+@pytest.fixture(scope="session")
+def vm_session(release: str, thinpool_deb: Path) -> Iterator[VM]:
+    machine = boot(release, thinpool_deb, write_budget=6 * GiB, lifetime=3600)
+    print(f"\n{release} VM booted in {machine.boot_seconds:.1f}s")
     try:
         yield machine
     finally:
@@ -84,10 +167,8 @@ def vm(vm_session: VM) -> VM:
     return vm_session
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def images(vm_session: VM) -> Iterator[dict[str, str]]:
-    if deps.missing(engines=True):
-        unavailable(f"the engine tests need {', '.join(sorted(deps.missing(engines=True)))}")
     (vm_session.share / "tiny-rootfs.tar").write_bytes(rootfs_tar())
     write_oci_archive(vm_session.share / "tiny-oci.tar", "docker.io/library/tiny:1")
     yield {"rootfs": f"{SHARE_MOUNT}/tiny-rootfs.tar", "oci": f"{SHARE_MOUNT}/tiny-oci.tar"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from thinpool.core.lvm import commands, report
@@ -62,7 +61,7 @@ wrappers=/tmp/step-wrappers
 rm -rf "$wrappers"; mkdir -p "$wrappers"
 printf '#!/bin/sh\ntouch %s/started\nexec %s "$@"\n' "$wrappers" "$(command -v "$command")" > "$wrappers/$command"
 chmod +x "$wrappers/$command"
-PATH="$wrappers:$PATH" setsid "$0" -m thinpool "$@" > /tmp/interrupted.log 2>&1 &
+PATH="$wrappers:$PATH" setsid "$@" > /tmp/interrupted.log 2>&1 &
 leader=$!
 while kill -0 "$leader" 2>/dev/null && [ ! -e "$wrappers/started" ]; do sleep 0.01; done
 sleep "$delay"
@@ -74,5 +73,6 @@ echo "exit $?"
 
 def kill_at_command(vm: VM, command: str, delay: float, *args: str) -> None:
     """``thinpool ARGS`` SIGKILLed (with what it runs) ``delay`` seconds after it starts ``command``."""
-    killed = vm.run(["bash", "-c", KILL_AT_COMMAND, sys.executable, command, str(delay), *args], timeout=300)
+    killed = vm.run(["bash", "-c", KILL_AT_COMMAND, "kill-at", command, str(delay), *vm.thinpool_argv, *args],
+                    timeout=300)  # fmt: skip
     assert killed.stdout.strip() == "exit 137", vm.run(["cat", "/tmp/interrupted.log"]).stdout  # died by SIGKILL

@@ -1,20 +1,19 @@
-"""The Ansible module run by real ansible-playbook (connection local) inside the VM."""
+"""The Ansible collection, built by packaging/build-collection, installed by the release's own ansible-galaxy and
+run by its ansible-playbook (connection local) inside the VM, on the release's /usr/bin/python3."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
+from thinpool.system.runner import Completed
 
-from .conftest import unavailable
-
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 REPO = Path(__file__).parents[2]
 
 PLAYBOOK = """
@@ -53,25 +52,42 @@ PLAYBOOK = """
       register: removed_again
     - name: Keep what each step said
       ansible.builtin.copy:
-        dest: {share}/ansible-results.json
+        dest: {share}/site-results.json
         content: "{{{{ dict(planned=planned, after_check=after_check.stdout, made=made, again=again,
                    refused=refused, removed=removed, removed_again=removed_again) | to_json }}}}"
 """
 
 
+GALAXY, PLAYBOOK_CLI = "/usr/bin/ansible-galaxy", "/usr/bin/ansible-playbook"  # the release's ansible-core
+BARE = ["env", "-u", "PYTHONPATH", "LC_ALL=C.UTF-8", "LANG=C.UTF-8", "ANSIBLE_HOME=/tmp/ansible-home",
+        "ANSIBLE_LOCAL_TEMP=/tmp/ansible-local", "ANSIBLE_COLLECTIONS_PATH=/tmp/collections"]  # fmt: skip
+
+
+def _install_collection(vm: VM) -> None:
+    built = subprocess.run([str(REPO / "packaging/build-collection"), "--out", str(vm.share)], capture_output=True,
+                           text=True, check=True).stdout.strip()  # fmt: skip
+    try:
+        vm.run([*BARE, GALAXY, "collection", "install", "--force", f"{SHARE_MOUNT}/{Path(built).name}",
+                "-p", "/tmp/collections"], timeout=300)  # fmt: skip
+    finally:
+        (vm.share / Path(built).name).unlink()
+
+
+def _playbook(vm: VM, name: str, text: str) -> tuple[Completed, dict[str, Any]]:
+    (vm.share / f"{name}.yml").write_text(text)
+    done = vm.run([*BARE, PLAYBOOK_CLI, "-i", "localhost,", f"{SHARE_MOUNT}/{name}.yml"], check=False, timeout=900)
+    results = vm.share / f"{name}-results.json"
+    found = json.loads(results.read_text()) if results.exists() else {}
+    for path in (vm.share / f"{name}.yml", results):
+        path.unlink(missing_ok=True)
+    return done, found
+
+
 def test_ansible_playbook_present_check_idempotent_refused_absent(vm: VM) -> None:
-    playbook_cli = Path(sys.executable).parent / "ansible-playbook"
-    if not playbook_cli.exists() and shutil.which("ansible-playbook") is None:
-        unavailable("ansible-core is not installed (pip install -e '.[test]')")
-    (vm.share / "site.yml").write_text(PLAYBOOK.format(python=sys.executable, share=SHARE_MOUNT))
+    _install_collection(vm)
     vm.run(["mkfs.ext4", "-q", "-F", "/dev/vde"])
-    env = {"ANSIBLE_COLLECTIONS_PATH": str(REPO), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8",
-           "ANSIBLE_LOCAL_TEMP": "/tmp/ansible-local", "ANSIBLE_HOME": "/tmp/ansible-home"}  # fmt: skip
-    done = vm.run([str(playbook_cli), "-i", "localhost,", f"{SHARE_MOUNT}/site.yml"], env=env, check=False, timeout=900)
+    done, results = _playbook(vm, "site", PLAYBOOK.format(python=vm.python_path, share=SHARE_MOUNT))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((vm.share / "ansible-results.json").read_text())
-    for name in ("site.yml", "ansible-results.json"):
-        (vm.share / name).unlink()
     planned = results["planned"]
     assert planned["changed"] and planned["result"] == {}
     assert [action["kind"] for action in planned["plan"]["actions"]][:2] == ["physical-volume", "volume-group"]
@@ -110,35 +126,24 @@ BARE_PLAYBOOK = """
         dest: {share}/bare-results.json
         content: "{{{{ dict(made=made, again=again, without_tomlkit=without_tomlkit) | to_json }}}}"
 """
-HIDDEN_TOMLKIT = ("/usr/lib/python3/dist-packages/tomlkit", "/tmp/tomlkit.hidden")  # in the guest's overlay only
+# In the guest's overlay only: Debian's tomlkit, and the thinpool package the VM installed at boot.
+HIDDEN = (("/usr/lib/python3/dist-packages/tomlkit", "/tmp/tomlkit.hidden"),
+          ("/usr/lib/python3/dist-packages/thinpool", "/tmp/thinpool.hidden"))  # fmt: skip
 
 
 def test_the_built_collection_runs_on_a_target_with_only_debians_python(vm: VM) -> None:
-    """ansible-galaxy builds and installs it; the module runs on /usr/bin/python3 with nothing pip-installed."""
-    galaxy = Path(sys.executable).parent / "ansible-galaxy"
-    playbook_cli = Path(sys.executable).parent / "ansible-playbook"
-    if not galaxy.exists():
-        unavailable("ansible-core is not installed (pip install -e '.[test]')")
-    built = subprocess.run([str(REPO / "packaging/build-collection"), "--out", str(vm.share)], capture_output=True,
-                           text=True, check=True).stdout.strip()  # fmt: skip
-    tarball = f"{SHARE_MOUNT}/{Path(built).name}"
-    bare = ["env", "-u", "PYTHONPATH", "LC_ALL=C.UTF-8", "LANG=C.UTF-8", "ANSIBLE_HOME=/tmp/ansible-home",
-            "ANSIBLE_LOCAL_TEMP=/tmp/ansible-local", "ANSIBLE_COLLECTIONS_PATH=/tmp/collections"]  # fmt: skip
-    nothing = vm.run([*bare, "/usr/bin/python3", "-c", "import thinpool"], check=False)
-    assert "No module named 'thinpool'" in nothing.stderr  # the target has no thinpool library of its own
-    vm.run([*bare, str(galaxy), "collection", "install", tarball, "-p", "/tmp/collections"], timeout=300)
-    (vm.share / "bare.yml").write_text(BARE_PLAYBOOK.format(share=SHARE_MOUNT))
-    vm.run(["mv", *HIDDEN_TOMLKIT])
+    """The module runs on /usr/bin/python3 with nothing pip-installed and no thinpool library of its own."""
+    _install_collection(vm)
+    for hidden in HIDDEN:
+        vm.run(["mv", *hidden])
     try:
-        done = vm.run([*bare, str(playbook_cli), "-i", "localhost,", f"{SHARE_MOUNT}/bare.yml"], check=False,
-                      timeout=900)  # fmt: skip
+        nothing = vm.run([*BARE, "/usr/bin/python3", "-c", "import thinpool"], check=False)
+        assert "No module named 'thinpool'" in nothing.stderr  # the target has no thinpool library of its own
+        done, results = _playbook(vm, "bare", BARE_PLAYBOOK.format(share=SHARE_MOUNT))
     finally:
-        vm.run(["mv", *reversed(HIDDEN_TOMLKIT)])
-        (vm.share / Path(built).name).unlink()
+        for hidden in HIDDEN:
+            vm.run(["mv", *reversed(hidden)])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((vm.share / "bare-results.json").read_text())
-    for name in ("bare.yml", "bare-results.json"):
-        (vm.share / name).unlink()
     assert results["made"]["changed"] and results["made"]["result"]["ok"] and results["made"]["engine_changed"]
     assert results["again"]["changed"] is False  # the second run reports no change
     refused = results["without_tomlkit"]

@@ -18,7 +18,7 @@ from thinpool.system import observe
 from .conftest import CLASSIC_DISK, DEVICES, DISKS
 from .helpers import lvs, thinpool_json, vg_row
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 SIZES = dict(zip(DEVICES, DISKS, strict=True))
 
 

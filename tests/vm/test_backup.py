@@ -12,7 +12,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import pool_with_files, thinpool_json
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 TPOOL = "docker-thinpool-tpool"
 
@@ -34,12 +34,15 @@ def _lv_field(vm: VM, lv: str, field: str) -> str:
 def _restores(vm: VM, made: dict[str, Any]) -> str:
     """The backup restored into a new LV the size of the pool's metadata, checked, and dumped again
     (thin tools open with O_DIRECT, which the guest's tmpfs refuses: the target is a real device).
-    The pool's size comes from the manifest: a live dump's superblock says nr_data_blocks="0"."""
+    The pool's size comes from the manifest: a live dump's superblock says nr_data_blocks="0", and
+    thin-provisioning-tools 1.x needs the real size in that line (the README's way, for both versions)."""
     dump = f"{made['folder']}/{made['files']['metadata']}"
     size = _lv_field(vm, "docker/thinpool", "lv_metadata_size")
+    blocks = made["nr_data_blocks"]
     script = (
-        f"zcat {dump} > /tmp/backup.xml && lvcreate -q -y -L {size}b -n restored docker && "
-        f"thin_restore -q --nr-data-blocks {made['nr_data_blocks']} -i /tmp/backup.xml -o /dev/docker/restored && "
+        f'zcat {dump} | sed \'1s/nr_data_blocks="[0-9]*"/nr_data_blocks="{blocks}"/\' > /tmp/backup.xml && '
+        f"lvcreate -q -y -L {size}b -n restored docker && "
+        f"thin_restore -q --nr-data-blocks {blocks} -i /tmp/backup.xml -o /dev/docker/restored && "
         "thin_check -q /dev/docker/restored && thin_dump /dev/docker/restored > /tmp/again.xml && "
         "sed -i 's/ nr_data_blocks=\"[0-9]*\"//' /tmp/backup.xml /tmp/again.xml && cmp /tmp/backup.xml /tmp/again.xml; "
         "status=$?; lvremove -q -y docker/restored; rm -f /tmp/backup.xml /tmp/again.xml; exit $status"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
@@ -13,7 +12,7 @@ from thinpool.rehearse.vm import SHARE_MOUNT, VM
 from .helpers import thinpool_json
 from .test_apply import host_plan
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 
 def _sha(vm: VM, path: str) -> str:
@@ -67,6 +66,7 @@ def test_containerd_settings_of_the_same_pool_are_not_overwritten(vm: VM) -> Non
     assert _sha(vm, "/etc/containerd/config.toml") == before and _no_pv(vm)
 
 
+@pytest.mark.releases("debian-12")
 def test_a_symlinked_daemon_json_keeps_its_link_and_its_target_is_written(vm: VM) -> None:
     vm.run(["bash", "-c", "mkdir -p /etc/docker /srv/config && echo '{\"log-driver\": \"journald\"}' > "
                           "/srv/config/daemon.json && ln -s /srv/config/daemon.json /etc/docker/daemon.json"])  # fmt: skip
@@ -82,6 +82,6 @@ def test_a_symlinked_daemon_json_keeps_its_link_and_its_target_is_written(vm: VM
 @pytest.mark.parametrize("device", ["vda", "../dev/vda", "-vvv"])
 def test_a_relative_or_option_like_device_never_reaches_a_command(vm: VM, device: str) -> None:
     before = vm.run(["bash", "-c", "head -c 1048576 /dev/vda | sha256sum"]).stdout
-    done = vm.run(["bash", "-c", f"cd /dev && {sys.executable} -m thinpool apply --yes -- {device}"], check=False)
+    done = vm.run(["bash", "-c", f"cd /dev && {' '.join(vm.thinpool_argv)} apply --yes -- {device}"], check=False)
     assert done.returncode == 1 and "not an absolute device path" in done.stderr and "fix:" in done.stderr
     assert vm.run(["bash", "-c", "head -c 1048576 /dev/vda | sha256sum"]).stdout == before and _no_pv(vm)

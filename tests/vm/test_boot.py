@@ -10,7 +10,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import lvs, thinpool_json
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 
 def test_activate_brings_back_pool_volume_and_monitoring_after_a_reboot_like_deactivation(vm: VM) -> None:

@@ -10,7 +10,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import DOCKERD, NO_UDEV, lvs, start_daemon, thinpool_json
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 WRITE_64_MIB = "dd if=/dev/urandom of=/data bs=1M count=64 2>/dev/null && sync"
 MiB = 1024 * 1024
@@ -36,6 +36,7 @@ def _converged(vm: VM, *args: str) -> bool:
     return result["changed"] is False
 
 
+@pytest.mark.releases("debian-12")
 def test_docker_devicemapper_runs_a_container_on_the_pool(vm: VM, images: dict[str, str]) -> None:
     args = ("--engine", "docker-devicemapper", *NO_UDEV, "/dev/vda")
     code, result, err = thinpool_json(vm, "apply", "--yes", *args)
@@ -97,6 +98,7 @@ def _sha(vm: VM, path: str) -> str:
     return vm.run(["sha256sum", path]).stdout
 
 
+@pytest.mark.releases("debian-12")
 def test_broken_daemon_json_is_refused_and_nothing_is_touched(vm: VM) -> None:
     vm.run(["bash", "-c", 'mkdir -p /etc/docker && printf \'{"log-driver": "journald",\\n\' > /etc/docker/daemon.json'])
     before = _sha(vm, "/etc/docker/daemon.json")

@@ -9,7 +9,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import lvs, thinpool_json, vg_row
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 
 def test_grow_onto_a_second_disk(vm: VM) -> None:

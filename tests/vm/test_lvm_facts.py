@@ -11,7 +11,7 @@ from thinpool.rehearse.vm import VM
 from .conftest import DEVICES, DISKS
 from .helpers import lvs, vg_row
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 
 def test_pv_extents_match_the_planner_model(vm: VM) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import lvs, thinpool_json, vg_row
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 DATA_ROOT = "/var/lib/docker"  # where overlay2-thin mounts its volume (the VM's reset unmounts it)
 
@@ -74,7 +73,7 @@ def _timed_write(vm: VM, device: str, seek_mib: int) -> tuple[int, float]:
         "'oflag=direct', 'status=none'], stderr=subprocess.DEVNULL).returncode; "
         "print(code, time.monotonic() - start)"
     )
-    code, seconds = vm.run([sys.executable, "-c", script], timeout=180).stdout.split()
+    code, seconds = vm.python("-c", script, timeout=180).stdout.split()
     return int(code), float(seconds)
 
 

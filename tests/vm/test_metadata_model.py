@@ -13,7 +13,7 @@ from thinpool.core import sizing
 from thinpool.core.units import GiB, KiB, MiB
 from thinpool.rehearse.vm import VM
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 GUEST = Path(__file__).parents[2] / "benchmarks/guest_workload.py"
 SPEC = {"name": "test", "base_mib": 48, "layers": 2, "layer_mib": 12, "containers": 6, "writes": 40,
         "churn_rounds": 1, "vg": "bench", "pool": "pool", "volume_gib": 4}  # fmt: skip
@@ -24,7 +24,7 @@ def test_model_never_below_measured_metadata(vm: VM, chunk: int) -> None:
     vm.run(["bash", "-c", "pvcreate -q /dev/vdb && vgcreate -q bench /dev/vdb && lvcreate -q -y --type thin-pool "
             f"-n pool -L 1g --chunksize {chunk}b --poolmetadatasize 64m --zero n bench"])  # fmt: skip
     spec = {**SPEC, "chunk": chunk}
-    phases = json.loads(vm.python(str(GUEST), json.dumps(spec), timeout=900).stdout.splitlines()[-1])["phases"]
+    phases = json.loads(vm.run_script(GUEST, json.dumps(spec), timeout=900).stdout.splitlines()[-1])["phases"]
     assert [phase["thin_devices"] for phase in phases] == [1, 1, 3, 9, 9]
     for index, phase in enumerate(phases):
         measured = phase["metadata_used"] - reserve(phase["metadata_total"])

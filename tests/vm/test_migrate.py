@@ -11,7 +11,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import DOCKERD, NO_UDEV, kill_at_command, lvs, start_daemon, thinpool_json
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12")]
 
 TO = ("migrate", "--to", "docker-overlay2-thin", "--staging", "/srv/staging", "--yes")
 # (a zombie dockerd does not count: the guest's agent reaps only between requests)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from thinpool.rehearse.vm import SHARE_MOUNT, VM
 from ..monitoring import RULES, thinpool_metric_names
 from .helpers import thinpool_json, vg_row
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 POOL = "vg2/small"
 GET = (
@@ -83,7 +82,7 @@ def test_node_exporter_serves_the_textfile_the_running_writer_keeps_fresh(vm: VM
     assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
     prom = "/tmp/textfile/thinpool.prom"
     vm.run(["mkdir", "-p", "/tmp/textfile"])
-    writer = vm.start_background([sys.executable, "-m", "thinpool", "metrics", "--textfile", prom, "--every", "2s",
+    writer = vm.start_background([*vm.thinpool_argv, "metrics", "--textfile", prom, "--every", "2s",
                                   "docker/thinpool"])  # fmt: skip
     exporter = vm.start_background(["prometheus-node-exporter", "--web.listen-address=127.0.0.1:9100",
                                     "--collector.disable-defaults", "--collector.textfile",
@@ -117,7 +116,7 @@ def test_prometheus_fires_the_usage_and_forecast_alerts_while_a_pool_fills(vm: V
     vm.run(["lvcreate", "-q", "-V", "1g", "-T", POOL, "-n", "vol"])
     (vm.share / "rules.yml").write_text(_test_rules())
     (vm.share / "prometheus.yml").write_text(PROMETHEUS_CONFIG)
-    exporter = vm.start_background([sys.executable, "-m", "thinpool", "metrics", "--listen", "127.0.0.1:9720", POOL])
+    exporter = vm.start_background([*vm.thinpool_argv, "metrics", "--listen", "127.0.0.1:9720", POOL])
     server = vm.start_background(["prometheus", f"--config.file={SHARE_MOUNT}/prometheus.yml",
                                   "--storage.tsdb.path=/tmp/prometheus", "--web.listen-address=127.0.0.1:9090"])  # fmt: skip
     try:

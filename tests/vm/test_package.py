@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,11 +14,9 @@ from thinpool.rehearse.vm import SHARE_MOUNT, VM
 
 from .helpers import lvs
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
-ROOT = Path(__file__).resolve().parents[2]
 DEB = f"thinpool_{__version__}_all.deb"
-# The guest's agent runs this checkout (PYTHONPATH): the packaged command must not see it.
 PACKAGED = ["env", "-u", "PYTHONPATH", "-u", "PYTHONHOME"]
 SCRAPE = (
     "import sys, time, urllib.request\n"
@@ -31,10 +28,10 @@ SCRAPE = (
 
 @pytest.fixture
 def deb(vm: VM) -> Iterator[str]:
-    subprocess.run([str(ROOT / "packaging/build-deb"), "--out", str(vm.share)], check=True, stdout=subprocess.DEVNULL)
-    yield f"{SHARE_MOUNT}/{DEB}"
-    vm.run(["dpkg", "-r", "thinpool"], check=False)
-    (vm.share / DEB).unlink(missing_ok=True)
+    """The package the VM installed at boot (from this checkout's packaging/build-deb); installed again after."""
+    path = f"{SHARE_MOUNT}/{DEB}"
+    yield path
+    vm.run(["dpkg", "-i", path], timeout=300)  # the rest of the session runs the packaged thinpool
 
 
 def _packaged(vm: VM, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -42,10 +39,14 @@ def _packaged(vm: VM, *args: str, check: bool = True) -> subprocess.CompletedPro
     return subprocess.CompletedProcess(args, done.returncode, done.stdout, done.stderr)
 
 
-def test_dpkg_installs_it_the_packaged_thinpool_applies_a_pool_and_removal_leaves_the_pool(vm: VM, deb: str) -> None:
-    vm.run(["dpkg", "-i", deb], timeout=300)  # dependencies are Debian's packages, already there
+def test_dpkg_installs_it_the_packaged_thinpool_applies_a_pool_and_removal_leaves_the_pool(
+    vm: VM, deb: str, release: str
+) -> None:
+    status = vm.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", "thinpool"]).stdout
+    assert status == f"install ok installed {__version__}"  # dpkg installed it at boot, its dependencies met
+    python = {"debian-12": "3.11", "debian-13": "3.13"}[release]
     where = _packaged(vm, "/usr/bin/python3", "-c", "import sys, thinpool; print(thinpool.__file__, sys.version)")
-    assert where.stdout.startswith("/usr/lib/python3/dist-packages/thinpool/__init__.py 3.11")
+    assert where.stdout.startswith(f"/usr/lib/python3/dist-packages/thinpool/__init__.py {python}")
     assert _packaged(vm, "thinpool", "--version").stdout.strip() == f"thinpool {__version__}"
     plan = json.loads(_packaged(vm, "thinpool", "plan", "--disk-size", "744GiB", "--json").stdout)
     assert plan["layout"]["spare_extents"] == plan["layout"]["metadata_extents"]

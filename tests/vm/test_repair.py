@@ -11,7 +11,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import kill_at_command, lvs, pool_with_files, thinpool_json
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 SWAP = ["lvconvert", "-q", "-y", "--thinpool", "docker/thinpool", "--poolmetadata", "docker/other"]
 CHECKSUMS = "cd /mnt/vol && sha256sum file1 file2 file3"

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from thinpool.app.context import system_context
 from thinpool.core.units import GiB, MiB
-from thinpool.rehearse.kernel import obtain_debian_kernel
 from thinpool.rehearse.vm import VM, VMConfig, VMError
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-13")]
 
 
 def _leftovers() -> tuple[list[str], list[Path]]:
@@ -30,7 +28,8 @@ def test_a_command_timeout_answers_124_and_the_vm_lives_on(vm_session: VM) -> No
 
 def test_boot_timeout_leaves_nothing_behind(vm_session: VM) -> None:
     before = _leftovers()
-    machine = VM(VMConfig(disk_sizes=[GiB], kernel=vm_session.config.kernel, boot_timeout=0.5))
+    machine = VM(VMConfig(disk_sizes=[GiB], kernel=vm_session.config.kernel, guest=vm_session.config.guest,
+                          boot_timeout=0.5))  # fmt: skip
     with pytest.raises(VMError, match="took longer than"):
         machine.start()
     assert _leftovers() == before
@@ -38,8 +37,8 @@ def test_boot_timeout_leaves_nothing_behind(vm_session: VM) -> None:
 
 def test_write_budget_kills_a_runaway_guest(vm_session: VM) -> None:
     before = _leftovers()
-    kernel = obtain_debian_kernel(system_context().runner)
-    machine = VM(VMConfig(disk_sizes=[4 * GiB], kernel=kernel, write_budget=48 * MiB))
+    machine = VM(VMConfig(disk_sizes=[4 * GiB], kernel=vm_session.config.kernel, guest=vm_session.config.guest,
+                          write_budget=48 * MiB))  # fmt: skip
     machine.start()
     try:
         with pytest.raises(VMError, match="over the 48 MiB budget"):

@@ -17,7 +17,7 @@ from thinpool.rehearse.vm import SHARE_MOUNT, VM
 from ..monitoring import thinpool_metric_names
 from .helpers import lvs, thinpool_json, vg_row
 
-pytestmark = pytest.mark.vm
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 GiB = 1024**3
 
 
@@ -136,6 +136,7 @@ def test_a_pool_on_a_loop_device_is_found_and_moved(vm: VM) -> None:
         vm.run(["bash", "-c", "vgremove -ff -y vgloop; losetup -d /dev/loop0; rm -f /tmp/loop.img"], check=False)
 
 
+@pytest.mark.releases("debian-12")
 def test_engine_findings_are_fixed_by_engine_configure(vm: VM) -> None:
     apply(vm, "--engine", "docker-devicemapper", "/dev/vda")
     configs = {

@@ -123,13 +123,15 @@ def _restore(ctx: Context, group: VolumeGroup, lv: LogicalVolume, chosen: backup
     else:
         ctx.runner.run(commands.lvcreate_linear(vg, target, lv.metadata_size, tag=repair.RESTORE_TAG))
     xml = scratch / (".restore.xml" + backup.PARTIAL_SUFFIX)
+    data_blocks = lv.size // lv.chunk_size
     with gzip.open(backups.folder_for(ctx, vg, pool) / chosen.files[0], "rb") as packed, xml.open("wb") as plain:
+        plain.write(repair.superblock_with_data_blocks(packed.readline(), data_blocks))
         shutil.copyfileobj(packed, plain, 1024 * 1024)
     device = f"/dev/{vg}/{target}"
     try:
         transaction_id = lv.transaction_id if lv.transaction_id is not None else chosen.transaction_id
         ctx.runner.run(commands.thin_restore(str(xml), device, transaction_id=transaction_id,
-                                             data_blocks=lv.size // lv.chunk_size), timeout=3600)  # fmt: skip
+                                             data_blocks=data_blocks), timeout=3600)  # fmt: skip
     finally:
         xml.unlink(missing_ok=True)
     ctx.runner.run(commands.thin_check(device))

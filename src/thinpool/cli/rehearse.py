@@ -26,7 +26,10 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         epilog="examples:\n  thinpool rehearse --disk-size 744GiB\n"
         "  thinpool rehearse --disk-size 100GiB --disk-size 100GiB --chunk-size 1m\n"
         "  thinpool rehearse --install-deps --disk-size 20GiB --engine docker-overlay2-thin\n"
-        "  thinpool rehearse /dev/sdb --engine containerd-devmapper   (sdb's size; this host's config.toml)",
+        "  thinpool rehearse /dev/sdb --engine containerd-devmapper   (sdb's size; this host's config.toml)\n"
+        "  thinpool rehearse --release debian-13 --disk-size 20GiB --engine docker-overlay2-thin\n"
+        "      (on Debian 13's own kernel, lvm2, thin-provisioning-tools, engines and python3, whatever this host\n"
+        "       runs; its root is built once with mmdebstrap into /var/cache/thinpool/guests)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_spec_options(parser)
@@ -43,6 +46,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--install-deps",
         action="store_true",
         help="apt-get install qemu, lvm2, busybox ... if missing (needs root and apt)",
+    )
+    vm.add_argument(
+        "--release",
+        choices=sorted(_releases()),
+        help="rehearse on a pinned Debian release's own root instead of this host's programs: "
+        + "; ".join(f"{name}: {text}" for name, text in sorted(_releases().items())),
     )
     vm.add_argument("--kernel", metavar="VMLINUZ", help="boot this kernel instead of Debian's package "
                     "(e.g. the host's /boot/vmlinuz-VERSION; needs --modules-root)")  # fmt: skip
@@ -65,6 +74,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=_cmd_rehearse)
 
 
+def _releases() -> dict[str, str]:
+    from thinpool.rehearse.guest import RELEASES
+
+    return {name: release.description.partition(": ")[2] for name, release in RELEASES.items()}
+
+
 def _cmd_rehearse(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.rehearse.run import Rehearsal, rehearse
 
@@ -73,6 +88,12 @@ def _cmd_rehearse(args: argparse.Namespace, ctx: Context) -> int:
         raise ThinpoolError(
             "rehearse takes either DEVICEs (their sizes and this host's engine files are replicated) or --disk-size",
             fix="e.g. thinpool rehearse --disk-size 744GiB, or thinpool rehearse /dev/sdb",
+        )
+    if args.release and (args.devices or args.kernel):
+        raise ThinpoolError(
+            "--release boots that release's own kernel and files: it rehearses --disk-size plans, not this host's "
+            "DEVICEs (whose engine files it would not see) or another --kernel",
+            fix=f"thinpool rehearse --release {args.release} --disk-size SIZE",
         )
     request = Rehearsal(
         spec=replace(spec, devices=()),
@@ -83,6 +104,7 @@ def _cmd_rehearse(args: argparse.Namespace, ctx: Context) -> int:
         kernel=Path(args.kernel) if args.kernel else None,
         modules_root=Path(args.modules_root),
         timeout=args.timeout,
+        release=args.release,
         write_budget=parse_size(args.write_budget, what="--write-budget"),
     )
 

@@ -21,6 +21,7 @@ Three states, measured in the VM (lvm2 2.03.16, thin-provisioning-tools 0.9, ker
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 
 from thinpool.core.backup import Backup, DumpSummary, age_order
@@ -105,10 +106,30 @@ def choose_backup(backups: Iterable[Backup], thin_volumes: Mapping[str, int], ch
     )
 
 
+_NR_DATA_BLOCKS = re.compile(rb'nr_data_blocks="[0-9]*"')
+
+
 def next_meta_name(pool: str, taken: Iterable[str]) -> str:
     """Where a swapped-out original is kept: POOL_metaN, as lvconvert --repair names it."""
     names = set(taken)
     return next(f"{pool}_meta{n}" for n in range(len(names) + 1) if f"{pool}_meta{n}" not in names)
+
+
+def superblock_with_data_blocks(line: bytes, data_blocks: int) -> bytes:
+    """thin_dump's first line, its superblock, with nr_data_blocks set to the pool's size in blocks now.
+
+    thin_dump of a metadata snapshot writes nr_data_blocks="0". thin-provisioning-tools 0.9's thin_restore
+    takes --nr-data-blocks before it maps a block; 1.x sizes its data space map from this line and applies
+    --nr-data-blocks only at the end, so every mapping is "block out of bounds" (exit 64)."""
+    if not line.lstrip().startswith(b"<superblock"):
+        raise RepairRefused("the backup's metadata does not start with thin_dump's <superblock> line",
+                            fix="choose another backup with --from-backup (thinpool backup --list)")  # fmt: skip
+    attribute = f'nr_data_blocks="{data_blocks}"'.encode()
+    changed, count = _NR_DATA_BLOCKS.subn(attribute, line, count=1)
+    if count:
+        return changed
+    head, closing, tail = line.rpartition(b">")
+    return head.rstrip(b"/") + b" " + attribute + (b"/>" if head.endswith(b"/") else closing) + tail
 
 
 def set_transaction_id(vg_text: str, pool: str, old: int, new: int) -> str:

@@ -4,8 +4,9 @@ Protocol (all files in the 9p share, written atomically by rename):
   req/<id>.json  {"argv": [...], "timeout": s, "input": str|null, "env": {...}, "background": bool}
   res/<id>.json  {"returncode": n, "stdout": str, "stderr": str, "seconds": f}
   ready          written once the guest can take requests
-A request with argv ["poweroff"] syncs and powers the VM off.
-Standard library only: it runs on the host's interpreter inside the guest.
+A request with argv ["poweroff"] syncs and powers the VM off: at once when the agent is PID 1, through
+systemd's shutdown when it runs as a unit.
+Standard library only: it runs on the guest's interpreter (the release's python3, or the host's).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def _reap_orphans() -> None:
 
 def _power_off() -> None:
     os.sync()
+    if os.getpid() != 1:
+        subprocess.run(["systemctl", "poweroff", "--no-block"], check=False)
+        return
     Path("/proc/sysrq-trigger").write_text("o")
     time.sleep(60)
 
@@ -87,6 +91,7 @@ def serve(share: Path) -> None:
             path.unlink()
             if request["argv"] == ["poweroff"]:
                 _power_off()
+                continue
             result = _execute(request, logs, request_id)
             temporary = responses / f".{request_id}.tmp"
             temporary.write_text(json.dumps(result))

@@ -14,9 +14,12 @@ from thinpool.errors import MissingTool
 from thinpool.host import commands
 from thinpool.system.runner import Runner
 
-# program -> Debian package. The guest runs the host's own binaries over 9p.
+# program -> Debian package. On this host's root the guest runs the host's own binaries over 9p; a
+# pinned release's root (--release) is built with mmdebstrap and keeps its state disk on ext4.
 VM_TOOLS = {
     "qemu-system-x86_64": "qemu-system-x86",
+    "mmdebstrap": "mmdebstrap",
+    "mkfs.ext4": "e2fsprogs",
     "busybox": "busybox-static",
     "depmod": "kmod",
     "modprobe": "kmod",

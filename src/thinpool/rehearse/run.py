@@ -39,6 +39,7 @@ class Rehearsal:
     modules_root: Path = Path("/")
     timeout: int = 900
     write_budget: int = 0
+    release: str | None = None  # a pinned release's root (rehearse.guest); None: this host's own programs
 
 
 Say = Callable[[str], None]
@@ -50,6 +51,14 @@ def _kernel(ctx: Context, request: Rehearsal) -> Any:
     if request.kernel:
         return kernel.kernel_from_paths(request.kernel, request.modules_root)
     return kernel.obtain_debian_kernel(ctx.runner)
+
+
+def _guest(ctx: Context, request: Rehearsal, say: Say) -> Any:
+    if request.release is None:
+        return None
+    from thinpool.rehearse import guest
+
+    return guest.obtain(guest.release_named(request.release), ctx.runner, lambda text: say("== " + text))
 
 
 def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
@@ -69,17 +78,21 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
         say(f"== plan for {len(sizes)} blank disk(s): {', '.join(format_size(size) for size in sizes)}")
     names = [disk_device(index) for index in range(len(sizes))]
     say(render_text(plan))
-    engine = request.spec.engine
+    host_engines = request.spec.engine != NO_ENGINE and request.release is None  # else the release's own
     if request.install_deps:
-        deps.install(ctx.runner, engines=engine != NO_ENGINE)
-    deps.require(engines=engine != NO_ENGINE)
-    kernel = _kernel(ctx, request)
+        deps.install(ctx.runner, engines=host_engines)
+    deps.require(engines=host_engines)
+    root = _guest(ctx, request, say)
+    kernel = root.kernel if root else _kernel(ctx, request)
     mode = "KVM" if kvm_usable() else "TCG emulation"
-    say(f"== booting a throwaway VM ({mode}, kernel {kernel.version}) ...")
-    config = VMConfig(disk_sizes=sizes, kernel=kernel, lifetime=request.timeout, write_budget=request.write_budget)
+    on = f"{root.release.description}, " if root else ""
+    say(f"== booting a throwaway VM ({mode}, {on}kernel {kernel.version}) ...")
+    config = VMConfig(disk_sizes=sizes, kernel=kernel, lifetime=request.timeout, write_budget=request.write_budget,
+                      guest=root)  # fmt: skip
     with VM(config) as vm:
         say(f"   ready in {vm.boot_seconds:.1f}s")
         found = _rehearse_inside(request, say, vm, plan.to_json(), [*request.spec_argv, *names])
+        found["release"] = request.release  # null: this host's own kernel, lvm2 and engines
         found["boot_seconds"] = round(vm.boot_seconds, 1)
         found["disk_bytes_written"] = vm.disk_bytes_written()
     assert plan.layout is not None

@@ -1,6 +1,10 @@
 """A throwaway qemu VM with real device-mapper, booted from a Debian kernel, for rehearsals and tests.
 
-The guest sees the host's root read-only (under a tmpfs overlay) and N sparse disks.
+The guest sees a root read-only under an overlay, and N sparse disks. The root is a pinned
+release's (``rehearse.guest``: its own kernel, lvm2, engines and python3, thinpool installed from
+its Debian package at boot) or this host's own (its kernel package unpacked, this checkout run by
+the host's interpreter). The guest runs the agent as PID 1, or boots the root's systemd with the
+agent as a unit; with a state disk, what the guest writes to its root outlives a reboot.
 Guarantees: a hard deadline, a write budget on the disk files (a runaway guest can never
 fill the host's disk), qemu killed with its whole process group and reaped whatever
 happens, disk files deleted on the way out.
@@ -30,6 +34,7 @@ from thinpool.core.record import field, record
 from thinpool.core.units import GiB, MiB, format_size
 from thinpool.errors import MissingTool, ThinpoolError
 from thinpool.rehearse import initramfs
+from thinpool.rehearse.guest import GuestRoot
 from thinpool.rehearse.kernel import Kernel
 from thinpool.system.runner import Completed
 
@@ -37,6 +42,7 @@ log = logging.getLogger("thinpool.vm")
 QEMU = "qemu-system-x86_64"
 SHARE_MOUNT = "/mnt/thinpool-share"
 DISK_SERIAL_PREFIX = "tp-disk"
+STATE_DISK_SIZE = 4 * GiB  # sparse: holds what the guest writes to its root, when kept across reboots
 _PR_SET_PDEATHSIG = 1
 
 
@@ -79,6 +85,10 @@ class VMConfig:
     write_budget: int = 4 * GiB
     workdir_parent: Path | None = None
     extra_append: str = ""
+    guest: GuestRoot | None = None  # a pinned release's root; None: this host's own root
+    systemd: bool = False  # boot the root's systemd (the agent runs as a unit)
+    keep_root_changes: bool = False  # a state disk keeps what the guest writes to its root across reboots
+    packages: tuple[Path, ...] = ()  # .deb files dpkg installs in the guest at every boot
 
 
 @record(frozen=False)
@@ -102,6 +112,11 @@ class VM:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def root(self) -> Path:
+        """The folder the guest boots as its root: the pinned release's, or this host's."""
+        return self.config.guest.path if self.config.guest else Path("/")
 
     @property
     def devices(self) -> list[str]:
@@ -139,22 +154,54 @@ class VM:
             with disk.open("wb") as handle:
                 handle.truncate(size)
             self.disks.append(disk)
+        if self.config.keep_root_changes:
+            self._make_state_disk()
+        for package in self.config.packages:
+            shutil.copyfile(package, self.share / package.name)
+        if self._thinpool_from_share:
+            shutil.copytree(Path(thinpool.__file__).resolve().parent, self.share / "lib" / "thinpool",
+                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        self._launch()
+        self._install_packages()  # once: a reboot keeps them with the rest of the root's changes
+
+    def _make_state_disk(self) -> None:
+        state = self.workdir / "root-state.img"
+        with state.open("wb") as handle:
+            handle.truncate(STATE_DISK_SIZE)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", str(state)], check=True, capture_output=True)
+
+    @property
+    def _thinpool_from_share(self) -> bool:
+        """On a release's root without thinpool's package, this thinpool runs from the share on its python3."""
+        return self.config.guest is not None and not self.config.packages
+
+    def _launch_arguments(self) -> tuple[str, ...]:
+        guest = self.config.guest
+        if guest is not None:
+            pythonpath = f"{SHARE_MOUNT}/lib" if self._thinpool_from_share else ""
+            return (SHARE_MOUNT, "", guest.python, pythonpath, "systemd" if self.config.systemd else "pid1")
+        return (SHARE_MOUNT, str(self.config.kernel.modules_root), sys.executable,
+                str(Path(thinpool.__file__).resolve().parent.parent), "pid1")  # fmt: skip
+
+    def _launch(self) -> None:
+        """Start qemu on the disks made and wait for the agent."""
         launch = initramfs.GuestLaunch(
             stage2=Path(__file__).with_name("stage2.sh"),
             share_tag="share",
             share_mount=SHARE_MOUNT,
-            arguments=(
-                SHARE_MOUNT,
-                str(self.config.kernel.modules_root),
-                sys.executable,
-                str(Path(thinpool.__file__).resolve().parent.parent),
-            ),
+            arguments=self._launch_arguments(),
+            agent=Path(__file__).with_name("agent.py"),
+            systemd=self.config.systemd,
+            state_disk=self.config.keep_root_changes,
         )
-        initrd = initramfs.build(self.config.kernel.modules_dir, launch, self.workdir / "initrd.gz")
+        initrd = initramfs.build(self.config.kernel.modules_dir, launch, self.workdir / "initrd.gz", self.root)
         argv = self._qemu_argv(initrd)
         log.info("boot: %s", " ".join(argv))
         started = time.monotonic()
-        serial = (self.workdir / "serial.log").open("wb")
+        serial = (self.workdir / "serial.log").open("ab")
+        self._stop_reason = ""
+        self._closing.clear()
+        (self.share / "ready").unlink(missing_ok=True)
         self._proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=serial, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent,
@@ -165,6 +212,39 @@ class VM:
         self.boot_seconds = time.monotonic() - started
         log.info("VM ready after %.1fs", self.boot_seconds)
 
+    def _install_packages(self) -> None:
+        if not self.config.packages:
+            return
+        names = [f"{SHARE_MOUNT}/{package.name}" for package in self.config.packages]
+        done = self.run(["dpkg", "-i", *names], check=False, timeout=600)
+        if not done.ok:
+            raise VMError(f"dpkg could not install {', '.join(names)} in the guest: {done.stderr.strip()}",
+                          fix="the package's dependencies must be in the guest root (rehearse.guest)")  # fmt: skip
+
+    def reboot(self) -> float:
+        """Shut the guest down cleanly and boot it again on the same disks; returns the new boot's seconds."""
+        if not self.config.keep_root_changes:
+            raise VMError("this VM keeps no root changes across a reboot", fix="VMConfig(keep_root_changes=True)")
+        self.power_off()
+        self._launch()
+        return self.boot_seconds
+
+    def power_off(self, timeout: float = 120) -> None:
+        """Ask the guest to power off (systemd shuts down its units first) and wait for qemu to exit."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        request = self.share / "req" / "999999.json"
+        request.write_text(json.dumps({"argv": ["poweroff"]}))
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill(f"the guest did not power off within {timeout:.0f}s")
+            proc.wait()
+        self._closing.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
+
     def _qemu_argv(self, initrd: Path) -> list[str]:
         accel = ["-accel", "kvm", "-cpu", "host"] if kvm_usable() else ["-accel", "tcg", "-cpu", "max"]
         append = "console=ttyS0 panic=-1 quiet loglevel=3 softlockup_panic=1 " + self.config.extra_append
@@ -172,7 +252,7 @@ class VM:
             QEMU, *accel, "-smp", str(self.config.cpus), "-m", str(self.config.memory_mib),
             "-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
             "-kernel", str(self.config.kernel.vmlinuz), "-initrd", str(initrd), "-append", append.strip(),
-            "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
+            "-fsdev", f"local,id=root,path={self.root},security_model=none,readonly=on,multidevs=remap",
             "-device", "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
             "-fsdev", f"local,id=share,path={self.share},security_model=none",
             "-device", "virtio-9p-pci,fsdev=share,mount_tag=share",
@@ -183,12 +263,17 @@ class VM:
                 "-drive", f"file={disk},if=none,id=d{index},format=raw,cache=unsafe,discard=unmap,detect-zeroes=unmap",
                 "-device", f"virtio-blk-pci,drive=d{index},serial={DISK_SERIAL_PREFIX}{index}",
             ]  # fmt: skip
+        if self.config.keep_root_changes:
+            argv += [
+                "-drive", f"file={self.workdir / 'root-state.img'},if=none,id=state,format=raw,cache=unsafe",
+                "-device", "virtio-scsi-pci,id=scsi", "-device", "scsi-hd,drive=state,bus=scsi.0",
+            ]  # fmt: skip
         return argv
 
     def disk_bytes_written(self) -> int:
-        """Host bytes the sparse disk files really occupy now."""
+        """Host bytes the sparse disk files (the state disk's included) really occupy now."""
         total = 0
-        for disk in self.disks:
+        for disk in [*self.disks, self.workdir / "root-state.img"]:
             with contextlib.suppress(FileNotFoundError):
                 total += disk.stat().st_blocks * 512
         return total
@@ -277,12 +362,29 @@ class VM:
         result = self._request({"argv": list(argv), "background": True, "env": env or {}}, 60)
         return int(result["stdout"])
 
+    @property
+    def python_path(self) -> str:
+        """The guest's interpreter: the release's python3, or (on this host's root) the host's own."""
+        return self.config.guest.python if self.config.guest else sys.executable
+
+    @property
+    def thinpool_argv(self) -> tuple[str, ...]:
+        """thinpool in the guest: the installed package, or this thinpool run by the guest's interpreter."""
+        return ("/usr/bin/thinpool",) if self.config.packages else (self.python_path, "-m", "thinpool")
+
     def python(self, *args: str, **kwargs: Any) -> Completed:
-        """Run the host's interpreter (and thus this checkout of thinpool) in the guest."""
-        return self.run([sys.executable, *args], **kwargs)
+        """Run the guest's interpreter."""
+        return self.run([self.python_path, *args], **kwargs)
 
     def thinpool(self, *args: str, **kwargs: Any) -> Completed:
-        return self.python("-m", "thinpool", *args, **kwargs)
+        return self.run([*self.thinpool_argv, *args], **kwargs)
+
+    def run_script(self, script: Path, *args: str, **kwargs: Any) -> Completed:
+        """Run a Python file of this host's (a benchmark's guest side) on the guest's interpreter: it is
+        copied into the share first, since a release's root does not hold this checkout."""
+        (self.share / "scripts").mkdir(exist_ok=True)
+        shutil.copyfile(script, self.share / "scripts" / script.name)
+        return self.python(f"{SHARE_MOUNT}/scripts/{script.name}", *args, **kwargs)
 
     def close(self) -> None:
         """Power off (politely, then by force), reap qemu, delete the disks and the workdir."""

@@ -211,8 +211,9 @@ def thin_check(device: str) -> Argv:
 
 
 def thin_restore(source: str, device: str, *, transaction_id: int, data_blocks: int) -> Argv:
-    """Metadata from a thin_dump XML onto ``device``, with lvm's transaction id and the pool's size now."""
-    return ("thin_restore", "-q", "-i", source, "-o", device,
+    """Metadata from a thin_dump XML onto ``device``, with lvm's transaction id and the pool's size now.
+    Not ``-q``: 1.x then says nothing of why it failed (every failure is exit 64)."""
+    return ("thin_restore", "-i", source, "-o", device,
             "--transaction-id", str(transaction_id), "--nr-data-blocks", str(data_blocks))  # fmt: skip
 
 
