@@ -167,10 +167,15 @@ def vm(vm_session: VM) -> VM:
     return vm_session
 
 
+def tiny_images(machine: VM) -> dict[str, str]:
+    """A busybox root (for docker import) and an OCI archive (for ctr) in ``machine``'s share."""
+    (machine.share / "tiny-rootfs.tar").write_bytes(rootfs_tar())
+    write_oci_archive(machine.share / "tiny-oci.tar", "docker.io/library/tiny:1")
+    return {"rootfs": f"{SHARE_MOUNT}/tiny-rootfs.tar", "oci": f"{SHARE_MOUNT}/tiny-oci.tar"}
+
+
 @pytest.fixture
 def images(vm_session: VM) -> Iterator[dict[str, str]]:
-    (vm_session.share / "tiny-rootfs.tar").write_bytes(rootfs_tar())
-    write_oci_archive(vm_session.share / "tiny-oci.tar", "docker.io/library/tiny:1")
-    yield {"rootfs": f"{SHARE_MOUNT}/tiny-rootfs.tar", "oci": f"{SHARE_MOUNT}/tiny-oci.tar"}
+    yield tiny_images(vm_session)
     for name in ("tiny-rootfs.tar", "tiny-oci.tar"):
         (vm_session.share / name).unlink(missing_ok=True)

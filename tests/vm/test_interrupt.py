@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from thinpool.core import planner
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB
-from thinpool.rehearse.vm import VM
+from thinpool.rehearse.vm import SHARE_MOUNT, VM
 from thinpool.system import observe
 
 from .helpers import kill_at_command, lvs, thinpool_json, vg_row
@@ -118,7 +119,9 @@ def test_parts_active_beside_a_pool_mapped_without_a_table_are_deactivated(vm: V
 
 
 def test_pv_marked_used_by_a_killed_vgcreate_is_labelled_again(vm: VM) -> None:
-    vm.run(["bash", "-c", f"gzip -dc {MARKED_USED_HEAD} | dd of=/dev/vda bs=8192 conv=fsync status=none"])
+    shutil.copyfile(MARKED_USED_HEAD, vm.share / MARKED_USED_HEAD.name)  # the guest sees the share, not the checkout
+    head = f"{SHARE_MOUNT}/{MARKED_USED_HEAD.name}"
+    vm.run(["bash", "-c", f"gzip -dc {head} | dd of=/dev/vda bs=8192 conv=fsync status=none"])
     assert _pv_row(vm, "/dev/vda") == ["[unknown]", "u--"]  # lvm: "marked in use but no VG was found"
     code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
     assert code == 0, err

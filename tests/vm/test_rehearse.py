@@ -69,11 +69,14 @@ def test_rehearse_starts_the_engine_on_the_rehearsed_pool(engine: str, driver: s
     assert set(_qemu_processes()) <= before
 
 
-def test_rehearse_text_says_each_thing_once() -> None:
-    _needs(engines=True)
-    done = _rehearse("--disk-size", "20GiB", "--engine", "docker-overlay2-thin")
+def test_rehearse_on_a_pinned_release_says_each_thing_once() -> None:
+    """--release debian-13: that release's own kernel, lvm2 and Docker 26, this thinpool on its python3."""
+    _needs(engines=False)
+    done = _rehearse("--release", "debian-13", "--disk-size", "20GiB", "--engine", "docker-overlay2-thin")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     out = done.stdout
+    assert "Debian 13: lvm2 2.03.31" in out and "kernel 6.12." in out
+    assert "(dockerd 26." in out  # the release's Docker ran the container, not this host's
     assert out.count("thinpool plan for docker/thinpool") == 1
     assert out.count("create thin-pool docker/thinpool") == 2  # in the plan, then once as a step done
     assert "[1/" not in out + done.stderr  # no progress lines repeating the steps

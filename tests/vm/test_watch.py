@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import time
 from decimal import Decimal
 from typing import Any
@@ -42,7 +41,8 @@ def run_fix(vm: VM, fix: str, **replace: str) -> None:
         fix = fix.replace(old, new)
     if fix.startswith("thinpool "):
         asks = fix.split()[1] in ("apply", "grow", "destroy", "engine") and "--yes" not in fix.split()
-        fix = f"{sys.executable} -m {fix}" + (" --yes" if asks else "")  # those ask before they change disks
+        command = " ".join(vm.thinpool_argv)
+        fix = f"{command} {fix.removeprefix('thinpool ')}" + (" --yes" if asks else "")  # those ask before changing
     vm.run(["bash", "-c", fix], timeout=300)
 
 
@@ -173,7 +173,7 @@ def test_metrics_textfile_and_endpoint_parse(vm: VM) -> None:
     pool = lvs(vm, "docker")["thinpool"]
     assert samples["thinpool_up"] == 1 and samples["thinpool_data_size_bytes"] == pool.size
     assert samples["thinpool_monitored"] == 1 and samples["thinpool_autoextend_steps_available"] >= 1
-    pid = vm.start_background([sys.executable, "-m", "thinpool", "metrics", "--listen", "127.0.0.1:9720"])
+    pid = vm.start_background([*vm.thinpool_argv, "metrics", "--listen", "127.0.0.1:9720"])
     scrape = ("import urllib.request,sys,time\nfor _ in range(100):\n try:\n  sys.stdout.write(urllib.request.urlopen("
               "'http://127.0.0.1:9720/metrics').read().decode()); break\n except OSError: time.sleep(0.2)")  # fmt: skip
     try:

@@ -170,7 +170,15 @@ def _restore_backup(
         chosen = _chosen_backup(ctx, lv, ids, from_backup)
     except repair.RepairRefused as refused:
         if state.state == repair.DAMAGED:
-            raise
+            lvm_said = next((item for item in done.ran if item.startswith("lvconvert --repair")), "")
+            raise repair.RepairRefused(
+                f"{done.vg}/{done.pool}'s metadata is still damaged after {lvm_said or 'lvm repair'} ({state.reason}), "
+                "and no backup maps its thin volumes",
+                fix="the pool stays inactive, its metadata as it was (thin-provisioning-tools 1.x's thin_repair finds "
+                "nothing to rebuild from when the mapping trees are gone; 0.9's made empty metadata). Copy the "
+                f"metadata aside (lvchange -ay {done.vg}/{done.pool}_tmeta; dd) before anything else; "
+                + refused.fix,
+            ) from refused
         done.warnings.append(f"{refused.problem}; fix: {refused.fix}")
         return state
     done.restored_from = chosen

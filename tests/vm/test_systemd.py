@@ -1,0 +1,130 @@
+"""thinpool under the release's real systemd (PID 1, udev, lvm's own units), across real reboots on the same disks.
+
+The guest boots the release's systemd; what the tests write to its root (fstab, daemon.json, units, lvm
+profiles) is kept on a state disk, and each reboot is a clean shutdown and a new boot of the same disks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from thinpool.core.units import GiB, MiB
+from thinpool.rehearse.vm import VM
+
+from .conftest import boot, tiny_images
+from .helpers import lvs, thinpool_json
+
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
+
+TEXTFILE = "/var/lib/node_exporter/textfile_collector/thinpool.prom"
+
+
+@pytest.fixture(scope="module")
+def systemd_vm(release: str, thinpool_deb: Path) -> Iterator[VM]:
+    machine = boot(release, thinpool_deb, disk_sizes=(4 * GiB, 2 * GiB), systemd=True, keep_root_changes=True,
+                   write_budget=4 * GiB, lifetime=2400, boot_timeout=300)  # fmt: skip
+    print(f"\n{release} with systemd booted in {machine.boot_seconds:.1f}s")
+    try:
+        yield machine
+    finally:
+        machine.close()
+
+
+def _show(vm: VM, unit: str, *properties: str) -> dict[str, str]:
+    shown = vm.run(["systemctl", "show", unit, *(f"--property={name}" for name in properties)]).stdout
+    return dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+
+
+def _monotonic(vm: VM, unit: str, what: str) -> int:
+    """When ``unit`` reached a state in this boot (µs since boot; 0: not in this boot)."""
+    return int(_show(vm, unit, what)[what])
+
+
+def _wait_for(vm: VM, unit: str, what: str, seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    while (value := _monotonic(vm, unit, what)) == 0 and time.monotonic() < deadline:
+        time.sleep(5)
+    return value
+
+
+def _sh(vm: VM, script: str, timeout: int = 300) -> str:
+    return vm.run(["bash", "-c", script], timeout=timeout).stdout
+
+
+def test_after_install_units_a_reboot_brings_the_pool_up_before_docker_which_runs_on_it(systemd_vm: VM) -> None:
+    vm = systemd_vm
+    images = tiny_images(vm)
+    assert vm.run(["ps", "-p", "1", "-o", "comm="]).stdout.strip() == "systemd"
+    code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-overlay2-thin", "--volume-size",
+                                      "1GiB", "/dev/vda")  # fmt: skip
+    assert code == 0, err or result
+    installed = vm.thinpool("install-units", "--metrics").stdout
+    assert "thinpool-activate.service" in installed
+    vm.run(["systemctl", "enable", "--now", "docker.service"], timeout=300)  # as Debian's docker.io has it
+    vm.run(["docker", "import", images["rootfs"], "tiny:1"], timeout=300)
+
+    vm.reboot()
+    activated = _monotonic(vm, "thinpool-activate.service", "ActiveEnterTimestampMonotonic")
+    mounted = _monotonic(vm, "var-lib-docker.mount", "ActiveEnterTimestampMonotonic")
+    docker = _monotonic(vm, "docker.service", "ExecMainStartTimestampMonotonic")
+    assert 0 < activated < docker and 0 < mounted < docker, (activated, mounted, docker)
+    found = lvs(vm, "docker")
+    assert found["thinpool"].active and found["docker-data"].active and found["thinpool"].seg_monitor == "monitored"
+    info = json.loads(vm.run(["docker", "info", "--format", "{{json .}}"]).stdout)
+    assert info["DockerRootDir"] == "/var/lib/docker" and dict(info["DriverStatus"])["Backing Filesystem"] == "xfs"
+    before = Decimal(lvs(vm, "docker")["thinpool"].data_percent)
+    vm.run(["docker", "run", "--rm", "--network", "none", "tiny:1", "sh", "-c",
+            "head -c 67108864 /dev/urandom > /big && sync"], timeout=600)  # fmt: skip
+    _sh(vm, "sync")
+    pool = lvs(vm, "docker")["thinpool"]
+    grown = int((Decimal(pool.data_percent) - before) * pool.size / 100)
+    assert grown >= 48 * MiB, f"the container's 64 MiB did not land in the pool: it grew {grown} B"
+
+    written = vm.run(["cat", TEXTFILE]).stdout  # the metrics writer, started by systemd at boot
+    assert 'thinpool_up{pool="thinpool",vg="docker"} 1' in written
+    fired = _wait_for(vm, "thinpool-maintain.service", "ExecMainExitTimestampMonotonic", 240)  # OnBootSec=2min
+    assert fired > 0, vm.run(["systemctl", "list-timers", "--all"]).stdout
+    assert _show(vm, "thinpool-maintain.service", "Result")["Result"] == "success"
+    journal = vm.run(["journalctl", "-b", "-u", "thinpool-maintain.service", "--no-pager"]).stdout
+    assert "thinpool maintain" in journal or "Day-2 care" in journal, journal
+
+
+@pytest.mark.releases("debian-12")
+def test_migrate_without_step_moves_a_devicemapper_host_under_systemd_and_it_reboots_on_overlay2(
+    systemd_vm: VM,
+) -> None:
+    """Docker 20.10's devicemapper, with real udev: migrate runs export, systemctl stop, switch, start, import."""
+    vm = systemd_vm
+    images = tiny_images(vm)
+    vm.run(["bash", "-c", "systemctl disable --now docker.service docker.socket thinpool-metrics.service "
+            "thinpool-maintain.timer 2>/dev/null; umount /var/lib/docker 2>/dev/null; "
+            "vgremove -ff -y docker 2>/dev/null; pvremove -ff -y /dev/vda /dev/vdb 2>/dev/null; "
+            "wipefs -a -q /dev/vda /dev/vdb; rm -rf /etc/docker /var/lib/docker /etc/systemd/system/docker.service.d "
+            "/etc/lvm/profile/thinpool-*; sed -i '/thinpool/d;/docker/d' /etc/fstab; systemctl daemon-reload"],
+           timeout=300, check=False)  # fmt: skip
+    code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-devicemapper", "/dev/vda")
+    assert code == 0, err or result
+    vm.run(["systemctl", "enable", "--now", "docker.service"], timeout=300)
+    assert json.loads(vm.run(["docker", "info", "--format", "{{json .Driver}}"]).stdout) == "devicemapper"
+    vm.run(["docker", "import", images["rootfs"], "tiny:1"], timeout=300)
+    vm.run(["docker", "run", "--network", "none", "--name", "c1", "-v", "vol1:/v", "tiny:1", "sh", "-c",
+            "echo hello > /f && echo kept > /v/data"], timeout=300)  # fmt: skip
+
+    code, result, err = thinpool_json(vm, "migrate", "--to", "docker-overlay2-thin", "--staging", "/srv/staging",
+                                      "--commit-containers", "--yes", timeout=1200)  # fmt: skip
+    assert code == 0 and result["ok"], err or result
+    assert [step["step"] for step in result["steps"]] == ["export", "switch", "import"], result["steps"]
+    assert json.loads(vm.run(["docker", "info", "--format", "{{json .Driver}}"]).stdout) == "overlay2"
+
+    vm.reboot()
+    assert _monotonic(vm, "docker.service", "ExecMainStartTimestampMonotonic") > 0
+    assert json.loads(vm.run(["docker", "info", "--format", "{{json .Driver}}"]).stdout) == "overlay2"
+    run = ["docker", "run", "--rm", "--network", "none", "-v", "vol1:/v", "thinpool-migrate/c1:committed", "sh", "-c",
+           "cat /f /v/data"]  # fmt: skip
+    assert vm.run(run, timeout=300).stdout == "hello\nkept\n"
