@@ -13,7 +13,7 @@ import pytest
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
 from thinpool.system.runner import Completed
 
-pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 REPO = Path(__file__).parents[2]
 
 PLAYBOOK = """

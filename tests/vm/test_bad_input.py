@@ -12,7 +12,7 @@ from thinpool.rehearse.vm import SHARE_MOUNT, VM
 from .helpers import thinpool_json
 from .test_apply import host_plan
 
-pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 
 
 def _sha(vm: VM, path: str) -> str:

@@ -11,7 +11,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import start_daemon, thinpool_json
 
-pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 
 APPLY = ("--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "--dns-cache", "/dev/vda")
 # Bridge networking (docker0 at 172.17.0.1), no iptables: a container reaches the host's bridge address.

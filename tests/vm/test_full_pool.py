@@ -21,7 +21,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import DOCKERD, NO_UDEV, lvs, start_daemon, thinpool_json, vg_row
 
-pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 
 POOL = "vg2/small"
 KEEP = "dd if=/dev/urandom of=/data bs=1M count=16 2>/dev/null && sync && sha256sum /data > /sum && sleep 100000"

@@ -16,7 +16,7 @@ from thinpool.system import observe
 
 from .helpers import kill_at_command, lvs, thinpool_json, vg_row
 
-pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 
 # The first 8 KiB of a 4 GiB disk whose vgcreate was killed after marking the PV used
 # (see the fixtures' README): written onto a blank /dev/vda it recreates that state exactly.

@@ -13,7 +13,7 @@ from thinpool.core import sizing
 from thinpool.core.units import GiB, KiB, MiB
 from thinpool.rehearse.vm import VM
 
-pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 GUEST = Path(__file__).parents[2] / "benchmarks/guest_workload.py"
 SPEC = {"name": "test", "base_mib": 48, "layers": 2, "layer_mib": 12, "containers": 6, "writes": 40,
         "churn_rounds": 1, "vg": "bench", "pool": "pool", "volume_gib": 4}  # fmt: skip

@@ -8,7 +8,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import DOCKERD, start_daemon, thinpool_json
 
-pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 
 TLS = "/etc/thinpool/tls"
 APPLY = ("--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "--host", "unix:///run/docker.sock",

@@ -16,7 +16,7 @@ from thinpool.rehearse.vm import SHARE_MOUNT, VM
 from ..monitoring import thinpool_metric_names
 from .helpers import lvs, thinpool_json, vg_row
 
-pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 GiB = 1024**3
 
 
