@@ -39,6 +39,7 @@ COMMON_PACKAGES = (
     "python3", "python3-tomlkit", "python3-prometheus-client", "python3-cryptography",
     "docker.io", "containerd", "runc", "tini", "iptables", "dnsmasq-base",
     "prometheus", "prometheus-node-exporter", "ansible-core", "busybox-static",
+    "apparmor",  # as on Debian's default install: with securityfs mounted, dockerd loads its profile with it
 )  # fmt: skip
 # Services Debian enables on install that a test starts itself when it needs them (a boot under
 # emulation pays for every service it starts).
@@ -171,9 +172,6 @@ def _build(release: Release, folder: Path, mirror: str, runner: Runner) -> None:
             runner.run(commands.depmod(str(root), kernel.version))
         (root / ".thinpool-ready").write_text(json.dumps({"release": release.name, "mirror": mirror}) + "\n")
         shutil.rmtree(folder, ignore_errors=True)
-        root.rename(folder)
-        for stale in folder.parent.glob(f"{release.name}-*"):
-            if stale != folder and (stale / ".thinpool-ready").exists():
-                shutil.rmtree(stale, ignore_errors=True)  # an older recipe's root
+        root.rename(folder)  # an older recipe's root stays: a VM may still be booted on it
     finally:
         shutil.rmtree(staging, ignore_errors=True)
