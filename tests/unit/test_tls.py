@@ -65,6 +65,9 @@ def test_made_files_chain_to_the_ca_with_root_only_keys_and_the_ca_key_apart(tmp
     usage = client.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    ca_key_id = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    for leaf in (server, client):  # what Python 3.13's strict verification asks of a chain
+        assert leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier == ca_key_id
     read = tls_files.read_files(tmp_path)
     assert read.ca and read.server and read.client and read.server.sound and read.client.sound
     assert tls.remake_reason(read, WANT, NOW - 86400 * 400, renew=False) is None  # what it made serves

@@ -166,6 +166,7 @@ def _make_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     builder = builder.add_extension(
         x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
     )
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     return key, builder.sign(key, hashes.SHA256())
 
 
@@ -182,6 +183,11 @@ def _make_leaf(
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     builder = builder.add_extension(
         x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
+    )
+    # Python 3.13's default context (VERIFY_X509_STRICT) refuses a certificate without the issuer's key id
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    builder = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
     )
     usage = ExtendedKeyUsageOID.CLIENT_AUTH if want is None else ExtendedKeyUsageOID.SERVER_AUTH
     builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
