@@ -176,8 +176,7 @@ def _restore_backup(
                 "and no backup maps its thin volumes",
                 fix="the pool stays inactive, its metadata as it was (thin-provisioning-tools 1.x's thin_repair finds "
                 "nothing to rebuild from when the mapping trees are gone; 0.9's made empty metadata). Copy the "
-                f"metadata aside (lvchange -ay {done.vg}/{done.pool}_tmeta; dd) before anything else; "
-                + refused.fix,
+                f"metadata aside (lvchange -ay {done.vg}/{done.pool}_tmeta; dd) before anything else; " + refused.fix,
             ) from refused
         done.warnings.append(f"{refused.problem}; fix: {refused.fix}")
         return state
