@@ -93,7 +93,7 @@ def test_after_install_units_a_reboot_brings_the_pool_up_before_docker_which_run
     assert grown >= 48 * MiB, f"the container's 64 MiB did not land in the pool: it grew {grown} B"
 
     written = vm.run(["cat", TEXTFILE]).stdout  # the metrics writer, started by systemd at boot
-    assert 'thinpool_up{pool="thinpool",vg="docker"} 1' in written
+    assert 'thinpool_up{vg="docker",pool="thinpool"} 1.0' in written
     fired = _wait_for(vm, "thinpool-maintain.service", "ExecMainExitTimestampMonotonic", 240)  # OnBootSec=2min
     assert fired > 0, vm.run(["systemctl", "list-timers", "--all"]).stdout
     assert _show(vm, "thinpool-maintain.service", "Result")["Result"] == "success"
