@@ -59,10 +59,6 @@ def _reboot(vm: VM) -> str:
     return vm.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=600).stdout.strip()
 
 
-def _sh(vm: VM, script: str, timeout: int = 300) -> str:
-    return vm.run(["bash", "-c", script], timeout=timeout).stdout
-
-
 def test_after_install_units_a_reboot_brings_the_pool_up_before_docker_which_runs_on_it(systemd_vm: VM) -> None:
     vm = systemd_vm
     images = tiny_images(vm)
@@ -87,7 +83,7 @@ def test_after_install_units_a_reboot_brings_the_pool_up_before_docker_which_run
     before = Decimal(lvs(vm, "docker")["thinpool"].data_percent)
     vm.run(["docker", "run", "--rm", "--network", "none", "tiny:1", "sh", "-c",
             "head -c 67108864 /dev/urandom > /big && sync"], timeout=600)  # fmt: skip
-    _sh(vm, "sync")
+    vm.run(["sync"])
     pool = lvs(vm, "docker")["thinpool"]
     grown = int((Decimal(pool.data_percent) - before) * pool.size / 100)
     assert grown >= 48 * MiB, f"the container's 64 MiB did not land in the pool: it grew {grown} B"

@@ -88,7 +88,7 @@ class VMConfig:
     guest: GuestRoot | None = None  # a pinned release's root; None: this host's own root
     systemd: bool = False  # boot the root's systemd (the agent runs as a unit)
     keep_root_changes: bool = False  # a state disk keeps what the guest writes to its root across reboots
-    packages: tuple[Path, ...] = ()  # .deb files dpkg installs in the guest at every boot
+    packages: tuple[Path, ...] = ()  # .deb files dpkg installs in the guest once booted (a reboot keeps them)
 
 
 @record(frozen=False)
@@ -229,13 +229,16 @@ class VM:
         self._launch()
         return self.boot_seconds
 
+    def _ask_power_off(self) -> None:
+        """The agent's poweroff request (it syncs first; under systemd, a clean shutdown)."""
+        (self.share / "req" / "999999.json").write_text(json.dumps({"argv": ["poweroff"]}))
+
     def power_off(self, timeout: float = 120) -> None:
         """Ask the guest to power off (systemd shuts down its units first) and wait for qemu to exit."""
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
-        request = self.share / "req" / "999999.json"
-        request.write_text(json.dumps({"argv": ["poweroff"]}))
+        self._ask_power_off()
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -391,8 +394,7 @@ class VM:
         proc = self._proc
         if proc is not None and proc.poll() is None and not self._stop_reason:
             try:
-                request = self.share / "req" / "999999.json"
-                request.write_text(json.dumps({"argv": ["poweroff"]}))
+                self._ask_power_off()
                 proc.wait(timeout=15)
             except (OSError, subprocess.TimeoutExpired):
                 pass
