@@ -7,6 +7,7 @@ import io
 import json
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,6 @@ from thinpool.app.metrics import Reading, exposition
 from thinpool.cli import EXIT_OK, main
 from thinpool.core import backup, health, repair
 from thinpool.core.lvm import commands, report
-from thinpool.core.record import replace
 from thinpool.host import commands as host
 from thinpool.system import files
 from thinpool.system.runner import ScriptedRunner

@@ -8,13 +8,13 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from thinpool.core.model import EngineState
 from thinpool.core.plan import ActionKind
-from thinpool.core.record import replace
 from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import GiB
 from thinpool.engines import PoolTarget, docker, docker_devicemapper, docker_overlay2

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,6 @@ import yaml
 
 from thinpool.app import metrics
 from thinpool.core import health
-from thinpool.core.record import replace
 
 from ..monitoring import DASHBOARD, RULE_TESTS, RULES, rules, thinpool_metric_names
 from .test_health import status

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -6,7 +7,6 @@ from thinpool.core import planner, sizing
 from thinpool.core.lvm import commands
 from thinpool.core.model import DmDevice, LogicalVolume, Observed, PhysicalVolume
 from thinpool.core.plan import Plan, SavedPlanError, render_text
-from thinpool.core.record import replace
 from thinpool.core.safety import UnsafeDevice
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, KiB, MiB, Percent

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,6 @@ from thinpool.app import executor
 from thinpool.core import tls
 from thinpool.core.model import EngineState
 from thinpool.core.plan import ActionKind, Plan
-from thinpool.core.record import replace
 from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import GiB
 from thinpool.engines import PoolTarget, docker, docker_overlay2

@@ -16,13 +16,13 @@ import logging
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from thinpool.app.context import Context
 from thinpool.core import backup
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, VolumeGroup
-from thinpool.core.record import replace
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe
 

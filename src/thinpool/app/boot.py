@@ -10,12 +10,12 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from thinpool.app.context import Context
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed
-from thinpool.core.record import field, record
 from thinpool.core.units import parse_span
 from thinpool.errors import ThinpoolError
 from thinpool.host import commands as host
@@ -48,7 +48,7 @@ def check_interval(text: str) -> str:
     return text
 
 
-@record(frozen=False)
+@dataclass
 class Activation:
     volumes: list[str] = field(default_factory=list)  # VG/LV handled
     commands: list[list[str]] = field(default_factory=list)
@@ -124,7 +124,7 @@ def activate(ctx: Context, targets: list[str], wait: float) -> Activation:
     return activate_volumes(ctx.runner, observe.read_lvm(ctx.runner), targets, wait, observe.under(ctx.root, "/dev"))
 
 
-@record(frozen=False)
+@dataclass
 class Installed:
     written: list[Path]
     enabled: list[str]  # empty where systemd does not run here

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from thinpool.core.record import field, record
 from thinpool.errors import ThinpoolError
 from thinpool.system.runner import Runner, SystemRunner
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from thinpool.system.observe import StatVfs
 
 
-@record(frozen=False)
+@dataclass
 class Context:
     runner: Runner
     root: Path = Path("/")  # where files are read and written (a test's temporary folder)

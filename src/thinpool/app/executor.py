@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from thinpool.core.model import Observed
 from thinpool.core.plan import Action, ActionKind, Check, Plan, problem_after
-from thinpool.core.record import field, record
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe
 from thinpool.system.runner import Runner
@@ -30,7 +30,7 @@ class StalePlan(ThinpoolError):
     """The system changed since the saved plan was made."""
 
 
-@record(frozen=False)
+@dataclass
 class StepResult:
     action: Action
     status: str = "pending"  # done, failed, not-run
@@ -51,7 +51,7 @@ class StepResult:
         }
 
 
-@record(frozen=False)
+@dataclass
 class ApplyResult:
     plan: Plan
     steps: list[StepResult] = field(default_factory=list)

@@ -6,6 +6,7 @@ by core.maintain, run through the executor, and read again to report what it gav
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from thinpool.app import backup as backups
@@ -14,14 +15,13 @@ from thinpool.app.context import Context
 from thinpool.app.executor import ApplyResult, Progress, apply
 from thinpool.core import backup, health, maintain
 from thinpool.core.plan import Plan
-from thinpool.core.record import record
 from thinpool.errors import ThinpoolError
 from thinpool.system import observe
 
 RESULT_SCHEMA_VERSION = 1
 
 
-@record
+@dataclass(frozen=True)
 class PoolCare:
     before: health.PoolStatus
     plan: Plan

@@ -6,11 +6,11 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thinpool.core.health import SEVERITIES, Finding, PoolStatus
-from thinpool.core.record import record
 from thinpool.system import files
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
 
-@record
+@dataclass(frozen=True)
 class Reading:
     vg: str
     pool: str

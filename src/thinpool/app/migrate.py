@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,6 @@ from thinpool.core.lvm import commands
 from thinpool.core.migrate import Inventory, MigrateRefused
 from thinpool.core.model import VolumeGroup
 from thinpool.core.plan import render_text
-from thinpool.core.record import field, record, replace
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
 from thinpool.engines import docker
@@ -35,7 +35,7 @@ SHAPE = "vg-after-switch.json"  # the VG's PVs and LVs as the switch left them (
 DOCKER_UNITS = ("docker.socket", "docker.service")
 
 
-@record(frozen=False)
+@dataclass
 class StepResult:
     step: str
     done: list[str] = field(default_factory=list)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from thinpool import engines
@@ -11,7 +12,6 @@ from thinpool.app.executor import ApplyResult, Progress, StalePlan, apply, check
 from thinpool.core import lifecycle, planner
 from thinpool.core.model import EngineState, Observed
 from thinpool.core.plan import Plan, SavedPlanError
-from thinpool.core.record import replace
 from thinpool.core.spec import NO_ENGINE, PoolSpec, check_device_path
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe, observe_engine

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,13 @@ from thinpool.app.context import Context
 from thinpool.core import backup, repair
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import LogicalVolume, VolumeGroup
-from thinpool.core.record import field, record
 from thinpool.core.units import SECTOR
 from thinpool.system import observe
 
 RESTORE_SUFFIX = "_restore"
 
 
-@record(frozen=False)
+@dataclass
 class RepairReport:
     vg: str
     pool: str

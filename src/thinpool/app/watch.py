@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from thinpool.app.context import Context
 from thinpool.core import backup, health, sizing
-from thinpool.core.record import replace
 from thinpool.errors import ThinpoolError
 from thinpool.system import observe
 

@@ -76,8 +76,9 @@ def _chosen(args: argparse.Namespace) -> str:
 
 
 def _cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
+    from dataclasses import replace
+
     from thinpool.app import migrate as use_case
-    from thinpool.core.record import replace
 
     ctx.require_root("migrate")
     step = _chosen(args)

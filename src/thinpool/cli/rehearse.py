@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thinpool.cli.options import add_spec_options, spec_from_args, spec_to_argv
-from thinpool.core.record import replace
 from thinpool.core.units import parse_size
 from thinpool.errors import ThinpoolError
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from thinpool.config.document import ConfigError, load
 from thinpool.core.model import Source
-from thinpool.core.record import record
 
 PATH = "/etc/containerd/config.toml"
 DEVMAPPER = "io.containerd.snapshotter.v1.devmapper"
 
 
-@record
+@dataclass(frozen=True)
 class ContainerdConfig:
     data: dict[str, Any]
 

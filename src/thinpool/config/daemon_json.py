@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from thinpool.config.document import ConfigError, load
 from thinpool.core.model import Source
-from thinpool.core.record import record
 
 PATH = "/etc/docker/daemon.json"
 # Keys whose values thinpool reads or merges, and the shape each must have.
@@ -15,7 +15,7 @@ _LIST_KEYS = ("storage-opts", "hosts", "dns")
 _TEXT_KEYS = ("storage-driver", "data-root", "tlscacert", "tlscert", "tlskey", "bip")
 
 
-@record
+@dataclass(frozen=True)
 class DaemonJson:
     data: dict[str, Any]
 

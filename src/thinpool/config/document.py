@@ -4,11 +4,11 @@ core.model's Source)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from thinpool.core.model import Source
-from thinpool.core.record import record
 
 
 class Problem(StrEnum):
@@ -18,7 +18,7 @@ class Problem(StrEnum):
     WRONG_SHAPE = "wrong shape"
 
 
-@record
+@dataclass(frozen=True)
 class ConfigError:
     path: str
     problem: Problem

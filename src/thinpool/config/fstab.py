@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from thinpool.config.document import ConfigError, Problem
 from thinpool.core.model import Source
-from thinpool.core.record import record
 
 PATH = "/etc/fstab"
 
 
-@record
+@dataclass(frozen=True)
 class Entry:
     index: int  # its line's position in the file
     source: str
@@ -17,7 +18,7 @@ class Entry:
     fields: tuple[str, ...]
 
 
-@record
+@dataclass(frozen=True)
 class Fstab:
     lines: tuple[str, ...]  # each with its own ending ("\n", "\r\n" or none on the last)
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import IO, Any
 
 from thinpool.core.lvm.commands import dm_name
-from thinpool.core.record import record
 from thinpool.errors import ThinpoolError
 
 BACKUP_ROOT = "/var/lib/thinpool/backups"
@@ -70,7 +70,7 @@ def stem(created: int, transaction_id: int) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(created)) + f"-tx{transaction_id}"
 
 
-@record
+@dataclass(frozen=True)
 class DumpSummary:
     """What a thin_dump XML says about the pool: enough to check a backup against the pool later."""
 
@@ -110,7 +110,7 @@ def summarize_dump(stream: IO[bytes]) -> DumpSummary:
         ) from error
 
 
-@record
+@dataclass(frozen=True)
 class Backup:
     """One backup's manifest."""
 

@@ -7,13 +7,13 @@ of the pool's lvm profile; nothing runs a command.
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from thinpool.core import backup, sizing
 from thinpool.core.lvm import report
 from thinpool.core.lvm.commands import MANAGED_TAG
 from thinpool.core.model import Filesystem
-from thinpool.core.record import asdict, field, record, replace
 from thinpool.core.units import MiB, ceil_div, format_size, lvm_size_arg, scale_decimal
 from thinpool.errors import ThinpoolError
 
@@ -29,7 +29,7 @@ MAX_COUNTED_STEPS = 99
 RECLAIM_ABOVE = 256 * MiB
 
 
-@record
+@dataclass(frozen=True)
 class ThinVolume:
     """An lvm thin volume of the pool: what the pool maps for it, and the filesystem on it if mounted."""
 
@@ -52,7 +52,7 @@ class PoolNotFound(ThinpoolError):
     """The VG/POOL asked about is not a thin pool."""
 
 
-@record
+@dataclass(frozen=True)
 class PoolStatus:
     vg: str
     pool: str
@@ -265,7 +265,7 @@ def pool_status(report_text: str, vg: str, pool: str, profiles: dict[str, str]) 
     )
 
 
-@record
+@dataclass(frozen=True)
 class Finding:
     severity: str  # info, warning, critical
     code: str
@@ -276,7 +276,7 @@ class Finding:
         return asdict(self)
 
 
-@record
+@dataclass(frozen=True)
 class DoctorOptions:
     workload: sizing.Workload = field(default_factory=sizing.Workload)
 

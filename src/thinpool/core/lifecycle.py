@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from thinpool.core import planner, sizing
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
 from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target
-from thinpool.core.record import replace
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import ceil_div, format_size
 from thinpool.errors import SpecError

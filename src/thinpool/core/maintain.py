@@ -14,15 +14,16 @@ Running it again changes nothing until the pool's state changes: safe from a tim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from thinpool.core import backup, health
 from thinpool.core.lvm import commands
 from thinpool.core.plan import Action, ActionKind, Plan, Target
-from thinpool.core.record import record
 from thinpool.core.units import format_size
 from thinpool.host import commands as host
 
 
-@record
+@dataclass(frozen=True)
 class Policy:
     reclaim_above: int = health.RECLAIM_ABOVE  # bytes a filesystem may hold unused in the pool before a trim
     backup_every: int = backup.DEFAULT_EVERY  # seconds between backups of changing metadata (0: no backups)

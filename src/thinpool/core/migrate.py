@@ -26,11 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from thinpool.core import repair
 from thinpool.core.model import VolumeGroup
-from thinpool.core.record import asdict, field, record
 from thinpool.core.units import ceil_div, format_size
 from thinpool.errors import ThinpoolError
 
@@ -55,7 +55,7 @@ class MigrateRefused(ThinpoolError):
 # Docker's devicemapper records ---------------------------------------------------------------
 
 
-@record
+@dataclass(frozen=True)
 class DockerDevice:
     """One of Docker's thin devices, as its devicemapper driver records it."""
 
@@ -206,7 +206,7 @@ def check_dockers_pool(thinpooldev: str, pool_device: str) -> None:
 # The inventory ----------------------------------------------------------------------------------
 
 
-@record
+@dataclass(frozen=True)
 class Image:
     id: str  # sha256:... (the config digest, kept by docker save / load)
     tags: tuple[str, ...]
@@ -217,7 +217,7 @@ class Image:
         return "images/" + self.id.removeprefix("sha256:")[:24] + ".tar"
 
 
-@record
+@dataclass(frozen=True)
 class Volume:
     name: str
     mountpoint: str
@@ -229,7 +229,7 @@ class Volume:
         return f"volumes/{self.name}.tar"
 
 
-@record
+@dataclass(frozen=True)
 class Container:
     id: str
     name: str
@@ -238,7 +238,7 @@ class Container:
     committed_as: str = ""  # the image its writable layer was committed to (--commit-containers)
 
 
-@record
+@dataclass(frozen=True)
 class Inventory:
     images: tuple[Image, ...]
     volumes: tuple[Volume, ...]
@@ -396,7 +396,7 @@ def check_vg_unchanged(at_switch: Iterable[str] | None, now: Iterable[str]) -> N
 # After the import -------------------------------------------------------------------------------
 
 
-@record
+@dataclass(frozen=True)
 class ImportReport:
     images_matched: tuple[str, ...]
     images_missing: tuple[str, ...]  # id, or id:tag for a tag that did not come back

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from thinpool.core.record import field, record
 from thinpool.core.units import MiB
 
 if TYPE_CHECKING:  # EngineState's parts, read only by the engines' commands: status does not import them
@@ -19,7 +19,7 @@ ERRORS = "surrogateescape"
 DEFAULT_PE_START = 1 * MiB
 
 
-@record
+@dataclass(frozen=True)
 class Device:
     """A block device (or a virtual disk that exists only in a plan)."""
 
@@ -43,7 +43,7 @@ class Device:
 UNKNOWN_VG = "[unknown]"  # lvm's vg_name for a PV marked used whose VG it cannot find
 
 
-@record
+@dataclass(frozen=True)
 class PhysicalVolume:
     name: str
     vg_name: str
@@ -76,7 +76,7 @@ class PhysicalVolume:
         return self.marked_used_without_vg and self.mda_used_count >= 1
 
 
-@record
+@dataclass(frozen=True)
 class LogicalVolume:
     name: str
     vg_name: str
@@ -122,7 +122,7 @@ class LogicalVolume:
         return self.bare_name.endswith("_pmspare")
 
 
-@record
+@dataclass(frozen=True)
 class VolumeGroup:
     name: str
     extent_size: int
@@ -148,7 +148,7 @@ class VolumeGroup:
         return tuple(lv for lv in self.lvs if lv.pool_lv == pool)
 
 
-@record
+@dataclass(frozen=True)
 class Filesystem:
     """A mounted filesystem from the kernel's mount table (sizes from statvfs, in bytes)."""
 
@@ -159,7 +159,7 @@ class Filesystem:
     used: int
 
 
-@record
+@dataclass(frozen=True)
 class DmDevice:
     """A device-mapper device as dmsetup lists it; lvm's carry UUID LVM-<vg uuid><lv uuid>[-layer]."""
 
@@ -169,7 +169,7 @@ class DmDevice:
     live_table: bool = True  # False while lvm is between creating the device and resuming its table
 
 
-@record
+@dataclass(frozen=True)
 class Source:
     """A config file as observed: its text, or why there is none."""
 
@@ -182,7 +182,7 @@ class Source:
         return self.text is not None or bool(self.unreadable)
 
 
-@record
+@dataclass(frozen=True)
 class EngineState:
     """What the engine adapters look at: config files, versions, the data root."""
 
@@ -217,7 +217,7 @@ class EngineState:
         }
 
 
-@record
+@dataclass(frozen=True)
 class Observed:
     """Everything the planner may look at. A virtual plan fills only ``devices``."""
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
 from typing import Any, Literal
 
 from thinpool.core.model import Observed
-from thinpool.core.record import field, fields, record
 from thinpool.core.sizing import Layout
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
@@ -89,7 +89,7 @@ _CHECKS = {
 }
 
 
-@record
+@dataclass(frozen=True)
 class Target:
     """What an action acts on: an lvm object (vg, lv), a path (device, mount point) or a name."""
 
@@ -107,7 +107,7 @@ class Target:
         return {key: value for key, value in self.__dict__.items() if value}
 
 
-@record
+@dataclass(frozen=True)
 class Action:
     op: Op
     kind: ActionKind
@@ -154,7 +154,7 @@ class Action:
         )
 
 
-@record
+@dataclass(frozen=True)
 class PlanLayout:
     """The pool's footprint in its VG, in extents, as the plan leaves it."""
 
@@ -201,7 +201,7 @@ class PlanLayout:
         return cls(**values)  # type: ignore[arg-type]
 
 
-@record
+@dataclass(frozen=True)
 class Plan:
     vg: str
     pool: str

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 from thinpool.core import recovery, safety, sizing
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
 from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target
-from thinpool.core.record import record, replace
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import Percent, ceil_div, format_size, lvm_size_arg
 from thinpool.errors import DoesNotFit, SpecError
 from thinpool.host import commands as host_commands
 
 
-@record
+@dataclass(frozen=True)
 class Geometry:
     """The VG the pool will live in, as it will be once new devices are added."""
 

@@ -24,16 +24,16 @@ A leftover is removed only when thinpool can tell it is its own: tagged, or name
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 
 from thinpool.core.lvm.commands import MANAGED_TAG, dm_name
 from thinpool.core.model import DmDevice, LogicalVolume, VolumeGroup
-from thinpool.core.record import record, replace
 
 _LVM_TEMPORARY_NAME = re.compile(r"^lvol\d+$")
 _LVM_DM_UUID_LENGTH = len("LVM-") + 32 + 32
 
 
-@record
+@dataclass(frozen=True)
 class Leftovers:
     tagged: tuple[LogicalVolume, ...] = ()
     temporary: tuple[LogicalVolume, ...] = ()

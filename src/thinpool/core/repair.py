@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from thinpool.core.backup import Backup, DumpSummary, age_order
-from thinpool.core.record import record
 from thinpool.errors import ThinpoolError
 
 HEALTHY, DAMAGED, LOST, AHEAD = "healthy", "damaged", "lost", "ahead"
@@ -36,7 +36,7 @@ class RepairRefused(ThinpoolError):
     """The repair would lose something it cannot account for, or cannot run here."""
 
 
-@record
+@dataclass(frozen=True)
 class MetadataCheck:
     """thin_check on the inactive metadata, and (when clean) what its dump holds."""
 
@@ -45,7 +45,7 @@ class MetadataCheck:
     summary: DumpSummary | None = None
 
 
-@record
+@dataclass(frozen=True)
 class Diagnosis:
     state: str  # HEALTHY, DAMAGED, LOST or AHEAD
     reason: str

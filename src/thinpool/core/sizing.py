@@ -7,9 +7,9 @@ The facts behind each constant are in docs/sizing.md.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from math import lcm
 
-from thinpool.core.record import field, record
 from thinpool.core.units import GiB, KiB, MiB, ceil_div, format_size, lvm_size_arg
 from thinpool.errors import DoesNotFit, SpecError
 
@@ -83,7 +83,7 @@ def smallest_chunk_addressing(data_size: int, floor: int = CHUNK_MIN) -> int:
     return chunk
 
 
-@record
+@dataclass(frozen=True)
 class ChunkChoice:
     size: int
     reason: str
@@ -147,7 +147,7 @@ def choose_chunk(
     return choice if workload is None else _within_metadata_share(choice, max_data, workload, choice is default)
 
 
-@record
+@dataclass(frozen=True)
 class Workload:
     """What the pool will carry: thin devices (image layers + containers) and their size."""
 
@@ -162,7 +162,7 @@ def _with_kernel_reserve(needed: int) -> int:
     return ceil_div(needed * KERNEL_RESERVE_DIVISOR, KERNEL_RESERVE_DIVISOR - 1)
 
 
-@record
+@dataclass(frozen=True)
 class PoolUsage:
     """What a pool's metadata must describe, shaped like a container host.
 
@@ -255,7 +255,7 @@ def workload_metadata_estimate(data_size: int, chunk_size: int, workload: Worklo
     return _with_kernel_reserve(metadata_need(planning_usage(data_size, chunk_size, workload)))
 
 
-@record
+@dataclass(frozen=True)
 class MetadataChoice:
     size: int
     term: str
@@ -372,7 +372,7 @@ def metadata_growth_on_step(
     return max(0, wanted - metadata_extents)
 
 
-@record
+@dataclass(frozen=True)
 class Autoextend:
     threshold: int = DEFAULT_AUTOEXTEND_THRESHOLD
     percent: int = DEFAULT_AUTOEXTEND_PERCENT
@@ -405,7 +405,7 @@ def minimum_headroom(
     return step + 2 * growth
 
 
-@record
+@dataclass(frozen=True)
 class Layout:
     """A thin pool's footprint in one VG, in extents; ``required`` must fit ``free``."""
 

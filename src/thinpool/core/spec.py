@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from thinpool.core import names, sizing
-from thinpool.core.record import field, record
 from thinpool.core.units import GiB, MiB, Percent, format_size, parse_percent
 from thinpool.errors import SpecError
 
@@ -77,7 +77,7 @@ def _check_dns(address: str) -> None:
         raise SpecError(f"--dns {address!r} is not an IP address", fix="e.g. --dns 172.17.0.1") from None
 
 
-@record
+@dataclass(frozen=True)
 class EngineOptions:
     """How the container engine is wired to the pool (ignored with engine 'none')."""
 
@@ -176,7 +176,7 @@ class EngineOptions:
         return cls(**values)
 
 
-@record
+@dataclass(frozen=True)
 class PoolSpec:
     """A thin pool as the operator wants it. Sizes are bytes; ``None`` means 'let thinpool size it'."""
 

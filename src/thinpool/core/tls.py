@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-
-from thinpool.core.record import record
+from dataclasses import dataclass
 
 TLS_ROOT = "/etc/thinpool/tls"
 CA, SERVER, CLIENT = "ca", "server", "client"
@@ -29,7 +28,7 @@ ALWAYS_NAMED = ("localhost",)
 ALWAYS_ADDRESSED = ("127.0.0.1", "::1")
 
 
-@record
+@dataclass(frozen=True)
 class Certificate:
     """One certificate as read from its file."""
 
@@ -40,7 +39,7 @@ class Certificate:
     sound: bool = True  # signed by the CA beside it, and its key beside it matches
 
 
-@record
+@dataclass(frozen=True)
 class TlsFiles:
     """What is on disk under TLS_ROOT: None for a certificate that is missing (or its key is)."""
 
@@ -49,7 +48,7 @@ class TlsFiles:
     client: Certificate | None = None
 
 
-@record
+@dataclass(frozen=True)
 class Wanted:
     """The server certificate's names and addresses; ``new_ca``: make the CA too."""
 

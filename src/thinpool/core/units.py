@@ -9,9 +9,9 @@ Decimal units such as ``GB`` are refused rather than guessed.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from thinpool.core.record import record
 from thinpool.errors import SpecError
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ def scale_decimal(number: str, factor: int, divisor: int = 1) -> int:
     return int(whole + decimals or "0") * factor // (divisor * scale)
 
 
-@record
+@dataclass(frozen=True)
 class Percent:
     """A share of something lvm names: ``50%VG`` or ``90%FREE``."""
 

@@ -12,12 +12,12 @@ pure and provides:
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from types import ModuleType
 
 from thinpool.core.health import Finding
 from thinpool.core.model import EngineState, Observed
 from thinpool.core.plan import Plan
-from thinpool.core.record import replace
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.units import format_size
 from thinpool.engines.target import EngineChanges, PoolTarget

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -13,7 +14,6 @@ from thinpool.core import tls
 from thinpool.core.health import Finding
 from thinpool.core.model import EngineState
 from thinpool.core.plan import Action, ActionKind, Target
-from thinpool.core.record import replace
 from thinpool.core.spec import EngineOptions
 from thinpool.engines import systemd
 from thinpool.engines.target import PoolTarget

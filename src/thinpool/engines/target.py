@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume
 from thinpool.core.plan import Action
-from thinpool.core.record import record
 
 
-@record
+@dataclass(frozen=True)
 class PoolTarget:
     """The pool an engine is wired to, as it is or as the plan will make it."""
 
@@ -30,7 +31,7 @@ class PoolTarget:
         return tuple(lv for lv in self.lvs if lv.pool_lv == self.pool)
 
 
-@record
+@dataclass(frozen=True)
 class EngineChanges:
     actions: tuple[Action, ...] = ()
     warnings: tuple[str, ...] = ()

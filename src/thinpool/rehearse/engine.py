@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import shlex
 import tomllib
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
 from thinpool import engines
 from thinpool.core.lvm import commands, report
-from thinpool.core.record import asdict, field, record
 from thinpool.core.units import format_size
 from thinpool.rehearse.images import rootfs_tar, write_oci_archive
 from thinpool.rehearse.vm import SHARE_MOUNT
@@ -39,7 +39,7 @@ class EngineFailed(Exception):
     """A step of the engine's run failed; the message carries the daemon's own words."""
 
 
-@record(frozen=False)
+@dataclass
 class EngineRun:
     engine: str
     ok: bool = False

@@ -17,9 +17,9 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from thinpool.core.record import record
 from thinpool.errors import MissingTool, ThinpoolError
 from thinpool.host import commands
 from thinpool.rehearse.kernel import Kernel
@@ -53,7 +53,7 @@ QUIET_UNITS = (
 )  # fmt: skip
 
 
-@record
+@dataclass(frozen=True)
 class Release:
     """A Debian release the VM can boot: its name for thinpool, its suite, and what its root holds."""
 
@@ -79,7 +79,7 @@ RELEASES: dict[str, Release] = {
 }  # fmt: skip
 
 
-@record
+@dataclass(frozen=True)
 class GuestRoot:
     """A built root: its release, its folder, and the kernel inside it."""
 

@@ -13,9 +13,9 @@ import gzip
 import io
 import lzma
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
-from thinpool.core.record import record
 from thinpool.errors import MissingTool
 
 BUSYBOX_CANDIDATES = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
@@ -29,7 +29,7 @@ GUEST_FOLDER = "/.thinpool-vm"  # where the second stage and the agent are copie
 AGENT_UNIT = "thinpool-vm-agent.service"
 
 
-@record
+@dataclass(frozen=True)
 class GuestLaunch:
     """What runs once the guest's root is mounted: the second stage with its arguments, or systemd."""
 

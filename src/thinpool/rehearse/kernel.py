@@ -11,9 +11,9 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from thinpool.core.record import record
 from thinpool.errors import MissingTool, ThinpoolError
 from thinpool.host import commands
 from thinpool.system.runner import Runner
@@ -21,7 +21,7 @@ from thinpool.system.runner import Runner
 META_PACKAGE = "linux-image-amd64"
 
 
-@record
+@dataclass(frozen=True)
 class Kernel:
     version: str
     vmlinuz: Path

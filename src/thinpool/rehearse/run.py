@@ -13,12 +13,12 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from thinpool.app.context import Context
 from thinpool.core.plan import PlanLayout
-from thinpool.core.record import record
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.units import format_size
 
@@ -26,7 +26,7 @@ REPORT_SCHEMA_VERSION = 1
 LVS_COLUMNS = "lv_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,seg_monitor,lv_profile"
 
 
-@record
+@dataclass(frozen=True)
 class Rehearsal:
     """What to rehearse: the spec (its devices are ignored), the disks, and the VM's limits."""
 

@@ -26,11 +26,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import thinpool
-from thinpool.core.record import field, record
 from thinpool.core.units import GiB, MiB, format_size
 from thinpool.errors import MissingTool, ThinpoolError
 from thinpool.rehearse import initramfs
@@ -74,7 +74,7 @@ def disk_device(index: int) -> str:
     return "/dev/vd" + "abcdefghijklmnopqrstuvwxyz"[index]
 
 
-@record(frozen=False)
+@dataclass
 class VMConfig:
     disk_sizes: Sequence[int]
     kernel: Kernel
@@ -91,7 +91,7 @@ class VMConfig:
     packages: tuple[Path, ...] = ()  # .deb files dpkg installs in the guest once booted (a reboot keeps them)
 
 
-@record(frozen=False)
+@dataclass
 class VM:
     """``with VM(config) as vm: vm.run(["lvs"])`` — one boot serves any number of commands."""
 

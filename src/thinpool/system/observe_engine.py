@@ -10,6 +10,7 @@ import os
 import re
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ from thinpool import engines
 from thinpool.config import daemon_json
 from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState, Observed
-from thinpool.core.record import replace
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.tls import Certificate
 from thinpool.errors import MissingTool

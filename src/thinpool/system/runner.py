@@ -12,9 +12,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from thinpool.core.record import field, record
 from thinpool.errors import CommandFailed, CommandNotRun, CommandTimedOut, MissingTool
 
 DEFAULT_TIMEOUT = 300
@@ -29,7 +29,7 @@ def _log(message: str, *args: object) -> None:
         logging.getLogger(__name__).info(message, *args)
 
 
-@record
+@dataclass(frozen=True)
 class Completed:
     argv: tuple[str, ...]
     returncode: int
@@ -99,7 +99,7 @@ def _environment() -> dict[str, str]:
     return env
 
 
-@record(frozen=False)
+@dataclass
 class SystemRunner:
     """Runs real commands. ``timeout`` bounds each one; the log names every argv and its result."""
 
@@ -152,7 +152,7 @@ class SystemRunner:
         return result.raise_for_status() if check else result
 
 
-@record(frozen=False)
+@dataclass
 class ScriptedRunner:
     """Replays ``(argv, Completed)`` pairs in order; anything else is a test failure."""
 

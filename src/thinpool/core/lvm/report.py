@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from thinpool.core.model import DmDevice, LogicalVolume, PhysicalVolume, VolumeGroup
-from thinpool.core.record import record
 from thinpool.errors import ThinpoolError
 
 
@@ -156,7 +156,7 @@ def parse_dmsetup_info(text: str) -> list[DmDevice]:
     return found
 
 
-@record
+@dataclass(frozen=True)
 class ThinPoolTarget:
     """The kernel's view of a pool (``dmsetup status`` of its thin-pool target)."""
 
