@@ -16,9 +16,9 @@ import statistics
 import sys
 
 from thinpool.core import planner
+from thinpool.core.model import virtual_disks
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB
-from thinpool.system import observe
 
 RESET = "vgremove -ff -y docker >/dev/null 2>&1; pvremove -ff -y /dev/vda >/dev/null 2>&1; wipefs -a -q /dev/vda; " \
         "rm -f /etc/lvm/profile/thinpool-*.profile"  # fmt: skip
@@ -27,7 +27,7 @@ TIMED = "start=$(date +%s%N); {body}; end=$(date +%s%N); echo $(( (end - start) 
 
 def raw_script() -> str:
     """The plan's commands and profile write, as an operator would paste them."""
-    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), observe.virtual([4 * GiB], ["/dev/vda"]))
+    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), virtual_disks([4 * GiB], ["/dev/vda"]))
     lines = []
     for action in plan.actions:
         if action.op == "write":

@@ -3,6 +3,9 @@
 import json
 from collections.abc import Iterable
 
+from thinpool.core import health
+from thinpool.core.health import PoolStatus
+from thinpool.core.lvm import report
 from thinpool.core.lvm.commands import SEG_OWN_FIELDS
 from thinpool.core.model import Device, LogicalVolume, Observed, PhysicalVolume, VolumeGroup
 from thinpool.core.units import MiB
@@ -47,3 +50,9 @@ def lvm_report(
         own.append({key: value for key, value in row.items() if key not in SEG_OWN_FIELDS} | {"lv_uuid": uuid})
         segments.append({key: value for key, value in row.items() if key in SEG_OWN_FIELDS} | {"lv_uuid": uuid})
     return json.dumps({"report": [{"vg": list(vgs), "pv": list(pvs), "lv": own, "seg": segments}]})
+
+
+def pool_status(report_text: str, vg: str, pool: str, profiles: dict[str, str]) -> PoolStatus:
+    """A pool's status as observation reads it: lvm's report, then the profile the pool names."""
+    status = report.pool_status(report_text, vg, pool)
+    return health.with_profile(status, profiles.get(status.profile)) if status.profile else status

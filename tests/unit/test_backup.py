@@ -15,12 +15,13 @@ import pytest
 from thinpool.app.context import Context
 from thinpool.app.metrics import Reading, exposition
 from thinpool.cli import EXIT_OK, main
-from thinpool.core import backup, health, repair
+from thinpool.core import backup, doctor, repair
 from thinpool.core.lvm import commands, report
 from thinpool.host import commands as host
 from thinpool.system import files
 from thinpool.system.runner import ScriptedRunner
 
+from . import builders
 from .builders import lvm_report
 from .test_health import _row
 from .test_health import report as status_report
@@ -195,8 +196,8 @@ def test_maintain_backs_up_a_pool_whose_metadata_moved(tmp_path: Path, capsys: p
 
 
 def test_doctor_warns_of_a_missing_or_stale_backup_and_metrics_carry_its_age() -> None:
-    status = health.pool_status(status_report(), "docker", "thinpool", {})
-    codes = lambda found: {finding.code for finding in health.diagnose(found)}  # noqa: E731
+    status = builders.pool_status(status_report(), "docker", "thinpool", {})
+    codes = lambda found: {finding.code for finding in doctor.diagnose(found)}  # noqa: E731
     assert not {"metadata-backup-missing", "metadata-backup-stale"} & codes(status)  # not looked at
     missing = replace(status, backup_checked=True)
     assert "metadata-backup-missing" in codes(missing)

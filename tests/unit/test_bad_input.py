@@ -10,15 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from thinpool.app import planning
 from thinpool.app.context import Context
 from thinpool.cli import EXIT_ERROR, EXIT_OK, main
 from thinpool.core import names, planner
-from thinpool.core.model import EngineState, Observed
+from thinpool.core.model import EngineState, Observed, virtual_disks
 from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import GiB
-from thinpool.engines import PoolTarget, containerd_devmapper
+from thinpool.engines import containerd_devmapper
+from thinpool.engines.target import PoolTarget
 from thinpool.errors import SpecError
-from thinpool.system import files, observe
+from thinpool.system import files
 from thinpool.system.runner import ScriptedRunner
 
 
@@ -99,7 +101,7 @@ def test_a_broken_saved_plan_is_refused_without_a_traceback(
     if document.startswith(("SPEC:", "ACTION:")):
         where, _, change = document.partition(":")
         key, _, value = change.partition("=")
-        base = planner.plan(PoolSpec(devices=("disk1",)), observe.virtual([4 * GiB])).to_dict()
+        base = planner.plan(PoolSpec(devices=("disk1",)), virtual_disks([4 * GiB])).to_dict()
         (base["spec"] if where == "SPEC" else base["actions"][0])[key] = int(value) if value.isdigit() else value
         document = json.dumps(base)
     saved = tmp_path / "plan.json"
@@ -170,7 +172,7 @@ def test_the_longest_names_lvm_takes_are_taken() -> None:
 
 
 def test_a_vg_name_taken_under_dev_is_refused() -> None:
-    observed = Observed(devices=observe.virtual([4 * GiB], ["/dev/sdb"]).devices, taken_dev_names=frozenset({"disk"}))
+    observed = Observed(devices=virtual_disks([4 * GiB], ["/dev/sdb"]).devices, taken_dev_names=frozenset({"disk"}))
     with pytest.raises(SpecError, match="/dev/disk already exists"):
         planner.plan(PoolSpec(devices=("/dev/sdb",), vg="disk"), observed)
 
@@ -268,13 +270,12 @@ def test_containerd_settings_of_the_same_pool_are_kept_unless_forced() -> None:
 def test_config_files_of_the_wrong_shape_are_refused_untouched(
     path: str, text: str, words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from thinpool.app import pool
 
     engine = "containerd-devmapper" if path.endswith(".toml") else "docker-devicemapper"
     state = EngineState(observed=True, files={path: text})
-    observed = Observed(devices=observe.virtual([8 * GiB], ["/dev/vda"]).devices, engine=state)
+    observed = Observed(devices=virtual_disks([8 * GiB], ["/dev/vda"]).devices, engine=state)
     with pytest.raises(SpecError, match=words) as refused:
-        pool.plan_host(PoolSpec(devices=("/dev/vda",), engine=engine), observed)
+        planning.plan_host(PoolSpec(devices=("/dev/vda",), engine=engine), observed)
     assert "left untouched" in refused.value.problem and refused.value.fix
 
 

@@ -9,13 +9,13 @@ import tomllib
 
 import pytest
 
-from thinpool.app import pool
-from thinpool.core.model import EngineState, LogicalVolume
+from thinpool.app import planning
+from thinpool.core.model import EngineState, LogicalVolume, virtual_disks
 from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import GiB
-from thinpool.engines import PoolTarget, containerd_devmapper, docker, docker_devicemapper, docker_overlay2, systemd
+from thinpool.engines import containerd_devmapper, docker, docker_devicemapper, docker_overlay2, systemd
+from thinpool.engines.target import PoolTarget
 from thinpool.errors import SpecError
-from thinpool.system import observe
 
 TARGET = PoolTarget("docker", "thinpool", 6 * GiB)
 DOCKER = EngineState(observed=True, versions={"dockerd": "20.10.24"}, programs={"dockerd": "/usr/sbin/dockerd"})
@@ -233,7 +233,7 @@ def test_overlay2_thin_converged_plans_nothing() -> None:
 
 def test_engine_actions_follow_the_pool_in_the_plan() -> None:
     spec = _spec("docker-devicemapper")
-    plan = pool.plan_host(spec, observe.virtual([8 * GiB], ["/dev/vda"]))
+    plan = planning.plan_host(spec, virtual_disks([8 * GiB], ["/dev/vda"]))
     kinds = [action.kind for action in plan.actions]
     assert kinds.index("thin-pool") < kinds.index("engine-config")
     assert plan.next_steps and "systemctl restart docker" in plan.next_steps[0]
@@ -282,7 +282,7 @@ def test_the_registry_names_every_engine_once_and_their_files() -> None:
 def test_a_device_larger_than_the_pool_can_ever_grow_is_warned_of(
     engine: str, options: dict[str, object], disk: int, warned: bool
 ) -> None:
-    plan = pool.plan_host(_spec(engine, **options), observe.virtual([disk], ["/dev/vda"]))
+    plan = planning.plan_host(_spec(engine, **options), virtual_disks([disk], ["/dev/vda"]))
     beyond = [warning for warning in plan.warnings if "can ever hold" in warning]
     assert bool(beyond) == warned, plan.warnings
     if warned:

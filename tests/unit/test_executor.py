@@ -6,11 +6,10 @@ import pytest
 from thinpool.app import executor
 from thinpool.core import planner
 from thinpool.core.lvm import commands
-from thinpool.core.model import Observed
+from thinpool.core.model import Observed, virtual_disks
 from thinpool.core.plan import Action, ActionKind, Plan, Target
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, MiB
-from thinpool.system import observe
 from thinpool.system.runner import ScriptedRunner
 
 from .builders import lvm_report
@@ -21,7 +20,7 @@ def _report(kind: str, rows: list[dict[str, str]]) -> str:
 
 
 def _plan() -> Plan:
-    return planner.plan(PoolSpec(devices=("/dev/vda",)), observe.virtual([4 * GiB], ["/dev/vda"]))
+    return planner.plan(PoolSpec(devices=("/dev/vda",)), virtual_disks([4 * GiB], ["/dev/vda"]))
 
 
 def _lvm_state(runner: ScriptedRunner, *, pv: bool, vg: bool, pool: dict[str, str] | None) -> None:
@@ -99,9 +98,9 @@ def test_apply_fails_when_monitoring_did_not_take(tmp_path: Path) -> None:
 
 def test_saved_plan_refused_when_the_system_changed() -> None:
     plan = _plan()
-    executor.check_fresh(plan, observe.virtual([4 * GiB], ["/dev/vda"]))  # unchanged: accepted
+    executor.check_fresh(plan, virtual_disks([4 * GiB], ["/dev/vda"]))  # unchanged: accepted
     with pytest.raises(executor.StalePlan, match="devices"):
-        executor.check_fresh(plan, observe.virtual([8 * GiB], ["/dev/vda"]))
+        executor.check_fresh(plan, virtual_disks([8 * GiB], ["/dev/vda"]))
     with pytest.raises(executor.StalePlan):
         executor.check_fresh(plan, Observed())
 

@@ -6,11 +6,14 @@ import json
 
 import pytest
 
-from thinpool.core import health, sizing
+from thinpool.core import doctor, findings, health, sizing
+from thinpool.core.findings import Finding
 from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState
 from thinpool.core.units import GiB, MiB
 from thinpool.engines import doctor as engine_doctor
+
+from . import builders
 
 EXTENT = 4 * MiB
 PROFILE = commands.profile_content("docker", "thinpool", 80, 20)
@@ -40,10 +43,10 @@ def report(pool: dict[str, str] | None = None, free: int = 200, devices: str = "
 def status(**kwargs: object) -> health.PoolStatus:
     profile = kwargs.pop("profile", PROFILE)
     profiles = {"thinpool-docker-thinpool": profile} if profile else {}
-    return health.pool_status(report(**kwargs), "docker", "thinpool", profiles)  # type: ignore[arg-type]
+    return builders.pool_status(report(**kwargs), "docker", "thinpool", profiles)
 
 
-def codes(found: list[health.Finding]) -> set[str]:
+def codes(found: list[Finding]) -> set[str]:
     return {finding.code for finding in found}
 
 
@@ -54,12 +57,12 @@ def test_status_from_one_report() -> None:
     assert found.devices == ("/dev/vda",) and found.autoextend == sizing.Autoextend(80, 20)
     # 768 data extents: steps need 154, then 185 extents (no metadata growth here): 200 free allow one
     assert found.autoextend_steps == 1
-    assert health.diagnose(found) == []
+    assert doctor.diagnose(found) == []
 
 
 def test_missing_pool_names_the_pools_there() -> None:
     with pytest.raises(health.PoolNotFound, match="not a thin pool"):
-        health.pool_status(report(), "docker", "nope", {})
+        builders.pool_status(report(), "docker", "nope", {})
 
 
 def test_autoextend_steps_are_counted_until_the_vg_runs_out() -> None:
@@ -91,10 +94,10 @@ def test_autoextend_steps_are_counted_until_the_vg_runs_out() -> None:
     ],
 )  # fmt: skip
 def test_each_finding_names_its_fix(kwargs: dict[str, object], code: str, severity: str, fix: str) -> None:
-    found = [finding for finding in health.diagnose(status(**kwargs)) if finding.code == code]
-    assert found, codes(health.diagnose(status(**kwargs)))
+    found = [finding for finding in doctor.diagnose(status(**kwargs)) if finding.code == code]
+    assert found, codes(doctor.diagnose(status(**kwargs)))
     assert found[0].severity == severity and fix in found[0].fix
-    assert health.worst(health.diagnose(status(**kwargs))) in ("warning", "critical")
+    assert findings.worst(doctor.diagnose(status(**kwargs))) in ("warning", "critical")
 
 
 def _state(daemon: dict[str, object] | str, dockerd: str = "20.10.24") -> EngineState:
@@ -139,7 +142,7 @@ def test_metrics_carry_the_status_and_findings_by_severity(tmp_path: object) -> 
     from thinpool.app import metrics
 
     unmonitored = status(pool={"seg_monitor": "not monitored"})
-    readings = [metrics.Reading("docker", "thinpool", unmonitored, tuple(health.diagnose(unmonitored))),
+    readings = [metrics.Reading("docker", "thinpool", unmonitored, tuple(doctor.diagnose(unmonitored))),
                 metrics.Reading("vg2", "gone", None)]  # fmt: skip
     text = generate_latest(metrics.registry_for(lambda: readings)).decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value

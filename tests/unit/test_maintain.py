@@ -10,7 +10,7 @@ import pytest
 
 from thinpool.app.context import Context
 from thinpool.cli import EXIT_OK, main
-from thinpool.core import health, maintain
+from thinpool.core import doctor, health, maintain
 from thinpool.core.lvm import commands
 from thinpool.core.model import Filesystem
 from thinpool.core.units import GiB, MiB
@@ -18,6 +18,7 @@ from thinpool.host import commands as host
 from thinpool.system.observe import StatVfs
 from thinpool.system.runner import ScriptedRunner
 
+from . import builders
 from .builders import lvm_report
 from .test_health import PROFILE, _row, codes
 
@@ -71,7 +72,7 @@ def mount_table(root: Path, used: int) -> StatVfs:
 
 
 def status_of(report: str, used: int | None = 100 * MiB) -> health.PoolStatus:
-    found = health.pool_status(report, "docker", "thinpool", {"thinpool-docker-thinpool": PROFILE})
+    found = builders.pool_status(report, "docker", "thinpool", {"thinpool-docker-thinpool": PROFILE})
     if used is None:
         return found
     fs = Filesystem("253:4", "/var/lib/docker", "xfs", VOLUME, used)
@@ -84,7 +85,7 @@ def test_a_filesystem_that_freed_space_is_trimmed_by_whole_chunks() -> None:
     planned = maintain.plan(status)
     assert [action.argv for action in planned.actions] == [("fstrim", "--minimum", str(CHUNK), "/var/lib/docker")]
     assert planned.actions[0].kind == "reclaim" and "uses 100 MiB" in planned.actions[0].reason
-    assert "reclaimable-space" in codes(health.diagnose(status))
+    assert "reclaimable-space" in codes(doctor.diagnose(status))
 
 
 @pytest.mark.parametrize(
@@ -101,7 +102,7 @@ def test_nothing_is_trimmed_below_the_threshold_or_outside_thinpools_filesystems
 ) -> None:
     status = status_of(report, used)
     assert not [action for action in maintain.plan(status).actions if action.kind == "reclaim"], why
-    assert "reclaimable-space" not in codes(health.diagnose(status)), why
+    assert "reclaimable-space" not in codes(doctor.diagnose(status)), why
 
 
 def test_the_threshold_is_the_operators_to_choose() -> None:
@@ -129,26 +130,26 @@ def test_the_when_full_mode_follows_whether_the_pool_can_grow(
 
 def test_the_when_full_finding_stands_alone_only_when_no_autoextend_finding_explains_it() -> None:
     errors_though_it_can_grow = status_of(pool_report(when_full="error", mapped="0.00"))
-    found = health.diagnose(errors_though_it_can_grow)
+    found = doctor.diagnose(errors_though_it_can_grow)
     assert [(f.code, f.severity, f.fix) for f in found] == [
         ("when-full-policy", "info", "thinpool maintain docker/thinpool")
     ]
     queues_without_room = status_of(pool_report(when_full="queue", free=100, mapped="0.00"))
-    assert codes(health.diagnose(queues_without_room)) == {"no-room-to-autoextend"}  # its fix is the real one
+    assert codes(doctor.diagnose(queues_without_room)) == {"no-room-to-autoextend"}  # its fix is the real one
 
 
 def test_a_full_pool_is_one_finding_whose_fix_can_work() -> None:
     """lvm reports out-of-data twice (attr D, health out_of_data); the VG has 1 free extent."""
     full = status_of(pool_report(attr="twi-aotzD-", health_status="out_of_data", data_percent="100.00", free=1,
                                  mapped="0.00"))  # fmt: skip
-    found = health.diagnose(full)
+    found = doctor.diagnose(full)
     unhealthy = [finding for finding in found if finding.code == "pool-unhealthy"]
     assert len(unhealthy) == 1 and "data-over-threshold" not in codes(found)
     assert unhealthy[0].fix == "thinpool grow /dev/sdX --vg docker --pool thinpool"
     assert all("lvextend" not in finding.fix for finding in found)
     with_room = status_of(pool_report(attr="twi-aotzD-", health_status="out_of_data", data_percent="100.00",
                                       free=400, mapped="0.00"))  # fmt: skip
-    assert [f.fix for f in health.diagnose(with_room) if f.code == "pool-unhealthy"] == [
+    assert [f.fix for f in doctor.diagnose(with_room) if f.code == "pool-unhealthy"] == [
         "lvextend -l +154 docker/thinpool"
     ]
 
@@ -219,4 +220,4 @@ def test_metrics_carry_reclaimable_bytes_and_the_when_full_mode() -> None:
 def test_an_inactive_pool_keeps_its_when_full_mode_until_it_is_active() -> None:
     inactive = status_of(pool_report(when_full="queue", free=100, mapped="0.00", attr="twi---tz--"), used=None)
     assert not inactive.active and maintain.plan(inactive).actions == ()
-    assert "when-full-policy" not in codes(health.diagnose(inactive))
+    assert "when-full-policy" not in codes(doctor.diagnose(inactive))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from thinpool.app import metrics
-from thinpool.core import health
+from thinpool.core import doctor
 
 from ..monitoring import DASHBOARD, RULE_TESTS, RULES, rules, thinpool_metric_names
 from .test_health import status
@@ -70,7 +70,7 @@ def test_every_alert_explains_itself_and_links_a_readme_section_that_exists() ->
 
 def test_every_thinpool_metric_the_rules_and_dashboard_read_is_exported() -> None:
     sound = status()
-    reading = metrics.Reading("docker", "thinpool", sound, tuple(health.diagnose(sound)))
+    reading = metrics.Reading("docker", "thinpool", sound, tuple(doctor.diagnose(sound)))
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -89,7 +89,7 @@ def test_the_textfile_and_the_endpoint_carry_the_same_samples(tmp_path: Path) ->
 
     unmonitored = status(pool={"seg_monitor": "not monitored"})
     readings = [
-        metrics.Reading("docker", "thinpool", unmonitored, tuple(health.diagnose(unmonitored))),
+        metrics.Reading("docker", "thinpool", unmonitored, tuple(doctor.diagnose(unmonitored))),
         metrics.Reading('odd"vg\\', "gone", None),
     ]
 

@@ -5,13 +5,12 @@ import pytest
 
 from thinpool.core import planner, sizing
 from thinpool.core.lvm import commands
-from thinpool.core.model import DmDevice, LogicalVolume, Observed, PhysicalVolume
+from thinpool.core.model import DmDevice, LogicalVolume, Observed, PhysicalVolume, virtual_disks
 from thinpool.core.plan import Plan, SavedPlanError, render_text
 from thinpool.core.safety import UnsafeDevice
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, KiB, MiB, Percent
 from thinpool.errors import DoesNotFit, SpecError
-from thinpool.system import observe
 
 from .builders import disk, empty_vg, observed_with_vg
 
@@ -19,7 +18,7 @@ CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB after pvcreat
 
 
 def classic_plan(**spec: object) -> Plan:
-    observed = observe.virtual([CLASSIC_DISK])
+    observed = virtual_disks([CLASSIC_DISK])
     return planner.plan(PoolSpec(devices=("disk1",), **spec), observed)  # type: ignore[arg-type]
 
 
@@ -125,7 +124,7 @@ def test_small_requested_metadata_warns() -> None:
 
 def test_disk_too_small_for_metadata() -> None:
     with pytest.raises(DoesNotFit, match="no room for pool data"):
-        planner.plan(PoolSpec(devices=("disk1",)), observe.virtual([20 * MiB]))
+        planner.plan(PoolSpec(devices=("disk1",)), virtual_disks([20 * MiB]))
 
 
 def test_existing_vg_with_other_lvs_and_a_spare() -> None:
@@ -288,17 +287,17 @@ def test_existing_non_pool_lv_is_never_converted() -> None:
 )
 def test_invalid_names(vg: str, pool: str) -> None:
     with pytest.raises(SpecError, match="name"):
-        planner.plan(PoolSpec(devices=("disk1",), vg=vg, pool=pool), observe.virtual([GiB]))
+        planner.plan(PoolSpec(devices=("disk1",), vg=vg, pool=pool), virtual_disks([GiB]))
 
 
 def test_names_with_dashes_are_fine_and_dm_name_doubles_them() -> None:
-    plan = planner.plan(PoolSpec(devices=("disk1",), vg="my-vg", pool="docker-pool"), observe.virtual([8 * GiB]))
+    plan = planner.plan(PoolSpec(devices=("disk1",), vg="my-vg", pool="docker-pool"), virtual_disks([8 * GiB]))
     assert plan.actions[-1].argv == ("lvchange", "--monitor", "y", "my-vg/docker-pool")
     assert commands.dm_name("docker", "docker-pool-data") == "docker-docker--pool--data"
 
 
 def test_two_disks_make_one_vg() -> None:
-    plan = planner.plan(PoolSpec(devices=("disk1", "disk2")), observe.virtual([4 * GiB, 4 * GiB]))
+    plan = planner.plan(PoolSpec(devices=("disk1", "disk2")), virtual_disks([4 * GiB, 4 * GiB]))
     assert plan.layout.free_extents == 2 * 1023
     assert plan.actions[2].argv == ("vgcreate", "--physicalextentsize", "4m", "docker", "disk1", "disk2")
 

@@ -210,11 +210,11 @@ def test_a_small_pool_doubles_the_engines_chunk_until_metadata_takes_at_most_its
 
 def test_a_requested_chunk_is_never_raised_for_metadata_share() -> None:
     from thinpool.core import planner
+    from thinpool.core.model import virtual_disks
     from thinpool.core.spec import PoolSpec
-    from thinpool.system import observe
 
     spec = PoolSpec(devices=("disk1",), engine="docker-devicemapper", chunk_size=128 * KiB)
-    plan = planner.plan(spec, observe.virtual([20 * GiB]))
+    plan = planner.plan(spec, virtual_disks([20 * GiB]))
     assert plan.layout.chunk_size == 128 * KiB
-    default = planner.plan(PoolSpec(devices=("disk1",), engine="docker-devicemapper"), observe.virtual([20 * GiB]))
+    default = planner.plan(PoolSpec(devices=("disk1",), engine="docker-devicemapper"), virtual_disks([20 * GiB]))
     assert default.layout.chunk_size == 512 * KiB and "7." in default.reasons["chunk"]

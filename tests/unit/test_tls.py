@@ -18,7 +18,8 @@ from thinpool.core.model import EngineState
 from thinpool.core.plan import ActionKind, Plan
 from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import GiB
-from thinpool.engines import PoolTarget, docker, docker_overlay2
+from thinpool.engines import docker, docker_overlay2
+from thinpool.engines.target import PoolTarget
 from thinpool.errors import SpecError
 from thinpool.system import tls as tls_files
 from thinpool.system.runner import ScriptedRunner

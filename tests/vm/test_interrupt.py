@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from thinpool.core import planner
+from thinpool.core.model import virtual_disks
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
-from thinpool.system import observe
 
 from .helpers import kill_at_command, lvs, thinpool_json, vg_row
 
@@ -49,7 +49,7 @@ def test_killed_apply_converges_on_rerun_without_orphans(vm: VM, command: str, d
     found = lvs(vm, "docker")
     names = {"lvol0_pmspare" if name.endswith("_pmspare") else name for name in found}
     assert names == EXPECTED_LVS  # no orphan or half-made volumes
-    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), observe.virtual([4 * GiB], ["/dev/vda"]))
+    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), virtual_disks([4 * GiB], ["/dev/vda"]))
     layout = plan.layout
     pool = found["thinpool"]
     assert pool.size == layout.data_size and pool.metadata_size == layout.metadata_size
@@ -60,7 +60,7 @@ def test_killed_apply_converges_on_rerun_without_orphans(vm: VM, command: str, d
 
 def test_lvm_temporary_leftover_of_the_planned_size_is_cleared(vm: VM) -> None:
     """The shape a kill early in lvcreate leaves: an inactive lvol0 as large as the metadata."""
-    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), observe.virtual([4 * GiB], ["/dev/vda"]))
+    plan = planner.plan(PoolSpec(devices=("/dev/vda",)), virtual_disks([4 * GiB], ["/dev/vda"]))
     metadata_extents = plan.layout.metadata_extents
     vm.run(["pvcreate", "-q", "/dev/vda"])
     vm.run(["vgcreate", "-q", "docker", "/dev/vda"])

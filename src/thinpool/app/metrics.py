@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from thinpool.core.health import SEVERITIES, Finding, PoolStatus
+from thinpool.core.findings import Finding, Severity
+from thinpool.core.health import PoolStatus
 from thinpool.system import files
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def families(readings: list[Reading], seconds: float | None = None) -> list[Fami
             continue
         for (_, _, samples), (_, _, value) in zip(gauges, GAUGES, strict=True):
             samples.append((labels, float(value(reading.status))))
-        for severity in SEVERITIES[1:]:
+        for severity in tuple(Severity)[1:]:
             count = sum(finding.severity == severity for finding in reading.findings)
             findings[2].append(({**labels, "severity": severity}, float(count)))
     took: list[Family] = [] if seconds is None else [(DURATION, DURATION_HELP, [({}, seconds)])]

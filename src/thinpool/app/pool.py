@@ -9,17 +9,13 @@ from pathlib import Path
 from thinpool import engines
 from thinpool.app.context import Context
 from thinpool.app.executor import ApplyResult, Progress, StalePlan, apply, check_fresh
-from thinpool.core import lifecycle, planner
-from thinpool.core.model import EngineState, Observed
+from thinpool.app.planning import plan_host
+from thinpool.core import lifecycle
+from thinpool.core.model import EngineState, Observed, virtual_disks
 from thinpool.core.plan import Plan, SavedPlanError
 from thinpool.core.spec import NO_ENGINE, PoolSpec, check_device_path
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe, observe_engine
-
-
-def plan_host(spec: PoolSpec, observed: Observed) -> Plan:
-    """The pool's plan and then the engine's, from what was observed (pure)."""
-    return engines.plan_host(spec, observed, planner.plan(spec, observed))
 
 
 def _checked(spec: PoolSpec) -> PoolSpec:
@@ -31,17 +27,6 @@ def _checked(spec: PoolSpec) -> PoolSpec:
 
 def observed_for(ctx: Context, spec: PoolSpec) -> Observed:
     return observe_engine.observe_for(_checked(spec), ctx.runner, ctx.root)
-
-
-def plan_virtual(spec: PoolSpec, sizes: list[int], names: list[str] | None = None) -> Plan:
-    """A plan on blank virtual disks: nothing is read from the system."""
-    if spec.devices:
-        raise ThinpoolError(
-            "--disk-size plans on virtual disks and cannot be mixed with real devices",
-            fix="drop either the DEVICE arguments or --disk-size",
-        )
-    observed = observe.virtual(sizes, names)
-    return plan_host(replace(spec, devices=tuple(observed.devices)), observed)
 
 
 def plan_replica(ctx: Context, spec: PoolSpec, devices: tuple[str, ...], names: list[str]) -> tuple[list[int], Plan]:
@@ -59,7 +44,7 @@ def plan_replica(ctx: Context, spec: PoolSpec, devices: tuple[str, ...], names: 
     engine = EngineState()
     if spec.engine != NO_ENGINE:
         engine = replace(observe_engine.engine_state(ctx.runner, replica, ctx.root), systemd=False, data_root_source="")
-    observed = Observed(devices=observe.virtual(sizes, names).devices, engine=engine)
+    observed = Observed(devices=virtual_disks(sizes, names).devices, engine=engine)
     return sizes, plan_host(replica, observed)
 
 
@@ -126,4 +111,34 @@ def plan_engine_configure(ctx: Context, spec: PoolSpec) -> Plan:
 
 
 def engine_show(ctx: Context, spec: PoolSpec) -> dict[str, object]:
-    return engines.describe(observe_engine.engine_state(ctx.runner, spec, ctx.root))
+    return _describe_engines(observe_engine.engine_state(ctx.runner, spec, ctx.root))
+
+
+def _describe_engines(state: EngineState) -> dict[str, object]:
+    """What 'thinpool engine show' prints: versions and the storage parts of each config."""
+    from thinpool.config import containerd_toml, daemon_json
+    from thinpool.engines import containerd_devmapper, docker
+
+    docker_json = daemon_json.parse(state.source(docker.DAEMON_JSON))
+    if isinstance(docker_json, daemon_json.DaemonJson):
+        keys = ("storage-driver", "storage-opts", "data-root", "hosts", "dns", "tlsverify")
+        docker_part: dict[str, object] = {key: docker_json.data[key] for key in keys if key in docker_json.data}
+    else:
+        docker_part = {} if docker_json.problem == "missing" else {"error": str(docker_json)}
+    toml = containerd_toml.parse(state.source(containerd_devmapper.CONFIG_TOML))
+    if isinstance(toml, containerd_toml.ContainerdConfig):
+        containerd_part: dict[str, object] = {"version": toml.version, **toml.devmapper} if toml.data else {}
+    else:
+        containerd_part = {} if toml.problem == "missing" else {"error": str(toml)}
+    return {
+        "versions": dict(state.versions),
+        "docker daemon.json": docker_part,
+        "containerd devmapper": containerd_part,
+        "data root mounted from": state.data_root_source or "(not a mount point)",
+        "docker devicemapper state": state.docker_devicemapper_state,
+        "systemd drop-ins": {
+            path: "present"
+            for path in (docker.DOCKER_DROP_IN, containerd_devmapper.CONTAINERD_DROP_IN)
+            if path in state.files
+        },
+    }

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from thinpool.app.context import Context
 from thinpool.core import backup, health, sizing
+from thinpool.core.doctor import DoctorOptions, diagnose
+from thinpool.core.findings import Finding
 from thinpool.errors import ThinpoolError
 from thinpool.system import observe
 
@@ -22,9 +24,7 @@ def status(ctx: Context, vg: str, pool: str) -> health.PoolStatus:
     return replace(found, backup_checked=True, backup_age=age)
 
 
-def doctor(
-    ctx: Context, vg: str, pool: str, workload: sizing.Workload
-) -> tuple[health.PoolStatus, list[health.Finding]]:
+def doctor(ctx: Context, vg: str, pool: str, workload: sizing.Workload) -> tuple[health.PoolStatus, list[Finding]]:
     """The pool's own findings, then each engine configuration's (the engines are read only here: status
     imports none of them)."""
     from thinpool import engines
@@ -32,7 +32,7 @@ def doctor(
     from thinpool.system import observe_engine
 
     found = status(ctx, vg, pool)
-    findings = health.diagnose(found, health.DoctorOptions(workload))
+    findings = diagnose(found, DoctorOptions(workload))
     state = observe_engine.engine_state(ctx.runner, PoolSpec(vg=vg, pool=pool), ctx.root)
     return found, findings + engines.doctor(state, vg, pool)
 

@@ -22,14 +22,17 @@ SIZE_HELP = "Sizes take binary units: 744GiB, 512KiB, 100G, 4m (k/m/g/t are powe
 
 def _plan_from_args(args: argparse.Namespace, ctx: Context) -> Plan:
     """The plan for the spec: on virtual disks (--disk-size), or against the real system."""
-    from thinpool.app import pool
     from thinpool.core.units import parse_size
 
     spec = spec_from_args(args)
     if not getattr(args, "disk_size", None):
+        from thinpool.app import pool
+
         return pool.plan(ctx, spec)
+    from thinpool.app.planning import plan_virtual
+
     sizes = [parse_size(text, what="--disk-size") for text in args.disk_size]
-    return pool.plan_virtual(spec, sizes)
+    return plan_virtual(spec, sizes)
 
 
 def _cmd_plan(args: argparse.Namespace, ctx: Context) -> int:

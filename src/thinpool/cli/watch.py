@@ -118,11 +118,11 @@ def _workload(args: argparse.Namespace) -> Workload:
 
 def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.app import watch
-    from thinpool.core import health
+    from thinpool.core.findings import worst
 
     vg, pool = split_target(args.target)
     status, found = watch.doctor(ctx, vg, pool, _workload(args))
-    verdict = health.worst(found)
+    verdict = worst(found)
     if args.json:
         data = {"schema_version": 1, "kind": "thinpool-doctor", "vg": vg, "pool": pool, "worst": verdict,
                 "findings": [finding.to_dict() for finding in found], "status": status.to_dict()}  # fmt: skip

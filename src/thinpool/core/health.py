@@ -1,32 +1,25 @@
-"""A pool's status and the doctor's findings: pure functions of lvm's report and the profile.
+"""A pool's status: what lvm's report and the pool's profile say about it, and what follows from that.
 
-Everything here is computed from one ``lvs`` report (commands.status_report) and the text
-of the pool's lvm profile; nothing runs a command.
+``core.lvm.report.pool_status`` reads the report into a ``PoolStatus``; ``core.doctor`` judges it.
+Nothing here runs a command.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from thinpool.core import backup, sizing
-from thinpool.core.lvm import report
-from thinpool.core.lvm.commands import MANAGED_TAG
+from thinpool.core import sizing
 from thinpool.core.model import Filesystem
-from thinpool.core.units import MiB, ceil_div, format_size, lvm_size_arg, scale_decimal
 from thinpool.errors import ThinpoolError
 
-SEVERITIES = ("ok", "info", "warning", "critical")
 OUT_OF_DATA = "out of data space"
 # lvm's 9th attr character on a thin pool, and what it means.
 HEALTH_FLAGS = {"F": "failed", "D": OUT_OF_DATA, "M": "metadata read-only"}
 # lv_health_status spells some of the same problems its own way: one name per problem.
 HEALTH_WORDS = {"out_of_data": OUT_OF_DATA, "metadata_read_only": "metadata read-only"}
 MAX_COUNTED_STEPS = 99
-# Reclaimable space worth a finding and a trim: under it, fstrim's pass is not worth its I/O.
-# The issue's target after churn is "mapped at most 2x what the filesystem holds, + 256 MiB".
-RECLAIM_ABOVE = 256 * MiB
 
 
 @dataclass(frozen=True)
@@ -70,8 +63,8 @@ class PoolStatus:
     health: str
     profile: str
     devices: tuple[str, ...]
-    autoextend: sizing.Autoextend | None  # None: no thinpool-readable profile attached
-    autoextend_steps: int
+    autoextend: sizing.Autoextend | None = None  # None: no thinpool-readable profile attached
+    autoextend_steps: int = 0  # how many autoextend steps in a row the VG's free extents allow
     when_full: str = ""  # "queue" or "error" (lv_when_full)
     volumes: tuple[ThinVolume, ...] = ()
     backup_checked: bool = False  # the pool's backup folder was looked at
@@ -153,11 +146,6 @@ def when_full_change(status: PoolStatus) -> str:
     return wanted
 
 
-def _used(size: int, percent: str) -> int:
-    """Bytes in use from lvm's two-decimal percent (exact integer arithmetic)."""
-    return scale_decimal(percent or "0", size, 100)
-
-
 def parse_profile(text: str | None) -> sizing.Autoextend | None:
     """threshold/percent of an lvm profile's activation section (None when it sets no threshold)."""
     if not text:
@@ -193,284 +181,17 @@ def autoextend_steps(
     return steps
 
 
-def _thin_volumes(rows: list[dict[str, str]], pool: str) -> tuple[ThinVolume, ...]:
-    found = []
-    for row in rows:
-        if row.get("pool_lv") != pool or row.get("segtype") != "thin":
-            continue
-        size = int(row["lv_size"])
-        found.append(
-            ThinVolume(
-                name=row["lv_name"],
-                size=size,
-                mapped=_used(size, row.get("data_percent", "")),
-                managed=MANAGED_TAG in row.get("lv_tags", "").split(","),
-                device=report.kernel_device(row),
-            )
-        )
-    return tuple(found)
-
-
 def with_filesystems(status: PoolStatus, filesystems: dict[str, Filesystem]) -> PoolStatus:
     """The status with each active thin volume's mounted filesystem (by device number)."""
     volumes = tuple(replace(volume, filesystem=filesystems.get(volume.device)) for volume in status.volumes)
     return replace(status, volumes=volumes)
 
 
-def pool_status(report_text: str, vg: str, pool: str, profiles: dict[str, str]) -> PoolStatus:
-    rows = report.rows(report_text, "lv")
-    pool_rows = [row for row in rows if row["lv_name"] == pool and row.get("segtype") == "thin-pool"]
-    if not pool_rows:
-        names = sorted({row["lv_name"] for row in rows if row.get("segtype") == "thin-pool"})
-        raise PoolNotFound(
-            f"{vg}/{pool} is not a thin pool" + (f" (thin pools in {vg}: {', '.join(names)})" if names else ""),
-            fix="name it as VG/POOL, e.g. thinpool status docker/thinpool",
-        )
-    row = pool_rows[0]
-    extent = int(row["vg_extent_size"])
-    size, metadata_size, chunk = int(row["lv_size"]), int(row["lv_metadata_size"] or 0), int(row["chunk_size"])
-    volumes = _thin_volumes(rows, pool)
-    devices = sorted(
-        {
-            part.split("(")[0]
-            for r in rows
-            if r["lv_name"] == f"[{pool}_tdata]"
-            for part in r.get("devices", "").split(",")
-            if part
-        }
-    )
-    autoextend = parse_profile(profiles.get(row.get("lv_profile", ""))) if row.get("lv_profile") else None
-    free = int(row["vg_free_count"])
-    return PoolStatus(
-        vg=vg,
-        pool=pool,
-        attr=row["lv_attr"],
-        data_size=size,
-        data_used=_used(size, row.get("data_percent", "")),
-        metadata_size=metadata_size,
-        metadata_used=_used(metadata_size, row.get("metadata_percent", "")),
-        chunk_size=chunk,
-        thin_count=len(volumes),
-        virtual_size=sum(volume.size for volume in volumes),
-        extent_size=extent,
-        vg_free_extents=free,
-        monitor=row.get("seg_monitor", ""),
-        health=row.get("lv_health_status", ""),
-        profile=row.get("lv_profile", ""),
-        devices=tuple(devices),
-        autoextend=autoextend,
-        autoextend_steps=autoextend_steps(size // extent, metadata_size // extent, free, extent, chunk, autoextend),
-        when_full=row.get("lv_when_full", ""),
-        volumes=volumes,
-    )
-
-
-@dataclass(frozen=True)
-class Finding:
-    severity: str  # info, warning, critical
-    code: str
-    problem: str
-    fix: str
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class DoctorOptions:
-    workload: sizing.Workload = field(default_factory=sizing.Workload)
-
-
-def worst(findings: list[Finding]) -> str:
-    return max((finding.severity for finding in findings), key=SEVERITIES.index, default="ok")
-
-
-def _target(status: PoolStatus) -> str:
-    return f"{status.vg}/{status.pool}"
-
-
-def _storage_findings(status: PoolStatus) -> list[Finding]:
-    target, found = _target(status), []
-    loops = [device for device in status.devices if device.startswith("/dev/loop")]
-    if loops:
-        found.append(
-            Finding(
-                "warning",
-                "loop-device",
-                f"{target} lives on loop devices ({', '.join(loops)}): "
-                "slow, and gone at reboot unless the files are set up again; move it to a real disk",
-                f"vgextend {status.vg} /dev/sdX && pvmove {loops[0]} && vgreduce {status.vg} {loops[0]}",
-            )
-        )
-    for problem in status.health_problems:
-        if problem == OUT_OF_DATA:
-            why, fix = "writes fail or wait", _data_fix(status, sizing.DEFAULT_AUTOEXTEND_PERCENT)
-            found.append(Finding("critical", "pool-unhealthy", f"{target} is {problem}: {why}", fix))
-            continue
-        why = "stop its users first: the repair stops the pool, checks its metadata, repairs or restores a backup"
-        found.append(Finding("critical", "metadata-needs-repair", f"{target} is {problem}: {why}",
-                             f"thinpool repair {target} --yes"))  # fmt: skip
-    return found
-
-
-def _grow_fix(status: PoolStatus) -> str:
-    return f"thinpool grow /dev/sdX --vg {status.vg} --pool {status.pool}"
-
-
-def _data_fix(status: PoolStatus, percent: int) -> str:
-    """lvextend by one autoextend step when the VG has the room; otherwise a new disk (lvextend would fail)."""
-    step = sizing.autoextend_step(status.data_size // status.extent_size, percent)
-    if step > status.vg_free_extents:
-        return _grow_fix(status)
-    return f"lvextend -l +{step} {_target(status)}"
-
-
-def _metadata_fix(status: PoolStatus, size: int) -> str:
-    """lvm grows the metadata spare with the metadata: the VG needs room for both."""
-    if 2 * ceil_div(size, status.extent_size) > status.vg_free_extents:
-        return _grow_fix(status)
-    return f"lvextend --poolmetadatasize +{lvm_size_arg(size)} {_target(status)}"
-
-
-def _autoextend_findings(status: PoolStatus) -> list[Finding]:
-    target, found = _target(status), []
-    if status.monitor != "monitored":
-        found.append(
-            Finding(
-                "critical",
-                "not-monitored",
-                f"{target} is {status.monitor or 'not monitored'}: dmeventd will never autoextend it",
-                f"lvchange --monitor y {target}",
-            )
-        )
-    apply = f"thinpool apply --vg {status.vg} --pool {status.pool}"
-    if status.autoextend is None:
-        found.append(
-            Finding(
-                "warning",
-                "no-autoextend-profile",
-                f"{target} has no autoextend profile: dmeventd "
-                "falls back to lvm.conf, where the default threshold 100 means never; thinpool apply writes "
-                f"and attaches thinpool-{status.vg}-{status.pool}",
-                apply,
-            )
-        )
-    elif not status.autoextend.enabled:
-        found.append(
-            Finding(
-                "warning",
-                "autoextend-off",
-                f"{target}'s profile {status.profile} sets threshold 100: the pool never grows by itself",
-                f"{apply} --autoextend-threshold 80",
-            )
-        )
-    elif status.autoextend_steps == 0:
-        step = sizing.autoextend_step(status.data_size // status.extent_size, status.autoextend.percent)
-        found.append(
-            Finding(
-                "critical",
-                "no-room-to-autoextend",
-                f"{status.vg} has {status.vg_free_extents} free "
-                f"extents; the next autoextend of {target} needs at least {step}: when the pool "
-                f"fills, it will not grow; add a disk (or free space in {status.vg})",
-                f"thinpool grow /dev/sdX --vg {status.vg} --pool {status.pool}",
-            )
-        )
-    return found
-
-
-def _usage_findings(status: PoolStatus, options: DoctorOptions) -> list[Finding]:
-    target, found = _target(status), []
-    enabled = status.autoextend is not None and status.autoextend.enabled
-    threshold = status.autoextend.threshold if status.autoextend and enabled else sizing.DEFAULT_AUTOEXTEND_THRESHOLD
-    percent = status.autoextend.percent if status.autoextend and enabled else sizing.DEFAULT_AUTOEXTEND_PERCENT
-    for part, ratio, fix in (
-        ("data", status.data_ratio, _data_fix(status, percent)),
-        ("metadata", status.metadata_ratio, _metadata_fix(status, status.extent_size * 4)),
-    ):
-        if part == "data" and OUT_OF_DATA in status.health_problems:
-            continue  # the same problem as pool-unhealthy: one finding each
-        if ratio * 100 >= threshold:
-            severity = "critical" if ratio >= 0.95 else "warning"
-            found.append(
-                Finding(
-                    severity,
-                    f"{part}-over-threshold",
-                    f"{target} {part} is {ratio:.0%} full (threshold {threshold}%)",
-                    fix,
-                )
-            )
-    wanted = sizing.workload_metadata_estimate(status.data_size, status.chunk_size, options.workload)
-    wanted = ceil_div(min(wanted, sizing.METADATA_MAX), status.extent_size) * status.extent_size
-    if status.metadata_size < wanted:
-        found.append(
-            Finding(
-                "warning",
-                "metadata-below-model",
-                f"{target} metadata is "
-                f"{format_size(status.metadata_size)}; {options.workload.max_thin_devices} thin devices "
-                f"on {format_size(status.data_size)} want {format_size(wanted)}: it may run out "
-                "(the pool then goes read-only)",
-                _metadata_fix(status, wanted - status.metadata_size),
-            )
-        )
-    return found
-
-
-_WHEN_FULL_DOES = {"queue": "queues writes", "error": "fails writes at once"}
-
-
-def _care_findings(status: PoolStatus, growth_reported: bool) -> list[Finding]:
-    """What one ``thinpool maintain`` pass fixes: space to trim, and the when-full mode.
-
-    The when-full mode follows from whether the pool can grow: when an autoextend finding
-    already names why it cannot, that finding is the one problem to fix.
-    """
-    target, found = _target(status), []
-    maintain = f"thinpool maintain {target}"
-    if status.reclaimable >= RECLAIM_ABOVE:
-        found.append(
-            Finding(
-                "warning",
-                "reclaimable-space",
-                f"{target} maps {format_size(status.reclaimable)} that its filesystems no longer use: "
-                "autoextend grows the pool on garbage until they are trimmed",
-                maintain,
-            )
-        )
-    wanted = when_full_change(status)
-    if wanted and not growth_reported:
-        severity = "warning" if wanted == "error" else "info"
-        why = when_full_wanted(status)[1]
-        found.append(
-            Finding(
-                severity, "when-full-policy", f"{target} {_WHEN_FULL_DOES[status.when_full]} when full; {why}", maintain
-            )
-        )
-    return found
-
-
-def _backup_findings(status: PoolStatus) -> list[Finding]:
-    """No backup of the pool's metadata, or none for two days: a metadata loss would take every thin volume."""
-    if not status.backup_checked or (status.backup_age is not None and status.backup_age < backup.STALE_AFTER):
-        return []
-    target = _target(status)
-    when = "has no backup" if status.backup_age is None else f"was last backed up {status.backup_age // 3600} hours ago"
-    problem = (
-        f"{target}'s metadata {when}: if it is lost or damaged, only a backup can map the thin volumes' "
-        "data again (thinpool-maintain.timer backs it up when it changes)"
-    )
-    return [Finding("warning", "metadata-backup-missing" if status.backup_age is None else "metadata-backup-stale",
-                    problem, f"thinpool backup {target}")]  # fmt: skip
-
-
-def diagnose(status: PoolStatus, options: DoctorOptions | None = None) -> list[Finding]:
-    """The pool's own findings (the engine adapters add theirs)."""
-    options = options or DoctorOptions()
-    growth = _autoextend_findings(status)
-    care = _care_findings(status, bool(growth)) + _backup_findings(status)
-    return _storage_findings(status) + growth + _usage_findings(status, options) + care
-
-
-def profile_names(report_text: str) -> tuple[str, ...]:
-    return tuple(sorted({row["lv_profile"] for row in report.rows(report_text, "lv") if row.get("lv_profile")}))
+def with_profile(status: PoolStatus, profile_text: str | None) -> PoolStatus:
+    """The status with the autoextend settings of its lvm profile (the text of the file it names), and how
+    many steps of them the VG still has room for."""
+    autoextend = parse_profile(profile_text)
+    extent = status.extent_size
+    steps = autoextend_steps(status.data_size // extent, status.metadata_size // extent, status.vg_free_extents,
+                             extent, status.chunk_size, autoextend)  # fmt: skip
+    return replace(status, autoextend=autoextend, autoextend_steps=steps)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thinpool.core import backup, health
+from thinpool.core import backup, doctor, health
 from thinpool.core.lvm import commands
 from thinpool.core.plan import Action, ActionKind, Plan, Target
 from thinpool.core.units import format_size
@@ -25,7 +25,7 @@ from thinpool.host import commands as host
 
 @dataclass(frozen=True)
 class Policy:
-    reclaim_above: int = health.RECLAIM_ABOVE  # bytes a filesystem may hold unused in the pool before a trim
+    reclaim_above: int = doctor.RECLAIM_ABOVE  # bytes a filesystem may hold unused in the pool before a trim
     backup_every: int = backup.DEFAULT_EVERY  # seconds between backups of changing metadata (0: no backups)
     keep: int = backup.DEFAULT_KEEP  # backups kept per pool
 

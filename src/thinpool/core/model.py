@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -237,3 +238,10 @@ class Observed:
             "pvs": {name: pv.vg_name for name, pv in sorted(self.pvs.items())},
             "engine_files": self.engine.fingerprint(),
         }
+
+
+def virtual_disks(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observed:
+    """Blank virtual disks (``disk1``, ``disk2`` ... unless named) for planning without touching anything."""
+    sizes = list(sizes)
+    labels = list(names) if names is not None else [f"disk{index}" for index in range(1, len(sizes) + 1)]
+    return Observed(devices={name: Device(name, size, virtual=True) for name, size in zip(labels, sizes, strict=True)})

@@ -30,7 +30,7 @@ class Geometry:
 
 
 def plan(spec: PoolSpec, observed: Observed) -> Plan:
-    """The pool's actions (an engine's are added by ``thinpool.engines.plan_host``)."""
+    """The pool's actions (an engine's are added by ``thinpool.app.planning.plan_host``)."""
     spec.validate()
     pool_plan = _plan_pool(spec, observed)
     stray = _stray_mappings(spec, observed)

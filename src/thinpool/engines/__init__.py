@@ -1,46 +1,46 @@
-"""Engine adapters and their registry: adding an engine touches this registry and its own module.
+"""The engine registry: adding an engine is its adapter module plus one line in ``REGISTRY``.
 
-Each adapter module (``docker_devicemapper``, ``containerd_devmapper``, ``docker_overlay2``) is
-pure and provides:
-  * ``FILES``: the configuration files it reads (the observation layer reads them);
-  * ``USES_THIN_VOLUME``: whether it keeps its data on a thin volume (whose filesystem is observed);
-  * ``plan(spec, target, state) -> EngineChanges``: the actions that wire it to the pool;
-  * ``doctor(state, target) -> list[Finding]``: what its configuration says that can hurt;
-  * ``pool_users(state, target) -> tuple[str, ...]``: its files that still point at the pool.
+Each adapter implements ``EngineAdapter`` (``engines.adapter``) and is imported only when a command
+needs it. Composing the host's plan from the pool's and an engine's is the app layer's work
+(``thinpool.app.planning``).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import replace
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-from thinpool.core.health import Finding
-from thinpool.core.model import EngineState, Observed
-from thinpool.core.plan import Plan
-from thinpool.core.spec import NO_ENGINE, PoolSpec
-from thinpool.core.units import format_size
-from thinpool.engines.target import EngineChanges, PoolTarget
+from thinpool.core.spec import NO_ENGINE
+from thinpool.engines.adapter import EngineAdapter
 from thinpool.errors import SpecError
 
-_MODULES = {
+if TYPE_CHECKING:
+    from thinpool.core.findings import Finding
+    from thinpool.core.model import EngineState
+
+# Engine name (the --engine choice): its adapter module in this package.
+REGISTRY = {
     "docker-devicemapper": "docker_devicemapper",
     "containerd-devmapper": "containerd_devmapper",
     "docker-overlay2-thin": "docker_overlay2",
 }
-NAMES: tuple[str, ...] = tuple(_MODULES)
+NAMES: tuple[str, ...] = tuple(REGISTRY)
 CHOICES: tuple[str, ...] = (NO_ENGINE, *NAMES)
 
-__all__ = ["CHOICES", "NAMES", "EngineChanges", "PoolTarget", "adapter", "doctor", "plan_host", "pool_users"]
+__all__ = ["CHOICES", "NAMES", "REGISTRY", "EngineAdapter", "adapter", "adapters", "doctor", "pool_users"]
 
 
-def adapter(name: str) -> ModuleType:
-    if name not in _MODULES:
+def adapter(name: str) -> EngineAdapter:
+    """The adapter registered as ``name``."""
+    if name not in REGISTRY:
         raise SpecError(f"unknown engine {name!r}", fix="choose one of: " + ", ".join(CHOICES))
-    return importlib.import_module(f".{_MODULES[name]}", __package__)  # relative: also where Ansible bundles it
+    module = importlib.import_module(f".{REGISTRY[name]}", __package__)  # relative: also where Ansible bundles it
+    if not isinstance(module, EngineAdapter):
+        raise TypeError(f"thinpool.engines.{REGISTRY[name]} does not implement EngineAdapter")
+    return module
 
 
-def adapters() -> tuple[ModuleType, ...]:
+def adapters() -> tuple[EngineAdapter, ...]:
     return tuple(adapter(name) for name in NAMES)
 
 
@@ -49,79 +49,19 @@ def config_files() -> tuple[str, ...]:
     return tuple(dict.fromkeys(path for module in adapters() for path in module.FILES))
 
 
-def plan_host(spec: PoolSpec, observed: Observed, pool_plan: Plan) -> Plan:
-    """``pool_plan`` followed by the engine's actions, wired to the pool as the plan leaves it."""
-    if spec.engine == NO_ENGINE:
-        return pool_plan
-    module = adapter(spec.engine)
-    vg = observed.vgs.get(spec.vg)
-    layout = pool_plan.layout
-    data_size = layout.data_size if layout else 0
-    room = (layout.headroom_extents + layout.left_extents) * layout.extent_size if layout else 0
-    target = PoolTarget(spec.vg, spec.pool, data_size, vg.lvs if vg else (), data_size + room)
-    changes: EngineChanges = module.plan(spec, target, observed.engine)
-    return replace(
-        pool_plan,
-        actions=pool_plan.actions + changes.actions,
-        warnings=pool_plan.warnings + _beyond_growth(module.largest_device(spec, target), target) + changes.warnings,
-        next_steps=changes.next_steps,
-    )
-
-
-def _beyond_growth(device: tuple[str, int], target: PoolTarget) -> tuple[str, ...]:
-    """A device that may hold more than the pool can ever grow to fills it, whatever autoextend does."""
-    what, size = device
-    if not target.max_data_size or size <= target.max_data_size:
-        return ()
-    return (
-        f"{what} may grow to {format_size(size)}, more than {target.vg}/{target.pool} can ever hold "
-        f"({format_size(target.max_data_size)} once autoextend has used the VG's room): one device can fill "
-        "the pool; give the VG more disks (thinpool grow) or a smaller size",
-    )
-
-
-def _distinct(name: str) -> list[object]:
-    return list(dict.fromkeys(getattr(module, name) for module in adapters()))
-
-
 def doctor(state: EngineState, vg: str, pool: str) -> list[Finding]:
     """Each configuration's findings about itself and this pool (engines sharing a file check it once)."""
+    from thinpool.engines.target import PoolTarget
+
     target = PoolTarget(vg, pool, 0)
-    return [finding for check in _distinct("doctor") for finding in check(state, target)]  # type: ignore[operator]
+    checks = dict.fromkeys(module.doctor for module in adapters())
+    return [finding for check in checks for finding in check(state, target)]
 
 
 def pool_users(state: EngineState, vg: str, pool: str) -> tuple[str, ...]:
     """The configuration files that still point at ``vg/pool`` (destroy refuses while there is one)."""
+    from thinpool.engines.target import PoolTarget
+
     target = PoolTarget(vg, pool, 0)
-    found = [path for check in _distinct("pool_users") for path in check(state, target)]  # type: ignore[operator]
-    return tuple(dict.fromkeys(found))
-
-
-def describe(state: EngineState) -> dict[str, object]:
-    """What 'thinpool engine show' prints: versions and the storage parts of each config."""
-    from thinpool.config import containerd_toml, daemon_json
-    from thinpool.engines import containerd_devmapper, docker
-
-    docker_json = daemon_json.parse(state.source(docker.DAEMON_JSON))
-    if isinstance(docker_json, daemon_json.DaemonJson):
-        keys = ("storage-driver", "storage-opts", "data-root", "hosts", "dns", "tlsverify")
-        docker_part: dict[str, object] = {key: docker_json.data[key] for key in keys if key in docker_json.data}
-    else:
-        docker_part = {} if docker_json.problem == "missing" else {"error": str(docker_json)}
-    toml = containerd_toml.parse(state.source(containerd_devmapper.CONFIG_TOML))
-    if isinstance(toml, containerd_toml.ContainerdConfig):
-        containerd_part: dict[str, object] = {"version": toml.version, **toml.devmapper} if toml.data else {}
-    else:
-        containerd_part = {} if toml.problem == "missing" else {"error": str(toml)}
-    return {
-        "versions": dict(state.versions),
-        "docker daemon.json": docker_part,
-        "containerd devmapper": containerd_part,
-        "data root mounted from": state.data_root_source or "(not a mount point)",
-        "docker devicemapper state": state.docker_devicemapper_state,
-        "systemd drop-ins": {
-            path: "present"
-            for path in (docker.DOCKER_DROP_IN, containerd_devmapper.CONTAINERD_DROP_IN)
-            if path in state.files
-        },
-    }
+    checks = dict.fromkeys(module.pool_users for module in adapters())
+    return tuple(dict.fromkeys(path for check in checks for path in check(state, target)))

@@ -6,7 +6,7 @@ from typing import Any
 
 from thinpool.config import containerd_toml
 from thinpool.config.document import ConfigError, Problem
-from thinpool.core.health import Finding
+from thinpool.core.findings import Finding, Severity
 from thinpool.core.model import EngineState
 from thinpool.core.plan import Action, ActionKind, Target
 from thinpool.core.spec import PoolSpec
@@ -118,7 +118,7 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
             return []
         return [
             Finding(
-                "warning",
+                Severity.WARNING,
                 "config-toml-invalid",
                 f"{parsed}: containerd will not start",
                 "repair it; containerd config dump shows what containerd reads",
@@ -129,7 +129,7 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
         return []
     return [
         Finding(
-            "warning",
+            Severity.WARNING,
             "engine-other-pool",
             f"containerd's devmapper snapshotter uses pool {pool}, not {target.dm_name}",
             f"{docker.configure_command('containerd-devmapper', target)} --force",

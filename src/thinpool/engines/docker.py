@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from thinpool.config import daemon_json
 from thinpool.config.document import ConfigError, Problem
 from thinpool.core import tls
-from thinpool.core.health import Finding
+from thinpool.core.findings import Finding, Severity
 from thinpool.core.model import EngineState
 from thinpool.core.plan import Action, ActionKind, Target
 from thinpool.core.spec import EngineOptions
@@ -222,7 +222,7 @@ def dns_findings(state: EngineState, data: dict[str, Any], configure: str) -> li
         problem = (
             f"daemon.json gives containers the DNS server {address}, which does not answer: they cannot resolve names"
         )
-        found.append(Finding("critical", "dns-not-answering", problem, fix))
+        found.append(Finding(Severity.CRITICAL, "dns-not-answering", problem, fix))
     return found
 
 
@@ -236,10 +236,10 @@ def tls_findings(state: EngineState, configure: str) -> list[Finding]:
         days = tls.days_left(certificate, state.observed_at)
         if days < 0:
             problem = f"{certificate.path} expired {-days} days ago: dockerd refuses every TLS client"
-            found.append(Finding("critical", "tls-certificate-expired", problem, fix))
+            found.append(Finding(Severity.CRITICAL, "tls-certificate-expired", problem, fix))
         elif days < tls.RENEW_WITHIN_DAYS:
             found.append(
-                Finding("warning", "tls-certificate-expiring", f"{certificate.path} expires in {days} days", fix)
+                Finding(Severity.WARNING, "tls-certificate-expiring", f"{certificate.path} expires in {days} days", fix)
             )
     return found
 
@@ -283,7 +283,7 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
             return []
         return [
             Finding(
-                "warning",
+                Severity.WARNING,
                 "daemon-json-invalid",
                 f"{parsed}: dockerd will not start",
                 f"repair it (python3 -m json.tool {DAEMON_JSON}), or {configure} --force",
@@ -291,7 +291,7 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
         ]
     found = [
         Finding(
-            "critical",
+            Severity.CRITICAL,
             "tcp-without-tls",
             f"daemon.json opens Docker's API on {host} without TLS: anyone who reaches it is root on this host",
             f"{configure} --host unix:///run/docker.sock --force, or add --tlscacert/--tlscert/--tlskey",
@@ -312,7 +312,7 @@ def _devicemapper_findings(
     if pool != target.dm_path:
         found.append(
             Finding(
-                "warning",
+                Severity.WARNING,
                 "engine-other-pool",
                 f"daemon.json points Docker at {pool or 'no pool (loopback)'}, not at {target.dm_path}",
                 f"{configure} --force",
@@ -321,7 +321,7 @@ def _devicemapper_findings(
     if "dm.use_deferred_removal=true" not in parsed.storage_opts:
         found.append(
             Finding(
-                "warning",
+                Severity.WARNING,
                 "deferred-removal-off",
                 "Docker's devicemapper runs without deferred removal: busy devices make container removal fail",
                 configure,
@@ -330,7 +330,7 @@ def _devicemapper_findings(
     if "dm.blkdiscard=false" in parsed.storage_opts:
         found.append(
             Finding(
-                "warning",
+                Severity.WARNING,
                 "discard-off",
                 "Docker's devicemapper runs with dm.blkdiscard=false: deleted images and containers never "
                 "give their space back to the pool",
@@ -341,7 +341,7 @@ def _devicemapper_findings(
     if major is not None and major >= DEVICEMAPPER_REMOVED_IN:
         found.append(
             Finding(
-                "critical",
+                Severity.CRITICAL,
                 "docker-without-devicemapper",
                 f"daemon.json asks for devicemapper but "
                 f"dockerd {state.versions['dockerd']} has none: Docker will not start",

@@ -62,7 +62,7 @@ def _guest(ctx: Context, request: Rehearsal, say: Say) -> Any:
 
 
 def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
-    from thinpool.app import pool
+    from thinpool.app import planning, pool
     from thinpool.core.plan import render_text
     from thinpool.rehearse import deps
     from thinpool.rehearse.vm import VM, VMConfig, disk_device, kvm_usable
@@ -74,7 +74,7 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
         say(f"== plan for disks as large as {shown}, against this host's engine files")
     else:
         sizes = list(request.disk_sizes)
-        plan = pool.plan_virtual(request.spec, sizes, [disk_device(index) for index in range(len(sizes))])
+        plan = planning.plan_virtual(request.spec, sizes, [disk_device(index) for index in range(len(sizes))])
         say(f"== plan for {len(sizes)} blank disk(s): {', '.join(format_size(size) for size in sizes)}")
     names = [disk_device(index) for index in range(len(sizes))]
     say(render_text(plan))

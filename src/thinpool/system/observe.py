@@ -114,20 +114,14 @@ def observe(
     )
 
 
-def virtual(sizes: Iterable[int], names: Iterable[str] | None = None) -> Observed:
-    """Blank virtual disks (``disk1``, ``disk2`` ... unless named) for planning without touching anything."""
-    sizes = list(sizes)
-    labels = list(names) if names is not None else [f"disk{index}" for index in range(1, len(sizes) + 1)]
-    return Observed(devices={name: Device(name, size, virtual=True) for name, size in zip(labels, sizes, strict=True)})
-
-
 def read_pool_status(
     runner: Runner, vg: str, pool: str, root: Path = ROOT, statvfs: StatVfs = os.statvfs
 ) -> health.PoolStatus:
     """One lvm report call, plus the pool's profile file; the mount table too when thinpool's thin volumes are
     active."""
-    text = runner.run(commands.status_report(vg)).stdout
-    status = health.pool_status(text, vg, pool, read_profiles(health.profile_names(text), root))
+    status = report.pool_status(runner.run(commands.status_report(vg)).stdout, vg, pool)
+    if status.profile:
+        status = health.with_profile(status, read_profiles((status.profile,), root).get(status.profile))
     if not any(volume.managed and volume.device for volume in status.volumes):
         return status
     return health.with_filesystems(status, read_filesystems(root, statvfs))

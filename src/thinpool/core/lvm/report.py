@@ -11,7 +11,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from thinpool.core.health import PoolNotFound, PoolStatus, ThinVolume
+from thinpool.core.lvm.commands import MANAGED_TAG
 from thinpool.core.model import DmDevice, LogicalVolume, PhysicalVolume, VolumeGroup
+from thinpool.core.units import scale_decimal
 from thinpool.errors import ThinpoolError
 
 
@@ -189,3 +192,65 @@ def parse_thin_pool_status(text: str) -> ThinPoolTarget | None:
         )
     except ValueError as error:
         raise ReportError(f"could not read the pool's status {text.strip()!r}", fix="check 'dmsetup status'") from error
+
+
+def _used(size: int, percent: str) -> int:
+    """Bytes in use from lvm's two-decimal percent (exact integer arithmetic)."""
+    return scale_decimal(percent or "0", size, 100)
+
+
+def _thin_volumes(lv_rows: list[dict[str, str]], pool: str) -> tuple[ThinVolume, ...]:
+    found = []
+    for row in lv_rows:
+        if row.get("pool_lv") != pool or row.get("segtype") != "thin":
+            continue
+        size = int(row["lv_size"])
+        mapped = _used(size, row.get("data_percent", ""))
+        managed = MANAGED_TAG in row.get("lv_tags", "").split(",")
+        found.append(ThinVolume(row["lv_name"], size, mapped, managed, kernel_device(row)))
+    return tuple(found)
+
+
+def _pool_row(lv_rows: list[dict[str, str]], vg: str, pool: str) -> dict[str, str]:
+    for row in lv_rows:
+        if row["lv_name"] == pool and row.get("segtype") == "thin-pool":
+            return row
+    pools = sorted({row["lv_name"] for row in lv_rows if row.get("segtype") == "thin-pool"})
+    raise PoolNotFound(
+        f"{vg}/{pool} is not a thin pool" + (f" (thin pools in {vg}: {', '.join(pools)})" if pools else ""),
+        fix="name it as VG/POOL, e.g. thinpool status docker/thinpool",
+    )
+
+
+def _data_devices(lv_rows: list[dict[str, str]], pool: str) -> tuple[str, ...]:
+    parts = (row.get("devices", "").split(",") for row in lv_rows if row["lv_name"] == f"[{pool}_tdata]")
+    return tuple(sorted({part.split("(")[0] for listed in parts for part in listed if part}))
+
+
+def pool_status(text: str, vg: str, pool: str) -> PoolStatus:
+    """``vg/pool`` as one ``lvs`` report (commands.status_report) shows it; its profile is read apart
+    (``health.with_profile``), since the report names it but does not hold it."""
+    lv_rows = rows(text, "lv")
+    row = _pool_row(lv_rows, vg, pool)
+    size, metadata_size = int(row["lv_size"]), int(row["lv_metadata_size"] or 0)
+    volumes = _thin_volumes(lv_rows, pool)
+    return PoolStatus(
+        vg=vg,
+        pool=pool,
+        attr=row["lv_attr"],
+        data_size=size,
+        data_used=_used(size, row.get("data_percent", "")),
+        metadata_size=metadata_size,
+        metadata_used=_used(metadata_size, row.get("metadata_percent", "")),
+        chunk_size=int(row["chunk_size"]),
+        thin_count=len(volumes),
+        virtual_size=sum(volume.size for volume in volumes),
+        extent_size=int(row["vg_extent_size"]),
+        vg_free_extents=int(row["vg_free_count"]),
+        monitor=row.get("seg_monitor", ""),
+        health=row.get("lv_health_status", ""),
+        profile=row.get("lv_profile", ""),
+        devices=_data_devices(lv_rows, pool),
+        when_full=row.get("lv_when_full", ""),
+        volumes=volumes,
+    )

@@ -193,7 +193,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # no
 # in plugins/module_utils, which Ansible then sends to the target with the module.
 try:
     from thinpool import engines
-    from thinpool.app import pool
+    from thinpool.app import planning, pool
     from thinpool.app.context import system_context
     from thinpool.core import sizing
     from thinpool.core.spec import EngineOptions, PoolSpec, normal_path
@@ -312,7 +312,7 @@ def _after_text(plan: Any, before: str) -> str:
 
 def _plan(module: AnsibleModule, ctx: Any, spec: Any, observed: Any) -> Any:
     if module.params["state"] == "present":
-        return pool.plan_host(spec, observed)
+        return planning.plan_host(spec, observed)
     group = observed.vgs.get(spec.vg)
     if group is None or group.lv(spec.pool) is None:
         return None

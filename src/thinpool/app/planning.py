@@ -1,0 +1,65 @@
+"""The host's plan: the pool's actions, then the engine's, wired to the pool as the plan leaves it.
+
+Pure (no command runs): ``thinpool plan --disk-size`` imports this, the planner and one adapter only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from thinpool import engines
+from thinpool.core import planner
+from thinpool.core.model import Observed, virtual_disks
+from thinpool.core.plan import Plan
+from thinpool.core.spec import NO_ENGINE, PoolSpec
+from thinpool.core.units import format_size
+from thinpool.engines.target import EngineChanges, PoolTarget
+from thinpool.errors import ThinpoolError
+
+
+def plan_host(spec: PoolSpec, observed: Observed) -> Plan:
+    """The pool's plan and then the engine's, from what was observed."""
+    pool_plan = planner.plan(spec, observed)
+    if spec.engine == NO_ENGINE:
+        return pool_plan
+    adapter = engines.adapter(spec.engine)
+    target = _target(spec, observed, pool_plan)
+    changes: EngineChanges = adapter.plan(spec, target, observed.engine)
+    return replace(
+        pool_plan,
+        actions=pool_plan.actions + changes.actions,
+        warnings=pool_plan.warnings + _beyond_growth(adapter.largest_device(spec, target), target) + changes.warnings,
+        next_steps=changes.next_steps,
+    )
+
+
+def _target(spec: PoolSpec, observed: Observed, pool_plan: Plan) -> PoolTarget:
+    """The pool as the engine will find it once ``pool_plan`` ran."""
+    vg = observed.vgs.get(spec.vg)
+    layout = pool_plan.layout
+    data_size = layout.data_size if layout else 0
+    room = (layout.headroom_extents + layout.left_extents) * layout.extent_size if layout else 0
+    return PoolTarget(spec.vg, spec.pool, data_size, vg.lvs if vg else (), data_size + room)
+
+
+def _beyond_growth(device: tuple[str, int], target: PoolTarget) -> tuple[str, ...]:
+    """A device that may hold more than the pool can ever grow to fills it, whatever autoextend does."""
+    what, size = device
+    if not target.max_data_size or size <= target.max_data_size:
+        return ()
+    return (
+        f"{what} may grow to {format_size(size)}, more than {target.vg}/{target.pool} can ever hold "
+        f"({format_size(target.max_data_size)} once autoextend has used the VG's room): one device can fill "
+        "the pool; give the VG more disks (thinpool grow) or a smaller size",
+    )
+
+
+def plan_virtual(spec: PoolSpec, sizes: list[int], names: list[str] | None = None) -> Plan:
+    """A plan on blank virtual disks: nothing is read from the system."""
+    if spec.devices:
+        raise ThinpoolError(
+            "--disk-size plans on virtual disks and cannot be mixed with real devices",
+            fix="drop either the DEVICE arguments or --disk-size",
+        )
+    observed = virtual_disks(sizes, names)
+    return plan_host(replace(spec, devices=tuple(observed.devices)), observed)

@@ -1,0 +1,209 @@
+"""The doctor's rules for a pool: pure judgements of its ``PoolStatus``, each a ``Finding`` with its fix.
+
+The engine adapters add their own findings about their configuration (``thinpool.engines``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from thinpool.core import backup, sizing
+from thinpool.core.findings import Finding, Severity
+from thinpool.core.health import OUT_OF_DATA, PoolStatus, when_full_change, when_full_wanted
+from thinpool.core.units import MiB, ceil_div, format_size, lvm_size_arg
+
+# Reclaimable space worth a finding and a trim: under it, fstrim's pass is not worth its I/O.
+# The goal after churn: mapped at most 2x what the filesystem holds, + 256 MiB.
+RECLAIM_ABOVE = 256 * MiB
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    workload: sizing.Workload = field(default_factory=sizing.Workload)
+
+
+def _target(status: PoolStatus) -> str:
+    return f"{status.vg}/{status.pool}"
+
+
+def _storage_findings(status: PoolStatus) -> list[Finding]:
+    target, found = _target(status), []
+    loops = [device for device in status.devices if device.startswith("/dev/loop")]
+    if loops:
+        found.append(
+            Finding(
+                Severity.WARNING,
+                "loop-device",
+                f"{target} lives on loop devices ({', '.join(loops)}): "
+                "slow, and gone at reboot unless the files are set up again; move it to a real disk",
+                f"vgextend {status.vg} /dev/sdX && pvmove {loops[0]} && vgreduce {status.vg} {loops[0]}",
+            )
+        )
+    for problem in status.health_problems:
+        if problem == OUT_OF_DATA:
+            why, fix = "writes fail or wait", _data_fix(status, sizing.DEFAULT_AUTOEXTEND_PERCENT)
+            found.append(Finding(Severity.CRITICAL, "pool-unhealthy", f"{target} is {problem}: {why}", fix))
+            continue
+        why = "stop its users first: the repair stops the pool, checks its metadata, repairs or restores a backup"
+        found.append(Finding(Severity.CRITICAL, "metadata-needs-repair", f"{target} is {problem}: {why}",
+                             f"thinpool repair {target} --yes"))  # fmt: skip
+    return found
+
+
+def _grow_fix(status: PoolStatus) -> str:
+    return f"thinpool grow /dev/sdX --vg {status.vg} --pool {status.pool}"
+
+
+def _data_fix(status: PoolStatus, percent: int) -> str:
+    """lvextend by one autoextend step when the VG has the room; otherwise a new disk (lvextend would fail)."""
+    step = sizing.autoextend_step(status.data_size // status.extent_size, percent)
+    if step > status.vg_free_extents:
+        return _grow_fix(status)
+    return f"lvextend -l +{step} {_target(status)}"
+
+
+def _metadata_fix(status: PoolStatus, size: int) -> str:
+    """lvm grows the metadata spare with the metadata: the VG needs room for both."""
+    if 2 * ceil_div(size, status.extent_size) > status.vg_free_extents:
+        return _grow_fix(status)
+    return f"lvextend --poolmetadatasize +{lvm_size_arg(size)} {_target(status)}"
+
+
+def _autoextend_findings(status: PoolStatus) -> list[Finding]:
+    target, found = _target(status), []
+    if status.monitor != "monitored":
+        found.append(
+            Finding(
+                Severity.CRITICAL,
+                "not-monitored",
+                f"{target} is {status.monitor or 'not monitored'}: dmeventd will never autoextend it",
+                f"lvchange --monitor y {target}",
+            )
+        )
+    apply = f"thinpool apply --vg {status.vg} --pool {status.pool}"
+    if status.autoextend is None:
+        found.append(
+            Finding(
+                Severity.WARNING,
+                "no-autoextend-profile",
+                f"{target} has no autoextend profile: dmeventd "
+                "falls back to lvm.conf, where the default threshold 100 means never; thinpool apply writes "
+                f"and attaches thinpool-{status.vg}-{status.pool}",
+                apply,
+            )
+        )
+    elif not status.autoextend.enabled:
+        found.append(
+            Finding(
+                Severity.WARNING,
+                "autoextend-off",
+                f"{target}'s profile {status.profile} sets threshold 100: the pool never grows by itself",
+                f"{apply} --autoextend-threshold 80",
+            )
+        )
+    elif status.autoextend_steps == 0:
+        step = sizing.autoextend_step(status.data_size // status.extent_size, status.autoextend.percent)
+        found.append(
+            Finding(
+                Severity.CRITICAL,
+                "no-room-to-autoextend",
+                f"{status.vg} has {status.vg_free_extents} free "
+                f"extents; the next autoextend of {target} needs at least {step}: when the pool "
+                f"fills, it will not grow; add a disk (or free space in {status.vg})",
+                f"thinpool grow /dev/sdX --vg {status.vg} --pool {status.pool}",
+            )
+        )
+    return found
+
+
+def _usage_findings(status: PoolStatus, options: DoctorOptions) -> list[Finding]:
+    target, found = _target(status), []
+    enabled = status.autoextend is not None and status.autoextend.enabled
+    threshold = status.autoextend.threshold if status.autoextend and enabled else sizing.DEFAULT_AUTOEXTEND_THRESHOLD
+    percent = status.autoextend.percent if status.autoextend and enabled else sizing.DEFAULT_AUTOEXTEND_PERCENT
+    for part, ratio, fix in (
+        ("data", status.data_ratio, _data_fix(status, percent)),
+        ("metadata", status.metadata_ratio, _metadata_fix(status, status.extent_size * 4)),
+    ):
+        if part == "data" and OUT_OF_DATA in status.health_problems:
+            continue  # the same problem as pool-unhealthy: one finding each
+        if ratio * 100 >= threshold:
+            severity = Severity.CRITICAL if ratio >= 0.95 else Severity.WARNING
+            found.append(
+                Finding(
+                    severity,
+                    f"{part}-over-threshold",
+                    f"{target} {part} is {ratio:.0%} full (threshold {threshold}%)",
+                    fix,
+                )
+            )
+    wanted = sizing.workload_metadata_estimate(status.data_size, status.chunk_size, options.workload)
+    wanted = ceil_div(min(wanted, sizing.METADATA_MAX), status.extent_size) * status.extent_size
+    if status.metadata_size < wanted:
+        found.append(
+            Finding(
+                Severity.WARNING,
+                "metadata-below-model",
+                f"{target} metadata is "
+                f"{format_size(status.metadata_size)}; {options.workload.max_thin_devices} thin devices "
+                f"on {format_size(status.data_size)} want {format_size(wanted)}: it may run out "
+                "(the pool then goes read-only)",
+                _metadata_fix(status, wanted - status.metadata_size),
+            )
+        )
+    return found
+
+
+_WHEN_FULL_DOES = {"queue": "queues writes", "error": "fails writes at once"}
+
+
+def _care_findings(status: PoolStatus, growth_reported: bool) -> list[Finding]:
+    """What one ``thinpool maintain`` pass fixes: space to trim, and the when-full mode.
+
+    The when-full mode follows from whether the pool can grow: when an autoextend finding
+    already names why it cannot, that finding is the one problem to fix.
+    """
+    target, found = _target(status), []
+    maintain = f"thinpool maintain {target}"
+    if status.reclaimable >= RECLAIM_ABOVE:
+        found.append(
+            Finding(
+                Severity.WARNING,
+                "reclaimable-space",
+                f"{target} maps {format_size(status.reclaimable)} that its filesystems no longer use: "
+                "autoextend grows the pool on garbage until they are trimmed",
+                maintain,
+            )
+        )
+    wanted = when_full_change(status)
+    if wanted and not growth_reported:
+        severity = Severity.WARNING if wanted == "error" else Severity.INFO
+        why = when_full_wanted(status)[1]
+        found.append(
+            Finding(
+                severity, "when-full-policy", f"{target} {_WHEN_FULL_DOES[status.when_full]} when full; {why}", maintain
+            )
+        )
+    return found
+
+
+def _backup_findings(status: PoolStatus) -> list[Finding]:
+    """No backup of the pool's metadata, or none for two days: a metadata loss would take every thin volume."""
+    if not status.backup_checked or (status.backup_age is not None and status.backup_age < backup.STALE_AFTER):
+        return []
+    target = _target(status)
+    when = "has no backup" if status.backup_age is None else f"was last backed up {status.backup_age // 3600} hours ago"
+    problem = (
+        f"{target}'s metadata {when}: if it is lost or damaged, only a backup can map the thin volumes' "
+        "data again (thinpool-maintain.timer backs it up when it changes)"
+    )
+    code = "metadata-backup-missing" if status.backup_age is None else "metadata-backup-stale"
+    return [Finding(Severity.WARNING, code, problem, f"thinpool backup {target}")]
+
+
+def diagnose(status: PoolStatus, options: DoctorOptions | None = None) -> list[Finding]:
+    """The pool's own findings (the engine adapters add theirs)."""
+    options = options or DoctorOptions()
+    growth = _autoextend_findings(status)
+    care = _care_findings(status, bool(growth)) + _backup_findings(status)
+    return _storage_findings(status) + growth + _usage_findings(status, options) + care
