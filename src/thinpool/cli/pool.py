@@ -36,11 +36,12 @@ def _plan_from_args(args: argparse.Namespace, ctx: Context) -> Plan:
 
 
 def _cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
-    from thinpool.app import pool
     from thinpool.core.plan import render_text
 
     result = _plan_from_args(args, ctx)
     if args.out:
+        from thinpool.app import pool
+
         pool.save(result, Path(args.out))
     sys.stdout.write(result.to_json() if args.json else render_text(result))
     return EXIT_CHANGES if args.detailed_exitcode and result.has_changes else EXIT_OK
