@@ -82,3 +82,20 @@ def test_ansible_doc_renders_the_module() -> None:
     assert done.returncode == 0, done.stderr
     rendered = json.loads(done.stdout)["thinpool.thinpool.thinpool"]["doc"]
     assert rendered["module"] == "thinpool" and "state" in rendered["options"]
+
+
+def test_the_cli_and_the_module_take_their_defaults_from_the_spec(module: Any) -> None:
+    from thinpool.cli import build_parser
+    from thinpool.core.spec import OPTION_DEFAULTS, EngineOptions, PoolSpec
+    from thinpool.core.units import parse_size
+
+    documented = yaml.safe_load(module.DOCUMENTATION)["options"]
+    apply = vars(build_parser("apply").parse_args(["apply"]))
+    for name, value in OPTION_DEFAULTS.items():
+        assert apply[name] == value, f"CLI --{name.replace('_', '-')}"
+        if name in documented:
+            assert documented[name]["default"] == value == module.ARGUMENT_SPEC[name]["default"], name
+    spec, options = PoolSpec(), EngineOptions()  # and the text means what the spec holds
+    assert parse_size(str(OPTION_DEFAULTS["extent_size"])) == spec.extent_size
+    assert parse_size(str(OPTION_DEFAULTS["base_size"])) == options.base_size
+    assert parse_size(str(OPTION_DEFAULTS["thin_device_size"])) == spec.workload.thin_device_size

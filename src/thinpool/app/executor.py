@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thinpool.core.envelope import envelope
 from thinpool.core.model import Observed
 from thinpool.core.plan import Action, ActionKind, Check, Plan, problem_after
 from thinpool.errors import ThinpoolError
@@ -61,18 +62,20 @@ class ApplyResult:
         return all(step.status == "done" for step in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": RESULT_SCHEMA_VERSION,
-            "kind": "thinpool-result",
-            "ok": self.ok,
-            "vg": self.plan.vg,
-            "pool": self.plan.pool,
-            "changed": any(step.status == "done" for step in self.steps),
-            "steps": [step.to_dict() for step in self.steps],
-            "layout": self.plan.layout_dict(),
-            "warnings": list(self.plan.warnings),
-            "next_steps": list(self.plan.next_steps) if self.ok else [],
-        }
+        return envelope(
+            "thinpool-result",
+            version=RESULT_SCHEMA_VERSION,
+            body={
+                "ok": self.ok,
+                "vg": self.plan.vg,
+                "pool": self.plan.pool,
+                "changed": any(step.status == "done" for step in self.steps),
+                "steps": [step.to_dict() for step in self.steps],
+                "layout": self.plan.layout_dict(),
+                "warnings": list(self.plan.warnings),
+                "next_steps": list(self.plan.next_steps) if self.ok else [],
+            },
+        )
 
 
 def check_fresh(plan: Plan, observed: Observed) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from thinpool.app import backup as backups
 from thinpool.app.context import Context
 from thinpool.core import backup, repair
+from thinpool.core.envelope import envelope
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import LogicalVolume, VolumeGroup
 from thinpool.core.units import SECTOR
@@ -45,19 +46,21 @@ class RepairReport:
         return (self.after or self.before).state == repair.HEALTHY and not self.lost
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "thinpool-repair",
-            "vg": self.vg,
-            "pool": self.pool,
-            "ok": self.ok,
-            "before": {"state": self.before.state, "reason": self.before.reason},
-            "after": {"state": self.after.state, "reason": self.after.reason} if self.after else None,
-            "ran": self.ran,
-            "restored_from": self.restored_from.stem if self.restored_from else None,
-            "kept": self.kept,
-            "lost": self.lost,
-            "warnings": self.warnings,
-        }
+        return envelope(
+            "thinpool-repair",
+            {
+                "vg": self.vg,
+                "pool": self.pool,
+                "ok": self.ok,
+                "before": {"state": self.before.state, "reason": self.before.reason},
+                "after": {"state": self.after.state, "reason": self.after.reason} if self.after else None,
+                "ran": self.ran,
+                "restored_from": self.restored_from.stem if self.restored_from else None,
+                "kept": self.kept,
+                "lost": self.lost,
+                "warnings": self.warnings,
+            },
+        )
 
 
 def _thin_volumes(group: VolumeGroup, pool: str) -> list[LogicalVolume]:

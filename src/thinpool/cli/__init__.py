@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from thinpool import __version__
 from thinpool.cli.exits import EXIT_CHANGES, EXIT_CODES_HELP, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+from thinpool.core.envelope import envelope
 from thinpool.errors import ThinpoolError
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None, context: Context | None = None) -> i
         return handler(args, context)
     except ThinpoolError as error:
         if getattr(args, "json", False):
-            sys.stdout.write(json.dumps({"schema_version": 1, "kind": "thinpool-error", **error.to_dict()}) + "\n")
+            sys.stdout.write(json.dumps(envelope("thinpool-error", error.to_dict())) + "\n")
         print(f"thinpool: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from thinpool.core.envelope import envelope
+
 if TYPE_CHECKING:
     from thinpool.app.context import Context
     from thinpool.core.backup import Backup
@@ -46,7 +48,8 @@ def _cmd_backup(args: argparse.Namespace, ctx: Context) -> int:
     if args.list:
         found = use_case.backups(ctx, vg, pool, args.to)
         if args.json:
-            report = {"kind": "thinpool-backups", "folder": str(where), "backups": [item.to_dict() for item in found]}
+            listed = {"folder": str(where), "backups": [item.to_dict() for item in found]}
+            report = envelope("thinpool-backups", listed)
             sys.stdout.write(json.dumps(report, indent=1) + "\n")
         else:
             print("\n".join(_line(item) for item in found) if found else f"no backup of {vg}/{pool} in {where}")

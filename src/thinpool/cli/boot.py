@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from thinpool.core.envelope import envelope
+
 if TYPE_CHECKING:
     from thinpool.app.context import Context
 
@@ -17,7 +19,7 @@ def _cmd_activate(args: argparse.Namespace, ctx: Context) -> int:
 
     done = boot.activate(ctx, args.target, args.wait)
     if args.json:
-        sys.stdout.write(json.dumps({"schema_version": 1, "kind": "thinpool-activation", **done.__dict__}) + "\n")
+        sys.stdout.write(json.dumps(envelope("thinpool-activation", done.__dict__)) + "\n")
     else:
         for argv in done.commands:
             print("ran: " + " ".join(argv))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from thinpool.cli.exits import EXIT_ERROR, EXIT_OK
 from thinpool.core.backup import DEFAULT_KEEP
+from thinpool.core.envelope import envelope
 from thinpool.core.units import format_size, parse_size, parse_span
 
 if TYPE_CHECKING:
@@ -79,12 +80,8 @@ def _cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:
     targets = [split_target(text) for text in args.target]
     cared = use_case.run(ctx, targets, policy, dry_run=args.dry_run)
     if args.json:
-        report = {
-            "schema_version": use_case.RESULT_SCHEMA_VERSION,
-            "kind": "thinpool-maintenance",
-            "ok": all(care.ok for care in cared),
-            "pools": [care.to_dict() for care in cared],
-        }
+        body = {"ok": all(care.ok for care in cared), "pools": [care.to_dict() for care in cared]}
+        report = envelope("thinpool-maintenance", body, version=use_case.RESULT_SCHEMA_VERSION)
         sys.stdout.write(json.dumps(report, indent=1) + "\n")
     else:
         print("\n".join(_render(care) for care in cared))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from thinpool.cli.exits import EXIT_ERROR, EXIT_OK
 from thinpool.cli.options import add_engine_options, add_spec_options, spec_from_args
+from thinpool.core.envelope import envelope
 from thinpool.errors import ThinpoolError
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def _cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     if not args.yes:
         would = use_case.preview(ctx, step, spec, staging, commit_containers=args.commit_containers)
         if args.json:
-            data = {"schema_version": 1, "kind": "thinpool-migrate-plan", "step": step, "would": would}
+            data = envelope("thinpool-migrate-plan", {"step": step, "would": would})
             sys.stdout.write(json.dumps(data, indent=1) + "\n")
         else:
             print(f"thinpool migrate --to {TARGET}, {step}, would:\n" + "".join(f"  - {line}\n" for line in would)
@@ -97,7 +98,7 @@ def _cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     results = use_case.run(ctx, step, spec, staging, commit_containers=args.commit_containers)
     if args.json:
         steps = [result.to_dict() for result in results]
-        data = {"schema_version": 1, "kind": "thinpool-migrate", "ok": all(r.ok for r in results), "steps": steps}
+        data = envelope("thinpool-migrate", {"ok": all(r.ok for r in results), "steps": steps})
         sys.stdout.write(json.dumps(data, indent=1) + "\n")
     else:
         print("\n".join(_render(result) for result in results))

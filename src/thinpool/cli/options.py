@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from thinpool.core import sizing
-from thinpool.core.spec import DEFAULT_POOL, DEFAULT_VG, NO_ENGINE, EngineOptions, PoolSpec, normal_path
+from thinpool.core.spec import NO_ENGINE, EngineOptions, PoolSpec, normal_path
+from thinpool.core.spec import OPTION_DEFAULTS as DEFAULTS
 from thinpool.core.units import Percent, parse_size, parse_size_or_percent
 from thinpool.engines import CHOICES as ENGINE_CHOICES
 
@@ -18,14 +19,25 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
     where = parser.add_argument_group("where the pool goes")
     if devices:
         where.add_argument("devices", nargs="*", metavar="DEVICE", help="whole disks or partitions for the VG")
-    where.add_argument("--vg", default=DEFAULT_VG, help="volume group (default: docker); an existing VG is "
-                       "used, and extended with any DEVICE given")  # fmt: skip
-    where.add_argument("--pool", default=DEFAULT_POOL, help="thin pool LV name (default: thinpool)")
-    where.add_argument("--extent-size", default="4m", metavar="SIZE",
-                       help="extent size of a new VG (default: 4m, lvm's default)")  # fmt: skip
+    where.add_argument(
+        "--vg",
+        default=DEFAULTS["vg"],
+        help="volume group (default: %(default)s); an existing VG is used, and extended with any DEVICE given",
+    )
+    where.add_argument("--pool", default=DEFAULTS["pool"], help="thin pool LV name (default: %(default)s)")
+    where.add_argument(
+        "--extent-size",
+        default=DEFAULTS["extent_size"],
+        metavar="SIZE",
+        help="extent size of a new VG (default: %(default)s, lvm's default)",
+    )
     if engine:
-        where.add_argument("--engine", default=NO_ENGINE, choices=ENGINE_CHOICES,
-                           help="container engine the pool is for (default: none)")  # fmt: skip
+        where.add_argument(
+            "--engine",
+            default=DEFAULTS["engine"],
+            choices=ENGINE_CHOICES,
+            help="container engine the pool is for (default: %(default)s)",
+        )
     else:
         parser.set_defaults(engine=NO_ENGINE)
     where.add_argument(
@@ -49,15 +61,15 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
     size.add_argument(
         "--max-thin-devices",
         type=int,
-        default=sizing.DEFAULT_MAX_THIN_DEVICES,
+        default=DEFAULTS["max_thin_devices"],
         metavar="N",
-        help="image layers + containers to hold metadata for (default: 1000)",
+        help="image layers + containers to hold metadata for (default: %(default)s)",
     )
     size.add_argument(
         "--thin-device-size",
-        default="10GiB",
+        default=DEFAULTS["thin_device_size"],
         metavar="SIZE",
-        help="virtual size of one thin device, like Docker's dm.basesize (default: 10GiB)",
+        help="virtual size of one thin device, like Docker's dm.basesize (default: %(default)s)",
     )
     size.add_argument("--max-pool-size", metavar="SIZE", help="the most the pool may ever grow to "
                       "(default: the whole VG); chunk and metadata are sized for it")  # fmt: skip
@@ -67,33 +79,52 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
     size.add_argument("--zero", action="store_true", help="zero newly provisioned chunks (slower; default: off)")
 
     grow = parser.add_argument_group("autoextend (an lvm profile on the pool; dmeventd acts on it)")
-    grow.add_argument("--autoextend-threshold", type=int, default=sizing.DEFAULT_AUTOEXTEND_THRESHOLD,
-                      metavar="PERCENT", help="grow when data or metadata is this full: 50-99, or 100 to "
-                      "disable (default: 80)")  # fmt: skip
+    grow.add_argument(
+        "--autoextend-threshold",
+        type=int,
+        default=DEFAULTS["autoextend_threshold"],
+        metavar="PERCENT",
+        help="grow when data or metadata is this full: 50-99, or 100 to disable (default: %(default)s)",
+    )
     grow.add_argument(
         "--autoextend-percent",
         type=int,
-        default=sizing.DEFAULT_AUTOEXTEND_PERCENT,
+        default=DEFAULTS["autoextend_percent"],
         metavar="PERCENT",
-        help="grow by this share of the current size (default: 20)",
+        help="grow by this share of the current size (default: %(default)s)",
     )
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     engine = parser.add_argument_group("engine wiring (with --engine; see 'thinpool engine --help')")
-    engine.add_argument("--base-size", default="10GiB", metavar="SIZE",
-                        help="virtual size of each image/container device: dm.basesize or containerd's "
-                        "base_image_size (default: 10GiB)")  # fmt: skip
-    engine.add_argument("--min-free-space", type=int, default=10, metavar="PERCENT",
-                        help="docker-devicemapper: dm.min_free_space (default: 10)")  # fmt: skip
+    engine.add_argument(
+        "--base-size",
+        default=DEFAULTS["base_size"],
+        metavar="SIZE",
+        help="virtual size of each image/container device: dm.basesize or containerd's base_image_size "
+        "(default: %(default)s)",
+    )
+    engine.add_argument(
+        "--min-free-space",
+        type=int,
+        default=DEFAULTS["min_free_space"],
+        metavar="PERCENT",
+        help="docker-devicemapper: dm.min_free_space (default: %(default)s)",
+    )
     engine.add_argument("--storage-opt", action="append", default=[], metavar="dm.KEY=VALUE",
                         help="docker-devicemapper: one more storage option (repeatable)")  # fmt: skip
-    engine.add_argument("--volume-name", default="docker-data",
-                        help="docker-overlay2-thin: the thin volume's name (default: docker-data)")  # fmt: skip
+    engine.add_argument(
+        "--volume-name",
+        default=DEFAULTS["volume_name"],
+        help="docker-overlay2-thin: the thin volume's name (default: %(default)s)",
+    )
     engine.add_argument("--volume-size", metavar="SIZE",
                         help="docker-overlay2-thin: its virtual size (default: the pool's data size)")  # fmt: skip
-    engine.add_argument("--data-root", default="/var/lib/docker",
-                        help="docker-overlay2-thin: where it is mounted (default: /var/lib/docker)")  # fmt: skip
+    engine.add_argument(
+        "--data-root",
+        default=DEFAULTS["data_root"],
+        help="docker-overlay2-thin: where it is mounted (default: %(default)s)",
+    )
     engine.add_argument("--host", action="append", default=[], metavar="SOCKET",
                         help="Docker API socket for daemon.json 'hosts', e.g. unix:///run/docker.sock or "
                         "tcp://10.0.0.5:2376 (repeatable; TCP beyond loopback needs TLS)")  # fmt: skip

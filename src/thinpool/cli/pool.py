@@ -224,7 +224,7 @@ def add_plan_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     add_engine_options(plan)
     plan.add_argument("--disk-size", action="append", metavar="SIZE",
                       help="plan on a blank virtual disk of SIZE (repeat for more); reads nothing")  # fmt: skip
-    plan.add_argument("--json", action="store_true", help="print the plan as JSON (schema_version 1)")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON (thinpool-plan, schema 2)")
     plan.add_argument("--out", metavar="FILE", help="also save the plan as JSON, for 'thinpool apply FILE'")
     plan.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when the plan has changes")
     plan.set_defaults(handler=_cmd_plan)
@@ -245,7 +245,7 @@ def add_apply_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     add_spec_options(apply)
     add_engine_options(apply)
     apply.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    apply.add_argument("--json", action="store_true", help="print the result as JSON (schema_version 1)")
+    apply.add_argument("--json", action="store_true", help="print the result as JSON (thinpool-result, schema 1)")
     apply.set_defaults(handler=_cmd_apply)
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from thinpool.core.envelope import envelope
 from thinpool.core.units import format_size, parse_size
 from thinpool.errors import ThinpoolError
 
@@ -124,8 +125,9 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
     status, found = watch.doctor(ctx, vg, pool, _workload(args))
     verdict = worst(found)
     if args.json:
-        data = {"schema_version": 1, "kind": "thinpool-doctor", "vg": vg, "pool": pool, "worst": verdict,
-                "findings": [finding.to_dict() for finding in found], "status": status.to_dict()}  # fmt: skip
+        findings = [finding.to_dict() for finding in found]
+        body = {"vg": vg, "pool": pool, "worst": verdict, "findings": findings, "status": status.to_dict()}
+        data = envelope("thinpool-doctor", body)
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         for finding in found:

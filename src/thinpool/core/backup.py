@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from thinpool.core.envelope import envelope
 from thinpool.core.lvm.commands import dm_name
 from thinpool.errors import ThinpoolError
 
@@ -135,21 +136,23 @@ class Backup:
         return (self.stem + DUMP_SUFFIX, self.stem + VG_SUFFIX, self.stem + MANIFEST_SUFFIX)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": KIND,
-            "schema_version": SCHEMA_VERSION,
-            "vg": self.vg,
-            "pool": self.pool,
-            "created": self.created,
-            "transaction_id": self.transaction_id,
-            "lvm_transaction_id": self.lvm_transaction_id,
-            "method": self.method,
-            "data_block_size": self.data_block_size,
-            "nr_data_blocks": self.nr_data_blocks,
-            "devices": {str(dev_id): mapped for dev_id, mapped in sorted(self.devices.items())},
-            "thin_dump_version": self.thin_dump_version,
-            "files": {"metadata": self.files[0], "vg": self.files[1]},
-        }
+        return envelope(
+            KIND,
+            version=SCHEMA_VERSION,
+            body={
+                "vg": self.vg,
+                "pool": self.pool,
+                "created": self.created,
+                "transaction_id": self.transaction_id,
+                "lvm_transaction_id": self.lvm_transaction_id,
+                "method": self.method,
+                "data_block_size": self.data_block_size,
+                "nr_data_blocks": self.nr_data_blocks,
+                "devices": {str(dev_id): mapped for dev_id, mapped in sorted(self.devices.items())},
+                "thin_dump_version": self.thin_dump_version,
+                "files": {"metadata": self.files[0], "vg": self.files[1]},
+            },
+        )
 
 
 def backup_from_summary(

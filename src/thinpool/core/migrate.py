@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from thinpool.core import repair
+from thinpool.core.envelope import envelope
 from thinpool.core.model import VolumeGroup
 from thinpool.core.units import ceil_div, format_size
 from thinpool.errors import ThinpoolError
@@ -254,7 +255,7 @@ class Inventory:
         return sum(volume.size for volume in self.volumes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "thinpool-migrate-inventory", "schema_version": 1, **asdict(self)}
+        return envelope("thinpool-migrate-inventory", asdict(self))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Inventory:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from enum import Enum, StrEnum
 from typing import Any, Literal
 
+from thinpool.core.envelope import envelope
 from thinpool.core.model import Observed
 from thinpool.core.sizing import Layout
 from thinpool.core.spec import PoolSpec
@@ -229,21 +230,23 @@ class Plan:
         return self.layout.to_dict() if self.layout else {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "kind": "thinpool-plan",
-            "vg": self.vg,
-            "pool": self.pool,
-            "spec": self.spec.to_dict(),
-            "fingerprint": self.fingerprint,
-            "layout": self.layout_dict(),
-            "metadata_candidates": self.candidates,
-            "reasons": self.reasons,
-            "warnings": list(self.warnings),
-            "next_steps": list(self.next_steps),
-            "actions": [action.to_dict() for action in self.actions],
-            "summary": self.counts(),
-        }
+        return envelope(
+            "thinpool-plan",
+            version=SCHEMA_VERSION,
+            body={
+                "vg": self.vg,
+                "pool": self.pool,
+                "spec": self.spec.to_dict(),
+                "fingerprint": self.fingerprint,
+                "layout": self.layout_dict(),
+                "metadata_candidates": self.candidates,
+                "reasons": self.reasons,
+                "warnings": list(self.warnings),
+                "next_steps": list(self.next_steps),
+                "actions": [action.to_dict() for action in self.actions],
+                "summary": self.counts(),
+            },
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from thinpool.core import names, sizing
-from thinpool.core.units import GiB, MiB, Percent, format_size, parse_percent
+from thinpool.core.units import GiB, MiB, Percent, format_size, lvm_size_arg, parse_percent
 from thinpool.errors import SpecError
 
 NO_ENGINE = "none"  # the engines themselves are registered in thinpool.engines
@@ -293,3 +293,26 @@ def _field(data: dict[str, Any], key: str, types: tuple[type, ...]) -> Any:
         names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in types)
         raise TypeError(f"{key} is {type(value).__name__}, not {names}")
     return value
+
+
+def _option_defaults() -> dict[str, str | int]:
+    """Every option's default as the CLI and the Ansible module take it, by option name (sizes as lvm
+    writes them: ``4m``, ``10g``), read from the spec's own defaults so that it is written once."""
+    spec, options = PoolSpec(), EngineOptions()
+    return {
+        "vg": spec.vg,
+        "pool": spec.pool,
+        "engine": spec.engine,
+        "extent_size": lvm_size_arg(spec.extent_size),
+        "max_thin_devices": spec.workload.max_thin_devices,
+        "thin_device_size": lvm_size_arg(spec.workload.thin_device_size),
+        "autoextend_threshold": spec.autoextend.threshold,
+        "autoextend_percent": spec.autoextend.percent,
+        "base_size": lvm_size_arg(options.base_size),
+        "min_free_space": options.min_free_space,
+        "volume_name": options.volume_name,
+        "data_root": options.data_root,
+    }
+
+
+OPTION_DEFAULTS = _option_defaults()

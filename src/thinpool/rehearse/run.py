@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from thinpool.app.context import Context
+from thinpool.core.envelope import envelope
 from thinpool.core.plan import PlanLayout
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.units import format_size
@@ -100,8 +101,8 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
     engine_ok = found["engine"] is None or found["engine"]["ok"]
     found["ok"] = bool(found["first_ok"] and not found["second_changed"] and found["matches_plan"] and engine_ok)
     if ctx.json:
-        envelope = {"schema_version": REPORT_SCHEMA_VERSION, "kind": "thinpool-rehearsal", "plan": plan.to_dict()}
-        sys.stdout.write(json.dumps({**envelope, **found}, indent=2) + "\n")
+        report = envelope("thinpool-rehearsal", {"plan": plan.to_dict(), **found}, version=REPORT_SCHEMA_VERSION)
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
     else:
         say(_verdict(found, plan.layout))
     return 0 if found["ok"] else 1

@@ -71,7 +71,7 @@ options:
   thin_device_size:
     description: Virtual size of one thin device (Docker's dm.basesize).
     type: str
-    default: 10GiB
+    default: 10g
   autoextend_threshold:
     description: Grow when data or metadata is this full (50-99), or 100 to disable.
     type: int
@@ -91,7 +91,7 @@ options:
   base_size:
     description: Virtual size of each image or container device (dm.basesize, base_image_size).
     type: str
-    default: 10GiB
+    default: 10g
   volume_size:
     description: For V(docker-overlay2-thin), the thin volume's virtual size (default the pool's data size).
     type: str
@@ -167,7 +167,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 plan:
-  description: The plan thinpool made (schema_version 1), with every action's argv and reason.
+  description: The plan thinpool made (schema_version 2), with every action's argv and reason.
   returned: always
   type: dict
 result:
@@ -196,7 +196,7 @@ try:
     from thinpool.app import planning, pool
     from thinpool.app.context import system_context
     from thinpool.core import sizing
-    from thinpool.core.spec import EngineOptions, PoolSpec, normal_path
+    from thinpool.core.spec import OPTION_DEFAULTS, EngineOptions, PoolSpec, normal_path
     from thinpool.core.units import parse_size, parse_size_or_percent
     from thinpool.engines import (  # noqa: F401 (loaded by name at run time; named here so they are sent)
         containerd_devmapper,
@@ -207,35 +207,37 @@ try:
 
     HAS_THINPOOL = True
     ENGINE_CHOICES = list(engines.CHOICES)
-except ImportError:  # pragma: no cover - reported by the module
+    DEFAULTS: dict[str, Any] = dict(OPTION_DEFAULTS)  # written once, in thinpool.core.spec
+except ImportError:  # pragma: no cover - reported by the module before any default is used
     HAS_THINPOOL = False
     ENGINE_CHOICES = ["none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin"]
+    DEFAULTS = {}
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
     "devices": {"type": "list", "elements": "str", "default": []},
-    "vg": {"type": "str", "default": "docker"},
-    "pool": {"type": "str", "default": "thinpool"},
+    "vg": {"type": "str", "default": DEFAULTS.get("vg")},
+    "pool": {"type": "str", "default": DEFAULTS.get("pool")},
     "engine": {
         "type": "str",
         "choices": ENGINE_CHOICES,
-        "default": "none",
+        "default": DEFAULTS.get("engine"),
     },
-    "extent_size": {"type": "str", "default": "4m"},
+    "extent_size": {"type": "str", "default": DEFAULTS.get("extent_size")},
     "chunk_size": {"type": "str"},
     "metadata_size": {"type": "str"},
     "data_size": {"type": "str"},
     "headroom": {"type": "str"},
     "max_pool_size": {"type": "str"},
-    "max_thin_devices": {"type": "int", "default": 1000},
-    "thin_device_size": {"type": "str", "default": "10GiB"},
-    "autoextend_threshold": {"type": "int", "default": 80},
-    "autoextend_percent": {"type": "int", "default": 20},
+    "max_thin_devices": {"type": "int", "default": DEFAULTS.get("max_thin_devices")},
+    "thin_device_size": {"type": "str", "default": DEFAULTS.get("thin_device_size")},
+    "autoextend_threshold": {"type": "int", "default": DEFAULTS.get("autoextend_threshold")},
+    "autoextend_percent": {"type": "int", "default": DEFAULTS.get("autoextend_percent")},
     "zero": {"type": "bool", "default": False},
     "wipe": {"type": "bool", "default": False},
-    "base_size": {"type": "str", "default": "10GiB"},
+    "base_size": {"type": "str", "default": DEFAULTS.get("base_size")},
     "volume_size": {"type": "str"},
-    "data_root": {"type": "str", "default": "/var/lib/docker"},
+    "data_root": {"type": "str", "default": DEFAULTS.get("data_root")},
     "storage_opts": {"type": "list", "elements": "str", "default": []},
     "hosts": {"type": "list", "elements": "str", "default": []},
     "dns": {"type": "list", "elements": "str", "default": []},
