@@ -17,7 +17,7 @@ from thinpool.app.metrics import Reading, exposition
 from thinpool.cli import EXIT_OK, main
 from thinpool.core import backup, doctor, repair
 from thinpool.core.lvm import commands, report
-from thinpool.host import commands as host
+from thinpool.core.programs import argv as programs
 from thinpool.system import files
 from thinpool.system.runner import ScriptedRunner
 
@@ -301,7 +301,7 @@ def test_repair_refuses_while_a_thin_volume_is_mounted_and_stops_nothing(
           "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
     runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool, volume], vgs=[vg]))
     runner.expect(commands.dmsetup_info(), stdout="docker-vol;LVM-x;1;L--w\ndocker-thinpool-tpool;LVM-y;1;L--w\n")
-    runner.expect(host.fuser_mount("/dev/docker/vol"), stdout="  4242c 77")
+    runner.expect(programs.fuser_mount("/dev/docker/vol"), stdout="  4242c 77")
     (tmp_path / "proc/4242").mkdir(parents=True)
     (tmp_path / "proc/4242/comm").write_text("dockerd\n")
     (tmp_path / "proc/self").mkdir(parents=True)

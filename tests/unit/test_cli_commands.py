@@ -14,9 +14,9 @@ import pytest
 from thinpool.app.context import Context
 from thinpool.cli import EXIT_ERROR, EXIT_OK, main
 from thinpool.core.lvm import commands
+from thinpool.core.programs import argv as programs
 from thinpool.core.units import GiB, MiB
 from thinpool.errors import CommandTimedOut
-from thinpool.host import commands as host
 from thinpool.system.runner import ScriptedRunner
 
 from .builders import lvm_report
@@ -45,8 +45,8 @@ class Machine:
     def observe(self, recorded: Path, devices: tuple[str, ...] = (DEVICE,)) -> None:
         self.reports()
         for device in devices:
-            self.runner.expect(host.lsblk(device), stdout=(recorded / "lsblk-blank-disk.json").read_text())
-            self.runner.expect(host.wipefs_probe(device), stdout="")
+            self.runner.expect(programs.lsblk(device), stdout=(recorded / "lsblk-blank-disk.json").read_text())
+            self.runner.expect(programs.wipefs_probe(device), stdout="")
         self.runner.expect(commands.dmsetup_info(), stdout="No devices found\n")
 
     def vg(self, extents: int, free: int) -> dict[str, str]:
@@ -163,8 +163,8 @@ def test_a_device_already_in_the_vg_is_not_probed_again(
     machine = Machine(growing)
     _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
     machine.reports()
-    growing.expect(host.lsblk(DEVICE), stdout=(recorded / "lsblk-blank-disk.json").read_text())  # the new one only
-    growing.expect(host.wipefs_probe(DEVICE), stdout="")
+    growing.expect(programs.lsblk(DEVICE), stdout=(recorded / "lsblk-blank-disk.json").read_text())  # the new one only
+    growing.expect(programs.wipefs_probe(DEVICE), stdout="")
     growing.expect(commands.dmsetup_info(), stdout="No devices found\n")
     plan = pool.plan_grow(_context(growing, tmp_path), PoolSpec(devices=("/dev/vda", DEVICE)))
     assert growing.exhausted and [action.argv[0] for action in plan.actions[:2]] == ["pvcreate", "vgextend"]
@@ -334,8 +334,8 @@ def test_a_replica_plan_takes_the_devices_sizes_and_merges_into_this_hosts_confi
     )
     (tmp_path / "run/systemd/system").mkdir(parents=True)  # systemd runs here, but not in the VM
     runner = ScriptedRunner()
-    runner.expect(host.lsblk(DEVICE), stdout=(recorded / "lsblk-blank-disk.json").read_text())
-    runner.expect(host.wipefs_probe(DEVICE), stdout="")
+    runner.expect(programs.lsblk(DEVICE), stdout=(recorded / "lsblk-blank-disk.json").read_text())
+    runner.expect(programs.wipefs_probe(DEVICE), stdout="")
     spec = PoolSpec(engine="containerd-devmapper")
     sizes, plan = pool.plan_replica(_context(runner, tmp_path), spec, (DEVICE,), ["/dev/vda"])
     assert runner.exhausted  # only the device was read: nothing ran, no program was asked its version

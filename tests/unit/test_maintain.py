@@ -13,8 +13,8 @@ from thinpool.cli import EXIT_OK, main
 from thinpool.core import doctor, health, maintain
 from thinpool.core.lvm import commands
 from thinpool.core.model import Filesystem
+from thinpool.core.programs import argv as programs
 from thinpool.core.units import GiB, MiB
-from thinpool.host import commands as host
 from thinpool.system.observe import StatVfs
 from thinpool.system.runner import ScriptedRunner
 
@@ -166,7 +166,7 @@ def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
 ) -> None:
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="3.00", free=100))
-    runner.expect(host.fstrim("/var/lib/docker", CHUNK))
+    runner.expect(programs.fstrim("/var/lib/docker", CHUNK))
     runner.expect(commands.lvchange_error_when_full("docker", "thinpool", True))
     after = pool_report(mapped="0.09", free=100, when_full="error", data_percent="4.00")
     runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=json.loads(after)["report"][0]["lv"], vgs=[

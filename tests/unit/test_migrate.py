@@ -12,7 +12,7 @@ from thinpool.app.context import Context
 from thinpool.cli import EXIT_ERROR, main
 from thinpool.core import migrate
 from thinpool.core.migrate import DockerDevice, Image, Inventory, MigrateRefused, Volume
-from thinpool.host import commands as host
+from thinpool.core.programs import argv as programs
 from thinpool.system.runner import ScriptedRunner
 
 from .test_backup import VG_TEXT
@@ -125,22 +125,24 @@ def test_export_saves_each_image_under_its_tags_and_each_volume_then_the_invento
     volumes = [{"Name": "v1", "Driver": "local", "Mountpoint": "/var/lib/docker/volumes/v1/_data", "Options": None},
                {"Name": "nfs", "Driver": "local", "Mountpoint": "/x", "Options": {"device": ":/export"}}]  # fmt: skip
     runner = ScriptedRunner()
-    runner.expect(host.docker_driver(), stdout="devicemapper\n")
-    runner.expect(host.docker_volume_names(), stdout="v1\nnfs\n")
-    runner.expect(host.docker_volume_inspect(("v1", "nfs")), stdout=json.dumps(volumes))
-    runner.expect(host.docker_containers(), stdout='{"ID":"c1","Names":"web","Image":"tiny:1","State":"exited"}\n')
-    runner.expect(host.docker_image_ids(), stdout=f"sha256:{'a' * 64}\nsha256:{'b' * 64}\n")
-    runner.expect(host.docker_image_inspect(("sha256:" + "a" * 64, "sha256:" + "b" * 64)), stdout=json.dumps(inspected))
+    runner.expect(programs.docker_driver(), stdout="devicemapper\n")
+    runner.expect(programs.docker_volume_names(), stdout="v1\nnfs\n")
+    runner.expect(programs.docker_volume_inspect(("v1", "nfs")), stdout=json.dumps(volumes))
+    runner.expect(programs.docker_containers(), stdout='{"ID":"c1","Names":"web","Image":"tiny:1","State":"exited"}\n')
+    runner.expect(programs.docker_image_ids(), stdout=f"sha256:{'a' * 64}\nsha256:{'b' * 64}\n")
+    runner.expect(
+        programs.docker_image_inspect(("sha256:" + "a" * 64, "sha256:" + "b" * 64)), stdout=json.dumps(inspected)
+    )
 
     def written(name: str) -> None:
         (staging / name).write_text("archive")
 
     first, second = (f"images/{c * 24}.tar" for c in "ab")
-    runner.expect(host.docker_save(f"{staging / first}.partial", ("tiny:1", "tiny:latest")),
+    runner.expect(programs.docker_save(f"{staging / first}.partial", ("tiny:1", "tiny:latest")),
                   then=lambda: written(first + ".partial"))  # fmt: skip
-    runner.expect(host.docker_save(f"{staging / second}.partial", ("sha256:" + "b" * 64,)),
+    runner.expect(programs.docker_save(f"{staging / second}.partial", ("sha256:" + "b" * 64,)),
                   then=lambda: written(second + ".partial"))  # fmt: skip
-    runner.expect(host.tar_create(f"{staging}/volumes/v1.tar.partial", str(volume)),
+    runner.expect(programs.tar_create(f"{staging}/volumes/v1.tar.partial", str(volume)),
                   then=lambda: written("volumes/v1.tar.partial"))  # fmt: skip
     ctx = Context(runner=runner, root=tmp_path)
     done = use_case.export(ctx, staging, commit_containers=False, data_root="/var/lib/docker")
@@ -165,17 +167,17 @@ def test_the_command_shows_what_a_step_would_do_and_does_nothing_without_yes(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     runner = ScriptedRunner()
-    runner.expect(host.docker_driver(), stdout="devicemapper\n")
-    runner.expect(host.docker_volume_names())
-    runner.expect(host.docker_containers(), stdout='{"ID":"c1","Names":"web","Image":"tiny:1","State":"running"}\n')
-    runner.expect(host.docker_image_ids())
+    runner.expect(programs.docker_driver(), stdout="devicemapper\n")
+    runner.expect(programs.docker_volume_names())
+    runner.expect(programs.docker_containers(), stdout='{"ID":"c1","Names":"web","Image":"tiny:1","State":"running"}\n')
+    runner.expect(programs.docker_image_ids())
     ctx = Context(runner=runner, root=tmp_path, euid=0)
     export = ["migrate", "--to", "docker-overlay2-thin", "--step", "export", "--staging", str(tmp_path / "s")]
     assert main(export, ctx) == EXIT_ERROR and runner.exhausted
     out = capsys.readouterr().out
     assert "save 0 images" in out and "container web (running): its writable layer is LOST" in out
     assert "Nothing was done" in out
-    runner.expect(host.docker_driver(), returncode=1, stderr="Cannot connect to the Docker daemon")
+    runner.expect(programs.docker_driver(), returncode=1, stderr="Cannot connect to the Docker daemon")
     assert main([*export, "--json"], ctx) == EXIT_ERROR
     assert json.loads(capsys.readouterr().out)["problem"].endswith("needs Docker running on devicemapper; "
                                                                    "Docker is not running")  # fmt: skip
@@ -192,7 +194,7 @@ def test_the_command_shows_what_a_step_would_do_and_does_nothing_without_yes(
 
 def test_finish_is_refused_until_the_import_was_verified(tmp_path: Path) -> None:
     runner = ScriptedRunner()
-    runner.expect(host.docker_driver(), stdout="overlay2\n")
+    runner.expect(programs.docker_driver(), stdout="overlay2\n")
     ctx = Context(runner=runner, root=tmp_path)
     use_case.state_folder(ctx, migrate_spec()).mkdir(parents=True)  # a switch ran
     with pytest.raises(MigrateRefused, match="has not been verified") as refused:
@@ -225,7 +227,7 @@ def test_a_rollback_is_refused_when_the_volume_group_changed_since_the_switch(tm
     (folder / use_case.LVM_BEFORE).write_text(VG_TEXT)
     (tmp_path / "var/lib/docker.devicemapper").mkdir(parents=True)
     (folder / use_case.SHAPE).write_text(json.dumps(["1023 extents", "LV thinpool 2097152 B"]))  # grown since
-    runner.expect(host.docker_driver(), returncode=1, stderr="Cannot connect to the Docker daemon")
+    runner.expect(programs.docker_driver(), returncode=1, stderr="Cannot connect to the Docker daemon")
     _lvm(runner)
     with pytest.raises(MigrateRefused, match=r"was LV thinpool 2097152 B; now LV thinpool 0 B") as refused:
         use_case.rollback(ctx, migrate_spec())
@@ -251,10 +253,10 @@ def test_a_container_an_earlier_export_committed_is_not_committed_again() -> Non
     earlier = Image("sha256:" + "c" * 64, ("thinpool-migrate/web:committed",), 10)
     web, db = migrate.Container("1", "web", "a:1", "running"), migrate.Container("2", "db", "a:1", "exited")
     runner = ScriptedRunner()
-    runner.expect(host.docker_commit("2", "thinpool-migrate/db:committed"))
+    runner.expect(programs.docker_commit("2", "thinpool-migrate/db:committed"))
     fresh = {"Id": "sha256:" + "d" * 64, "RepoTags": ["thinpool-migrate/db:committed"], "Size": 10}
-    runner.expect(host.docker_image_ids(), stdout=f"{earlier.id}\n{fresh['Id']}\n")
-    runner.expect(host.docker_image_inspect((earlier.id, str(fresh["Id"]))),
+    runner.expect(programs.docker_image_ids(), stdout=f"{earlier.id}\n{fresh['Id']}\n")
+    runner.expect(programs.docker_image_inspect((earlier.id, str(fresh["Id"]))),
                   stdout=json.dumps([{"Id": earlier.id, "RepoTags": list(earlier.tags), "Size": 10}, fresh]))  # fmt: skip
     inventory, made = use_case._commit(Context(runner=runner), Inventory((earlier,), (), (web, db)))
     assert made == 1 and runner.exhausted  # web was not committed again

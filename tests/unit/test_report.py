@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from thinpool.core.lvm import commands, report
+from thinpool.core.programs import output as program_output
 from thinpool.core.units import KiB, MiB
-from thinpool.host import report as host_report
 
 
 def test_lvs_with_thin_volume_and_snapshot(recorded: Path) -> None:
@@ -60,10 +60,10 @@ def test_missing_vg_report_is_not_json(recorded: Path) -> None:
 
 
 def test_lsblk_and_wipefs(recorded: Path) -> None:
-    nodes = host_report.parse_lsblk((recorded / "lsblk-selected.json").read_text())
+    nodes = program_output.parse_lsblk((recorded / "lsblk-selected.json").read_text())
     assert [node["path"] for node in nodes] == ["/dev/vda", "/dev/vdb", "/dev/vdc"]
-    assert host_report.parse_wipefs((recorded / "wipefs-ext4.json").read_text()) == ("ext4",)
-    assert host_report.parse_wipefs("") == ()
+    assert program_output.parse_wipefs((recorded / "wipefs-ext4.json").read_text()) == ("ext4",)
+    assert program_output.parse_wipefs("") == ()
 
 
 def test_one_fullreport_reads_what_pvs_lvs_and_vgs_read(recorded: Path) -> None:

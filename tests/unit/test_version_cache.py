@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
-from thinpool.host import commands as host
 from thinpool.system import observe, observe_engine
 from thinpool.system.runner import ScriptedRunner
 
@@ -22,14 +22,14 @@ def _binary(root: Path, text: str) -> str:
 def test_a_version_is_run_once_then_read_until_the_binary_changes(tmp_path: Path) -> None:
     dockerd = _binary(tmp_path, "#!/bin/sh\n# 20.10\n")
     runner = ScriptedRunner()
-    runner.expect(host.program_version(dockerd), stdout="Docker version 20.10.24+dfsg1, build 297e128\n")
+    runner.expect(programs.program_version(dockerd), stdout="Docker version 20.10.24+dfsg1, build 297e128\n")
     assert observe_engine.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "20.10.24"
     assert runner.exhausted
     assert (
         observe_engine.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "20.10.24"
     )  # no command: the runner is empty
     _binary(tmp_path, "#!/bin/sh\n# 25.0, a longer file\n")  # upgraded in place
-    runner.expect(host.program_version(dockerd), stdout="Docker version 25.0.3, build 4debf41\n")
+    runner.expect(programs.program_version(dockerd), stdout="Docker version 25.0.3, build 4debf41\n")
     assert observe_engine.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "25.0.3"
     assert runner.exhausted
 
@@ -40,7 +40,7 @@ def test_a_broken_or_unwritable_cache_only_costs_the_command(tmp_path: Path) -> 
     cache.parent.mkdir(parents=True)
     cache.write_text("{not json")
     runner = ScriptedRunner()
-    runner.expect(host.program_version(dockerd), stdout="Docker version 20.10.24\n")
+    runner.expect(programs.program_version(dockerd), stdout="Docker version 20.10.24\n")
     assert observe_engine.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "20.10.24"
     assert (
         observe_engine.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "20.10.24"
@@ -48,7 +48,7 @@ def test_a_broken_or_unwritable_cache_only_costs_the_command(tmp_path: Path) -> 
     cache.unlink()
     if os.geteuid() != 0:  # root writes anyway
         cache.parent.chmod(0o500)
-        runner.expect(host.program_version(dockerd), stdout="Docker version 20.10.24\n")
+        runner.expect(programs.program_version(dockerd), stdout="Docker version 20.10.24\n")
         assert observe_engine.cached_program_versions(runner, [dockerd], tmp_path)[dockerd] == "20.10.24"
     assert runner.exhausted
 
@@ -71,6 +71,6 @@ def test_a_volume_mounted_on_the_data_root_is_not_probed(tmp_path: Path) -> None
 def test_a_volume_not_mounted_there_is_probed(tmp_path: Path) -> None:
     spec = _engine_host(tmp_path, "20 1 254:1 / / rw - ext4 /dev/vda1 rw\n")
     runner = ScriptedRunner()
-    runner.expect(host.wipefs_probe("/dev/mapper/docker-docker--data"), stdout='{"signatures": [{"type": "xfs"}]}')
+    runner.expect(programs.wipefs_probe("/dev/mapper/docker-docker--data"), stdout='{"signatures": [{"type": "xfs"}]}')
     state = observe_engine.engine_state(runner, spec, tmp_path)
     assert (state.volume_filesystem, state.data_root_source) == ("xfs", "") and runner.exhausted

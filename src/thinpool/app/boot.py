@@ -16,9 +16,9 @@ from pathlib import Path
 from thinpool.app.context import Context
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed
+from thinpool.core.programs import argv as programs
 from thinpool.core.units import parse_span
 from thinpool.errors import ThinpoolError
-from thinpool.host import commands as host
 from thinpool.system import files, observe
 from thinpool.system.runner import Runner
 
@@ -139,7 +139,7 @@ def retire_units(ctx: Context, folder: Path, running: bool) -> list[Path]:
         if not path.exists():
             continue
         if running:
-            ctx.runner.run(host.systemctl_disable_now((name,)))
+            ctx.runner.run(programs.systemctl_disable_now((name,)))
         for link in folder.glob(f"*.wants/{name}"):
             link.unlink()
         path.unlink()
@@ -159,10 +159,10 @@ def install(
     removed = retire_units(ctx, target / UNIT_DIR.lstrip("/"), running)
     if not running:
         return Installed(written, [], removed)
-    ctx.runner.run(host.systemctl_daemon_reload())
+    ctx.runner.run(programs.systemctl_daemon_reload())
     started_by_systemd = (ACTIVATE_UNIT, *METRICS_UNITS)
     names = tuple(path.name for path in written if path.suffix == ".timer" or path.name in started_by_systemd)
-    ctx.runner.run(host.systemctl_enable(names))
+    ctx.runner.run(programs.systemctl_enable(names))
     if metrics:
-        ctx.runner.run(host.systemctl_restart(METRICS_UNITS))
+        ctx.runner.run(programs.systemctl_restart(METRICS_UNITS))
     return Installed(written, list(names), removed)

@@ -22,10 +22,10 @@ from thinpool.core.lvm import commands
 from thinpool.core.migrate import Inventory, MigrateRefused
 from thinpool.core.model import VolumeGroup
 from thinpool.core.plan import render_text
+from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
 from thinpool.engines import docker
-from thinpool.host import commands as host
 from thinpool.system import files, observe, observe_engine
 
 SAVED_FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, "/etc/fstab")  # put back by a rollback
@@ -58,7 +58,7 @@ def state_folder(ctx: Context, spec: PoolSpec) -> Path:
 
 def running_driver(ctx: Context) -> str | None:
     """The running Docker's storage driver, None when Docker does not answer."""
-    answer = ctx.runner.run(host.docker_driver(), check=False, timeout=60)
+    answer = ctx.runner.run(programs.docker_driver(), check=False, timeout=60)
     return answer.stdout.strip() or None if answer.returncode == 0 else None
 
 
@@ -70,15 +70,17 @@ def _json_lines(ctx: Context, argv: tuple[str, ...]) -> str:
 
 
 def _images(ctx: Context) -> tuple[migrate.Image, ...]:
-    ids = tuple(dict.fromkeys(ctx.runner.run(host.docker_image_ids()).stdout.split()))
-    return migrate.parse_images(_json_lines(ctx, host.docker_image_inspect(ids))) if ids else ()
+    ids = tuple(dict.fromkeys(ctx.runner.run(programs.docker_image_ids()).stdout.split()))
+    return migrate.parse_images(_json_lines(ctx, programs.docker_image_inspect(ids))) if ids else ()
 
 
 def read_inventory(ctx: Context) -> Inventory:
     """Docker's images, local volumes and containers, as the running Docker reports them."""
-    names = tuple(ctx.runner.run(host.docker_volume_names()).stdout.split())
-    volumes, others = migrate.parse_volumes(_json_lines(ctx, host.docker_volume_inspect(names))) if names else ((), ())
-    containers = migrate.parse_containers(_json_lines(ctx, host.docker_containers()))
+    names = tuple(ctx.runner.run(programs.docker_volume_names()).stdout.split())
+    volumes, others = (
+        migrate.parse_volumes(_json_lines(ctx, programs.docker_volume_inspect(names))) if names else ((), ())
+    )
+    containers = migrate.parse_containers(_json_lines(ctx, programs.docker_containers()))
     return Inventory(_images(ctx), volumes, containers, others)
 
 
@@ -90,7 +92,7 @@ def _commit(ctx: Context, inventory: Inventory) -> tuple[Inventory, int]:
     for container in inventory.containers:
         image = container.committed_as or migrate.commit_name(container)
         if image not in tags:
-            ctx.runner.run(host.docker_commit(container.id, image), timeout=3600)
+            ctx.runner.run(programs.docker_commit(container.id, image), timeout=3600)
             made += 1
         committed.append(replace(container, committed_as=image))
     return replace(inventory, images=_images(ctx) if made else inventory.images, containers=tuple(committed)), made
@@ -132,11 +134,11 @@ def export(ctx: Context, staging: Path, *, commit_containers: bool, data_root: s
         migrate.check_staging_room(str(staging), migrate.staging_needed(inventory), shutil.disk_usage(staging).free)
     for image in inventory.images:
         names = image.tags or (image.id,)
-        if _staged(staging, image.archive, lambda out, n=names: host.docker_save(out, n), ctx):
+        if _staged(staging, image.archive, lambda out, n=names: programs.docker_save(out, n), ctx):
             done.done.append(f"saved image {image.id[:19]} ({', '.join(image.tags) or 'untagged'})")
     for volume in inventory.volumes:
         source = str(observe.under(ctx.root, volume.mountpoint))
-        if _staged(staging, volume.archive, lambda out, s=source: host.tar_create(out, s), ctx):
+        if _staged(staging, volume.archive, lambda out, s=source: programs.tar_create(out, s), ctx):
             done.done.append(f"copied volume {volume.name}")
     text = json.dumps(inventory.to_dict(), indent=1) + "\n"
     files.write_atomically(staging / migrate.INVENTORY, text, keep_owner=False, mode=0o600)
@@ -286,8 +288,8 @@ def read_staged(staging: Path) -> Inventory:
 
 
 def _volume_mountpoint(ctx: Context, name: str) -> Path:
-    ctx.runner.run(host.docker_volume_create(name))
-    volumes, _ = migrate.parse_volumes(_json_lines(ctx, host.docker_volume_inspect((name,))))
+    ctx.runner.run(programs.docker_volume_create(name))
+    volumes, _ = migrate.parse_volumes(_json_lines(ctx, programs.docker_volume_inspect((name,))))
     return observe.under(ctx.root, volumes[0].mountpoint)
 
 
@@ -298,17 +300,17 @@ def import_(ctx: Context, staging: Path) -> StepResult:
     present = {image.id: set(image.tags) for image in _images(ctx)}
     for image in inventory.images:
         if image.id not in present:
-            ctx.runner.run(host.docker_load(str(staging / image.archive)), timeout=6 * 3600)
+            ctx.runner.run(programs.docker_load(str(staging / image.archive)), timeout=6 * 3600)
             done.done.append(f"loaded image {image.id[:19]}")
         for tag in image.tags:
             if tag not in present.get(image.id, set()):
-                ctx.runner.run(host.docker_tag(image.id, tag))
+                ctx.runner.run(programs.docker_tag(image.id, tag))
     digests = {}
     for volume in inventory.volumes:
         where = _volume_mountpoint(ctx, volume.name)
         digests[volume.name] = files.tree_digest(where)[0]
         if digests[volume.name] != volume.digest:
-            ctx.runner.run(host.tar_extract(str(staging / volume.archive), str(where)), timeout=6 * 3600)
+            ctx.runner.run(programs.tar_extract(str(staging / volume.archive), str(where)), timeout=6 * 3600)
             done.done.append(f"restored volume {volume.name}")
             digests[volume.name] = files.tree_digest(where)[0]
     done.report = migrate.compare(inventory, _images(ctx), digests)
@@ -371,7 +373,7 @@ def rollback(ctx: Context, spec: PoolSpec) -> StepResult:
                              fix="nothing to do: Docker's data is where it is")  # fmt: skip
     done = StepResult("rollback")
     if observe.mounted_source(data_root, ctx.root):
-        ctx.runner.run(host.umount(data_root))
+        ctx.runner.run(programs.umount(data_root))
         done.done.append(f"unmounted {data_root}")
     group, _ = backups.pool_lv(ctx, spec.vg, spec.pool)
     volume = spec.engine_options.volume_name
@@ -408,9 +410,9 @@ def run_all(ctx: Context, spec: PoolSpec, staging: Path, *, commit_containers: b
             f"{staging} --yes",
         )
     results = [export(ctx, staging, commit_containers=commit_containers, data_root=spec.engine_options.data_root)]
-    ctx.runner.run(host.systemctl_stop(DOCKER_UNITS), timeout=600)
+    ctx.runner.run(programs.systemctl_stop(DOCKER_UNITS), timeout=600)
     results.append(switch(ctx, spec))
-    ctx.runner.run(host.systemctl_start(DOCKER_UNITS), timeout=600)
+    ctx.runner.run(programs.systemctl_start(DOCKER_UNITS), timeout=600)
     results.append(import_(ctx, staging))
     return results
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from thinpool.core import backup, doctor, health
 from thinpool.core.lvm import commands
 from thinpool.core.plan import Action, ActionKind, Plan, Target
+from thinpool.core.programs import argv as programs
 from thinpool.core.units import format_size
-from thinpool.host import commands as host
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def _reclaim_actions(status: health.PoolStatus, policy: Policy) -> tuple[Action,
             f"({format_size(status.chunk_size)}) or more"
         )
         target = Target(vg=status.vg, lv=volume.name, path=where)
-        actions.append(Action("change", ActionKind.RECLAIM, target, why, host.fstrim(where, status.chunk_size)))
+        actions.append(Action("change", ActionKind.RECLAIM, target, why, programs.fstrim(where, status.chunk_size)))
     return tuple(actions)
 
 

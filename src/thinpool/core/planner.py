@@ -8,10 +8,10 @@ from thinpool.core import recovery, safety, sizing
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
 from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target
+from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import Percent, ceil_div, format_size, lvm_size_arg
 from thinpool.errors import DoesNotFit, SpecError
-from thinpool.host import commands as host_commands
 
 
 @dataclass(frozen=True)
@@ -295,7 +295,7 @@ def device_actions(spec: PoolSpec, geometry: Geometry) -> tuple[Action, ...]:
             ActionKind.SIGNATURES,
             Target(path=path),
             "--wipe: erase what wipefs lists on it",
-            host_commands.wipefs_all(path),
+            programs.wipefs_all(path),
         )
         for path in geometry.to_wipe
     ]

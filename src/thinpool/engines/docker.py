@@ -14,11 +14,11 @@ from thinpool.core import tls
 from thinpool.core.findings import Finding, Severity
 from thinpool.core.model import EngineState
 from thinpool.core.plan import Action, ActionKind, Target
+from thinpool.core.programs import argv as programs
 from thinpool.core.spec import EngineOptions
 from thinpool.engines import systemd
 from thinpool.engines.target import PoolTarget
 from thinpool.errors import SpecError
-from thinpool.host import commands as host_commands
 
 DAEMON_JSON = daemon_json.PATH
 DOCKER_DROP_IN = "/etc/systemd/system/docker.service.d/thinpool.conf"
@@ -203,7 +203,7 @@ def dns_cache(
         Action("write", ActionKind.ENGINE_CONFIG, Target(name="dnsmasq"), why, path=DNSMASQ_CONF, content=content),
     )
     if state.systemd:
-        restart = host_commands.systemctl_restart(("dnsmasq",))
+        restart = programs.systemctl_restart(("dnsmasq",))
         actions += (Action("change", ActionKind.SYSTEMD, Target(name="dnsmasq.service"),
                            "dnsmasq reads its new configuration (containers keep running)", restart),)  # fmt: skip
     return actions, {"dns": [address]}, warnings

@@ -8,12 +8,12 @@ from thinpool.core import names
 from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState
 from thinpool.core.plan import Action, ActionKind, Target
+from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
 from thinpool.engines import docker, systemd
 from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
-from thinpool.host import commands as host
 
 FSTAB = fstab.PATH
 FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, FSTAB, docker.DNSMASQ_CONF, docker.DNSMASQ_DEFAULTS)
@@ -87,7 +87,7 @@ def _volume_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, devi
         )
     if existing is None or not state.volume_filesystem:
         why = "XFS with ftype=1, as overlay2 requires"
-        actions.append(Action("create", ActionKind.FILESYSTEM, Target(path=device), why, host.mkfs_xfs(device)))
+        actions.append(Action("create", ActionKind.FILESYSTEM, Target(path=device), why, programs.mkfs_xfs(device)))
     elif state.volume_filesystem != "xfs":
         raise SpecError(
             f"{device} carries {state.volume_filesystem}, not XFS",
@@ -115,7 +115,7 @@ def _mount_actions(spec: PoolSpec, state: EngineState, device: str) -> list[Acti
             f"{data_root} already holds {state.data_root_entries} entries; mounting over them would hide them",
             fix=f"stop Docker and move {data_root} aside (mv {data_root} {data_root}.old), then re-run",
         )
-    argv = host.mount_from_fstab(data_root)
+    argv = programs.mount_from_fstab(data_root)
     actions.append(Action("change", ActionKind.MOUNT, Target(path=data_root), f"mount {device} there", argv))
     return actions
 

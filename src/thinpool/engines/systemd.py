@@ -6,7 +6,7 @@ import string
 
 from thinpool.core.model import EngineState
 from thinpool.core.plan import Action, ActionKind, Target
-from thinpool.host import commands
+from thinpool.core.programs import argv as programs
 
 _PLAIN = set(string.ascii_letters + string.digits + ":_.")
 
@@ -42,7 +42,7 @@ def reload_action(state: EngineState, actions: tuple[Action, ...]) -> tuple[Acti
     """systemctl daemon-reload after a drop-in changed, where systemd runs."""
     if not state.systemd or not any(action.kind == ActionKind.SYSTEMD_DROP_IN for action in actions):
         return ()
-    argv = commands.systemctl_daemon_reload()
+    argv = programs.systemctl_daemon_reload()
     return (Action("change", ActionKind.SYSTEMD, Target(name="daemon-reload"), "systemd reads the drop-in", argv),)
 
 

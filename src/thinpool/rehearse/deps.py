@@ -10,8 +10,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from thinpool.core.programs import argv as programs
 from thinpool.errors import MissingTool
-from thinpool.host import commands
 from thinpool.system.runner import Runner
 
 # program -> Debian package. On this host's root the guest runs the host's own binaries over 9p; a
@@ -83,9 +83,9 @@ def install(runner: Runner, engines: bool = False) -> list[str]:
             "#!/bin/sh\n# thinpool: keep daemons installed for the rehearsal VM stopped here\nexit 101\n"
         )
         POLICY_RC.chmod(0o755)
-    runner.run(commands.apt_update(), timeout=900)
+    runner.run(programs.apt_update(), timeout=900)
     runner.run(
-        commands.apt_install(tuple(packages)),
+        programs.apt_install(tuple(packages)),
         timeout=1800,
         input="",
         env={"DEBIAN_FRONTEND": "noninteractive"},

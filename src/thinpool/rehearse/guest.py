@@ -20,8 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from thinpool.core.programs import argv as programs
 from thinpool.errors import MissingTool, ThinpoolError
-from thinpool.host import commands
 from thinpool.rehearse.kernel import Kernel
 from thinpool.system.runner import Runner
 
@@ -169,7 +169,7 @@ def _build(release: Release, folder: Path, mirror: str, runner: Runner) -> None:
         runner.run(build_argv(release, root, mirror), timeout=3600, env={"DEBIAN_FRONTEND": "noninteractive"})
         kernel = _kernel_in(root)
         if not kernel.modules_dir.is_dir():
-            runner.run(commands.depmod(str(root), kernel.version))
+            runner.run(programs.depmod(str(root), kernel.version))
         (root / ".thinpool-ready").write_text(json.dumps({"release": release.name, "mirror": mirror}) + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         root.rename(folder)  # an older recipe's root stays: a VM may still be booted on it

@@ -14,8 +14,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from thinpool.core.programs import argv as programs
 from thinpool.errors import MissingTool, ThinpoolError
-from thinpool.host import commands
 from thinpool.system.runner import Runner
 
 META_PACKAGE = "linux-image-amd64"
@@ -39,7 +39,7 @@ def cache_dir() -> Path:
 
 def newest_kernel_package(runner: Runner) -> str:
     """``linux-image-6.1.0-NN-amd64``, as the archive names it today."""
-    shown = runner.run(commands.apt_depends(META_PACKAGE), check=False)
+    shown = runner.run(programs.apt_depends(META_PACKAGE), check=False)
     match = re.search(r"Depends:\s*(linux-image-[0-9][^\s]*-amd64)", shown.stdout)
     if not shown.ok or not match:
         raise MissingTool(
@@ -68,13 +68,13 @@ def obtain_debian_kernel(runner: Runner) -> Kernel:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{package}.", dir=folder.parent))
     try:
-        runner.run(commands.apt_download(package), timeout=600, cwd=staging)
+        runner.run(programs.apt_download(package), timeout=600, cwd=staging)
         debs = sorted(staging.glob("*.deb"))
         if not debs:
             raise ThinpoolError(f"apt-get download {package} left no .deb", fix="check apt's sources")
-        runner.run(commands.dpkg_extract(str(debs[0]), str(staging / "root")))
+        runner.run(programs.dpkg_extract(str(debs[0]), str(staging / "root")))
         unpacked = _cached_after_unpack(staging / "root")
-        runner.run(commands.depmod(str(unpacked.modules_root), unpacked.version))
+        runner.run(programs.depmod(str(unpacked.modules_root), unpacked.version))
         (staging / "root" / "ready").write_text(unpacked.version + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         (staging / "root").rename(folder)

@@ -17,9 +17,9 @@ from typing import Any
 from thinpool.core import backup, health
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import Device, Filesystem, Observed
+from thinpool.core.programs import argv as programs
+from thinpool.core.programs.output import parse_fuser_pids, parse_lsblk, parse_mountinfo, parse_wipefs
 from thinpool.errors import MissingTool
-from thinpool.host import commands as host
-from thinpool.host.report import parse_fuser_pids, parse_lsblk, parse_mountinfo, parse_wipefs
 from thinpool.system import files
 from thinpool.system.runner import Runner
 
@@ -44,7 +44,7 @@ def _holders(name: str, root: Path) -> tuple[str, ...]:
 
 def read_device(runner: Runner, path: str, root: Path = ROOT) -> Device | None:
     """A device as lsblk and wipefs see it; None when it does not exist."""
-    listed = runner.run(host.lsblk(path), check=False)
+    listed = runner.run(programs.lsblk(path), check=False)
     if not listed.ok:
         return None
     nodes = parse_lsblk(listed.stdout)
@@ -52,7 +52,7 @@ def read_device(runner: Runner, path: str, root: Path = ROOT) -> Device | None:
         return None
     node = nodes[0]
     children = node.get("children") or []
-    signatures = runner.run(host.wipefs_probe(path), check=False)
+    signatures = runner.run(programs.wipefs_probe(path), check=False)
     return Device(
         path=path,
         size=int(node["size"]),
@@ -140,7 +140,7 @@ def thin_pool_target(runner: Runner, vg: str, pool: str) -> tuple[str, report.Th
 def device_users(runner: Runner, device: str, root: Path = ROOT) -> list[str]:
     """``PID (COMMAND)`` of each process using ``device`` or a filesystem on it; [] when fuser is missing."""
     try:
-        found = runner.run(host.fuser_mount(device), check=False)
+        found = runner.run(programs.fuser_mount(device), check=False)
     except MissingTool:
         return []
     users = []
@@ -183,7 +183,7 @@ def read_filesystems(root: Path = ROOT, statvfs: StatVfs = os.statvfs) -> dict[s
 
 
 def _mount_table(root: Path) -> list[tuple[str, str, str, str]]:
-    """The kernel's mount table (host.report.parse_mountinfo's rows); [] when it cannot be read."""
+    """The kernel's mount table (programs.report.parse_mountinfo's rows); [] when it cannot be read."""
     try:
         return parse_mountinfo(under(root, "/proc/self/mountinfo").read_text())
     except OSError:

@@ -18,11 +18,11 @@ from thinpool import engines
 from thinpool.config import daemon_json
 from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState, Observed
+from thinpool.core.programs import argv as programs
+from thinpool.core.programs.output import parse_ip_addresses, parse_wipefs
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.tls import Certificate
 from thinpool.errors import MissingTool
-from thinpool.host import commands as host
-from thinpool.host.report import parse_ip_addresses, parse_wipefs
 from thinpool.system import files
 from thinpool.system.observe import ROOT, mounted_at, observe, read_files, systemd_running, under
 from thinpool.system.runner import Runner
@@ -53,7 +53,7 @@ def find_program(name: str, root: Path = ROOT) -> str:
 
 
 def program_version(runner: Runner, path: str) -> str:
-    done = runner.run(host.program_version(path), check=False, timeout=30)
+    done = runner.run(programs.program_version(path), check=False, timeout=30)
     found = _VERSION.search(done.stdout)
     return found.group(1) if done.returncode == 0 and found else ""
 
@@ -117,7 +117,7 @@ def host_names() -> tuple[str, ...]:
 
 def host_addresses(runner: Runner) -> tuple[str, ...]:
     try:
-        found = runner.run(host.ip_addresses(), check=False)
+        found = runner.run(programs.ip_addresses(), check=False)
     except MissingTool:
         return ()
     return parse_ip_addresses(found.stdout) if found.returncode == 0 else ()
@@ -179,10 +179,10 @@ def engine_files(root: Path = ROOT) -> EngineState:
 
 def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineState:
     """The engines' files, versions (from VERSION_CACHE while their binaries are unchanged), data root and volume."""
-    programs = {name: path for name in ENGINE_PROGRAMS if (path := find_program(name, root))}
-    by_path = cached_program_versions(runner, programs.values(), root)
-    versions = {name: by_path[path] for name, path in programs.items() if by_path[path]}
-    programs |= {name: path for name in HELPER_PROGRAMS if (path := find_program(name, root))}
+    found_programs = {name: path for name in ENGINE_PROGRAMS if (path := find_program(name, root))}
+    by_path = cached_program_versions(runner, found_programs.values(), root)
+    versions = {name: by_path[path] for name, path in found_programs.items() if by_path[path]}
+    found_programs |= {name: path for name in HELPER_PROGRAMS if (path := find_program(name, root))}
     data_root = spec.engine_options.data_root
     volume = f"/dev/mapper/{commands.dm_name(spec.vg, spec.engine_options.volume_name)}"
     filesystem = ""
@@ -191,13 +191,13 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
     if uses_volume and source == volume:
         filesystem = mounted_type  # mounted where it belongs: the kernel says what it is, no probe needed
     elif uses_volume and under(root, volume).exists():
-        found = runner.run(host.wipefs_probe(volume), check=False)
+        found = runner.run(programs.wipefs_probe(volume), check=False)
         filesystem = next(iter(parse_wipefs(found.stdout)), "") if found.returncode == 0 else ""
     files = tls_state(runner, spec, engine_files(root), root)
     return replace(
         files,
         versions=versions,
-        programs=programs,
+        programs=found_programs,
         systemd=systemd_running(root),
         udev=under(root, "/run/udev/control").exists(),
         docker_devicemapper_state=_entries(under(root, f"{data_root}/devicemapper/metadata")) > 0,
