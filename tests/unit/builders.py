@@ -1,14 +1,20 @@
-"""Small builders of observed state for planner tests, and of lvm's report for scripted runners."""
+"""Builders every unit test shares: observed state for the planner, lvm's reports for scripted runners, a pool's
+status, and lvm's metadata text. Tests import them from here, never from one another."""
 
 import json
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 from thinpool.core import health
+from thinpool.core.findings import Finding
 from thinpool.core.health import PoolStatus
-from thinpool.core.lvm import report
+from thinpool.core.lvm import commands, report
 from thinpool.core.lvm.commands import SEG_OWN_FIELDS
 from thinpool.core.model import Device, LogicalVolume, Observed, PhysicalVolume, VolumeGroup
-from thinpool.core.units import MiB
+from thinpool.core.units import GiB, MiB
+from thinpool.system.observe import StatVfs
+from thinpool.testing import ScriptedRunner
 
 
 def empty_vg(name: str, extents: int, extent_size: int = 4 * MiB, free: int | None = None,
@@ -56,3 +62,133 @@ def pool_status(report_text: str, vg: str, pool: str, profiles: dict[str, str]) 
     """A pool's status as observation reads it: lvm's report, then the profile the pool names."""
     status = report.pool_status(report_text, vg, pool)
     return health.with_profile(status, profiles.get(status.profile)) if status.profile else status
+
+
+# A pool's lvm report and status (status, doctor, maintain and metrics tests) ------------------------------
+
+EXTENT = 4 * MiB
+PROFILE = commands.profile_content("docker", "thinpool", 80, 20)
+
+
+def lv_row(name: str, **fields: str) -> dict[str, str]:
+    base = {"lv_name": name, "vg_name": "docker", "lv_attr": "-wi-a-----", "lv_size": "0", "lv_metadata_size": "",
+            "chunk_size": "0", "data_percent": "", "metadata_percent": "", "seg_monitor": "", "lv_health_status": "",
+            "lv_profile": "", "pool_lv": "", "origin": "", "segtype": "linear", "lv_active": "active", "lv_tags": "",
+            "thin_count": "", "devices": "", "vg_extent_size": str(EXTENT), "vg_extent_count": "1023",
+            "vg_free_count": "200"}  # fmt: skip
+    return {**base, **fields}
+
+
+def status_report(
+    pool: dict[str, str] | None = None, free: int = 200, devices: str = "/dev/vda(12)", thin: int = 2
+) -> str:
+    fields = {"lv_attr": "twi-aotz--", "lv_size": str(3 * GiB), "lv_metadata_size": str(48 * MiB),
+              "chunk_size": str(512 * 1024), "data_percent": "50.00", "metadata_percent": "10.00",
+              "seg_monitor": "monitored", "lv_profile": "thinpool-docker-thinpool", "segtype": "thin-pool",
+              "thin_count": str(thin), **(pool or {})}  # fmt: skip
+    rows = [lv_row("thinpool", **fields), lv_row("[thinpool_tdata]", devices=devices, lv_size=str(3 * GiB))]
+    rows += [lv_row(f"vol{n}", segtype="thin", pool_lv="thinpool", lv_size=str(2 * GiB)) for n in range(thin)]
+    for row in rows:
+        row["vg_free_count"] = str(free)
+    return json.dumps({"report": [{"lv": rows}]})
+
+
+def status(**kwargs: object) -> health.PoolStatus:
+    profile = kwargs.pop("profile", PROFILE)
+    profiles = {"thinpool-docker-thinpool": profile} if profile else {}
+    return pool_status(status_report(**kwargs), "docker", "thinpool", profiles)
+
+
+def codes(found: list[Finding]) -> set[str]:
+    return {finding.code for finding in found}
+
+
+CHUNK = 512 * 1024
+VOLUME = 100 * GiB
+
+
+def pool_report(
+    *,
+    when_full: str = "queue",
+    free: int = 200,
+    mapped: str = "3.00",
+    attr: str = "twi-aotz--",
+    health_status: str = "",
+    data_percent: str = "50.00",
+    tags: str = commands.MANAGED_TAG,
+) -> str:
+    pool = lv_row("thinpool", lv_attr=attr, lv_size=str(3 * GiB), lv_metadata_size=str(48 * MiB),
+                chunk_size=str(CHUNK), data_percent=data_percent, metadata_percent="10.00", seg_monitor="monitored",
+                lv_profile="thinpool-docker-thinpool", segtype="thin-pool", lv_when_full=when_full,
+                lv_health_status=health_status, lv_tags=commands.MANAGED_TAG)  # fmt: skip
+    data = lv_row("[thinpool_tdata]", devices="/dev/vda(12)", lv_size=str(3 * GiB))
+    volume = lv_row("docker-data", segtype="thin", pool_lv="thinpool", lv_size=str(VOLUME), data_percent=mapped,
+                  lv_tags=tags, lv_kernel_major="253", lv_kernel_minor="4")  # fmt: skip
+    rows = [pool, data, volume]
+    for row in rows:
+        row["vg_free_count"] = str(free)
+    return json.dumps({"report": [{"lv": rows}]})
+
+
+# The data root's volume, and the bind mount Docker makes of a folder of it (the first mount point is kept).
+MOUNTINFO = (
+    "30 1 253:4 / /var/lib/docker rw,noatime shared:1 - xfs /dev/mapper/docker-docker--data rw,attr2\n"
+    "31 30 253:4 /overlay2 /var/lib/docker/overlay2 rw,noatime - xfs /dev/mapper/docker-docker--data rw,attr2\n"
+    "32 1 0:5 / /proc rw - proc proc rw\n"
+)
+
+
+def mount_table(root: Path, used: int) -> StatVfs:
+    """The kernel's mount table under ``root`` with the data root's volume mounted, and a statvfs that says
+    ``used`` of its VOLUME bytes are used."""
+    (root / "proc/self").mkdir(parents=True, exist_ok=True)
+    (root / "proc/self/mountinfo").write_text(MOUNTINFO)
+
+    def statvfs(path: str) -> os.statvfs_result:
+        assert path == str(root / "var/lib/docker")
+        free = (VOLUME - used) // 4096
+        return os.statvfs_result((4096, 4096, VOLUME // 4096, free, free, 0, 0, 0, 0, 255))
+
+    return statvfs
+
+
+# lvm's metadata text of a VG with a thin pool (repair and migrate tests) -----------------------------------
+
+VG_TEXT = """\
+# Generated by LVM2 version 2.03.16(2) (2022-05-18): Sun Nov 29 04:30:00 2026
+
+contents = "Text Format Volume"
+version = 1
+
+docker {
+\tid = "abc"
+\tseqno = 9
+\tlogical_volumes {
+
+\t\tthinpool {
+\t\t\tid = "def"
+\t\t\tsegment1 {
+\t\t\t\ttype = "thin-pool"
+\t\t\t\ttransaction_id = 1
+\t\t\t\tchunk_size = 1024
+\t\t\t}
+\t\t}
+
+\t\tother {
+\t\t\tsegment1 {
+\t\t\t\ttype = "thin-pool"
+\t\t\t\ttransaction_id = 1
+\t\t\t}
+\t\t}
+\t}
+}
+"""
+
+
+def expect_pool_lvm(runner: ScriptedRunner, *, active: bool = True) -> None:
+    """``runner`` answers one lvm report: VG docker (1023 extents of 4 MiB) and its pool at transaction 7."""
+    pool = lv_row("thinpool", segtype="thin-pool", lv_attr="twi-aotz--" if active else "twi---tz--",
+                lv_active="active" if active else "", transaction_id="7")  # fmt: skip
+    vg = {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": "4194304", "vg_extent_count": "1023",
+          "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
+    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool], vgs=[vg]))

@@ -21,7 +21,7 @@ from thinpool.engines import containerd_devmapper
 from thinpool.engines.target import PoolTarget
 from thinpool.errors import SpecError
 from thinpool.system import files
-from thinpool.system.runner import ScriptedRunner
+from thinpool.testing import ScriptedRunner
 
 
 def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], words: str, context: Context | None = None) -> str:

@@ -11,7 +11,7 @@ import pytest
 from thinpool.app import boot
 from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
 from thinpool.core.units import GiB
-from thinpool.system.runner import ScriptedRunner
+from thinpool.testing import ScriptedRunner
 
 
 def test_installed_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:

@@ -17,10 +17,9 @@ from thinpool.core.lvm import commands
 from thinpool.core.programs import argv as programs
 from thinpool.core.units import GiB, MiB
 from thinpool.errors import CommandTimedOut
-from thinpool.system.runner import ScriptedRunner
+from thinpool.testing import ScriptedRunner
 
-from .builders import lvm_report
-from .test_health import report as status_report
+from .builders import lvm_report, status_report
 
 EXTENT = 4 * MiB
 DEVICE = "/dev/vdc"  # the recorded blank disk (1 GiB)

@@ -10,7 +10,7 @@ from thinpool.core.model import Observed, virtual_disks
 from thinpool.core.plan import Action, ActionKind, Plan, Target
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, MiB
-from thinpool.system.runner import ScriptedRunner
+from thinpool.testing import ScriptedRunner
 
 from .builders import lvm_report
 

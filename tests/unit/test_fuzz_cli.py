@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from thinpool.app.context import Context
 from thinpool.cli import main
 from thinpool.core import names, sizing
-from thinpool.system.runner import ScriptedRunner
+from thinpool.testing import ScriptedRunner
 
 EXAMPLES = int(os.environ.get("THINPOOL_FUZZ_EXAMPLES", "400"))
 

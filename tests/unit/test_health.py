@@ -7,47 +7,13 @@ import json
 import pytest
 
 from thinpool.core import doctor, findings, health, sizing
-from thinpool.core.findings import Finding
 from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState
 from thinpool.core.units import GiB, MiB
 from thinpool.engines import doctor as engine_doctor
 
 from . import builders
-
-EXTENT = 4 * MiB
-PROFILE = commands.profile_content("docker", "thinpool", 80, 20)
-
-
-def _row(name: str, **fields: str) -> dict[str, str]:
-    base = {"lv_name": name, "vg_name": "docker", "lv_attr": "-wi-a-----", "lv_size": "0", "lv_metadata_size": "",
-            "chunk_size": "0", "data_percent": "", "metadata_percent": "", "seg_monitor": "", "lv_health_status": "",
-            "lv_profile": "", "pool_lv": "", "origin": "", "segtype": "linear", "lv_active": "active", "lv_tags": "",
-            "thin_count": "", "devices": "", "vg_extent_size": str(EXTENT), "vg_extent_count": "1023",
-            "vg_free_count": "200"}  # fmt: skip
-    return {**base, **fields}
-
-
-def report(pool: dict[str, str] | None = None, free: int = 200, devices: str = "/dev/vda(12)", thin: int = 2) -> str:
-    fields = {"lv_attr": "twi-aotz--", "lv_size": str(3 * GiB), "lv_metadata_size": str(48 * MiB),
-              "chunk_size": str(512 * 1024), "data_percent": "50.00", "metadata_percent": "10.00",
-              "seg_monitor": "monitored", "lv_profile": "thinpool-docker-thinpool", "segtype": "thin-pool",
-              "thin_count": str(thin), **(pool or {})}  # fmt: skip
-    rows = [_row("thinpool", **fields), _row("[thinpool_tdata]", devices=devices, lv_size=str(3 * GiB))]
-    rows += [_row(f"vol{n}", segtype="thin", pool_lv="thinpool", lv_size=str(2 * GiB)) for n in range(thin)]
-    for row in rows:
-        row["vg_free_count"] = str(free)
-    return json.dumps({"report": [{"lv": rows}]})
-
-
-def status(**kwargs: object) -> health.PoolStatus:
-    profile = kwargs.pop("profile", PROFILE)
-    profiles = {"thinpool-docker-thinpool": profile} if profile else {}
-    return builders.pool_status(report(**kwargs), "docker", "thinpool", profiles)
-
-
-def codes(found: list[Finding]) -> set[str]:
-    return {finding.code for finding in found}
+from .builders import EXTENT, codes, status, status_report
 
 
 def test_status_from_one_report() -> None:
@@ -62,7 +28,7 @@ def test_status_from_one_report() -> None:
 
 def test_missing_pool_names_the_pools_there() -> None:
     with pytest.raises(health.PoolNotFound, match="not a thin pool"):
-        builders.pool_status(report(), "docker", "nope", {})
+        builders.pool_status(status_report(), "docker", "nope", {})
 
 
 def test_autoextend_steps_are_counted_until_the_vg_runs_out() -> None:

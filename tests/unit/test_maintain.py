@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,60 +14,10 @@ from thinpool.core.lvm import commands
 from thinpool.core.model import Filesystem
 from thinpool.core.programs import argv as programs
 from thinpool.core.units import GiB, MiB
-from thinpool.system.observe import StatVfs
-from thinpool.system.runner import ScriptedRunner
+from thinpool.testing import ScriptedRunner
 
 from . import builders
-from .builders import lvm_report
-from .test_health import PROFILE, _row, codes
-
-CHUNK = 512 * 1024
-VOLUME = 100 * GiB
-
-
-def pool_report(
-    *,
-    when_full: str = "queue",
-    free: int = 200,
-    mapped: str = "3.00",
-    attr: str = "twi-aotz--",
-    health_status: str = "",
-    data_percent: str = "50.00",
-    tags: str = commands.MANAGED_TAG,
-) -> str:
-    pool = _row("thinpool", lv_attr=attr, lv_size=str(3 * GiB), lv_metadata_size=str(48 * MiB),
-                chunk_size=str(CHUNK), data_percent=data_percent, metadata_percent="10.00", seg_monitor="monitored",
-                lv_profile="thinpool-docker-thinpool", segtype="thin-pool", lv_when_full=when_full,
-                lv_health_status=health_status, lv_tags=commands.MANAGED_TAG)  # fmt: skip
-    data = _row("[thinpool_tdata]", devices="/dev/vda(12)", lv_size=str(3 * GiB))
-    volume = _row("docker-data", segtype="thin", pool_lv="thinpool", lv_size=str(VOLUME), data_percent=mapped,
-                  lv_tags=tags, lv_kernel_major="253", lv_kernel_minor="4")  # fmt: skip
-    rows = [pool, data, volume]
-    for row in rows:
-        row["vg_free_count"] = str(free)
-    return json.dumps({"report": [{"lv": rows}]})
-
-
-# The data root's volume, and the bind mount Docker makes of a folder of it (the first mount point is kept).
-MOUNTINFO = (
-    "30 1 253:4 / /var/lib/docker rw,noatime shared:1 - xfs /dev/mapper/docker-docker--data rw,attr2\n"
-    "31 30 253:4 /overlay2 /var/lib/docker/overlay2 rw,noatime - xfs /dev/mapper/docker-docker--data rw,attr2\n"
-    "32 1 0:5 / /proc rw - proc proc rw\n"
-)
-
-
-def mount_table(root: Path, used: int) -> StatVfs:
-    """The kernel's mount table under ``root`` with the data root's volume mounted, and a statvfs that says
-    ``used`` of its VOLUME bytes are used."""
-    (root / "proc/self").mkdir(parents=True, exist_ok=True)
-    (root / "proc/self/mountinfo").write_text(MOUNTINFO)
-
-    def statvfs(path: str) -> os.statvfs_result:
-        assert path == str(root / "var/lib/docker")
-        free = (VOLUME - used) // 4096
-        return os.statvfs_result((4096, 4096, VOLUME // 4096, free, free, 0, 0, 0, 0, 255))
-
-    return statvfs
+from .builders import CHUNK, PROFILE, VOLUME, codes, lvm_report, mount_table, pool_report
 
 
 def status_of(report: str, used: int | None = 100 * MiB) -> health.PoolStatus:

@@ -13,9 +13,9 @@ from thinpool.cli import EXIT_ERROR, main
 from thinpool.core import migrate
 from thinpool.core.migrate import DockerDevice, Image, Inventory, MigrateRefused, Volume
 from thinpool.core.programs import argv as programs
-from thinpool.system.runner import ScriptedRunner
+from thinpool.testing import ScriptedRunner
 
-from .test_backup import VG_TEXT
+from .builders import VG_TEXT, expect_pool_lvm
 
 GiB = 1024**3
 RECORDS = {
@@ -218,8 +218,6 @@ def test_a_rollback_is_refused_when_the_volume_group_changed_since_the_switch(tm
     """Putting back lvm's metadata from before the switch would undo a grow, a vgextend or an LV made since."""
     from thinpool.core.model import LogicalVolume, VolumeGroup
 
-    from .test_backup import _lvm  # the pool's VG: docker, 1023 extents, the pool of 4 MiB
-
     runner = ScriptedRunner()
     ctx = Context(runner=runner, root=tmp_path)
     folder = use_case.state_folder(ctx, migrate_spec())
@@ -228,7 +226,7 @@ def test_a_rollback_is_refused_when_the_volume_group_changed_since_the_switch(tm
     (tmp_path / "var/lib/docker.devicemapper").mkdir(parents=True)
     (folder / use_case.SHAPE).write_text(json.dumps(["1023 extents", "LV thinpool 2097152 B"]))  # grown since
     runner.expect(programs.docker_driver(), returncode=1, stderr="Cannot connect to the Docker daemon")
-    _lvm(runner)
+    expect_pool_lvm(runner)
     with pytest.raises(MigrateRefused, match=r"was LV thinpool 2097152 B; now LV thinpool 0 B") as refused:
         use_case.rollback(ctx, migrate_spec())
     assert "--finish" in refused.value.fix and runner.exhausted  # refused before any lvm change

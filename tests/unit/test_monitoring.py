@@ -16,7 +16,7 @@ from thinpool.app import metrics
 from thinpool.core import doctor
 
 from ..monitoring import DASHBOARD, RULE_TESTS, RULES, rules, thinpool_metric_names
-from .test_health import status
+from .builders import status
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -142,7 +142,7 @@ def test_a_bad_every_is_refused_with_the_fix(
 ) -> None:
     from thinpool.app.context import Context
     from thinpool.cli import main
-    from thinpool.system.runner import ScriptedRunner
+    from thinpool.testing import ScriptedRunner
 
     runner = ScriptedRunner()
     try:

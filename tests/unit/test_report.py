@@ -71,7 +71,7 @@ def test_one_fullreport_reads_what_pvs_lvs_and_vgs_read(recorded: Path) -> None:
     spans both, a thin volume and its snapshot; an orphan PV; a PV left by a killed vgcreate; a PV whose VG's
     metadata lives on a wiped disk. Segment fields come from the "seg" rows, joined by lv_uuid."""
     from thinpool.system import observe
-    from thinpool.system.runner import ScriptedRunner
+    from thinpool.testing import ScriptedRunner
 
     runner = ScriptedRunner()
     runner.expect(commands.lvm_report(), stdout=(recorded / "fullreport-thinpool.json").read_text())

@@ -22,7 +22,7 @@ from thinpool.engines import docker, docker_overlay2
 from thinpool.engines.target import PoolTarget
 from thinpool.errors import SpecError
 from thinpool.system import tls as tls_files
-from thinpool.system.runner import ScriptedRunner
+from thinpool.testing import ScriptedRunner
 
 NOW = 1_800_000_000.0
 TARGET = PoolTarget("docker", "thinpool", 6 * GiB)

@@ -8,7 +8,7 @@ from pathlib import Path
 from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
 from thinpool.system import observe, observe_engine
-from thinpool.system.runner import ScriptedRunner
+from thinpool.testing import ScriptedRunner
 
 
 def _binary(root: Path, text: str) -> str:

@@ -15,22 +15,16 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from thinpool import __version__
-from thinpool.app.context import system_context
-from thinpool.core.units import GiB, MiB
-from thinpool.errors import ThinpoolError
-from thinpool.rehearse import deps, guest
-from thinpool.rehearse.images import rootfs_tar, write_oci_archive
-from thinpool.rehearse.vm import SHARE_MOUNT, VM, VMConfig
+from thinpool.core.units import GiB
+from thinpool.rehearse import guest
+from thinpool.rehearse.vm import VM
 
-CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB, the classic recipe's disk
-# /dev/vda, /dev/vdb: 4 GiB; /dev/vdc: 2 GiB; /dev/vdd: the classic disk; /dev/vde: 1 GiB
-DISKS = (4 * GiB, 4 * GiB, 2 * GiB, CLASSIC_DISK, 1 * GiB)
-DEVICES = ("/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde")
+from .machines import boot, tiny_images
+
 REPO = Path(__file__).resolve().parents[2]
 RELEASES_ENV = "THINPOOL_RELEASES"
 MATRIX_ENV = "THINPOOL_MATRIX"
@@ -61,12 +55,6 @@ done
 vgs --noheadings 2>/dev/null | grep -q . && exit 1
 exit 0
 """
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("THINPOOL_REQUIRE_VM") == "1":
-        pytest.fail(f"the VM tests must run here: {reason}")
-    pytest.skip(f"no rehearsal VM: {reason}")
 
 
 def selected_releases() -> list[str]:
@@ -130,26 +118,6 @@ def thinpool_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / f"thinpool_{__version__}_all.deb"
 
 
-def guest_root(name: str) -> guest.GuestRoot:
-    """The release's cached root, built when missing; unavailable (a failure in CI) when it cannot be."""
-    if os.geteuid() != 0:
-        unavailable("the VM's lvm runs as root; run the tests as root")
-    try:
-        deps.require()
-        return guest.obtain(guest.release_named(name), system_context().runner, print)
-    except ThinpoolError as error:
-        unavailable(str(error))
-        raise
-
-
-def boot(name: str, deb: Path, disk_sizes: tuple[int, ...] = DISKS, **options: Any) -> VM:
-    """A VM on the release's root with this checkout's package installed; the caller closes it."""
-    root = guest_root(name)
-    machine = VM(VMConfig(disk_sizes=disk_sizes, kernel=root.kernel, guest=root, packages=(deb,), **options))
-    machine.start()
-    return machine
-
-
 @pytest.fixture(scope="session")
 def vm_session(release: str, thinpool_deb: Path) -> Iterator[VM]:
     machine = boot(release, thinpool_deb, write_budget=6 * GiB, lifetime=3600)
@@ -165,13 +133,6 @@ def vm(vm_session: VM) -> VM:
     """The shared VM, blank: no VG, PV label, signature or thinpool profile on any disk."""
     vm_session.run(["bash", "-c", RESET], timeout=120)
     return vm_session
-
-
-def tiny_images(machine: VM) -> dict[str, str]:
-    """A busybox root (for docker import) and an OCI archive (for ctr) in ``machine``'s share."""
-    (machine.share / "tiny-rootfs.tar").write_bytes(rootfs_tar())
-    write_oci_archive(machine.share / "tiny-oci.tar", "docker.io/library/tiny:1")
-    return {"rootfs": f"{SHARE_MOUNT}/tiny-rootfs.tar", "oci": f"{SHARE_MOUNT}/tiny-oci.tar"}
 
 
 @pytest.fixture

@@ -8,23 +8,15 @@ import time
 import pytest
 
 from thinpool.cli.options import spec_to_argv
-from thinpool.core import planner
-from thinpool.core.model import virtual_disks
 from thinpool.core.plan import Plan
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import MiB
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
 
-from .conftest import CLASSIC_DISK, DEVICES, DISKS
 from .helpers import lvs, thinpool_json, vg_row
+from .machines import CLASSIC_DISK, SIZES, host_plan
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
-SIZES = dict(zip(DEVICES, DISKS, strict=True))
-
-
-def host_plan(spec: PoolSpec) -> Plan:
-    """The plan made here, on virtual disks of the guest's names and sizes."""
-    return planner.plan(spec, virtual_disks([SIZES[path] for path in spec.devices], spec.devices))
 
 
 def assert_pool_matches(vm: VM, plan: Plan) -> None:

@@ -10,7 +10,7 @@ from thinpool.core.spec import PoolSpec
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
 
 from .helpers import thinpool_json
-from .test_apply import host_plan
+from .machines import host_plan
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 

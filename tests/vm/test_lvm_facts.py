@@ -8,8 +8,8 @@ from thinpool.core.model import Device
 from thinpool.core.units import GiB, KiB, MiB
 from thinpool.rehearse.vm import VM
 
-from .conftest import DEVICES, DISKS
 from .helpers import lvs, vg_row
+from .machines import DEVICES, DISKS
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 

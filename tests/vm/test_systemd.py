@@ -17,8 +17,8 @@ import pytest
 from thinpool.core.units import GiB, MiB
 from thinpool.rehearse.vm import VM
 
-from .conftest import boot, tiny_images
 from .helpers import lvs, thinpool_json
+from .machines import boot, tiny_images
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 

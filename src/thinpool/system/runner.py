@@ -1,6 +1,6 @@
 """The one door to subprocesses: argv lists only, LC_ALL=C, a timeout, every command logged.
 
-Tests inject a :class:`ScriptedRunner` that replays recorded outputs and fails on any
+Tests inject a ``thinpool.testing.ScriptedRunner`` that replays recorded outputs and fails on any
 command it was not told about; nothing in thinpool calls ``subprocess`` elsewhere.
 """
 
@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -150,54 +150,3 @@ class SystemRunner:
         _log("exit %d after %.2fs: %s", proc.returncode, time.monotonic() - started, argv[0])
         self.history.append(result)
         return result.raise_for_status() if check else result
-
-
-@dataclass
-class ScriptedRunner:
-    """Replays ``(argv, Completed)`` pairs in order; anything else is a test failure."""
-
-    script: list[tuple[tuple[str, ...], Completed]] = field(default_factory=list)
-    history: list[Completed] = field(default_factory=list)
-    options: list[dict[str, object]] = field(default_factory=list)
-    effects: dict[int, Callable[[], None]] = field(default_factory=dict)
-
-    def expect(
-        self,
-        argv: Sequence[str],
-        *,
-        returncode: int = 0,
-        stdout: str = "",
-        stderr: str = "",
-        then: Callable[[], None] | None = None,
-    ) -> None:
-        """``then`` does what the command would have done to files (a dump it writes, say)."""
-        if then is not None:
-            self.effects[len(self.history) + len(self.script)] = then
-        self.script.append((tuple(argv), Completed(tuple(argv), returncode, stdout, stderr)))
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        input: str | None = None,
-        timeout: int | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-        env: dict[str, str] | None = None,
-    ) -> Completed:
-        argv = tuple(argv)
-        self.options.append({"input": input, "timeout": timeout, "cwd": cwd, "env": env})
-        if not self.script:
-            raise AssertionError(f"unexpected command (script is empty): {argv}")
-        expected, result = self.script.pop(0)
-        if expected != argv:
-            raise AssertionError(f"expected {expected}, got {argv}")
-        effect = self.effects.pop(len(self.history), None)
-        if effect is not None:
-            effect()
-        self.history.append(result)
-        return result.raise_for_status() if check else result
-
-    @property
-    def exhausted(self) -> bool:
-        return not self.script

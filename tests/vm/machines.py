@@ -1,0 +1,66 @@
+"""The machines VM tests run on: the guest disks, booting a release's guest with this checkout's package,
+the images containers start from, and the plan made here for the guest's disks. conftest.py makes the
+shared VM from these; tests import them from here, never from conftest or one another."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from thinpool.app.context import system_context
+from thinpool.core import planner
+from thinpool.core.model import virtual_disks
+from thinpool.core.plan import Plan
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import GiB, MiB
+from thinpool.errors import ThinpoolError
+from thinpool.rehearse import deps, guest
+from thinpool.rehearse.images import rootfs_tar, write_oci_archive
+from thinpool.rehearse.vm import SHARE_MOUNT, VM, VMConfig
+
+CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB, the classic recipe's disk
+# /dev/vda, /dev/vdb: 4 GiB; /dev/vdc: 2 GiB; /dev/vdd: the classic disk; /dev/vde: 1 GiB
+DISKS = (4 * GiB, 4 * GiB, 2 * GiB, CLASSIC_DISK, 1 * GiB)
+DEVICES = ("/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vdd", "/dev/vde")
+SIZES = dict(zip(DEVICES, DISKS, strict=True))
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("THINPOOL_REQUIRE_VM") == "1":
+        pytest.fail(f"the VM tests must run here: {reason}")
+    pytest.skip(f"no rehearsal VM: {reason}")
+
+
+def guest_root(name: str) -> guest.GuestRoot:
+    """The release's cached root, built when missing; unavailable (a failure in CI) when it cannot be."""
+    if os.geteuid() != 0:
+        unavailable("the VM's lvm runs as root; run the tests as root")
+    try:
+        deps.require()
+        return guest.obtain(guest.release_named(name), system_context().runner, print)
+    except ThinpoolError as error:
+        unavailable(str(error))
+        raise
+
+
+def boot(name: str, deb: Path, disk_sizes: tuple[int, ...] = DISKS, **options: Any) -> VM:
+    """A VM on the release's root with this checkout's package installed; the caller closes it."""
+    root = guest_root(name)
+    machine = VM(VMConfig(disk_sizes=disk_sizes, kernel=root.kernel, guest=root, packages=(deb,), **options))
+    machine.start()
+    return machine
+
+
+def tiny_images(machine: VM) -> dict[str, str]:
+    """A busybox root (for docker import) and an OCI archive (for ctr) in ``machine``'s share."""
+    (machine.share / "tiny-rootfs.tar").write_bytes(rootfs_tar())
+    write_oci_archive(machine.share / "tiny-oci.tar", "docker.io/library/tiny:1")
+    return {"rootfs": f"{SHARE_MOUNT}/tiny-rootfs.tar", "oci": f"{SHARE_MOUNT}/tiny-oci.tar"}
+
+
+def host_plan(spec: PoolSpec) -> Plan:
+    """The plan made here, on virtual disks of the guest's names and sizes."""
+    return planner.plan(spec, virtual_disks([SIZES[path] for path in spec.devices], spec.devices))
