@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from thinpool.app import migrate as use_case
 from thinpool.app.context import Context
-from thinpool.cli import EXIT_ERROR, main
+from thinpool.cli import EXIT_ERROR, EXIT_OK, main
 from thinpool.core import migrate
-from thinpool.core.migrate import DockerDevice, Image, Inventory, MigrateRefused, Volume
+from thinpool.core.lvm import commands
+from thinpool.core.migrate import DockerDevice, Image, Inventory, MigrateRefused, Operation, OpKind, Step, Volume
 from thinpool.core.programs import argv as programs
 from thinpool.testing import ScriptedRunner
 
-from .builders import VG_TEXT, expect_pool_lvm
+from .builders import VG_TEXT, expect_pool_lvm, lv_row, lvm_report
 
 GiB = 1024**3
 RECORDS = {
@@ -145,8 +147,11 @@ def test_export_saves_each_image_under_its_tags_and_each_volume_then_the_invento
     runner.expect(programs.tar_create(f"{staging}/volumes/v1.tar.partial", str(volume)),
                   then=lambda: written("volumes/v1.tar.partial"))  # fmt: skip
     ctx = Context(runner=runner, root=tmp_path)
-    done = use_case.export(ctx, staging, commit_containers=False, data_root="/var/lib/docker")
-    assert runner.exhausted and done.ok
+    planned = use_case.plan(ctx, Step.EXPORT, use_case.Where(migrate_spec(), staging))
+    done = use_case.execute(ctx, planned)
+    assert runner.exhausted and done.ok and done.ran == list(planned.operations)
+    assert [op.kind for op in planned.operations] == [OpKind.SAVE_IMAGE, OpKind.SAVE_IMAGE, OpKind.COPY_VOLUME,
+                                                      OpKind.WRITE_INVENTORY]  # fmt: skip
     saved = Inventory.from_dict(json.loads((staging / migrate.INVENTORY).read_text()))
     assert saved.skipped_volumes == ("nfs",) and saved.volumes[0].size == 4 and saved.volumes[0].digest
     assert sorted(p.name for p in (staging / "images").iterdir()) == [f"{'a' * 24}.tar", f"{'b' * 24}.tar"]
@@ -155,7 +160,7 @@ def test_export_saves_each_image_under_its_tags_and_each_volume_then_the_invento
 def test_every_step_in_one_run_is_refused_without_systemd_and_names_the_step_commands(tmp_path: Path) -> None:
     ctx = Context(runner=ScriptedRunner(), root=tmp_path, euid=0)
     with pytest.raises(MigrateRefused, match="systemd does not run here") as refused:
-        use_case.run_all(ctx, migrate_spec(), tmp_path / "staging", commit_containers=False)
+        use_case.run(ctx, Step.ALL, use_case.Where(migrate_spec(), tmp_path / "staging"))
     assert "--step export" in refused.value.fix and "--step import" in refused.value.fix
 
 
@@ -198,7 +203,7 @@ def test_finish_is_refused_until_the_import_was_verified(tmp_path: Path) -> None
     ctx = Context(runner=runner, root=tmp_path)
     use_case.state_folder(ctx, migrate_spec()).mkdir(parents=True)  # a switch ran
     with pytest.raises(MigrateRefused, match="has not been verified") as refused:
-        use_case.finish(ctx, migrate_spec(), tmp_path / "staging")
+        use_case.plan_finish(ctx, use_case.Where(migrate_spec(), tmp_path / "staging"))
     assert "--step import" in refused.value.fix and runner.exhausted  # nothing was removed: no lvm command ran
 
 
@@ -207,7 +212,8 @@ def test_the_import_is_reported_in_words_with_what_did_not_come_over() -> None:
 
     inventory = Inventory((Image("sha256:a", ("a:1",), 1),), (Volume("v", "/x", "d"),),
                           (migrate.Container("1", "web", "a:1", "exited"),))  # fmt: skip
-    done = use_case.StepResult("import", ["loaded image sha256:a"], migrate.compare(inventory, [], {"v": "d"}))
+    loaded = [Operation(OpKind.LOAD_IMAGE, "load image sha256:a", "sha256:a")]
+    done = use_case.StepResult("import", loaded, migrate.compare(inventory, [], {"v": "d"}))
     text = _render(done)
     assert "  missing: sha256:a" in text and "volumes with the same checksum: 1" in text
     assert "not carried: container web (exited; its writable layer was not kept)" in text
@@ -228,7 +234,7 @@ def test_a_rollback_is_refused_when_the_volume_group_changed_since_the_switch(tm
     runner.expect(programs.docker_driver(), returncode=1, stderr="Cannot connect to the Docker daemon")
     expect_pool_lvm(runner)
     with pytest.raises(MigrateRefused, match=r"was LV thinpool 2097152 B; now LV thinpool 0 B") as refused:
-        use_case.rollback(ctx, migrate_spec())
+        use_case.plan_rollback(ctx, use_case.Where(migrate_spec(), tmp_path / "staging"))
     assert "--finish" in refused.value.fix and runner.exhausted  # refused before any lvm change
 
     pool = LogicalVolume("thinpool", "docker", "twi-aotz--", 8 * GiB, "thin-pool", metadata_size=GiB)
@@ -250,16 +256,47 @@ def test_a_container_an_earlier_export_committed_is_not_committed_again() -> Non
     """An export run again after a kill: committing again would make a new image and leave the first dangling."""
     earlier = Image("sha256:" + "c" * 64, ("thinpool-migrate/web:committed",), 10)
     web, db = migrate.Container("1", "web", "a:1", "running"), migrate.Container("2", "db", "a:1", "exited")
-    runner = ScriptedRunner()
-    runner.expect(programs.docker_commit("2", "thinpool-migrate/db:committed"))
-    fresh = {"Id": "sha256:" + "d" * 64, "RepoTags": ["thinpool-migrate/db:committed"], "Size": 10}
-    runner.expect(programs.docker_image_ids(), stdout=f"{earlier.id}\n{fresh['Id']}\n")
-    runner.expect(programs.docker_image_inspect((earlier.id, str(fresh["Id"]))),
-                  stdout=json.dumps([{"Id": earlier.id, "RepoTags": list(earlier.tags), "Size": 10}, fresh]))  # fmt: skip
-    inventory, made = use_case._commit(Context(runner=runner), Inventory((earlier,), (), (web, db)))
-    assert made == 1 and runner.exhausted  # web was not committed again
+    inventory, operations = use_case._commits(Inventory((earlier,), (), (web, db)))
+    assert [(op.kind, op.subject, op.names) for op in operations] == [
+        (OpKind.COMMIT_CONTAINER, "thinpool-migrate/db:committed", ("2",)),  # web was not committed again
+        (OpKind.SAVE_COMMITTED_IMAGE, "thinpool-migrate/db:committed", ()),
+    ]
     assert [c.committed_as for c in inventory.containers] == ["thinpool-migrate/web:committed",
                                                                "thinpool-migrate/db:committed"]  # fmt: skip
-    assert len(inventory.images) == 2
-    again, made = use_case._commit(Context(runner=ScriptedRunner()), inventory)
-    assert made == 0 and again == inventory  # nothing run: a strict runner with no expectations
+    made = Image("sha256:" + "d" * 64, ("thinpool-migrate/db:committed",), 10)
+    again, operations = use_case._commits(replace(inventory, images=(earlier, made)))
+    assert operations == [] and again.containers == inventory.containers
+
+
+def test_a_steps_preview_is_what_its_run_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--finish shown, then run: the operations the preview lists are the ones the run reports, and did."""
+    runner = ScriptedRunner()
+    ctx = Context(runner=runner, root=tmp_path, euid=0)
+    staging = tmp_path / "staging"
+    (staging / "images").mkdir(parents=True)
+    (staging / migrate.IMPORTED).write_text("{}")
+    folder = use_case.state_folder(ctx, migrate_spec())
+    folder.mkdir(parents=True)
+    aside = tmp_path / "var/lib/docker.devicemapper"
+    aside.mkdir(parents=True)
+    pool = lv_row("thinpool", segtype="thin-pool", lv_attr="twi-aotz--", transaction_id="7")
+    device = lv_row(
+        "devicemapper-1", segtype="thin", pool_lv="thinpool", lv_attr="Vwi---tz-k", lv_tags=migrate.DEVICE_TAG
+    )
+    vg = {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": "4194304", "vg_extent_count": "1023",
+          "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
+
+    def reads() -> None:
+        runner.expect(programs.docker_driver(), stdout="overlay2\n")
+        runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool, device], vgs=[vg]))
+
+    finish = ["migrate", "--to", migrate.TARGET, "--finish", "--staging", str(staging), "--json"]
+    reads()
+    assert main(finish, ctx) == EXIT_ERROR and runner.exhausted
+    would = json.loads(capsys.readouterr().out)["would"]
+    reads()
+    runner.expect(commands.lvremove("docker", "devicemapper-1"))
+    assert main([*finish, "--yes"], ctx) == EXIT_OK and runner.exhausted
+    done = json.loads(capsys.readouterr().out)["steps"][0]["done"]
+    assert done == would and len(done) == 3, would
+    assert not aside.exists() and not folder.exists() and not (staging / "images").exists()

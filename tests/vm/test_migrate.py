@@ -68,7 +68,7 @@ def test_a_devicemapper_host_moves_to_overlay2_with_its_images_and_volumes(vm: V
     _stop_docker(vm)
     used_by_docker = lvs(vm, "docker")["thinpool"].data_percent
     (switched,) = _migrate(vm, "--step", "switch")
-    assert any("recorded Docker's" in item for item in switched["done"]), switched
+    assert any("record Docker's thin devices" in item for item in switched["done"]), switched
     kept = {name: lv for name, lv in lvs(vm, "docker").items() if name.startswith("devicemapper-")}
     assert kept and all(lv.pool_lv == "thinpool" and not lv.active for lv in kept.values())
     start_daemon(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
@@ -105,7 +105,7 @@ def test_a_switch_killed_halfway_reruns_and_rolls_back_to_devicemapper(vm: VM, i
     _stop_docker(vm)
     kill_at_command(vm, "vgcfgrestore", 0.0, *TO, "--step", "switch")
     (switched,) = _migrate(vm, "--step", "switch")
-    assert any("docker-overlay2-thin applied" in item for item in switched["done"]), switched
+    assert any("apply --engine docker-overlay2-thin" in item for item in switched["done"]), switched
     assert "docker-data" in lvs(vm, "docker")
     vm.run(["lvcreate", "-q", "-y", "-L", "8m", "-n", "since", "docker"])  # lvm's metadata of before would lose it
     code, refused, err = thinpool_json(vm, *TO, "--rollback", "--yes")

@@ -15,7 +15,7 @@ from thinpool.errors import ThinpoolError
 
 if TYPE_CHECKING:
     from thinpool.app.context import Context
-    from thinpool.app.migrate import StepResult
+    from thinpool.app.migrate import StepPlan, StepResult
 
 TARGET = "docker-overlay2-thin"
 DEFAULT_STAGING = "/var/lib/thinpool/migrate/staging"
@@ -71,31 +71,39 @@ def _chosen(args: argparse.Namespace) -> str:
     if args.step:
         chosen.append(args.step)
     if len(chosen) > 1:
-        raise ThinpoolError(f"{' and '.join(chosen)} cannot run together",
-                            fix="give one --step, --finish or --rollback")  # fmt: skip
+        raise ThinpoolError(
+            f"{' and '.join(chosen)} cannot run together", fix="give one --step, --finish or --rollback"
+        )
     return chosen[0] if chosen else "all"
+
+
+def _show_plan(plan: StepPlan, as_json: bool) -> None:
+    if as_json:
+        would = [operation.text for operation in plan.operations]
+        body = {"step": str(plan.step), "would": would, "notes": list(plan.notes), **plan.to_dict()}
+        sys.stdout.write(json.dumps(envelope("thinpool-migrate-plan", body), indent=1) + "\n")
+        return
+    lines = [f"  - {operation.text}" for operation in plan.operations] or ["  - nothing: this step had already run"]
+    lines += [f"  note: {note}" for note in plan.notes]
+    print(f"thinpool migrate --to {TARGET}, {plan.step}, would:\n" + "\n".join(lines))
+    print("Nothing was done: run it again with --yes.")
 
 
 def _cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     from dataclasses import replace
 
     from thinpool.app import migrate as use_case
+    from thinpool.core.migrate import Step
 
     ctx.require_root("migrate")
-    step = _chosen(args)
+    step = Step(_chosen(args))
     spec = replace(spec_from_args(args), engine=TARGET)
     spec.validate()
-    staging = Path(args.staging)
+    where = use_case.Where(spec, Path(args.staging), args.commit_containers)
     if not args.yes:
-        would = use_case.preview(ctx, step, spec, staging, commit_containers=args.commit_containers)
-        if args.json:
-            data = envelope("thinpool-migrate-plan", {"step": step, "would": would})
-            sys.stdout.write(json.dumps(data, indent=1) + "\n")
-        else:
-            print(f"thinpool migrate --to {TARGET}, {step}, would:\n" + "".join(f"  - {line}\n" for line in would)
-                  + "Nothing was done: run it again with --yes.")  # fmt: skip
+        _show_plan(use_case.plan(ctx, step, where), args.json)
         return EXIT_ERROR
-    results = use_case.run(ctx, step, spec, staging, commit_containers=args.commit_containers)
+    results = use_case.run(ctx, step, where)
     if args.json:
         steps = [result.to_dict() for result in results]
         data = envelope("thinpool-migrate", {"ok": all(r.ok for r in results), "steps": steps})

@@ -27,6 +27,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from thinpool.core import repair
@@ -44,9 +45,62 @@ ASIDE_SUFFIX = ".devicemapper"  # the old data root is moved to DATA_ROOT + this
 INVENTORY = "inventory.json"
 IMPORTED = "imported.json"
 STAGING_MARGIN_PERCENT = 10  # tar headers and docker save's manifests, over the images' own size
-STEPS = ("export", "switch", "import")
 UUID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 UUID_GROUPS = (6, 4, 4, 4, 4, 4, 6)  # lvm's LV uuid shape
+
+
+class Step(StrEnum):
+    """What one ``thinpool migrate`` run does: one step, or ALL (export, switch and import in a row)."""
+
+    ALL = "all"
+    EXPORT = "export"
+    SWITCH = "switch"
+    IMPORT = "import"
+    FINISH = "finish"
+    ROLLBACK = "rollback"
+
+
+class OpKind(StrEnum):
+    """The changes a migrate step makes; each step's operations are computed before any of them runs."""
+
+    COMMIT_CONTAINER = "commit-container"
+    SAVE_IMAGE = "save-image"
+    SAVE_COMMITTED_IMAGE = "save-committed-image"
+    COPY_VOLUME = "copy-volume"
+    WRITE_INVENTORY = "write-inventory"
+    KEEP_FILES = "keep-files"
+    RECORD_DEVICES = "record-devices"
+    STRIP_DAEMON_JSON = "strip-daemon-json"
+    MOVE_DATA_ROOT = "move-data-root"
+    APPLY_ENGINE = "apply-engine"
+    RECORD_SHAPE = "record-shape"
+    STOP_DOCKER = "stop-docker"
+    START_DOCKER = "start-docker"
+    LOAD_IMAGE = "load-image"
+    TAG_IMAGE = "tag-image"
+    RESTORE_VOLUME = "restore-volume"
+    REMOVE_DEVICE_LV = "remove-device-lv"
+    REMOVE_ASIDE = "remove-aside"
+    REMOVE_MIGRATION_FILES = "remove-migration-files"
+    UNMOUNT = "unmount"
+    REMOVE_VOLUME_LV = "remove-volume-lv"
+    RESTORE_LVM = "restore-lvm"
+    ACTIVATE_POOL = "activate-pool"
+    RESTORE_FILES = "restore-files"
+    MOVE_BACK = "move-back"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One change of a step: what the preview shows and what the run does and reports, from the same value."""
+
+    kind: OpKind
+    text: str  # what it does, in the words the preview and the result both print
+    subject: str = ""  # what it acts on: an image's id, a tag, a volume's or an LV's name, a path
+    names: tuple[str, ...] = ()  # more of it: an image's tags, a container's id and its image
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": str(self.kind), "text": self.text, "subject": self.subject, "names": list(self.names)}
 
 
 class MigrateRefused(ThinpoolError):
