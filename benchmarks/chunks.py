@@ -53,9 +53,11 @@ def run_in_vm(containers: int) -> dict[str, Any]:
     from thinpool.rehearse.vm import VM, VMConfig
 
     config = VMConfig(
-        disk_sizes=(8 * GiB,), kernel=obtain_debian_kernel(system_context().runner), write_budget=12 * GiB,
+        disk_sizes=(8 * GiB,),
+        kernel=obtain_debian_kernel(system_context().runner),
+        write_budget=12 * GiB,
         lifetime=7200,
-    )  # fmt: skip
+    )
     results = []
     with VM(config) as vm:
         (vm.share / "tiny.tar").write_bytes(rootfs_tar())
@@ -95,9 +97,16 @@ def figures(result: dict[str, Any]) -> dict[str, float]:
 
 
 def table(data: dict[str, Any]) -> str:
-    header = ("chunk", "metadata per GiB written", "snapshot write amplification (4 KiB writes)",
-              "snapshot first writes per s", "fstrim gets back: 64 KiB files", "1 MiB files",
-              "dm snapshot churn per min", f"Docker containers per min ({data['containers']})")  # fmt: skip
+    header = (
+        "chunk",
+        "metadata per GiB written",
+        "snapshot write amplification (4 KiB writes)",
+        "snapshot first writes per s",
+        "fstrim gets back: 64 KiB files",
+        "1 MiB files",
+        "dm snapshot churn per min",
+        f"Docker containers per min ({data['containers']})",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in data["results"]:
         row = figures(result)

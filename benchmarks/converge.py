@@ -66,8 +66,10 @@ def main() -> int:
     print(f"lvs -a            {report:8.1f} ms")
     for name, ms in timed.items():
         verdict = "within" if ms / base <= BUDGETS[name] else "OVER"
-        print(f"{name:<17} {ms:8.1f} ms  {ms / base:.2f}x (python + lvs), budget {BUDGETS[name]}x: {verdict}; "
-              f"{len(ran[name])} programs: {' '.join(ran[name])}")  # fmt: skip
+        print(
+            f"{name:<17} {ms:8.1f} ms  {ms / base:.2f}x (python + lvs), budget {BUDGETS[name]}x: {verdict}; "
+            f"{len(ran[name])} programs: {' '.join(ran[name])}"
+        )
     print(f"(medians of {runs})")
     return 0
 

@@ -45,8 +45,12 @@ def pool_usage(tpool: str) -> dict[str, int]:
     fields = run("dmsetup", "status", tpool).split()
     used_meta, total_meta = (int(n) for n in fields[4].split("/"))
     used_data, total_data = (int(n) for n in fields[5].split("/"))
-    return {"metadata_used": used_meta * 4096, "metadata_total": total_meta * 4096,
-            "data_used_chunks": used_data, "data_total_chunks": total_data}  # fmt: skip
+    return {
+        "metadata_used": used_meta * 4096,
+        "metadata_total": total_meta * 4096,
+        "data_used_chunks": used_data,
+        "data_total_chunks": total_data,
+    }
 
 
 def snapshot(tpool: str, device_id: int, origin_id: int) -> None:

@@ -26,13 +26,26 @@ def pool_usage(vg: str, pool: str) -> dict[str, int]:
     fields = run("dmsetup", "status", f"{vg}-{pool}-tpool").split()
     used_meta, total_meta = (int(n) for n in fields[4].split("/"))
     used_data, total_data = (int(n) for n in fields[5].split("/"))
-    return {"metadata_used": used_meta * 4096, "metadata_total": total_meta * 4096,
-            "data_used_chunks": used_data, "data_total_chunks": total_data}  # fmt: skip
+    return {
+        "metadata_used": used_meta * 4096,
+        "metadata_total": total_meta * 4096,
+        "data_used_chunks": used_data,
+        "data_total_chunks": total_data,
+    }
 
 
 def write_sequential(device: str, offset_mib: int, size_mib: int) -> None:
-    run("dd", "if=/dev/urandom", f"of={device}", "bs=1M", f"seek={offset_mib}", f"count={size_mib}",
-        "oflag=direct", "conv=notrunc", "status=none")  # fmt: skip
+    run(
+        "dd",
+        "if=/dev/urandom",
+        f"of={device}",
+        "bs=1M",
+        f"seek={offset_mib}",
+        f"count={size_mib}",
+        "oflag=direct",
+        "conv=notrunc",
+        "status=none",
+    )
 
 
 def write_scattered(device: str, span: int, writes: int, seed: int) -> None:

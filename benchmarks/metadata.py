@@ -104,18 +104,35 @@ def rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         for index, phase in enumerate(result["phases"]):
             structures = phase["metadata_used"] - reserve(phase["metadata_total"])
             usage = usage_after(spec, index, metadata_size=phase["metadata_total"])
-            found.append({
-                "workload": spec["name"], "chunk": chunk, "phase": phase["phase"], "devices": phase["thin_devices"],
-                "measured": structures, "model": sizing.metadata_need(usage),
-                "lvm2": max(sizing.METADATA_MIN, sizing.lvm_metadata_estimate(POOL_DATA, chunk)),
-                "man": POOL_DATA // chunk * 64, "tms": thin_metadata_size(chunk, phase["thin_devices"]),
-            })  # fmt: skip
+            found.append(
+                {
+                    "workload": spec["name"],
+                    "chunk": chunk,
+                    "phase": phase["phase"],
+                    "devices": phase["thin_devices"],
+                    "measured": structures,
+                    "model": sizing.metadata_need(usage),
+                    "lvm2": max(sizing.METADATA_MIN, sizing.lvm_metadata_estimate(POOL_DATA, chunk)),
+                    "man": POOL_DATA // chunk * 64,
+                    "tms": thin_metadata_size(chunk, phase["thin_devices"]),
+                }
+            )
     return found
 
 
 def table(data: dict[str, Any]) -> str:
-    header = ("workload", "chunk", "phase", "thin devices", "measured", "thinpool model", "model / measured",
-              "lvm2 default", "man-page formula", "thin_metadata_size")  # fmt: skip
+    header = (
+        "workload",
+        "chunk",
+        "phase",
+        "thin devices",
+        "measured",
+        "thinpool model",
+        "model / measured",
+        "lvm2 default",
+        "man-page formula",
+        "thin_metadata_size",
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows(data):
         lines.append(

@@ -53,8 +53,14 @@ def measure(
 ) -> dict[str, Any]:
     """One fresh pool of ``data`` bytes with ``chunk`` on ``disk``, filled to ``devices`` thin devices."""
     vm.run(["bash", "-c", SETUP.format(disk=disk, data=data, chunk=chunk, metadata=METADATA)], timeout=600)
-    spec = {**workload, "chunk": chunk, "data": data, "vg": "bench", "pool": "pool",
-            "checkpoints": checkpoints(devices, workload)}  # fmt: skip
+    spec = {
+        **workload,
+        "chunk": chunk,
+        "data": data,
+        "vg": "bench",
+        "pool": "pool",
+        "checkpoints": checkpoints(devices, workload),
+    }
     out = vm.run_script(GUEST, json.dumps(spec), timeout=3600).stdout
     return {**json.loads(out.strip().splitlines()[-1]), "spec": spec}
 
@@ -80,8 +86,15 @@ def rows(data: dict[str, Any]) -> list[dict[str, int]]:
         for phase in result["phases"]:
             measured = phase["metadata_used"] - reserve(phase["metadata_total"])
             model = modelled(result["spec"], phase["thin_devices"], phase["metadata_total"])
-            found.append({"chunk": result["chunk"], "devices": phase["thin_devices"], "measured": measured,
-                          "model": model, "data_chunks": phase["data_used_chunks"]})  # fmt: skip
+            found.append(
+                {
+                    "chunk": result["chunk"],
+                    "devices": phase["thin_devices"],
+                    "measured": measured,
+                    "model": model,
+                    "data_chunks": phase["data_used_chunks"],
+                }
+            )
     return found
 
 

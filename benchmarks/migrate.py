@@ -39,13 +39,23 @@ STEPS = ("export", "switch", "import", "finish")
 
 def _host(vm: Any, disk: str, size_mib: int) -> None:
     """Docker on devicemapper with one image of ``size_mib`` MiB of random data and a 16 MiB volume."""
-    vm.thinpool("apply", "--yes", "--engine", "docker-devicemapper", "--storage-opt",
-                "dm.override_udev_sync_check=true", disk, timeout=600)  # fmt: skip
+    vm.thinpool(
+        "apply",
+        "--yes",
+        "--engine",
+        "docker-devicemapper",
+        "--storage-opt",
+        "dm.override_udev_sync_check=true",
+        disk,
+        timeout=600,
+    )
     _start(vm)
     vm.run(["docker", "import", f"{SHARE_MOUNT}/tiny.tar", "tiny:1"], timeout=600)
     write = f"head -c {size_mib * MiB} /dev/urandom > /big && head -c {16 * MiB} /dev/urandom > /v/data"
-    vm.run(["docker", "run", "--network", "none", "--name", "writer", "-v", "vol:/v", "tiny:1", "sh", "-c", write],
-           timeout=3600)  # fmt: skip
+    vm.run(
+        ["docker", "run", "--network", "none", "--name", "writer", "-v", "vol:/v", "tiny:1", "sh", "-c", write],
+        timeout=3600,
+    )
     vm.run(["docker", "commit", "writer", f"big:{size_mib}"], timeout=3600)
     vm.run(["docker", "rm", "writer"], timeout=600)
 
@@ -63,8 +73,11 @@ def _timed(vm: Any, *args: str) -> float:
 
 def one_size(vm: Any, disk: str, size_mib: int) -> dict[str, Any]:
     _host(vm, disk, size_mib)
-    images = int(vm.run(["bash", "-c", "docker image inspect $(docker image ls -q) --format '{{.Size}}' | "
-                                       "paste -sd+ | bc"]).stdout)  # fmt: skip
+    images = int(
+        vm.run(
+            ["bash", "-c", "docker image inspect $(docker image ls -q) --format '{{.Size}}' | paste -sd+ | bc"]
+        ).stdout
+    )
     seconds = {"export": _timed(vm, "--step", "export")}
     vm.run(["bash", "-c", STOP], timeout=180)
     seconds["switch"] = _timed(vm, "--step", "switch")
@@ -81,9 +94,12 @@ def run_in_vm(sizes: list[int]) -> dict[str, Any]:
     from thinpool.rehearse.vm import VM, VMConfig
 
     largest = max(sizes) * MiB
-    config = VMConfig(disk_sizes=(4 * GiB + 2 * largest, 2 * largest + 1 * GiB),
-                      kernel=obtain_debian_kernel(system_context().runner), write_budget=8 * largest + 8 * GiB,
-                      lifetime=7200)  # fmt: skip
+    config = VMConfig(
+        disk_sizes=(4 * GiB + 2 * largest, 2 * largest + 1 * GiB),
+        kernel=obtain_debian_kernel(system_context().runner),
+        write_budget=8 * largest + 8 * GiB,
+        lifetime=7200,
+    )
     results = []
     with VM(config) as vm:
         (vm.share / "tiny.tar").write_bytes(rootfs_tar())
@@ -108,8 +124,12 @@ def table(data: dict[str, Any]) -> str:
         seconds = result["seconds"]
         total = sum(seconds.values())
         per_gib = total * GiB / result["image_bytes"]
-        cells = [f"{result['image_bytes'] / MiB:.0f} MiB", *(f"{seconds[step]:.1f}" for step in STEPS),
-                 f"{total:.1f}", f"{per_gib:.0f}"]  # fmt: skip
+        cells = [
+            f"{result['image_bytes'] / MiB:.0f} MiB",
+            *(f"{seconds[step]:.1f}" for step in STEPS),
+            f"{total:.1f}",
+            f"{per_gib:.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

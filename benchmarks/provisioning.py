@@ -20,8 +20,10 @@ from thinpool.core.model import virtual_disks
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB
 
-RESET = "vgremove -ff -y docker >/dev/null 2>&1; pvremove -ff -y /dev/vda >/dev/null 2>&1; wipefs -a -q /dev/vda; " \
-        "rm -f /etc/lvm/profile/thinpool-*.profile"  # fmt: skip
+RESET = (
+    "vgremove -ff -y docker >/dev/null 2>&1; pvremove -ff -y /dev/vda >/dev/null 2>&1; wipefs -a -q /dev/vda; "
+    "rm -f /etc/lvm/profile/thinpool-*.profile"
+)
 TIMED = "start=$(date +%s%N); {body}; end=$(date +%s%N); echo $(( (end - start) / 1000000 ))"
 
 

@@ -108,8 +108,11 @@ def _sh(vm: VM, script: str, timeout: int = 900) -> str:
 
 
 def _apply(vm: VM, setup: Setup) -> None:
-    engine = {"overlay2": "docker-overlay2-thin", "devicemapper": "docker-devicemapper",
-              "containerd": "containerd-devmapper"}[setup.engine]  # fmt: skip
+    engine = {
+        "overlay2": "docker-overlay2-thin",
+        "devicemapper": "docker-devicemapper",
+        "containerd": "containerd-devmapper",
+    }[setup.engine]
     extra = " --storage-opt dm.override_udev_sync_check=true" if setup.engine == "devicemapper" else ""
     _sh(vm, f"{THINPOOL} apply --yes --engine {engine}{extra} /dev/vda >/dev/null")
     if setup.reclaim == "discard":  # the same mount with online discard
@@ -143,28 +146,44 @@ def soak(vm: VM, name: str, setup: Setup, cycles: int, count: int, mib: int) -> 
         millis = int(_sh(vm, template.format(count=count, write=WRITE.format(mib=mib)), timeout=1800))
         maintain = 0.0
         if setup.reclaim == "maintain":
-            maintain = float(_sh(vm, f"s=$(date +%s%N); {THINPOOL} maintain docker/thinpool >/dev/null; "
-                                     "echo $(( ($(date +%s%N) - s) / 1000000 ))")) / 1000  # fmt: skip
+            maintain = (
+                float(
+                    _sh(
+                        vm,
+                        f"s=$(date +%s%N); {THINPOOL} maintain docker/thinpool >/dev/null; "
+                        "echo $(( ($(date +%s%N) - s) / 1000000 ))",
+                    )
+                )
+                / 1000
+            )
         mapped, metadata, fs_used = _measure(vm, setup)
         cycle = Cycle(number, millis / 1000, count * 60_000 / millis, mapped, metadata, fs_used, maintain)
         run.cycles.append(cycle)
-        print(f"{name:<36} cycle {number}: {cycle.containers_per_minute:5.1f}/min, pool maps "
-              f"{mapped / MiB:7.1f} MiB, metadata {metadata / 1024:6.0f} KiB"
-              + (f", XFS holds {fs_used / MiB:6.1f} MiB" if fs_used else "")
-              + (f", maintain {maintain:.1f} s" if maintain else ""), flush=True)  # fmt: skip
+        print(
+            f"{name:<36} cycle {number}: {cycle.containers_per_minute:5.1f}/min, pool maps "
+            f"{mapped / MiB:7.1f} MiB, metadata {metadata / 1024:6.0f} KiB"
+            + (f", XFS holds {fs_used / MiB:6.1f} MiB" if fs_used else "")
+            + (f", maintain {maintain:.1f} s" if maintain else ""),
+            flush=True,
+        )
     return run
 
 
 def summary(runs: list[Run]) -> str:
-    lines = ["| setup | containers/min (median) | pool maps after last cycle | XFS holds | maps / holds "
-             "| metadata first → last |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| setup | containers/min (median) | pool maps after last cycle | XFS holds | maps / holds "
+        "| metadata first → last |",
+        "|---|---|---|---|---|---|",
+    ]
     for run in runs:
         last, first = run.cycles[-1], run.cycles[0]
         rate = statistics.median(cycle.containers_per_minute for cycle in run.cycles)
         holds = f"{last.fs_used / MiB:,.0f} MiB" if last.fs_used else "-"
         ratio = f"{last.pool_mapped / last.fs_used:.1f}" if last.fs_used else "-"
-        lines.append(f"| {run.name} | {rate:.1f} | {last.pool_mapped / MiB:,.0f} MiB | {holds} | {ratio} "
-                     f"| {first.metadata_used / 1024:,.0f} → {last.metadata_used / 1024:,.0f} KiB |")  # fmt: skip
+        lines.append(
+            f"| {run.name} | {rate:.1f} | {last.pool_mapped / MiB:,.0f} MiB | {holds} | {ratio} "
+            f"| {first.metadata_used / 1024:,.0f} → {last.metadata_used / 1024:,.0f} KiB |"
+        )
     return "\n".join(lines)
 
 
@@ -181,8 +200,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write soak.json and soak.svg into this folder")
     args = parser.parse_args()
     disk = 6 * GiB
-    config = VMConfig(disk_sizes=(disk,), kernel=obtain_debian_kernel(system_context().runner), lifetime=7200,
-                      write_budget=disk + GiB)  # fmt: skip
+    config = VMConfig(
+        disk_sizes=(disk,), kernel=obtain_debian_kernel(system_context().runner), lifetime=7200, write_budget=disk + GiB
+    )
     runs = []
     with VM(config) as vm:
         (vm.share / "soak-rootfs.tar").write_bytes(rootfs_tar())
@@ -195,8 +215,10 @@ def main() -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "soak.json").write_text(json.dumps([asdict(run) for run in runs], indent=1) + "\n")
-        series = {run.name: [(0.0, run.baseline_mapped / MiB)] + [(c.cycle, c.pool_mapped / MiB) for c in run.cycles]
-                  for run in runs}  # fmt: skip
+        series = {
+            run.name: [(0.0, run.baseline_mapped / MiB)] + [(c.cycle, c.pool_mapped / MiB) for c in run.cycles]
+            for run in runs
+        }
         title = f"Pool mapped per churn cycle ({args.containers} containers x {args.write_mib} MiB + an image)"
         (args.out / "soak.svg").write_text(line_chart(series, title=title, x_label="cycle", y_label="MiB mapped"))
     return 0

@@ -35,15 +35,16 @@ def rewrite(source: str) -> str:
 
 def _bundle(target: Path) -> None:
     library = target / "plugins/module_utils/thinpool"
-    shutil.copytree(ROOT / "src/thinpool", library,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *LEFT_OUT))  # fmt: skip
+    shutil.copytree(ROOT / "src/thinpool", library, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *LEFT_OUT))
     (target / "plugins/module_utils/__init__.py").touch()
     for path in library.rglob("*.py"):
         text = rewrite(path.read_text())
         leftover = re.search(rf"{re.escape(BUNDLED)}\.(cli|rehearse)\b", text)
         if leftover:
-            raise SystemExit(f"build-collection: {path.relative_to(target)} imports {leftover.group(0)}, "
-                             "which the collection does not carry")  # fmt: skip
+            raise SystemExit(
+                f"build-collection: {path.relative_to(target)} imports {leftover.group(0)}, "
+                "which the collection does not carry"
+            )
         path.write_text(text)
     module = target / "plugins/modules/thinpool.py"
     module.write_text(rewrite(module.read_text()))
@@ -56,8 +57,12 @@ def build(out: Path) -> Path:
         staged = Path(temporary) / "thinpool"
         shutil.copytree(COLLECTION, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.tar.gz"))
         _bundle(staged)
-        done = subprocess.run([galaxy, "collection", "build", "--force", "--output-path", str(out), str(staged)],
-                              capture_output=True, text=True, check=False)  # fmt: skip
+        done = subprocess.run(
+            [galaxy, "collection", "build", "--force", "--output-path", str(out), str(staged)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if done.returncode != 0:
         raise SystemExit(f"build-collection: ansible-galaxy failed: {done.stderr or done.stdout}")
     version = re.search(r"^version:\s*(\S+)", (COLLECTION / "galaxy.yml").read_text(), re.MULTILINE)
@@ -66,8 +71,9 @@ def build(out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="packaging/build-collection", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="packaging/build-collection", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the tarball goes (default: dist/)")
     print(build(parser.parse_args(argv).out))
     return 0

@@ -181,26 +181,31 @@ def bash_completion(parser: argparse.ArgumentParser) -> str:
             inner.split(" ", 1)[1] for inner in commands if inner.startswith(name + " ") and inner.count(" ") == 1
         ]
         cases.append(f'        "{name}") words="{" ".join(words)}" ;;')
-    return "\n".join((
-        "# bash completion for thinpool (made from its parser)",
-        "_thinpool() {",
-        '    local cur=${COMP_WORDS[COMP_CWORD]} command="" word words',
-        '    for word in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do',
-        '        case $word in -*) ;; *) command="${command:+$command }$word" ;; esac',
-        "    done",
-        '    case "$command" in',
-        f'        "") words="{" ".join(top)} --help --version --verbose" ;;',
-        *cases,
-        '        *) words="" ;;',
-        "    esac",
-        '    if [[ -z "$command" || "$cur" == -* || "$command" == "engine" ]]; then',
-        '        mapfile -t COMPREPLY < <(compgen -W "$words" -- "$cur")',
-        "    else",
-        '        mapfile -t COMPREPLY < <(compgen -f -- "$cur")',
-        "    fi",
-        "}",
-        "complete -F _thinpool thinpool",
-    )) + "\n"  # fmt: skip
+    return (
+        "\n".join(
+            (
+                "# bash completion for thinpool (made from its parser)",
+                "_thinpool() {",
+                '    local cur=${COMP_WORDS[COMP_CWORD]} command="" word words',
+                '    for word in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do',
+                '        case $word in -*) ;; *) command="${command:+$command }$word" ;; esac',
+                "    done",
+                '    case "$command" in',
+                f'        "") words="{" ".join(top)} --help --version --verbose" ;;',
+                *cases,
+                '        *) words="" ;;',
+                "    esac",
+                '    if [[ -z "$command" || "$cur" == -* || "$command" == "engine" ]]; then',
+                '        mapfile -t COMPREPLY < <(compgen -W "$words" -- "$cur")',
+                "    else",
+                '        mapfile -t COMPREPLY < <(compgen -f -- "$cur")',
+                "    fi",
+                "}",
+                "complete -F _thinpool thinpool",
+            )
+        )
+        + "\n"
+    )
 
 
 def control(installed_kib: int) -> str:
@@ -236,8 +241,10 @@ def stage(tree: Path) -> None:
     _write(docs / "copyright", COPYRIGHT)
     when = time.gmtime(int(os.environ.get("SOURCE_DATE_EPOCH") or time.time()))
     built = time.strftime("%a, %d %b %Y %H:%M:%S +0000", when)  # Debian's changelog date
-    entry = (f"thinpool ({__version__}) unstable; urgency=medium\n\n  * Built from the thinpool repository.\n\n"
-             f" -- {MAINTAINER}  {built}\n")  # fmt: skip
+    entry = (
+        f"thinpool ({__version__}) unstable; urgency=medium\n\n  * Built from the thinpool repository.\n\n"
+        f" -- {MAINTAINER}  {built}\n"
+    )
     _write(docs / "changelog.gz", _gzip(entry))  # a native package's name for it
     for folder in [tree, *(path for path in tree.rglob("*") if path.is_dir())]:
         folder.chmod(0o755)
@@ -259,14 +266,18 @@ def build(out: Path) -> Path:
         tree = Path(temporary) / "root"
         os.umask(0o022)
         stage(tree)
-        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(target)],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(
+            ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(target)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="packaging/build-deb", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="packaging/build-deb", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the .deb goes (default: dist/)")
     target = build(parser.parse_args(argv).out)
     print(target)

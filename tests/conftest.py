@@ -27,5 +27,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     skipped = terminalreporter.stats.get("skipped", [])
     if _strict() and skipped:
-        terminalreporter.write_line(f"CI=true: {len(skipped)} skipped test(s) count as failures; everything must run",
-                                    red=True)  # fmt: skip
+        terminalreporter.write_line(
+            f"CI=true: {len(skipped)} skipped test(s) count as failures; everything must run", red=True
+        )

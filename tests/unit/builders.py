@@ -17,8 +17,14 @@ from thinpool.system.observe import StatVfs
 from thinpool.testing import ScriptedRunner
 
 
-def empty_vg(name: str, extents: int, extent_size: int = 4 * MiB, free: int | None = None,
-             spare_extents: int = 0, lvs: tuple[LogicalVolume, ...] = ()) -> VolumeGroup:  # fmt: skip
+def empty_vg(
+    name: str,
+    extents: int,
+    extent_size: int = 4 * MiB,
+    free: int | None = None,
+    spare_extents: int = 0,
+    lvs: tuple[LogicalVolume, ...] = (),
+) -> VolumeGroup:
     spare = (
         (LogicalVolume("[lvol0_pmspare]", name, "ewi-------", spare_extents * extent_size, "linear"),)
         if spare_extents
@@ -36,8 +42,15 @@ def empty_vg(name: str, extents: int, extent_size: int = 4 * MiB, free: int | No
 
 
 def observed_with_vg(vg: VolumeGroup, **extra: object) -> Observed:
-    pv = PhysicalVolume("/dev/sdb", vg.name, vg.extent_count * vg.extent_size, MiB, vg.extent_count, 0,
-                        vg.extent_count * vg.extent_size + MiB)  # fmt: skip
+    pv = PhysicalVolume(
+        "/dev/sdb",
+        vg.name,
+        vg.extent_count * vg.extent_size,
+        MiB,
+        vg.extent_count,
+        0,
+        vg.extent_count * vg.extent_size + MiB,
+    )
     return Observed(pvs={"/dev/sdb": pv}, vgs={vg.name: vg}, **extra)  # type: ignore[arg-type]
 
 
@@ -71,21 +84,48 @@ PROFILE = commands.profile_content("docker", "thinpool", 80, 20)
 
 
 def lv_row(name: str, **fields: str) -> dict[str, str]:
-    base = {"lv_name": name, "vg_name": "docker", "lv_attr": "-wi-a-----", "lv_size": "0", "lv_metadata_size": "",
-            "chunk_size": "0", "data_percent": "", "metadata_percent": "", "seg_monitor": "", "lv_health_status": "",
-            "lv_profile": "", "pool_lv": "", "origin": "", "segtype": "linear", "lv_active": "active", "lv_tags": "",
-            "thin_count": "", "devices": "", "vg_extent_size": str(EXTENT), "vg_extent_count": "1023",
-            "vg_free_count": "200"}  # fmt: skip
+    base = {
+        "lv_name": name,
+        "vg_name": "docker",
+        "lv_attr": "-wi-a-----",
+        "lv_size": "0",
+        "lv_metadata_size": "",
+        "chunk_size": "0",
+        "data_percent": "",
+        "metadata_percent": "",
+        "seg_monitor": "",
+        "lv_health_status": "",
+        "lv_profile": "",
+        "pool_lv": "",
+        "origin": "",
+        "segtype": "linear",
+        "lv_active": "active",
+        "lv_tags": "",
+        "thin_count": "",
+        "devices": "",
+        "vg_extent_size": str(EXTENT),
+        "vg_extent_count": "1023",
+        "vg_free_count": "200",
+    }
     return {**base, **fields}
 
 
 def status_report(
     pool: dict[str, str] | None = None, free: int = 200, devices: str = "/dev/vda(12)", thin: int = 2
 ) -> str:
-    fields = {"lv_attr": "twi-aotz--", "lv_size": str(3 * GiB), "lv_metadata_size": str(48 * MiB),
-              "chunk_size": str(512 * 1024), "data_percent": "50.00", "metadata_percent": "10.00",
-              "seg_monitor": "monitored", "lv_profile": "thinpool-docker-thinpool", "segtype": "thin-pool",
-              "thin_count": str(thin), **(pool or {})}  # fmt: skip
+    fields = {
+        "lv_attr": "twi-aotz--",
+        "lv_size": str(3 * GiB),
+        "lv_metadata_size": str(48 * MiB),
+        "chunk_size": str(512 * 1024),
+        "data_percent": "50.00",
+        "metadata_percent": "10.00",
+        "seg_monitor": "monitored",
+        "lv_profile": "thinpool-docker-thinpool",
+        "segtype": "thin-pool",
+        "thin_count": str(thin),
+        **(pool or {}),
+    }
     rows = [lv_row("thinpool", **fields), lv_row("[thinpool_tdata]", devices=devices, lv_size=str(3 * GiB))]
     rows += [lv_row(f"vol{n}", segtype="thin", pool_lv="thinpool", lv_size=str(2 * GiB)) for n in range(thin)]
     for row in rows:
@@ -117,13 +157,32 @@ def pool_report(
     data_percent: str = "50.00",
     tags: str = commands.MANAGED_TAG,
 ) -> str:
-    pool = lv_row("thinpool", lv_attr=attr, lv_size=str(3 * GiB), lv_metadata_size=str(48 * MiB),
-                chunk_size=str(CHUNK), data_percent=data_percent, metadata_percent="10.00", seg_monitor="monitored",
-                lv_profile="thinpool-docker-thinpool", segtype="thin-pool", lv_when_full=when_full,
-                lv_health_status=health_status, lv_tags=commands.MANAGED_TAG)  # fmt: skip
+    pool = lv_row(
+        "thinpool",
+        lv_attr=attr,
+        lv_size=str(3 * GiB),
+        lv_metadata_size=str(48 * MiB),
+        chunk_size=str(CHUNK),
+        data_percent=data_percent,
+        metadata_percent="10.00",
+        seg_monitor="monitored",
+        lv_profile="thinpool-docker-thinpool",
+        segtype="thin-pool",
+        lv_when_full=when_full,
+        lv_health_status=health_status,
+        lv_tags=commands.MANAGED_TAG,
+    )
     data = lv_row("[thinpool_tdata]", devices="/dev/vda(12)", lv_size=str(3 * GiB))
-    volume = lv_row("docker-data", segtype="thin", pool_lv="thinpool", lv_size=str(VOLUME), data_percent=mapped,
-                  lv_tags=tags, lv_kernel_major="253", lv_kernel_minor="4")  # fmt: skip
+    volume = lv_row(
+        "docker-data",
+        segtype="thin",
+        pool_lv="thinpool",
+        lv_size=str(VOLUME),
+        data_percent=mapped,
+        lv_tags=tags,
+        lv_kernel_major="253",
+        lv_kernel_minor="4",
+    )
     rows = [pool, data, volume]
     for row in rows:
         row["vg_free_count"] = str(free)
@@ -187,8 +246,19 @@ docker {
 
 def expect_pool_lvm(runner: ScriptedRunner, *, active: bool = True) -> None:
     """``runner`` answers one lvm report: VG docker (1023 extents of 4 MiB) and its pool at transaction 7."""
-    pool = lv_row("thinpool", segtype="thin-pool", lv_attr="twi-aotz--" if active else "twi---tz--",
-                lv_active="active" if active else "", transaction_id="7")  # fmt: skip
-    vg = {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": "4194304", "vg_extent_count": "1023",
-          "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
+    pool = lv_row(
+        "thinpool",
+        segtype="thin-pool",
+        lv_attr="twi-aotz--" if active else "twi---tz--",
+        lv_active="active" if active else "",
+        transaction_id="7",
+    )
+    vg = {
+        "vg_name": "docker",
+        "vg_uuid": "u",
+        "vg_extent_size": "4194304",
+        "vg_extent_count": "1023",
+        "vg_free_count": "100",
+        "vg_seqno": "9",
+    }
     runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool], vgs=[vg]))

@@ -62,8 +62,15 @@ def test_the_module_spec_is_the_clis_spec(module: Any) -> None:
     from thinpool.cli.options import spec_to_argv
 
     params = {name: spec.get("default") for name, spec in module.ARGUMENT_SPEC.items()}
-    params.update(devices=["/dev/sdb"], engine="docker-devicemapper", chunk_size="1m", hosts=["unix:///run/d.sock"],
-                  tls_generate=True, tls_sans=["build.example.com"], dns_cache=True)  # fmt: skip
+    params.update(
+        devices=["/dev/sdb"],
+        engine="docker-devicemapper",
+        chunk_size="1m",
+        hosts=["unix:///run/d.sock"],
+        tls_generate=True,
+        tls_sans=["build.example.com"],
+        dns_cache=True,
+    )
     spec = module._spec(params)
     assert spec.devices == ("/dev/sdb",) and spec.chunk_size == 1024 * 1024
     assert spec.engine_options.hosts == ("unix:///run/d.sock",)
@@ -77,8 +84,13 @@ def test_ansible_doc_renders_the_module() -> None:
     if doc is None:
         pytest.skip("ansible-core is not installed")
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS)}
-    done = subprocess.run([doc, "--json", "-t", "module", "thinpool.thinpool.thinpool"], env=env,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [doc, "--json", "-t", "module", "thinpool.thinpool.thinpool"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     rendered = json.loads(done.stdout)["thinpool.thinpool.thinpool"]["doc"]
     assert rendered["module"] == "thinpool" and "state" in rendered["options"]

@@ -153,8 +153,11 @@ def test_an_inactive_pool_is_read_through_its_component_and_a_failed_dump_leaves
     runner = ScriptedRunner()
     expect_pool_lvm(runner, active=False)
     runner.expect(commands.lvchange_component("docker", "thinpool_tmeta", True))
-    runner.expect(commands.thin_dump(TMETA, str(folder / ".dump.partial"), metadata_snap=False), returncode=1,
-                  stderr="bad checksum in superblock")  # fmt: skip
+    runner.expect(
+        commands.thin_dump(TMETA, str(folder / ".dump.partial"), metadata_snap=False),
+        returncode=1,
+        stderr="bad checksum in superblock",
+    )
     runner.expect(commands.lvchange_component("docker", "thinpool_tmeta", False))
     assert main(["backup"], context=_context(runner, tmp_path)) == 1
     assert runner.exhausted  # the component was deactivated although the dump failed
@@ -255,8 +258,14 @@ def test_repair_refuses_while_a_thin_volume_is_mounted_and_stops_nothing(
     runner = ScriptedRunner()
     pool = lv_row("thinpool", segtype="thin-pool", lv_attr="twi-aotz--", transaction_id="7")
     volume = lv_row("vol", segtype="thin", pool_lv="thinpool", thin_id="1", lv_kernel_major="253", lv_kernel_minor="4")
-    vg = {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": "4194304", "vg_extent_count": "1023",
-          "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
+    vg = {
+        "vg_name": "docker",
+        "vg_uuid": "u",
+        "vg_extent_size": "4194304",
+        "vg_extent_count": "1023",
+        "vg_free_count": "100",
+        "vg_seqno": "9",
+    }
     runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool, volume], vgs=[vg]))
     runner.expect(commands.dmsetup_info(), stdout="docker-vol;LVM-x;1;L--w\ndocker-thinpool-tpool;LVM-y;1;L--w\n")
     runner.expect(programs.fuser_mount("/dev/docker/vol"), stdout="  4242c 77")

@@ -178,19 +178,38 @@ def test_a_vg_name_taken_under_dev_is_refused() -> None:
 
 
 def test_the_overlay2_volume_cannot_be_named_like_the_pool(capsys: pytest.CaptureFixture[str]) -> None:
-    _refused(["plan", "--disk-size", "4GiB", "--engine", "docker-overlay2-thin", "--volume-name", "thinpool"],
-             capsys, "the pool's own name")  # fmt: skip
+    _refused(
+        ["plan", "--disk-size", "4GiB", "--engine", "docker-overlay2-thin", "--volume-name", "thinpool"],
+        capsys,
+        "the pool's own name",
+    )
 
 
 # 5. Paths and targets
 
 
 def test_the_data_root_is_normalised(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan", "--disk-size", "4GiB", "--engine", "docker-overlay2-thin", "--data-root",
-                 "/var/lib/docker/", "--json"]) == EXIT_OK  # fmt: skip
+    assert (
+        main(
+            [
+                "plan",
+                "--disk-size",
+                "4GiB",
+                "--engine",
+                "docker-overlay2-thin",
+                "--data-root",
+                "/var/lib/docker/",
+                "--json",
+            ]
+        )
+        == EXIT_OK
+    )
     assert json.loads(capsys.readouterr().out)["spec"]["engine_options"]["data_root"] == "/var/lib/docker"
-    _refused(["plan", "--disk-size", "4GiB", "--engine", "docker-overlay2-thin", "--data-root", "/var/lib/../lib"],
-             capsys, "not a dedicated absolute path")  # fmt: skip
+    _refused(
+        ["plan", "--disk-size", "4GiB", "--engine", "docker-overlay2-thin", "--data-root", "/var/lib/../lib"],
+        capsys,
+        "not a dedicated absolute path",
+    )
 
 
 @pytest.mark.parametrize("device", ["sdb", "./sdb", "-h", "--yes", "/dev/../dev/sdb", "/dev/sd b"])
@@ -237,8 +256,12 @@ def test_engine_options_are_checked(options: list[str], words: str, capsys: pyte
 
 
 def test_a_storage_opt_replaces_thinpools_default_for_its_key(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["plan", "--disk-size", "4GiB", "--engine", "docker-devicemapper", "--storage-opt", "dm.fs=ext4",
-                 "--json"]) == EXIT_OK  # fmt: skip
+    assert (
+        main(
+            ["plan", "--disk-size", "4GiB", "--engine", "docker-devicemapper", "--storage-opt", "dm.fs=ext4", "--json"]
+        )
+        == EXIT_OK
+    )
     config = next(a for a in json.loads(capsys.readouterr().out)["actions"] if a["kind"] == "engine-config")
     options = json.loads(config["content"])["storage-opts"]
     assert [option for option in options if option.startswith("dm.fs=")] == ["dm.fs=ext4"]
@@ -248,8 +271,10 @@ def test_a_storage_opt_replaces_thinpools_default_for_its_key(capsys: pytest.Cap
 
 
 def test_containerd_settings_of_the_same_pool_are_kept_unless_forced() -> None:
-    text = ('version = 2\n[plugins."io.containerd.snapshotter.v1.devmapper"]\n  pool_name = "docker-thinpool"\n'
-            '  root_path = "/srv/snapshots"\n  base_image_size = "20480MB"\n')  # fmt: skip
+    text = (
+        'version = 2\n[plugins."io.containerd.snapshotter.v1.devmapper"]\n  pool_name = "docker-thinpool"\n'
+        '  root_path = "/srv/snapshots"\n  base_image_size = "20480MB"\n'
+    )
     state = EngineState(observed=True, files={containerd_devmapper.CONFIG_TOML: text}, versions={"containerd": "1.6"})
     target = PoolTarget("docker", "thinpool", 6 * GiB)
     spec = PoolSpec(devices=("/dev/vda",), engine="containerd-devmapper")

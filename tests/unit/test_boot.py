@@ -52,8 +52,11 @@ def test_activate_runs_what_is_missing_and_waits_for_nodes(tmp_path: Path) -> No
     foreign = _lv("other", segtype="thin", pool_lv="thinpool")
     observed = Observed(vgs={"docker": VolumeGroup("docker", 4 * 1024**2, 1000, 10, 1, lvs=(volume, foreign, pool))})
     runner = ScriptedRunner()
-    for argv in (("lvchange", "--activate", "y", "docker/thinpool"), ("lvchange", "--monitor", "y", "docker/thinpool"),
-                 ("lvchange", "--activate", "y", "docker/docker-data")):  # fmt: skip
+    for argv in (
+        ("lvchange", "--activate", "y", "docker/thinpool"),
+        ("lvchange", "--monitor", "y", "docker/thinpool"),
+        ("lvchange", "--activate", "y", "docker/docker-data"),
+    ):
         runner.expect(argv)
     (tmp_path / "mapper").mkdir()
     (tmp_path / "mapper/docker-thinpool").touch()
@@ -98,8 +101,11 @@ def test_install_on_a_running_system_enables_the_writer_and_retires_the_old_metr
     writer = (units / "thinpool-metrics.service").read_text()
     assert "Type=simple" in writer and "--every 1min docker/thinpool" in writer and "Restart=on-failure" in writer
     again = ScriptedRunner()  # a second install: nothing to retire, the same units enabled
-    for argv in (("systemctl", "daemon-reload"), ("systemctl", "enable", *enabled),
-                 ("systemctl", "restart", "thinpool-metrics.service")):  # fmt: skip
+    for argv in (
+        ("systemctl", "daemon-reload"),
+        ("systemctl", "enable", *enabled),
+        ("systemctl", "restart", "thinpool-metrics.service"),
+    ):
         again.expect(argv)
     assert boot.install(Context(again, root=tmp_path), "/usr/bin/thinpool", True, Path("/")).removed == []
     assert again.exhausted

@@ -58,9 +58,23 @@ def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit):
         main(["plan", "--help"])
     out = capsys.readouterr().out
-    for option in ("--disk-size", "--data-size", "--chunk-size", "--metadata-size", "--max-thin-devices",
-                   "--thin-device-size", "--max-pool-size", "--headroom", "--autoextend-threshold",
-                   "--autoextend-percent", "--json", "--detailed-exitcode", "--out", "--wipe", "exit codes"):  # fmt: skip
+    for option in (
+        "--disk-size",
+        "--data-size",
+        "--chunk-size",
+        "--metadata-size",
+        "--max-thin-devices",
+        "--thin-device-size",
+        "--max-pool-size",
+        "--headroom",
+        "--autoextend-threshold",
+        "--autoextend-percent",
+        "--json",
+        "--detailed-exitcode",
+        "--out",
+        "--wipe",
+        "exit codes",
+    ):
         assert option in out, option
 
 

@@ -49,14 +49,29 @@ class Machine:
         self.runner.expect(commands.dmsetup_info(), stdout="No devices found\n")
 
     def vg(self, extents: int, free: int) -> dict[str, str]:
-        return {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": str(EXTENT), "vg_extent_count": str(extents),
-                "vg_free_count": str(free), "vg_seqno": "3"}  # fmt: skip
+        return {
+            "vg_name": "docker",
+            "vg_uuid": "u",
+            "vg_extent_size": str(EXTENT),
+            "vg_extent_count": str(extents),
+            "vg_free_count": str(free),
+            "vg_seqno": "3",
+        }
 
     def pool(self, data: int, metadata: int, chunk: int, monitor: str) -> dict[str, str]:
-        return {"lv_name": "thinpool", "vg_name": "docker", "segtype": "thin-pool", "lv_attr": "twi-a-tz--",
-                "lv_size": str(data), "lv_metadata_size": str(metadata), "chunk_size": str(chunk),
-                "seg_monitor": monitor, "lv_profile": "thinpool-docker-thinpool", "lv_active": "active",
-                "lv_tags": commands.MANAGED_TAG}  # fmt: skip
+        return {
+            "lv_name": "thinpool",
+            "vg_name": "docker",
+            "segtype": "thin-pool",
+            "lv_attr": "twi-a-tz--",
+            "lv_size": str(data),
+            "lv_metadata_size": str(metadata),
+            "chunk_size": str(chunk),
+            "seg_monitor": monitor,
+            "lv_profile": "thinpool-docker-thinpool",
+            "lv_active": "active",
+            "lv_tags": commands.MANAGED_TAG,
+        }
 
 
 def _write_profile(root: Path) -> Path:
@@ -184,8 +199,11 @@ def test_grow_adds_the_device_then_grows_metadata_and_data(
     plan = pool.plan_grow(_context(planning, tmp_path), PoolSpec(devices=(DEVICE,)))
     assert plan.layout is not None
     assert [str(action.kind) for action in plan.actions] == [
-        "physical-volume", "volume-group", "pool-metadata", "pool-data"
-    ]  # fmt: skip
+        "physical-volume",
+        "volume-group",
+        "pool-metadata",
+        "pool-data",
+    ]
 
     runner = ScriptedRunner()
     before(machine := Machine(runner))

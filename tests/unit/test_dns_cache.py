@@ -23,8 +23,12 @@ from thinpool.errors import SpecError
 from thinpool.system import dns
 
 TARGET = PoolTarget("docker", "thinpool", 6 * GiB)
-HOST = EngineState(observed=True, versions={"dockerd": "20.10.24"}, systemd=True,
-                   programs={"dockerd": "/usr/sbin/dockerd", "dnsmasq": "/usr/sbin/dnsmasq"})  # fmt: skip
+HOST = EngineState(
+    observed=True,
+    versions={"dockerd": "20.10.24"},
+    systemd=True,
+    programs={"dockerd": "/usr/sbin/dockerd", "dnsmasq": "/usr/sbin/dnsmasq"},
+)
 
 
 def _spec(engine: str = "docker-overlay2-thin", **options: object) -> PoolSpec:

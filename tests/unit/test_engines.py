@@ -26,8 +26,11 @@ def _spec(engine: str, **options: object) -> PoolSpec:
 
 
 def _with_files(state: EngineState, **files: str) -> EngineState:
-    paths = {"daemon_json": docker.DAEMON_JSON, "config_toml": containerd_devmapper.CONFIG_TOML,
-             "fstab": docker_overlay2.FSTAB}  # fmt: skip
+    paths = {
+        "daemon_json": docker.DAEMON_JSON,
+        "config_toml": containerd_devmapper.CONFIG_TOML,
+        "fstab": docker_overlay2.FSTAB,
+    }
     return EngineState(**{**state.__dict__, "files": {paths[name]: text for name, text in files.items()}})
 
 
@@ -42,12 +45,25 @@ def test_devicemapper_daemon_json_keeps_every_other_key() -> None:
     assert written["log-driver"] == "journald" and written["storage-driver"] == "devicemapper"
     assert written["storage-opts"][0] == "dm.blkdiscard=false"  # the operator's own option stays
     assert "dm.thinpooldev=/dev/mapper/docker-thinpool" in written["storage-opts"]
-    assert {"dm.use_deferred_removal=true", "dm.use_deferred_deletion=true", "dm.fs=xfs", "dm.mountopt=noatime",
-            "dm.basesize=10G", "dm.min_free_space=10%"} <= set(written["storage-opts"])  # fmt: skip
+    assert {
+        "dm.use_deferred_removal=true",
+        "dm.use_deferred_deletion=true",
+        "dm.fs=xfs",
+        "dm.mountopt=noatime",
+        "dm.basesize=10G",
+        "dm.min_free_space=10%",
+    } <= set(written["storage-opts"])
     again = _with_files(DOCKER, daemon_json=json.dumps(written))
-    assert docker.merged_daemon_json(docker.current_settings(again, False), "devicemapper",
-                              docker_devicemapper.storage_opts(_spec("docker-devicemapper"), TARGET, DOCKER), {},
-                              force=False) is None  # fmt: skip
+    assert (
+        docker.merged_daemon_json(
+            docker.current_settings(again, False),
+            "devicemapper",
+            docker_devicemapper.storage_opts(_spec("docker-devicemapper"), TARGET, DOCKER),
+            {},
+            force=False,
+        )
+        is None
+    )
 
 
 def test_dashed_names_are_escaped_in_the_pool_path_and_the_unit() -> None:
@@ -198,8 +214,21 @@ def test_overlay2_thin_plans_volume_filesystem_mount_and_config() -> None:
     changes = docker_overlay2.plan(_spec("docker-overlay2-thin", volume_size=4 * GiB), TARGET, state)
     kinds = [action.kind for action in changes.actions]
     assert kinds == ["thin-volume", "filesystem", "fstab", "mount", "engine-config", "systemd-drop-in"]
-    assert changes.actions[0].argv == ("lvcreate", "--yes", "--type", "thin", "--virtualsize", "4g", "--thinpool",
-                                       "thinpool", "--name", "docker-data", "--addtag", "thinpool.managed", "docker")  # fmt: skip
+    assert changes.actions[0].argv == (
+        "lvcreate",
+        "--yes",
+        "--type",
+        "thin",
+        "--virtualsize",
+        "4g",
+        "--thinpool",
+        "thinpool",
+        "--name",
+        "docker-data",
+        "--addtag",
+        "thinpool.managed",
+        "docker",
+    )
     assert changes.actions[1].argv == ("mkfs.xfs", "-q", "-n", "ftype=1", "/dev/mapper/docker-docker--data")
     fstab = _written(changes, docker_overlay2.FSTAB)
     assert fstab.startswith("# /etc/fstab\nUUID=abc / ext4 defaults 0 1\n")
@@ -226,8 +255,14 @@ def test_overlay2_thin_converged_plans_nothing() -> None:
     target = PoolTarget("docker", "thinpool", 6 * GiB, (volume,))
     first = docker_overlay2.plan(_spec("docker-overlay2-thin"), TARGET, DOCKER)
     files = {action.path: action.content for action in first.actions if action.path}
-    done = EngineState(**{**DOCKER.__dict__, "files": files, "volume_filesystem": "xfs",
-                          "data_root_source": "/dev/mapper/docker-docker--data"})  # fmt: skip
+    done = EngineState(
+        **{
+            **DOCKER.__dict__,
+            "files": files,
+            "volume_filesystem": "xfs",
+            "data_root_source": "/dev/mapper/docker-docker--data",
+        }
+    )
     assert docker_overlay2.plan(_spec("docker-overlay2-thin"), target, done).actions == ()
 
 
@@ -260,10 +295,14 @@ def test_the_registry_names_every_engine_once_and_their_files() -> None:
 
     assert engines.CHOICES == ("none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin")
     assert engines.config_files() == (
-        docker.DAEMON_JSON, docker.DOCKER_DROP_IN, docker.DNSMASQ_CONF, docker.DNSMASQ_DEFAULTS,
+        docker.DAEMON_JSON,
+        docker.DOCKER_DROP_IN,
+        docker.DNSMASQ_CONF,
+        docker.DNSMASQ_DEFAULTS,
         containerd_devmapper.CONFIG_TOML,
-        containerd_devmapper.CONTAINERD_DROP_IN, docker_overlay2.FSTAB,
-    )  # fmt: skip
+        containerd_devmapper.CONTAINERD_DROP_IN,
+        docker_overlay2.FSTAB,
+    )
     with pytest.raises(SpecError, match="unknown engine 'podman'"):
         engines.adapter("podman")
 
@@ -311,10 +350,21 @@ def test_each_engine_fails_fast_when_the_pool_is_full() -> None:
 
 
 def test_devicemapper_with_discards_off_is_a_finding() -> None:
-    state = _with_files(DOCKER, daemon_json=json.dumps({**json.loads(_written(
-        docker_devicemapper.plan(_spec("docker-devicemapper"), TARGET, DOCKER), docker.DAEMON_JSON)),
-        "storage-opts": ["dm.thinpooldev=/dev/mapper/docker-thinpool", "dm.use_deferred_removal=true",
-                         "dm.blkdiscard=false"]}))  # fmt: skip
+    state = _with_files(
+        DOCKER,
+        daemon_json=json.dumps(
+            {
+                **json.loads(
+                    _written(docker_devicemapper.plan(_spec("docker-devicemapper"), TARGET, DOCKER), docker.DAEMON_JSON)
+                ),
+                "storage-opts": [
+                    "dm.thinpooldev=/dev/mapper/docker-thinpool",
+                    "dm.use_deferred_removal=true",
+                    "dm.blkdiscard=false",
+                ],
+            }
+        ),
+    )
     from thinpool.engines import doctor
 
     found = doctor(state, "docker", "thinpool")

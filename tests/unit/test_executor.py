@@ -25,8 +25,13 @@ def _plan() -> Plan:
 
 def _lvm_state(runner: ScriptedRunner, *, pv: bool, vg: bool, pool: dict[str, str] | None) -> None:
     pvs = [{"pv_name": "/dev/vda", "vg_name": "docker" if vg else ""}] if pv else []
-    vg_row = {"vg_name": "docker", "vg_extent_size": str(4 * MiB), "vg_extent_count": "1023",
-              "vg_free_count": "167", "vg_seqno": "5"}  # fmt: skip
+    vg_row = {
+        "vg_name": "docker",
+        "vg_extent_size": str(4 * MiB),
+        "vg_extent_count": "1023",
+        "vg_free_count": "167",
+        "vg_seqno": "5",
+    }
     runner.expect(
         commands.lvm_report(), stdout=lvm_report(pvs=pvs, lvs=[pool] if pool else [], vgs=[vg_row] if vg else [])
     )
@@ -35,10 +40,15 @@ def _lvm_state(runner: ScriptedRunner, *, pv: bool, vg: bool, pool: dict[str, st
 def _pool_row(plan: Plan, monitor: str) -> dict[str, str]:
     layout = plan.layout
     return {
-        "lv_name": "thinpool", "vg_name": "docker", "segtype": "thin-pool", "lv_size": str(layout.data_size),
-        "lv_metadata_size": str(layout.metadata_size), "chunk_size": str(layout.chunk_size),
-        "seg_monitor": monitor, "lv_profile": "thinpool-docker-thinpool",
-    }  # fmt: skip
+        "lv_name": "thinpool",
+        "vg_name": "docker",
+        "segtype": "thin-pool",
+        "lv_size": str(layout.data_size),
+        "lv_metadata_size": str(layout.metadata_size),
+        "chunk_size": str(layout.chunk_size),
+        "seg_monitor": monitor,
+        "lv_profile": "thinpool-docker-thinpool",
+    }
 
 
 def _script_until_pool(runner: ScriptedRunner, plan: Plan, pool: dict[str, str]) -> None:
@@ -127,8 +137,14 @@ def test_config_write_keeps_a_timestamped_backup_and_the_files_mode(tmp_path: Pa
     config.parent.mkdir(parents=True)
     config.write_text('{"log-driver": "journald"}\n')
     config.chmod(0o600)
-    action = Action("write", ActionKind.ENGINE_CONFIG, Target(name="docker daemon.json"), "test", path="/etc/docker/daemon.json",
-                    content='{"storage-driver": "overlay2"}\n')  # fmt: skip
+    action = Action(
+        "write",
+        ActionKind.ENGINE_CONFIG,
+        Target(name="docker daemon.json"),
+        "test",
+        path="/etc/docker/daemon.json",
+        content='{"storage-driver": "overlay2"}\n',
+    )
     plan = Plan("docker", "thinpool", (action,), None, {})
     assert executor.apply(plan, ScriptedRunner(), root=tmp_path).ok
     assert config.read_text() == action.content and config.stat().st_mode & 0o777 == 0o600
@@ -146,8 +162,14 @@ def test_a_symlinked_config_keeps_its_link_and_the_step_says_so(tmp_path: Path) 
     link = tmp_path / "etc/docker/daemon.json"
     link.parent.mkdir(parents=True)
     link.symlink_to(real)
-    action = Action("write", ActionKind.ENGINE_CONFIG, Target(name="docker daemon.json"), "test",
-                    path="/etc/docker/daemon.json", content='{"storage-driver": "overlay2"}\n')  # fmt: skip
+    action = Action(
+        "write",
+        ActionKind.ENGINE_CONFIG,
+        Target(name="docker daemon.json"),
+        "test",
+        path="/etc/docker/daemon.json",
+        content='{"storage-driver": "overlay2"}\n',
+    )
     result = executor.apply(Plan("docker", "thinpool", (action,), None, {}), ScriptedRunner(), root=tmp_path)
     assert result.ok and link.is_symlink() and real.read_text() == action.content
     assert "is a link: wrote its target" in result.steps[0].note

@@ -38,8 +38,20 @@ NAMES = st.one_of(
     st.text(max_size=6),
 )
 NUMBERS = st.one_of(st.integers(-10, 10**7).map(str), st.sampled_from(["", "1e3", "NaN", "50", "99", "100"]))
-HOSTS = st.sampled_from(["unix:///run/docker.sock", "tcp://127.0.0.1:2375", "tcp://0.0.0.0:2375", "tcp://[::1",
-                         "ssh://x", "tcp://1.2.3.4:99999", "fd://", "", "unix://", "tcp://:0"])  # fmt: skip
+HOSTS = st.sampled_from(
+    [
+        "unix:///run/docker.sock",
+        "tcp://127.0.0.1:2375",
+        "tcp://0.0.0.0:2375",
+        "tcp://[::1",
+        "ssh://x",
+        "tcp://1.2.3.4:99999",
+        "fd://",
+        "",
+        "unix://",
+        "tcp://:0",
+    ]
+)
 OPTIONS = st.one_of(
     st.tuples(
         st.sampled_from(

@@ -10,8 +10,10 @@ from thinpool.rehearse import guest
 
 def test_the_mirror_is_read_from_this_hosts_apt_sources_security_left_out(tmp_path: Path) -> None:
     deb822 = tmp_path / "debian.sources"
-    deb822.write_text("Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
-                      "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n")  # fmt: skip
+    deb822.write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n"
+    )
     assert guest.host_mirror((tmp_path / "absent", deb822)) == "http://mirror.example/debian"
     one_line = tmp_path / "sources.list"
     one_line.write_text("# comment\ndeb [signed-by=/k.gpg] http://other.example/debian bookworm main\n")

@@ -42,23 +42,44 @@ def test_autoextend_steps_are_counted_until_the_vg_runs_out() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "code", "severity", "fix"),
     [
-        ({"pool": {"seg_monitor": "not monitored"}}, "not-monitored", "critical", "lvchange --monitor y docker/thinpool"),
+        (
+            {"pool": {"seg_monitor": "not monitored"}},
+            "not-monitored",
+            "critical",
+            "lvchange --monitor y docker/thinpool",
+        ),
         ({"profile": ""}, "no-autoextend-profile", "warning", "thinpool apply --vg docker --pool thinpool"),
-        ({"profile": commands.profile_content("docker", "thinpool", 100, 20)}, "autoextend-off", "warning",
-         "--autoextend-threshold 80"),
+        (
+            {"profile": commands.profile_content("docker", "thinpool", 100, 20)},
+            "autoextend-off",
+            "warning",
+            "--autoextend-threshold 80",
+        ),
         ({"free": 100}, "no-room-to-autoextend", "critical", "thinpool grow"),
         ({"pool": {"data_percent": "85.00"}}, "data-over-threshold", "warning", "lvextend -l +154 docker/thinpool"),
         ({"pool": {"data_percent": "97.10"}}, "data-over-threshold", "critical", "lvextend"),
         ({"pool": {"metadata_percent": "81.00"}}, "metadata-over-threshold", "warning", "--poolmetadatasize"),
-        ({"pool": {"lv_metadata_size": str(8 * MiB)}}, "metadata-below-model", "warning",
-         "lvextend --poolmetadatasize +"),
+        (
+            {"pool": {"lv_metadata_size": str(8 * MiB)}},
+            "metadata-below-model",
+            "warning",
+            "lvextend --poolmetadatasize +",
+        ),
         ({"devices": "/dev/loop0(0)"}, "loop-device", "warning", "vgextend docker /dev/sdX && pvmove /dev/loop0"),
-        ({"pool": {"lv_attr": "twi-aotzD-", "lv_health_status": "out_of_data"}}, "pool-unhealthy", "critical",
-         "lvextend -l +154 docker/thinpool"),
-        ({"pool": {"lv_attr": "twi-aotzM-", "lv_health_status": "metadata_read_only"}}, "metadata-needs-repair",
-         "critical", "thinpool repair docker/thinpool --yes"),
+        (
+            {"pool": {"lv_attr": "twi-aotzD-", "lv_health_status": "out_of_data"}},
+            "pool-unhealthy",
+            "critical",
+            "lvextend -l +154 docker/thinpool",
+        ),
+        (
+            {"pool": {"lv_attr": "twi-aotzM-", "lv_health_status": "metadata_read_only"}},
+            "metadata-needs-repair",
+            "critical",
+            "thinpool repair docker/thinpool --yes",
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_finding_names_its_fix(kwargs: dict[str, object], code: str, severity: str, fix: str) -> None:
     found = [finding for finding in doctor.diagnose(status(**kwargs)) if finding.code == code]
     assert found, codes(doctor.diagnose(status(**kwargs)))
@@ -78,18 +99,30 @@ GOOD = {"storage-driver": "devicemapper",
 @pytest.mark.parametrize(
     ("state", "code", "severity"),
     [
-        (_state({**GOOD, "storage-opts": ["dm.thinpooldev=/dev/mapper/vg-other", "dm.use_deferred_removal=true"]}),
-         "engine-other-pool", "warning"),
-        (_state({**GOOD, "storage-opts": ["dm.thinpooldev=/dev/mapper/docker-thinpool"]}), "deferred-removal-off",
-         "warning"),
+        (
+            _state({**GOOD, "storage-opts": ["dm.thinpooldev=/dev/mapper/vg-other", "dm.use_deferred_removal=true"]}),
+            "engine-other-pool",
+            "warning",
+        ),
+        (
+            _state({**GOOD, "storage-opts": ["dm.thinpooldev=/dev/mapper/docker-thinpool"]}),
+            "deferred-removal-off",
+            "warning",
+        ),
         (_state({**GOOD, "hosts": ["tcp://0.0.0.0:2375"]}), "tcp-without-tls", "critical"),
         (_state(GOOD, dockerd="25.0.3"), "docker-without-devicemapper", "critical"),
         (_state("{broken"), "daemon-json-invalid", "warning"),
-        (EngineState(files={"/etc/containerd/config.toml":
-                            'version = 2\n[plugins."io.containerd.snapshotter.v1.devmapper"]\npool_name = "x-y"\n'}),
-         "engine-other-pool", "warning"),
+        (
+            EngineState(
+                files={
+                    "/etc/containerd/config.toml": 'version = 2\n[plugins."io.containerd.snapshotter.v1.devmapper"]\npool_name = "x-y"\n'
+                }
+            ),
+            "engine-other-pool",
+            "warning",
+        ),
     ],
-)  # fmt: skip
+)
 def test_engine_findings(state: EngineState, code: str, severity: str) -> None:
     found = engine_doctor(state, "docker", "thinpool")
     assert [(finding.code, finding.severity) for finding in found] == [(code, severity)]
@@ -97,8 +130,12 @@ def test_engine_findings(state: EngineState, code: str, severity: str) -> None:
 
 
 def test_a_sound_engine_config_has_no_findings() -> None:
-    assert engine_doctor(_state({**GOOD, "hosts": ["unix:///run/docker.sock", "tcp://127.0.0.1:2375"]}),
-                         "docker", "thinpool") == []  # fmt: skip
+    assert (
+        engine_doctor(
+            _state({**GOOD, "hosts": ["unix:///run/docker.sock", "tcp://127.0.0.1:2375"]}), "docker", "thinpool"
+        )
+        == []
+    )
 
 
 def test_metrics_carry_the_status_and_findings_by_severity(tmp_path: object) -> None:
@@ -108,11 +145,16 @@ def test_metrics_carry_the_status_and_findings_by_severity(tmp_path: object) -> 
     from thinpool.app import metrics
 
     unmonitored = status(pool={"seg_monitor": "not monitored"})
-    readings = [metrics.Reading("docker", "thinpool", unmonitored, tuple(doctor.diagnose(unmonitored))),
-                metrics.Reading("vg2", "gone", None)]  # fmt: skip
+    readings = [
+        metrics.Reading("docker", "thinpool", unmonitored, tuple(doctor.diagnose(unmonitored))),
+        metrics.Reading("vg2", "gone", None),
+    ]
     text = generate_latest(metrics.registry_for(lambda: readings)).decode()
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
     key = (("pool", "thinpool"), ("vg", "docker"))
     assert samples[("thinpool_up", key)] == 1 and samples[("thinpool_up", (("pool", "gone"), ("vg", "vg2")))] == 0
     assert samples[("thinpool_data_used_bytes", key)] == 3 * GiB // 2

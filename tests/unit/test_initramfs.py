@@ -11,8 +11,9 @@ from thinpool.rehearse import initramfs
 def _launch(tmp_path: Path, **options: bool) -> initramfs.GuestLaunch:
     (tmp_path / "stage2.sh").write_text("#!/bin/bash\n")
     (tmp_path / "agent.py").write_text("print()\n")
-    return initramfs.GuestLaunch(tmp_path / "stage2.sh", "share", "/mnt/share", ("/mnt/share", "a b"),
-                                 agent=tmp_path / "agent.py", **options)  # fmt: skip
+    return initramfs.GuestLaunch(
+        tmp_path / "stage2.sh", "share", "/mnt/share", ("/mnt/share", "a b"), agent=tmp_path / "agent.py", **options
+    )
 
 
 def _modules(tmp_path: Path) -> Path:

@@ -10,8 +10,17 @@ from .builders import disk, empty_vg, observed_with_vg
 
 
 def _pool(**fields: object) -> LogicalVolume:
-    values = {"name": "thinpool", "vg_name": "docker", "attr": "twi-a-t---", "size": 832 * 4 * MiB,
-              "segtype": "thin-pool", "metadata_size": 48 * MiB, "chunk_size": 512 * KiB, "active": True, **fields}  # fmt: skip
+    values = {
+        "name": "thinpool",
+        "vg_name": "docker",
+        "attr": "twi-a-t---",
+        "size": 832 * 4 * MiB,
+        "segtype": "thin-pool",
+        "metadata_size": 48 * MiB,
+        "chunk_size": 512 * KiB,
+        "active": True,
+        **fields,
+    }
     return LogicalVolume(**values)  # type: ignore[arg-type]
 
 
@@ -22,7 +31,10 @@ def _observed(*extra: LogicalVolume, free: int = 167):
 def test_destroy_removes_pool_vg_labels_and_profile() -> None:
     plan = lifecycle.plan_destroy(PoolSpec(), _observed(), {})
     assert [action.argv for action in plan.actions[:3]] == [
-        ("lvremove", "--yes", "docker/thinpool"), ("vgremove", "--yes", "docker"), ("pvremove", "--yes", "/dev/sdb")]  # fmt: skip
+        ("lvremove", "--yes", "docker/thinpool"),
+        ("vgremove", "--yes", "docker"),
+        ("pvremove", "--yes", "/dev/sdb"),
+    ]
     assert plan.actions[-1].path == "/etc/lvm/profile/thinpool-docker-thinpool.profile"
     assert plan.counts()["destroy"] == 4
 

@@ -89,15 +89,17 @@ def test_the_when_full_finding_stands_alone_only_when_no_autoextend_finding_expl
 
 def test_a_full_pool_is_one_finding_whose_fix_can_work() -> None:
     """lvm reports out-of-data twice (attr D, health out_of_data); the VG has 1 free extent."""
-    full = status_of(pool_report(attr="twi-aotzD-", health_status="out_of_data", data_percent="100.00", free=1,
-                                 mapped="0.00"))  # fmt: skip
+    full = status_of(
+        pool_report(attr="twi-aotzD-", health_status="out_of_data", data_percent="100.00", free=1, mapped="0.00")
+    )
     found = doctor.diagnose(full)
     unhealthy = [finding for finding in found if finding.code == "pool-unhealthy"]
     assert len(unhealthy) == 1 and "data-over-threshold" not in codes(found)
     assert unhealthy[0].fix == "thinpool grow /dev/sdX --vg docker --pool thinpool"
     assert all("lvextend" not in finding.fix for finding in found)
-    with_room = status_of(pool_report(attr="twi-aotzD-", health_status="out_of_data", data_percent="100.00",
-                                      free=400, mapped="0.00"))  # fmt: skip
+    with_room = status_of(
+        pool_report(attr="twi-aotzD-", health_status="out_of_data", data_percent="100.00", free=400, mapped="0.00")
+    )
     assert [f.fix for f in doctor.diagnose(with_room) if f.code == "pool-unhealthy"] == [
         "lvextend -l +154 docker/thinpool"
     ]
@@ -118,9 +120,22 @@ def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
     runner.expect(programs.fstrim("/var/lib/docker", CHUNK))
     runner.expect(commands.lvchange_error_when_full("docker", "thinpool", True))
     after = pool_report(mapped="0.09", free=100, when_full="error", data_percent="4.00")
-    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=json.loads(after)["report"][0]["lv"], vgs=[
-        {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": str(4 * MiB), "vg_extent_count": "1023",
-         "vg_free_count": "100", "vg_seqno": "9"}]))  # fmt: skip
+    runner.expect(
+        commands.lvm_report(),
+        stdout=lvm_report(
+            lvs=json.loads(after)["report"][0]["lv"],
+            vgs=[
+                {
+                    "vg_name": "docker",
+                    "vg_uuid": "u",
+                    "vg_extent_size": str(4 * MiB),
+                    "vg_extent_count": "1023",
+                    "vg_free_count": "100",
+                    "vg_seqno": "9",
+                }
+            ],
+        ),
+    )
     runner.expect(commands.status_report("docker"), stdout=after)
     assert (
         main(["maintain", "docker/thinpool", "--json", "--backup-every", "0"], context=_context(runner, tmp_path))

@@ -46,8 +46,16 @@ def test_the_kernels_devices_are_kept_and_one_docker_does_not_know_is_refused() 
 
 def test_lvm_learns_each_of_dockers_devices_as_a_tagged_thin_lv_and_the_kernels_transaction_id() -> None:
     devices = migrate.kept_devices([1, 3], migrate.parse_docker_devices(RECORDS))
-    text = migrate.with_docker_devices(VG_TEXT, "thinpool", lvm_transaction_id=1, kernel_transaction_id=7,
-                                       devices=devices, extent_size=4 * 1024**2, vg_uuid="abc", created=5)  # fmt: skip
+    text = migrate.with_docker_devices(
+        VG_TEXT,
+        "thinpool",
+        lvm_transaction_id=1,
+        kernel_transaction_id=7,
+        devices=devices,
+        extent_size=4 * 1024**2,
+        vg_uuid="abc",
+        created=5,
+    )
     assert "transaction_id = 7" in text and text.count("transaction_id = 1") == 2  # the other pool, device 1
     for device_id, extents in ((1, 2560), (3, 2561)):  # one byte over 10 GiB takes one more extent
         block = text[text.index(f"devicemapper-{device_id} {{") :]
@@ -63,8 +71,12 @@ def test_lvm_learns_each_of_dockers_devices_as_a_tagged_thin_lv_and_the_kernels_
 
 
 def test_daemon_json_loses_devicemapper_and_keeps_everything_else() -> None:
-    settings = {"storage-driver": "devicemapper", "storage-opts": ["dm.thinpooldev=/dev/mapper/x", "dm.fs=xfs"],
-                "log-driver": "journald", "hosts": ["unix:///run/docker.sock"]}  # fmt: skip
+    settings = {
+        "storage-driver": "devicemapper",
+        "storage-opts": ["dm.thinpooldev=/dev/mapper/x", "dm.fs=xfs"],
+        "log-driver": "journald",
+        "hosts": ["unix:///run/docker.sock"],
+    }
     assert migrate.uses_devicemapper(settings)
     assert migrate.without_devicemapper(settings) == {"log-driver": "journald", "hosts": ["unix:///run/docker.sock"]}
     migrate.check_dockers_pool("/dev/mapper/x", "/dev/mapper/x")
@@ -104,9 +116,11 @@ def test_the_import_report_names_what_did_not_come_over() -> None:
     inventory = Inventory(
         (Image("sha256:a", ("a:1", "a:latest"), 1), Image("sha256:b", ("b:1",), 1), Image("sha256:c", (), 1)),
         (Volume("same", "/x", "d1"), Volume("changed", "/y", "d2")),
-        (migrate.Container("1", "web", "a:1", "running", "thinpool-migrate/web:committed"),
-         migrate.Container("2", "job", "b:1", "exited")),
-    )  # fmt: skip
+        (
+            migrate.Container("1", "web", "a:1", "running", "thinpool-migrate/web:committed"),
+            migrate.Container("2", "job", "b:1", "exited"),
+        ),
+    )
     now = [Image("sha256:a", ("a:1",), 1), Image("sha256:c", (), 1)]
     report = migrate.compare(inventory, now, {"same": "d1", "changed": "other"})
     assert not report.ok
@@ -122,10 +136,14 @@ def test_export_saves_each_image_under_its_tags_and_each_volume_then_the_invento
     volume.mkdir(parents=True)
     (volume / "file").write_text("data")
     staging = tmp_path / "staging"
-    inspected = [{"Id": "sha256:" + "a" * 64, "RepoTags": ["tiny:latest", "tiny:1"], "Size": 1000},
-                 {"Id": "sha256:" + "b" * 64, "RepoTags": [], "Size": 10}]  # fmt: skip
-    volumes = [{"Name": "v1", "Driver": "local", "Mountpoint": "/var/lib/docker/volumes/v1/_data", "Options": None},
-               {"Name": "nfs", "Driver": "local", "Mountpoint": "/x", "Options": {"device": ":/export"}}]  # fmt: skip
+    inspected = [
+        {"Id": "sha256:" + "a" * 64, "RepoTags": ["tiny:latest", "tiny:1"], "Size": 1000},
+        {"Id": "sha256:" + "b" * 64, "RepoTags": [], "Size": 10},
+    ]
+    volumes = [
+        {"Name": "v1", "Driver": "local", "Mountpoint": "/var/lib/docker/volumes/v1/_data", "Options": None},
+        {"Name": "nfs", "Driver": "local", "Mountpoint": "/x", "Options": {"device": ":/export"}},
+    ]
     runner = ScriptedRunner()
     runner.expect(programs.docker_driver(), stdout="devicemapper\n")
     runner.expect(programs.docker_volume_names(), stdout="v1\nnfs\n")
@@ -140,18 +158,28 @@ def test_export_saves_each_image_under_its_tags_and_each_volume_then_the_invento
         (staging / name).write_text("archive")
 
     first, second = (f"images/{c * 24}.tar" for c in "ab")
-    runner.expect(programs.docker_save(f"{staging / first}.partial", ("tiny:1", "tiny:latest")),
-                  then=lambda: written(first + ".partial"))  # fmt: skip
-    runner.expect(programs.docker_save(f"{staging / second}.partial", ("sha256:" + "b" * 64,)),
-                  then=lambda: written(second + ".partial"))  # fmt: skip
-    runner.expect(programs.tar_create(f"{staging}/volumes/v1.tar.partial", str(volume)),
-                  then=lambda: written("volumes/v1.tar.partial"))  # fmt: skip
+    runner.expect(
+        programs.docker_save(f"{staging / first}.partial", ("tiny:1", "tiny:latest")),
+        then=lambda: written(first + ".partial"),
+    )
+    runner.expect(
+        programs.docker_save(f"{staging / second}.partial", ("sha256:" + "b" * 64,)),
+        then=lambda: written(second + ".partial"),
+    )
+    runner.expect(
+        programs.tar_create(f"{staging}/volumes/v1.tar.partial", str(volume)),
+        then=lambda: written("volumes/v1.tar.partial"),
+    )
     ctx = Context(runner=runner, root=tmp_path)
     planned = use_case.plan(ctx, Step.EXPORT, use_case.Where(migrate_spec(), staging))
     done = use_case.execute(ctx, planned)
     assert runner.exhausted and done.ok and done.ran == list(planned.operations)
-    assert [op.kind for op in planned.operations] == [OpKind.SAVE_IMAGE, OpKind.SAVE_IMAGE, OpKind.COPY_VOLUME,
-                                                      OpKind.WRITE_INVENTORY]  # fmt: skip
+    assert [op.kind for op in planned.operations] == [
+        OpKind.SAVE_IMAGE,
+        OpKind.SAVE_IMAGE,
+        OpKind.COPY_VOLUME,
+        OpKind.WRITE_INVENTORY,
+    ]
     saved = Inventory.from_dict(json.loads((staging / migrate.INVENTORY).read_text()))
     assert saved.skipped_volumes == ("nfs",) and saved.volumes[0].size == 4 and saved.volumes[0].digest
     assert sorted(p.name for p in (staging / "images").iterdir()) == [f"{'a' * 24}.tar", f"{'b' * 24}.tar"]
@@ -184,8 +212,9 @@ def test_the_command_shows_what_a_step_would_do_and_does_nothing_without_yes(
     assert "Nothing was done" in out
     runner.expect(programs.docker_driver(), returncode=1, stderr="Cannot connect to the Docker daemon")
     assert main([*export, "--json"], ctx) == EXIT_ERROR
-    assert json.loads(capsys.readouterr().out)["problem"].endswith("needs Docker running on devicemapper; "
-                                                                   "Docker is not running")  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["problem"].endswith(
+        "needs Docker running on devicemapper; Docker is not running"
+    )
     assert main([*export, "--staging", "/var/lib/docker/staging", "--yes"], ctx) == EXIT_ERROR
     assert "under Docker's data root" in capsys.readouterr().err
     assert main(["migrate", "--to", "docker-overlay2-thin", "--finish", "--rollback", "--yes"], ctx) == EXIT_ERROR
@@ -210,8 +239,9 @@ def test_finish_is_refused_until_the_import_was_verified(tmp_path: Path) -> None
 def test_the_import_is_reported_in_words_with_what_did_not_come_over() -> None:
     from thinpool.cli.migrate import _render
 
-    inventory = Inventory((Image("sha256:a", ("a:1",), 1),), (Volume("v", "/x", "d"),),
-                          (migrate.Container("1", "web", "a:1", "exited"),))  # fmt: skip
+    inventory = Inventory(
+        (Image("sha256:a", ("a:1",), 1),), (Volume("v", "/x", "d"),), (migrate.Container("1", "web", "a:1", "exited"),)
+    )
     loaded = [Operation(OpKind.LOAD_IMAGE, "load image sha256:a", "sha256:a")]
     done = use_case.StepResult("import", loaded, migrate.compare(inventory, [], {"v": "d"}))
     text = _render(done)
@@ -261,8 +291,10 @@ def test_a_container_an_earlier_export_committed_is_not_committed_again() -> Non
         (OpKind.COMMIT_CONTAINER, "thinpool-migrate/db:committed", ("2",)),  # web was not committed again
         (OpKind.SAVE_COMMITTED_IMAGE, "thinpool-migrate/db:committed", ()),
     ]
-    assert [c.committed_as for c in inventory.containers] == ["thinpool-migrate/web:committed",
-                                                               "thinpool-migrate/db:committed"]  # fmt: skip
+    assert [c.committed_as for c in inventory.containers] == [
+        "thinpool-migrate/web:committed",
+        "thinpool-migrate/db:committed",
+    ]
     made = Image("sha256:" + "d" * 64, ("thinpool-migrate/db:committed",), 10)
     again, operations = use_case._commits(replace(inventory, images=(earlier, made)))
     assert operations == [] and again.containers == inventory.containers
@@ -283,8 +315,14 @@ def test_a_steps_preview_is_what_its_run_does(tmp_path: Path, capsys: pytest.Cap
     device = lv_row(
         "devicemapper-1", segtype="thin", pool_lv="thinpool", lv_attr="Vwi---tz-k", lv_tags=migrate.DEVICE_TAG
     )
-    vg = {"vg_name": "docker", "vg_uuid": "u", "vg_extent_size": "4194304", "vg_extent_count": "1023",
-          "vg_free_count": "100", "vg_seqno": "9"}  # fmt: skip
+    vg = {
+        "vg_name": "docker",
+        "vg_uuid": "u",
+        "vg_extent_size": "4194304",
+        "vg_extent_count": "1023",
+        "vg_free_count": "100",
+        "vg_seqno": "9",
+    }
 
     def reads() -> None:
         runner.expect(programs.docker_driver(), stdout="overlay2\n")

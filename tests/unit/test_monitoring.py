@@ -34,8 +34,9 @@ def test_promtool_accepts_the_rules_and_every_alert_passes_its_unit_tests() -> N
     promtool = _promtool()
     checked = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    tested = subprocess.run([promtool, "test", "rules", RULE_TESTS.name], cwd=RULE_TESTS.parent,
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    tested = subprocess.run(
+        [promtool, "test", "rules", RULE_TESTS.name], cwd=RULE_TESTS.parent, capture_output=True, text=True, check=False
+    )
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
 
 
@@ -45,8 +46,9 @@ def test_promtool_test_catches_an_alert_that_no_longer_fires(tmp_path: Path) -> 
     broken = RULES.read_text().replace("thinpool_data_used_ratio > 0.85", "thinpool_data_used_ratio > 0.99")
     (tmp_path / RULES.name).write_text(broken)
     (tmp_path / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
-    tested = subprocess.run([promtool, "test", "rules", RULE_TESTS.name], cwd=tmp_path,
-                            capture_output=True, text=True, check=False)  # fmt: skip
+    tested = subprocess.run(
+        [promtool, "test", "rules", RULE_TESTS.name], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert tested.returncode != 0 and "ThinPoolDataUsageHigh" in tested.stdout + tested.stderr
 
 
@@ -94,8 +96,11 @@ def test_the_textfile_and_the_endpoint_carry_the_same_samples(tmp_path: Path) ->
     ]
 
     def samples(text: str) -> set[tuple[str, tuple[tuple[str, str], ...], float]]:
-        found = {(s.name, tuple(sorted(s.labels.items())), s.value)
-                 for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+        found = {
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
         took = [value for name, _, value in found if name == metrics.DURATION]
         assert len(took) == 1 and 0 < took[0] < 1  # each collection times itself
         return {sample for sample in found if sample[0] != metrics.DURATION}

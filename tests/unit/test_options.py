@@ -49,10 +49,21 @@ def test_spec_to_argv_round_trips(
     devices, vg, engine, chunk, metadata, data, headroom, devices_n, flag, engine_options
 ) -> None:  # type: ignore[no-untyped-def]
     spec = PoolSpec(
-        devices=tuple(devices), vg=vg, pool="pool-1", engine=engine, extent_size=8 * MiB, chunk_size=chunk,
-        metadata_size=metadata, data_size=data, headroom=headroom, max_pool_size=metadata,
-        workload=sizing.Workload(devices_n, 3 * MiB), autoextend=sizing.Autoextend(70, 50), zero=flag, wipe=flag,
+        devices=tuple(devices),
+        vg=vg,
+        pool="pool-1",
+        engine=engine,
+        extent_size=8 * MiB,
+        chunk_size=chunk,
+        metadata_size=metadata,
+        data_size=data,
+        headroom=headroom,
+        max_pool_size=metadata,
+        workload=sizing.Workload(devices_n, 3 * MiB),
+        autoextend=sizing.Autoextend(70, 50),
+        zero=flag,
+        wipe=flag,
         engine_options=engine_options,
-    )  # fmt: skip
+    )
     assert _parse(spec_to_argv(spec)) == spec
     assert PoolSpec.from_dict(spec.to_dict()) == spec

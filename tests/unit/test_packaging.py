@@ -18,8 +18,9 @@ pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-d
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    done = subprocess.run([str(ROOT / "packaging/build-deb"), "--out", str(out)], capture_output=True, text=True,
-                          check=False, cwd=ROOT)  # fmt: skip
+    done = subprocess.run(
+        [str(ROOT / "packaging/build-deb"), "--out", str(out)], capture_output=True, text=True, check=False, cwd=ROOT
+    )
     assert done.returncode == 0, done.stderr
     built = out / f"thinpool_{__version__}_all.deb"
     assert done.stdout.strip() == str(built)
@@ -42,8 +43,15 @@ def _file(deb: Path, path: str, tmp_path: Path) -> str:
 
 def test_the_package_depends_on_debians_python_and_libraries(deb: Path) -> None:
     depends = _field(deb, "Depends")
-    for package in ("python3 (>= 3.11)", "python3-tomlkit", "python3-prometheus-client", "python3-cryptography",
-                    "lvm2", "thin-provisioning-tools", "xfsprogs"):  # fmt: skip
+    for package in (
+        "python3 (>= 3.11)",
+        "python3-tomlkit",
+        "python3-prometheus-client",
+        "python3-cryptography",
+        "lvm2",
+        "thin-provisioning-tools",
+        "xfsprogs",
+    ):
         assert package in depends
     assert _field(deb, "Architecture") == "all" and _field(deb, "Version") == __version__
 
@@ -56,8 +64,11 @@ def test_it_installs_the_command_library_units_man_page_and_completion(deb: Path
     assert not [path for path in files if "__pycache__" in path or path.endswith(".pyc")]
     for unit in ("thinpool-activate.service", "thinpool-maintain.timer", "thinpool-metrics.service"):
         assert f"/lib/systemd/system/{unit}" in files
-    assert {"/usr/share/man/man8/thinpool.8.gz", "/usr/share/bash-completion/completions/thinpool",
-            "/usr/share/doc/thinpool/copyright"} <= set(files)  # fmt: skip
+    assert {
+        "/usr/share/man/man8/thinpool.8.gz",
+        "/usr/share/bash-completion/completions/thinpool",
+        "/usr/share/doc/thinpool/copyright",
+    } <= set(files)
     assert _file(deb, "/usr/bin/thinpool", tmp_path).startswith("#!/usr/bin/python3\n")
     unit = (tmp_path / "lib/systemd/system/thinpool-metrics.service").read_text()
     assert "ExecStart=/usr/bin/thinpool metrics" in unit and "/usr/local" not in unit
@@ -90,7 +101,9 @@ def test_bash_completes_commands_and_their_options(
 ) -> None:
     completion = tmp_path / "thinpool.bash"
     completion.write_text(_file(deb, "/usr/share/bash-completion/completions/thinpool", tmp_path / "x"))
-    script = (f"source {completion}; COMP_WORDS=({' '.join(words)}); COMP_CWORD={len(words) - 1}; _thinpool; "
-              'printf "%s\\n" "${COMPREPLY[@]}"')  # fmt: skip
+    script = (
+        f"source {completion}; COMP_WORDS=({' '.join(words)}); COMP_CWORD={len(words) - 1}; _thinpool; "
+        'printf "%s\\n" "${COMPREPLY[@]}"'
+    )
     done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     assert offered <= set(done.stdout.split()), done.stdout

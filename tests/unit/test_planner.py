@@ -67,8 +67,11 @@ def test_plan_json_round_trip() -> None:
     assert all(isinstance(value, int) for value in data["layout"].values())
     loaded = Plan.from_dict(data)
     assert (loaded.actions, loaded.layout, loaded.spec, loaded.fingerprint) == (
-        plan.actions, plan.layout, plan.spec, plan.fingerprint
-    )  # fmt: skip
+        plan.actions,
+        plan.layout,
+        plan.spec,
+        plan.fingerprint,
+    )
     assert loaded.reasons == {} and loaded.warnings == ()  # shown from the re-derived plan, never from the file
 
 
@@ -232,11 +235,19 @@ def test_tiny_device_refused() -> None:
 def _existing_pool(**fields: object) -> Observed:
     pool = LogicalVolume(
         **{  # type: ignore[arg-type]
-            "name": "thinpool", "vg_name": "docker", "attr": "twi-a-t---", "size": 832 * 4 * MiB,
-            "segtype": "thin-pool", "metadata_size": 48 * MiB, "chunk_size": 512 * KiB,
-            "seg_monitor": "monitored", "profile": "thinpool-docker-thinpool", "active": True, **fields,
+            "name": "thinpool",
+            "vg_name": "docker",
+            "attr": "twi-a-t---",
+            "size": 832 * 4 * MiB,
+            "segtype": "thin-pool",
+            "metadata_size": 48 * MiB,
+            "chunk_size": 512 * KiB,
+            "seg_monitor": "monitored",
+            "profile": "thinpool-docker-thinpool",
+            "active": True,
+            **fields,
         }
-    )  # fmt: skip
+    )
     vg = empty_vg("docker", 1023, free=167, lvs=(pool,))
     content = commands.profile_content("docker", "thinpool", 80, 20)
     return observed_with_vg(vg, profiles={"thinpool-docker-thinpool": content})
@@ -405,8 +416,17 @@ def test_a_stray_mapping_holding_the_pools_metadata_is_removed_before_reactivati
     listing = f"docker-lvol0;{owner};0;L--w\ndocker-other;LVM-{'x' * 64};0;L--w\nsda2_crypt;CRYPT-LUKS2-abc;1;L--w\n"
     devices = tuple(report.parse_dmsetup_info(listing))
     assert [device.name for device in devices] == ["docker-lvol0", "docker-other", "sda2_crypt"]
-    pool = LogicalVolume("thinpool", "docker", "twi---t---", GiB, segtype="thin-pool", chunk_size=512 * KiB,
-                         metadata_size=4 * MiB, tags=("thinpool.managed",), profile="thinpool-docker-thinpool")  # fmt: skip
+    pool = LogicalVolume(
+        "thinpool",
+        "docker",
+        "twi---t---",
+        GiB,
+        segtype="thin-pool",
+        chunk_size=512 * KiB,
+        metadata_size=4 * MiB,
+        tags=("thinpool.managed",),
+        profile="thinpool-docker-thinpool",
+    )
     tmeta = LogicalVolume("[thinpool_tmeta]", "docker", "ewi-XX----", 4 * MiB, uuid=tmeta_uuid)
     vg = VolumeGroup("docker", 4 * MiB, 1023, 700, 5, ("/dev/sdb",), (pool, tmeta), uuid=vg_uuid)
     observed = Observed(vgs={"docker": vg}, dm_devices=devices)
@@ -435,8 +455,17 @@ def test_a_half_made_mapping_under_the_lvs_own_name_is_removed_before_reactivati
 
     vg_uuid, tmeta_uuid = "Vg0000-aaaa-bbbb-cccc-dddd-eeee-ffffff", "Lv1111-aaaa-bbbb-cccc-dddd-eeee-ffffff"
     owner = "LVM-" + vg_uuid.replace("-", "") + tmeta_uuid.replace("-", "")
-    pool = LogicalVolume("thinpool", "docker", "twi---t---", GiB, segtype="thin-pool", chunk_size=512 * KiB,
-                         metadata_size=4 * MiB, tags=("thinpool.managed",), profile="thinpool-docker-thinpool")  # fmt: skip
+    pool = LogicalVolume(
+        "thinpool",
+        "docker",
+        "twi---t---",
+        GiB,
+        segtype="thin-pool",
+        chunk_size=512 * KiB,
+        metadata_size=4 * MiB,
+        tags=("thinpool.managed",),
+        profile="thinpool-docker-thinpool",
+    )
     tmeta = LogicalVolume("[thinpool_tmeta]", "docker", "ewi-i-----", 4 * MiB, uuid=tmeta_uuid)
     vg = VolumeGroup("docker", 4 * MiB, 1023, 700, 5, ("/dev/sdb",), (pool, tmeta), uuid=vg_uuid)
 

@@ -26,9 +26,14 @@ from thinpool.testing import ScriptedRunner
 
 NOW = 1_800_000_000.0
 TARGET = PoolTarget("docker", "thinpool", 6 * GiB)
-HOST = EngineState(observed=True, versions={"dockerd": "20.10.24"}, programs={"dockerd": "/usr/sbin/dockerd"},
-                   host_names=("build1", "build1.example.com"), host_addresses=("10.0.0.5", "fd00::5"),
-                   observed_at=NOW)  # fmt: skip
+HOST = EngineState(
+    observed=True,
+    versions={"dockerd": "20.10.24"},
+    programs={"dockerd": "/usr/sbin/dockerd"},
+    host_names=("build1", "build1.example.com"),
+    host_addresses=("10.0.0.5", "fd00::5"),
+    observed_at=NOW,
+)
 WANT = tls.wanted(HOST.host_names, HOST.host_addresses, ("builds.example.com", "192.0.2.7"))
 
 
@@ -129,7 +134,10 @@ def test_the_plan_makes_the_files_before_daemon_json_names_them_and_then_keeps_t
     written = json.loads(next(a.content for a in changes.actions if a.path == docker.DAEMON_JSON))
     assert written["tlsverify"] is True and written["hosts"] == ["tcp://0.0.0.0:2376"]
     assert (written["tlscacert"], written["tlscert"], written["tlskey"]) == (
-        "/etc/thinpool/tls/server/ca.pem", "/etc/thinpool/tls/server/cert.pem", "/etc/thinpool/tls/server/key.pem")  # fmt: skip
+        "/etc/thinpool/tls/server/ca.pem",
+        "/etc/thinpool/tls/server/cert.pem",
+        "/etc/thinpool/tls/server/key.pem",
+    )
     kept = replace(HOST, tls_files=_files(), files={docker.DAEMON_JSON: json.dumps(written)})
     again = docker_overlay2.plan(_spec(tls_sans=("builds.example.com", "192.0.2.7")), TARGET, kept)
     assert ActionKind.TLS not in [action.kind for action in again.actions]

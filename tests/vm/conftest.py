@@ -75,8 +75,9 @@ def releases_of(item: pytest.Item) -> tuple[str, ...]:
     """The releases the closest ``releases`` marker names (a parameter's own marker comes first)."""
     marker = item.get_closest_marker("releases")
     if marker is None or not marker.args:
-        raise pytest.UsageError(f"{item.nodeid}: a VM test names its releases "
-                                "(@pytest.mark.releases('debian-12', 'debian-13'))")  # fmt: skip
+        raise pytest.UsageError(
+            f"{item.nodeid}: a VM test names its releases (@pytest.mark.releases('debian-12', 'debian-13'))"
+        )
     ci = marker.kwargs.get("ci")
     names = tuple(marker.args) if full_matrix() or ci is None else (ci,)
     for name in (*marker.args, *names):

@@ -36,8 +36,11 @@ def thinpool_json(vm: VM, *args: str, timeout: int = 300) -> tuple[int, dict[str
 
 def start_daemon(vm: VM, argv: tuple[str, ...], ready: list[str], log: str) -> None:
     vm.run(["bash", "-c", f"({' '.join(argv)} > {log} 2>&1 &)"])
-    waited = vm.run(["bash", "-c", f"for i in $(seq 120); do {' '.join(ready)} >/dev/null 2>&1 && exit 0; "
-                                   "sleep 0.5; done; exit 1"], check=False, timeout=120)  # fmt: skip
+    waited = vm.run(
+        ["bash", "-c", f"for i in $(seq 120); do {' '.join(ready)} >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1"],
+        check=False,
+        timeout=120,
+    )
     assert waited.returncode == 0, vm.run(["tail", "-20", log]).stdout
 
 
@@ -73,6 +76,7 @@ echo "exit $?"
 
 def kill_at_command(vm: VM, command: str, delay: float, *args: str) -> None:
     """``thinpool ARGS`` SIGKILLed (with what it runs) ``delay`` seconds after it starts ``command``."""
-    killed = vm.run(["bash", "-c", KILL_AT_COMMAND, "kill-at", command, str(delay), *vm.thinpool_argv, *args],
-                    timeout=300)  # fmt: skip
+    killed = vm.run(
+        ["bash", "-c", KILL_AT_COMMAND, "kill-at", command, str(delay), *vm.thinpool_argv, *args], timeout=300
+    )
     assert killed.stdout.strip() == "exit 137", vm.run(["cat", "/tmp/interrupted.log"]).stdout  # died by SIGKILL

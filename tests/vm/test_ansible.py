@@ -64,11 +64,23 @@ BARE = ["env", "-u", "PYTHONPATH", "LC_ALL=C.UTF-8", "LANG=C.UTF-8", "ANSIBLE_HO
 
 
 def _install_collection(vm: VM) -> None:
-    built = subprocess.run([str(REPO / "packaging/build-collection"), "--out", str(vm.share)], capture_output=True,
-                           text=True, check=True).stdout.strip()  # fmt: skip
+    built = subprocess.run(
+        [str(REPO / "packaging/build-collection"), "--out", str(vm.share)], capture_output=True, text=True, check=True
+    ).stdout.strip()
     try:
-        vm.run([*BARE, GALAXY, "collection", "install", "--force", f"{SHARE_MOUNT}/{Path(built).name}",
-                "-p", "/tmp/collections"], timeout=300)  # fmt: skip
+        vm.run(
+            [
+                *BARE,
+                GALAXY,
+                "collection",
+                "install",
+                "--force",
+                f"{SHARE_MOUNT}/{Path(built).name}",
+                "-p",
+                "/tmp/collections",
+            ],
+            timeout=300,
+        )
     finally:
         (vm.share / Path(built).name).unlink()
 

@@ -42,8 +42,9 @@ def test_fstab_keeps_every_byte_it_does_not_own(vm: VM) -> None:
     original = b"# r\xe9sum\xe9 of this host\r\ntmpfs /mnt/scratch tmpfs defaults 0 0\r\n"
     (vm.share / "fstab").write_bytes(original)
     vm.run(["cp", f"{SHARE_MOUNT}/fstab", "/etc/fstab"])
-    code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-overlay2-thin",
-                                      "--data-root", "/var/lib/docker/", "/dev/vda")  # fmt: skip
+    code, result, err = thinpool_json(
+        vm, "apply", "--yes", "--engine", "docker-overlay2-thin", "--data-root", "/var/lib/docker/", "/dev/vda"
+    )
     assert code == 0, err or result
     vm.run(["cp", "/etc/fstab", f"{SHARE_MOUNT}/fstab.after"])
     after = (vm.share / "fstab.after").read_bytes()
@@ -57,8 +58,10 @@ def test_fstab_keeps_every_byte_it_does_not_own(vm: VM) -> None:
 
 
 def test_containerd_settings_of_the_same_pool_are_not_overwritten(vm: VM) -> None:
-    config = ('version = 2\\n[plugins."io.containerd.snapshotter.v1.devmapper"]\\n  pool_name = "docker-thinpool"\\n'
-              '  root_path = "/srv/snapshots"\\n')  # fmt: skip
+    config = (
+        'version = 2\\n[plugins."io.containerd.snapshotter.v1.devmapper"]\\n  pool_name = "docker-thinpool"\\n'
+        '  root_path = "/srv/snapshots"\\n'
+    )
     vm.run(["bash", "-c", f"mkdir -p /etc/containerd && printf '{config}' > /etc/containerd/config.toml"])
     before = _sha(vm, "/etc/containerd/config.toml")
     code, refusal, _ = thinpool_json(vm, "apply", "--yes", "--engine", "containerd-devmapper", "/dev/vda")
@@ -68,8 +71,14 @@ def test_containerd_settings_of_the_same_pool_are_not_overwritten(vm: VM) -> Non
 
 @pytest.mark.releases("debian-12")
 def test_a_symlinked_daemon_json_keeps_its_link_and_its_target_is_written(vm: VM) -> None:
-    vm.run(["bash", "-c", "mkdir -p /etc/docker /srv/config && echo '{\"log-driver\": \"journald\"}' > "
-                          "/srv/config/daemon.json && ln -s /srv/config/daemon.json /etc/docker/daemon.json"])  # fmt: skip
+    vm.run(
+        [
+            "bash",
+            "-c",
+            'mkdir -p /etc/docker /srv/config && echo \'{"log-driver": "journald"}\' > '
+            "/srv/config/daemon.json && ln -s /srv/config/daemon.json /etc/docker/daemon.json",
+        ]
+    )
     code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-devicemapper", "/dev/vda")
     assert code == 0, err or result
     assert vm.run(["readlink", "/etc/docker/daemon.json"]).stdout.strip() == "/srv/config/daemon.json"

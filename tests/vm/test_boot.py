@@ -14,8 +14,9 @@ pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 
 def test_activate_brings_back_pool_volume_and_monitoring_after_a_reboot_like_deactivation(vm: VM) -> None:
-    code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-overlay2-thin", "--volume-size",
-                                      "1GiB", "/dev/vda")  # fmt: skip
+    code, result, err = thinpool_json(
+        vm, "apply", "--yes", "--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "/dev/vda"
+    )
     assert code == 0, err or result
     vm.run(["bash", "-c", "umount /var/lib/docker && vgchange -q -an docker && vgs -o vg_name,lv_count docker"])
     assert not lvs(vm, "docker")["thinpool"].active

@@ -114,8 +114,14 @@ def test_broken_daemon_json_is_refused_and_nothing_is_touched(vm: VM) -> None:
 
 def test_docker_25_is_refused_devicemapper_with_the_alternatives(vm: VM) -> None:
     fake = "/tmp/docker25/dockerd"
-    vm.run(["bash", "-c", f"mkdir -p /tmp/docker25 && printf '#!/bin/sh\\necho Docker version 25.0.3, build 4debf41\\n'"
-                          f" > {fake} && chmod +x {fake}"])  # fmt: skip
+    vm.run(
+        [
+            "bash",
+            "-c",
+            f"mkdir -p /tmp/docker25 && printf '#!/bin/sh\\necho Docker version 25.0.3, build 4debf41\\n'"
+            f" > {fake} && chmod +x {fake}",
+        ]
+    )
     path = "/tmp/docker25:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     done = vm.thinpool("apply", "--yes", "--engine", "docker-devicemapper", "/dev/vda", env={"PATH": path}, check=False)
     assert done.returncode == 1 and "dockerd 25.0.3 has no devicemapper" in done.stderr

@@ -114,8 +114,9 @@ def test_a_full_pool_fails_its_writer_fast_and_the_host_recovers_after_grow(
     vm: VM, images: dict[str, str], engine_name: str
 ) -> None:
     engine = ENGINES[engine_name]
-    code, result, err = thinpool_json(vm, "apply", "--yes", "--vg", "vg2", "--pool", "small", "--data-size", "512m",
-                                      *engine.apply_args, "/dev/vdc")  # fmt: skip
+    code, result, err = thinpool_json(
+        vm, "apply", "--yes", "--vg", "vg2", "--pool", "small", "--data-size", "512m", *engine.apply_args, "/dev/vdc"
+    )
     assert code == 0, err or result
     start_daemon(vm, engine.daemon, list(engine.ready), f"/tmp/{engine.name}.log")
     image = images["oci"] if engine.name.startswith("containerd") else images["rootfs"]
@@ -128,8 +129,11 @@ def test_a_full_pool_fails_its_writer_fast_and_the_host_recovers_after_grow(
 
 def _fill_and_recover(vm: VM, engine: Engine) -> None:
     _sh(vm, engine.command(engine.detach, "keeper", KEEP))
-    checksum = _sh(vm, f"for i in $(seq 120); do {engine.command(engine.exec, 'keeper', 'test -s /sum && cat /sum')} && exit 0; "
-                       "sleep 0.5; done; exit 1")  # fmt: skip
+    checksum = _sh(
+        vm,
+        f"for i in $(seq 120); do {engine.command(engine.exec, 'keeper', 'test -s /sum && cat /sum')} && exit 0; "
+        "sleep 0.5; done; exit 1",
+    )
     # The VG loses its room: the pool cannot grow, and maintain makes it fail writes at once.
     free = vg_row(vm, "vg2")["free_count"]
     vm.run(["lvcreate", "-q", "-y", "-Zn", "-an", "-l", str(free), "-n", "filler", "vg2"])

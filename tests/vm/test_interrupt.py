@@ -87,8 +87,10 @@ def test_pool_whose_metadata_is_active_on_its_own_is_activated_again(vm: VM) -> 
     code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")
     assert code == 0, err or json.dumps(result, indent=1)
     assert [step["argv"][-1] for step in result["steps"][:3]] == [
-        "docker/thinpool", "docker/thinpool_tmeta", "docker/thinpool"
-    ]  # fmt: skip
+        "docker/thinpool",
+        "docker/thinpool_tmeta",
+        "docker/thinpool",
+    ]
     assert lvs(vm, "docker")["thinpool"].active
     assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[1]["changed"] is False
 
@@ -99,14 +101,15 @@ def test_parts_active_beside_a_pool_mapped_without_a_table_are_deactivated(vm: V
     assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
     vm.run(
         [
-            "bash", "-c",
+            "bash",
+            "-c",
             "exec </dev/null; lvchange -q -an docker/thinpool && "
             "lvchange -q -y -ay docker/thinpool_tmeta && lvchange -q -y -ay docker/thinpool_tdata && "
             "vg=$(vgs --noheadings -o vg_uuid docker | tr -d ' -') && "
             "lv=$(lvs --noheadings -o lv_uuid docker/thinpool | tr -d ' -') && "
             'dmsetup create docker-thinpool --notable --uuid "LVM-$vg$lv-tpool"',
         ]
-    )  # fmt: skip
+    )
     left = lvs(vm, "docker")
     assert left["thinpool"].attr[4] == "d" and left["thinpool_tmeta"].active and left["thinpool_tdata"].active
     code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")

@@ -27,8 +27,25 @@ def test_pv_extents_match_the_planner_model(vm: VM) -> None:
 def test_thin_pool_and_snapshot_report(vm: VM) -> None:
     vm.run(["pvcreate", "-q", "/dev/vda"])
     vm.run(["vgcreate", "-q", "docker", "/dev/vda"])
-    vm.run(["lvcreate", "-q", "--type", "thin-pool", "-l", "500", "-c", "512k", "--poolmetadatasize", "16m",
-            "--zero", "n", "-n", "pool", "docker"])  # fmt: skip
+    vm.run(
+        [
+            "lvcreate",
+            "-q",
+            "--type",
+            "thin-pool",
+            "-l",
+            "500",
+            "-c",
+            "512k",
+            "--poolmetadatasize",
+            "16m",
+            "--zero",
+            "n",
+            "-n",
+            "pool",
+            "docker",
+        ]
+    )
     vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/pool", "-n", "vol"])
     vm.run(["dd", "if=/dev/urandom", "of=/dev/docker/vol", "bs=1M", "count=64", "oflag=direct", "status=none"])
     vm.run(["lvcreate", "-q", "-s", "-n", "snap", "docker/vol"])
@@ -51,7 +68,9 @@ def test_classic_recipe_fails_for_want_of_the_spare(vm: VM) -> None:
     assert vg_row(vm, "docker")["extent_count"] == 190511
     vm.run(["lvcreate", "-q", "-y", "-L", "744M", "-n", "thinpoolmeta", "docker"])
     vm.run(["lvcreate", "-q", "-y", "-l", "100%FREE", "-n", "thinpool", "docker"])
-    converted = vm.run(["lvconvert", "-y", "--type", "thin-pool", "--poolmetadata", "docker/thinpoolmeta",
-                        "docker/thinpool"], check=False)  # fmt: skip
+    converted = vm.run(
+        ["lvconvert", "-y", "--type", "thin-pool", "--poolmetadata", "docker/thinpoolmeta", "docker/thinpool"],
+        check=False,
+    )
     assert converted.returncode == 5
     assert 'Volume group "docker" has insufficient free space (0 extents): 186 required.' in converted.stderr

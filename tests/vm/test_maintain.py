@@ -89,8 +89,11 @@ def test_a_pool_that_cannot_grow_fails_writes_fast_and_queues_again_after_grow(v
     assert [step["argv"] for step in pool["steps"]] == [["lvchange", "--errorwhenfull", "y", "vg2/small"]]
     assert lvs(vm, "vg2")["small"].when_full == "error" and pool["when_full"] == "error"
     vm.run(["lvcreate", "-q", "-V", "1g", "-T", "vg2/small", "-n", "vol"])
-    filled = vm.run(["dd", "if=/dev/zero", "of=/dev/vg2/vol", "bs=1M", "count=600", "oflag=direct", "status=none"],
-                    check=False, timeout=300)  # fmt: skip
+    filled = vm.run(
+        ["dd", "if=/dev/zero", "of=/dev/vg2/vol", "bs=1M", "count=600", "oflag=direct", "status=none"],
+        check=False,
+        timeout=300,
+    )
     assert filled.returncode != 0  # the pool is full
     code, seconds = _timed_write(vm, "/dev/vg2/vol", 900)
     assert code != 0 and seconds < 20, seconds  # the writer gets its error now, not after dm-thin's 60 s queue

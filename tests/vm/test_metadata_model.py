@@ -21,8 +21,14 @@ SPEC = {"name": "test", "base_mib": 48, "layers": 2, "layer_mib": 12, "container
 
 @pytest.mark.parametrize("chunk", [64 * KiB, 512 * KiB])
 def test_model_never_below_measured_metadata(vm: VM, chunk: int) -> None:
-    vm.run(["bash", "-c", "pvcreate -q /dev/vdb && vgcreate -q bench /dev/vdb && lvcreate -q -y --type thin-pool "
-            f"-n pool -L 1g --chunksize {chunk}b --poolmetadatasize 64m --zero n bench"])  # fmt: skip
+    vm.run(
+        [
+            "bash",
+            "-c",
+            "pvcreate -q /dev/vdb && vgcreate -q bench /dev/vdb && lvcreate -q -y --type thin-pool "
+            f"-n pool -L 1g --chunksize {chunk}b --poolmetadatasize 64m --zero n bench",
+        ]
+    )
     spec = {**SPEC, "chunk": chunk}
     phases = json.loads(vm.run_script(GUEST, json.dumps(spec), timeout=900).stdout.splitlines()[-1])["phases"]
     assert [phase["thin_devices"] for phase in phases] == [1, 1, 3, 9, 9]
@@ -44,6 +50,8 @@ def test_model_holds_as_thin_devices_pile_up(vm: VM, chunk: int) -> None:
     result = metadata_scale.measure(vm, "/dev/vdb", chunk, 160, workload, data=2 * GiB)
     assert [phase["thin_devices"] for phase in result["phases"]] == [5, 16, 40, 80, 160]
     for row in metadata_scale.rows({"results": [result]}):
-        print(f"{chunk // KiB} KiB, {row['devices']} devices: measured {row['measured']} B, model {row['model']} B "
-              f"({row['model'] / row['measured']:.2f}x)")  # fmt: skip
+        print(
+            f"{chunk // KiB} KiB, {row['devices']} devices: measured {row['measured']} B, model {row['model']} B "
+            f"({row['model'] / row['measured']:.2f}x)"
+        )
         assert row["measured"] <= row["model"] <= row["measured"] * 3 // 2, row

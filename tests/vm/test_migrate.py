@@ -29,9 +29,23 @@ def _devicemapper_host(vm: VM, images: dict[str, str]) -> None:
     start_daemon(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
     vm.run(["docker", "import", images["rootfs"], "tiny:1"], timeout=300)
     vm.run(["docker", "tag", "tiny:1", "tiny:latest"])
-    vm.run(["docker", "run", "--network", "none", "--name", "c1", "-v", "vol1:/v", "tiny:1", "sh", "-c",
-            "echo hello > /f && head -c 1048576 /dev/urandom > /v/data && mkdir /v/sub && echo x > /v/sub/y"],
-           timeout=300)  # fmt: skip
+    vm.run(
+        [
+            "docker",
+            "run",
+            "--network",
+            "none",
+            "--name",
+            "c1",
+            "-v",
+            "vol1:/v",
+            "tiny:1",
+            "sh",
+            "-c",
+            "echo hello > /f && head -c 1048576 /dev/urandom > /v/data && mkdir /v/sub && echo x > /v/sub/y",
+        ],
+        timeout=300,
+    )
     vm.run(["docker", "commit", "c1", "tiny:committed"], timeout=300)
     vm.run(["docker", "run", "-d", "--network", "none", "--name", "c2", "tiny:1", "sleep", "3600"], timeout=300)
 

@@ -82,11 +82,16 @@ def test_node_exporter_serves_the_textfile_the_running_writer_keeps_fresh(vm: VM
     assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
     prom = "/tmp/textfile/thinpool.prom"
     vm.run(["mkdir", "-p", "/tmp/textfile"])
-    writer = vm.start_background([*vm.thinpool_argv, "metrics", "--textfile", prom, "--every", "2s",
-                                  "docker/thinpool"])  # fmt: skip
-    exporter = vm.start_background(["prometheus-node-exporter", "--web.listen-address=127.0.0.1:9100",
-                                    "--collector.disable-defaults", "--collector.textfile",
-                                    "--collector.textfile.directory=/tmp/textfile"])  # fmt: skip
+    writer = vm.start_background([*vm.thinpool_argv, "metrics", "--textfile", prom, "--every", "2s", "docker/thinpool"])
+    exporter = vm.start_background(
+        [
+            "prometheus-node-exporter",
+            "--web.listen-address=127.0.0.1:9100",
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            "--collector.textfile.directory=/tmp/textfile",
+        ]
+    )
     try:
         first = _wait_for_rewrite(vm, prom, 0, seconds=120)
         second = _wait_for_rewrite(vm, prom, first)  # the same process writes again
@@ -108,8 +113,9 @@ def test_node_exporter_serves_the_textfile_the_running_writer_keeps_fresh(vm: VM
 
 
 def test_prometheus_fires_the_usage_and_forecast_alerts_while_a_pool_fills(vm: VM) -> None:
-    code, result, err = thinpool_json(vm, "apply", "--yes", "--vg", "vg2", "--pool", "small", "--data-size", "512m",
-                                      "/dev/vdc")  # fmt: skip
+    code, result, err = thinpool_json(
+        vm, "apply", "--yes", "--vg", "vg2", "--pool", "small", "--data-size", "512m", "/dev/vdc"
+    )
     assert code == 0, err or result
     free = vg_row(vm, "vg2")["free_count"]
     vm.run(["lvcreate", "-q", "-y", "-Zn", "-an", "-l", str(free), "-n", "filler", "vg2"])  # autoextend cannot help
@@ -117,8 +123,14 @@ def test_prometheus_fires_the_usage_and_forecast_alerts_while_a_pool_fills(vm: V
     (vm.share / "rules.yml").write_text(_test_rules())
     (vm.share / "prometheus.yml").write_text(PROMETHEUS_CONFIG)
     exporter = vm.start_background([*vm.thinpool_argv, "metrics", "--listen", "127.0.0.1:9720", POOL])
-    server = vm.start_background(["prometheus", f"--config.file={SHARE_MOUNT}/prometheus.yml",
-                                  "--storage.tsdb.path=/tmp/prometheus", "--web.listen-address=127.0.0.1:9090"])  # fmt: skip
+    server = vm.start_background(
+        [
+            "prometheus",
+            f"--config.file={SHARE_MOUNT}/prometheus.yml",
+            "--storage.tsdb.path=/tmp/prometheus",
+            "--web.listen-address=127.0.0.1:9090",
+        ]
+    )
     try:
         _wait_for(vm, "http://127.0.0.1:9090/-/ready")
         rules = json.loads(_wait_for(vm, "http://127.0.0.1:9090/api/v1/rules"))["data"]["groups"]
@@ -127,8 +139,18 @@ def test_prometheus_fires_the_usage_and_forecast_alerts_while_a_pool_fills(vm: V
         assert set(_firing(vm)) <= {"ThinPoolNoRoomToAutoextend", "ThinPoolMetadataBackupStale"}
         vm.thinpool("backup", POOL)
         for step in range(9):  # about 50 MiB every few seconds: a steady climb to 90%
-            vm.run(["dd", "if=/dev/zero", "of=/dev/vg2/vol", "bs=1M", "count=50", f"seek={step * 50}",
-                    "oflag=direct", "status=none"])  # fmt: skip
+            vm.run(
+                [
+                    "dd",
+                    "if=/dev/zero",
+                    "of=/dev/vg2/vol",
+                    "bs=1M",
+                    "count=50",
+                    f"seek={step * 50}",
+                    "oflag=direct",
+                    "status=none",
+                ]
+            )
             time.sleep(2)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not {"ThinPoolDataUsageHigh", "ThinPoolFillForecast"} <= set(_firing(vm)):
@@ -137,9 +159,13 @@ def test_prometheus_fires_the_usage_and_forecast_alerts_while_a_pool_fills(vm: V
         assert {"ThinPoolDataUsageHigh", "ThinPoolFillForecast", "ThinPoolNoRoomToAutoextend"} <= set(firing), firing
         assert "ThinPoolMetadataBackupStale" not in firing  # backed up since
         assert firing["ThinPoolDataUsageHigh"]["labels"] == {
-            "alertname": "ThinPoolDataUsageHigh", "severity": "warning", "vg": "vg2", "pool": "small",
-            "job": "thinpool", "instance": "127.0.0.1:9720",
-        }  # fmt: skip
+            "alertname": "ThinPoolDataUsageHigh",
+            "severity": "warning",
+            "vg": "vg2",
+            "pool": "small",
+            "job": "thinpool",
+            "instance": "127.0.0.1:9720",
+        }
         healthy = json.loads(_get(vm, "http://127.0.0.1:9090/api/v1/rules"))["data"]["groups"]
         assert all(rule["health"] == "ok" for group in healthy for rule in group["rules"]), healthy
     finally:

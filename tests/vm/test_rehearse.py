@@ -27,8 +27,9 @@ def _needs(engines: bool) -> None:
 
 
 def _rehearse(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "thinpool", "rehearse", *args],
-                          capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "thinpool", "rehearse", *args], capture_output=True, text=True, timeout=900, check=False
+    )
 
 
 def test_rehearse_applies_the_plan_and_cleans_up() -> None:
@@ -87,8 +88,11 @@ def test_rehearse_on_a_pinned_release_says_each_thing_once() -> None:
 
 def _a_host_disk() -> str:
     """A block device of this host (read only: its size and signatures)."""
-    listed = json.loads(subprocess.run(["lsblk", "--json", "--bytes", "-d", "-o", "PATH,SIZE,TYPE"],
-                                       capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    listed = json.loads(
+        subprocess.run(
+            ["lsblk", "--json", "--bytes", "-d", "-o", "PATH,SIZE,TYPE"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     disks = [node["path"] for node in listed["blockdevices"] if node["type"] == "disk" and int(node["size"]) >= 2**30]
     assert disks, "no block device of at least 1 GiB on this host"
     return str(disks[0])

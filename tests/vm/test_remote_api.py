@@ -44,7 +44,10 @@ def test_the_generated_bundle_reaches_dockerd_over_tls_and_nothing_else_does(vm:
     assert code == 0, err or result
     modes = vm.run(["bash", "-c", f"cd {TLS} && stat -c '%a %n' ca server client */*.pem"]).stdout.splitlines()
     assert {line for line in modes if line.startswith("600")} == {
-        "600 ca/ca-key.pem", "600 client/key.pem", "600 server/key.pem"}  # fmt: skip
+        "600 ca/ca-key.pem",
+        "600 client/key.pem",
+        "600 server/key.pem",
+    }
     assert {"700 ca", "700 server", "700 client"} <= set(modes)
     start_daemon(vm, DOCKERD, ["docker", "-H", "unix:///run/docker.sock", "version"], "/tmp/dockerd.log")
 
@@ -72,4 +75,5 @@ def test_the_generated_bundle_reaches_dockerd_over_tls_and_nothing_else_does(vm:
     assert code == 0 and result["changed"] is True, err or result
     renewed = _files(vm)
     assert renewed != before and [line for line in renewed.splitlines() if "ca/" in line] == [
-        line for line in before.splitlines() if "ca/" in line]  # fmt: skip  # new leaves, the same CA
+        line for line in before.splitlines() if "ca/" in line
+    ]  # new leaves, the same CA

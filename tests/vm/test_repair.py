@@ -107,9 +107,15 @@ def test_a_pool_changed_behind_lvms_back_gets_lvms_transaction_id_set_to_the_ker
     assert "ids 7" in result["warnings"][0]  # the engine's device is named, and kept
     vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", "vol2"])  # lvm works on the pool again
     assert lvs(vm, "docker")["vol2"].thin_id == 2 and lvs(vm, "docker")["thinpool"].transaction_id == 3
-    devices = vm.run(["bash", "-c", f"dmsetup message {tpool} 0 reserve_metadata_snap && "
-                      f"thin_dump -m /dev/mapper/docker-thinpool_tmeta | grep -o 'dev_id=\"[0-9]*\"'; "
-                      f"dmsetup message {tpool} 0 release_metadata_snap"]).stdout  # fmt: skip
+    devices = vm.run(
+        [
+            "bash",
+            "-c",
+            f"dmsetup message {tpool} 0 reserve_metadata_snap && "
+            f"thin_dump -m /dev/mapper/docker-thinpool_tmeta | grep -o 'dev_id=\"[0-9]*\"'; "
+            f"dmsetup message {tpool} 0 release_metadata_snap",
+        ]
+    ).stdout
     assert devices.split() == ['dev_id="1"', 'dev_id="2"', 'dev_id="7"']  # Docker's device is still there
 
 

@@ -27,8 +27,16 @@ TEXTFILE = "/var/lib/node_exporter/textfile_collector/thinpool.prom"
 
 @pytest.fixture(scope="module")
 def systemd_vm(release: str, thinpool_deb: Path) -> Iterator[VM]:
-    machine = boot(release, thinpool_deb, disk_sizes=(4 * GiB, 2 * GiB), systemd=True, keep_root_changes=True,
-                   write_budget=4 * GiB, lifetime=2400, boot_timeout=300)  # fmt: skip
+    machine = boot(
+        release,
+        thinpool_deb,
+        disk_sizes=(4 * GiB, 2 * GiB),
+        systemd=True,
+        keep_root_changes=True,
+        write_budget=4 * GiB,
+        lifetime=2400,
+        boot_timeout=300,
+    )
     print(f"\n{release} with systemd booted in {machine.boot_seconds:.1f}s")
     try:
         yield machine
@@ -63,8 +71,9 @@ def test_after_install_units_a_reboot_brings_the_pool_up_before_docker_which_run
     vm = systemd_vm
     images = tiny_images(vm)
     assert vm.run(["ps", "-p", "1", "-o", "comm="]).stdout.strip() == "systemd"
-    code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-overlay2-thin", "--volume-size",
-                                      "1GiB", "/dev/vda")  # fmt: skip
+    code, result, err = thinpool_json(
+        vm, "apply", "--yes", "--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "/dev/vda"
+    )
     assert code == 0, err or result
     installed = vm.thinpool("install-units", "--metrics").stdout
     assert "thinpool-activate.service" in installed
@@ -81,8 +90,20 @@ def test_after_install_units_a_reboot_brings_the_pool_up_before_docker_which_run
     info = json.loads(vm.run(["docker", "info", "--format", "{{json .}}"]).stdout)
     assert info["DockerRootDir"] == "/var/lib/docker" and dict(info["DriverStatus"])["Backing Filesystem"] == "xfs"
     before = Decimal(lvs(vm, "docker")["thinpool"].data_percent)
-    vm.run(["docker", "run", "--rm", "--network", "none", "tiny:1", "sh", "-c",
-            "head -c 67108864 /dev/urandom > /big && sync"], timeout=600)  # fmt: skip
+    vm.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "tiny:1",
+            "sh",
+            "-c",
+            "head -c 67108864 /dev/urandom > /big && sync",
+        ],
+        timeout=600,
+    )
     vm.run(["sync"])
     pool = lvs(vm, "docker")["thinpool"]
     grown = int((Decimal(pool.data_percent) - before) * pool.size / 100)
@@ -104,22 +125,53 @@ def test_migrate_without_step_moves_a_devicemapper_host_under_systemd_and_it_reb
     """Docker 20.10's devicemapper, with real udev: migrate runs export, systemctl stop, switch, start, import."""
     vm = systemd_vm
     images = tiny_images(vm)
-    vm.run(["bash", "-c", "systemctl disable --now docker.service docker.socket thinpool-metrics.service "
+    vm.run(
+        [
+            "bash",
+            "-c",
+            "systemctl disable --now docker.service docker.socket thinpool-metrics.service "
             "thinpool-maintain.timer 2>/dev/null; umount /var/lib/docker 2>/dev/null; "
             "vgremove -ff -y docker 2>/dev/null; pvremove -ff -y /dev/vda /dev/vdb 2>/dev/null; "
             "wipefs -a -q /dev/vda /dev/vdb; rm -rf /etc/docker /var/lib/docker /etc/systemd/system/docker.service.d "
-            "/etc/lvm/profile/thinpool-*; sed -i '/thinpool/d;/docker/d' /etc/fstab; systemctl daemon-reload"],
-           timeout=300, check=False)  # fmt: skip
+            "/etc/lvm/profile/thinpool-*; sed -i '/thinpool/d;/docker/d' /etc/fstab; systemctl daemon-reload",
+        ],
+        timeout=300,
+        check=False,
+    )
     code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-devicemapper", "/dev/vda")
     assert code == 0, err or result
     vm.run(["systemctl", "enable", "--now", "docker.service"], timeout=300)
     assert json.loads(vm.run(["docker", "info", "--format", "{{json .Driver}}"]).stdout) == "devicemapper"
     vm.run(["docker", "import", images["rootfs"], "tiny:1"], timeout=300)
-    vm.run(["docker", "run", "--network", "none", "--name", "c1", "-v", "vol1:/v", "tiny:1", "sh", "-c",
-            "echo hello > /f && echo kept > /v/data"], timeout=300)  # fmt: skip
+    vm.run(
+        [
+            "docker",
+            "run",
+            "--network",
+            "none",
+            "--name",
+            "c1",
+            "-v",
+            "vol1:/v",
+            "tiny:1",
+            "sh",
+            "-c",
+            "echo hello > /f && echo kept > /v/data",
+        ],
+        timeout=300,
+    )
 
-    code, result, err = thinpool_json(vm, "migrate", "--to", "docker-overlay2-thin", "--staging", "/srv/staging",
-                                      "--commit-containers", "--yes", timeout=1200)  # fmt: skip
+    code, result, err = thinpool_json(
+        vm,
+        "migrate",
+        "--to",
+        "docker-overlay2-thin",
+        "--staging",
+        "/srv/staging",
+        "--commit-containers",
+        "--yes",
+        timeout=1200,
+    )
     assert code == 0 and result["ok"], err or result
     assert [step["step"] for step in result["steps"]] == ["export", "switch", "import"], result["steps"]
     assert json.loads(vm.run(["docker", "info", "--format", "{{json .Driver}}"]).stdout) == "overlay2"
@@ -127,6 +179,17 @@ def test_migrate_without_step_moves_a_devicemapper_host_under_systemd_and_it_reb
     assert _reboot(vm) in ("running", "degraded")
     assert _monotonic(vm, "docker.service", "ExecMainStartTimestampMonotonic") > 0
     assert json.loads(vm.run(["docker", "info", "--format", "{{json .Driver}}"]).stdout) == "overlay2"
-    run = ["docker", "run", "--rm", "--network", "none", "-v", "vol1:/v", "thinpool-migrate/c1:committed", "sh", "-c",
-           "cat /f /v/data"]  # fmt: skip
+    run = [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "vol1:/v",
+        "thinpool-migrate/c1:committed",
+        "sh",
+        "-c",
+        "cat /f /v/data",
+    ]
     assert vm.run(run, timeout=300).stdout == "hello\nkept\n"

@@ -28,8 +28,9 @@ def test_a_command_timeout_answers_124_and_the_vm_lives_on(vm_session: VM) -> No
 
 def test_boot_timeout_leaves_nothing_behind(vm_session: VM) -> None:
     before = _leftovers()
-    machine = VM(VMConfig(disk_sizes=[GiB], kernel=vm_session.config.kernel, guest=vm_session.config.guest,
-                          boot_timeout=0.5))  # fmt: skip
+    machine = VM(
+        VMConfig(disk_sizes=[GiB], kernel=vm_session.config.kernel, guest=vm_session.config.guest, boot_timeout=0.5)
+    )
     with pytest.raises(VMError, match="took longer than"):
         machine.start()
     assert _leftovers() == before
@@ -37,8 +38,11 @@ def test_boot_timeout_leaves_nothing_behind(vm_session: VM) -> None:
 
 def test_write_budget_kills_a_runaway_guest(vm_session: VM) -> None:
     before = _leftovers()
-    machine = VM(VMConfig(disk_sizes=[4 * GiB], kernel=vm_session.config.kernel, guest=vm_session.config.guest,
-                          write_budget=48 * MiB))  # fmt: skip
+    machine = VM(
+        VMConfig(
+            disk_sizes=[4 * GiB], kernel=vm_session.config.kernel, guest=vm_session.config.guest, write_budget=48 * MiB
+        )
+    )
     machine.start()
     try:
         with pytest.raises(VMError, match="over the 48 MiB budget"):

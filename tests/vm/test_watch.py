@@ -101,8 +101,20 @@ def test_autoextend_findings_are_fixed_by_their_commands(vm: VM) -> None:
 
 def test_usage_and_health_findings_are_fixed_by_their_commands(vm: VM) -> None:
     # A small pool that never autoextends by itself, with metadata below the workload model.
-    apply(vm, "--vg", "vg2", "--pool", "small", "--data-size", "512m", "--metadata-size", "4m",
-          "--autoextend-threshold", "100", "/dev/vdc")  # fmt: skip
+    apply(
+        vm,
+        "--vg",
+        "vg2",
+        "--pool",
+        "small",
+        "--data-size",
+        "512m",
+        "--metadata-size",
+        "4m",
+        "--autoextend-threshold",
+        "100",
+        "/dev/vdc",
+    )
     code, report = doctor(vm, "vg2/small")
     assert codes(report) == {"autoextend-off", "metadata-below-model"}
     run_fix(vm, finding(report, "metadata-below-model")["fix"])
@@ -114,8 +126,9 @@ def test_usage_and_health_findings_are_fixed_by_their_commands(vm: VM) -> None:
     assert finding(report, "data-over-threshold")["severity"] == "warning"  # 440 of 512 MiB
     run_fix(vm, finding(report, "data-over-threshold")["fix"])
     assert "data-over-threshold" not in codes(doctor(vm, "vg2/small")[1])
-    filled = vm.run(["dd", "if=/dev/zero", "of=/dev/vg2/vol", "bs=1M", "count=1024", "oflag=direct", "status=none"],
-                    check=False)  # fmt: skip
+    filled = vm.run(
+        ["dd", "if=/dev/zero", "of=/dev/vg2/vol", "bs=1M", "count=1024", "oflag=direct", "status=none"], check=False
+    )
     assert filled.returncode != 0  # the pool ran out of data space: writes fail (error when full)
     code, report = doctor(vm, "vg2/small")
     assert code == 4 and "out" in finding(report, "pool-unhealthy")["problem"]
@@ -140,12 +153,16 @@ def test_a_pool_on_a_loop_device_is_found_and_moved(vm: VM) -> None:
 def test_engine_findings_are_fixed_by_engine_configure(vm: VM) -> None:
     apply(vm, "--engine", "docker-devicemapper", "/dev/vda")
     configs = {
-        "engine-other-pool": {"storage-driver": "devicemapper", "storage-opts": [
-            "dm.thinpooldev=/dev/mapper/vg-other", "dm.use_deferred_removal=true"]},
-        "deferred-removal-off": {"storage-driver": "devicemapper", "storage-opts": [
-            "dm.thinpooldev=/dev/mapper/docker-thinpool"]},
+        "engine-other-pool": {
+            "storage-driver": "devicemapper",
+            "storage-opts": ["dm.thinpooldev=/dev/mapper/vg-other", "dm.use_deferred_removal=true"],
+        },
+        "deferred-removal-off": {
+            "storage-driver": "devicemapper",
+            "storage-opts": ["dm.thinpooldev=/dev/mapper/docker-thinpool"],
+        },
         "tcp-without-tls": {"hosts": ["tcp://0.0.0.0:2375"]},
-    }  # fmt: skip
+    }
     for code_name, config in configs.items():
         vm.run(["bash", "-c", f"cat > /etc/docker/daemon.json <<'EOF'\n{json.dumps(config)}\nEOF"])
         _, report = doctor(vm)
@@ -156,8 +173,13 @@ def test_engine_findings_are_fixed_by_engine_configure(vm: VM) -> None:
         run_fix(vm, fix)
         assert code_name not in codes(doctor(vm)[1])
     fake = "/tmp/docker25/dockerd"
-    vm.run(["bash", "-c", f"mkdir -p /tmp/docker25 && printf '#!/bin/sh\\necho Docker version 25.0.3\\n' > {fake}"
-                          f" && chmod +x {fake}"])  # fmt: skip
+    vm.run(
+        [
+            "bash",
+            "-c",
+            f"mkdir -p /tmp/docker25 && printf '#!/bin/sh\\necho Docker version 25.0.3\\n' > {fake} && chmod +x {fake}",
+        ]
+    )
     path = {"PATH": "/tmp/docker25:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     report = json.loads(vm.thinpool("doctor", "--json", env=path, check=False).stdout)
     assert finding(report, "docker-without-devicemapper")["severity"] == "critical"
@@ -168,14 +190,20 @@ def test_metrics_textfile_and_endpoint_parse(vm: VM) -> None:
     vm.thinpool("metrics", "--textfile", f"{SHARE_MOUNT}/thinpool.prom")
     text = (vm.share / "thinpool.prom").read_text()
     (vm.share / "thinpool.prom").unlink()
-    samples = {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.labels.get("pool") == "thinpool" and "severity" not in s.labels}  # fmt: skip
+    samples = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("pool") == "thinpool" and "severity" not in s.labels
+    }
     pool = lvs(vm, "docker")["thinpool"]
     assert samples["thinpool_up"] == 1 and samples["thinpool_data_size_bytes"] == pool.size
     assert samples["thinpool_monitored"] == 1 and samples["thinpool_autoextend_steps_available"] >= 1
     pid = vm.start_background([*vm.thinpool_argv, "metrics", "--listen", "127.0.0.1:9720"])
-    scrape = ("import urllib.request,sys,time\nfor _ in range(100):\n try:\n  sys.stdout.write(urllib.request.urlopen("
-              "'http://127.0.0.1:9720/metrics').read().decode()); break\n except OSError: time.sleep(0.2)")  # fmt: skip
+    scrape = (
+        "import urllib.request,sys,time\nfor _ in range(100):\n try:\n  sys.stdout.write(urllib.request.urlopen("
+        "'http://127.0.0.1:9720/metrics').read().decode()); break\n except OSError: time.sleep(0.2)"
+    )
     try:
         scraped = vm.python("-c", scrape).stdout
     finally:

@@ -49,8 +49,9 @@ def pool_lv(ctx: Context, vg: str, pool: str) -> tuple[VolumeGroup, LogicalVolum
     lv = next((lv for lv in group.lvs if lv.name == pool), None) if group else None
     if group is None or lv is None or not lv.is_thin_pool:
         what = "no volume group" if group is None else ("no LV" if lv is None else "an LV that is not a thin pool")
-        raise backup.BackupError(f"{vg}/{pool}: there is {what} of that name",
-                                 fix="name the pool as VG/POOL ('lvs -a' lists them)")  # fmt: skip
+        raise backup.BackupError(
+            f"{vg}/{pool}: there is {what} of that name", fix="name the pool as VG/POOL ('lvs -a' lists them)"
+        )
     return group, lv
 
 
@@ -60,12 +61,16 @@ def _metadata_snapshot(ctx: Context, vg: str, pool: str) -> Iterator[int]:
     (a dump of the snapshot says 0: the snapshot does not carry the data space map)."""
     found = observe.thin_pool_target(ctx.runner, vg, pool)
     if found is None:
-        raise backup.BackupError(f"{vg}/{pool} is active in lvm but device-mapper has no thin-pool target for it",
-                                 fix="check 'dmsetup status'; deactivate and reactivate the pool")  # fmt: skip
+        raise backup.BackupError(
+            f"{vg}/{pool} is active in lvm but device-mapper has no thin-pool target for it",
+            fix="check 'dmsetup status'; deactivate and reactivate the pool",
+        )
     device, target = found
     if target.failed:
-        raise backup.BackupError(f"the kernel reports {vg}/{pool} as {target.mode}: its metadata cannot be read live",
-                                 fix=f"thinpool doctor {vg}/{pool} says what to do")  # fmt: skip
+        raise backup.BackupError(
+            f"the kernel reports {vg}/{pool} as {target.mode}: its metadata cannot be read live",
+            fix=f"thinpool doctor {vg}/{pool} says what to do",
+        )
     if target.held_metadata_root:
         log.warning("%s: a metadata snapshot was still held (an interrupted backup?); releasing it", device)
         ctx.runner.run(commands.dmsetup_message(device, "release_metadata_snap"))
@@ -149,13 +154,15 @@ def _take(ctx: Context, vg: str, pool: str, into: str | None, keep: int) -> back
         if data_blocks:
             summary = replace(summary, nr_data_blocks=data_blocks)
         tool = ctx.runner.run(commands.thin_dump_version(), check=False).stdout.strip()
-        made = backup.backup_from_summary(vg, pool, int(ctx.clock()), summary,
-                                          lvm_transaction_id=lv.transaction_id, method=method, tool=tool)  # fmt: skip
+        made = backup.backup_from_summary(
+            vg, pool, int(ctx.clock()), summary, lvm_transaction_id=lv.transaction_id, method=method, tool=tool
+        )
         dump_name, vg_name, manifest_name = made.files
         _compress(raw, where / dump_name)
         ctx.runner.run(commands.vgcfgbackup(vg, str(where / vg_name)))
-        files.write_atomically(where / manifest_name, json.dumps(made.to_dict(), indent=2) + "\n",
-                               keep_owner=False, mode=0o600)  # fmt: skip
+        files.write_atomically(
+            where / manifest_name, json.dumps(made.to_dict(), indent=2) + "\n", keep_owner=False, mode=0o600
+        )
     finally:
         raw.unlink(missing_ok=True)
     rotate(where, keep)

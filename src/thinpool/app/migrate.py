@@ -184,8 +184,10 @@ def plan_export(ctx: Context, where: Where) -> StepPlan:
     if not (staging / migrate.INVENTORY).exists():
         migrate.check_staging_room(str(staging), migrate.staging_needed(inventory), free)
     images = len(inventory.images) + sum(op.kind == OpKind.COMMIT_CONTAINER for op in commits)
-    listed = (f"write the inventory: {images} images, {len(inventory.volumes)} volumes, "
-              f"{len(inventory.containers)} containers ({staging / migrate.INVENTORY})")  # fmt: skip
+    listed = (
+        f"write the inventory: {images} images, {len(inventory.volumes)} volumes, "
+        f"{len(inventory.containers)} containers ({staging / migrate.INVENTORY})"
+    )
     operations = (*commits, *_staging_operations(inventory, staging), Operation(OpKind.WRITE_INVENTORY, listed))
     notes = _export_notes(inventory, staging, where.commit_containers, free)
     return StepPlan(Step.EXPORT, where, operations, tuple(notes), inventory)
@@ -213,8 +215,9 @@ def _save_image(ctx: Context, plan: StepPlan, operation: Operation) -> None:
 def _save_committed_image(ctx: Context, plan: StepPlan, operation: Operation) -> None:
     image = next((image for image in _images(ctx) if operation.subject in image.tags), None)
     if image is None:
-        raise MigrateRefused(f"the image {operation.subject} that was just committed is not there",
-                             fix="run --step export again")  # fmt: skip
+        raise MigrateRefused(
+            f"the image {operation.subject} that was just committed is not there", fix="run --step export again"
+        )
     _staged(plan.where.staging, image.archive, lambda out: programs.docker_save(out, (operation.subject,)), ctx)
 
 
@@ -274,9 +277,11 @@ def _switch_operations(ctx: Context, where: Where, folder: Path) -> list[Operati
     group, _ = backups.pool_lv(ctx, spec.vg, spec.pool)
     if not _device_lvs(group, spec.pool):
         records = len(_docker_records(ctx, data_root))
-        text = (f"back up {spec.vg}/{spec.pool}'s metadata, then record Docker's thin devices in lvm ({records} in "
-                f"Docker's records; the kernel's list decides) as LVs tagged {migrate.DEVICE_TAG}, with the "
-                "kernel's transaction id")  # fmt: skip
+        text = (
+            f"back up {spec.vg}/{spec.pool}'s metadata, then record Docker's thin devices in lvm ({records} in "
+            f"Docker's records; the kernel's list decides) as LVs tagged {migrate.DEVICE_TAG}, with the "
+            "kernel's transaction id"
+        )
         operations.append(Operation(OpKind.RECORD_DEVICES, text))
     if migrate.uses_devicemapper(_daemon_settings(ctx)):
         text = f"remove storage-driver and dm.* options from {docker.DAEMON_JSON}; keep every other key"
@@ -284,8 +289,10 @@ def _switch_operations(ctx: Context, where: Where, folder: Path) -> list[Operati
     aside = data_root + migrate.ASIDE_SUFFIX
     if not observe.under(ctx.root, aside).exists() and observe.under(ctx.root, data_root).exists():
         if observe.mounted_source(data_root, ctx.root):
-            raise MigrateRefused(f"{data_root} is a mount point; moving it aside would move nothing",
-                                 fix="unmount it (Docker stopped), then run --step switch again")  # fmt: skip
+            raise MigrateRefused(
+                f"{data_root} is a mount point; moving it aside would move nothing",
+                fix="unmount it (Docker stopped), then run --step switch again",
+            )
         text = f"move {data_root} to {aside} (kept until --finish)"
         operations.append(Operation(OpKind.MOVE_DATA_ROOT, text, data_root))
     return operations
@@ -297,11 +304,15 @@ def plan_switch(ctx: Context, where: Where) -> StepPlan:
     thinpooldev = daemon_json.DaemonJson(_daemon_settings(ctx)).thinpooldev
     migrate.check_dockers_pool(thinpooldev, "/dev/mapper/" + commands.dm_name(spec.vg, spec.pool))
     folder = state_folder(ctx, spec)
-    applied = (f"apply --engine {migrate.TARGET} on {spec.vg}/{spec.pool}: an XFS thin volume mounted on "
-               f"{where.data_root}")  # fmt: skip
+    applied = (
+        f"apply --engine {migrate.TARGET} on {spec.vg}/{spec.pool}: an XFS thin volume mounted on {where.data_root}"
+    )
     shape = f"record the volume group's shape in {folder / SHAPE} (a rollback checks it)"
-    operations = (*_switch_operations(ctx, where, folder), Operation(OpKind.APPLY_ENGINE, applied),
-                  Operation(OpKind.RECORD_SHAPE, shape))  # fmt: skip
+    operations = (
+        *_switch_operations(ctx, where, folder),
+        Operation(OpKind.APPLY_ENGINE, applied),
+        Operation(OpKind.RECORD_SHAPE, shape),
+    )
     return StepPlan(Step.SWITCH, where, operations)
 
 
@@ -332,10 +343,18 @@ def _record_devices(ctx: Context, plan: StepPlan, _operation: Operation) -> None
     if not before.exists():
         ctx.runner.run(commands.vgcfgbackup(spec.vg, str(before)))
     edited = folder / "lvm-switched.vgcfg.partial"
-    edited.write_text(migrate.with_docker_devices(
-        before.read_text(), spec.pool, lvm_transaction_id=lv.transaction_id or 0,
-        kernel_transaction_id=taken.transaction_id, devices=devices, extent_size=group.extent_size,
-        vg_uuid=group.uuid, created=int(ctx.clock())))  # fmt: skip
+    edited.write_text(
+        migrate.with_docker_devices(
+            before.read_text(),
+            spec.pool,
+            lvm_transaction_id=lv.transaction_id or 0,
+            kernel_transaction_id=taken.transaction_id,
+            devices=devices,
+            extent_size=group.extent_size,
+            vg_uuid=group.uuid,
+            created=int(ctx.clock()),
+        )
+    )
     ctx.runner.run(commands.lvchange_activate(spec.vg, spec.pool, False))  # never two pool targets on one metadata
     ctx.runner.run(commands.vgcfgrestore(spec.vg, str(edited)))
     edited.unlink()
@@ -354,8 +373,10 @@ def _move_data_root(ctx: Context, plan: StepPlan, _operation: Operation) -> None
 def _apply_engine(ctx: Context, plan: StepPlan, _operation: Operation) -> None:
     applied = pools.plan(ctx, overlay_spec(ctx, plan.where.spec))
     if not pools.run(ctx, applied).ok:
-        raise MigrateRefused(f"the docker-overlay2-thin apply stopped:\n{render_text(applied)}",
-                             fix="fix what the failed step says, then run --step switch again")  # fmt: skip
+        raise MigrateRefused(
+            f"the docker-overlay2-thin apply stopped:\n{render_text(applied)}",
+            fix="fix what the failed step says, then run --step switch again",
+        )
 
 
 def _record_shape(ctx: Context, plan: StepPlan, _operation: Operation) -> None:
@@ -457,8 +478,10 @@ def plan_finish(ctx: Context, where: Where) -> StepPlan:
             fix="run --step import (Docker on overlay2) until it reports everything came over",
         )
     group, _ = backups.pool_lv(ctx, spec.vg, spec.pool)
-    operations = [Operation(OpKind.REMOVE_DEVICE_LV, f"remove Docker's old thin device {spec.vg}/{name}", name)
-                  for name in _device_lvs(group, spec.pool)]  # fmt: skip
+    operations = [
+        Operation(OpKind.REMOVE_DEVICE_LV, f"remove Docker's old thin device {spec.vg}/{name}", name)
+        for name in _device_lvs(group, spec.pool)
+    ]
     aside = where.data_root + migrate.ASIDE_SUFFIX
     if observe.under(ctx.root, aside).exists():
         operations.append(Operation(OpKind.REMOVE_ASIDE, f"remove {aside}", aside))
@@ -492,8 +515,10 @@ def plan_rollback(ctx: Context, where: Where) -> StepPlan:
     folder = state_folder(ctx, spec)
     aside = data_root + migrate.ASIDE_SUFFIX
     if not (folder / LVM_BEFORE).exists() or not observe.under(ctx.root, aside).exists():
-        raise MigrateRefused("there is no switch to roll back (it never ran, or --finish removed the old data)",
-                             fix="nothing to do: Docker's data is where it is")  # fmt: skip
+        raise MigrateRefused(
+            "there is no switch to roll back (it never ran, or --finish removed the old data)",
+            fix="nothing to do: Docker's data is where it is",
+        )
     group, _ = backups.pool_lv(ctx, spec.vg, spec.pool)
     volume = spec.engine_options.volume_name
     migrate.check_vg_unchanged(_shape_at_switch(folder), migrate.vg_shape(group, volume))
@@ -621,8 +646,10 @@ def plan(ctx: Context, step: Step, where: Where) -> StepPlan:
         return PLANNERS[step](ctx, where)
     _require_systemd(ctx, where)
     first = plan_export(ctx, where)
-    later = ("then: systemctl stop docker; switch (planned once Docker has stopped); systemctl start docker; "
-             "import (planned once Docker runs on overlay2); run --finish yourself once satisfied")  # fmt: skip
+    later = (
+        "then: systemctl stop docker; switch (planned once Docker has stopped); systemctl start docker; "
+        "import (planned once Docker runs on overlay2); run --finish yourself once satisfied"
+    )
     return replace(first, notes=(*first.notes, later))
 
 

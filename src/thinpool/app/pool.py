@@ -61,8 +61,9 @@ def read_saved(path: Path) -> Plan:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as error:
-        raise SavedPlanError(f"{path} is not a readable thinpool plan: {error}",
-                             fix="make one with 'thinpool plan ... --out FILE'") from error  # fmt: skip
+        raise SavedPlanError(
+            f"{path} is not a readable thinpool plan: {error}", fix="make one with 'thinpool plan ... --out FILE'"
+        ) from error
     return Plan.from_dict(data)
 
 

@@ -69,8 +69,11 @@ def _thin_volumes(group: VolumeGroup, pool: str) -> list[LogicalVolume]:
 
 def _refuse_busy(ctx: Context, volumes: list[LogicalVolume]) -> None:
     """An open thin volume cannot be stopped: name each, with its mount point."""
-    opened = {device.name for device in report.parse_dmsetup_info(ctx.runner.run(commands.dmsetup_info()).stdout)
-              if device.open_count > 0}  # fmt: skip
+    opened = {
+        device.name
+        for device in report.parse_dmsetup_info(ctx.runner.run(commands.dmsetup_info()).stdout)
+        if device.open_count > 0
+    }
     busy = [lv for lv in volumes if commands.dm_name(lv.vg_name, lv.name) in opened]
     if not busy:
         return
@@ -113,8 +116,10 @@ def _chosen_backup(ctx: Context, lv: LogicalVolume, volumes: dict[str, int], fro
     if from_backup:
         found = [item for item in found if from_backup in (item.stem, *item.files)]
         if not found:
-            raise repair.RepairRefused(f"--from-backup {from_backup}: no such backup of {lv.vg_name}/{lv.name}",
-                                       fix=f"thinpool backup {lv.vg_name}/{lv.name} --list names them")  # fmt: skip
+            raise repair.RepairRefused(
+                f"--from-backup {from_backup}: no such backup of {lv.vg_name}/{lv.name}",
+                fix=f"thinpool backup {lv.vg_name}/{lv.name} --list names them",
+            )
     return repair.choose_backup(found, volumes, lv.chunk_size // SECTOR)
 
 
@@ -133,8 +138,10 @@ def _restore(ctx: Context, group: VolumeGroup, lv: LogicalVolume, chosen: backup
     device = f"/dev/{vg}/{target}"
     try:
         transaction_id = lv.transaction_id if lv.transaction_id is not None else chosen.transaction_id
-        ctx.runner.run(commands.thin_restore(str(xml), device, transaction_id=transaction_id,
-                                             data_blocks=data_blocks), timeout=3600)  # fmt: skip
+        ctx.runner.run(
+            commands.thin_restore(str(xml), device, transaction_id=transaction_id, data_blocks=data_blocks),
+            timeout=3600,
+        )
     finally:
         xml.unlink(missing_ok=True)
     ctx.runner.run(commands.thin_check(device))
@@ -154,8 +161,9 @@ def _keep_original(ctx: Context, group: VolumeGroup, lv: LogicalVolume) -> str:
 def _start(ctx: Context, vg: str, pool: str, volumes: list[LogicalVolume]) -> list[str]:
     """The pool and its thin volumes active again; returns the volumes that would not activate."""
     ctx.runner.run(commands.lvchange_activate(vg, pool, True))
-    return [lv.name for lv in volumes if not ctx.runner.run(commands.lvchange_activate(vg, lv.name, True),
-                                                            check=False).ok]  # fmt: skip
+    return [
+        lv.name for lv in volumes if not ctx.runner.run(commands.lvchange_activate(vg, lv.name, True), check=False).ok
+    ]
 
 
 def _restore_backup(
@@ -198,8 +206,9 @@ def _reconcile(
     lv = backups.pool_lv(ctx, done.vg, done.pool)[1]
     old, new = lv.transaction_id, state.kernel_transaction_id
     if old is None or new is None:  # AHEAD is only diagnosed with both
-        raise repair.RepairRefused(f"lvm reports no transaction id for {done.vg}/{done.pool}",
-                                   fix="check 'lvs -o+transaction_id'")  # fmt: skip
+        raise repair.RepairRefused(
+            f"lvm reports no transaction id for {done.vg}/{done.pool}", fix="check 'lvs -o+transaction_id'"
+        )
     before = scratch / f"lvm-before-repair-{int(ctx.clock())}.vgcfg"
     ctx.runner.run(commands.vgcfgbackup(done.vg, str(before)))
     edited = scratch / (".reconciled.vgcfg" + backup.PARTIAL_SUFFIX)
@@ -218,11 +227,16 @@ def _unknown_devices(state: repair.Diagnosis, ids: dict[str, int]) -> list[str]:
     if not state.unknown_devices:
         return []
     following = max(ids.values(), default=0) + 1
-    clash = f"; lvm's next thin volume would take device id {following}, which one of them holds" if (
-        following in state.unknown_devices) else ""  # fmt: skip
+    clash = (
+        f"; lvm's next thin volume would take device id {following}, which one of them holds"
+        if (following in state.unknown_devices)
+        else ""
+    )
     listed = ", ".join(map(str, state.unknown_devices))
-    return [f"the pool holds {len(state.unknown_devices)} thin device(s) lvm has no volume for (ids {listed}): "
-            f"Docker's devicemapper or containerd's devmapper makes them; they are kept{clash}"]  # fmt: skip
+    return [
+        f"the pool holds {len(state.unknown_devices)} thin device(s) lvm has no volume for (ids {listed}): "
+        f"Docker's devicemapper or containerd's devmapper makes them; they are kept{clash}"
+    ]
 
 
 def _lvm_repair(ctx: Context, done: RepairReport, ids: dict[str, int], scratch: Path) -> repair.Diagnosis:
@@ -237,8 +251,10 @@ def _lvm_repair(ctx: Context, done: RepairReport, ids: dict[str, int], scratch: 
 def _spare_warning(ctx: Context, vg: str, pool: str) -> list[str]:
     if any(item.is_spare for item in backups.pool_lv(ctx, vg, pool)[0].lvs):
         return []
-    return [f"{vg} has no pool-metadata spare now (the repair used it, and the VG has no room for a new one): "
-            "add a disk (thinpool grow) so that the next repair has one"]  # fmt: skip
+    return [
+        f"{vg} has no pool-metadata spare now (the repair used it, and the VG has no room for a new one): "
+        "add a disk (thinpool grow) so that the next repair has one"
+    ]
 
 
 def run(ctx: Context, vg: str, pool: str, *, from_backup: str | None = None) -> RepairReport:

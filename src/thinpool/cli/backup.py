@@ -74,10 +74,16 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("target", nargs="?", default="docker/thinpool", metavar="VG/POOL")
-    parser.add_argument("--to", metavar="DIR",
-                        help="keep the backups in DIR (default: /var/lib/thinpool/backups/VG-POOL)")  # fmt: skip
-    parser.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
-                        help=f"backups kept, the newest (default: {DEFAULT_KEEP})")  # fmt: skip
+    parser.add_argument(
+        "--to", metavar="DIR", help="keep the backups in DIR (default: /var/lib/thinpool/backups/VG-POOL)"
+    )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help=f"backups kept, the newest (default: {DEFAULT_KEEP})",
+    )
     parser.add_argument("--list", action="store_true", help="list the pool's backups, newest first; change nothing")
     parser.add_argument("--json", action="store_true", help="print as JSON")
     parser.set_defaults(handler=_cmd_backup)

@@ -54,8 +54,9 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         "thinpool-activate.service runs this at boot, before docker and containerd.",
     )
     activate_parser.add_argument("target", nargs="*", metavar="VG/LV", help="default: everything thinpool made")
-    activate_parser.add_argument("--wait", type=float, default=90, metavar="SECONDS",
-                                 help="how long to wait for the device nodes (default: 90)")  # fmt: skip
+    activate_parser.add_argument(
+        "--wait", type=float, default=90, metavar="SECONDS", help="how long to wait for the device nodes (default: 90)"
+    )
     activate_parser.add_argument("--json", action="store_true", help="print the result as JSON")
     activate_parser.set_defaults(handler=_cmd_activate)
     units = subcommands.add_parser(
@@ -68,10 +69,15 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         "them and (re)starts the metrics writer. A thinpool-metrics.timer left by an earlier thinpool "
         "is stopped and removed.",
     )
-    units.add_argument("--maintain-every", default="5min", metavar="SPAN",
-                       help="how often thinpool maintain runs: 90s, 5min, 1h (default: 5min)")  # fmt: skip
+    units.add_argument(
+        "--maintain-every",
+        default="5min",
+        metavar="SPAN",
+        help="how often thinpool maintain runs: 90s, 5min, 1h (default: 5min)",
+    )
     units.add_argument("--metrics", action="store_true", help="also the metrics writer service")
     units.add_argument("--root", default="/", help="install under this root instead (an image being built)")
-    units.add_argument("--thinpool", metavar="COMMAND", help="the thinpool command the units run "
-                       "(default: the one on PATH)")  # fmt: skip
+    units.add_argument(
+        "--thinpool", metavar="COMMAND", help="the thinpool command the units run (default: the one on PATH)"
+    )
     units.set_defaults(handler=_cmd_install_units)

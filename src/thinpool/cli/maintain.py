@@ -105,11 +105,19 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         metavar="SIZE",
         help="trim once the pool maps this much more than a filesystem uses (default: 256MiB)",
     )
-    parser.add_argument("--backup-every", default="1h", metavar="SPAN",
-                        help="back up changed metadata at most this often, e.g. 30min, 6h; 0: never "
-                        "(default: 1h)")  # fmt: skip
-    parser.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
-                        help=f"metadata backups kept per pool (default: {DEFAULT_KEEP})")  # fmt: skip
+    parser.add_argument(
+        "--backup-every",
+        default="1h",
+        metavar="SPAN",
+        help="back up changed metadata at most this often, e.g. 30min, 6h; 0: never (default: 1h)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help=f"metadata backups kept per pool (default: {DEFAULT_KEEP})",
+    )
     parser.add_argument("--dry-run", action="store_true", help="show what the pass would do, change nothing")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_cmd_maintain)

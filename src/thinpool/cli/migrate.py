@@ -129,10 +129,17 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--step", choices=("export", "switch", "import"), help="run one step (default: all three)")
     parser.add_argument("--finish", action="store_true", help="remove Docker's old devices, data root and staging")
     parser.add_argument("--rollback", action="store_true", help="before --finish: back to devicemapper")
-    parser.add_argument("--staging", default=DEFAULT_STAGING, metavar="DIR",
-                        help=f"where images and volumes wait (default: {DEFAULT_STAGING})")  # fmt: skip
-    parser.add_argument("--commit-containers", action="store_true",
-                        help="commit each container to an image first (else writable layers are lost)")  # fmt: skip
+    parser.add_argument(
+        "--staging",
+        default=DEFAULT_STAGING,
+        metavar="DIR",
+        help=f"where images and volumes wait (default: {DEFAULT_STAGING})",
+    )
+    parser.add_argument(
+        "--commit-containers",
+        action="store_true",
+        help="commit each container to an image first (else writable layers are lost)",
+    )
     parser.add_argument("--yes", action="store_true", help="run it")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     add_spec_options(parser, engine=False)

@@ -52,12 +52,20 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
         metavar="SIZE|N%VG|N%FREE",
         help="pool data (default: all that fits after metadata, spare and autoextend room)",
     )
-    size.add_argument("--chunk-size", metavar="SIZE", help="data chunk, a multiple of 64k in 64k..1g "
-                      "(default, chosen by measurement: 128k with an engine, doubled on small disks until "
-                      "metadata takes at most 2%%; 512k without; raised when the pool could not address its "
-                      "grown size)")  # fmt: skip
-    size.add_argument("--metadata-size", metavar="SIZE", help="pool metadata (default: the largest of lvm2's "
-                      "64 B/chunk estimate, the workload model and 2 MiB; at most 15.81 GiB)")  # fmt: skip
+    size.add_argument(
+        "--chunk-size",
+        metavar="SIZE",
+        help="data chunk, a multiple of 64k in 64k..1g "
+        "(default, chosen by measurement: 128k with an engine, doubled on small disks until "
+        "metadata takes at most 2%%; 512k without; raised when the pool could not address its "
+        "grown size)",
+    )
+    size.add_argument(
+        "--metadata-size",
+        metavar="SIZE",
+        help="pool metadata (default: the largest of lvm2's "
+        "64 B/chunk estimate, the workload model and 2 MiB; at most 15.81 GiB)",
+    )
     size.add_argument(
         "--max-thin-devices",
         type=int,
@@ -71,8 +79,11 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
         metavar="SIZE",
         help="virtual size of one thin device, like Docker's dm.basesize (default: %(default)s)",
     )
-    size.add_argument("--max-pool-size", metavar="SIZE", help="the most the pool may ever grow to "
-                      "(default: the whole VG); chunk and metadata are sized for it")  # fmt: skip
+    size.add_argument(
+        "--max-pool-size",
+        metavar="SIZE",
+        help="the most the pool may ever grow to (default: the whole VG); chunk and metadata are sized for it",
+    )
     size.add_argument(
         "--headroom", metavar="SIZE|N%VG", help="free space to keep in the VG; never less than one autoextend step"
     )
@@ -111,44 +122,73 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
         metavar="PERCENT",
         help="docker-devicemapper: dm.min_free_space (default: %(default)s)",
     )
-    engine.add_argument("--storage-opt", action="append", default=[], metavar="dm.KEY=VALUE",
-                        help="docker-devicemapper: one more storage option (repeatable)")  # fmt: skip
+    engine.add_argument(
+        "--storage-opt",
+        action="append",
+        default=[],
+        metavar="dm.KEY=VALUE",
+        help="docker-devicemapper: one more storage option (repeatable)",
+    )
     engine.add_argument(
         "--volume-name",
         default=DEFAULTS["volume_name"],
         help="docker-overlay2-thin: the thin volume's name (default: %(default)s)",
     )
-    engine.add_argument("--volume-size", metavar="SIZE",
-                        help="docker-overlay2-thin: its virtual size (default: the pool's data size)")  # fmt: skip
+    engine.add_argument(
+        "--volume-size", metavar="SIZE", help="docker-overlay2-thin: its virtual size (default: the pool's data size)"
+    )
     engine.add_argument(
         "--data-root",
         default=DEFAULTS["data_root"],
         help="docker-overlay2-thin: where it is mounted (default: %(default)s)",
     )
-    engine.add_argument("--host", action="append", default=[], metavar="SOCKET",
-                        help="Docker API socket for daemon.json 'hosts', e.g. unix:///run/docker.sock or "
-                        "tcp://10.0.0.5:2376 (repeatable; TCP beyond loopback needs TLS)")  # fmt: skip
-    engine.add_argument("--dns", action="append", default=[], metavar="ADDRESS",
-                        help="DNS server for containers (repeatable)")  # fmt: skip
-    engine.add_argument("--dns-cache", action="store_true",
-                        help="a dnsmasq cache on the Docker bridge's address (daemon.json bip, or 172.17.0.1) "
-                        "as the containers' DNS server, forwarding to the host's resolvers")  # fmt: skip
+    engine.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="SOCKET",
+        help="Docker API socket for daemon.json 'hosts', e.g. unix:///run/docker.sock or "
+        "tcp://10.0.0.5:2376 (repeatable; TCP beyond loopback needs TLS)",
+    )
+    engine.add_argument(
+        "--dns", action="append", default=[], metavar="ADDRESS", help="DNS server for containers (repeatable)"
+    )
+    engine.add_argument(
+        "--dns-cache",
+        action="store_true",
+        help="a dnsmasq cache on the Docker bridge's address (daemon.json bip, or 172.17.0.1) "
+        "as the containers' DNS server, forwarding to the host's resolvers",
+    )
     engine.add_argument("--tlscacert", default="", metavar="FILE", help="CA that client certificates must chain to")
     engine.add_argument("--tlscert", default="", metavar="FILE", help="the daemon's TLS certificate")
     engine.add_argument("--tlskey", default="", metavar="FILE", help="the daemon's TLS key")
-    engine.add_argument("--tls-generate", action="store_true",
-                        help="make a CA, dockerd's certificate and a client bundle under /etc/thinpool/tls "
-                        "and require client certificates (kept across runs, renewed 30 days ahead)")  # fmt: skip
-    engine.add_argument("--tls-san", action="append", default=[], metavar="NAME",
-                        help="with --tls-generate: one more name or address in dockerd's certificate (the "
-                        "host's names and addresses, localhost and loopback are always in it; repeatable)")  # fmt: skip
-    engine.add_argument("--tls-renew", action="store_true",
-                        help="with --tls-generate: make new server and client certificates now")  # fmt: skip
-    engine.add_argument("--insecure-tcp", action="store_true",
-                        help="allow a TCP API without TLS: it grants root on this host to the network")  # fmt: skip
-    engine.add_argument("--force", action="store_true",
-                        help="replace another storage driver or pool named in the engine's config "
-                        "(a timestamped backup is kept)")  # fmt: skip
+    engine.add_argument(
+        "--tls-generate",
+        action="store_true",
+        help="make a CA, dockerd's certificate and a client bundle under /etc/thinpool/tls "
+        "and require client certificates (kept across runs, renewed 30 days ahead)",
+    )
+    engine.add_argument(
+        "--tls-san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --tls-generate: one more name or address in dockerd's certificate (the "
+        "host's names and addresses, localhost and loopback are always in it; repeatable)",
+    )
+    engine.add_argument(
+        "--tls-renew", action="store_true", help="with --tls-generate: make new server and client certificates now"
+    )
+    engine.add_argument(
+        "--insecure-tcp",
+        action="store_true",
+        help="allow a TCP API without TLS: it grants root on this host to the network",
+    )
+    engine.add_argument(
+        "--force",
+        action="store_true",
+        help="replace another storage driver or pool named in the engine's config (a timestamped backup is kept)",
+    )
 
 
 def engine_options_from_args(args: argparse.Namespace) -> EngineOptions:
@@ -180,8 +220,12 @@ def engine_options_to_argv(options: EngineOptions) -> list[str]:
     argv += ["--volume-name", options.volume_name, "--data-root", options.data_root]
     if options.volume_size is not None:
         argv += ["--volume-size", _bytes(options.volume_size)]
-    for flag, values in (("--storage-opt", options.storage_opts), ("--host", options.hosts), ("--dns", options.dns),
-                         ("--tls-san", options.tls_sans)):  # fmt: skip
+    for flag, values in (
+        ("--storage-opt", options.storage_opts),
+        ("--host", options.hosts),
+        ("--dns", options.dns),
+        ("--tls-san", options.tls_sans),
+    ):
         for value in values:
             argv += [flag, value]
     for flag, text in (
@@ -247,11 +291,15 @@ def spec_to_argv(spec: PoolSpec) -> list[str]:
         if value is not None:
             argv += [flag, str(value) if isinstance(value, Percent) else _bytes(value)]
     argv += [
-        "--max-thin-devices", str(spec.workload.max_thin_devices),
-        "--thin-device-size", _bytes(spec.workload.thin_device_size),
-        "--autoextend-threshold", str(spec.autoextend.threshold),
-        "--autoextend-percent", str(spec.autoextend.percent),
-    ]  # fmt: skip
+        "--max-thin-devices",
+        str(spec.workload.max_thin_devices),
+        "--thin-device-size",
+        _bytes(spec.workload.thin_device_size),
+        "--autoextend-threshold",
+        str(spec.autoextend.threshold),
+        "--autoextend-percent",
+        str(spec.autoextend.percent),
+    ]
     argv += ["--zero"] if spec.zero else []
     argv += ["--wipe"] if spec.wipe else []
     argv += engine_options_to_argv(spec.engine_options)

@@ -59,8 +59,9 @@ def _render_result(result: ApplyResult) -> str:
 
     lines = []
     for step in result.steps:
-        lines.append(f"  {step.status:<8} {describe(step.action)}"
-                     + (f" ({step.seconds:.1f}s)" if step.status == "done" else ""))  # fmt: skip
+        lines.append(
+            f"  {step.status:<8} {describe(step.action)}" + (f" ({step.seconds:.1f}s)" if step.status == "done" else "")
+        )
         if step.error:
             lines.append("           " + step.error.replace("\n", "\n           "))
         if step.note:
@@ -222,8 +223,12 @@ def add_plan_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     add_spec_options(plan)
     add_engine_options(plan)
-    plan.add_argument("--disk-size", action="append", metavar="SIZE",
-                      help="plan on a blank virtual disk of SIZE (repeat for more); reads nothing")  # fmt: skip
+    plan.add_argument(
+        "--disk-size",
+        action="append",
+        metavar="SIZE",
+        help="plan on a blank virtual disk of SIZE (repeat for more); reads nothing",
+    )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON (thinpool-plan, schema 2)")
     plan.add_argument("--out", metavar="FILE", help="also save the plan as JSON, for 'thinpool apply FILE'")
     plan.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when the plan has changes")

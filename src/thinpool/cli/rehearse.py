@@ -53,8 +53,12 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="rehearse on a pinned Debian release's own root instead of this host's programs: "
         + "; ".join(f"{name}: {text}" for name, text in sorted(_releases().items())),
     )
-    vm.add_argument("--kernel", metavar="VMLINUZ", help="boot this kernel instead of Debian's package "
-                    "(e.g. the host's /boot/vmlinuz-VERSION; needs --modules-root)")  # fmt: skip
+    vm.add_argument(
+        "--kernel",
+        metavar="VMLINUZ",
+        help="boot this kernel instead of Debian's package "
+        "(e.g. the host's /boot/vmlinuz-VERSION; needs --modules-root)",
+    )
     vm.add_argument(
         "--modules-root",
         metavar="DIR",

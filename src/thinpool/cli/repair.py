@@ -56,8 +56,10 @@ def _cmd_repair(args: argparse.Namespace, ctx: Context) -> int:
 
     vg, pool = split_target(args.target)
     if not args.yes:
-        print(f"thinpool repair {vg}/{pool} stops the pool and its thin volumes, then:\n\n{DESCRIPTION}\n\n"
-              "Nothing was done: run it again with --yes.")  # fmt: skip
+        print(
+            f"thinpool repair {vg}/{pool} stops the pool and its thin volumes, then:\n\n{DESCRIPTION}\n\n"
+            "Nothing was done: run it again with --yes."
+        )
         return EXIT_ERROR
     done = use_case.run(ctx, vg, pool, from_backup=args.from_backup)
     if args.json:
@@ -80,7 +82,10 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     parser.add_argument("target", nargs="?", default="docker/thinpool", metavar="VG/POOL")
     parser.add_argument("--yes", action="store_true", help="run it (it stops the pool)")
-    parser.add_argument("--from-backup", metavar="STEM", help="restore this backup (thinpool backup --list) "
-                        "instead of the newest that maps every thin volume")  # fmt: skip
+    parser.add_argument(
+        "--from-backup",
+        metavar="STEM",
+        help="restore this backup (thinpool backup --list) instead of the newest that maps every thin volume",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_cmd_repair)

@@ -51,8 +51,9 @@ def _seconds(text: str) -> float:
 def _listen_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ThinpoolError(f"--listen {text!r} is not ADDRESS:PORT with a port in 1-65535",
-                            fix="e.g. --listen 127.0.0.1:9720")  # fmt: skip
+        raise ThinpoolError(
+            f"--listen {text!r} is not ADDRESS:PORT with a port in 1-65535", fix="e.g. --listen 127.0.0.1:9720"
+        )
     return host.strip("[]"), int(port)
 
 
@@ -71,25 +72,36 @@ def _when_full(status: PoolStatus) -> str:
 
 def render_status(status: PoolStatus) -> str:
     auto = status.autoextend
-    policy = "no profile (lvm.conf applies)" if auto is None else (
-        "off (threshold 100)" if not auto.enabled else f"at {auto.threshold}%, by {auto.percent}%"
-    )  # fmt: skip
+    policy = (
+        "no profile (lvm.conf applies)"
+        if auto is None
+        else ("off (threshold 100)" if not auto.enabled else f"at {auto.threshold}%, by {auto.percent}%")
+    )
     rows = [
         ("data", f"{format_size(status.data_used)} of {format_size(status.data_size)} ({_percent(status.data_ratio)})"),
-        ("metadata", f"{format_size(status.metadata_used)} of {format_size(status.metadata_size)} "
-                     f"({_percent(status.metadata_ratio)})"),
+        (
+            "metadata",
+            f"{format_size(status.metadata_used)} of {format_size(status.metadata_size)} "
+            f"({_percent(status.metadata_ratio)})",
+        ),
         ("chunk", format_size(status.chunk_size)),
-        ("thin volumes", f"{status.thin_count} (virtual {format_size(status.virtual_size)}, "
-                         f"{status.overprovision_ratio:.2f}x the data)"),
-        ("VG free", f"{status.vg_free_extents} extents ({format_size(status.vg_free_extents * status.extent_size)}): "
-                    f"{status.autoextend_steps} autoextend step(s)"),
+        (
+            "thin volumes",
+            f"{status.thin_count} (virtual {format_size(status.virtual_size)}, "
+            f"{status.overprovision_ratio:.2f}x the data)",
+        ),
+        (
+            "VG free",
+            f"{status.vg_free_extents} extents ({format_size(status.vg_free_extents * status.extent_size)}): "
+            f"{status.autoextend_steps} autoextend step(s)",
+        ),
         ("autoextend", f"{policy}; profile {status.profile or '-'}"),
         ("monitoring", status.monitor or "-"),
         ("when full", _when_full(status)),
         ("reclaimable", f"{format_size(status.reclaimable)} mapped that filesystems no longer use"),
         ("health", ", ".join(status.health_problems) or "ok"),
         ("devices", ", ".join(status.devices) or "-"),
-    ]  # fmt: skip
+    ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{status.vg}/{status.pool} ({status.attr})"] + [f"  {name:<{width}}  {value}" for name, value in rows]
     return "\n".join(lines) + "\n"
@@ -131,8 +143,9 @@ def _cmd_doctor(args: argparse.Namespace, ctx: Context) -> int:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         for finding in found:
-            sys.stdout.write(f"{finding.severity.upper():<8} {finding.code}: {finding.problem}\n"
-                             f"         fix: {finding.fix}\n")  # fmt: skip
+            sys.stdout.write(
+                f"{finding.severity.upper():<8} {finding.code}: {finding.problem}\n         fix: {finding.fix}\n"
+            )
         sys.stdout.write(f"{vg}/{pool}: " + ("healthy, nothing to fix\n" if not found else f"worst: {verdict}\n"))
     return {"critical": EXIT_CRITICAL, "warning": EXIT_WARNING}.get(verdict, 0)
 
@@ -179,8 +192,10 @@ def _cmd_metrics(args: argparse.Namespace, ctx: Context) -> int:
         metrics.write_textfile_every(args.textfile, read, args.every, _stop_on_signals().wait)
         return 0
     if args.every is not None:
-        raise ThinpoolError("--every is for --textfile: a --listen exporter reads afresh at every scrape",
-                            fix="drop --every, or write a textfile: --textfile PATH --every 1min")  # fmt: skip
+        raise ThinpoolError(
+            "--every is for --textfile: a --listen exporter reads afresh at every scrape",
+            fix="drop --every, or write a textfile: --textfile PATH --every 1min",
+        )
     host, port = _listen_address(args.listen)
     stop = _stop_on_signals()
     print(f"serving thinpool metrics on http://{args.listen}/metrics", file=sys.stderr, flush=True)
@@ -189,36 +204,46 @@ def _cmd_metrics(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _add_workload(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-thin-devices", type=int, default=1000, metavar="N",
-                        help="image layers + containers the metadata must hold (default: 1000)")  # fmt: skip
-    parser.add_argument("--thin-device-size", default="10GiB", metavar="SIZE",
-                        help="virtual size of one thin device (default: 10GiB)")  # fmt: skip
+    parser.add_argument(
+        "--max-thin-devices",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="image layers + containers the metadata must hold (default: 1000)",
+    )
+    parser.add_argument(
+        "--thin-device-size", default="10GiB", metavar="SIZE", help="virtual size of one thin device (default: 10GiB)"
+    )
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     status = commands.add_parser(
-        "status", help="a pool's usage, headroom, policy and health (one lvm report)",
+        "status",
+        help="a pool's usage, headroom, policy and health (one lvm report)",
         description="Data and metadata use, chunk, thin volumes and overprovisioning, the VG's free "
         "extents and how many autoextend steps they allow, monitoring, profile and health.",
-    )  # fmt: skip
+    )
     status.add_argument("target", nargs="?", default="docker/thinpool", metavar="VG/POOL")
     status.add_argument("--json", action="store_true", help="print as JSON (sizes in bytes)")
     status.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS until interrupted")
     status.set_defaults(handler=_cmd_status)
     doctor = commands.add_parser(
-        "doctor", help="find what will hurt the pool, each with the command that fixes it",
+        "doctor",
+        help="find what will hurt the pool, each with the command that fixes it",
         description="Checks: loop devices, monitoring, the autoextend profile and the room for its next "
         "step, data and metadata over the threshold, metadata below the workload model, lvm's health "
         "flags, and the engines' configs (another pool, deferred removal, a TCP API without TLS, "
         "devicemapper on Docker 25+).",
-        epilog=DOCTOR_EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+        epilog=DOCTOR_EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     doctor.add_argument("target", nargs="?", default="docker/thinpool", metavar="VG/POOL")
     doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
     _add_workload(doctor)
     doctor.set_defaults(handler=_cmd_doctor)
     metrics = commands.add_parser(
-        "metrics", help="Prometheus metrics: a node_exporter textfile, or an HTTP endpoint",
+        "metrics",
+        help="Prometheus metrics: a node_exporter textfile, or an HTTP endpoint",
         description="Gauges labelled vg and pool: sizes and use in bytes, ratios, autoextend steps left, "
         "monitoring, health and doctor findings by severity. Read afresh at every write or scrape.",
         epilog="examples:\n  thinpool metrics --textfile /var/lib/node_exporter/textfile/thinpool.prom\n"
@@ -227,12 +252,13 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--every keeps one process writing (what thinpool-metrics.service runs): Python starts once, "
         "and each\nwrite costs one lvm report per pool.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     metrics.add_argument("target", nargs="*", metavar="VG/POOL", help="pools (default: docker/thinpool)")
     where = metrics.add_mutually_exclusive_group(required=True)
     where.add_argument("--textfile", metavar="PATH", help="write the metrics to PATH atomically, then exit")
     where.add_argument("--listen", metavar="ADDRESS:PORT", help="serve /metrics there until stopped")
-    metrics.add_argument("--every", type=_every, metavar="SPAN",
-                         help="with --textfile: keep running, rewrite it every SPAN (30s, 1min)")  # fmt: skip
+    metrics.add_argument(
+        "--every", type=_every, metavar="SPAN", help="with --textfile: keep running, rewrite it every SPAN (30s, 1min)"
+    )
     _add_workload(metrics)
     metrics.set_defaults(handler=_cmd_metrics)

@@ -158,8 +158,18 @@ class Backup:
 def backup_from_summary(
     vg: str, pool: str, created: int, summary: DumpSummary, *, lvm_transaction_id: int | None, method: str, tool: str
 ) -> Backup:
-    return Backup(vg, pool, created, summary.transaction_id, lvm_transaction_id, method,
-                  summary.data_block_size, summary.nr_data_blocks, summary.devices, tool)  # fmt: skip
+    return Backup(
+        vg,
+        pool,
+        created,
+        summary.transaction_id,
+        lvm_transaction_id,
+        method,
+        summary.data_block_size,
+        summary.nr_data_blocks,
+        summary.devices,
+        tool,
+    )
 
 
 def parse_manifest(data: object) -> Backup | None:

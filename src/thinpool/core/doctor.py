@@ -45,8 +45,14 @@ def _storage_findings(status: PoolStatus) -> list[Finding]:
             found.append(Finding(Severity.CRITICAL, "pool-unhealthy", f"{target} is {problem}: {why}", fix))
             continue
         why = "stop its users first: the repair stops the pool, checks its metadata, repairs or restores a backup"
-        found.append(Finding(Severity.CRITICAL, "metadata-needs-repair", f"{target} is {problem}: {why}",
-                             f"thinpool repair {target} --yes"))  # fmt: skip
+        found.append(
+            Finding(
+                Severity.CRITICAL,
+                "metadata-needs-repair",
+                f"{target} is {problem}: {why}",
+                f"thinpool repair {target} --yes",
+            )
+        )
     return found
 
 

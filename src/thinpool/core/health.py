@@ -192,6 +192,12 @@ def with_profile(status: PoolStatus, profile_text: str | None) -> PoolStatus:
     many steps of them the VG still has room for."""
     autoextend = parse_profile(profile_text)
     extent = status.extent_size
-    steps = autoextend_steps(status.data_size // extent, status.metadata_size // extent, status.vg_free_extents,
-                             extent, status.chunk_size, autoextend)  # fmt: skip
+    steps = autoextend_steps(
+        status.data_size // extent,
+        status.metadata_size // extent,
+        status.vg_free_extents,
+        extent,
+        status.chunk_size,
+        autoextend,
+    )
     return replace(status, autoextend=autoextend, autoextend_steps=steps)

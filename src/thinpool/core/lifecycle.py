@@ -48,21 +48,49 @@ def plan_destroy(spec: PoolSpec, observed: Observed, engine_users: tuple[str, ..
     ours |= {lv.bare_name for lv in vg.thin_volumes(pool.bare_name)}
     others = [lv.bare_name for lv in vg.lvs if lv.bare_name not in ours and not lv.is_spare]
     pool_target = Target(vg=spec.vg, lv=spec.pool)
-    actions = [Action("destroy", ActionKind.THIN_POOL, pool_target, "remove the pool and every thin volume in it",
-                      commands.lvremove(spec.vg, spec.pool))]  # fmt: skip
+    actions = [
+        Action(
+            "destroy",
+            ActionKind.THIN_POOL,
+            pool_target,
+            "remove the pool and every thin volume in it",
+            commands.lvremove(spec.vg, spec.pool),
+        )
+    ]
     if not others:
-        actions.append(Action("destroy", ActionKind.VOLUME_GROUP, Target(vg=spec.vg), "it held only this pool",
-                              commands.vgremove(spec.vg)))  # fmt: skip
+        actions.append(
+            Action(
+                "destroy",
+                ActionKind.VOLUME_GROUP,
+                Target(vg=spec.vg),
+                "it held only this pool",
+                commands.vgremove(spec.vg),
+            )
+        )
         actions += [
             Action("destroy", ActionKind.PHYSICAL_VOLUME, Target(path=pv), "clear the lvm label", commands.pvremove(pv))
             for pv in vg.pv_names
         ]
     profile = commands.profile_path(spec.profile_name)
-    actions.append(Action("destroy", ActionKind.LVM_PROFILE, Target(name=spec.profile_name),
-                          "the pool's autoextend policy", path=profile))  # fmt: skip
+    actions.append(
+        Action(
+            "destroy",
+            ActionKind.LVM_PROFILE,
+            Target(name=spec.profile_name),
+            "the pool's autoextend policy",
+            path=profile,
+        )
+    )
     reasons = {"volume group": f"kept: it also holds {', '.join(others)}"} if others else {}
-    return Plan(vg=spec.vg, pool=spec.pool, actions=tuple(actions), layout=None, reasons=reasons,
-                spec=spec, fingerprint=observed.fingerprint())  # fmt: skip
+    return Plan(
+        vg=spec.vg,
+        pool=spec.pool,
+        actions=tuple(actions),
+        layout=None,
+        reasons=reasons,
+        spec=spec,
+        fingerprint=observed.fingerprint(),
+    )
 
 
 def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
@@ -85,21 +113,55 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
     room = free - 2 * growth  # the spare grows with the metadata
     grown = sizing.largest_fitting_data(room + data_now, metadata, extent, pool.chunk_size, spec.autoextend)
     if grown <= data_now and not new_devices:
-        return Plan(vg=spec.vg, pool=spec.pool, actions=(), layout=None, reasons={"pool": "no room to grow into"},
-                    spec=spec, fingerprint=observed.fingerprint())  # fmt: skip
+        return Plan(
+            vg=spec.vg,
+            pool=spec.pool,
+            actions=(),
+            layout=None,
+            reasons={"pool": "no room to grow into"},
+            spec=spec,
+            fingerprint=observed.fingerprint(),
+        )
     target = Target(vg=spec.vg, lv=spec.pool)
     actions = list(planner.device_actions(spec, geometry))
     if growth > 0:
         argv = commands.lvextend_metadata(spec.vg, spec.pool, size=growth * extent)
-        actions.append(Action("change", ActionKind.POOL_METADATA, target, f"grow metadata by {growth} extents "
-                              "for the larger pool (the spare follows)", argv))  # fmt: skip
+        actions.append(
+            Action(
+                "change",
+                ActionKind.POOL_METADATA,
+                target,
+                f"grow metadata by {growth} extents for the larger pool (the spare follows)",
+                argv,
+            )
+        )
     if grown > data_now:
         argv = commands.lvextend_data(spec.vg, spec.pool, extents=grown - data_now)
-        actions.append(Action("change", ActionKind.POOL_DATA, target, f"grow data by {grown - data_now} extents, "
-                              "keeping one autoextend step free", argv))  # fmt: skip
-    layout = PlanLayout(extent_size=extent, chunk_size=pool.chunk_size, free_extents=free, data_extents=grown,
-                        metadata_extents=metadata, spare_extents=growth, headroom_extents=0,
-                        left_extents=room - grown + data_now)  # fmt: skip
-    return Plan(vg=spec.vg, pool=spec.pool, actions=tuple(actions), layout=layout, reasons={},
-                spec=replace(spec, devices=tuple(vg.pv_names) + new_devices),
-                fingerprint=observed.fingerprint())  # fmt: skip
+        actions.append(
+            Action(
+                "change",
+                ActionKind.POOL_DATA,
+                target,
+                f"grow data by {grown - data_now} extents, keeping one autoextend step free",
+                argv,
+            )
+        )
+    layout = PlanLayout(
+        extent_size=extent,
+        chunk_size=pool.chunk_size,
+        free_extents=free,
+        data_extents=grown,
+        metadata_extents=metadata,
+        spare_extents=growth,
+        headroom_extents=0,
+        left_extents=room - grown + data_now,
+    )
+    return Plan(
+        vg=spec.vg,
+        pool=spec.pool,
+        actions=tuple(actions),
+        layout=layout,
+        reasons={},
+        spec=replace(spec, devices=tuple(vg.pv_names) + new_devices),
+        fingerprint=observed.fingerprint(),
+    )

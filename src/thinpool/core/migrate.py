@@ -129,8 +129,13 @@ def parse_docker_devices(records: Mapping[str, str]) -> dict[int, DockerDevice]:
             continue
         try:
             data = json.loads(text)
-            device = DockerDevice(name, int(data["device_id"]), int(data["size"]),
-                                  int(data.get("transaction_id", 0)), bool(data.get("deleted", False)))  # fmt: skip
+            device = DockerDevice(
+                name,
+                int(data["device_id"]),
+                int(data["size"]),
+                int(data.get("transaction_id", 0)),
+                bool(data.get("deleted", False)),
+            )
         except (ValueError, KeyError, TypeError) as error:
             raise MigrateRefused(
                 f"Docker's devicemapper record {name!r} is unreadable ({error})",
@@ -206,8 +211,7 @@ def _logical_volumes_line(lines: list[str]) -> int:
             depth += 1
         elif text == "}":
             depth -= 1
-    raise MigrateRefused("lvm's metadata has no logical_volumes section",
-                         fix="check 'vgcfgbackup -f FILE VG' by hand")  # fmt: skip
+    raise MigrateRefused("lvm's metadata has no logical_volumes section", fix="check 'vgcfgbackup -f FILE VG' by hand")
 
 
 def with_docker_devices(
@@ -254,8 +258,10 @@ def uses_devicemapper(settings: Mapping[str, Any]) -> bool:
 def check_dockers_pool(thinpooldev: str, pool_device: str) -> None:
     """Refuse a switch of a pool that daemon.json (its dm.thinpooldev) does not point Docker's devicemapper at."""
     if thinpooldev and thinpooldev != pool_device:
-        raise MigrateRefused(f"Docker's devicemapper uses {thinpooldev}, not {pool_device}",
-                             fix="name Docker's pool with --vg and --pool")  # fmt: skip
+        raise MigrateRefused(
+            f"Docker's devicemapper uses {thinpooldev}, not {pool_device}",
+            fix="name Docker's pool with --vg and --pool",
+        )
 
 
 # The inventory ----------------------------------------------------------------------------------
@@ -321,8 +327,10 @@ class Inventory:
                 skipped_volumes=tuple(data.get("skipped_volumes", ())),
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise MigrateRefused(f"the staging's {INVENTORY} is not one thinpool wrote ({error})",
-                                 fix="run --step export again into an empty --staging folder") from error  # fmt: skip
+            raise MigrateRefused(
+                f"the staging's {INVENTORY} is not one thinpool wrote ({error})",
+                fix="run --step export again into an empty --staging folder",
+            ) from error
 
 
 def parse_images(inspected: str) -> tuple[Image, ...]:
@@ -380,8 +388,10 @@ def check_staging_place(staging: str, data_root: str) -> None:
     """The staging must outlive the switch, which moves Docker's data root aside and mounts a new one."""
     inside = staging.rstrip("/") + "/"
     if inside.startswith(data_root.rstrip("/") + "/"):
-        raise MigrateRefused(f"the staging {staging} is under Docker's data root {data_root}, which the switch "
-                             "moves aside", fix="pass --staging DIR outside it (and outside the pool)")  # fmt: skip
+        raise MigrateRefused(
+            f"the staging {staging} is under Docker's data root {data_root}, which the switch moves aside",
+            fix="pass --staging DIR outside it (and outside the pool)",
+        )
 
 
 def check_staging_room(where: str, needed: int, free: int) -> None:
@@ -415,8 +425,10 @@ def require_driver(step: str, driver: str | None) -> None:
             fix="stop it (systemctl stop docker docker.socket), then run this again",
         )
     if step == "finish" and driver == "devicemapper":
-        raise MigrateRefused("--finish would delete the devices Docker runs on (it still uses devicemapper)",
-                             fix="run --step switch and --step import first")  # fmt: skip
+        raise MigrateRefused(
+            "--finish would delete the devices Docker runs on (it still uses devicemapper)",
+            fix="run --step switch and --step import first",
+        )
 
 
 def vg_shape(group: VolumeGroup, volume: str) -> tuple[str, ...]:
@@ -479,9 +491,13 @@ def compare(inventory: Inventory, images_now: Iterable[Image], volume_digests: M
     same = tuple(v.name for v in inventory.volumes if volume_digests.get(v.name) == v.digest)
     differ = tuple(v.name for v in inventory.volumes if volume_digests.get(v.name) != v.digest)
     containers = tuple(
-        f"{c.name} ({c.state}" + (f"; its writable layer is image {c.committed_as})" if c.committed_as else
-                                  "; its writable layer was not kept)")
+        f"{c.name} ({c.state}"
+        + (
+            f"; its writable layer is image {c.committed_as})"
+            if c.committed_as
+            else "; its writable layer was not kept)"
+        )
         for c in inventory.containers
-    )  # fmt: skip
+    )
     notes = tuple(f"volume {name}: not on the local driver; not copied" for name in inventory.skipped_volumes)
     return ImportReport(tuple(matched), tuple(missing), same, differ, containers, notes)

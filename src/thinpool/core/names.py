@@ -47,12 +47,16 @@ def check_lv_name(name: str, *, what: str) -> None:
     check_name(name, what=what)
     prefix = next((prefix for prefix in RESERVED_PREFIXES if name.startswith(prefix)), "")
     if prefix:
-        raise SpecError(f"{what} name {name!r} starts with {prefix!r}, which lvm reserves",
-                        fix="pick a name that does not start with pvmove or snapshot")  # fmt: skip
+        raise SpecError(
+            f"{what} name {name!r} starts with {prefix!r}, which lvm reserves",
+            fix="pick a name that does not start with pvmove or snapshot",
+        )
     part = next((part for part in RESERVED_PARTS if part in name), "")
     if part:
-        raise SpecError(f"{what} name {name!r} contains {part!r}, which lvm reserves for hidden volumes",
-                        fix="pick a name without " + ", ".join(RESERVED_PARTS))  # fmt: skip
+        raise SpecError(
+            f"{what} name {name!r} contains {part!r}, which lvm reserves for hidden volumes",
+            fix="pick a name without " + ", ".join(RESERVED_PARTS),
+        )
 
 
 def _check_dm_name(vg: str, lv: str, *, what: str) -> None:
@@ -78,8 +82,11 @@ def check_pool(vg: str, pool: str) -> None:
         _check_dm_name(vg, pool + suffix, what="the pool")
     _check_dm_name(vg, pool, what="the pool")
     if len(dm_name(vg, pool)) + len(POOL_LAYER) > DM_NAME_MAX:
-        raise SpecError(f"the pool's mapping {dm_name(vg, pool)[:40]}...{POOL_LAYER} would be longer than "
-                        f"device-mapper's {DM_NAME_MAX} characters", fix="shorten the VG or pool name")  # fmt: skip
+        raise SpecError(
+            f"the pool's mapping {dm_name(vg, pool)[:40]}...{POOL_LAYER} would be longer than "
+            f"device-mapper's {DM_NAME_MAX} characters",
+            fix="shorten the VG or pool name",
+        )
 
 
 def check_volume(vg: str, pool: str, volume: str) -> None:

@@ -74,8 +74,9 @@ def diagnose(check: MetadataCheck, lvm_transaction_id: int | None, thin_volumes:
             f"behind lvm's back ({len(unknown)} thin device(s) lvm does not know), and lvm refuses thin operations"
         )
         return Diagnosis(AHEAD, why, (), kernel, unknown)
-    return Diagnosis(HEALTHY, f"thin_check is clean and all {len(thin_volumes)} thin volume(s) are there", (),
-                     kernel, unknown)  # fmt: skip
+    return Diagnosis(
+        HEALTHY, f"thin_check is clean and all {len(thin_volumes)} thin volume(s) are there", (), kernel, unknown
+    )
 
 
 def lost_with(candidate: Backup, thin_volumes: Mapping[str, int]) -> tuple[str, ...]:
@@ -122,8 +123,10 @@ def superblock_with_data_blocks(line: bytes, data_blocks: int) -> bytes:
     takes --nr-data-blocks before it maps a block; 1.x sizes its data space map from this line and applies
     --nr-data-blocks only at the end, so every mapping is "block out of bounds" (exit 64)."""
     if not line.lstrip().startswith(b"<superblock"):
-        raise RepairRefused("the backup's metadata does not start with thin_dump's <superblock> line",
-                            fix="choose another backup with --from-backup (thinpool backup --list)")  # fmt: skip
+        raise RepairRefused(
+            "the backup's metadata does not start with thin_dump's <superblock> line",
+            fix="choose another backup with --from-backup (thinpool backup --list)",
+        )
     attribute = f'nr_data_blocks="{data_blocks}"'.encode()
     changed, count = _NR_DATA_BLOCKS.subn(attribute, line, count=1)
     if count:

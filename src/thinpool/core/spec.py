@@ -43,8 +43,10 @@ def _check_host(host: str) -> None:
     except ValueError as error:
         raise SpecError(f"--host {host!r} is not a valid address ({error})", fix="e.g. tcp://127.0.0.1:2375") from None
     if parts.scheme not in DOCKER_HOST_SCHEMES:
-        raise SpecError(f"--host {host!r}: dockerd cannot listen on {parts.scheme or 'that'}://",
-                        fix="use unix:///run/docker.sock, tcp://ADDRESS:PORT or fd://")  # fmt: skip
+        raise SpecError(
+            f"--host {host!r}: dockerd cannot listen on {parts.scheme or 'that'}://",
+            fix="use unix:///run/docker.sock, tcp://ADDRESS:PORT or fd://",
+        )
     if parts.scheme == "tcp" and (not parts.hostname or port == 0):
         raise SpecError(f"--host {host!r} names no address or port", fix="e.g. tcp://127.0.0.1:2375")
     if parts.scheme == "unix" and not parts.path.startswith("/"):
@@ -60,14 +62,19 @@ def _check_san(text: str) -> None:
         pass
     labels = text.rstrip(".").split(".")
     if not text or len(text) > 253 or not all(_hostname_label(label) for label in labels):
-        raise SpecError(f"--tls-san {text!r} is neither a host name nor an IP address",
-                        fix="e.g. --tls-san build.example.com or --tls-san 10.0.0.5")  # fmt: skip
+        raise SpecError(
+            f"--tls-san {text!r} is neither a host name nor an IP address",
+            fix="e.g. --tls-san build.example.com or --tls-san 10.0.0.5",
+        )
 
 
 def _hostname_label(label: str) -> bool:
-    return 0 < len(label) <= 63 and label[0] != "-" and label[-1] != "-" and all(
-        char.isascii() and (char.isalnum() or char in "-*") for char in label
-    )  # fmt: skip
+    return (
+        0 < len(label) <= 63
+        and label[0] != "-"
+        and label[-1] != "-"
+        and all(char.isascii() and (char.isalnum() or char in "-*") for char in label)
+    )
 
 
 def _check_dns(address: str) -> None:
@@ -128,17 +135,22 @@ class EngineOptions:
         for address in self.dns:
             _check_dns(address)
         if self.dns and self.dns_cache:
-            raise SpecError("--dns-cache sets daemon.json's dns to the bridge address, where the cache answers",
-                            fix="give either --dns-cache or --dns")  # fmt: skip
+            raise SpecError(
+                "--dns-cache sets daemon.json's dns to the bridge address, where the cache answers",
+                fix="give either --dns-cache or --dns",
+            )
         given = any((self.tls_cacert, self.tls_cert, self.tls_key))
         if given and not self.tls_files:
             raise SpecError("TLS needs all of --tlscacert, --tlscert and --tlskey", fix="give the three files")
         if given and self.tls_generate:
-            raise SpecError("--tls-generate makes the certificates that --tlscacert/--tlscert/--tlskey name",
-                            fix="give either --tls-generate or the three files")  # fmt: skip
+            raise SpecError(
+                "--tls-generate makes the certificates that --tlscacert/--tlscert/--tlskey name",
+                fix="give either --tls-generate or the three files",
+            )
         if (self.tls_sans or self.tls_renew) and not self.tls_generate:
-            raise SpecError("--tls-san and --tls-renew are for the certificates thinpool makes",
-                            fix="add --tls-generate")  # fmt: skip
+            raise SpecError(
+                "--tls-san and --tls-renew are for the certificates thinpool makes", fix="add --tls-generate"
+            )
         for name in self.tls_sans:
             _check_san(name)
 
@@ -149,9 +161,12 @@ class EngineOptions:
             if "=" not in option or not option.startswith("dm.") or not key[3:]:
                 raise SpecError(f"--storage-opt {option!r} is not dm.KEY=VALUE", fix="e.g. dm.blkdiscard=false")
             if key in OWNED_STORAGE_OPTS:
-                raise SpecError(f"--storage-opt {key} is set by thinpool ({OWNED_STORAGE_OPTS[key]})",
-                                fix=f"drop it; use {OWNED_STORAGE_OPTS[key]}" if key != "dm.thinpooldev"
-                                else "drop it; --vg and --pool choose the pool")  # fmt: skip
+                raise SpecError(
+                    f"--storage-opt {key} is set by thinpool ({OWNED_STORAGE_OPTS[key]})",
+                    fix=f"drop it; use {OWNED_STORAGE_OPTS[key]}"
+                    if key != "dm.thinpooldev"
+                    else "drop it; --vg and --pool choose the pool",
+                )
             keys.append(key)
         if len(set(keys)) != len(keys):
             raise SpecError("--storage-opt names the same key twice", fix="give each dm.KEY once")

@@ -168,17 +168,23 @@ def bridge_address(current: dict[str, Any]) -> str:
 
 
 def dnsmasq_conf(address: str) -> str:
-    return "\n".join((
-        "# Written by thinpool (--dns-cache): a DNS cache for Docker's containers.",
-        "# Only the bridge's address: not loopback, not the host's other interfaces.",
-        f"listen-address={address}",
-        "# Bound when the address appears: dnsmasq may start before dockerd makes docker0.",
-        "bind-dynamic",
-        "# Upstream: the host's resolvers (/etc/resolv.conf). Never forward bare names or private reverse lookups.",
-        "domain-needed",
-        "bogus-priv",
-        "cache-size=1000",
-    )) + "\n"  # fmt: skip
+    return (
+        "\n".join(
+            (
+                "# Written by thinpool (--dns-cache): a DNS cache for Docker's containers.",
+                "# Only the bridge's address: not loopback, not the host's other interfaces.",
+                f"listen-address={address}",
+                "# Bound when the address appears: dnsmasq may start before dockerd makes docker0.",
+                "bind-dynamic",
+                "# Upstream: the host's resolvers (/etc/resolv.conf). "
+                "Never forward bare names or private reverse lookups.",
+                "domain-needed",
+                "bogus-priv",
+                "cache-size=1000",
+            )
+        )
+        + "\n"
+    )
 
 
 def dns_cache(
@@ -194,8 +200,10 @@ def dns_cache(
         warnings.append("dnsmasq is not installed: apt install dnsmasq (it reads the configuration written here)")
     defaults = state.files.get(DNSMASQ_DEFAULTS, "")
     if "resolvconf" in state.programs and not re.search(r"^DNSMASQ_EXCEPT=.*\blo\b", defaults, re.MULTILINE):
-        warnings.append(f"resolvconf is installed: add DNSMASQ_EXCEPT=\"lo\" to {DNSMASQ_DEFAULTS}, or dnsmasq.service "
-                        "makes 127.0.0.1 the host's resolver, where this cache does not listen")  # fmt: skip
+        warnings.append(
+            f'resolvconf is installed: add DNSMASQ_EXCEPT="lo" to {DNSMASQ_DEFAULTS}, or dnsmasq.service '
+            "makes 127.0.0.1 the host's resolver, where this cache does not listen"
+        )
     if state.files.get(DNSMASQ_CONF) == content:
         return (), {"dns": [address]}, warnings
     why = f"a DNS cache for the containers on the bridge address {address}, forwarding to the host's resolvers"
@@ -204,8 +212,15 @@ def dns_cache(
     )
     if state.systemd:
         restart = programs.systemctl_restart(("dnsmasq",))
-        actions += (Action("change", ActionKind.SYSTEMD, Target(name="dnsmasq.service"),
-                           "dnsmasq reads its new configuration (containers keep running)", restart),)  # fmt: skip
+        actions += (
+            Action(
+                "change",
+                ActionKind.SYSTEMD,
+                Target(name="dnsmasq.service"),
+                "dnsmasq reads its new configuration (containers keep running)",
+                restart,
+            ),
+        )
     return actions, {"dns": [address]}, warnings
 
 
@@ -214,8 +229,11 @@ def dns_findings(state: EngineState, data: dict[str, Any], configure: str) -> li
     found = []
     for address in state.dns_silent:
         if address == bridge_address(data) and DNSMASQ_CONF in state.files:
-            fix = ("apt install dnsmasq" if state.observed and "dnsmasq" not in state.programs
-                   else "systemctl restart dnsmasq; journalctl -u dnsmasq says why it stopped")  # fmt: skip
+            fix = (
+                "apt install dnsmasq"
+                if state.observed and "dnsmasq" not in state.programs
+                else "systemctl restart dnsmasq; journalctl -u dnsmasq says why it stopped"
+            )
             fix += f" (thinpool's cache: {DNSMASQ_CONF})"
         else:
             fix = f"start the DNS server at {address}, or give daemon.json another ({configure} --dns-cache --force)"
@@ -231,8 +249,11 @@ def tls_findings(state: EngineState, configure: str) -> list[Finding]:
     found = []
     for certificate in state.certificates:
         ours = certificate.path.startswith(tls.TLS_ROOT + "/")
-        fix = (f"{configure} --tls-generate --tls-renew, then systemctl restart docker" if ours
-               else f"renew {certificate.path}, then systemctl restart docker")  # fmt: skip
+        fix = (
+            f"{configure} --tls-generate --tls-renew, then systemctl restart docker"
+            if ours
+            else f"renew {certificate.path}, then systemctl restart docker"
+        )
         days = tls.days_left(certificate, state.observed_at)
         if days < 0:
             problem = f"{certificate.path} expired {-days} days ago: dockerd refuses every TLS client"

@@ -47,8 +47,7 @@ def _execute(request: dict[str, Any], logs: Path, request_id: str) -> dict[str, 
     started = time.monotonic()
     if request.get("background"):
         log = (logs / f"{request_id}.log").open("wb")
-        proc = subprocess.Popen(request["argv"], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(request["argv"], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         return {"returncode": 0, "stdout": str(proc.pid), "stderr": "", "seconds": 0.0}
     try:
         proc_done = subprocess.run(

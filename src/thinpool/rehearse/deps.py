@@ -58,8 +58,11 @@ def missing(engines: bool = False) -> dict[str, str]:
     wanted = {**VM_TOOLS, **({**ENGINE_TOOLS, **PACKAGE_TOOLS} if engines else {})}
     absent = {tool: package for tool, package in wanted.items() if shutil.which(tool, path=SEARCH_PATH) is None}
     if engines:
-        absent |= {f"python3 module {name}": package for name, package in DEBIAN_MODULES.items()
-                   if not (DEBIAN_PYTHON / name).is_dir()}  # fmt: skip
+        absent |= {
+            f"python3 module {name}": package
+            for name, package in DEBIAN_MODULES.items()
+            if not (DEBIAN_PYTHON / name).is_dir()
+        }
     return absent
 
 
@@ -97,8 +100,9 @@ def install(runner: Runner, engines: bool = False) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m thinpool.rehearse.deps", description=__doc__)
     parser.add_argument("--install", action="store_true", help="apt-get install what is missing")
-    parser.add_argument("--engines", action="store_true",
-                        help="also the engines, systemd, and what the Debian package's tests need")  # fmt: skip
+    parser.add_argument(
+        "--engines", action="store_true", help="also the engines, systemd, and what the Debian package's tests need"
+    )
     args = parser.parse_args(argv)
     if args.install:
         from thinpool.app.context import system_context

@@ -71,8 +71,13 @@ def _step(vm: Guest, script: str, what: str, log: str = "", timeout: int = 300) 
 
 def _start(vm: Guest, command: str, ready: str, log: str) -> None:
     _shell(vm, f"({command} > {log} 2>&1 &)")
-    _step(vm, f"for i in $(seq 240); do {ready} >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1",
-          f"starting {command.split()[0]}", log, timeout=150)  # fmt: skip
+    _step(
+        vm,
+        f"for i in $(seq 240); do {ready} >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1",
+        f"starting {command.split()[0]}",
+        log,
+        timeout=150,
+    )
 
 
 def pool_used_bytes(vm: Guest, vg: str, pool: str) -> int:
@@ -100,8 +105,12 @@ def _docker(vm: Guest, run: EngineRun, vg: str, pool: str) -> None:
     (vm.share / "rootfs.tar").write_bytes(rootfs_tar())
     _step(vm, f"docker import {SHARE_MOUNT}/rootfs.tar {IMAGE}", "docker import", "/tmp/dockerd.log")
     before = pool_used_bytes(vm, vg, pool)
-    _step(vm, f"docker run --network none --name thinpool-rehearsal {IMAGE} sh -c '{WRITE}'", "docker run",
-          "/tmp/dockerd.log")  # fmt: skip
+    _step(
+        vm,
+        f"docker run --network none --name thinpool-rehearsal {IMAGE} sh -c '{WRITE}'",
+        "docker run",
+        "/tmp/dockerd.log",
+    )
     run.pool_growth_bytes = pool_used_bytes(vm, vg, pool) - before
 
 
@@ -112,18 +121,28 @@ def _containerd(vm: Guest, run: EngineRun, vg: str, pool: str) -> None:
     plugins = _step(vm, "ctr plugins ls", "ctr plugins ls", "/tmp/containerd.log")
     status = next((line.split()[-1] for line in plugins.splitlines() if line.split()[1:2] == ["devmapper"]), "")
     if status != "ok":
-        raise EngineFailed(f"containerd's devmapper snapshotter is {status or 'absent'}, not ok: "
-                           + _shell(vm, "tail -n 15 /tmp/containerd.log").stdout)  # fmt: skip
+        raise EngineFailed(
+            f"containerd's devmapper snapshotter is {status or 'absent'}, not ok: "
+            + _shell(vm, "tail -n 15 /tmp/containerd.log").stdout
+        )
     dumped = tomllib.loads(_step(vm, "containerd config dump", "containerd config dump"))
     section = dumped.get("plugins", {}).get("io.containerd.snapshotter.v1.devmapper", {})
     run.storage_driver = "devmapper snapshotter"
     run.reported = {"pool_name": str(section.get("pool_name", "")), "plugin": status}
     write_oci_archive(vm.share / "image.tar", IMAGE)
-    _step(vm, f"ctr images import --snapshotter devmapper {SHARE_MOUNT}/image.tar", "ctr images import",
-          "/tmp/containerd.log")  # fmt: skip
+    _step(
+        vm,
+        f"ctr images import --snapshotter devmapper {SHARE_MOUNT}/image.tar",
+        "ctr images import",
+        "/tmp/containerd.log",
+    )
     before = pool_used_bytes(vm, vg, pool)
-    _step(vm, f"ctr run --snapshotter devmapper {IMAGE} thinpool-rehearsal sh -c '{WRITE}'", "ctr run",
-          "/tmp/containerd.log")  # fmt: skip
+    _step(
+        vm,
+        f"ctr run --snapshotter devmapper {IMAGE} thinpool-rehearsal sh -c '{WRITE}'",
+        "ctr run",
+        "/tmp/containerd.log",
+    )
     run.pool_growth_bytes = pool_used_bytes(vm, vg, pool) - before
 
 
@@ -159,8 +178,10 @@ def render(run: EngineRun) -> str:
     daemon = "containerd" if run.engine == "containerd-devmapper" else "dockerd"
     lines = [f"Engine: {run.engine} ({daemon} {run.version or '?'}), storage driver {run.storage_driver or '?'}"]
     lines += [f"  {key}: {value}" for key, value in run.reported.items() if key in _SHOWN]
-    lines.append(f"  a container wrote {format_size(run.written_bytes)}; the pool's data grew by "
-                 f"{format_size(run.pool_growth_bytes)}")  # fmt: skip
+    lines.append(
+        f"  a container wrote {format_size(run.written_bytes)}; the pool's data grew by "
+        f"{format_size(run.pool_growth_bytes)}"
+    )
     lines += [f"  in the VM only: {note}" for note in run.guest_only]
     if run.error:
         lines.append(f"  FAILED: {run.error}")

@@ -139,10 +139,15 @@ def _customize_hook(release: Release) -> str:
 
 def build_argv(release: Release, folder: Path, mirror: str) -> tuple[str, ...]:
     return (
-        "mmdebstrap", "--variant=apt", "--mode=root", "--include=" + ",".join(release.packages),
+        "mmdebstrap",
+        "--variant=apt",
+        "--mode=root",
+        "--include=" + ",".join(release.packages),
         "--customize-hook=" + _customize_hook(release),
-        release.suite, str(folder), f"deb {mirror} {release.suite} main",
-    )  # fmt: skip
+        release.suite,
+        str(folder),
+        f"deb {mirror} {release.suite} main",
+    )
 
 
 def obtain(release: Release, runner: Runner, say: Callable[[str], None] = lambda _: None) -> GuestRoot:

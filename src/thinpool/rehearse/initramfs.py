@@ -98,15 +98,19 @@ def _writable_layer(launch: GuestLaunch) -> str:
     bb = "/bin/busybox"
     if not launch.state_disk:
         return f"{bb} mount -t tmpfs -o mode=0755 tmpfs /rw"
-    return (f"for i in $({bb} seq 100); do [ -b /dev/sda ] && break; {bb} sleep 0.1; done\n"
-            f"{bb} mount -t ext4 /dev/sda /rw || {{ echo 'thinpool: no state disk'; {bb} poweroff -f; }}")  # fmt: skip
+    return (
+        f"for i in $({bb} seq 100); do [ -b /dev/sda ] && break; {bb} sleep 0.1; done\n"
+        f"{bb} mount -t ext4 /dev/sda /rw || {{ echo 'thinpool: no state disk'; {bb} poweroff -f; }}"
+    )
 
 
 def agent_unit(launch: GuestLaunch) -> str:
     """The unit that runs the second stage under the root's systemd, once the system is up."""
     args = " ".join(shlex.quote(arg) for arg in launch.arguments)
-    return (f"[Unit]\nDescription=thinpool VM agent\nAfter=basic.target\n\n[Service]\n"
-            f"ExecStart=/bin/bash {GUEST_FOLDER}/{launch.stage2.name} {args}\n")  # fmt: skip
+    return (
+        f"[Unit]\nDescription=thinpool VM agent\nAfter=basic.target\n\n[Service]\n"
+        f"ExecStart=/bin/bash {GUEST_FOLDER}/{launch.stage2.name} {args}\n"
+    )
 
 
 def _hand_over(launch: GuestLaunch) -> str:
@@ -115,9 +119,11 @@ def _hand_over(launch: GuestLaunch) -> str:
         args = " ".join(shlex.quote(arg) for arg in launch.arguments)
         return f"exec {bb} switch_root /newroot /bin/bash {GUEST_FOLDER}/{launch.stage2.name} {args}"
     wants = "/newroot/etc/systemd/system/multi-user.target.wants"
-    return (f"{bb} cp /{AGENT_UNIT} /newroot/etc/systemd/system/{AGENT_UNIT}\n"
-            f"{bb} mkdir -p {wants} && {bb} ln -sf ../{AGENT_UNIT} {wants}/{AGENT_UNIT}\n"
-            f"exec {bb} switch_root /newroot /lib/systemd/systemd")  # fmt: skip
+    return (
+        f"{bb} cp /{AGENT_UNIT} /newroot/etc/systemd/system/{AGENT_UNIT}\n"
+        f"{bb} mkdir -p {wants} && {bb} ln -sf ../{AGENT_UNIT} {wants}/{AGENT_UNIT}\n"
+        f"exec {bb} switch_root /newroot /lib/systemd/systemd"
+    )
 
 
 def init_script(modules: list[str], launch: GuestLaunch) -> str:

@@ -88,8 +88,9 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
     mode = "KVM" if kvm_usable() else "TCG emulation"
     on = f"{root.release.description}, " if root else ""
     say(f"== booting a throwaway VM ({mode}, {on}kernel {kernel.version}) ...")
-    config = VMConfig(disk_sizes=sizes, kernel=kernel, lifetime=request.timeout, write_budget=request.write_budget,
-                      guest=root)  # fmt: skip
+    config = VMConfig(
+        disk_sizes=sizes, kernel=kernel, lifetime=request.timeout, write_budget=request.write_budget, guest=root
+    )
     with VM(config) as vm:
         say(f"   ready in {vm.boot_seconds:.1f}s")
         found = _rehearse_inside(request, say, vm, plan.to_json(), [*request.spec_argv, *names])
@@ -128,8 +129,10 @@ def _rehearse_inside(request: Rehearsal, say: Say, vm: Any, plan_json: str, spec
 
     wired = request.spec.engine != NO_ENGINE
     if wired and request.host_devices:
-        say("== the VM sees this host's engine files (read-only, under its own overlay): the merge into them is "
-            "rehearsed; the VM runs no systemd, so daemon-reload is not")  # fmt: skip
+        say(
+            "== the VM sees this host's engine files (read-only, under its own overlay): the merge into them is "
+            "rehearsed; the VM runs no systemd, so daemon-reload is not"
+        )
     elif wired:
         say(
             "== the VM starts from what the plan assumed: no engine config, fstab or data root\n"

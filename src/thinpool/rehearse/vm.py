@@ -159,8 +159,11 @@ class VM:
         for package in self.config.packages:
             shutil.copyfile(package, self.share / package.name)
         if self._thinpool_from_share:
-            shutil.copytree(Path(thinpool.__file__).resolve().parent, self.share / "lib" / "thinpool",
-                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+            shutil.copytree(
+                Path(thinpool.__file__).resolve().parent,
+                self.share / "lib" / "thinpool",
+                ignore=shutil.ignore_patterns("__pycache__"),
+            )
         self._launch()
         self._install_packages()  # once: a reboot keeps them with the rest of the root's changes
 
@@ -180,8 +183,13 @@ class VM:
         if guest is not None:
             pythonpath = f"{SHARE_MOUNT}/lib" if self._thinpool_from_share else ""
             return (SHARE_MOUNT, "", guest.python, pythonpath, "systemd" if self.config.systemd else "pid1")
-        return (SHARE_MOUNT, str(self.config.kernel.modules_root), sys.executable,
-                str(Path(thinpool.__file__).resolve().parent.parent), "pid1")  # fmt: skip
+        return (
+            SHARE_MOUNT,
+            str(self.config.kernel.modules_root),
+            sys.executable,
+            str(Path(thinpool.__file__).resolve().parent.parent),
+            "pid1",
+        )
 
     def _launch(self) -> None:
         """Start qemu on the disks made and wait for the agent."""
@@ -203,9 +211,13 @@ class VM:
         self._closing.clear()
         (self.share / "ready").unlink(missing_ok=True)
         self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=serial, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )  # fmt: skip
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=serial,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self._watchdog = threading.Thread(target=self._watch, name="thinpool-vm-watchdog", daemon=True)
         self._watchdog.start()
         self._wait_for(self.share / "ready", self.config.boot_timeout, "boot")
@@ -218,8 +230,10 @@ class VM:
         names = [f"{SHARE_MOUNT}/{package.name}" for package in self.config.packages]
         done = self.run(["dpkg", "-i", *names], check=False, timeout=600)
         if not done.ok:
-            raise VMError(f"dpkg could not install {', '.join(names)} in the guest: {done.stderr.strip()}",
-                          fix="the package's dependencies must be in the guest root (rehearse.guest)")  # fmt: skip
+            raise VMError(
+                f"dpkg could not install {', '.join(names)} in the guest: {done.stderr.strip()}",
+                fix="the package's dependencies must be in the guest root (rehearse.guest)",
+            )
 
     def reboot(self) -> float:
         """Shut the guest down cleanly and boot it again on the same disks; returns the new boot's seconds."""
@@ -252,25 +266,51 @@ class VM:
         accel = ["-accel", "kvm", "-cpu", "host"] if kvm_usable() else ["-accel", "tcg", "-cpu", "max"]
         append = "console=ttyS0 panic=-1 quiet loglevel=3 softlockup_panic=1 " + self.config.extra_append
         argv = [
-            QEMU, *accel, "-smp", str(self.config.cpus), "-m", str(self.config.memory_mib),
-            "-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio",
-            "-kernel", str(self.config.kernel.vmlinuz), "-initrd", str(initrd), "-append", append.strip(),
-            "-fsdev", f"local,id=root,path={self.root},security_model=none,readonly=on,multidevs=remap",
-            "-device", "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
-            "-fsdev", f"local,id=share,path={self.share},security_model=none",
-            "-device", "virtio-9p-pci,fsdev=share,mount_tag=share",
-            "-device", "virtio-rng-pci",
-        ]  # fmt: skip
+            QEMU,
+            *accel,
+            "-smp",
+            str(self.config.cpus),
+            "-m",
+            str(self.config.memory_mib),
+            "-nodefaults",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-kernel",
+            str(self.config.kernel.vmlinuz),
+            "-initrd",
+            str(initrd),
+            "-append",
+            append.strip(),
+            "-fsdev",
+            f"local,id=root,path={self.root},security_model=none,readonly=on,multidevs=remap",
+            "-device",
+            "virtio-9p-pci,fsdev=root,mount_tag=hostroot",
+            "-fsdev",
+            f"local,id=share,path={self.share},security_model=none",
+            "-device",
+            "virtio-9p-pci,fsdev=share,mount_tag=share",
+            "-device",
+            "virtio-rng-pci",
+        ]
         for index, disk in enumerate(self.disks):
             argv += [
-                "-drive", f"file={disk},if=none,id=d{index},format=raw,cache=unsafe,discard=unmap,detect-zeroes=unmap",
-                "-device", f"virtio-blk-pci,drive=d{index},serial={DISK_SERIAL_PREFIX}{index}",
-            ]  # fmt: skip
+                "-drive",
+                f"file={disk},if=none,id=d{index},format=raw,cache=unsafe,discard=unmap,detect-zeroes=unmap",
+                "-device",
+                f"virtio-blk-pci,drive=d{index},serial={DISK_SERIAL_PREFIX}{index}",
+            ]
         if self.config.keep_root_changes:
             argv += [
-                "-drive", f"file={self.workdir / 'root-state.img'},if=none,id=state,format=raw,cache=unsafe",
-                "-device", "virtio-scsi-pci,id=scsi", "-device", "scsi-hd,drive=state,bus=scsi.0",
-            ]  # fmt: skip
+                "-drive",
+                f"file={self.workdir / 'root-state.img'},if=none,id=state,format=raw,cache=unsafe",
+                "-device",
+                "virtio-scsi-pci,id=scsi",
+                "-device",
+                "scsi-hd,drive=state,bus=scsi.0",
+            ]
         return argv
 
     def disk_bytes_written(self) -> int:
@@ -306,8 +346,10 @@ class VM:
 
     def _died(self, waiting_for: str) -> VMError:
         reason = self._stop_reason or f"qemu exited with {self._proc.returncode if self._proc else '?'}"
-        return VMError(f"the VM stopped while waiting for {waiting_for}: {reason}\n{self.serial_tail()}",
-                       fix="read the serial console output above; rerun with -v for every command")  # fmt: skip
+        return VMError(
+            f"the VM stopped while waiting for {waiting_for}: {reason}\n{self.serial_tail()}",
+            fix="read the serial console output above; rerun with -v for every command",
+        )
 
     def serial_tail(self, lines: int = 60) -> str:
         texts = []

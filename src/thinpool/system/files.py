@@ -37,8 +37,10 @@ def resolve_target(path: Path, *, follow_symlink: bool) -> Path:
     """The file to replace: a symlink is refused, or (for config files) its target is written."""
     if path.is_symlink():
         if not follow_symlink:
-            raise UnsafeFile(f"{path} is a symbolic link; thinpool does not write through it",
-                             fix="remove the link or name another file")  # fmt: skip
+            raise UnsafeFile(
+                f"{path} is a symbolic link; thinpool does not write through it",
+                fix="remove the link or name another file",
+            )
         path = Path(os.path.realpath(path))
     _refuse_special(path)
     return path
@@ -120,8 +122,10 @@ def tree_digest(folder: Path) -> tuple[str, int]:
     for entry in sorted(_walk(folder)):
         info = entry.lstat()
         relative = entry.relative_to(folder).as_posix()
-        digest.update(f"{relative}\0{stat.S_IFMT(info.st_mode)}\0{stat.S_IMODE(info.st_mode)}\0"
-                      f"{info.st_uid}\0{info.st_gid}\0".encode(ENCODING, ERRORS))  # fmt: skip
+        digest.update(
+            f"{relative}\0{stat.S_IFMT(info.st_mode)}\0{stat.S_IMODE(info.st_mode)}\0"
+            f"{info.st_uid}\0{info.st_gid}\0".encode(ENCODING, ERRORS)
+        )
         if stat.S_ISLNK(info.st_mode):
             digest.update(os.readlink(entry).encode(ENCODING, ERRORS))
         elif stat.S_ISREG(info.st_mode):

@@ -54,24 +54,47 @@ def lvcreate_thin_pool(
 ) -> Argv:
     """Explicit extents, chunk and metadata: nothing left to lvm's defaults or %FREE maths."""
     return (
-        "lvcreate", "--yes", "--type", "thin-pool", "--name", pool,
-        "--extents", str(data_extents),
-        "--chunksize", lvm_size_arg(chunk_size),
-        "--poolmetadatasize", lvm_size_arg(metadata_size),
-        "--poolmetadataspare", "y",
-        "--zero", "y" if zero else "n",
-        "--metadataprofile", profile,
-        "--addtag", MANAGED_TAG,
+        "lvcreate",
+        "--yes",
+        "--type",
+        "thin-pool",
+        "--name",
+        pool,
+        "--extents",
+        str(data_extents),
+        "--chunksize",
+        lvm_size_arg(chunk_size),
+        "--poolmetadatasize",
+        lvm_size_arg(metadata_size),
+        "--poolmetadataspare",
+        "y",
+        "--zero",
+        "y" if zero else "n",
+        "--metadataprofile",
+        profile,
+        "--addtag",
+        MANAGED_TAG,
         vg,
-    )  # fmt: skip
+    )
 
 
 def lvcreate_thin(vg: str, pool: str, name: str, virtual_size: int) -> Argv:
     """A thin volume of the pool, tagged as thinpool's."""
     return (
-        "lvcreate", "--yes", "--type", "thin", "--virtualsize", lvm_size_arg(virtual_size),
-        "--thinpool", pool, "--name", name, "--addtag", MANAGED_TAG, vg,
-    )  # fmt: skip
+        "lvcreate",
+        "--yes",
+        "--type",
+        "thin",
+        "--virtualsize",
+        lvm_size_arg(virtual_size),
+        "--thinpool",
+        pool,
+        "--name",
+        name,
+        "--addtag",
+        MANAGED_TAG,
+        vg,
+    )
 
 
 def lvremove(vg: str, lv: str) -> Argv:
@@ -138,11 +161,31 @@ def lvm_report() -> Argv:
     report in three (each lvm run scans the devices again; ~0.3 s each under emulation). lvm adds a PV
     segment subreport that cannot be left out: it is asked for one short field."""
     return (
-        "lvm", "fullreport", "-a", *REPORT_OPTIONS,
-        "--configreport", "vg", "-o", VG_FIELDS, "--configreport", "pv", "-o", PV_FIELDS,
-        "--configreport", "lv", "-o", LV_OWN_FIELDS, "--configreport", "seg", "-o", SEG_FIELDS,
-        "--configreport", "pvseg", "-o", "pvseg_start",
-    )  # fmt: skip
+        "lvm",
+        "fullreport",
+        "-a",
+        *REPORT_OPTIONS,
+        "--configreport",
+        "vg",
+        "-o",
+        VG_FIELDS,
+        "--configreport",
+        "pv",
+        "-o",
+        PV_FIELDS,
+        "--configreport",
+        "lv",
+        "-o",
+        LV_OWN_FIELDS,
+        "--configreport",
+        "seg",
+        "-o",
+        SEG_FIELDS,
+        "--configreport",
+        "pvseg",
+        "-o",
+        "pvseg_start",
+    )
 
 
 def lvs_report(vg: str | None = None) -> Argv:
@@ -213,8 +256,17 @@ def thin_check(device: str) -> Argv:
 def thin_restore(source: str, device: str, *, transaction_id: int, data_blocks: int) -> Argv:
     """Metadata from a thin_dump XML onto ``device``, with lvm's transaction id and the pool's size now.
     Not ``-q``: 1.x then says nothing of why it failed (every failure is exit 64)."""
-    return ("thin_restore", "-i", source, "-o", device,
-            "--transaction-id", str(transaction_id), "--nr-data-blocks", str(data_blocks))  # fmt: skip
+    return (
+        "thin_restore",
+        "-i",
+        source,
+        "-o",
+        device,
+        "--transaction-id",
+        str(transaction_id),
+        "--nr-data-blocks",
+        str(data_blocks),
+    )
 
 
 def lvconvert_repair(vg: str, pool: str) -> Argv:

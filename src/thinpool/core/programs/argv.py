@@ -142,8 +142,17 @@ def tar_create(archive: str, folder: str) -> Argv:
 
 
 def tar_extract(archive: str, folder: str) -> Argv:
-    return ("tar", "--extract", "--xattrs", "--numeric-owner", "--same-permissions", "--file", archive,
-            "--directory", folder)  # fmt: skip
+    return (
+        "tar",
+        "--extract",
+        "--xattrs",
+        "--numeric-owner",
+        "--same-permissions",
+        "--file",
+        archive,
+        "--directory",
+        folder,
+    )
 
 
 def umount(mount_point: str) -> Argv:

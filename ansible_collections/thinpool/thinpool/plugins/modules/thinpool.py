@@ -297,8 +297,10 @@ def _pool_text(observed: Any, vg: str, pool_name: str) -> str:
     lv = group.lv(pool_name) if group else None
     if lv is None:
         return ""
-    return (f"{vg}/{pool_name}: data {lv.size} bytes, metadata {lv.metadata_size} bytes, chunk {lv.chunk_size} bytes, "
-            f"profile {lv.profile or '-'}, {lv.seg_monitor or 'not monitored'}\n")  # fmt: skip
+    return (
+        f"{vg}/{pool_name}: data {lv.size} bytes, metadata {lv.metadata_size} bytes, chunk {lv.chunk_size} bytes, "
+        f"profile {lv.profile or '-'}, {lv.seg_monitor or 'not monitored'}\n"
+    )
 
 
 def _after_text(plan: Any, before: str) -> str:
@@ -307,9 +309,11 @@ def _after_text(plan: Any, before: str) -> str:
     if not plan.layout:
         return ""
     layout = plan.layout
-    return (f"{plan.vg}/{plan.pool}: data {layout.data_size} bytes, metadata {layout.metadata_size} bytes, "
-            f"chunk {layout.chunk_size} bytes, profile thinpool-{plan.vg}-{plan.pool}, monitored\n"
-            + "".join(f"+ {action.op} {action.kind} {action.target}\n" for action in plan.actions))  # fmt: skip
+    return (
+        f"{plan.vg}/{plan.pool}: data {layout.data_size} bytes, metadata {layout.metadata_size} bytes, "
+        f"chunk {layout.chunk_size} bytes, profile thinpool-{plan.vg}-{plan.pool}, monitored\n"
+        + "".join(f"+ {action.op} {action.kind} {action.target}\n" for action in plan.actions)
+    )
 
 
 def _plan(module: AnsibleModule, ctx: Any, spec: Any, observed: Any) -> Any:
@@ -345,8 +349,10 @@ def run(module: AnsibleModule) -> dict[str, Any]:
     answer["result"] = result.to_dict()
     if not result.ok:
         failed = next(step for step in result.steps if step.status == "failed")
-        module.fail_json(msg=f"thinpool: {failed.action.op} {failed.action.kind} {failed.action.target} failed: "
-                         f"{failed.error}", **answer)  # fmt: skip
+        module.fail_json(
+            msg=f"thinpool: {failed.action.op} {failed.action.kind} {failed.action.target} failed: {failed.error}",
+            **answer,
+        )
     return answer
 
 
@@ -355,11 +361,15 @@ def main() -> None:
     if not HAS_THINPOOL:
         module.fail_json(msg=missing_required_lib("thinpool (build the collection with packaging/build-collection)"))
     if module.params["tls_generate"] and importlib.util.find_spec("cryptography") is None:
-        module.fail_json(msg=missing_required_lib("cryptography (Debian, Ubuntu: apt install python3-cryptography)",
-                                                  reason="to make the TLS certificates"))  # fmt: skip
+        module.fail_json(
+            msg=missing_required_lib(
+                "cryptography (Debian, Ubuntu: apt install python3-cryptography)", reason="to make the TLS certificates"
+            )
+        )
     if module.params["engine"] == "containerd-devmapper" and importlib.util.find_spec("tomlkit") is None:
-        needed = missing_required_lib("tomlkit (Debian, Ubuntu: apt install python3-tomlkit)",
-                                      reason="to merge containerd's config.toml")  # fmt: skip
+        needed = missing_required_lib(
+            "tomlkit (Debian, Ubuntu: apt install python3-tomlkit)", reason="to merge containerd's config.toml"
+        )
         module.fail_json(msg=needed)
     try:
         answer = run(module)
