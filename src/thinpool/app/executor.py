@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,19 @@ class StalePlan(ThinpoolError):
     """The system changed since the saved plan was made."""
 
 
+class StepStatus(StrEnum):
+    """Where one step of a plan is: not started, ran and verified, failed, or never run (a step before it failed)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    NOT_RUN = "not-run"
+
+
 @dataclass
 class StepResult:
     action: Action
-    status: str = "pending"  # done, failed, not-run
+    status: StepStatus = StepStatus.PENDING
     seconds: float = 0.0
     error: str = ""
     note: str = ""  # something the operator should know about a step that worked
@@ -45,7 +55,7 @@ class StepResult:
             "kind": str(self.action.kind),
             "target": str(self.action.target),
             "argv": list(self.action.argv),
-            "status": self.status,
+            "status": str(self.status),
             "seconds": round(self.seconds, 3),
             "error": self.error,
             "note": self.note,
@@ -59,7 +69,7 @@ class ApplyResult:
 
     @property
     def ok(self) -> bool:
-        return all(step.status == "done" for step in self.steps)
+        return all(step.status == StepStatus.DONE for step in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         return envelope(
@@ -69,7 +79,7 @@ class ApplyResult:
                 "ok": self.ok,
                 "vg": self.plan.vg,
                 "pool": self.plan.pool,
-                "changed": any(step.status == "done" for step in self.steps),
+                "changed": any(step.status == StepStatus.DONE for step in self.steps),
                 "steps": [step.to_dict() for step in self.steps],
                 "layout": self.plan.layout_dict(),
                 "warnings": list(self.plan.warnings),
@@ -165,14 +175,14 @@ def apply(plan: Plan, runner: Runner, *, root: Path = Path("/"), progress: Progr
         try:
             step.note = _run_step(step.action, plan, runner, root)
         except (ThinpoolError, OSError) as error:
-            step.status, step.error = "failed", _failure(error)
+            step.status, step.error = StepStatus.FAILED, _failure(error)
             step.seconds = time.monotonic() - started
             for later in result.steps[index:]:
-                later.status = "not-run"
+                later.status = StepStatus.NOT_RUN
             if progress:
                 progress(index, total, step.action, "failed")
             return result
-        step.status, step.seconds = "done", time.monotonic() - started
+        step.status, step.seconds = StepStatus.DONE, time.monotonic() - started
         if progress:
             progress(index, total, step.action, "done")
     return result

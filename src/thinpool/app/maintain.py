@@ -12,7 +12,7 @@ from typing import Any
 from thinpool.app import backup as backups
 from thinpool.app import boot, watch
 from thinpool.app.context import Context
-from thinpool.app.executor import ApplyResult, Progress, apply
+from thinpool.app.executor import ApplyResult, Progress, StepStatus, apply
 from thinpool.core import backup, health, maintain
 from thinpool.core.plan import Plan
 from thinpool.errors import ThinpoolError
@@ -41,7 +41,7 @@ class PoolCare:
             "vg": self.before.vg,
             "pool": self.before.pool,
             "ok": self.ok,
-            "changed": bool(self.result and any(step.status == "done" for step in self.result.steps)),
+            "changed": bool(self.result and any(step.status == StepStatus.DONE for step in self.result.steps)),
             "reclaimable_before": self.before.reclaimable,
             "reclaimable_after": last.reclaimable,
             "data_used_before": self.before.data_used,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from thinpool.core.findings import Finding, Severity
 from thinpool.core.health import PoolStatus
+from thinpool.core.model import WhenFull
 from thinpool.system import files
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ GAUGES: tuple[tuple[str, str, Callable[[PoolStatus], float]], ...] = (
     (
         "error_when_full",
         "1 when writes fail at once on a full pool, 0 when they queue.",
-        lambda s: s.when_full == "error",
+        lambda s: s.when_full == WhenFull.ERROR,
     ),
     (
         "metadata_backup_age_seconds",

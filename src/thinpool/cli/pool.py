@@ -55,18 +55,20 @@ def _show_progress(index: int, total: int, action: Action, state: str) -> None:
 
 
 def _render_result(result: ApplyResult) -> str:
+    from thinpool.app.executor import StepStatus
     from thinpool.core.plan import describe
 
     lines = []
     for step in result.steps:
         lines.append(
-            f"  {step.status:<8} {describe(step.action)}" + (f" ({step.seconds:.1f}s)" if step.status == "done" else "")
+            f"  {step.status:<8} {describe(step.action)}"
+            + (f" ({step.seconds:.1f}s)" if step.status == StepStatus.DONE else "")
         )
         if step.error:
             lines.append("           " + step.error.replace("\n", "\n           "))
         if step.note:
             lines.append(f"           note: {step.note}")
-    done = sum(step.status == "done" for step in result.steps)
+    done = sum(step.status == StepStatus.DONE for step in result.steps)
     verdict = "Apply complete" if result.ok else "Apply FAILED"
     lines.append(f"{verdict}: {done} of {len(result.steps)} changes made.")
     lines += [f"warning: {warning}" for warning in result.plan.warnings]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from thinpool.core import backup, sizing
 from thinpool.core.findings import Finding, Severity
 from thinpool.core.health import OUT_OF_DATA, PoolStatus, when_full_change, when_full_wanted
+from thinpool.core.model import WhenFull
 from thinpool.core.units import MiB, ceil_div, format_size, lvm_size_arg
 
 # Reclaimable space worth a finding and a trim: under it, fstrim's pass is not worth its I/O.
@@ -183,7 +184,7 @@ def _care_findings(status: PoolStatus, growth_reported: bool) -> list[Finding]:
         )
     wanted = when_full_change(status)
     if wanted and not growth_reported:
-        severity = Severity.WARNING if wanted == "error" else Severity.INFO
+        severity = Severity.WARNING if wanted == WhenFull.ERROR else Severity.INFO
         why = when_full_wanted(status)[1]
         found.append(
             Finding(

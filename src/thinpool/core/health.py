@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from thinpool.core import sizing
-from thinpool.core.model import Filesystem
+from thinpool.core.model import Filesystem, WhenFull
 from thinpool.errors import ThinpoolError
 
 OUT_OF_DATA = "out of data space"
@@ -65,7 +65,7 @@ class PoolStatus:
     devices: tuple[str, ...]
     autoextend: sizing.Autoextend | None = None  # None: no thinpool-readable profile attached
     autoextend_steps: int = 0  # how many autoextend steps in a row the VG's free extents allow
-    when_full: str = ""  # "queue" or "error" (lv_when_full)
+    when_full: str = ""  # a WhenFull value (lv_when_full); "" while inactive
     volumes: tuple[ThinVolume, ...] = ()
     backup_checked: bool = False  # the pool's backup folder was looked at
     backup_age: int | None = None  # seconds since the newest metadata backup (None: there is none)
@@ -127,21 +127,21 @@ def _volume_dict(volume: ThinVolume) -> dict[str, Any]:
     return data
 
 
-def when_full_wanted(status: PoolStatus) -> tuple[str, str]:
+def when_full_wanted(status: PoolStatus) -> tuple[WhenFull, str]:
     """The when-full mode the pool should have, and why.
 
     Queueing (dm-thin's default) holds writes for no_space_timeout (60 s) so that dmeventd can
     grow the pool under a burst; a pool that cannot grow only makes its writers hang, then fail.
     """
     if status.can_autoextend:
-        return "queue", "autoextend can still grow it: writes wait for dmeventd instead of failing"
-    return "error", "it cannot grow by itself: writes fail at once instead of hanging 60 s, then failing"
+        return WhenFull.QUEUE, "autoextend can still grow it: writes wait for dmeventd instead of failing"
+    return WhenFull.ERROR, "it cannot grow by itself: writes fail at once instead of hanging 60 s, then failing"
 
 
 def when_full_change(status: PoolStatus) -> str:
     """The mode to switch the pool to, "" when it has the right one (or is inactive: never monitored then)."""
     wanted, _ = when_full_wanted(status)
-    if not status.active or status.when_full not in ("queue", "error") or status.when_full == wanted:
+    if not status.active or status.when_full not in tuple(WhenFull) or status.when_full == wanted:
         return ""
     return wanted
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from thinpool.core import backup, doctor, health
 from thinpool.core.lvm import commands
+from thinpool.core.model import WhenFull
 from thinpool.core.plan import Action, ActionKind, Plan, Target
 from thinpool.core.programs import argv as programs
 from thinpool.core.units import format_size
@@ -50,7 +51,7 @@ def _when_full_action(status: health.PoolStatus, why: str) -> tuple[Action, ...]
     wanted = health.when_full_change(status)
     if not wanted:
         return ()
-    argv = commands.lvchange_error_when_full(status.vg, status.pool, wanted == "error")
+    argv = commands.lvchange_error_when_full(status.vg, status.pool, wanted == WhenFull.ERROR)
     return (Action("change", ActionKind.WHEN_FULL, Target(vg=status.vg, lv=status.pool), why, argv),)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from thinpool.core.units import MiB
@@ -18,6 +19,13 @@ ERRORS = "surrogateescape"
 
 # pvcreate's default data alignment: the first extent starts 1 MiB into the device.
 DEFAULT_PE_START = 1 * MiB
+
+
+class WhenFull(StrEnum):
+    """What a thin pool does with a write once its data is full (lvm's lv_when_full)."""
+
+    QUEUE = "queue"  # dm-thin holds the write (no_space_timeout, 60 s) for dmeventd to grow the pool
+    ERROR = "error"  # fails the write at once
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class LogicalVolume:
     active: bool = False
     tags: tuple[str, ...] = ()
     uuid: str = ""
-    when_full: str = ""  # a thin pool's: "queue" (wait for room) or "error" (fail at once)
+    when_full: str = ""  # a thin pool's: WhenFull's values, as lvm reports them
     kernel_device: str = ""  # "MAJOR:MINOR" while active, "" otherwise
     transaction_id: int | None = None  # a thin pool's, as lvm's VG metadata expects it
     thin_id: int | None = None  # a thin volume's device id in its pool's metadata

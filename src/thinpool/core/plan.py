@@ -14,7 +14,7 @@ from enum import Enum, StrEnum
 from typing import Any, Literal
 
 from thinpool.core.envelope import envelope
-from thinpool.core.model import Observed
+from thinpool.core.model import Observed, WhenFull
 from thinpool.core.sizing import Layout
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
@@ -371,7 +371,7 @@ def _pool(action: Action, plan: Plan, observed: Observed) -> str:
 
 def _when_full_set_by(action: Action) -> str:
     """lvchange --errorwhenfull y|n VG/POOL: the mode lvm then reports."""
-    return "error" if action.argv[action.argv.index("--errorwhenfull") + 1] == "y" else "queue"
+    return WhenFull.ERROR if action.argv[action.argv.index("--errorwhenfull") + 1] == "y" else WhenFull.QUEUE
 
 
 _LVM_CHECKS: dict[ActionKind, LvmCheck] = {
