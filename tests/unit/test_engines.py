@@ -369,3 +369,51 @@ def test_devicemapper_with_discards_off_is_a_finding() -> None:
 
     found = doctor(state, "docker", "thinpool")
     assert [finding.code for finding in found] == ["discard-off"]
+
+
+def _docker(version: str, daemon_json: str | None = None, **fields: object) -> EngineState:
+    state = EngineState(**{**DOCKER.__dict__, "versions": {"dockerd": version}, **fields})
+    return _with_files(state, daemon_json=daemon_json) if daemon_json is not None else state
+
+
+def test_overlay2_thin_refuses_the_containerd_store_and_pins_the_classic_one_where_it_is_the_default() -> None:
+    spec = _spec("docker-overlay2-thin")
+    on = _docker("26.1.5", '{"features": {"containerd-snapshotter": true, "cdi": true}}')
+    with pytest.raises(SpecError, match="containerd image store") as caught:
+        docker_overlay2.plan(spec, TARGET, on)
+    assert "/var/lib/containerd" in str(caught.value) and "--force" in caught.value.fix
+    forced = json.loads(
+        _written(docker_overlay2.plan(_spec("docker-overlay2-thin", force=True), TARGET, on), docker.DAEMON_JSON)
+    )
+    assert forced == {"features": {"containerd-snapshotter": False, "cdi": True}, "storage-driver": "overlay2"}
+    fresh_29 = json.loads(_written(docker_overlay2.plan(spec, TARGET, _docker("29.1.0")), docker.DAEMON_JSON))
+    assert fresh_29 == {"storage-driver": "overlay2", "features": {"containerd-snapshotter": False}}
+    assert json.loads(_written(docker_overlay2.plan(spec, TARGET, _docker("26.1.5")), docker.DAEMON_JSON)) == {
+        "storage-driver": "overlay2"  # before 29 the classic store is the default: nothing more is written
+    }
+
+
+def test_doctor_finds_the_containerd_store_on_a_host_wired_for_the_classic_store() -> None:
+    mounted = {"data_root_source": "/dev/mapper/docker-docker--data"}
+    broken = _docker(
+        "26.1.5", '{"storage-driver": "overlay2", "features": {"containerd-snapshotter": true}}', **mounted
+    )
+    (finding,) = [f for f in docker.doctor(broken, TARGET) if f.code == "docker-store-mismatch"]
+    assert finding.severity == "critical" and "snapshotter not loaded: overlay2" in finding.problem
+    assert "--engine docker-overlay2-thin" in finding.fix and "--force" in finding.fix
+    outside = _docker("26.1.5", '{"features": {"containerd-snapshotter": true}}', **mounted)
+    (finding,) = [f for f in docker.doctor(outside, TARGET) if f.code == "engine-data-outside-pool"]
+    assert finding.severity == "warning" and "/var/lib/containerd" in finding.problem
+    fresh_29 = _docker("29.1.0", "{}", **mounted)  # no storage-driver: Docker 29 picks the containerd store
+    assert "engine-data-outside-pool" in {f.code for f in docker.doctor(fresh_29, TARGET)}
+    on_the_pool = _docker(
+        "26.1.5",
+        '{"features": {"containerd-snapshotter": true}}',
+        **mounted,
+        containerd_root_source="/dev/mapper/docker-containerd--data",
+    )
+    classic = _docker("29.1.0", '{"storage-driver": "overlay2"}', **mounted)
+    for sound in (on_the_pool, classic):
+        assert not {"docker-store-mismatch", "engine-data-outside-pool"} & {
+            f.code for f in docker.doctor(sound, TARGET)
+        }

@@ -44,6 +44,16 @@ def start_daemon(vm: VM, argv: tuple[str, ...], ready: list[str], log: str) -> N
     assert waited.returncode == 0, vm.run(["tail", "-20", log]).stdout
 
 
+# (a zombie dockerd does not count: the guest's agent reaps only between requests)
+STOP_DOCKER = """pkill -x dockerd
+for i in $(seq 120); do ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 == "dockerd"' | grep -q . || exit 0; sleep 0.5; done
+exit 1"""
+
+
+def stop_docker(vm: VM) -> None:
+    vm.run(["bash", "-c", STOP_DOCKER], timeout=120)
+
+
 def pool_with_files(vm: VM, megabytes: int) -> str:
     """A fresh docker/thinpool with an ext4 thin volume docker/vol mounted on /mnt/vol holding three
     random files of ``megabytes`` each; returns their sha256sum lines."""

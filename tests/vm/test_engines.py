@@ -8,7 +8,7 @@ import pytest
 
 from thinpool.rehearse.vm import VM
 
-from .helpers import DOCKERD, NO_UDEV, lvs, start_daemon, thinpool_json
+from .helpers import DOCKERD, NO_UDEV, lvs, start_daemon, stop_docker, thinpool_json
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
@@ -92,6 +92,49 @@ def test_docker_overlay2_runs_on_an_xfs_thin_volume(vm: VM, images: dict[str, st
     vm.run(["docker", "run", "--network", "none", "--name", "w1", "tiny:1", "sh", "-c", WRITE_64_MIB], timeout=300)
     assert _used_bytes(vm, "docker-data") - before >= 60 * MiB
     assert _converged(vm, *args)
+
+
+TURN_ON_CONTAINERD_STORE = """import json
+path = "/etc/docker/daemon.json"
+data = json.load(open(path))
+data["features"] = {"containerd-snapshotter": True}
+open(path, "w").write(json.dumps(data))"""
+
+
+@pytest.mark.releases("debian-13")
+def test_the_containerd_store_is_found_refused_and_put_back_to_the_classic_store_on_the_pool(
+    vm: VM, images: dict[str, str]
+) -> None:
+    """A host wired for the classic store whose operator turns Docker's containerd image store on (what a fresh
+    Docker 29 does by itself): doctor names the breakage, which is real, and --force puts Docker back on the pool."""
+    args = ("--engine", "docker-overlay2-thin", "--volume-size", "2GiB")
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args, "/dev/vda")
+    assert code == 0, err or result
+    vm.run(["python3", "-c", TURN_ON_CONTAINERD_STORE])
+    code, doctor, err = thinpool_json(vm, "doctor", "docker/thinpool")
+    found = {finding["code"]: finding for finding in doctor["findings"]}
+    assert code == 4 and found["docker-store-mismatch"]["severity"] == "critical", err or doctor
+    start_daemon(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
+    broken = vm.run(
+        ["bash", "-c", f"docker import {images['rootfs']} tiny:1 && docker run --rm --network none tiny:1 true"],
+        check=False,
+        timeout=300,
+    )
+    assert broken.returncode != 0 and "snapshotter not loaded: overlay2" in broken.stderr, broken.stderr
+    stop_docker(vm)
+    code, refused, err = thinpool_json(vm, "engine", "configure", "--yes", *args)
+    assert code == 1 and "containerd image store" in refused["problem"] and "--force" in refused["fix"], refused
+    code, result, err = thinpool_json(vm, "engine", "configure", "--yes", "--force", *args)
+    assert code == 0, err or result
+    daemon_json = json.loads(vm.run(["cat", "/etc/docker/daemon.json"]).stdout)
+    assert daemon_json["features"] == {"containerd-snapshotter": False}, daemon_json
+    start_daemon(vm, DOCKERD, ["docker", "version"], "/tmp/dockerd.log")
+    vm.run(["docker", "import", images["rootfs"], "tiny:1"], timeout=300)
+    before = _used_bytes(vm, "docker-data")
+    vm.run(["docker", "run", "--network", "none", "--name", "w1", "tiny:1", "sh", "-c", WRITE_64_MIB], timeout=300)
+    assert _used_bytes(vm, "docker-data") - before >= 60 * MiB  # the classic store, on the thin volume
+    code, doctor, err = thinpool_json(vm, "doctor", "docker/thinpool")
+    assert not {"docker-store-mismatch", "engine-data-outside-pool"} & {f["code"] for f in doctor["findings"]}
 
 
 def _sha(vm: VM, path: str) -> str:

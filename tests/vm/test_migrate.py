@@ -9,15 +9,11 @@ import pytest
 
 from thinpool.rehearse.vm import VM
 
-from .helpers import DOCKERD, NO_UDEV, kill_at_command, lvs, start_daemon, thinpool_json
+from .helpers import DOCKERD, NO_UDEV, kill_at_command, lvs, start_daemon, stop_docker, thinpool_json
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12")]
 
 TO = ("migrate", "--to", "docker-overlay2-thin", "--staging", "/srv/staging", "--yes")
-# (a zombie dockerd does not count: the guest's agent reaps only between requests)
-STOP_DOCKER = """pkill -x dockerd
-for i in $(seq 120); do ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 == "dockerd"' | grep -q . || exit 0; sleep 0.5; done
-exit 1"""
 VOLUME_TREE = "cd /var/lib/docker/volumes/vol1/_data && find . -type f | sort | xargs sha256sum"
 
 
@@ -56,10 +52,6 @@ def _images(vm: VM) -> dict[str, list[str]]:
     return {item["Id"]: sorted(item["RepoTags"]) for item in inspected}
 
 
-def _stop_docker(vm: VM) -> None:
-    vm.run(["bash", "-c", STOP_DOCKER], timeout=120)
-
-
 def _migrate(vm: VM, *args: str) -> list[dict[str, Any]]:
     code, result, err = thinpool_json(vm, *TO, *args, timeout=900)
     assert code == 0, err or result
@@ -79,7 +71,7 @@ def test_a_devicemapper_host_moves_to_overlay2_with_its_images_and_volumes(vm: V
     (exported,) = _migrate(vm, "--step", "export", "--commit-containers")
     assert exported["ok"] and any("inventory: 4 images, 1 volumes, 2 containers" in item for item in exported["done"])
     before = _images(vm)  # with c1 and c2 committed to images
-    _stop_docker(vm)
+    stop_docker(vm)
     used_by_docker = lvs(vm, "docker")["thinpool"].data_percent
     (switched,) = _migrate(vm, "--step", "switch")
     assert any("record Docker's thin devices" in item for item in switched["done"]), switched
@@ -116,7 +108,7 @@ def test_a_switch_killed_halfway_reruns_and_rolls_back_to_devicemapper(vm: VM, i
     _devicemapper_host(vm, images)
     before = _images(vm)
     _migrate(vm, "--step", "export")
-    _stop_docker(vm)
+    stop_docker(vm)
     kill_at_command(vm, "vgcfgrestore", 0.0, *TO, "--step", "switch")
     (switched,) = _migrate(vm, "--step", "switch")
     assert any("apply --engine docker-overlay2-thin" in item for item in switched["done"]), switched

@@ -205,6 +205,7 @@ class EngineState:
     docker_devicemapper_state: bool = False  # <data root>/devicemapper/metadata holds devices
     data_root_entries: int = 0  # entries in the data root (0 when absent or empty)
     data_root_source: str = ""  # what is mounted on the data root ("" when nothing)
+    containerd_root_source: str = ""  # what is mounted on containerd's root ("" when nothing)
     volume_filesystem: str = ""  # the overlay2 thin volume's filesystem type ("" when none)
     tls_files: TlsFiles | None = None  # what thinpool made under TLS_ROOT (read for --tls-generate)
     host_names: tuple[str, ...] = ()  # the host's name and FQDN (read for --tls-generate)

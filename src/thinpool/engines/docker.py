@@ -35,6 +35,82 @@ def major_version(version: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+# Docker's containerd image store: images and containers live in containerd's snapshotters, under containerd's
+# root, which data-root does not move. An opt-in from Docker 24, the default of fresh installs from Docker 29.
+SNAPSHOTTER_FEATURE = "containerd-snapshotter"
+CONTAINERD_STORE_DEFAULT_IN = 29
+CONTAINERD_ROOT = "/var/lib/containerd"  # the system containerd's root (config.toml root), Debian's dockerd uses it
+CLASSIC_DRIVERS = ("overlay2", "devicemapper", "btrfs", "zfs", "vfs", "fuse-overlayfs", "aufs")
+
+
+def snapshotter_feature(settings: dict[str, Any]) -> bool | None:
+    """daemon.json's features.containerd-snapshotter: True or False when set, None when not."""
+    features = settings.get("features")
+    value = features.get(SNAPSHOTTER_FEATURE) if isinstance(features, dict) else None
+    return value if isinstance(value, bool) else None
+
+
+def uses_containerd_store(settings: dict[str, Any], version: str) -> bool:
+    """Whether dockerd keeps images in the containerd image store: the feature when daemon.json sets it; else
+    Docker 29 and newer on a fresh install with no classic storage-driver named (so, possibly)."""
+    feature = snapshotter_feature(settings)
+    if feature is not None:
+        return feature
+    major = major_version(version)
+    return major is not None and major >= CONTAINERD_STORE_DEFAULT_IN and "storage-driver" not in settings
+
+
+def classic_store_keys(settings: dict[str, Any], state: EngineState, force: bool) -> dict[str, Any]:
+    """The daemon.json keys that keep Docker on the classic store, whose overlay2 data the thin volume holds.
+
+    daemon.json that turns the containerd store on is refused (its images and containers would stay off the
+    pool, and storage-driver overlay2 names no snapshotter: every docker run would fail) unless ``force``. On
+    Docker 29 and newer, whose fresh installs default to the containerd store, the choice is written down.
+    """
+    feature = snapshotter_feature(settings)
+    if feature and not force:
+        raise SpecError(
+            f'{DAEMON_JSON} turns on Docker\'s containerd image store ("features": {{"{SNAPSHOTTER_FEATURE}": '
+            f"true}}): images and containers would live in {CONTAINERD_ROOT}, off the pool, and storage-driver "
+            'overlay2 is no containerd snapshotter (every docker run would fail: "snapshotter not loaded")',
+            fix="pass --force to switch Docker to the classic store on the thin volume (images in the containerd "
+            "store are hidden then: docker save what you need first), or keep the containerd store off this pool",
+        )
+    major = major_version(state.versions.get("dockerd", ""))
+    if feature is False or (feature is None and (major is None or major < CONTAINERD_STORE_DEFAULT_IN)):
+        return {}
+    features = settings.get("features")
+    return {"features": {**(features if isinstance(features, dict) else {}), SNAPSHOTTER_FEATURE: False}}
+
+
+def store_findings(state: EngineState, data: dict[str, Any], configure: str) -> list[Finding]:
+    """Docker's containerd image store where the classic store was wired: broken, or holding its data off the pool."""
+    if not uses_containerd_store(data, state.versions.get("dockerd", "")):
+        return []
+    driver = data.get("storage-driver")
+    if driver in CLASSIC_DRIVERS:
+        problem = (
+            f"daemon.json turns on Docker's containerd image store and names storage-driver {driver!r}, which is no "
+            f'containerd snapshotter: every docker run fails ("snapshotter not loaded: {driver}")'
+        )
+        return [Finding(Severity.CRITICAL, "docker-store-mismatch", problem, _classic_store_fix(configure))]
+    if not state.data_root_source or state.containerd_root_source:
+        return []
+    problem = (
+        f"Docker uses the containerd image store: its images and containers are in {CONTAINERD_ROOT}, which is not "
+        f"on a thin volume (only {state.data_root_source} on the data root is): they fill the root filesystem"
+    )
+    return [Finding(Severity.WARNING, "engine-data-outside-pool", problem, _classic_store_fix(configure))]
+
+
+def _classic_store_fix(configure: str) -> str:
+    return (
+        f"{configure.replace('docker-devicemapper', 'docker-overlay2-thin')} --force (it sets "
+        f'"{SNAPSHOTTER_FEATURE}": false: the classic store on the thin volume; docker save what the containerd '
+        "store holds first), then systemctl restart docker"
+    )
+
+
 def refuse_removed_devicemapper(state: EngineState) -> None:
     major = major_version(state.versions.get("dockerd", ""))
     if major is not None and major >= DEVICEMAPPER_REMOVED_IN:
@@ -320,6 +396,7 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
         for host in _loopback_only(parsed.data)
     ]
     found += tls_findings(state, configure) + dns_findings(state, parsed.data, configure)
+    found += store_findings(state, parsed.data, configure)
     if parsed.storage_driver != "devicemapper":
         return found
     return found + _devicemapper_findings(state, parsed, target, configure)

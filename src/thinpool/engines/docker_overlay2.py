@@ -135,6 +135,7 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     if options.data_root != "/var/lib/docker":
         extra["data-root"] = options.data_root
     current = docker.current_settings(state, options.force)
+    extra |= docker.classic_store_keys(current, state, options.force)
     cache, dns, cache_warnings = docker.dns_cache(options, state, current)
     warnings += cache_warnings
     content = docker.merged_daemon_json(current, "overlay2", [], extra | dns, force=options.force)

@@ -22,6 +22,7 @@ from thinpool.core.programs import argv as programs
 from thinpool.core.programs.output import parse_ip_addresses, parse_wipefs
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.tls import Certificate
+from thinpool.engines import docker
 from thinpool.errors import MissingTool
 from thinpool.system import files
 from thinpool.system.observe import ROOT, mounted_at, observe, read_files, systemd_running, under
@@ -203,5 +204,6 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
         docker_devicemapper_state=_entries(under(root, f"{data_root}/devicemapper/metadata")) > 0,
         data_root_entries=_entries(under(root, data_root)),
         data_root_source=source,
+        containerd_root_source=mounted_at(docker.CONTAINERD_ROOT, root)[0],
         volume_filesystem=filesystem,
     )
