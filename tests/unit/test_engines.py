@@ -293,7 +293,14 @@ def test_an_unreadable_daemon_json_is_refused_even_with_force() -> None:
 def test_the_registry_names_every_engine_once_and_their_files() -> None:
     from thinpool import engines
 
-    assert engines.CHOICES == ("none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin")
+    assert engines.CHOICES == (
+        "none",
+        "docker-devicemapper",
+        "containerd-devmapper",
+        "docker-overlay2-thin",
+        "containerd-overlayfs-thin",
+    )
+    assert all(isinstance(engines.adapter(name), engines.EngineAdapter) for name in engines.NAMES)
     assert engines.config_files() == (
         docker.DAEMON_JSON,
         docker.DOCKER_DROP_IN,

@@ -28,7 +28,7 @@ from thinpool.core.plan import render_text
 from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
-from thinpool.engines import docker
+from thinpool.engines import docker, docker_overlay2
 from thinpool.system import files, observe, observe_engine
 
 SAVED_FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, "/etc/fstab")  # put back by a rollback
@@ -382,7 +382,7 @@ def _apply_engine(ctx: Context, plan: StepPlan, _operation: Operation) -> None:
 def _record_shape(ctx: Context, plan: StepPlan, _operation: Operation) -> None:
     spec = plan.where.spec
     group, _ = backups.pool_lv(ctx, spec.vg, spec.pool)
-    shape = json.dumps(migrate.vg_shape(group, spec.engine_options.volume_name), indent=1) + "\n"
+    shape = json.dumps(migrate.vg_shape(group, docker_overlay2.store(spec).volume), indent=1) + "\n"
     files.write_atomically(state_folder(ctx, spec) / SHAPE, shape, keep_owner=False, mode=0o600)
 
 
@@ -520,7 +520,7 @@ def plan_rollback(ctx: Context, where: Where) -> StepPlan:
             fix="nothing to do: Docker's data is where it is",
         )
     group, _ = backups.pool_lv(ctx, spec.vg, spec.pool)
-    volume = spec.engine_options.volume_name
+    volume = docker_overlay2.store(spec).volume
     migrate.check_vg_unchanged(_shape_at_switch(folder), migrate.vg_shape(group, volume))
     operations = []
     if observe.mounted_source(data_root, ctx.root):

@@ -132,7 +132,8 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
     engine.add_argument(
         "--volume-name",
         default=DEFAULTS["volume_name"],
-        help="docker-overlay2-thin: the thin volume's name (default: %(default)s)",
+        help="the thin volume of an engine whose store is on one (default: docker-data for Docker, "
+        "containerd-data for containerd)",
     )
     engine.add_argument(
         "--volume-size", metavar="SIZE", help="docker-overlay2-thin: its virtual size (default: the pool's data size)"
@@ -217,7 +218,8 @@ def engine_options_from_args(args: argparse.Namespace) -> EngineOptions:
 
 def engine_options_to_argv(options: EngineOptions) -> list[str]:
     argv = ["--base-size", _bytes(options.base_size), "--min-free-space", str(options.min_free_space)]
-    argv += ["--volume-name", options.volume_name, "--data-root", options.data_root]
+    argv += ["--volume-name", options.volume_name] if options.volume_name else []
+    argv += ["--data-root", options.data_root]
     if options.volume_size is not None:
         argv += ["--volume-size", _bytes(options.volume_size)]
     for flag, values in (

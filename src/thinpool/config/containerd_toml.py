@@ -10,6 +10,7 @@ from thinpool.core.model import Source
 
 PATH = "/etc/containerd/config.toml"
 DEVMAPPER = "io.containerd.snapshotter.v1.devmapper"
+DEFAULT_ROOT = "/var/lib/containerd"  # containerd's root when config.toml sets none
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,12 @@ class ContainerdConfig:
     @property
     def version(self) -> int:
         return int(self.data.get("version", 1))
+
+    @property
+    def root(self) -> str:
+        """Where containerd keeps its content and snapshots (config.toml's root)."""
+        root = self.data.get("root")
+        return root if isinstance(root, str) and root.startswith("/") else DEFAULT_ROOT
 
     @property
     def devmapper(self) -> dict[str, Any]:

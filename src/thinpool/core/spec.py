@@ -90,7 +90,7 @@ class EngineOptions:
 
     base_size: int = 10 * GiB  # dm.basesize / base_image_size: each image or container's virtual size
     min_free_space: int = 10  # dm.min_free_space, percent of the pool Docker keeps free
-    volume_name: str = "docker-data"  # docker-overlay2-thin: the thin volume under the data root
+    volume_name: str = ""  # the thin volume an engine keeps its store on ("": the engine's own name)
     volume_size: int | None = None  # its virtual size (default: the pool's data size)
     data_root: str = "/var/lib/docker"
     storage_opts: tuple[str, ...] = ()  # extra dm.* options for docker-devicemapper, KEY=VALUE
@@ -115,7 +115,8 @@ class EngineOptions:
         return self.tls_files or self.tls_generate
 
     def validate(self) -> None:
-        names.check_lv_name(self.volume_name, what="thin volume")
+        if self.volume_name:
+            names.check_lv_name(self.volume_name, what="thin volume")
         if self.base_size < MiB:
             raise SpecError("--base-size must be at least 1 MiB", fix="Docker's default is 10GiB")
         if not 0 <= self.min_free_space <= 50:

@@ -23,6 +23,7 @@ REGISTRY = {
     "docker-devicemapper": "docker_devicemapper",
     "containerd-devmapper": "containerd_devmapper",
     "docker-overlay2-thin": "docker_overlay2",
+    "containerd-overlayfs-thin": "containerd_overlayfs",
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 CHOICES: tuple[str, ...] = (NO_ENGINE, *NAMES)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from thinpool.core.model import EngineState
     from thinpool.core.spec import PoolSpec
     from thinpool.engines.target import EngineChanges, PoolTarget
+    from thinpool.engines.thin_volume import Store
 
 
 @runtime_checkable
@@ -23,9 +24,9 @@ class EngineAdapter(Protocol):
     def FILES(self) -> tuple[str, ...]:
         """The configuration files it reads (the observation layer reads them for it)."""
 
-    @property
-    def USES_THIN_VOLUME(self) -> bool:
-        """Whether it keeps its data on a thin volume of the pool (whose filesystem is then observed)."""
+    def store(self, spec: PoolSpec, state: EngineState) -> Store | None:
+        """Its store on a thin volume of the pool (whose mount and filesystem are then observed), or None when
+        it keeps its data in the pool's own thin devices. ``state`` needs only the config files read."""
 
     def plan(self, spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChanges:
         """The actions that wire the engine to the pool as the plan leaves it."""

@@ -20,7 +20,6 @@ CONFIG_TOML = containerd_toml.PATH
 CONTAINERD_DROP_IN = "/etc/systemd/system/containerd.service.d/thinpool.conf"
 PLUGIN = containerd_toml.DEVMAPPER
 FILES = (CONFIG_TOML, CONTAINERD_DROP_IN)
-USES_THIN_VOLUME = False
 ROOT_PATH = "/var/lib/containerd/io.containerd.snapshotter.v1.devmapper"
 
 
@@ -145,3 +144,8 @@ def pool_users(state: EngineState, target: PoolTarget) -> tuple[str, ...]:
         return (CONFIG_TOML,) if parsed.devmapper.get("pool_name") == target.dm_name else ()
     text = source.text or ""
     return (CONFIG_TOML,) if target.dm_name in text or f"{target.vg}/{target.pool}" in text else ()
+
+
+def store(spec: PoolSpec, state: EngineState) -> None:  # noqa: ARG001 (the protocol's signature)
+    """None: its data is in the pool's own thin devices, no thin volume of thinpool's."""
+    return

@@ -10,7 +10,6 @@ from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
 
 FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, docker.DNSMASQ_CONF, docker.DNSMASQ_DEFAULTS)
-USES_THIN_VOLUME = False
 doctor = docker.doctor
 pool_users = docker.pool_users
 
@@ -81,3 +80,8 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     )
     changes = actions + systemd.reload_action(state, actions)
     return EngineChanges(changes, tuple(warnings), systemd.restart_steps("docker", actions))
+
+
+def store(spec: PoolSpec, state: EngineState) -> None:  # noqa: ARG001 (the protocol's signature)
+    """None: its data is in the pool's own thin devices, no thin volume of thinpool's."""
+    return

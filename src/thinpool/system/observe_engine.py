@@ -16,7 +16,6 @@ from typing import Any
 
 from thinpool import engines
 from thinpool.config import daemon_json
-from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState, Observed
 from thinpool.core.programs import argv as programs
 from thinpool.core.programs.output import parse_ip_addresses, parse_wipefs
@@ -184,25 +183,27 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
     by_path = cached_program_versions(runner, found_programs.values(), root)
     versions = {name: by_path[path] for name, path in found_programs.items() if by_path[path]}
     found_programs |= {name: path for name in HELPER_PROGRAMS if (path := find_program(name, root))}
-    data_root = spec.engine_options.data_root
-    volume = f"/dev/mapper/{commands.dm_name(spec.vg, spec.engine_options.volume_name)}"
+    files = engine_files(root)
+    store = engines.adapter(spec.engine).store(spec, files) if spec.engine != NO_ENGINE else None
+    store_root = store.root if store else spec.engine_options.data_root
+    volume = store.device_in(spec.vg) if store else ""
     filesystem = ""
-    uses_volume = spec.engine != NO_ENGINE and engines.adapter(spec.engine).USES_THIN_VOLUME
-    source, mounted_type = mounted_at(data_root, root)
-    if uses_volume and source == volume:
+    source, mounted_type = mounted_at(store_root, root)
+    if volume and source == volume:
         filesystem = mounted_type  # mounted where it belongs: the kernel says what it is, no probe needed
-    elif uses_volume and under(root, volume).exists():
+    elif volume and under(root, volume).exists():
         found = runner.run(programs.wipefs_probe(volume), check=False)
         filesystem = next(iter(parse_wipefs(found.stdout)), "") if found.returncode == 0 else ""
-    files = tls_state(runner, spec, engine_files(root), root)
+    files = tls_state(runner, spec, files, root)
+    docker_root = spec.engine_options.data_root
     return replace(
         files,
         versions=versions,
         programs=found_programs,
         systemd=systemd_running(root),
         udev=under(root, "/run/udev/control").exists(),
-        docker_devicemapper_state=_entries(under(root, f"{data_root}/devicemapper/metadata")) > 0,
-        data_root_entries=_entries(under(root, data_root)),
+        docker_devicemapper_state=_entries(under(root, f"{docker_root}/devicemapper/metadata")) > 0,
+        data_root_entries=_entries(under(root, store_root)),
         data_root_source=source,
         containerd_root_source=mounted_at(docker.CONTAINERD_ROOT, root)[0],
         volume_filesystem=filesystem,

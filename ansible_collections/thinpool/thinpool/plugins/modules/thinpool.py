@@ -41,7 +41,7 @@ options:
   engine:
     description: Container engine to wire to the pool.
     type: str
-    choices: [none, docker-devicemapper, containerd-devmapper, docker-overlay2-thin]
+    choices: [none, docker-devicemapper, containerd-devmapper, docker-overlay2-thin, containerd-overlayfs-thin]
     default: none
   extent_size:
     description: Extent size of a new VG (binary units, e.g. V(4m)).
@@ -200,8 +200,10 @@ try:
     from thinpool.core.units import parse_size, parse_size_or_percent
     from thinpool.engines import (  # noqa: F401 (loaded by name at run time; named here so they are sent)
         containerd_devmapper,
+        containerd_overlayfs,
         docker_devicemapper,
         docker_overlay2,
+        thin_volume,
     )
     from thinpool.errors import ThinpoolError
 
@@ -210,7 +212,13 @@ try:
     DEFAULTS: dict[str, Any] = dict(OPTION_DEFAULTS)  # written once, in thinpool.core.spec
 except ImportError:  # pragma: no cover - reported by the module before any default is used
     HAS_THINPOOL = False
-    ENGINE_CHOICES = ["none", "docker-devicemapper", "containerd-devmapper", "docker-overlay2-thin"]
+    ENGINE_CHOICES = [
+        "none",
+        "docker-devicemapper",
+        "containerd-devmapper",
+        "docker-overlay2-thin",
+        "containerd-overlayfs-thin",
+    ]
     DEFAULTS = {}
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {

@@ -1,0 +1,150 @@
+"""What every engine that keeps its store on an XFS thin volume of the pool shares: the volume, its
+filesystem, its /etc/fstab entry and mount, and the unit lines that make the engine wait for it.
+
+Pure, like every adapter: the actions come from the ``EngineState`` observed for the store's root
+(``data_root_source``, ``data_root_entries``, ``volume_filesystem``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from thinpool.config import fstab
+from thinpool.config.document import ConfigError
+from thinpool.core import names
+from thinpool.core.lvm import commands
+from thinpool.core.model import EngineState
+from thinpool.core.plan import Action, ActionKind, Target
+from thinpool.core.programs import argv as programs
+from thinpool.core.spec import PoolSpec
+from thinpool.core.units import format_size
+from thinpool.engines.target import PoolTarget
+from thinpool.errors import SpecError
+
+FSTAB = fstab.PATH
+MOUNT_OPTIONS = "defaults,pquota,noatime"  # pquota: per-container size limits (overlay2.size, podman's size=)
+
+# XFS retries failed metadata writes forever by default (/sys/fs/xfs/DEV/error/metadata/*): on a
+# thin volume whose pool is full that hangs every writer. ENOSPC fails at once (space will not
+# come back by retrying; a pool that can grow queues writes instead of returning it); EIO is
+# retried for 30 s. Set before every start of the engine, once the volume is mounted.
+XFS_ERRORS = (("ENOSPC", "max_retries", 0), ("EIO", "retry_timeout_seconds", 30))
+
+
+@dataclass(frozen=True)
+class Store:
+    """An engine's store on a thin volume: whose it is, where it is mounted, and what the volume is called."""
+
+    owner: str  # "Docker", "containerd": said in the plan's reasons and in refusals
+    root: str  # the mount point: Docker's data root, containerd's root
+    volume: str  # the thin LV's name
+    stop: str  # how to stop the engine before its root can be moved aside
+    movable: bool = False  # --data-root can put the store elsewhere
+
+    def device_in(self, vg: str) -> str:
+        return f"/dev/mapper/{commands.dm_name(vg, self.volume)}"
+
+
+def xfs_errors_command(root: str) -> str:
+    """An ExecStartPre= line ('$$' is systemd's literal '$'; '-': a kernel without the knobs is no failure).
+
+    XFS names its sysfs folder after the kernel's device (dm-4): found from the mount's device
+    number, which works with or without udev's /dev/mapper links.
+    """
+    folder = 'd=/sys/fs/xfs/$$(basename $$(readlink -f /sys/dev/block/$$(mountpoint -d "$$1")))/error/metadata'
+    knobs = " && ".join(f"echo {value} > $$d/{error}/{knob}" for error, knob, value in XFS_ERRORS)
+    return f"ExecStartPre=-/bin/sh -c '{folder} && {knobs}' xfs-errors {root}"
+
+
+def fstab_line(device: str, root: str) -> str:
+    return f"{device} {root} xfs {MOUNT_OPTIONS} 0 0"
+
+
+def merged_fstab(state: EngineState, device: str, root: str, *, force: bool, owner: str = "Docker") -> str | None:
+    """fstab with the store's entry; None when it is already there. Another entry there is refused.
+
+    Every other line comes back byte for byte, in the file's own line ending.
+    """
+    root = fstab.normal(root)
+    parsed = fstab.parse(state.source(FSTAB))
+    if isinstance(parsed, ConfigError):
+        raise SpecError(f"{parsed}; it was left untouched", fix=f"check {FSTAB}'s permissions, then re-run")
+    wanted = tuple(fstab_line(device, root).split())
+    there = parsed.on(root)
+    for entry in there:
+        if entry.fields == wanted:
+            return None
+        if not force:
+            raise SpecError(
+                f"{FSTAB} already mounts {entry.source} on {root}",
+                fix="remove that entry (and move its data), pass --data-root, or --force to replace the entry",
+            )
+    return parsed.without(there).appended(f"# thinpool: {owner}'s store on a thin volume", " ".join(wanted))
+
+
+def volume_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store: Store, why: str) -> list[Action]:
+    """The thin volume and its XFS, unless they are there; a volume of another pool or filesystem is refused."""
+    device = store.device_in(target.vg)
+    existing = next((lv for lv in target.lvs if lv.bare_name == store.volume), None)
+    actions = []
+    if existing is None:
+        size = spec.engine_options.volume_size or target.data_size
+        reason = f"{format_size(size)} of virtual space for {store.owner}, taken from the pool as it is written"
+        argv = commands.lvcreate_thin(target.vg, target.pool, store.volume, size)
+        actions.append(Action("create", ActionKind.THIN_VOLUME, Target(vg=target.vg, lv=store.volume), reason, argv))
+    elif existing.pool_lv != target.pool:
+        raise SpecError(
+            f"{target.vg}/{store.volume} exists and is not a thin volume of {target.pool}",
+            fix="pick another --volume-name; thinpool never converts an existing volume",
+        )
+    if existing is None or not state.volume_filesystem:
+        actions.append(Action("create", ActionKind.FILESYSTEM, Target(path=device), why, programs.mkfs_xfs(device)))
+    elif state.volume_filesystem != "xfs":
+        raise SpecError(
+            f"{device} carries {state.volume_filesystem}, not XFS",
+            fix=f"{why}: pick another --volume-name, or move its data and wipe it",
+        )
+    return actions
+
+
+def mount_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store: Store) -> list[Action]:
+    """The fstab entry and the mount now; a root with something else mounted on it, or with entries that the
+    mount would hide, is refused."""
+    device, root = store.device_in(target.vg), store.root
+    actions = []
+    content = merged_fstab(state, device, root, force=spec.engine_options.force, owner=store.owner)
+    if content is not None:
+        why = "mounted at every boot, with project quotas"
+        actions.append(Action("write", ActionKind.FSTAB, Target(path=root), why, path=FSTAB, content=content))
+    if state.data_root_source == device:
+        return actions
+    if state.data_root_source:
+        elsewhere = ", or pass another --data-root" if store.movable else ""
+        raise SpecError(
+            f"{state.data_root_source} is already mounted on {root}",
+            fix=f"{store.stop} and unmount it first{elsewhere}",
+        )
+    if state.data_root_entries:
+        raise SpecError(
+            f"{root} already holds {state.data_root_entries} entries; mounting over them would hide them",
+            fix=f"{store.stop} and move {root} aside (mv {root} {root}.old), then re-run",
+        )
+    argv = programs.mount_from_fstab(root)
+    actions.append(Action("change", ActionKind.MOUNT, Target(path=root), f"mount {device} there", argv))
+    return actions
+
+
+def storage_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store: Store, why: str) -> list[Action]:
+    """Everything that puts ``store`` on a mounted XFS thin volume of the pool."""
+    names.check_volume(target.vg, target.pool, store.volume)
+    return volume_actions(spec, target, state, store, why) + mount_actions(spec, target, state, store)
+
+
+def size_warnings(spec: PoolSpec, target: PoolTarget) -> list[str]:
+    size = spec.engine_options.volume_size or 0
+    if target.data_size < size <= (target.max_data_size or target.data_size):
+        return [
+            f"the volume ({format_size(size)}) is larger than the pool's data ({format_size(target.data_size)}): "
+            "autoextend must keep up, or writes fail when the pool is full"
+        ]
+    return []
