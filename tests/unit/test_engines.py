@@ -13,7 +13,15 @@ from thinpool.app import planning
 from thinpool.core.model import EngineState, LogicalVolume, virtual_disks
 from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import GiB
-from thinpool.engines import containerd_devmapper, docker, docker_devicemapper, docker_overlay2, systemd
+from thinpool.engines import (
+    containerd_devmapper,
+    containerd_overlayfs,
+    docker,
+    docker_devicemapper,
+    docker_overlay2,
+    systemd,
+    thin_volume,
+)
 from thinpool.engines.target import PoolTarget
 from thinpool.errors import SpecError
 
@@ -424,3 +432,50 @@ def test_doctor_finds_the_containerd_store_on_a_host_wired_for_the_classic_store
         assert not {"docker-store-mismatch", "engine-data-outside-pool"} & {
             f.code for f in docker.doctor(sound, TARGET)
         }
+
+
+def test_containerd_overlayfs_thin_puts_containerds_root_on_a_thin_volume() -> None:
+    containerd = EngineState(observed=True, versions={"containerd": "1.7.24"}, systemd=True)
+    changes = containerd_overlayfs.plan(_spec("containerd-overlayfs-thin"), TARGET, containerd)
+    assert [action.kind for action in changes.actions] == [
+        "thin-volume",
+        "filesystem",
+        "fstab",
+        "mount",
+        "systemd-drop-in",
+        "systemd",
+    ]
+    assert changes.actions[0].target.lv == "containerd-data" and not changes.warnings
+    fstab = _written(changes, thin_volume.FSTAB)
+    assert "/dev/mapper/docker-containerd--data /var/lib/containerd xfs defaults,pquota,noatime 0 0" in fstab
+    drop_in = _written(changes, containerd_devmapper.CONTAINERD_DROP_IN)
+    assert "RequiresMountsFor=/var/lib/containerd" in drop_in and "xfs-errors /var/lib/containerd" in drop_in
+    assert changes.next_steps[0].endswith("systemctl restart containerd")
+    elsewhere = _with_files(containerd, config_toml='version = 2\nroot = "/srv/containerd"\n')
+    moved = containerd_overlayfs.plan(_spec("containerd-overlayfs-thin", volume_name="ctr"), TARGET, elsewhere)
+    assert "/dev/mapper/docker-ctr /srv/containerd xfs" in _written(moved, thin_volume.FSTAB)
+    assert not any(action.path == containerd_devmapper.CONFIG_TOML for action in moved.actions)  # read, not written
+    with pytest.raises(SpecError, match=r"config\.toml") as caught:
+        containerd_overlayfs.plan(_spec("containerd-overlayfs-thin"), TARGET, _with_files(containerd, config_toml="["))
+    assert "repair /etc/containerd/config.toml" in caught.value.fix
+    busy = EngineState(**{**containerd.__dict__, "data_root_entries": 3})
+    with pytest.raises(SpecError, match="/var/lib/containerd already holds 3 entries") as caught:
+        containerd_overlayfs.plan(_spec("containerd-overlayfs-thin"), TARGET, busy)
+    assert caught.value.fix.startswith("stop containerd")
+
+
+def test_containerd_overlayfs_thin_converged_plans_nothing() -> None:
+    containerd = EngineState(observed=True, versions={"containerd": "1.7.24"})
+    first = containerd_overlayfs.plan(_spec("containerd-overlayfs-thin"), TARGET, containerd)
+    volume = LogicalVolume("containerd-data", "docker", "Vwi-aotz--", 6 * GiB, segtype="thin", pool_lv="thinpool")
+    files = {action.path: action.content for action in first.actions if action.path}
+    done = EngineState(
+        **{
+            **containerd.__dict__,
+            "files": files,
+            "volume_filesystem": "xfs",
+            "data_root_source": "/dev/mapper/docker-containerd--data",
+        }
+    )
+    target = PoolTarget("docker", "thinpool", 6 * GiB, (volume,))
+    assert containerd_overlayfs.plan(_spec("containerd-overlayfs-thin"), target, done).actions == ()

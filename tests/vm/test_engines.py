@@ -137,6 +137,32 @@ def test_the_containerd_store_is_found_refused_and_put_back_to_the_classic_store
     assert not {"docker-store-mismatch", "engine-data-outside-pool"} & {f["code"] for f in doctor["findings"]}
 
 
+@pytest.mark.releases("debian-13")
+def test_containerd_overlayfs_runs_a_container_on_a_thin_volume_and_maintain_gives_its_space_back(
+    vm: VM, images: dict[str, str]
+) -> None:
+    args = ("--engine", "containerd-overlayfs-thin", "--volume-size", "2GiB", "/dev/vda")
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
+    assert code == 0, err or result
+    mounts = [line.split() for line in vm.run(["cat", "/proc/mounts"]).stdout.splitlines()]
+    (mount,) = [fields for fields in mounts if fields[1] == "/var/lib/containerd"]
+    assert mount[0] == "/dev/mapper/docker-containerd--data" and mount[2] == "xfs" and "prjquota" in mount[3]
+    run_exec_start_pre(vm, "/etc/systemd/system/containerd.service.d/thinpool.conf")
+    start_daemon(vm, ("containerd",), ["ctr", "version"], "/tmp/containerd.log")
+    vm.run(["ctr", "images", "import", images["oci"]], timeout=300)  # the default snapshotter: overlayfs
+    before = _used_bytes(vm, "containerd-data")
+    vm.run(["ctr", "run", "docker.io/library/tiny:1", "w1", "sh", "-c", WRITE_64_MIB], timeout=300)
+    written = _used_bytes(vm, "containerd-data")
+    assert written - before >= 60 * MiB  # the container's layer is on the thin volume
+    assert "w1" in vm.run(["ctr", "snapshots", "ls"]).stdout
+    vm.run(["ctr", "containers", "rm", "w1"])  # its snapshot goes with it
+    vm.run(["ctr", "images", "rm", "--sync", "docker.io/library/tiny:1"])
+    code, cared, err = thinpool_json(vm, "maintain", "docker/thinpool", "--reclaim-above", "16MiB")
+    assert code == 0, err or cared
+    assert _used_bytes(vm, "containerd-data") <= written - 60 * MiB  # fstrim gave the pool its chunks back
+    assert _converged(vm, *args)
+
+
 def _sha(vm: VM, path: str) -> str:
     return vm.run(["sha256sum", path]).stdout
 

@@ -114,32 +114,39 @@ def _docker(vm: Guest, run: EngineRun, vg: str, pool: str) -> None:
     run.pool_growth_bytes = pool_used_bytes(vm, vg, pool) - before
 
 
+# The containerd engines, and the snapshotter each runs its containers with.
+SNAPSHOTTERS = {"containerd-devmapper": "devmapper", "containerd-overlayfs-thin": "overlayfs"}
+
+
 def _containerd(vm: Guest, run: EngineRun, vg: str, pool: str) -> None:
+    snapshotter = SNAPSHOTTERS[run.engine]
     _start(vm, "containerd", "ctr version", "/tmp/containerd.log")
     versions = _step(vm, "ctr version", "ctr version", "/tmp/containerd.log")
     run.version = versions.rpartition("Version:")[2].split()[0] if "Version:" in versions else ""
     plugins = _step(vm, "ctr plugins ls", "ctr plugins ls", "/tmp/containerd.log")
-    status = next((line.split()[-1] for line in plugins.splitlines() if line.split()[1:2] == ["devmapper"]), "")
+    status = next((line.split()[-1] for line in plugins.splitlines() if line.split()[1:2] == [snapshotter]), "")
     if status != "ok":
         raise EngineFailed(
-            f"containerd's devmapper snapshotter is {status or 'absent'}, not ok: "
+            f"containerd's {snapshotter} snapshotter is {status or 'absent'}, not ok: "
             + _shell(vm, "tail -n 15 /tmp/containerd.log").stdout
         )
     dumped = tomllib.loads(_step(vm, "containerd config dump", "containerd config dump"))
-    section = dumped.get("plugins", {}).get("io.containerd.snapshotter.v1.devmapper", {})
-    run.storage_driver = "devmapper snapshotter"
-    run.reported = {"pool_name": str(section.get("pool_name", "")), "plugin": status}
+    run.storage_driver = f"{snapshotter} snapshotter"
+    run.reported = {"plugin": status, "root": str(dumped.get("root", ""))}
+    if snapshotter == "devmapper":
+        section = dumped.get("plugins", {}).get("io.containerd.snapshotter.v1.devmapper", {})
+        run.reported["pool_name"] = str(section.get("pool_name", ""))
     write_oci_archive(vm.share / "image.tar", IMAGE)
     _step(
         vm,
-        f"ctr images import --snapshotter devmapper {SHARE_MOUNT}/image.tar",
+        f"ctr images import --snapshotter {snapshotter} {SHARE_MOUNT}/image.tar",
         "ctr images import",
         "/tmp/containerd.log",
     )
     before = pool_used_bytes(vm, vg, pool)
     _step(
         vm,
-        f"ctr run --snapshotter devmapper {IMAGE} thinpool-rehearsal sh -c '{WRITE}'",
+        f"ctr run --snapshotter {snapshotter} {IMAGE} thinpool-rehearsal sh -c '{WRITE}'",
         "ctr run",
         "/tmp/containerd.log",
     )
@@ -150,7 +157,7 @@ def exercise(vm: Guest, engine: str, vg: str, pool: str) -> EngineRun:
     """Start ``engine`` on what the rehearsal applied, run a writing container, and say what the daemon saw."""
     run = EngineRun(engine)
     try:
-        if engine == "containerd-devmapper":
+        if engine in SNAPSHOTTERS:
             _containerd(vm, run, vg, pool)
         else:
             _docker(vm, run, vg, pool)
@@ -175,7 +182,7 @@ def clean_slate_script() -> str:
 
 
 def render(run: EngineRun) -> str:
-    daemon = "containerd" if run.engine == "containerd-devmapper" else "dockerd"
+    daemon = "containerd" if run.engine in SNAPSHOTTERS else "dockerd"
     lines = [f"Engine: {run.engine} ({daemon} {run.version or '?'}), storage driver {run.storage_driver or '?'}"]
     lines += [f"  {key}: {value}" for key, value in run.reported.items() if key in _SHOWN]
     lines.append(
@@ -188,4 +195,4 @@ def render(run: EngineRun) -> str:
     return "\n".join(lines)
 
 
-_SHOWN = ("Pool Name", "Backing Filesystem", "Data Space Used", "Supports d_type", "pool_name", "plugin")
+_SHOWN = ("Pool Name", "Backing Filesystem", "Data Space Used", "Supports d_type", "pool_name", "plugin", "root")
