@@ -19,6 +19,7 @@ from thinpool.engines import (
     docker,
     docker_devicemapper,
     docker_overlay2,
+    podman_overlay,
     systemd,
     thin_volume,
 )
@@ -307,6 +308,7 @@ def test_the_registry_names_every_engine_once_and_their_files() -> None:
         "containerd-devmapper",
         "docker-overlay2-thin",
         "containerd-overlayfs-thin",
+        "podman-overlay-thin",
     )
     assert all(isinstance(engines.adapter(name), engines.EngineAdapter) for name in engines.NAMES)
     assert engines.config_files() == (
@@ -317,6 +319,7 @@ def test_the_registry_names_every_engine_once_and_their_files() -> None:
         containerd_devmapper.CONFIG_TOML,
         containerd_devmapper.CONTAINERD_DROP_IN,
         docker_overlay2.FSTAB,
+        podman_overlay.STORAGE_CONF,
     )
     with pytest.raises(SpecError, match="unknown engine 'podman'"):
         engines.adapter("podman")
@@ -479,3 +482,51 @@ def test_containerd_overlayfs_thin_converged_plans_nothing() -> None:
     )
     target = PoolTarget("docker", "thinpool", 6 * GiB, (volume,))
     assert containerd_overlayfs.plan(_spec("containerd-overlayfs-thin"), target, done).actions == ()
+
+
+STORAGE_CONF_OF_AN_OPERATOR = """\
+# my storage settings
+[storage]
+driver = "overlay"
+runroot = "/run/containers/storage"
+graphroot = "/srv/containers"
+
+[storage.options]
+pull_options = {enable_partial_images = "false"}
+"""
+
+
+def test_podman_overlay_thin_puts_graphroot_on_a_thin_volume_and_merges_storage_conf() -> None:
+    podman = EngineState(observed=True, versions={"podman": "5.4.2"})
+    changes = podman_overlay.plan(_spec("podman-overlay-thin"), TARGET, podman)
+    kinds = [action.kind for action in changes.actions]
+    assert kinds == ["thin-volume", "filesystem", "fstab", "mount", "engine-config"] and not changes.warnings
+    assert changes.actions[0].target.lv == "containers-data"
+    fstab = _written(changes, thin_volume.FSTAB)
+    assert "/dev/mapper/docker-containers--data /var/lib/containers/storage xfs defaults,pquota,noatime" in fstab
+    written = tomllib.loads(_written(changes, podman_overlay.STORAGE_CONF))
+    assert written == {
+        "storage": {
+            "runroot": "/run/containers/storage",
+            "graphroot": "/var/lib/containers/storage",
+            "driver": "overlay",
+        }
+    }
+    theirs = EngineState(**{**podman.__dict__, "files": {podman_overlay.STORAGE_CONF: STORAGE_CONF_OF_AN_OPERATOR}})
+    kept = podman_overlay.plan(_spec("podman-overlay-thin"), TARGET, theirs)
+    assert not any(action.path == podman_overlay.STORAGE_CONF for action in kept.actions)  # overlay already: kept
+    assert "/dev/mapper/docker-containers--data /srv/containers xfs" in _written(kept, thin_volume.FSTAB)
+    vfs = STORAGE_CONF_OF_AN_OPERATOR.replace('driver = "overlay"', 'driver = "vfs"')
+    other = EngineState(**{**podman.__dict__, "files": {podman_overlay.STORAGE_CONF: vfs}})
+    with pytest.raises(SpecError, match="sets driver 'vfs'") as caught:
+        podman_overlay.plan(_spec("podman-overlay-thin"), TARGET, other)
+    assert "--force" in caught.value.fix
+    switched = _written(
+        podman_overlay.plan(_spec("podman-overlay-thin", force=True), TARGET, other), podman_overlay.STORAGE_CONF
+    )
+    assert switched == STORAGE_CONF_OF_AN_OPERATOR  # every other byte, the comment and the options kept
+    broken = EngineState(**{**podman.__dict__, "files": {podman_overlay.STORAGE_CONF: "[storage\n"}})
+    with pytest.raises(SpecError, match="is not valid TOML"):
+        podman_overlay.plan(_spec("podman-overlay-thin"), TARGET, broken)
+    (finding,) = podman_overlay.doctor(broken, TARGET)
+    assert finding.code == "storage-conf-invalid" and "--engine podman-overlay-thin" in finding.fix

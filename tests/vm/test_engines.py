@@ -163,6 +163,36 @@ def test_containerd_overlayfs_runs_a_container_on_a_thin_volume_and_maintain_giv
     assert _converged(vm, *args)
 
 
+@pytest.mark.releases("debian-13")
+def test_podman_overlay_runs_a_container_on_a_thin_volume_with_quotas_and_maintain_gives_its_space_back(
+    vm: VM, images: dict[str, str]
+) -> None:
+    args = ("--engine", "podman-overlay-thin", "--volume-size", "2GiB", "/dev/vda")
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
+    assert code == 0, err or result
+    mounts = [line.split() for line in vm.run(["cat", "/proc/mounts"]).stdout.splitlines()]
+    (mount,) = [fields for fields in mounts if fields[1] == "/var/lib/containers/storage"]
+    assert mount[0] == "/dev/mapper/docker-containers--data" and mount[2] == "xfs" and "prjquota" in mount[3]
+    vm.run(["podman", "import", images["rootfs"], "tiny:1"], timeout=300)
+    store = json.loads(vm.run(["podman", "info", "--format", "json"]).stdout)["store"]
+    assert store["graphDriverName"] == "overlay" and store["graphRoot"] == "/var/lib/containers/storage", store
+    before = _used_bytes(vm, "containers-data")
+    podman_run = ["podman", "run", "--network", "none"]
+    vm.run([*podman_run, "--name", "w1", "tiny:1", "sh", "-c", WRITE_64_MIB], timeout=300)
+    written = _used_bytes(vm, "containers-data")
+    assert written - before >= 60 * MiB  # the container's layer is on the thin volume
+    capped = vm.run(
+        [*podman_run, "--rm", "--storage-opt", "size=16m", "tiny:1", "sh", "-c", WRITE_64_MIB], check=False, timeout=300
+    )
+    assert capped.returncode != 0  # project quotas: a container's size limit holds
+    vm.run(["podman", "rm", "w1"])
+    vm.run(["podman", "rmi", "tiny:1"])
+    code, cared, err = thinpool_json(vm, "maintain", "docker/thinpool", "--reclaim-above", "16MiB")
+    assert code == 0, err or cared
+    assert _used_bytes(vm, "containers-data") <= written - 60 * MiB  # fstrim gave the pool its chunks back
+    assert _converged(vm, *args)
+
+
 def _sha(vm: VM, path: str) -> str:
     return vm.run(["sha256sum", path]).stdout
 

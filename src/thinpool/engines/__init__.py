@@ -24,6 +24,7 @@ REGISTRY = {
     "containerd-devmapper": "containerd_devmapper",
     "docker-overlay2-thin": "docker_overlay2",
     "containerd-overlayfs-thin": "containerd_overlayfs",
+    "podman-overlay-thin": "podman_overlay",
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 CHOICES: tuple[str, ...] = (NO_ENGINE, *NAMES)

@@ -153,12 +153,28 @@ def _containerd(vm: Guest, run: EngineRun, vg: str, pool: str) -> None:
     run.pool_growth_bytes = pool_used_bytes(vm, vg, pool) - before
 
 
+def _podman(vm: Guest, run: EngineRun, vg: str, pool: str) -> None:
+    """Podman has no daemon: each command reads storage.conf and works on the store itself."""
+    run.version = _step(vm, "podman version --format '{{.Client.Version}}'", "podman version").strip()
+    store = json.loads(_step(vm, "podman info --format json", "podman info")).get("store", {})
+    run.storage_driver = str(store.get("graphDriverName", ""))
+    status = {str(key): str(value) for key, value in (store.get("graphStatus") or {}).items()}
+    run.reported = {"graphRoot": str(store.get("graphRoot", "")), **status}
+    (vm.share / "rootfs.tar").write_bytes(rootfs_tar())
+    _step(vm, f"podman import {SHARE_MOUNT}/rootfs.tar {IMAGE}", "podman import")
+    before = pool_used_bytes(vm, vg, pool)
+    _step(vm, f"podman run --network none --name thinpool-rehearsal {IMAGE} sh -c '{WRITE}'", "podman run")
+    run.pool_growth_bytes = pool_used_bytes(vm, vg, pool) - before
+
+
 def exercise(vm: Guest, engine: str, vg: str, pool: str) -> EngineRun:
     """Start ``engine`` on what the rehearsal applied, run a writing container, and say what the daemon saw."""
     run = EngineRun(engine)
     try:
         if engine in SNAPSHOTTERS:
             _containerd(vm, run, vg, pool)
+        elif engine == "podman-overlay-thin":
+            _podman(vm, run, vg, pool)
         else:
             _docker(vm, run, vg, pool)
     except (EngineFailed, ValueError, KeyError, StopIteration) as error:
@@ -177,12 +193,13 @@ def clean_slate_script() -> str:
     read = " ".join(shlex.quote(path) for path in engines.config_files())
     return (
         "rm -rf /etc/docker /etc/containerd /etc/systemd/system/docker.service.d "
-        f"/etc/systemd/system/containerd.service.d /var/lib/docker /var/lib/containerd && rm -f {read}"
+        f"/etc/systemd/system/containerd.service.d /var/lib/docker /var/lib/containerd /var/lib/containers "
+        f"&& rm -f {read}"
     )
 
 
 def render(run: EngineRun) -> str:
-    daemon = "containerd" if run.engine in SNAPSHOTTERS else "dockerd"
+    daemon = "containerd" if run.engine in SNAPSHOTTERS else "podman" if run.engine.startswith("podman") else "dockerd"
     lines = [f"Engine: {run.engine} ({daemon} {run.version or '?'}), storage driver {run.storage_driver or '?'}"]
     lines += [f"  {key}: {value}" for key, value in run.reported.items() if key in _SHOWN]
     lines.append(
@@ -195,4 +212,13 @@ def render(run: EngineRun) -> str:
     return "\n".join(lines)
 
 
-_SHOWN = ("Pool Name", "Backing Filesystem", "Data Space Used", "Supports d_type", "pool_name", "plugin", "root")
+_SHOWN = (
+    "Pool Name",
+    "Backing Filesystem",
+    "Data Space Used",
+    "Supports d_type",
+    "pool_name",
+    "plugin",
+    "root",
+    "graphRoot",
+)

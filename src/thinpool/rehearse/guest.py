@@ -73,8 +73,8 @@ RELEASES: dict[str, Release] = {
         "Debian 12: lvm2 2.03.16, thin-provisioning-tools 0.9, kernel 6.1, docker.io 20.10 (devicemapper)",
     ),
     "debian-13": Release(
-        "debian-13", "trixie", (*COMMON_PACKAGES, "docker-cli"),
-        "Debian 13: lvm2 2.03.31, thin-provisioning-tools 1.1, kernel 6.12, docker.io 26.1, containerd 1.7",
+        "debian-13", "trixie", (*COMMON_PACKAGES, "docker-cli", "podman"),
+        "Debian 13: lvm2 2.03.31, thin-provisioning-tools 1.1, kernel 6.12, docker.io 26.1, containerd 1.7, podman 5.4",
     ),
 }  # fmt: skip
 

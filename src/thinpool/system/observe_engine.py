@@ -27,7 +27,7 @@ from thinpool.system import files
 from thinpool.system.observe import ROOT, mounted_at, observe, read_files, systemd_running, under
 from thinpool.system.runner import Runner
 
-ENGINE_PROGRAMS = ("dockerd", "containerd")  # their versions matter (Docker 25 has no devicemapper)
+ENGINE_PROGRAMS = ("dockerd", "containerd", "podman")  # their versions matter (Docker 25 has no devicemapper)
 HELPER_PROGRAMS = ("dnsmasq", "resolvconf")  # only whether they are installed
 VERSION_CACHE = "/var/cache/thinpool/program-versions.json"
 _VERSION = re.compile(r"\bv?(\d+\.\d+\.\d+)")

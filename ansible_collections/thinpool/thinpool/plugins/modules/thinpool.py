@@ -13,10 +13,11 @@ version_added: "0.1.0"
 description:
   - Creates (or converges) an LVM thin pool on the given devices or in an existing volume group,
     sized by thinpool's planner (metadata, its hidden spare and one autoextend step all counted),
-    with an autoextend profile and dmeventd monitoring; optionally wires Docker or containerd to it.
+    with an autoextend profile and dmeventd monitoring; optionally wires Docker, containerd or Podman to it.
   - With O(state=absent), removes the pool, and the VG and its PV labels when they held nothing else.
   - The built collection (C(packaging/build-collection)) carries the thinpool library as its module_utils,
-    so the target needs only Python 3.11 or newer; C(python3-tomlkit) for O(engine=containerd-devmapper).
+    so the target needs only Python 3.11 or newer; C(python3-tomlkit) for O(engine=containerd-devmapper)
+    and O(engine=podman-overlay-thin).
   - Every refusal of the library (a device in use, a conflicting pool, a broken engine config)
     fails the task with the problem and the fix; nothing is changed then.
 options:
@@ -41,7 +42,8 @@ options:
   engine:
     description: Container engine to wire to the pool.
     type: str
-    choices: [none, docker-devicemapper, containerd-devmapper, docker-overlay2-thin, containerd-overlayfs-thin]
+    choices: [none, docker-devicemapper, containerd-devmapper, docker-overlay2-thin, containerd-overlayfs-thin,
+      podman-overlay-thin]
     default: none
   extent_size:
     description: Extent size of a new VG (binary units, e.g. V(4m)).
@@ -138,7 +140,8 @@ options:
     default: false
 requirements:
   - python3 3.11 or newer, lvm2, thin-provisioning-tools and xfsprogs on the target
-  - tomlkit on the target for O(engine=containerd-devmapper) (Debian, Ubuntu - C(python3-tomlkit))
+  - tomlkit on the target for O(engine=containerd-devmapper) and O(engine=podman-overlay-thin)
+    (Debian, Ubuntu - C(python3-tomlkit))
 author:
   - thinpool contributors
 notes:
@@ -203,6 +206,7 @@ try:
         containerd_overlayfs,
         docker_devicemapper,
         docker_overlay2,
+        podman_overlay,
         thin_volume,
     )
     from thinpool.errors import ThinpoolError
@@ -374,9 +378,11 @@ def main() -> None:
                 "cryptography (Debian, Ubuntu: apt install python3-cryptography)", reason="to make the TLS certificates"
             )
         )
-    if module.params["engine"] == "containerd-devmapper" and importlib.util.find_spec("tomlkit") is None:
+    merges_toml = {"containerd-devmapper": "containerd's config.toml", "podman-overlay-thin": "storage.conf"}
+    if module.params["engine"] in merges_toml and importlib.util.find_spec("tomlkit") is None:
         needed = missing_required_lib(
-            "tomlkit (Debian, Ubuntu: apt install python3-tomlkit)", reason="to merge containerd's config.toml"
+            "tomlkit (Debian, Ubuntu: apt install python3-tomlkit)",
+            reason=f"to merge {merges_toml[module.params['engine']]}",
         )
         module.fail_json(msg=needed)
     try:
