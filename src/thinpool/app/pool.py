@@ -117,12 +117,12 @@ def engine_show(ctx: Context, spec: PoolSpec) -> dict[str, object]:
 
 def _describe_engines(state: EngineState) -> dict[str, object]:
     """What 'thinpool engine show' prints: versions and the storage parts of each config."""
-    from thinpool.config import containerd_toml, daemon_json
+    from thinpool.config import containerd_toml, daemon_json, storage_conf
     from thinpool.engines import containerd_devmapper, docker
 
     docker_json = daemon_json.parse(state.source(docker.DAEMON_JSON))
     if isinstance(docker_json, daemon_json.DaemonJson):
-        keys = ("storage-driver", "storage-opts", "data-root", "hosts", "dns", "tlsverify")
+        keys = ("storage-driver", "storage-opts", "data-root", "features", "hosts", "dns", "tlsverify")
         docker_part: dict[str, object] = {key: docker_json.data[key] for key in keys if key in docker_json.data}
     else:
         docker_part = {} if docker_json.problem == "missing" else {"error": str(docker_json)}
@@ -131,10 +131,17 @@ def _describe_engines(state: EngineState) -> dict[str, object]:
         containerd_part: dict[str, object] = {"version": toml.version, **toml.devmapper} if toml.data else {}
     else:
         containerd_part = {} if toml.problem == "missing" else {"error": str(toml)}
+    containers = storage_conf.parse(state.source(storage_conf.PATH))
+    if isinstance(containers, storage_conf.StorageConf):
+        containers_part: dict[str, object] = {"driver": containers.driver, "graphroot": containers.graphroot}
+    else:
+        containers_part = {} if containers.problem == "missing" else {"error": str(containers)}
     return {
         "versions": dict(state.versions),
         "docker daemon.json": docker_part,
         "containerd devmapper": containerd_part,
+        "containers storage.conf": containers_part,
+        "containerd root mounted from": state.containerd_root_source or "(not a mount point)",
         "data root mounted from": state.data_root_source or "(not a mount point)",
         "docker devicemapper state": state.docker_devicemapper_state,
         "systemd drop-ins": {

@@ -203,10 +203,11 @@ class EngineState:
     systemd: bool = False  # systemd is the init system (daemon-reload is worth running)
     udev: bool = False  # udev manages /dev (the /dev/mapper names are links to dm-N)
     docker_devicemapper_state: bool = False  # <data root>/devicemapper/metadata holds devices
-    data_root_entries: int = 0  # entries in the data root (0 when absent or empty)
-    data_root_source: str = ""  # what is mounted on the data root ("" when nothing)
+    # The store's root: the engine's on a thin volume (EngineAdapter.store), else Docker's data root.
+    data_root_entries: int = 0  # entries in it (0 when absent or empty)
+    data_root_source: str = ""  # what is mounted on it ("" when nothing)
     containerd_root_source: str = ""  # what is mounted on containerd's root ("" when nothing)
-    volume_filesystem: str = ""  # the overlay2 thin volume's filesystem type ("" when none)
+    volume_filesystem: str = ""  # the store's thin volume's filesystem type ("" when none)
     tls_files: TlsFiles | None = None  # what thinpool made under TLS_ROOT (read for --tls-generate)
     host_names: tuple[str, ...] = ()  # the host's name and FQDN (read for --tls-generate)
     host_addresses: tuple[str, ...] = ()  # its global addresses (read for --tls-generate)
