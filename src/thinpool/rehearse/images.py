@@ -14,8 +14,8 @@ from thinpool.errors import MissingTool
 APPLETS = ("sh", "dd", "sync", "cat", "ls", "df", "sleep", "head", "nslookup")
 
 
-def rootfs_tar() -> bytes:
-    """A root file system: bin/busybox and its applets as symlinks, plus /tmp."""
+def rootfs_tar(payload: bytes = b"") -> bytes:
+    """A root file system: bin/busybox and its applets as symlinks, plus /tmp (and ``payload`` as /payload)."""
     busybox = shutil.which("busybox", path="/bin:/usr/bin")
     if busybox is None:
         raise MissingTool("busybox is not installed", fix="thinpool rehearse --install-deps (busybox-static)")
@@ -30,6 +30,8 @@ def rootfs_tar() -> bytes:
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             archive.addfile(link)
+        if payload:
+            _add(archive, "payload", payload)
     return buffer.getvalue()
 
 
@@ -45,9 +47,9 @@ def _blob(archive: tarfile.TarFile, data: bytes, media_type: str) -> dict[str, o
     return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
 
 
-def write_oci_archive(path: Path, name: str) -> None:
+def write_oci_archive(path: Path, name: str, payload: bytes = b"") -> None:
     """An OCI image layout as a tar, for 'ctr images import' (one uncompressed layer)."""
-    layer = rootfs_tar()
+    layer = rootfs_tar(payload)
     with tarfile.open(path, "w") as archive:
         _add(archive, "oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
         layer_ref = _blob(archive, layer, "application/vnd.oci.image.layer.v1.tar")
