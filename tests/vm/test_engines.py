@@ -10,7 +10,7 @@ from thinpool.rehearse.vm import VM
 
 from .helpers import DOCKERD, NO_UDEV, lvs, start_daemon, stop_docker, thinpool_json
 
-pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 
 WRITE_64_MIB = "dd if=/dev/urandom of=/data bs=1M count=64 2>/dev/null && sync"
 MiB = 1024 * 1024

@@ -100,7 +100,7 @@ def test_a_pool_that_cannot_grow_fails_writes_fast_and_queues_again_after_grow(v
     unhealthy = _doctor_fix(vm, "vg2/small", "pool-unhealthy")
     assert unhealthy == "thinpool grow /dev/sdX --vg vg2 --pool small"  # lvextend would fail: the VG is full
     code, result, err = thinpool_json(vm, "grow", "--yes", "--vg", "vg2", "--pool", "small", "/dev/vde")
-    assert code == 0, err or result
+    assert code == 0, err or json.dumps(result.get("steps"), indent=1)  # each step's status and error, whole
     pool = _maintain(vm, "vg2/small")["pools"][0]
     assert [step["argv"] for step in pool["steps"]] == [["lvchange", "--errorwhenfull", "n", "vg2/small"]]
     assert lvs(vm, "vg2")["small"].when_full == "queue"

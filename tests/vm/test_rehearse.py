@@ -51,7 +51,9 @@ def test_rehearse_applies_the_plan_and_cleans_up() -> None:
     ("engine", "driver", "reported"),
     [
         ("docker-devicemapper", "devicemapper", ("Pool Name", "docker-thinpool")),
-        ("containerd-devmapper", "devmapper snapshotter", ("pool_name", "docker-thinpool")),
+        pytest.param(
+            "containerd-devmapper", "devmapper snapshotter", ("pool_name", "docker-thinpool"), marks=pytest.mark.sweep
+        ),
     ],
 )
 def test_rehearse_starts_the_engine_on_the_rehearsed_pool(engine: str, driver: str, reported: tuple[str, str]) -> None:
