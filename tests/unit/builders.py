@@ -244,6 +244,17 @@ docker {
 """
 
 
+# lvm's report row of VG docker as the repair, backup and migrate tests have it: 1023 extents of 4 MiB, 100 free.
+DOCKER_VG_ROW = {
+    "vg_name": "docker",
+    "vg_uuid": "u",
+    "vg_extent_size": "4194304",
+    "vg_extent_count": "1023",
+    "vg_free_count": "100",
+    "vg_seqno": "9",
+}
+
+
 def expect_pool_lvm(runner: ScriptedRunner, *, active: bool = True) -> None:
     """``runner`` answers one lvm report: VG docker (1023 extents of 4 MiB) and its pool at transaction 7."""
     pool = lv_row(
@@ -253,12 +264,4 @@ def expect_pool_lvm(runner: ScriptedRunner, *, active: bool = True) -> None:
         lv_active="active" if active else "",
         transaction_id="7",
     )
-    vg = {
-        "vg_name": "docker",
-        "vg_uuid": "u",
-        "vg_extent_size": "4194304",
-        "vg_extent_count": "1023",
-        "vg_free_count": "100",
-        "vg_seqno": "9",
-    }
-    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool], vgs=[vg]))
+    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool], vgs=[DOCKER_VG_ROW]))

@@ -22,7 +22,16 @@ from thinpool.system import files
 from thinpool.testing import ScriptedRunner
 
 from . import builders
-from .builders import VG_TEXT, expect_pool_lvm, lv_row, lvm_report, mount_table, pool_report, status_report
+from .builders import (
+    DOCKER_VG_ROW,
+    VG_TEXT,
+    expect_pool_lvm,
+    lv_row,
+    lvm_report,
+    mount_table,
+    pool_report,
+    status_report,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "fixtures/lvm-2.03.16"
 NOW = 1_800_000_000
@@ -258,14 +267,7 @@ def test_repair_refuses_while_a_thin_volume_is_mounted_and_stops_nothing(
     runner = ScriptedRunner()
     pool = lv_row("thinpool", segtype="thin-pool", lv_attr="twi-aotz--", transaction_id="7")
     volume = lv_row("vol", segtype="thin", pool_lv="thinpool", thin_id="1", lv_kernel_major="253", lv_kernel_minor="4")
-    vg = {
-        "vg_name": "docker",
-        "vg_uuid": "u",
-        "vg_extent_size": "4194304",
-        "vg_extent_count": "1023",
-        "vg_free_count": "100",
-        "vg_seqno": "9",
-    }
+    vg = DOCKER_VG_ROW
     runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool, volume], vgs=[vg]))
     runner.expect(commands.dmsetup_info(), stdout="docker-vol;LVM-x;1;L--w\ndocker-thinpool-tpool;LVM-y;1;L--w\n")
     runner.expect(programs.fuser_mount("/dev/docker/vol"), stdout="  4242c 77")

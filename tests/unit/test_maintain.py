@@ -17,7 +17,7 @@ from thinpool.core.units import GiB, MiB
 from thinpool.testing import ScriptedRunner
 
 from . import builders
-from .builders import CHUNK, PROFILE, VOLUME, codes, lvm_report, mount_table, pool_report
+from .builders import CHUNK, DOCKER_VG_ROW, PROFILE, VOLUME, codes, lvm_report, mount_table, pool_report
 
 
 def status_of(report: str, used: int | None = 100 * MiB) -> health.PoolStatus:
@@ -124,16 +124,7 @@ def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
         commands.lvm_report(),
         stdout=lvm_report(
             lvs=json.loads(after)["report"][0]["lv"],
-            vgs=[
-                {
-                    "vg_name": "docker",
-                    "vg_uuid": "u",
-                    "vg_extent_size": str(4 * MiB),
-                    "vg_extent_count": "1023",
-                    "vg_free_count": "100",
-                    "vg_seqno": "9",
-                }
-            ],
+            vgs=[DOCKER_VG_ROW],
         ),
     )
     runner.expect(commands.status_report("docker"), stdout=after)

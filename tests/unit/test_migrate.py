@@ -17,7 +17,7 @@ from thinpool.core.migrate import DockerDevice, Image, Inventory, MigrateRefused
 from thinpool.core.programs import argv as programs
 from thinpool.testing import ScriptedRunner
 
-from .builders import VG_TEXT, expect_pool_lvm, lv_row, lvm_report
+from .builders import DOCKER_VG_ROW, VG_TEXT, expect_pool_lvm, lv_row, lvm_report
 
 GiB = 1024**3
 RECORDS = {
@@ -315,14 +315,7 @@ def test_a_steps_preview_is_what_its_run_does(tmp_path: Path, capsys: pytest.Cap
     device = lv_row(
         "devicemapper-1", segtype="thin", pool_lv="thinpool", lv_attr="Vwi---tz-k", lv_tags=migrate.DEVICE_TAG
     )
-    vg = {
-        "vg_name": "docker",
-        "vg_uuid": "u",
-        "vg_extent_size": "4194304",
-        "vg_extent_count": "1023",
-        "vg_free_count": "100",
-        "vg_seqno": "9",
-    }
+    vg = DOCKER_VG_ROW
 
     def reads() -> None:
         runner.expect(programs.docker_driver(), stdout="overlay2\n")
