@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from thinpool.config.document import ConfigError, load
+from thinpool.config.document import ConfigError, load, toml_loads
 from thinpool.core.model import Source
 
 PATH = "/etc/containerd/config.toml"
@@ -45,14 +45,8 @@ def _shape_problem(data: dict[str, Any]) -> str:
     return ""
 
 
-def _loads(text: str) -> dict[str, Any]:
-    import tomllib  # only when a config.toml exists: the watch commands read it on every scrape
-
-    return tomllib.loads(text)
-
-
 def parse(source: Source) -> ContainerdConfig | ConfigError:
-    data = load(source, _loads, "TOML", _shape_problem)
+    data = load(source, toml_loads, "TOML", _shape_problem)
     return data if isinstance(data, ConfigError) else ContainerdConfig(data)
 
 

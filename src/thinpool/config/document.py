@@ -35,6 +35,14 @@ class ConfigError:
         return f"{self.path} {what}" + (f" ({self.detail})" if self.detail else "")
 
 
+def toml_loads(text: str) -> Any:
+    """A TOML file's data (tomllib is imported only when a TOML file exists: the watch commands read configs on
+    every scrape)."""
+    import tomllib
+
+    return tomllib.loads(text)
+
+
 def load(
     source: Source, loads: Callable[[str], Any], language: str, shape_problem: Callable[[Any], str]
 ) -> Any | ConfigError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from thinpool.config.document import ConfigError, load
+from thinpool.config.document import ConfigError, load, toml_loads
 from thinpool.core.model import Source
 
 PATH = "/etc/containers/storage.conf"
@@ -47,14 +47,8 @@ def _shape_problem(data: dict[str, Any]) -> str:
     return ""
 
 
-def _loads(text: str) -> dict[str, Any]:
-    import tomllib
-
-    return tomllib.loads(text)
-
-
 def parse(source: Source) -> StorageConf | ConfigError:
-    data = load(source, _loads, "TOML", _shape_problem)
+    data = load(source, toml_loads, "TOML", _shape_problem)
     return data if isinstance(data, ConfigError) else StorageConf(data)
 
 

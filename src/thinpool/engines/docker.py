@@ -83,32 +83,29 @@ def classic_store_keys(settings: dict[str, Any], state: EngineState, force: bool
     return {"features": {**(features if isinstance(features, dict) else {}), SNAPSHOTTER_FEATURE: False}}
 
 
-def store_findings(state: EngineState, data: dict[str, Any], configure: str) -> list[Finding]:
+def store_findings(state: EngineState, data: dict[str, Any], target: PoolTarget) -> list[Finding]:
     """Docker's containerd image store where the classic store was wired: broken, or holding its data off the pool."""
     if not uses_containerd_store(data, state.versions.get("dockerd", "")):
         return []
+    fix = (
+        f'{configure_command("docker-overlay2-thin", target)} --force (it sets "{SNAPSHOTTER_FEATURE}": false: the '
+        "classic store on the thin volume; docker save what the containerd store holds first), then systemctl "
+        "restart docker"
+    )
     driver = data.get("storage-driver")
     if driver in CLASSIC_DRIVERS:
         problem = (
             f"daemon.json turns on Docker's containerd image store and names storage-driver {driver!r}, which is no "
             f'containerd snapshotter: every docker run fails ("snapshotter not loaded: {driver}")'
         )
-        return [Finding(Severity.CRITICAL, "docker-store-mismatch", problem, _classic_store_fix(configure))]
+        return [Finding(Severity.CRITICAL, "docker-store-mismatch", problem, fix)]
     if not state.data_root_source or state.containerd_root_source:
         return []
     problem = (
         f"Docker uses the containerd image store: its images and containers are in {CONTAINERD_ROOT}, which is not "
         f"on a thin volume (only {state.data_root_source} on the data root is): they fill the root filesystem"
     )
-    return [Finding(Severity.WARNING, "engine-data-outside-pool", problem, _classic_store_fix(configure))]
-
-
-def _classic_store_fix(configure: str) -> str:
-    return (
-        f"{configure.replace('docker-devicemapper', 'docker-overlay2-thin')} --force (it sets "
-        f'"{SNAPSHOTTER_FEATURE}": false: the classic store on the thin volume; docker save what the containerd '
-        "store holds first), then systemctl restart docker"
-    )
+    return [Finding(Severity.WARNING, "engine-data-outside-pool", problem, fix)]
 
 
 def refuse_removed_devicemapper(state: EngineState) -> None:
@@ -396,7 +393,7 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
         for host in _loopback_only(parsed.data)
     ]
     found += tls_findings(state, configure) + dns_findings(state, parsed.data, configure)
-    found += store_findings(state, parsed.data, configure)
+    found += store_findings(state, parsed.data, target)
     if parsed.storage_driver != "devicemapper":
         return found
     return found + _devicemapper_findings(state, parsed, target, configure)
