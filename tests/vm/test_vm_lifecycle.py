@@ -36,6 +36,23 @@ def test_boot_timeout_leaves_nothing_behind(vm_session: VM) -> None:
     assert _leftovers() == before
 
 
+def test_a_kernel_panic_while_booting_is_booted_once_more_then_reported(vm_session: VM) -> None:
+    before = _leftovers()
+    machine = VM(
+        VMConfig(
+            disk_sizes=[GiB],
+            kernel=vm_session.config.kernel,
+            guest=vm_session.config.guest,
+            extra_append="rdinit=/no-such-init",  # no init, no root: the kernel panics on every boot
+        )
+    )
+    with pytest.raises(VMError, match="Kernel panic") as refused:
+        machine.start()
+    assert machine.boot_retries == 1
+    assert "qemu exited" in str(refused.value)
+    assert _leftovers() == before
+
+
 def test_write_budget_kills_a_runaway_guest(vm_session: VM) -> None:
     before = _leftovers()
     machine = VM(

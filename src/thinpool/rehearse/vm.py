@@ -100,6 +100,8 @@ class VM:
     share: Path = field(init=False)
     disks: list[Path] = field(default_factory=list, init=False)
     boot_seconds: float = field(default=0.0, init=False)
+    boot_retries: int = field(default=0, init=False)
+    _serial_offset: int = field(default=0, init=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _ids: itertools.count[int] = field(default_factory=itertools.count, init=False)
     _stop_reason: str = field(default="", init=False)
@@ -192,7 +194,28 @@ class VM:
         )
 
     def _launch(self) -> None:
-        """Start qemu on the disks made and wait for the agent."""
+        """Start qemu on the disks made and wait for the agent.
+
+        Under TCG an SMP guest kernel can panic while it boots, from the emulator's own races (an ``Oops: int3``
+        while the kernel patches its code): nothing has run on the disks yet, so such a boot is tried once more,
+        with a warning and the count in ``boot_retries``. A panic after the guest is up is never retried.
+        """
+        try:
+            self._launch_once()
+        except VMError:
+            if kvm_usable() or not self._panicked_while_booting():
+                raise
+            self.boot_retries += 1
+            log.warning("the emulated guest kernel panicked while booting; booting once more")
+            self._launch_once()
+
+    def _panicked_while_booting(self) -> bool:
+        serial = self.workdir / "serial.log"
+        with serial.open("rb") as handle:
+            handle.seek(self._serial_offset)
+            return b"Kernel panic" in handle.read()
+
+    def _launch_once(self) -> None:
         launch = initramfs.GuestLaunch(
             stage2=Path(__file__).with_name("stage2.sh"),
             share_tag="share",
@@ -207,6 +230,7 @@ class VM:
         log.info("boot: %s", " ".join(argv))
         started = time.monotonic()
         serial = (self.workdir / "serial.log").open("ab")
+        self._serial_offset = serial.tell()
         self._stop_reason = ""
         self._closing.clear()
         (self.share / "ready").unlink(missing_ok=True)
