@@ -6,8 +6,8 @@ import pytest
 from thinpool.app import executor
 from thinpool.core import planner
 from thinpool.core.lvm import commands
-from thinpool.core.model import Observed, virtual_disks
-from thinpool.core.plan import Action, ActionKind, Plan, Target
+from thinpool.core.model import Observed, text_digest, virtual_disks
+from thinpool.core.plan import ABSENT, Action, ActionKind, Plan, Target
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, MiB
 from thinpool.testing import ScriptedRunner
@@ -155,22 +155,65 @@ def test_config_write_keeps_a_timestamped_backup_and_the_files_mode(tmp_path: Pa
     assert not list(config.parent.glob(".*tmp"))
 
 
-def test_a_symlinked_config_keeps_its_link_and_the_step_says_so(tmp_path: Path) -> None:
+def _linked_daemon_json(tmp_path: Path) -> tuple[Path, Path]:
     real = tmp_path / "srv/daemon.json"
     real.parent.mkdir()
     real.write_text('{"log-driver": "journald"}\n')
     link = tmp_path / "etc/docker/daemon.json"
     link.parent.mkdir(parents=True)
     link.symlink_to(real)
-    action = Action(
+    return real, link
+
+
+def _daemon_json_write(**guards: str) -> Action:
+    return Action(
         "write",
         ActionKind.ENGINE_CONFIG,
         Target(name="docker daemon.json"),
         "test",
         path="/etc/docker/daemon.json",
         content='{"storage-driver": "overlay2"}\n',
+        **guards,
     )
+
+
+def test_a_link_the_plan_allowed_keeps_its_link_and_the_step_says_so(tmp_path: Path) -> None:
+    real, link = _linked_daemon_json(tmp_path)
+    action = _daemon_json_write(through_link=str(real))
     result = executor.apply(Plan("docker", "thinpool", (action,), None, {}), ScriptedRunner(), root=tmp_path)
     assert result.ok and link.is_symlink() and real.read_text() == action.content
     assert "is a link: wrote its target" in result.steps[0].note
     assert [path.name for path in real.parent.glob("*.bak")] != []
+
+
+@pytest.mark.parametrize("through_link", ["", "/elsewhere/daemon.json"])
+def test_a_link_the_plan_did_not_allow_is_refused_and_nothing_is_written(tmp_path: Path, through_link: str) -> None:
+    real, link = _linked_daemon_json(tmp_path)
+    action = _daemon_json_write(through_link=through_link)
+    result = executor.apply(Plan("docker", "thinpool", (action,), None, {}), ScriptedRunner(), root=tmp_path)
+    assert not result.ok and "symbolic link" in result.steps[0].error and "fix:" in result.steps[0].error
+    assert link.is_symlink() and real.read_text() == '{"log-driver": "journald"}\n'
+    assert sorted(path.name for path in real.parent.iterdir()) == ["daemon.json"]
+
+
+def test_a_file_edited_after_the_plan_was_made_is_refused_and_the_edit_is_kept(tmp_path: Path) -> None:
+    config = tmp_path / "etc/docker/daemon.json"
+    config.parent.mkdir(parents=True)
+    config.write_text('{"log-driver": "journald"}\n')
+    action = _daemon_json_write(expect=f"sha256:{text_digest(config.read_text())}")
+    config.write_text('{"log-driver": "local"}\n')  # the operator's edit while apply waited for "yes"
+    result = executor.apply(Plan("docker", "thinpool", (action,), None, {}), ScriptedRunner(), root=tmp_path)
+    assert not result.ok and "changed after the plan was made" in result.steps[0].error
+    assert config.read_text() == '{"log-driver": "local"}\n'
+    assert sorted(path.name for path in config.parent.iterdir()) == ["daemon.json"]
+
+
+def test_a_file_made_after_the_plan_saw_none_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "etc/docker/daemon.json"
+    config.parent.mkdir(parents=True)
+    action = _daemon_json_write(expect=ABSENT)
+    config.write_text("{}\n")
+    result = executor.apply(Plan("docker", "thinpool", (action,), None, {}), ScriptedRunner(), root=tmp_path)
+    assert not result.ok and config.read_text() == "{}\n"
+    unchanged = _daemon_json_write(expect=f"sha256:{text_digest(config.read_text())}")
+    assert executor.apply(Plan("docker", "thinpool", (unchanged,), None, {}), ScriptedRunner(), root=tmp_path).ok

@@ -6,6 +6,7 @@ reads back, and the next plan only holds the steps still missing.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from thinpool.core.envelope import envelope
-from thinpool.core.model import Observed
-from thinpool.core.plan import Action, ActionKind, Check, Plan, problem_after
+from thinpool.core.model import Observed, text_digest
+from thinpool.core.plan import ABSENT, Action, ActionKind, Check, Plan, problem_after
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe
 from thinpool.system.runner import Runner
@@ -30,6 +31,10 @@ class VerificationFailed(ThinpoolError):
 
 class StalePlan(ThinpoolError):
     """The system changed since the saved plan was made."""
+
+
+class FileChanged(ThinpoolError):
+    """A file a write acts on is not what the plan was made from."""
 
 
 class StepStatus(StrEnum):
@@ -99,13 +104,44 @@ def check_fresh(plan: Plan, observed: Observed) -> None:
         )
 
 
+def _write_target(action: Action, named: Path) -> Path:
+    """The file to replace: the path itself, or the target of the link the plan was allowed to follow."""
+    if not named.is_symlink():
+        if action.through_link:
+            raise FileChanged(
+                f"{action.path} was a link when the plan was made and is not one now; it was left untouched",
+                fix="make a new plan and review it",
+            )
+        return files.resolve_target(named, follow_symlink=False)
+    link = os.readlink(named)
+    if not action.through_link or link != action.through_link or not named.exists():
+        raise FileChanged(
+            f"{action.path} is a symbolic link to {link}, which the plan did not allow; it was left untouched",
+            fix="make a new plan (with --follow-links to write the link's target), or replace the link with a file",
+        )
+    return files.resolve_target(named, follow_symlink=True)
+
+
+def _check_unchanged(action: Action, path: Path) -> None:
+    """A file edited since the plan was made (while apply waited for 'yes') is refused: the edit is kept."""
+    if not action.expect:
+        return
+    now = f"sha256:{text_digest(files.read_exactly(path))}" if path.exists() else ABSENT
+    if now != action.expect:
+        raise FileChanged(
+            f"{action.path} changed after the plan was made; it was left untouched, with the change",
+            fix="re-run the command: the new plan starts from the file as it is now",
+        )
+
+
 def _write_file(action: Action, root: Path) -> str:
     """Atomic: a temporary file renamed over the old one, which is kept as a timestamped backup.
 
-    A symbolic link is kept and the file it points to is written; the note returned says so.
+    A symbolic link is written through only when the plan says so (--follow-links); the note returned says so.
     """
     named = observe.under(root, action.path)
-    path = files.resolve_target(named, follow_symlink=True)
+    path = _write_target(action, named)
+    _check_unchanged(action, path)
     note = f"{action.path} is a link: wrote its target {path}, the link is kept" if path != named else ""
     if path.exists():
         if files.read_exactly(path) == action.content:

@@ -362,7 +362,9 @@ def _record_devices(ctx: Context, plan: StepPlan, _operation: Operation) -> None
 
 def _strip_daemon_json(ctx: Context, _plan: StepPlan, _operation: Operation) -> None:
     path = observe.under(ctx.root, docker.DAEMON_JSON)
-    files.write_atomically(path, daemon_json.dumps(migrate.without_devicemapper(_daemon_settings(ctx))))
+    state = observe_engine.engine_files(ctx.root)
+    stripped = migrate.without_devicemapper(docker.current_settings(state, force=False))
+    files.write_atomically(path, daemon_json.dumps(stripped, docker.daemon_newline(state)))
 
 
 def _move_data_root(ctx: Context, plan: StepPlan, _operation: Operation) -> None:

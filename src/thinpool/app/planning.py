@@ -9,8 +9,8 @@ from dataclasses import replace
 
 from thinpool import engines
 from thinpool.core import planner
-from thinpool.core.model import Observed, virtual_disks
-from thinpool.core.plan import Plan
+from thinpool.core.model import EngineState, Observed, text_digest, virtual_disks
+from thinpool.core.plan import ABSENT, Action, Plan
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.units import format_size
 from thinpool.engines.target import EngineChanges, PoolTarget
@@ -25,12 +25,51 @@ def plan_host(spec: PoolSpec, observed: Observed) -> Plan:
     adapter = engines.adapter(spec.engine)
     target = _target(spec, observed, pool_plan)
     changes: EngineChanges = adapter.plan(spec, target, observed.engine)
+    writes = guarded(changes.actions, observed.engine, follow_links=spec.engine_options.follow_links)
     return replace(
         pool_plan,
-        actions=pool_plan.actions + changes.actions,
+        actions=pool_plan.actions + writes,
         warnings=pool_plan.warnings + _beyond_growth(adapter.largest_device(spec, target), target) + changes.warnings,
         next_steps=changes.next_steps,
     )
+
+
+def guarded(actions: tuple[Action, ...], state: EngineState, *, follow_links: bool) -> tuple[Action, ...]:
+    """Each write with what its file held when the plan was made (the executor refuses a file changed since),
+    and a symbolic link refused unless ``follow_links`` (then its target is written, and the plan says so)."""
+    if not state.observed:
+        return actions
+    return tuple(_guard(action, state, follow_links) if action.op == "write" else action for action in actions)
+
+
+def _guard(action: Action, state: EngineState, follow_links: bool) -> Action:
+    text = state.files.get(action.path)
+    expect = f"sha256:{text_digest(text)}" if text is not None else ABSENT
+    if action.path in state.unreadable and action.path not in state.links:
+        raise ThinpoolError(
+            f"{action.path} cannot be read ({state.unreadable[action.path]}); it was left untouched",
+            fix=f"make {action.path} a regular file thinpool can read, then re-run",
+        )
+    if action.path not in state.links:
+        return replace(action, expect=expect)
+    link, exists = state.links[action.path]
+    if link == "/dev/null":
+        raise ThinpoolError(
+            f"{action.path} is masked (a link to /dev/null); thinpool will not write it",
+            fix=f"unmask it (rm {action.path}; systemctl daemon-reload), then re-run",
+        )
+    if not exists:
+        raise ThinpoolError(
+            f"{action.path} is a link to {link}, which does not exist; thinpool will not make files through it",
+            fix=f"remove the link, or create {link} first",
+        )
+    if not follow_links:
+        raise ThinpoolError(
+            f"{action.path} is a symbolic link to {link}; thinpool does not write through a link unless told to",
+            fix=f"pass --follow-links to write {link} (the link is kept), or replace the link with a file",
+        )
+    reason = f"{action.reason} ({action.path} is a link: its target {link} is written, the link is kept)"
+    return replace(action, expect=expect, through_link=link, reason=reason)
 
 
 def _target(spec: PoolSpec, observed: Observed, pool_plan: Plan) -> PoolTarget:

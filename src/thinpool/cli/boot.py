@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from thinpool.cli.arguments import seconds
 from thinpool.core.envelope import envelope
 
 if TYPE_CHECKING:
@@ -55,7 +56,11 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     activate_parser.add_argument("target", nargs="*", metavar="VG/LV", help="default: everything thinpool made")
     activate_parser.add_argument(
-        "--wait", type=float, default=90, metavar="SECONDS", help="how long to wait for the device nodes (default: 90)"
+        "--wait",
+        type=seconds,
+        default=90,
+        metavar="SECONDS",
+        help="how long to wait for the device nodes (default: 90)",
     )
     activate_parser.add_argument("--json", action="store_true", help="print the result as JSON")
     activate_parser.set_defaults(handler=_cmd_activate)

@@ -190,6 +190,12 @@ def add_engine_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace another storage driver or pool named in the engine's config (a timestamped backup is kept)",
     )
+    engine.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="a config file thinpool writes that is a symbolic link: write the file it points to (the plan "
+        "names it; the link is kept). Without it such a file is refused",
+    )
 
 
 def engine_options_from_args(args: argparse.Namespace) -> EngineOptions:
@@ -213,6 +219,7 @@ def engine_options_from_args(args: argparse.Namespace) -> EngineOptions:
         tls_renew=args.tls_renew,
         insecure_tcp=args.insecure_tcp,
         force=args.force,
+        follow_links=args.follow_links,
     )
 
 
@@ -242,6 +249,7 @@ def engine_options_to_argv(options: EngineOptions) -> list[str]:
     argv += ["--tls-renew"] if options.tls_renew else []
     argv += ["--insecure-tcp"] if options.insecure_tcp else []
     argv += ["--force"] if options.force else []
+    argv += ["--follow-links"] if options.follow_links else []
     return argv
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import sys
 import threading
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from thinpool.cli.arguments import seconds
 from thinpool.core.envelope import envelope
 from thinpool.core.units import format_size, parse_size
 from thinpool.errors import ThinpoolError
@@ -35,17 +35,6 @@ def split_target(text: str) -> tuple[str, str]:
     from thinpool.core.names import check_target
 
     return check_target(text)
-
-
-def _seconds(text: str) -> float:
-    """A refresh interval: a finite number of seconds, at least 0.1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0.1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds of at least 0.1")
-    return value
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -225,7 +214,7 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     status.add_argument("target", nargs="?", default="docker/thinpool", metavar="VG/POOL")
     status.add_argument("--json", action="store_true", help="print as JSON (sizes in bytes)")
-    status.add_argument("--watch", type=_seconds, metavar="SECONDS", help="refresh every SECONDS until interrupted")
+    status.add_argument("--watch", type=seconds, metavar="SECONDS", help="refresh every SECONDS until interrupted")
     status.set_defaults(handler=_cmd_status)
     doctor = commands.add_parser(
         "doctor",

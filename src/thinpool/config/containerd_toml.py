@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from thinpool.config.document import ConfigError, load, toml_loads
+from thinpool.config.document import ConfigError, load, sub_table, toml_loads, with_line_endings_of
 from thinpool.core.model import Source
 
 PATH = "/etc/containerd/config.toml"
@@ -26,6 +27,23 @@ class ContainerdConfig:
         """Where containerd keeps its content and snapshots (config.toml's root)."""
         root = self.data.get("root")
         return root if isinstance(root, str) and root.startswith("/") else DEFAULT_ROOT
+
+    @property
+    def imports(self) -> tuple[str, ...]:
+        """The drop-ins containerd merges over this file, as written (glob patterns, relative to its folder)."""
+        imports = self.data.get("imports", [])
+        return tuple(item for item in imports if isinstance(item, str)) if isinstance(imports, list) else ()
+
+    @property
+    def import_patterns(self) -> tuple[str, ...]:
+        """``imports`` as absolute glob patterns (a relative one is read from config.toml's folder)."""
+        folder = posixpath.dirname(PATH)
+        return tuple(posixpath.normpath(posixpath.join(folder, pattern)) for pattern in self.imports)
+
+    @property
+    def disabled_plugins(self) -> tuple[str, ...]:
+        disabled = self.data.get("disabled_plugins", [])
+        return tuple(str(item) for item in disabled) if isinstance(disabled, list) else ()
 
     @property
     def devmapper(self) -> dict[str, Any]:
@@ -60,10 +78,9 @@ def edit(text: str, settings: dict[str, Any], version: int) -> str | None:
     document = tomlkit.parse(text)
     if not text.strip():
         document["version"] = version
-    plugins = document.setdefault("plugins", tomlkit.table(is_super_table=True))
-    section = plugins.setdefault(DEVMAPPER, tomlkit.table())
+    section = sub_table(sub_table(document, "plugins", super_table=True), DEVMAPPER)
     if all(section.get(key) == value for key, value in settings.items()):
         return None
     for key, value in settings.items():
         section[key] = value
-    return tomlkit.dumps(document)
+    return with_line_endings_of(text, tomlkit.dumps(document))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,11 +61,39 @@ def _shape_problem(data: Any) -> str:
     return ""
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number (dockerd refuses it)")
+
+
+def _finite(number: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):
+        raise ValueError(f"{number[:40]} is beyond what a JSON number can hold (dockerd refuses it)")
+    return value
+
+
+def _loads(text: str) -> Any:
+    """Strict JSON: NaN, Infinity and numbers past a double's range are refused, as Go's decoder refuses them,
+    and so are bytes that are not UTF-8 (read as lone surrogates)."""
+    bad = next((index for index, char in enumerate(text) if "\udc80" <= char <= "\udcff"), None)
+    if bad is not None:
+        raise ValueError(f"byte 0x{ord(text[bad]) - 0xDC00:02x} at character {bad} is not UTF-8")
+    if not text.strip():
+        return {}
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+
+
 def parse(source: Source) -> DaemonJson | ConfigError:
     """An empty file is an empty object, as dockerd reads it."""
-    data = load(source, lambda text: json.loads(text) if text.strip() else {}, "JSON", _shape_problem)
+    data = load(source, _loads, "JSON", _shape_problem)
     return data if isinstance(data, ConfigError) else DaemonJson(data)
 
 
-def dumps(data: dict[str, Any]) -> str:
-    return json.dumps(data, indent=2) + "\n"
+def newline_of(text: str | None) -> str:
+    """The line ending a file uses: a CRLF file stays CRLF when thinpool writes it back."""
+    return "\r\n" if text and "\r\n" in text else "\n"
+
+
+def dumps(data: dict[str, Any], newline: str = "\n") -> str:
+    """The object as thinpool writes it: two-space indent, keys in their order, characters as they are."""
+    return (json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n").replace("\n", newline)

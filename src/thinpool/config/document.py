@@ -43,6 +43,24 @@ def toml_loads(text: str) -> Any:
     return tomllib.loads(text)
 
 
+def sub_table(container: Any, key: str, *, super_table: bool = False) -> Any:
+    """tomlkit's table at ``key`` in ``container``, made when missing: inline inside an inline table (TOML allows
+    no ``[section]`` there), a ``[section]`` otherwise."""
+    import tomlkit
+    from tomlkit.items import InlineTable
+
+    if key not in container:
+        container[key] = tomlkit.inline_table() if isinstance(container, InlineTable) else tomlkit.table(super_table)
+    return container[key]
+
+
+def with_line_endings_of(original: str, edited: str) -> str:
+    """``edited`` (tomlkit writes new lines as LF) in the line ending ``original`` uses throughout: CRLF stays CRLF."""
+    if "\n" not in original or original.count("\r\n") != original.count("\n"):
+        return edited
+    return edited.replace("\r\n", "\n").replace("\n", "\r\n")
+
+
 def load(
     source: Source, loads: Callable[[str], Any], language: str, shape_problem: Callable[[Any], str]
 ) -> Any | ConfigError:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import posixpath
+import re
 from dataclasses import dataclass
 
 from thinpool.config.document import ConfigError, Problem
 from thinpool.core.model import Source
 
 PATH = "/etc/fstab"
+_BLANKS = "[ \t]+"  # getmntent's field separators: spaces and tabs only
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Fstab:
     def entries(self) -> list[Entry]:
         found = []
         for index, line in enumerate(self.lines):
-            fields = tuple(line.split())
+            fields = tuple(field for field in re.split(_BLANKS, line.rstrip("\r\n")) if field)
             if len(fields) > 1 and not fields[0].startswith("#"):
                 found.append(Entry(index, fields[0], normal(fields[1]), fields))
         return found
@@ -50,12 +53,23 @@ class Fstab:
 
 
 def normal(path: str) -> str:
-    """A mount point as the kernel names it: no trailing slash."""
-    return path.rstrip("/") or "/"
+    """A mount point as the kernel names it: fstab's octal escapes read (``\\040`` is a space), one slash
+    between names, no ``.`` part and no trailing slash: ``//var/lib/./docker/`` is ``/var/lib/docker``."""
+    unescaped = re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), path)
+    if not unescaped.startswith("/"):
+        return unescaped
+    return "/" + posixpath.normpath(unescaped).lstrip("/")
+
+
+def lines_of(text: str) -> tuple[str, ...]:
+    """The lines as libc's getmntent reads them: only a new line ends one (not form feed or U+2028, which
+    ``str.splitlines`` would also take); each keeps its ending."""
+    parts = text.split("\n")
+    return tuple(part + "\n" for part in parts[:-1]) + ((parts[-1],) if parts[-1] else ())
 
 
 def parse(source: Source) -> Fstab | ConfigError:
     """A missing fstab is an empty one; an unreadable one is an error."""
     if source.unreadable:
         return ConfigError(source.path, Problem.UNREADABLE, source.unreadable)
-    return Fstab(tuple((source.text or "").splitlines(keepends=True)))
+    return Fstab(lines_of(source.text or ""))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from thinpool.config.document import ConfigError, load, toml_loads
+from thinpool.config.document import ConfigError, load, sub_table, toml_loads, with_line_endings_of
 from thinpool.core.model import Source
 
 PATH = "/etc/containers/storage.conf"
@@ -61,7 +61,7 @@ def edit(text: str, settings: dict[str, Any]) -> str | None:
     import tomlkit
 
     document = tomlkit.parse(text)
-    section = document.setdefault("storage", tomlkit.table())
+    section = sub_table(document, "storage")
     wanted = dict(settings)
     if not text.strip():
         wanted = {"runroot": DEFAULT_RUNROOT, "graphroot": DEFAULT_GRAPHROOT, **wanted}
@@ -69,4 +69,4 @@ def edit(text: str, settings: dict[str, Any]) -> str | None:
         return None
     for key, value in wanted.items():
         section[key] = value
-    return tomlkit.dumps(document)
+    return with_line_endings_of(text, tomlkit.dumps(document))

@@ -191,6 +191,13 @@ class Source:
         return self.text is not None or bool(self.unreadable)
 
 
+def text_digest(text: str) -> str:
+    """A file's text as sha256 hex, over its bytes as read (the plan's record of what it was made from)."""
+    import hashlib  # only apply's journal and its checks need it, not the watch commands
+
+    return hashlib.sha256(text.encode(ENCODING, ERRORS)).hexdigest()
+
+
 @dataclass(frozen=True)
 class EngineState:
     """What the engine adapters look at: config files, versions, the data root."""
@@ -198,6 +205,8 @@ class EngineState:
     observed: bool = False  # False for a plan on virtual disks: nothing was read
     files: dict[str, str] = field(default_factory=dict)  # path -> text, for files that exist
     unreadable: dict[str, str] = field(default_factory=dict)  # path -> why it could not be read
+    # path -> what the symbolic link there says (its target, as written), with whether that target exists
+    links: dict[str, tuple[str, bool]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)  # program -> version ("20.10.24")
     programs: dict[str, str] = field(default_factory=dict)  # program -> absolute path
     systemd: bool = False  # systemd is the init system (daemon-reload is worth running)
@@ -220,12 +229,8 @@ class EngineState:
         return Source(path, self.files.get(path), self.unreadable.get(path, ""))
 
     def fingerprint(self) -> dict[str, object]:
-        import hashlib  # only apply's journal needs it, not the watch commands
-
-        return {
-            path: hashlib.sha256(text.encode(ENCODING, ERRORS)).hexdigest()[:16]
-            for path, text in sorted(self.files.items())
-        }
+        found: dict[str, object] = {path: text_digest(text)[:16] for path, text in sorted(self.files.items())}
+        return found | {f"{path} (link)": target for path, (target, _) in sorted(self.links.items())}
 
 
 @dataclass(frozen=True)

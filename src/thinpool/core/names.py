@@ -24,6 +24,12 @@ RESERVED_PARTS = (
 # What lvm makes of a thin pool's name: its hidden sub-volumes, and the layer of its mapping.
 POOL_SUB_VOLUMES = ("_tmeta", "_tdata")
 POOL_LAYER = "-tpool"
+# What the kernel and udev make under /dev on every host: lvm refuses a new VG whose /dev/NAME exists,
+# and a plan on virtual disks (which reads nothing) must refuse them too.
+DEV_FOLDERS = frozenset(
+    {"block", "bsg", "bus", "char", "cpu", "disk", "dri", "fd", "hugepages", "input", "mapper", "mqueue", "net",
+     "pts", "shm", "snd", "stderr", "stdin", "stdout", "vfio", "virtio-ports", "console", "null", "zero"}
+)  # fmt: skip
 _CHARACTERS = r"[A-Za-z0-9+_.-]+"  # compiled by re on first use, not at import
 _CHARSET_FIX = "use letters, digits and + _ . - (not starting with -), at most 127 characters"
 

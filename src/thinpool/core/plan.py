@@ -30,6 +30,9 @@ class SavedPlanError(ThinpoolError):
     """A saved plan file cannot be used as it is."""
 
 
+ABSENT = "absent"  # Action.expect: the file did not exist when the plan was made
+
+
 class Check(Enum):
     """How the executor confirms that an action did what it says."""
 
@@ -117,6 +120,10 @@ class Action:
     argv: tuple[str, ...] = ()
     path: str = ""  # the file a write or a file removal acts on
     content: str = ""
+    # A write's guards: what the file held when the plan was made ("sha256:HEX", ABSENT, or "" unchecked),
+    # and, when the path is a symbolic link the operator allowed (--follow-links), what the link said.
+    expect: str = ""
+    through_link: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -128,6 +135,8 @@ class Action:
             "argv": list(self.argv),
             "path": self.path,
             "content": self.content,
+            "expect": self.expect,
+            "through_link": self.through_link,
         }
 
     @classmethod
@@ -152,6 +161,8 @@ class Action:
             argv=tuple(argv),
             path=_text(item, "path"),
             content=_text(item, "content"),
+            expect=_text(item, "expect"),
+            through_link=_text(item, "through_link"),
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from thinpool.core import recovery, safety, sizing
+from thinpool.core import names, recovery, safety, sizing
 from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
 from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target
@@ -27,6 +27,9 @@ class Geometry:
     orphan_pvs: tuple[str, ...] = ()
     to_wipe: tuple[str, ...] = ()
     to_relabel: tuple[str, ...] = ()
+
+
+MAX_EXTENTS = 2**32 - 1  # lvm's extent counts (pe_count, extent_count) are 32-bit
 
 
 def plan(spec: PoolSpec, observed: Observed) -> Plan:
@@ -113,7 +116,7 @@ def geometry_for(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> 
     new_devices = tuple(path for path in spec.devices if path not in in_vg)
     for path in new_devices:
         safety.check_device(observed.devices.get(path), path, observed.pvs.get(path), wipe=spec.wipe)
-    if vg is None and spec.vg in observed.taken_dev_names:
+    if vg is None and (spec.vg in observed.taken_dev_names or spec.vg in names.DEV_FOLDERS):
         raise SpecError(
             f"lvm refuses volume group name {spec.vg!r}: /dev/{spec.vg} already exists",
             fix="pick another --vg",
@@ -131,6 +134,7 @@ def geometry_for(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> 
                 f"{path} ({format_size(observed.devices[path].size)}) is too small to hold one extent",
                 fix="use a larger device",
             )
+    _check_extent_counts(spec, observed, new_devices, (vg.extent_count if vg else 0) + added, extent_size)
     return Geometry(
         extent_size=extent_size,
         total_extents=(vg.extent_count if vg else 0) + added,
@@ -149,6 +153,22 @@ def geometry_for(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> 
             for path in new_devices
             if path not in observed.pvs and (observed.devices[path].signatures or observed.devices[path].partitions)
         ),
+    )
+
+
+def _check_extent_counts(
+    spec: PoolSpec, observed: Observed, new_devices: tuple[str, ...], total: int, extent_size: int
+) -> None:
+    """lvm counts a PV's and a VG's extents in 32 bits: more is refused by pvcreate and vgcreate."""
+    counts = {path: observed.devices[path].extents_as_pv(extent_size) for path in new_devices}
+    largest = max([*counts.values(), total])
+    if largest <= MAX_EXTENTS:
+        return
+    where = next((path for path, count in counts.items() if count == largest), f"volume group {spec.vg}")
+    enough = next(extent_size << shift for shift in range(1, 64) if largest >> shift < MAX_EXTENTS)
+    raise SpecError(
+        f"{where} would hold {largest} extents of {format_size(extent_size)}, more than lvm's {MAX_EXTENTS}",
+        fix=f"pick a larger --extent-size, e.g. {lvm_size_arg(enough)}",
     )
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from thinpool.core import names, sizing
-from thinpool.core.units import GiB, MiB, Percent, format_size, lvm_size_arg, parse_percent
+from thinpool.core.units import SECTOR, GiB, MiB, Percent, format_size, lvm_size_arg, parse_percent
 from thinpool.errors import SpecError
 
 NO_ENGINE = "none"  # the engines themselves are registered in thinpool.engines
@@ -32,11 +33,32 @@ def normal_path(path: str) -> str:
 
 def check_device_path(path: str) -> None:
     """A device must be named by its absolute path, never something lsblk or lvm would read as an option."""
-    if not path.startswith("/") or path != posixpath.normpath(path) or any(char.isspace() for char in path):
+    if not path.startswith("/") or path != posixpath.normpath(path) or not path.isprintable() or " " in path:
         raise SpecError(f"device {path!r} is not an absolute device path", fix="name devices like /dev/sdb")
 
 
+# What a path may hold where thinpool writes it into a systemd unit and /etc/fstab unquoted: no white space,
+# quotes, backslash escapes, systemd's % specifiers or control characters.
+_PLAIN_PATH = r"/[A-Za-z0-9._+@:,=~/-]*"
+_PLAIN_HOST = r"[A-Za-z]+://[A-Za-z0-9._+@:,=~/\[\]-]*"
+
+
+def check_plain_path(path: str, option: str) -> None:
+    if not re.fullmatch(_PLAIN_PATH, path):
+        raise SpecError(
+            f"{option} {path!r} holds a character thinpool will not write into a unit file or fstab "
+            "(white space, a quote, a backslash, % or a control character)",
+            fix="pick a path of letters, digits and . _ + @ : , = ~ - /",
+        )
+
+
 def _check_host(host: str) -> None:
+    if not re.fullmatch(_PLAIN_HOST, host):  # before urlsplit, which drops tabs and new lines
+        raise SpecError(
+            f"--host {host!r} holds a character dockerd's -H does not take in a unit file "
+            "(white space, a quote, a backslash, % or a control character)",
+            fix="e.g. tcp://127.0.0.1:2375 or unix:///run/docker.sock",
+        )
     try:
         parts = urlsplit(host)
         port = parts.port
@@ -84,6 +106,18 @@ def _check_dns(address: str) -> None:
         raise SpecError(f"--dns {address!r} is not an IP address", fix="e.g. --dns 172.17.0.1") from None
 
 
+def _check_volume_size(size: int) -> None:
+    if size <= 0:
+        raise SpecError(
+            "--volume-size must be more than 0", fix="leave it out for the pool's data size, or e.g. 200GiB"
+        )
+    if size % SECTOR:
+        raise SpecError(
+            f"--volume-size {size} bytes is not a whole number of 512-byte sectors",
+            fix=f"e.g. {lvm_size_arg(size - size % SECTOR + SECTOR)} (lvm rounds up to whole extents anyway)",
+        )
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """How the container engine is wired to the pool (ignored with engine 'none')."""
@@ -105,6 +139,7 @@ class EngineOptions:
     tls_renew: bool = False  # make new server and client certificates now
     insecure_tcp: bool = False
     force: bool = False  # replace another storage driver or pool named in the engine's config
+    follow_links: bool = False  # a config file that is a symbolic link: write its target (else refused)
 
     @property
     def tls_files(self) -> bool:
@@ -117,6 +152,8 @@ class EngineOptions:
     def validate(self) -> None:
         if self.volume_name:
             names.check_lv_name(self.volume_name, what="thin volume")
+        if self.volume_size is not None:
+            _check_volume_size(self.volume_size)
         if self.base_size < MiB:
             raise SpecError("--base-size must be at least 1 MiB", fix="Docker's default is 10GiB")
         if not 0 <= self.min_free_space <= 50:
@@ -128,6 +165,7 @@ class EngineOptions:
             )
         if any(char.isspace() for char in self.data_root):
             raise SpecError(f"--data-root {self.data_root!r} contains white space", fix="pick a path without spaces")
+        check_plain_path(self.data_root, "--data-root")
         if root != self.data_root:
             raise SpecError(f"--data-root {self.data_root!r} is not in its plain form", fix=f"write it as {root}")
         self._check_storage_opts()

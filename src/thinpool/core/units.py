@@ -39,8 +39,10 @@ _MULTIPLIERS: dict[str, int] = {
     "pib": PiB,
 }
 _DECIMAL_UNITS = {"kb", "mb", "gb", "tb", "pb"}
-_SIZE = r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$"  # compiled by re on first use, not at import
-_PERCENT = r"^\s*(\d+(?:\.\d+)?)\s*%\s*([a-zA-Z]+)\s*$"
+# ASCII digits only: Python's \d and int() also take other scripts' digits, which nobody means in a size.
+_SIZE = r"^[ \t]*([0-9]+(?:\.[0-9]+)?)[ \t]*([a-zA-Z]*)[ \t]*$"  # compiled by re on first use, not at import
+_PERCENT = r"^[ \t]*([0-9]+(?:\.[0-9]+)?)[ \t]*%[ \t]*([a-zA-Z]+)[ \t]*$"
+MAX_DIGITS = 24  # more than any size or span anyone types (2**64 has 20 digits); int() of thousands is slow
 
 
 def parse_size(text: str, *, what: str = "size") -> int:
@@ -56,6 +58,7 @@ def parse_size(text: str, *, what: str = "size") -> int:
             fix="write a number and a binary unit, e.g. 744GiB, 512KiB, 100G or 4m",
         )
     number, unit = match.group(1), match.group(2).lower()
+    _check_digits(number, text, what)
     if unit == "":
         raise SpecError(
             f"{what}: {text!r} has no unit",
@@ -73,6 +76,14 @@ def parse_size(text: str, *, what: str = "size") -> int:
             fix="use b, s (512-byte sectors), k/KiB, m/MiB, g/GiB, t/TiB or p/PiB",
         )
     return scale_decimal(number, _MULTIPLIERS[unit])
+
+
+def _check_digits(number: str, text: str, what: str) -> None:
+    if len(number) > MAX_DIGITS:
+        raise SpecError(
+            f"{what}: {text[:32]!r}... has {len(number)} digits, more than any real value",
+            fix="give a value with a unit, e.g. 744GiB or 5min",
+        )
 
 
 def scale_decimal(number: str, factor: int, divisor: int = 1) -> int:
@@ -112,6 +123,7 @@ def parse_percent(text: str, *, what: str, allowed: tuple[str, ...]) -> Percent 
         return None
     from fractions import Fraction
 
+    _check_digits(match.group(1), text, what)
     value, of = Fraction(match.group(1)), match.group(2).upper()
     if of not in allowed:
         raise SpecError(
@@ -164,16 +176,19 @@ def to_extents_down(size: int, extent_size: int) -> int:
     return size // extent_size
 
 
-_SPAN_PART = r"(\d+)(sec|s|min|m|hr|h|d)"
+_SPAN_PART = r"([0-9]+)(sec|s|min|m|hr|h|d)"
 _SPAN_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 
 
 def parse_span(text: str, *, what: str) -> int:
     """Whole seconds from a time span as systemd writes them: ``90s``, ``5min``, ``1h30min``, ``2d``
     (a bare number is seconds)."""
-    if text.isdigit():
+    if re.fullmatch("[0-9]+", text):
+        _check_digits(text, text, what)
         return int(text)
     parts = re.findall(_SPAN_PART, text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise SpecError(f"{what} {text!r} is not a time span", fix="give one such as 90s, 5min, 1h or 1h30min")
+    for number, _unit in parts:
+        _check_digits(number, text, what)
     return sum(int(number) * _SPAN_SECONDS[unit] for number, unit in parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 from thinpool.config import containerd_toml
@@ -21,6 +22,7 @@ CONTAINERD_DROP_IN = "/etc/systemd/system/containerd.service.d/thinpool.conf"
 PLUGIN = containerd_toml.DEVMAPPER
 FILES = (CONFIG_TOML, CONTAINERD_DROP_IN)
 ROOT_PATH = "/var/lib/containerd/io.containerd.snapshotter.v1.devmapper"
+KEPT = ("root_path", "base_image_size", "fs_type")  # the snapshots containerd has depend on these
 
 
 def largest_device(spec: PoolSpec, target: PoolTarget) -> tuple[str, int]:  # noqa: ARG001
@@ -75,14 +77,49 @@ def merged_config(state: EngineState, settings: dict[str, Any], *, force: bool) 
             f"{CONFIG_TOML} already gives the devmapper snapshotter pool {present!r}",
             fix="pass --force to point it at this pool instead (snapshots in the other pool are lost to containerd)",
         )
-    kept = [key for key in ("root_path", "base_image_size") if key in section and section[key] != settings[key]]
+    kept = [key for key in KEPT if key in section and section[key] != settings[key]]
     if present is not None and kept and not force:
         theirs = ", ".join(f"{key} = {section[key]!r}" for key in kept)
         raise SpecError(
             f"{CONFIG_TOML} already sets {theirs} for this pool; changing it orphans the snapshots containerd has",
             fix="keep them by passing the same values (--base-size), or --force to replace them (a backup is kept)",
         )
+    for path, pool in imported_pools(state):
+        if pool != settings["pool_name"]:
+            raise SpecError(
+                f"{path}, which {CONFIG_TOML} imports, gives the devmapper snapshotter pool {pool!r}; "
+                "containerd reads it over config.toml, so thinpool's setting would not count",
+                fix=f"remove that setting from {path} (or the import), then re-run",
+            )
     return containerd_toml.edit(state.source(CONFIG_TOML).text or "", settings, version)
+
+
+def _configs(state: EngineState) -> list[tuple[str, containerd_toml.ContainerdConfig]]:
+    """config.toml and the drop-ins it imports that parse, in the order containerd merges them."""
+    main = containerd_toml.parse(state.source(CONFIG_TOML))
+    if not isinstance(main, containerd_toml.ContainerdConfig):
+        return []
+    found = [(CONFIG_TOML, main)]
+    for pattern in main.import_patterns:
+        for path in sorted(path for path in state.files if path != CONFIG_TOML and fnmatch.fnmatchcase(path, pattern)):
+            parsed = containerd_toml.parse(state.source(path))
+            if isinstance(parsed, containerd_toml.ContainerdConfig):
+                found.append((path, parsed))
+    return found
+
+
+def imported_pools(state: EngineState) -> list[tuple[str, str]]:
+    """(drop-in, pool) for each imported drop-in that names the devmapper snapshotter's pool."""
+    return [
+        (path, str(config.devmapper["pool_name"]))
+        for path, config in _configs(state)[1:]
+        if "pool_name" in config.devmapper
+    ]
+
+
+def disabled_by(state: EngineState) -> str:
+    """The file whose disabled_plugins turns the devmapper snapshotter off ("" when none does)."""
+    return next((path for path, config in _configs(state) if PLUGIN in config.disabled_plugins), "")
 
 
 def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChanges:
@@ -93,6 +130,9 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
         else ["containerd was not found: config.toml is written anyway"]
     )
     content = merged_config(state, snapshotter_settings(spec, target), force=spec.engine_options.force)
+    disabled = disabled_by(state)
+    if disabled:
+        warnings.append(f"{disabled} lists {PLUGIN} in disabled_plugins: containerd will not load the snapshotter")
     actions: tuple[Action, ...] = ()
     if content is not None:
         reason = f"devmapper snapshotter on pool {target.dm_name}"
@@ -123,7 +163,12 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
                 "repair it; containerd config dump shows what containerd reads",
             )
         ]
-    pool = parsed.devmapper.get("pool_name")
+    disabled = disabled_by(state)
+    if disabled:
+        problem = f"{disabled} lists {PLUGIN} in disabled_plugins: containerd does not load the snapshotter"
+        fix = f"remove it from disabled_plugins in {disabled}, then systemctl restart containerd"
+        return [Finding(Severity.WARNING, "snapshotter-disabled", problem, fix)]
+    pool = next((pool for _path, pool in reversed(imported_pools(state))), parsed.devmapper.get("pool_name"))
     if pool is None or pool == target.dm_name:
         return []
     return [
@@ -141,7 +186,8 @@ def pool_users(state: EngineState, target: PoolTarget) -> tuple[str, ...]:
     source = state.source(CONFIG_TOML)
     parsed = containerd_toml.parse(source)
     if isinstance(parsed, containerd_toml.ContainerdConfig):
-        return (CONFIG_TOML,) if parsed.devmapper.get("pool_name") == target.dm_name else ()
+        named = [path for path, config in _configs(state) if config.devmapper.get("pool_name") == target.dm_name]
+        return tuple(named)
     text = source.text or ""
     return (CONFIG_TOML,) if target.dm_name in text or f"{target.vg}/{target.pool}" in text else ()
 

@@ -154,6 +154,10 @@ def _refusal(error: ConfigError) -> SpecError:
     )
 
 
+def daemon_newline(state: EngineState) -> str:
+    return daemon_json.newline_of(state.files.get(DAEMON_JSON))
+
+
 def current_settings(state: EngineState, force: bool) -> dict[str, Any]:
     """daemon.json's settings to merge into: {} when it is missing (or broken, with ``force``)."""
     parsed = daemon_json.parse(state.source(DAEMON_JSON))
@@ -169,7 +173,7 @@ def _option_key(option: str) -> str:
 
 
 def merged_daemon_json(
-    current: dict[str, Any], driver: str, options: list[str], extra: dict[str, Any], *, force: bool
+    current: dict[str, Any], driver: str, options: list[str], extra: dict[str, Any], *, force: bool, newline: str = "\n"
 ) -> str | None:
     """daemon.json with the storage driver, its options and ``extra`` keys; every other key kept.
 
@@ -199,7 +203,7 @@ def merged_daemon_json(
         del merged["storage-opts"]
     if merged == current:
         return None
-    return daemon_json.dumps(merged)
+    return daemon_json.dumps(merged, newline)
 
 
 def api_keys(options: EngineOptions) -> dict[str, Any]:
@@ -235,9 +239,30 @@ def tls_actions(options: EngineOptions, state: EngineState) -> tuple[Action, ...
 
 
 def bridge_address(current: dict[str, Any]) -> str:
-    """docker0's address: daemon.json's bip without its prefix length, or Docker's default."""
+    """docker0's address: daemon.json's bip without its prefix length, or Docker's default.
+
+    A bip that is not an address with a prefix length (dockerd refuses it too) is refused here, before it
+    could reach dnsmasq's configuration.
+    """
+    address = _bridge(current)
+    if address is None:
+        raise SpecError(
+            f"{DAEMON_JSON}'s bip {str(current.get('bip'))[:60]!r} is not an address with a prefix length; "
+            "it was left untouched",
+            fix=f'set it like "bip": "172.17.0.1/16" in {DAEMON_JSON}, or remove it for Docker\'s default',
+        )
+    return address
+
+
+def _bridge(current: dict[str, Any]) -> str | None:
+    """docker0's address, or None when daemon.json's bip is not an address with a prefix length."""
     bip = current.get("bip")
-    return bip.split("/", 1)[0] if isinstance(bip, str) and bip else DEFAULT_BRIDGE
+    if not isinstance(bip, str) or not bip:
+        return DEFAULT_BRIDGE
+    try:
+        return str(ipaddress.ip_interface(bip).ip) if "/" in bip else None
+    except ValueError:
+        return None
 
 
 def dnsmasq_conf(address: str) -> str:
@@ -301,7 +326,7 @@ def dns_findings(state: EngineState, data: dict[str, Any], configure: str) -> li
     """Each DNS server daemon.json gives containers that did not answer a query of ours."""
     found = []
     for address in state.dns_silent:
-        if address == bridge_address(data) and DNSMASQ_CONF in state.files:
+        if address == _bridge(data) and DNSMASQ_CONF in state.files:
             fix = (
                 "apt install dnsmasq"
                 if state.observed and "dnsmasq" not in state.programs

@@ -70,7 +70,12 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     cache, dns, cache_warnings = docker.dns_cache(options, state, current)
     warnings += cache_warnings
     content = docker.merged_daemon_json(
-        current, "devicemapper", storage_opts(spec, target, state), docker.api_keys(options) | dns, force=options.force
+        current,
+        "devicemapper",
+        storage_opts(spec, target, state),
+        docker.api_keys(options) | dns,
+        force=options.force,
+        newline=docker.daemon_newline(state),
     )
     actions = docker.tls_actions(options, state) + cache
     actions += docker.config_action(content, f"devicemapper on {target.dm_path} (deferred removal, xfs, noatime)")

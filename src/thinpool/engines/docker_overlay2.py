@@ -38,7 +38,9 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     extra |= docker.classic_store_keys(current, state, options.force)
     cache, dns, cache_warnings = docker.dns_cache(options, state, current)
     warnings += cache_warnings
-    content = docker.merged_daemon_json(current, "overlay2", [], extra | dns, force=options.force)
+    content = docker.merged_daemon_json(
+        current, "overlay2", [], extra | dns, force=options.force, newline=docker.daemon_newline(state)
+    )
     engine = docker.tls_actions(options, state) + cache
     engine += docker.config_action(content, f"overlay2 on the XFS thin volume at {options.data_root}")
     why = f"docker starts once {options.data_root} is mounted, its XFS set to fail fast when the pool is full"

@@ -16,7 +16,7 @@ from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState
 from thinpool.core.plan import Action, ActionKind, Target
 from thinpool.core.programs import argv as programs
-from thinpool.core.spec import PoolSpec
+from thinpool.core.spec import PoolSpec, check_plain_path
 from thinpool.core.units import format_size
 from thinpool.engines.target import PoolTarget
 from thinpool.errors import SpecError
@@ -137,6 +137,7 @@ def mount_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store:
 def storage_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store: Store, why: str) -> list[Action]:
     """Everything that puts ``store`` on a mounted XFS thin volume of the pool."""
     names.check_volume(target.vg, target.pool, store.volume)
+    check_plain_path(store.root, f"{store.owner}'s store root")
     return volume_actions(spec, target, state, store, why) + mount_actions(spec, target, state, store)
 
 

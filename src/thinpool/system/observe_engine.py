@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import time
 from collections.abc import Iterable
@@ -15,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from thinpool import engines
-from thinpool.config import daemon_json
-from thinpool.core.model import EngineState, Observed
+from thinpool.config import containerd_toml, daemon_json
+from thinpool.core.model import EngineState, Observed, Source
 from thinpool.core.programs import argv as programs
 from thinpool.core.programs.output import parse_ip_addresses, parse_wipefs
 from thinpool.core.spec import NO_ENGINE, PoolSpec
@@ -173,8 +174,40 @@ def tls_state(runner: Runner, spec: PoolSpec, state: EngineState, root: Path = R
 
 def engine_files(root: Path = ROOT) -> EngineState:
     """Only the engines' configuration files (what destroy checks); no program is run."""
-    files, unreadable = read_files(engines.config_files(), root)
-    return EngineState(observed=True, files=files, unreadable=unreadable)
+    paths = engines.config_files()
+    files, unreadable = read_files(paths, root)
+    imported, imported_unreadable = read_files(containerd_imports(files.get(containerd_toml.PATH, ""), root), root)
+    return EngineState(
+        observed=True,
+        files=files | imported,
+        unreadable=unreadable | imported_unreadable,
+        links=read_links(paths, root),
+    )
+
+
+MAX_IMPORTS = 64  # more drop-ins than any host has; a glob matching thousands is not read whole
+
+
+def containerd_imports(text: str, root: Path = ROOT) -> list[str]:
+    """The files config.toml's ``imports`` name (glob patterns), in order."""
+    parsed = containerd_toml.parse(Source(containerd_toml.PATH, text)) if text else None
+    if not isinstance(parsed, containerd_toml.ContainerdConfig):
+        return []
+    found: list[str] = []
+    for pattern in parsed.import_patterns:
+        matches = sorted(under(root, pattern).parent.glob(posixpath.basename(pattern)))
+        found += ["/" + str(match.relative_to(root)) for match in matches]
+    return list(dict.fromkeys(found))[:MAX_IMPORTS]
+
+
+def read_links(paths: Iterable[str], root: Path = ROOT) -> dict[str, tuple[str, bool]]:
+    """The symbolic links among ``paths``: what each says, and whether its target exists."""
+    found = {}
+    for path in paths:
+        file = under(root, path)
+        if file.is_symlink():
+            found[path] = (os.readlink(file), file.exists())
+    return found
 
 
 def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineState:

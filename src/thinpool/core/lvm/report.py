@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from thinpool.core.health import PoolNotFound, PoolStatus, ThinVolume
 from thinpool.core.lvm.commands import MANAGED_TAG
 from thinpool.core.model import DmDevice, LogicalVolume, PhysicalVolume, VolumeGroup
 from thinpool.core.units import scale_decimal
 from thinpool.errors import ThinpoolError
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ReportError(ThinpoolError):
@@ -28,18 +32,46 @@ def _parsed(text: str) -> Any:
     return json.loads(text)
 
 
+def _unreadable(key: str, problem: object) -> ReportError:
+    return ReportError(
+        f"could not read lvm's {key} report: {problem}",
+        fix="check that lvm2 >= 2.02.158 (JSON reports) is installed; run the lvm command by hand to see its output",
+    )
+
+
 def rows(text: str, key: str) -> list[dict[str, str]]:
+    """The report's rows of ``key`` ("lv", "vg", "pv", "seg"): each a flat object of strings, as lvm prints
+    them (``null``, numbers, nesting or a report of another shape are a ReportError, never a traceback)."""
     try:
         data: Any = _parsed(text)
-        rows: list[dict[str, str]] = []
+        found: list[dict[str, str]] = []
         for section in data["report"]:
-            rows.extend(section.get(key, []))
-        return rows
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ReportError(
-            f"could not read lvm's {key} report: {exc}",
-            fix="check that lvm2 >= 2.02.158 (JSON reports) is installed",
-        ) from exc
+            found.extend(section.get(key, []))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise _unreadable(key, exc) from exc
+    for row in found:
+        if not isinstance(row, dict) or not all(isinstance(value, str) for value in row.values()):
+            raise _unreadable(key, f"a row is not an object of strings ({str(row)[:80]})")
+    return found
+
+
+def _read_as(key: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """A parser whose rows lack a field lvm always prints, or hold a value that is not a number where one
+    must be (a size with a unit: the report was not asked for with ``--units b --nosuffix``), raises ReportError."""
+
+    def decorate(parse: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(parse)
+        def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return parse(*args, **kwargs)
+            except KeyError as exc:
+                raise _unreadable(key, f"a row has no {exc} field") from exc
+            except ValueError as exc:
+                raise _unreadable(key, exc) from exc
+
+        return checked
+
+    return decorate
 
 
 def _int(value: str) -> int:
@@ -64,6 +96,7 @@ def _first_segments(text: str) -> dict[str, dict[str, str]]:
     return found
 
 
+@_read_as("lv")
 def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
     """LVs of an ``lvs`` report or of ``lvm fullreport`` (its segment fields joined in by lv_uuid);
     ``vg`` names their VG when the report has no vg_name column."""
@@ -100,6 +133,7 @@ def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
     return list(seen.values())
 
 
+@_read_as("vg")
 def parse_vgs(text: str) -> list[dict[str, int | str]]:
     return [
         {
@@ -114,6 +148,7 @@ def parse_vgs(text: str) -> list[dict[str, int | str]]:
     ]
 
 
+@_read_as("pv")
 def parse_pvs(text: str) -> list[PhysicalVolume]:
     return [
         PhysicalVolume(
@@ -133,6 +168,12 @@ def parse_pvs(text: str) -> list[PhysicalVolume]:
 
 def assemble_vgs(vgs_text: str, pvs: list[PhysicalVolume], lvs: list[LogicalVolume]) -> dict[str, VolumeGroup]:
     groups: dict[str, VolumeGroup] = {}
+    pv_names: dict[str, list[str]] = {}
+    for pv in pvs:
+        pv_names.setdefault(pv.vg_name, []).append(pv.name)
+    by_vg: dict[str, list[LogicalVolume]] = {}
+    for lv in lvs:
+        by_vg.setdefault(lv.vg_name, []).append(lv)
     for row in parse_vgs(vgs_text):
         name = str(row["name"])
         groups[name] = VolumeGroup(
@@ -142,8 +183,8 @@ def assemble_vgs(vgs_text: str, pvs: list[PhysicalVolume], lvs: list[LogicalVolu
             free_count=int(row["free_count"]),
             seqno=int(row["seqno"]),
             uuid=str(row["uuid"]),
-            pv_names=tuple(pv.name for pv in pvs if pv.vg_name == name),
-            lvs=tuple(lv for lv in lvs if lv.vg_name == name),
+            pv_names=tuple(pv_names.get(name, ())),
+            lvs=tuple(by_vg.get(name, ())),
         )
     return groups
 
@@ -227,6 +268,7 @@ def _data_devices(lv_rows: list[dict[str, str]], pool: str) -> tuple[str, ...]:
     return tuple(sorted({part.split("(")[0] for listed in parts for part in listed if part}))
 
 
+@_read_as("lv")
 def pool_status(text: str, vg: str, pool: str) -> PoolStatus:
     """``vg/pool`` as one ``lvs`` report (commands.status_report) shows it; its profile is read apart
     (``health.with_profile``), since the report names it but does not hold it."""
