@@ -133,6 +133,13 @@ def status_report(
     return json.dumps({"report": [{"lv": rows}]})
 
 
+def kernel_pool_status(transaction_id: int, mode: str = "rw") -> str:
+    """``dmsetup status`` of an active pool's thin-pool target, at ``transaction_id``."""
+    return (
+        f"0 6291456 thin-pool {transaction_id} 120/12288 3072/6144 - {mode} discard_passdown queue_if_no_space - 1024"
+    )
+
+
 def status(**kwargs: object) -> health.PoolStatus:
     profile = kwargs.pop("profile", PROFILE)
     profiles = {"thinpool-docker-thinpool": profile} if profile else {}

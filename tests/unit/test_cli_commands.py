@@ -19,7 +19,7 @@ from thinpool.core.units import GiB, MiB
 from thinpool.errors import CommandTimedOut
 from thinpool.testing import ScriptedRunner
 
-from .builders import lvm_report, status_report
+from .builders import kernel_pool_status, lvm_report, status_report
 
 EXTENT = 4 * MiB
 DEVICE = "/dev/vdc"  # the recorded blank disk (1 GiB)
@@ -289,6 +289,7 @@ def test_doctor_exits_critical_on_an_unmonitored_pool_with_the_fix(
     _write_profile(tmp_path)
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=status_report({"seg_monitor": "not monitored"}))
+    runner.expect(commands.dmsetup_status("docker-thinpool-tpool"), stdout=kernel_pool_status(0))
     assert main(["doctor"], context=_context(runner, tmp_path)) == 4
     out = capsys.readouterr().out
     assert runner.exhausted  # no dockerd or containerd under this root: no version was asked for
@@ -303,10 +304,31 @@ def test_doctor_reports_an_invalid_daemon_json_as_invalid(tmp_path: Path, capsys
     _write_profile(tmp_path)
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=status_report())
+    runner.expect(commands.dmsetup_status("docker-thinpool-tpool"), stdout=kernel_pool_status(0))
     assert main(["doctor", "--json"], context=_context(runner, tmp_path)) == 3
     found = json.loads(capsys.readouterr().out)["findings"]
     assert [finding["code"] for finding in found] == ["metadata-backup-missing", "daemon-json-invalid"]
     assert "is not valid JSON" in found[1]["problem"]
+
+
+def test_doctor_names_metadata_the_kernel_has_behind_lvms_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A zeroed superblock then an activation: dm-thin formats the metadata afresh (transaction 0) while lvm
+    still records the thin volumes it made (transaction 5)."""
+    _write_profile(tmp_path)
+    runner = ScriptedRunner()
+    runner.expect(commands.status_report("docker"), stdout=status_report({"transaction_id": "5"}))
+    runner.expect(commands.dmsetup_status("docker-thinpool-tpool"), stdout=kernel_pool_status(0))
+    assert main(["doctor", "--json"], context=_context(runner, tmp_path)) == 4
+    (lost,) = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["code"] == "metadata-needs-repair"]
+    assert "transaction 0 while lvm recorded 5" in lost["problem"] and "formatted afresh" in lost["problem"]
+    assert lost["severity"] == "critical" and lost["fix"].startswith("thinpool repair docker/thinpool --yes")
+    runner.expect(commands.status_report("docker"), stdout=status_report({"transaction_id": "5"}))
+    runner.expect(commands.dmsetup_status("docker-thinpool-tpool"), stdout=kernel_pool_status(5))
+    main(["doctor", "--json"], context=_context(runner, tmp_path))
+    codes = [f["code"] for f in json.loads(capsys.readouterr().out)["findings"]]
+    assert "metadata-needs-repair" not in codes and runner.exhausted
 
 
 def test_a_plan_saved_by_an_older_thinpool_is_refused_with_the_way_forward(

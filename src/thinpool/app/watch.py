@@ -31,10 +31,20 @@ def doctor(ctx: Context, vg: str, pool: str, workload: sizing.Workload) -> tuple
     from thinpool.core.spec import PoolSpec
     from thinpool.system import observe_engine
 
-    found = status(ctx, vg, pool)
+    found = _with_kernel_transaction(ctx, status(ctx, vg, pool))
     findings = diagnose(found, DoctorOptions(workload))
     state = observe_engine.engine_state(ctx.runner, PoolSpec(vg=vg, pool=pool), ctx.root)
     return found, findings + engines.doctor(state, vg, pool)
+
+
+def _with_kernel_transaction(ctx: Context, found: health.PoolStatus) -> health.PoolStatus:
+    """The active pool's transaction id as dm-thin has it (one dmsetup status), for the lost-metadata rule."""
+    if not found.active:
+        return found
+    mapped = observe.thin_pool_target(ctx.runner, found.vg, found.pool)
+    if mapped is None or mapped[1].failed:
+        return found
+    return replace(found, kernel_transaction_id=mapped[1].transaction_id)
 
 
 def readings(ctx: Context, targets: list[tuple[str, str]], workload: sizing.Workload) -> list[Reading]:

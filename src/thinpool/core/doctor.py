@@ -57,6 +57,22 @@ def _storage_findings(status: PoolStatus) -> list[Finding]:
     return found
 
 
+def _lost_metadata(status: PoolStatus) -> list[Finding]:
+    """dm-thin's transaction id behind lvm's: the metadata lost its latest changes, or was formatted afresh
+    (a zeroed superblock, then an activation) and the thin volumes lvm still lists are gone from it."""
+    lvm, kernel = status.transaction_id, status.kernel_transaction_id
+    if lvm is None or kernel is None or kernel >= lvm:
+        return []
+    target = _target(status)
+    problem = (
+        f"{target}'s metadata is at transaction {kernel} while lvm recorded {lvm}: the metadata lost its "
+        f"latest changes{' (it was formatted afresh: its thin volumes are gone from it)' if kernel == 0 else ''}; "
+        "stop its users and do not write to it"
+    )
+    fix = f"thinpool repair {target} --yes (it restores the newest metadata backup when the check cannot mend it)"
+    return [Finding(Severity.CRITICAL, "metadata-needs-repair", problem, fix)]
+
+
 def _grow_fix(status: PoolStatus) -> str:
     return f"thinpool grow /dev/sdX --vg {status.vg} --pool {status.pool}"
 
@@ -213,4 +229,5 @@ def diagnose(status: PoolStatus, options: DoctorOptions | None = None) -> list[F
     options = options or DoctorOptions()
     growth = _autoextend_findings(status)
     care = _care_findings(status, bool(growth)) + _backup_findings(status)
-    return _storage_findings(status) + growth + _usage_findings(status, options) + care
+    storage = _storage_findings(status) + _lost_metadata(status)
+    return storage + growth + _usage_findings(status, options) + care

@@ -69,6 +69,8 @@ class PoolStatus:
     volumes: tuple[ThinVolume, ...] = ()
     backup_checked: bool = False  # the pool's backup folder was looked at
     backup_age: int | None = None  # seconds since the newest metadata backup (None: there is none)
+    transaction_id: int | None = None  # lvm's record of the pool's metadata transaction
+    kernel_transaction_id: int | None = None  # dm-thin's, from the active pool's status (None: not read)
 
     @property
     def reclaimable(self) -> int:

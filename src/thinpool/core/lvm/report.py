@@ -295,4 +295,5 @@ def pool_status(text: str, vg: str, pool: str) -> PoolStatus:
         devices=_data_devices(lv_rows, pool),
         when_full=row.get("lv_when_full", ""),
         volumes=volumes,
+        transaction_id=_optional_int(row.get("transaction_id", "")),
     )
