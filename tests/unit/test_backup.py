@@ -316,3 +316,12 @@ def test_a_backup_or_repair_while_another_holds_the_pool_is_refused_and_maintain
     pool = json.loads(capsys.readouterr().out)["pools"][0]
     assert pool["backup"]["taken"] is None and "not now: another thinpool backup" in pool["backup"]["reason"]
     assert runner.exhausted
+
+
+def test_repair_says_when_the_kept_original_leaves_autoextend_no_room() -> None:
+    starved = builders.status(free=0)
+    warning = repair.kept_room_warning(starved, {"thinpool_meta0": 12})
+    assert "docker/thinpool_meta0 takes 12 extents of docker, which has 0 free" in warning
+    assert "lvremove docker/thinpool_meta0" in warning and "thinpool grow" in warning
+    assert repair.kept_room_warning(builders.status(free=2000), {"thinpool_meta0": 12}) == ""  # room for the next step
+    assert repair.kept_room_warning(starved, {}) == ""  # nothing kept: doctor's no-room-to-autoextend says it

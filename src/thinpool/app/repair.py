@@ -287,4 +287,15 @@ def _run(ctx: Context, vg: str, pool: str, from_backup: str | None) -> RepairRep
     done.warnings += _unknown_devices(state, ids)
     done.lost = _start(ctx, vg, pool, volumes)
     done.warnings += _spare_warning(ctx, vg, pool)
+    done.warnings += _kept_room_warning(ctx, done)
     return done
+
+
+def _kept_room_warning(ctx: Context, done: RepairReport) -> list[str]:
+    """The kept originals take the VG's free extents: say so when autoextend is left without room."""
+    if not done.kept:
+        return []
+    group, _ = backups.pool_lv(ctx, done.vg, done.pool)
+    sizes = {item.name: item.size // group.extent_size for item in group.lvs if item.name in done.kept}
+    warning = repair.kept_room_warning(observe.read_pool_status(ctx.runner, done.vg, done.pool, ctx.root), sizes)
+    return [warning] if warning else []

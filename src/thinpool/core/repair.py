@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from thinpool.core.backup import Backup, DumpSummary, age_order
+from thinpool.core.health import PoolStatus
 from thinpool.errors import ThinpoolError
 
 HEALTHY, DAMAGED, LOST, AHEAD = "healthy", "damaged", "lost", "ahead"
@@ -156,3 +157,20 @@ def set_transaction_id(vg_text: str, pool: str, old: int, new: int) -> str:
         )
     lines[hits[0]] = lines[hits[0]].replace(f"= {old}", f"= {new}", 1)
     return "".join(lines)
+
+
+def kept_room_warning(status: PoolStatus, kept: Mapping[str, int]) -> str:
+    """What the kept originals (LV name -> extents) cost when they leave autoextend no room ("" when they don't).
+
+    They are never removed by thinpool: the operator drops them once the thin volumes are checked.
+    """
+    if not kept or status.autoextend is None or not status.autoextend.enabled or status.autoextend_steps > 0:
+        return ""
+    names = ", ".join(f"{status.vg}/{name}" for name in kept)
+    taken = sum(kept.values())
+    drop = "; ".join(f"lvremove {status.vg}/{name}" for name in kept)
+    return (
+        f"the kept original {names} takes {taken} extents of {status.vg}, which has {status.vg_free_extents} free: "
+        f"autoextend of {status.vg}/{status.pool} has no room left and the pool will not grow when it fills. "
+        f"Once the thin volumes are checked, drop it: {drop} (or add a disk: thinpool grow)"
+    )
