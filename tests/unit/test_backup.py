@@ -18,7 +18,7 @@ from thinpool.cli import EXIT_OK, main
 from thinpool.core import backup, doctor, repair
 from thinpool.core.lvm import commands, report
 from thinpool.core.programs import argv as programs
-from thinpool.system import files
+from thinpool.system import files, observe
 from thinpool.testing import ScriptedRunner
 
 from . import builders
@@ -325,3 +325,24 @@ def test_repair_says_when_the_kept_original_leaves_autoextend_no_room() -> None:
     assert "lvremove docker/thinpool_meta0" in warning and "thinpool grow" in warning
     assert repair.kept_room_warning(builders.status(free=2000), {"thinpool_meta0": 12}) == ""  # room for the next step
     assert repair.kept_room_warning(starved, {}) == ""  # nothing kept: doctor's no-room-to-autoextend says it
+
+
+def test_a_folder_given_with_to_is_where_status_and_later_backups_look(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere, clock = tmp_path / "srv/pool-backups", Clock()
+    clock.now = NOW
+    runner = ScriptedRunner()
+    _expect_backup(runner, elsewhere)
+    _expect_vgcfgbackup(runner, elsewhere, clock.now, 7)
+    context = _context(runner, tmp_path, clock)
+    assert main(["backup", "--to", str(elsewhere)], context=context) == EXIT_OK
+    assert observe.backup_folder("docker", "thinpool", tmp_path) == elsewhere
+    capsys.readouterr()
+    assert main(["backup", "--list", "--json"], context=context) == EXIT_OK  # no --to: the remembered folder
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["folder"] == str(elsewhere) and len(listed["backups"]) == 1
+    clock.now = NOW + 60
+    runner.expect(commands.status_report("docker"), stdout=builders.status_report())
+    assert main(["status", "--json"], context=context) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["backup_age"] == 60  # status sees it: doctor does not call it missing

@@ -35,7 +35,19 @@ def pool_lock(ctx: Context, vg: str, pool: str) -> contextlib.AbstractContextMan
 
 
 def folder_for(ctx: Context, vg: str, pool: str, into: str | None = None) -> Path:
-    return Path(into) if into else observe.under(ctx.root, backup.folder(vg, pool))
+    """``into`` (made absolute), else the folder the pool's backups are kept in (observe.backup_folder)."""
+    return Path(into).absolute() if into else observe.backup_folder(vg, pool, ctx.root)
+
+
+def remember(ctx: Context, vg: str, pool: str, where: Path) -> None:
+    """``backup --to DIR``: DIR becomes the pool's backup folder for status, doctor, maintain and repair too."""
+    default = observe.under(ctx.root, backup.folder(vg, pool))
+    location = default / backup.LOCATION
+    if where == default:
+        location.unlink(missing_ok=True)
+        return
+    default.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files.write_atomically(location, f"{where}\n", keep_owner=False, mode=0o600)
 
 
 def backups(ctx: Context, vg: str, pool: str, into: str | None = None) -> list[backup.Backup]:
@@ -166,4 +178,6 @@ def _take(ctx: Context, vg: str, pool: str, into: str | None, keep: int) -> back
     finally:
         raw.unlink(missing_ok=True)
     rotate(where, keep)
+    if into:
+        remember(ctx, vg, pool, where)
     return made

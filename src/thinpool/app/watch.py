@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def status(ctx: Context, vg: str, pool: str) -> health.PoolStatus:
     """The pool from one lvm report, with the age of its newest metadata backup."""
     found = observe.read_pool_status(ctx.runner, vg, pool, ctx.root, ctx.statvfs)
-    newest = backup.newest(observe.read_backups(observe.under(ctx.root, backup.folder(vg, pool))))
+    newest = backup.newest(observe.read_backups(observe.backup_folder(vg, pool, ctx.root)))
     age = None if newest is None else max(int(ctx.clock()) - newest.created, 0)
     return replace(found, backup_checked=True, backup_age=age)
 

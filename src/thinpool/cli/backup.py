@@ -75,7 +75,10 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     parser.add_argument("target", nargs="?", default="docker/thinpool", metavar="VG/POOL")
     parser.add_argument(
-        "--to", metavar="DIR", help="keep the backups in DIR (default: /var/lib/thinpool/backups/VG-POOL)"
+        "--to",
+        metavar="DIR",
+        help="keep the backups in DIR from now on: status, doctor, maintain and repair look there too "
+        "(default: /var/lib/thinpool/backups/VG-POOL)",
     )
     parser.add_argument(
         "--keep",

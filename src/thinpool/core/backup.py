@@ -56,6 +56,9 @@ def folder(vg: str, pool: str) -> str:
     return f"{BACKUP_ROOT}/{dm_name(vg, pool)}"
 
 
+LOCATION = "location"  # in the default folder: the folder ``backup --to`` chose, which every reader then uses
+
+
 def lock(vg: str, pool: str) -> str:
     return f"{LOCK_ROOT}/{dm_name(vg, pool)}.lock"
 

@@ -153,6 +153,17 @@ def device_users(runner: Runner, device: str, root: Path = ROOT) -> list[str]:
     return users
 
 
+def backup_folder(vg: str, pool: str, root: Path = ROOT) -> Path:
+    """Where the pool's backups are: the folder ``backup --to`` chose last (remembered in the default folder's
+    ``location`` file), else the default."""
+    default = under(root, backup.folder(vg, pool))
+    try:
+        chosen = (default / backup.LOCATION).read_text().strip()
+    except OSError:
+        return default
+    return Path(chosen) if chosen.startswith("/") else default
+
+
 def read_backups(folder: Path) -> list[backup.Backup]:
     """The finished backups in ``folder`` (those with a readable manifest), in no particular order."""
     found = []
