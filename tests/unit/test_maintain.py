@@ -140,6 +140,24 @@ def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
     assert [step["kind"] for step in pool["steps"]] == ["reclaim", "when-full"]
 
 
+def test_maintain_dry_run_plans_the_same_pass_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pass a real run makes (a trim, the when-full mode, a backup that is due) is planned; only the pool's
+    report and its kernel status are read, nothing runs and no file is written."""
+    runner = ScriptedRunner()
+    runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="3.00", free=100))
+    runner.expect(commands.dmsetup_status("docker-thinpool-tpool"), stdout=builders.kernel_pool_status(7))
+    context = _context(runner, tmp_path)
+    before = sorted(path for path in tmp_path.rglob("*"))
+    assert main(["maintain", "docker/thinpool", "--json", "--dry-run"], context=context) == EXIT_OK
+    assert runner.exhausted and sorted(path for path in tmp_path.rglob("*")) == before
+    pool = json.loads(capsys.readouterr().out)["pools"][0]
+    assert [action["kind"] for action in pool["planned"]] == ["reclaim", "when-full"]
+    assert pool["steps"] == [] and not pool["changed"] and pool["backup"]["taken"] is None
+    assert "no backup" in pool["backup"]["reason"]  # due: a real run would take it
+
+
 def test_maintain_with_nothing_to_do_runs_no_command_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
