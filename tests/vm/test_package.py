@@ -70,3 +70,42 @@ def test_dpkg_installs_it_the_packaged_thinpool_applies_a_pool_and_removal_leave
     assert vm.run(["test", "-e", "/usr/lib/python3/dist-packages/thinpool"], check=False).returncode != 0
     assert lvs(vm, "docker")["thinpool"].segtype == "thin-pool"  # the pool stays, untouched
     assert vm.run(["test", "-e", "/etc/lvm/profile/thinpool-docker-thinpool.profile"], check=False).returncode == 0
+
+
+LIBRARIES = """
+import json, tempfile, time
+from pathlib import Path
+import cryptography, tomlkit
+from thinpool.config import containerd_toml, daemon_json, storage_conf
+from thinpool.core import tls as rules
+from thinpool.core.model import Source
+from thinpool.system import tls
+
+root = Path(tempfile.mkdtemp())
+want = rules.Wanted(("build.example.test",), ("10.0.0.5",), new_ca=True)
+tls.make(root, want, new_ca=True)
+crlf = 'version = 2\\r\\n# theirs\\r\\n[plugins]\\r\\n  [plugins.other]\\r\\n    a = 1\\r\\n'
+inline = 'version = 2\\nplugins = {}\\n'
+settings = {"pool_name": "docker-thinpool", "fs_type": "xfs"}
+print(json.dumps({
+    "cryptography": cryptography.__version__,
+    "tomlkit": tomlkit.__version__,
+    "tls_problem": rules.remake_reason(tls.read_files(root), want, time.time(), renew=False),
+    "crlf": containerd_toml.edit(crlf, settings, 2),
+    "inline": containerd_toml.edit(inline, settings, 2),
+    "storage": storage_conf.edit("", {"driver": "overlay"}),
+    "nan": str(daemon_json.parse(Source("daemon.json", '{"a": NaN}'))),
+}))
+"""
+
+
+def test_the_packaged_library_code_runs_on_the_releases_own_cryptography_and_tomlkit(vm: VM) -> None:
+    """TLS certificates and the TOML merges, by the installed package on Debian's python3-cryptography and
+    python3-tomlkit (38 and 0.11 on Debian 12): what pip's newer versions in the unit tier cannot show."""
+    found = json.loads(_packaged(vm, "python3", "-c", LIBRARIES).stdout)
+    print(f"cryptography {found['cryptography']}, tomlkit {found['tomlkit']}")
+    assert found["tls_problem"] is None
+    assert found["crlf"].count("\r\n") == found["crlf"].count("\n") and "# theirs\r\n" in found["crlf"]
+    assert 'pool_name = "docker-thinpool"' in found["crlf"] and 'pool_name = "docker-thinpool"' in found["inline"]
+    assert 'driver = "overlay"' in found["storage"] and "graphroot" in found["storage"]
+    assert "NaN is not a JSON number" in found["nan"]
