@@ -88,6 +88,18 @@ def test_rehearse_on_a_pinned_release_says_each_thing_once() -> None:
     assert "ran a container on it" in out
 
 
+def test_a_rehearsal_of_what_the_release_cannot_run_fails_and_says_why() -> None:
+    """Debian 13's Docker 26 has no devicemapper: the rehearsal must fail (exit 1), name the cause, and clean up."""
+    _needs(engines=False)
+    before = set(_qemu_processes())
+    done = _rehearse("--release", "debian-13", "--disk-size", "8GiB", "--engine", "docker-devicemapper")
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr
+    verdict = done.stdout.strip().splitlines()[-1]
+    assert verdict.startswith("Rehearsal FAILED: the apply failed (") and "devicemapper" in verdict, verdict
+    assert "Rehearsal passed" not in done.stdout
+    assert set(_qemu_processes()) <= before
+
+
 def _a_host_disk() -> str:
     """A block device of this host (read only: its size and signatures)."""
     listed = json.loads(

@@ -218,7 +218,8 @@ def _verdict(report: dict[str, Any], layout: PlanLayout | None) -> str:
     else:
         problems = []
         if not report["first_ok"]:
-            problems.append("the apply failed")
+            refused = report["first_result"].get("problem")
+            problems.append("the apply failed" + (f" ({refused})" if refused else ""))
         if report["second_changed"]:
             problems.append("the second apply was not a no-op")
         if not report["matches_plan"]:
