@@ -69,8 +69,7 @@ def test_containerd_settings_of_the_same_pool_are_not_overwritten(vm: VM) -> Non
     assert _sha(vm, "/etc/containerd/config.toml") == before and _no_pv(vm)
 
 
-@pytest.mark.releases("debian-12")
-def test_a_symlinked_daemon_json_keeps_its_link_and_its_target_is_written(vm: VM) -> None:
+def test_links_are_refused_untouched_unless_followed_and_masked_or_dangling_ones_always(vm: VM) -> None:
     vm.run(
         [
             "bash",
@@ -79,13 +78,28 @@ def test_a_symlinked_daemon_json_keeps_its_link_and_its_target_is_written(vm: VM
             "/srv/config/daemon.json && ln -s /srv/config/daemon.json /etc/docker/daemon.json",
         ]
     )
-    code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-devicemapper", "/dev/vda")
+    before = _sha(vm, "/srv/config/daemon.json")
+    engine = ("--engine", "docker-overlay2-thin", "/dev/vda")
+    code, refusal, _ = thinpool_json(vm, "apply", "--yes", "--force", *engine)
+    assert code == 1 and "symbolic link to /srv/config/daemon.json" in refusal["problem"], refusal
+    assert "--follow-links" in refusal["fix"] and _sha(vm, "/srv/config/daemon.json") == before and _no_pv(vm)
+    drop_in = "/etc/systemd/system/docker.service.d/thinpool.conf"
+    vm.run(["bash", "-c", f"mkdir -p {drop_in.rsplit('/', 1)[0]} && ln -s /dev/null {drop_in}"])
+    code, refusal, _ = thinpool_json(vm, "apply", "--yes", "--follow-links", *engine)
+    assert code == 1 and "masked" in refusal["problem"] and _no_pv(vm)
+    vm.run(["bash", "-c", f"rm {drop_in} && ln -sfn /nowhere/daemon.json /etc/docker/daemon.json"])
+    code, refusal, _ = thinpool_json(vm, "apply", "--yes", "--follow-links", *engine)
+    assert code == 1 and "which does not exist" in refusal["problem"] and _no_pv(vm)
+    assert vm.run(["test", "-e", "/nowhere"], check=False).returncode == 1  # no folder made through the link
+    vm.run(["ln", "-sfn", "/srv/config/daemon.json", "/etc/docker/daemon.json"])
+    code, result, err = thinpool_json(vm, "apply", "--yes", "--follow-links", *engine)
     assert code == 0, err or result
     assert vm.run(["readlink", "/etc/docker/daemon.json"]).stdout.strip() == "/srv/config/daemon.json"
     written = json.loads(vm.run(["cat", "/srv/config/daemon.json"]).stdout)
-    assert written["log-driver"] == "journald" and written["storage-driver"] == "devicemapper"
+    assert written["log-driver"] == "journald" and written["storage-driver"] == "overlay2"
     backups = vm.run(["bash", "-c", "cat /srv/config/daemon.json.thinpool-*.bak"]).stdout
     assert json.loads(backups) == {"log-driver": "journald"}
+    vm.run(["rm", "-rf", "/srv/config"])  # the rest is the next test's reset
 
 
 @pytest.mark.parametrize("device", ["vda", "../dev/vda", "-vvv"])
