@@ -10,7 +10,7 @@ import tomllib
 import pytest
 
 from thinpool.app import planning
-from thinpool.core.model import EngineState, LogicalVolume, virtual_disks
+from thinpool.core.model import EngineState, LogicalVolume, StoreRoot, virtual_disks
 from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import GiB
 from thinpool.engines import (
@@ -247,11 +247,11 @@ def test_overlay2_thin_plans_volume_filesystem_mount_and_config() -> None:
 
 
 def test_overlay2_thin_never_hides_an_existing_data_root() -> None:
-    full = EngineState(**{**DOCKER.__dict__, "data_root_entries": 7})
+    full = EngineState(**{**DOCKER.__dict__, "roots": {"/var/lib/docker": StoreRoot(entries=7)}})
     with pytest.raises(SpecError, match="holds 7 entries") as caught:
         docker_overlay2.plan(_spec("docker-overlay2-thin"), TARGET, full)
     assert "mv /var/lib/docker" in caught.value.fix
-    other = EngineState(**{**DOCKER.__dict__, "data_root_source": "/dev/sdc1"})
+    other = EngineState(**{**DOCKER.__dict__, "roots": {"/var/lib/docker": StoreRoot(source="/dev/sdc1")}})
     with pytest.raises(SpecError, match="/dev/sdc1 is already mounted"):
         docker_overlay2.plan(_spec("docker-overlay2-thin"), TARGET, other)
     fstab = _with_files(DOCKER, fstab="/dev/sdc1 /var/lib/docker ext4 defaults 0 2\n")
@@ -268,8 +268,7 @@ def test_overlay2_thin_converged_plans_nothing() -> None:
         **{
             **DOCKER.__dict__,
             "files": files,
-            "volume_filesystem": "xfs",
-            "data_root_source": "/dev/mapper/docker-docker--data",
+            "roots": {"/var/lib/docker": StoreRoot("/dev/mapper/docker-docker--data", 0, "xfs")},
         }
     )
     assert docker_overlay2.plan(_spec("docker-overlay2-thin"), target, done).actions == ()
@@ -412,7 +411,8 @@ def test_overlay2_thin_refuses_the_containerd_store_and_pins_the_classic_one_whe
 
 
 def test_doctor_finds_the_containerd_store_on_a_host_wired_for_the_classic_store() -> None:
-    mounted = {"data_root_source": "/dev/mapper/docker-docker--data"}
+    data_root = StoreRoot("/dev/mapper/docker-docker--data")
+    mounted = {"roots": {"/var/lib/docker": data_root}}
     broken = _docker(
         "26.1.5", '{"storage-driver": "overlay2", "features": {"containerd-snapshotter": true}}', **mounted
     )
@@ -427,8 +427,7 @@ def test_doctor_finds_the_containerd_store_on_a_host_wired_for_the_classic_store
     on_the_pool = _docker(
         "26.1.5",
         '{"features": {"containerd-snapshotter": true}}',
-        **mounted,
-        containerd_root_source="/dev/mapper/docker-containerd--data",
+        roots={"/var/lib/docker": data_root, "/var/lib/containerd": StoreRoot("/dev/mapper/docker-containerd--data")},
     )
     classic = _docker("29.1.0", '{"storage-driver": "overlay2"}', **mounted)
     for sound in (on_the_pool, classic):
@@ -461,7 +460,7 @@ def test_containerd_overlayfs_thin_puts_containerds_root_on_a_thin_volume() -> N
     with pytest.raises(SpecError, match=r"config\.toml") as caught:
         containerd_overlayfs.plan(_spec("containerd-overlayfs-thin"), TARGET, _with_files(containerd, config_toml="["))
     assert "repair /etc/containerd/config.toml" in caught.value.fix
-    busy = EngineState(**{**containerd.__dict__, "data_root_entries": 3})
+    busy = EngineState(**{**containerd.__dict__, "roots": {"/var/lib/containerd": StoreRoot(entries=3)}})
     with pytest.raises(SpecError, match="/var/lib/containerd already holds 3 entries") as caught:
         containerd_overlayfs.plan(_spec("containerd-overlayfs-thin"), TARGET, busy)
     assert caught.value.fix.startswith("stop containerd")
@@ -476,8 +475,7 @@ def test_containerd_overlayfs_thin_converged_plans_nothing() -> None:
         **{
             **containerd.__dict__,
             "files": files,
-            "volume_filesystem": "xfs",
-            "data_root_source": "/dev/mapper/docker-containerd--data",
+            "roots": {"/var/lib/containerd": StoreRoot("/dev/mapper/docker-containerd--data", 0, "xfs")},
         }
     )
     target = PoolTarget("docker", "thinpool", 6 * GiB, (volume,))

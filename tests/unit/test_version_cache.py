@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from thinpool.core.model import StoreRoot
 from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
 from thinpool.system import observe, observe_engine
@@ -65,7 +66,7 @@ def test_a_volume_mounted_on_the_data_root_is_not_probed(tmp_path: Path) -> None
     """A converging apply reads the volume's filesystem from the kernel's mount table: no wipefs."""
     spec = _engine_host(tmp_path, "30 1 253:4 / /var/lib/docker rw,noatime - xfs /dev/mapper/docker-docker--data rw\n")
     state = observe_engine.engine_state(ScriptedRunner(), spec, tmp_path)  # strict: any command fails the test
-    assert (state.volume_filesystem, state.data_root_source) == ("xfs", "/dev/mapper/docker-docker--data")
+    assert state.root("/var/lib/docker") == StoreRoot("/dev/mapper/docker-docker--data", 0, "xfs")
 
 
 def test_a_volume_not_mounted_there_is_probed(tmp_path: Path) -> None:
@@ -73,4 +74,4 @@ def test_a_volume_not_mounted_there_is_probed(tmp_path: Path) -> None:
     runner = ScriptedRunner()
     runner.expect(programs.wipefs_probe("/dev/mapper/docker-docker--data"), stdout='{"signatures": [{"type": "xfs"}]}')
     state = observe_engine.engine_state(runner, spec, tmp_path)
-    assert (state.volume_filesystem, state.data_root_source) == ("xfs", "") and runner.exhausted
+    assert state.root("/var/lib/docker") == StoreRoot("", 0, "xfs") and runner.exhausted

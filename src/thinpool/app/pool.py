@@ -43,7 +43,9 @@ def plan_replica(ctx: Context, spec: PoolSpec, devices: tuple[str, ...], names: 
     replica = replace(spec, devices=tuple(names))
     engine = EngineState()
     if spec.engine != NO_ENGINE:
-        engine = replace(observe_engine.engine_state(ctx.runner, replica, ctx.root), systemd=False, data_root_source="")
+        seen = observe_engine.engine_state(ctx.runner, replica, ctx.root)
+        unmounted = {path: replace(root, source="") for path, root in seen.roots.items()}
+        engine = replace(seen, systemd=False, roots=unmounted)
     observed = Observed(devices=virtual_disks(sizes, names).devices, engine=engine)
     return sizes, plan_host(replica, observed)
 
@@ -141,8 +143,7 @@ def _describe_engines(state: EngineState) -> dict[str, object]:
         "docker daemon.json": docker_part,
         "containerd devmapper": containerd_part,
         "containers storage.conf": containers_part,
-        "containerd root mounted from": state.containerd_root_source or "(not a mount point)",
-        "data root mounted from": state.data_root_source or "(not a mount point)",
+        "store roots mounted from": {path: seen.source or "(not a mount point)" for path, seen in state.roots.items()},
         "docker devicemapper state": state.docker_devicemapper_state,
         "systemd drop-ins": {
             path: "present"

@@ -191,6 +191,15 @@ class Source:
         return self.text is not None or bool(self.unreadable)
 
 
+@dataclass(frozen=True)
+class StoreRoot:
+    """A store's mount point as observed, with the thin volume meant to be mounted there."""
+
+    source: str = ""  # what is mounted on it ("" when nothing)
+    entries: int = 0  # entries in it (0 when absent or empty)
+    filesystem: str = ""  # the filesystem on the store's thin volume ("" when none, or no volume)
+
+
 def text_digest(text: str) -> str:
     """A file's text as sha256 hex, over its bytes as read (the plan's record of what it was made from)."""
     import hashlib  # only apply's journal and its checks need it, not the watch commands
@@ -212,17 +221,18 @@ class EngineState:
     systemd: bool = False  # systemd is the init system (daemon-reload is worth running)
     udev: bool = False  # udev manages /dev (the /dev/mapper names are links to dm-N)
     docker_devicemapper_state: bool = False  # <data root>/devicemapper/metadata holds devices
-    # The store's root: the engine's on a thin volume (EngineAdapter.store), else Docker's data root.
-    data_root_entries: int = 0  # entries in it (0 when absent or empty)
-    data_root_source: str = ""  # what is mounted on it ("" when nothing)
-    containerd_root_source: str = ""  # what is mounted on containerd's root ("" when nothing)
-    volume_filesystem: str = ""  # the store's thin volume's filesystem type ("" when none)
+    # Each store root looked at (the engine's stores on thin volumes, Docker's data root, containerd's root).
+    roots: dict[str, StoreRoot] = field(default_factory=dict)
     tls_files: TlsFiles | None = None  # what thinpool made under TLS_ROOT (read for --tls-generate)
     host_names: tuple[str, ...] = ()  # the host's name and FQDN (read for --tls-generate)
     host_addresses: tuple[str, ...] = ()  # its global addresses (read for --tls-generate)
     certificates: tuple[Certificate, ...] = ()  # those daemon.json's tlscert and tlscacert name
     dns_silent: tuple[str, ...] = ()  # addresses in daemon.json's dns that did not answer a query
     observed_at: float = 0.0  # seconds since the epoch: what certificates' expiry is measured from
+
+    def root(self, path: str) -> StoreRoot:
+        """What was seen at a store's mount point (nothing mounted, empty, no volume when it was not looked at)."""
+        return self.roots.get(path, StoreRoot())
 
     def source(self, path: str) -> Source:
         """A config file as it was read, for the parsers in thinpool.config."""

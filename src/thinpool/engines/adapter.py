@@ -24,8 +24,8 @@ class EngineAdapter(Protocol):
     def FILES(self) -> tuple[str, ...]:
         """The configuration files it reads (the observation layer reads them for it)."""
 
-    def store(self, spec: PoolSpec, state: EngineState) -> Store | None:
-        """Its store on a thin volume of the pool (whose mount and filesystem are then observed), or None when
+    def stores(self, spec: PoolSpec, state: EngineState) -> tuple[Store, ...]:
+        """Its stores on thin volumes of the pool (whose mounts and filesystems are then observed); none when
         it keeps its data in the pool's own thin devices. ``state`` needs only the config files read."""
 
     def plan(self, spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChanges:

@@ -192,6 +192,6 @@ def pool_users(state: EngineState, target: PoolTarget) -> tuple[str, ...]:
     return (CONFIG_TOML,) if target.dm_name in text or f"{target.vg}/{target.pool}" in text else ()
 
 
-def store(spec: PoolSpec, state: EngineState) -> None:  # noqa: ARG001 (the protocol's signature)
-    """None: its data is in the pool's own thin devices, no thin volume of thinpool's."""
-    return
+def stores(spec: PoolSpec, state: EngineState) -> tuple[()]:  # noqa: ARG001 (the protocol's signature)
+    """No store on a thin volume: its data is in the pool's own thin devices."""
+    return ()

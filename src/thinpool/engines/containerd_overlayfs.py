@@ -44,6 +44,10 @@ def store(spec: PoolSpec, state: EngineState) -> thin_volume.Store:
     return thin_volume.Store("containerd", containerd_root(state), name, "stop containerd (systemctl stop containerd)")
 
 
+def stores(spec: PoolSpec, state: EngineState) -> tuple[thin_volume.Store, ...]:
+    return (store(spec, state),)
+
+
 def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChanges:
     root = store(spec, state)
     warnings = thin_volume.size_warnings(spec, target)

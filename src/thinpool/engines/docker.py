@@ -99,11 +99,12 @@ def store_findings(state: EngineState, data: dict[str, Any], target: PoolTarget)
             f'containerd snapshotter: every docker run fails ("snapshotter not loaded: {driver}")'
         )
         return [Finding(Severity.CRITICAL, "docker-store-mismatch", problem, fix)]
-    if not state.data_root_source or state.containerd_root_source:
+    data_root = state.root(str(data.get("data-root") or "/var/lib/docker")).source
+    if not data_root or state.root(CONTAINERD_ROOT).source:
         return []
     problem = (
         f"Docker uses the containerd image store: its images and containers are in {CONTAINERD_ROOT}, which is not "
-        f"on a thin volume (only {state.data_root_source} on the data root is): they fill the root filesystem"
+        f"on a thin volume (only {data_root} on the data root is): they fill the root filesystem"
     )
     return [Finding(Severity.WARNING, "engine-data-outside-pool", problem, fix)]
 

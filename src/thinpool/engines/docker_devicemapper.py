@@ -87,6 +87,6 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     return EngineChanges(changes, tuple(warnings), systemd.restart_steps("docker", actions))
 
 
-def store(spec: PoolSpec, state: EngineState) -> None:  # noqa: ARG001 (the protocol's signature)
-    """None: its data is in the pool's own thin devices, no thin volume of thinpool's."""
-    return
+def stores(spec: PoolSpec, state: EngineState) -> tuple[()]:  # noqa: ARG001 (the protocol's signature)
+    """No store on a thin volume: its data is in the pool's own thin devices."""
+    return ()

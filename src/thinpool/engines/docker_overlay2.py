@@ -27,6 +27,10 @@ def store(spec: PoolSpec, state: EngineState | None = None) -> thin_volume.Store
     return thin_volume.Store("Docker", options.data_root, name, "stop Docker", movable=True)
 
 
+def stores(spec: PoolSpec, state: EngineState) -> tuple[thin_volume.Store, ...]:
+    return (store(spec, state),)
+
+
 def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChanges:
     options = spec.engine_options
     warnings = docker.check_hosts(options) + thin_volume.size_warnings(spec, target)

@@ -59,6 +59,10 @@ def merged_storage_conf(state: EngineState, *, force: bool) -> str | None:
     return storage_conf.edit(state.source(STORAGE_CONF).text or "", {"driver": DRIVER})
 
 
+def stores(spec: PoolSpec, state: EngineState) -> tuple[thin_volume.Store, ...]:
+    return (store(spec, state),)
+
+
 def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChanges:
     root = store(spec, state)
     warnings = thin_volume.size_warnings(spec, target)

@@ -2,7 +2,7 @@
 filesystem, its /etc/fstab entry and mount, and the unit lines that make the engine wait for it.
 
 Pure, like every adapter: the actions come from the ``EngineState`` observed for the store's root
-(``data_root_source``, ``data_root_entries``, ``volume_filesystem``).
+(``EngineState.root``: what is mounted there, its entries, the volume's filesystem).
 """
 
 from __future__ import annotations
@@ -97,11 +97,12 @@ def volume_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store
             f"{target.vg}/{store.volume} exists and is not a thin volume of {target.pool}",
             fix="pick another --volume-name; thinpool never converts an existing volume",
         )
-    if existing is None or not state.volume_filesystem:
+    filesystem = state.root(store.root).filesystem
+    if existing is None or not filesystem:
         actions.append(Action("create", ActionKind.FILESYSTEM, Target(path=device), why, programs.mkfs_xfs(device)))
-    elif state.volume_filesystem != "xfs":
+    elif filesystem != "xfs":
         raise SpecError(
-            f"{device} carries {state.volume_filesystem}, not XFS",
+            f"{device} carries {filesystem}, not XFS",
             fix=f"{why}: pick another --volume-name, or move its data and wipe it",
         )
     return actions
@@ -116,17 +117,18 @@ def mount_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store:
     if content is not None:
         why = "mounted at every boot, with project quotas"
         actions.append(Action("write", ActionKind.FSTAB, Target(path=root), why, path=FSTAB, content=content))
-    if state.data_root_source == device:
+    seen = state.root(root)
+    if seen.source == device:
         return actions
-    if state.data_root_source:
+    if seen.source:
         elsewhere = ", or pass another --data-root" if store.movable else ""
         raise SpecError(
-            f"{state.data_root_source} is already mounted on {root}",
+            f"{seen.source} is already mounted on {root}",
             fix=f"{store.stop} and unmount it first{elsewhere}",
         )
-    if state.data_root_entries:
+    if seen.entries:
         raise SpecError(
-            f"{root} already holds {state.data_root_entries} entries; mounting over them would hide them",
+            f"{root} already holds {seen.entries} entries; mounting over them would hide them",
             fix=f"{store.stop} and move {root} aside (mv {root} {root}.old), then re-run",
         )
     argv = programs.mount_from_fstab(root)

@@ -17,7 +17,7 @@ from typing import Any
 
 from thinpool import engines
 from thinpool.config import containerd_toml, daemon_json
-from thinpool.core.model import EngineState, Observed, Source
+from thinpool.core.model import EngineState, Observed, Source, StoreRoot
 from thinpool.core.programs import argv as programs
 from thinpool.core.programs.output import parse_ip_addresses, parse_wipefs
 from thinpool.core.spec import NO_ENGINE, PoolSpec
@@ -217,18 +217,10 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
     versions = {name: by_path[path] for name, path in found_programs.items() if by_path[path]}
     found_programs |= {name: path for name in HELPER_PROGRAMS if (path := find_program(name, root))}
     files = engine_files(root)
-    store = engines.adapter(spec.engine).store(spec, files) if spec.engine != NO_ENGINE else None
-    store_root = store.root if store else spec.engine_options.data_root
-    volume = store.device_in(spec.vg) if store else ""
-    filesystem = ""
-    source, mounted_type = mounted_at(store_root, root)
-    if volume and source == volume:
-        filesystem = mounted_type  # mounted where it belongs: the kernel says what it is, no probe needed
-    elif volume and under(root, volume).exists():
-        found = runner.run(programs.wipefs_probe(volume), check=False)
-        filesystem = next(iter(parse_wipefs(found.stdout)), "") if found.returncode == 0 else ""
-    files = tls_state(runner, spec, files, root)
+    stores = engines.adapter(spec.engine).stores(spec, files) if spec.engine != NO_ENGINE else ()
     docker_root = spec.engine_options.data_root
+    watched = {docker_root: "", docker.CONTAINERD_ROOT: ""} | {store.root: store.device_in(spec.vg) for store in stores}
+    files = tls_state(runner, spec, files, root)
     return replace(
         files,
         versions=versions,
@@ -236,8 +228,17 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
         systemd=systemd_running(root),
         udev=under(root, "/run/udev/control").exists(),
         docker_devicemapper_state=_entries(under(root, f"{docker_root}/devicemapper/metadata")) > 0,
-        data_root_entries=_entries(under(root, store_root)),
-        data_root_source=source,
-        containerd_root_source=mounted_at(docker.CONTAINERD_ROOT, root)[0],
-        volume_filesystem=filesystem,
+        roots={path: store_root(runner, path, volume, root) for path, volume in watched.items()},
     )
+
+
+def store_root(runner: Runner, path: str, volume: str, root: Path = ROOT) -> StoreRoot:
+    """What is mounted on ``path``, how many entries it holds, and the filesystem on ``volume`` ("" for none)."""
+    source, mounted_type = mounted_at(path, root)
+    filesystem = ""
+    if volume and source == volume:
+        filesystem = mounted_type  # mounted where it belongs: the kernel says what it is, no probe needed
+    elif volume and under(root, volume).exists():
+        found = runner.run(programs.wipefs_probe(volume), check=False)
+        filesystem = next(iter(parse_wipefs(found.stdout)), "") if found.returncode == 0 else ""
+    return StoreRoot(source, _entries(under(root, path)), filesystem)
