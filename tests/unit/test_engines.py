@@ -308,6 +308,7 @@ def test_the_registry_names_every_engine_once_and_their_files() -> None:
         "docker-overlay2-thin",
         "containerd-overlayfs-thin",
         "podman-overlay-thin",
+        "docker-containerd-thin",
     )
     assert all(isinstance(engines.adapter(name), engines.EngineAdapter) for name in engines.NAMES)
     assert engines.config_files() == (
@@ -528,3 +529,37 @@ def test_podman_overlay_thin_puts_graphroot_on_a_thin_volume_and_merges_storage_
         podman_overlay.plan(_spec("podman-overlay-thin"), TARGET, broken)
     (finding,) = podman_overlay.doctor(broken, TARGET)
     assert finding.code == "storage-conf-invalid" and "--engine podman-overlay-thin" in finding.fix
+
+
+def test_docker_containerd_thin_puts_both_roots_on_volumes_of_their_own_and_turns_the_store_on() -> None:
+    from thinpool.engines import docker_containerd
+
+    state = _docker("26.1.5", '{"storage-driver": "overlay2", "log-driver": "journald"}')
+    changes = docker_containerd.plan(_spec("docker-containerd-thin"), TARGET, state)
+    created = [action.target.lv for action in changes.actions if action.kind == "thin-volume"]
+    assert created == ["docker-data", "containerd-data"]
+    (fstab,) = [action for action in changes.actions if action.kind == "fstab"]  # one write, both entries
+    assert " /var/lib/docker xfs " in fstab.content and " /var/lib/containerd xfs " in fstab.content
+    mounts = [action.target.path for action in changes.actions if action.kind == "mount"]
+    assert mounts == ["/var/lib/docker", "/var/lib/containerd"]
+    written = json.loads(_written(changes, docker.DAEMON_JSON))
+    assert written == {"log-driver": "journald", "features": {"containerd-snapshotter": True}}  # no storage-driver
+    assert "RequiresMountsFor=/var/lib/containerd" in _written(changes, containerd_devmapper.CONTAINERD_DROP_IN)
+    assert "RequiresMountsFor=/var/lib/docker" in _written(changes, docker.DOCKER_DROP_IN)
+    devicemapper = _docker("20.10.24", '{"storage-driver": "devicemapper"}')
+    with pytest.raises(SpecError, match="would hide its images") as refused:
+        docker_containerd.plan(_spec("docker-containerd-thin"), TARGET, devicemapper)
+    assert "--force" in refused.value.fix
+    roots = {
+        "/var/lib/docker": StoreRoot("/dev/mapper/docker-docker--data", 0, "xfs"),
+        "/var/lib/containerd": StoreRoot("/dev/mapper/docker-containerd--data", 0, "xfs"),
+    }
+    volumes = tuple(
+        LogicalVolume(name, "docker", "Vwi-aotz--", 6 * GiB, segtype="thin", pool_lv="thinpool")
+        for name in ("docker-data", "containerd-data")
+    )
+    files = {action.path: action.content for action in changes.actions if action.path}
+    done = EngineState(**{**state.__dict__, "files": {**state.files, **files}, "roots": roots})
+    target = PoolTarget("docker", "thinpool", 6 * GiB, volumes)
+    assert docker_containerd.plan(_spec("docker-containerd-thin"), target, done).actions == ()
+    assert not {f.code for f in docker.doctor(done, TARGET)} & {"engine-data-outside-pool", "docker-store-mismatch"}

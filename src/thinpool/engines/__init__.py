@@ -25,6 +25,7 @@ REGISTRY = {
     "docker-overlay2-thin": "docker_overlay2",
     "containerd-overlayfs-thin": "containerd_overlayfs",
     "podman-overlay-thin": "podman_overlay",
+    "docker-containerd-thin": "docker_containerd",
 }
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 CHOICES: tuple[str, ...] = (NO_ENGINE, *NAMES)

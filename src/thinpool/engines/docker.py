@@ -73,8 +73,9 @@ def classic_store_keys(settings: dict[str, Any], state: EngineState, force: bool
             f'{DAEMON_JSON} turns on Docker\'s containerd image store ("features": {{"{SNAPSHOTTER_FEATURE}": '
             f"true}}): images and containers would live in {CONTAINERD_ROOT}, off the pool, and storage-driver "
             'overlay2 is no containerd snapshotter (every docker run would fail: "snapshotter not loaded")',
-            fix="pass --force to switch Docker to the classic store on the thin volume (images in the containerd "
-            "store are hidden then: docker save what you need first), or keep the containerd store off this pool",
+            fix="use --engine docker-containerd-thin to keep the containerd store and put it on the pool too, or "
+            "pass --force to switch Docker to the classic store on the thin volume (images in the containerd "
+            "store are hidden then: docker save what you need first)",
         )
     major = major_version(state.versions.get("dockerd", ""))
     if feature is False or (feature is None and (major is None or major < CONTAINERD_STORE_DEFAULT_IN)):
@@ -88,9 +89,10 @@ def store_findings(state: EngineState, data: dict[str, Any], target: PoolTarget)
     if not uses_containerd_store(data, state.versions.get("dockerd", "")):
         return []
     fix = (
-        f'{configure_command("docker-overlay2-thin", target)} --force (it sets "{SNAPSHOTTER_FEATURE}": false: the '
-        "classic store on the thin volume; docker save what the containerd store holds first), then systemctl "
-        "restart docker"
+        f"{configure_command('docker-containerd-thin', target)} (the containerd store, containerd's root on a thin "
+        f'volume too), or {configure_command("docker-overlay2-thin", target)} --force ("{SNAPSHOTTER_FEATURE}": '
+        "false: the classic store on the thin volume; docker save what the containerd store holds first); then "
+        "systemctl restart containerd docker"
     )
     driver = data.get("storage-driver")
     if driver in CLASSIC_DRIVERS:

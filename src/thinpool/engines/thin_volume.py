@@ -7,7 +7,8 @@ Pure, like every adapter: the actions come from the ``EngineState`` observed for
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from thinpool.config import fstab
 from thinpool.config.document import ConfigError
@@ -108,18 +109,28 @@ def volume_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store
     return actions
 
 
-def mount_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store: Store) -> list[Action]:
-    """The fstab entry and the mount now; a root with something else mounted on it, or with entries that the
+def fstab_action(state: EngineState, placed: Sequence[tuple[str, Store]], *, force: bool) -> list[Action]:
+    """One write of fstab with each store's entry (device, store): every other line kept, byte for byte."""
+    text, changed = state.files.get(FSTAB), False
+    for device, store in placed:
+        files = {**state.files, FSTAB: text} if text is not None else state.files
+        merged = merged_fstab(replace(state, files=files), device, store.root, force=force, owner=store.owner)
+        if merged is not None:
+            text, changed = merged, True
+    if not changed or text is None:
+        return []
+    why = "mounted at every boot, with project quotas"
+    where = Target(path=", ".join(store.root for _, store in placed))
+    return [Action("write", ActionKind.FSTAB, where, why, path=FSTAB, content=text)]
+
+
+def mount_action(state: EngineState, device: str, store: Store) -> list[Action]:
+    """The mount now, unless it is there; a root with something else mounted on it, or with entries that the
     mount would hide, is refused."""
-    device, root = store.device_in(target.vg), store.root
-    actions = []
-    content = merged_fstab(state, device, root, force=spec.engine_options.force, owner=store.owner)
-    if content is not None:
-        why = "mounted at every boot, with project quotas"
-        actions.append(Action("write", ActionKind.FSTAB, Target(path=root), why, path=FSTAB, content=content))
+    root = store.root
     seen = state.root(root)
     if seen.source == device:
-        return actions
+        return []
     if seen.source:
         elsewhere = ", or pass another --data-root" if store.movable else ""
         raise SpecError(
@@ -132,15 +143,29 @@ def mount_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store:
             fix=f"{store.stop} and move {root} aside (mv {root} {root}.old), then re-run",
         )
     argv = programs.mount_from_fstab(root)
-    actions.append(Action("change", ActionKind.MOUNT, Target(path=root), f"mount {device} there", argv))
-    return actions
+    return [Action("change", ActionKind.MOUNT, Target(path=root), f"mount {device} there", argv)]
 
 
 def storage_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store: Store, why: str) -> list[Action]:
     """Everything that puts ``store`` on a mounted XFS thin volume of the pool."""
-    names.check_volume(target.vg, target.pool, store.volume)
-    check_plain_path(store.root, f"{store.owner}'s store root")
-    return volume_actions(spec, target, state, store, why) + mount_actions(spec, target, state, store)
+    return stores_actions(spec, target, state, [(store, why)])
+
+
+def stores_actions(
+    spec: PoolSpec, target: PoolTarget, state: EngineState, stores: Sequence[tuple[Store, str]]
+) -> list[Action]:
+    """Each store on a mounted XFS thin volume of its own: the volumes and filesystems, one fstab write, the
+    mounts. ``stores`` pairs each store with why its filesystem is XFS."""
+    actions: list[Action] = []
+    for store, why in stores:
+        names.check_volume(target.vg, target.pool, store.volume)
+        check_plain_path(store.root, f"{store.owner}'s store root")
+        actions += volume_actions(spec, target, state, store, why)
+    placed = [(store.device_in(target.vg), store) for store, _ in stores]
+    actions += fstab_action(state, placed, force=spec.engine_options.force)
+    for device, store in placed:
+        actions += mount_action(state, device, store)
+    return actions
 
 
 def size_warnings(spec: PoolSpec, target: PoolTarget) -> list[str]:

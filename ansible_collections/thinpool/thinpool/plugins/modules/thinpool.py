@@ -43,7 +43,7 @@ options:
     description: Container engine to wire to the pool.
     type: str
     choices: [none, docker-devicemapper, containerd-devmapper, docker-overlay2-thin, containerd-overlayfs-thin,
-      podman-overlay-thin]
+      podman-overlay-thin, docker-containerd-thin]
     default: none
   extent_size:
     description: Extent size of a new VG (binary units, e.g. V(4m)).
