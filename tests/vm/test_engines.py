@@ -138,6 +138,48 @@ def test_the_containerd_store_is_found_refused_and_put_back_to_the_classic_store
 
 
 @pytest.mark.releases("debian-13")
+def test_docker_with_the_containerd_store_keeps_images_and_layers_on_the_pool_and_maintain_gives_them_back(
+    vm: VM, images: dict[str, str]
+) -> None:
+    """Docker 26 on the system containerd (as Debian's docker.service runs it) with the containerd image store:
+    the layers land on containerd's thin volume, Docker's data root on its own, and fstrim gives them back."""
+    args = ("--engine", "docker-containerd-thin", "--volume-size", "2GiB", "/dev/vda")
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
+    assert code == 0, err or result
+    mounts = {
+        fields[1]: fields for fields in (line.split() for line in vm.run(["cat", "/proc/mounts"]).stdout.splitlines())
+    }
+    assert mounts["/var/lib/docker"][0] == "/dev/mapper/docker-docker--data"
+    assert mounts["/var/lib/containerd"][0] == "/dev/mapper/docker-containerd--data"
+    assert all(
+        mounts[root][2] == "xfs" and "prjquota" in mounts[root][3]
+        for root in ("/var/lib/docker", "/var/lib/containerd")
+    )
+    run_exec_start_pre(vm, "/etc/systemd/system/containerd.service.d/thinpool.conf")
+    run_exec_start_pre(vm, "/etc/systemd/system/docker.service.d/thinpool.conf")
+    start_daemon(vm, ("containerd",), ["ctr", "version"], "/tmp/containerd.log")
+    start_daemon(
+        vm, (*DOCKERD, "--containerd=/run/containerd/containerd.sock"), ["docker", "version"], "/tmp/dockerd.log"
+    )
+    info = json.loads(vm.run(["docker", "info", "--format", "{{json .}}"]).stdout)
+    assert dict(info["DriverStatus"]).get("driver-type") == "io.containerd.snapshotter.v1", info["DriverStatus"]
+    vm.run(["docker", "import", images["rootfs"], "tiny:1"], timeout=300)
+    before = _used_bytes(vm, "containerd-data")
+    vm.run(["docker", "run", "--network", "none", "--name", "w1", "tiny:1", "sh", "-c", WRITE_64_MIB], timeout=300)
+    written = _used_bytes(vm, "containerd-data")
+    assert written - before >= 60 * MiB  # the container's layer is a containerd snapshot, on its thin volume
+    code, doctor, err = thinpool_json(vm, "doctor", "docker/thinpool")
+    assert not {"docker-store-mismatch", "engine-data-outside-pool"} & {f["code"] for f in doctor["findings"]}
+    vm.run(["docker", "rm", "w1"])
+    vm.run(["docker", "rmi", "tiny:1"])
+    code, cared, err = thinpool_json(vm, "maintain", "docker/thinpool", "--reclaim-above", "16MiB")
+    assert code == 0, err or cared
+    assert _used_bytes(vm, "containerd-data") <= written - 60 * MiB  # fstrim gave the pool its chunks back
+    stop_docker(vm)
+    assert _converged(vm, *args)
+
+
+@pytest.mark.releases("debian-13")
 def test_containerd_overlayfs_runs_a_container_on_a_thin_volume_and_maintain_gives_its_space_back(
     vm: VM, images: dict[str, str]
 ) -> None:

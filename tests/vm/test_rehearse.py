@@ -88,6 +88,15 @@ def test_rehearse_on_a_pinned_release_says_each_thing_once() -> None:
     assert "ran a container on it" in out
 
 
+@pytest.mark.sweep  # a third pinned-release rehearsal: the full matrix runs it, CI covers the engine in test_engines
+def test_rehearse_of_dockers_containerd_store_runs_a_container_on_the_pool() -> None:
+    _needs(engines=False)
+    done = _rehearse("--release", "debian-13", "--disk-size", "20GiB", "--engine", "docker-containerd-thin")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert "Engine: docker-containerd-thin (dockerd 26." in done.stdout
+    assert "driver-type: io.containerd.snapshotter.v1" in done.stdout and "Rehearsal passed" in done.stdout
+
+
 def test_a_rehearsal_of_what_the_release_cannot_run_fails_and_says_why() -> None:
     """Debian 13's Docker 26 has no devicemapper: the rehearsal must fail (exit 1), name the cause, and clean up."""
     _needs(engines=False)

@@ -98,7 +98,11 @@ def _docker(vm: Guest, run: EngineRun, vg: str, pool: str) -> None:
     if run.engine == "docker-devicemapper":
         _without_udev_sync(vm)
         run.guest_only.append(f"daemon.json got {NO_UDEV} in the VM, which runs no udev")
-    _start(vm, DOCKERD, "docker version", "/tmp/dockerd.log")
+    dockerd = DOCKERD
+    if run.engine == "docker-containerd-thin":  # Debian's docker.service runs on the system containerd
+        _start(vm, "containerd", "ctr version", "/tmp/containerd.log")
+        dockerd += " --containerd=/run/containerd/containerd.sock"
+    _start(vm, dockerd, "docker version", "/tmp/dockerd.log")
     info = json.loads(_step(vm, "docker info --format '{{json .}}'", "docker info", "/tmp/dockerd.log"))
     run.version, run.storage_driver = str(info.get("ServerVersion", "")), str(info.get("Driver", ""))
     run.reported = {str(key): str(value) for key, value in info.get("DriverStatus") or []}
@@ -214,6 +218,7 @@ def render(run: EngineRun) -> str:
 
 _SHOWN = (
     "Pool Name",
+    "driver-type",
     "Backing Filesystem",
     "Data Space Used",
     "Supports d_type",
