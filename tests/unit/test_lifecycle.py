@@ -101,3 +101,27 @@ def test_grow_onto_a_disk_with_a_filesystem_needs_wipe_and_then_wipes_first() ->
         lifecycle.plan_grow(PoolSpec(devices=("/dev/sdc",)), observed)
     plan = lifecycle.plan_grow(PoolSpec(devices=("/dev/sdc",), wipe=True), observed)
     assert [action.argv[0] for action in plan.actions[:3]] == ["wipefs", "pvcreate", "vgextend"]
+
+
+def test_a_grown_pool_that_dmeventd_also_extended_is_not_a_failed_step() -> None:
+    """vgextend gives a full, monitored pool room, and dmeventd autoextends it before thinpool's lvextend +N:
+    the pool ends larger than planned, which is no failure; smaller than planned is."""
+    from dataclasses import replace
+
+    from thinpool.core.plan import problem_after
+
+    observed = _observed()
+    observed.devices["/dev/sdc"] = disk("/dev/sdc", 4 * GiB)
+    plan = lifecycle.plan_grow(PoolSpec(devices=("/dev/sdc",)), observed)
+    grow_data = plan.actions[-1]
+    planned = plan.layout.data_size
+
+    def after(size: int) -> str:
+        return problem_after(grow_data, plan, _observed_with(replace(_pool(), size=size)))
+
+    assert after(planned) == "" and after(planned + 32 * 4 * MiB) == ""
+    assert after(planned - 4 * MiB) == f"data is {planned - 4 * MiB} bytes, planned {planned}"
+
+
+def _observed_with(pool: LogicalVolume):
+    return observed_with_vg(empty_vg("docker", 2047, free=100, lvs=(pool,)))

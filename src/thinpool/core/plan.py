@@ -365,9 +365,11 @@ def _pool(action: Action, plan: Plan, observed: Observed) -> str:
         found = (pool.size, pool.metadata_size, pool.chunk_size)
         if found != expected:
             return f"(data, metadata, chunk) is {found}, planned {expected}"
-    if kind == ActionKind.POOL_DATA and layout is not None and pool.size != layout.data_size:
+    # A grown pool may be larger than planned, never smaller: a full pool that dmeventd monitors is
+    # autoextended the moment vgextend gives its VG room, and thinpool's lvextend +N adds to that.
+    if kind == ActionKind.POOL_DATA and layout is not None and pool.size < layout.data_size:
         return f"data is {pool.size} bytes, planned {layout.data_size}"
-    if kind == ActionKind.POOL_METADATA and layout is not None and pool.metadata_size != layout.metadata_size:
+    if kind == ActionKind.POOL_METADATA and layout is not None and pool.metadata_size < layout.metadata_size:
         return f"metadata is {pool.metadata_size} bytes, planned {layout.metadata_size}"
     if kind == ActionKind.ACTIVATION and not pool.active:
         return "the pool is not active"
