@@ -106,7 +106,11 @@ def _maintain(vm: VM) -> list[list[str]]:
 @pytest.mark.parametrize(
     "engine_name",
     [
-        pytest.param(name, marks=pytest.mark.releases("debian-12")) if name == "docker-devicemapper" else name
+        pytest.param(name, marks=pytest.mark.releases("debian-12"))
+        if name == "docker-devicemapper"
+        else pytest.param(name, marks=pytest.mark.sweep)  # dm-thin's full pool, as above, through containerd
+        if name == "containerd-devmapper"
+        else name
         for name in sorted(ENGINES)
     ],
 )

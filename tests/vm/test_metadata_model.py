@@ -42,7 +42,7 @@ def test_model_never_below_measured_metadata(vm: VM, chunk: int) -> None:
         assert modelled >= measured, phase["phase"]
 
 
-@pytest.mark.parametrize("chunk", [64 * KiB, 512 * KiB])
+@pytest.mark.parametrize("chunk", [pytest.param(64 * KiB, marks=pytest.mark.sweep), 512 * KiB])
 def test_model_holds_as_thin_devices_pile_up(vm: VM, chunk: int) -> None:
     """The short version of benchmarks/metadata_scale.py (1,000 devices there): snapshots made with dm messages as
     the engines make them; at every checkpoint the model is above what dm-thin uses, and at most 1.5x it."""
