@@ -215,8 +215,10 @@ def test_grow_adds_the_device_then_grows_metadata_and_data(
     machine.pvs[-1] = {"pv_name": DEVICE, "vg_name": "docker", "pv_attr": "a--"}
     machine.vgs = [machine.vg(plan.layout.free_extents, plan.layout.free_extents)]
     machine.reports()
+    machine.reports()  # each grow step first reads whether dmeventd got the pool there already
     runner.expect(plan.actions[2].argv)
     machine.lvs = [machine.pool(2 * GiB, plan.layout.metadata_size, 512 * 1024, "monitored")]
+    machine.reports()
     machine.reports()
     runner.expect(plan.actions[3].argv)
     machine.lvs = [machine.pool(plan.layout.data_size, plan.layout.metadata_size, 512 * 1024, "monitored")]
@@ -227,6 +229,45 @@ def test_grow_adds_the_device_then_grows_metadata_and_data(
     assert runner.exhausted
     assert result["ok"] and [step["status"] for step in result["steps"]] == ["done"] * 4
     assert result["layout"]["data_size"] > 2 * GiB
+
+
+def test_grow_takes_a_pool_dmeventd_grew_first_as_grown(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """vgextend gives a full, monitored pool room: dmeventd may grow it before the data step (then lvextend is
+    not run) or while it runs (lvextend to a size below the pool's fails; the pool is as planned: done)."""
+    from thinpool.app import pool
+    from thinpool.core.spec import PoolSpec
+
+    def before(machine: Machine) -> None:
+        _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
+
+    planning = ScriptedRunner()
+    before(machine := Machine(planning))
+    machine.observe(recorded)
+    plan = pool.plan_grow(_context(planning, tmp_path), PoolSpec(devices=(DEVICE,)))
+    assert plan.layout is not None
+    big = plan.layout.data_size + 32 * 4 * MiB
+    runner = ScriptedRunner()
+    before(machine := Machine(runner))
+    machine.observe(recorded)
+    runner.expect(plan.actions[0].argv)
+    machine.pvs.append({"pv_name": DEVICE, "vg_name": "", "pv_attr": "---"})
+    machine.reports()
+    runner.expect(plan.actions[1].argv)
+    machine.pvs[-1] = {"pv_name": DEVICE, "vg_name": "docker", "pv_attr": "a--"}
+    machine.vgs = [machine.vg(plan.layout.free_extents, plan.layout.free_extents)]
+    machine.reports()
+    machine.reports()
+    runner.expect(plan.actions[2].argv, returncode=5, stderr="New size matches existing size")  # grown meanwhile
+    machine.lvs = [machine.pool(2 * GiB, plan.layout.metadata_size, 512 * 1024, "monitored")]
+    machine.reports()
+    machine.lvs = [machine.pool(big, plan.layout.metadata_size, 512 * 1024, "monitored")]
+    machine.reports()  # dmeventd got there before the data step: no lvextend
+    assert main(["grow", DEVICE, "--json", "--yes"], context=_context(runner, tmp_path)) == EXIT_OK
+    steps = json.loads(capsys.readouterr().out)["steps"]
+    assert runner.exhausted and [step["status"] for step in steps] == ["done"] * 4
+    assert all("dmeventd's autoextend had already grown it" in step["note"] for step in steps[2:])
 
 
 def test_destroy_is_refused_while_daemon_json_names_the_pool(

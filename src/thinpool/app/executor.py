@@ -181,6 +181,8 @@ def _run_step(action: Action, plan: Plan, runner: Runner, root: Path) -> str:
     if action.path:
         observe.under(root, action.path).unlink(missing_ok=True)
         return ""
+    if action.kind in (ActionKind.POOL_DATA, ActionKind.POOL_METADATA):
+        return _grow(action, plan, runner)
     runner.run(action.argv)
     check = action.kind.check
     if check == Check.MOUNT:
@@ -192,6 +194,22 @@ def _run_step(action: Action, plan: Plan, runner: Runner, root: Path) -> str:
                 f"after {' '.join(action.argv)}: {problem}", fix="inspect with 'lvs -a' and re-run thinpool apply"
             )
     return ""
+
+
+def _grow(action: Action, plan: Plan, runner: Runner) -> str:
+    """lvextend to the planned size, unless dmeventd's autoextend got the pool there first: a full, monitored
+    pool grows the moment vgextend gives its VG room, before or while this step runs."""
+    grown_first = "dmeventd's autoextend had already grown it to at least the planned size"
+    if not problem_after(action, plan, observe.read_lvm(runner)):
+        return grown_first
+    done = runner.run(action.argv, check=False)
+    problem = problem_after(action, plan, observe.read_lvm(runner))
+    if not problem:
+        return "" if done.ok else grown_first
+    done.raise_for_status()
+    raise VerificationFailed(
+        f"after {' '.join(action.argv)}: {problem}", fix="inspect with 'lvs -a' and re-run thinpool grow"
+    )
 
 
 def _failure(error: Exception) -> str:

@@ -125,7 +125,7 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
     target = Target(vg=spec.vg, lv=spec.pool)
     actions = list(planner.device_actions(spec, geometry))
     if growth > 0:
-        argv = commands.lvextend_metadata(spec.vg, spec.pool, size=growth * extent)
+        argv = commands.lvextend_metadata(spec.vg, spec.pool, to_size=metadata * extent)
         actions.append(
             Action(
                 "change",
@@ -136,7 +136,7 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
             )
         )
     if grown > data_now:
-        argv = commands.lvextend_data(spec.vg, spec.pool, extents=grown - data_now)
+        argv = commands.lvextend_data(spec.vg, spec.pool, to_extents=grown)
         actions.append(
             Action(
                 "change",

@@ -109,14 +109,14 @@ def pvremove(device: str) -> Argv:
     return ("pvremove", "--yes", device)
 
 
-def lvextend_data(vg: str, pool: str, *, extents: int) -> Argv:
-    """Grow a pool's data by ``extents``."""
-    return ("lvextend", "--yes", "--extents", f"+{extents}", f"{vg}/{pool}")
+def lvextend_data(vg: str, pool: str, *, to_extents: int) -> Argv:
+    """Grow a pool's data to ``to_extents`` (a size, not a step: dmeventd's autoextend may grow it meanwhile)."""
+    return ("lvextend", "--yes", "--extents", str(to_extents), f"{vg}/{pool}")
 
 
-def lvextend_metadata(vg: str, pool: str, *, size: int) -> Argv:
-    """Grow a pool's metadata by ``size`` bytes (lvm grows the spare with it)."""
-    return ("lvextend", "--yes", "--poolmetadatasize", f"+{size // 1024}k", f"{vg}/{pool}")
+def lvextend_metadata(vg: str, pool: str, *, to_size: int) -> Argv:
+    """Grow a pool's metadata to ``to_size`` bytes (lvm grows the spare with it)."""
+    return ("lvextend", "--yes", "--poolmetadatasize", f"{to_size // 1024}k", f"{vg}/{pool}")
 
 
 def lvchange_activate(vg: str, pool: str, active: bool) -> Argv:
