@@ -12,7 +12,7 @@ from thinpool.app.executor import ApplyResult, Progress, StalePlan, apply, check
 from thinpool.app.planning import plan_host
 from thinpool.core import lifecycle
 from thinpool.core.model import EngineState, Observed, virtual_disks
-from thinpool.core.plan import Plan, SavedPlanError
+from thinpool.core.plan import Action, Plan, SavedPlanError
 from thinpool.core.spec import NO_ENGINE, PoolSpec, check_device_path
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe, observe_engine
@@ -78,12 +78,18 @@ def replan_saved(ctx: Context, path: Path) -> Plan:
     observed = observed_for(ctx, saved.spec)
     check_fresh(saved, observed)
     fresh = plan_host(saved.spec, observed)
-    if fresh.actions != saved.actions or fresh.layout != saved.layout:
+    if _unguarded(fresh.actions) != _unguarded(saved.actions) or fresh.layout != saved.layout:
         raise StalePlan(
             "the saved plan's actions no longer match what the system needs",
             fix="make a new plan with 'thinpool plan --out FILE' and review it",
         )
     return fresh
+
+
+def _unguarded(actions: tuple[Action, ...]) -> tuple[Action, ...]:
+    """The actions without what each write's file held: a plan made where nothing was read (on virtual disks,
+    for a rehearsal) has none, and the fingerprint already compares the files."""
+    return tuple(replace(action, expect="") for action in actions)
 
 
 def run(ctx: Context, plan: Plan, progress: Progress | None = None) -> ApplyResult:

@@ -159,8 +159,10 @@ def _rehearse_inside(request: Rehearsal, say: Say, vm: Any, plan_json: str, spec
         say(f"== {request.spec.engine}: the engine started in the VM on that configuration, running a container")
         run = engine.exercise(vm, request.spec.engine, vg, pool_name)
         say(engine.render(run))
-    lvs = report.parse_lvs(vm.run(list(commands.lvs_report(vg))).stdout)
-    vgs = report.parse_vgs(vm.run(list(commands.vgs_report(vg))).stdout)
+    listed = vm.run(list(commands.lvs_report(vg)), check=False)  # no VG when the apply was refused
+    lvs = report.parse_lvs(listed.stdout) if listed.returncode == 0 else []
+    groups = vm.run(list(commands.vgs_report(vg)), check=False)
+    vgs = report.parse_vgs(groups.stdout) if groups.returncode == 0 else []
     pool = next((lv for lv in lvs if lv.bare_name == pool_name), None)
     spare = sum(lv.size for lv in lvs if lv.is_spare)
     return {
