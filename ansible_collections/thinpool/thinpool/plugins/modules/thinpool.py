@@ -204,6 +204,7 @@ try:
     from thinpool.engines import (  # noqa: F401 (loaded by name at run time; named here so they are sent)
         containerd_devmapper,
         containerd_overlayfs,
+        docker_containerd,
         docker_devicemapper,
         docker_overlay2,
         podman_overlay,
