@@ -14,6 +14,7 @@ import pytest
 from thinpool.app.context import Context
 from thinpool.cli import EXIT_ERROR, EXIT_OK, main
 from thinpool.core.lvm import commands
+from thinpool.core.plan import Plan
 from thinpool.core.programs import argv as programs
 from thinpool.core.units import GiB, MiB
 from thinpool.errors import CommandTimedOut
@@ -184,29 +185,19 @@ def test_a_device_already_in_the_vg_is_not_probed_again(
     assert growing.exhausted and [action.argv[0] for action in plan.actions[:2]] == ["pvcreate", "vgextend"]
 
 
-def test_grow_adds_the_device_then_grows_metadata_and_data(
-    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _grown_to_the_new_disk(recorded: Path, tmp_path: Path) -> tuple[Plan, ScriptedRunner, Machine]:
+    """grow's plan for DEVICE beside a 2 GiB pool, and a runner scripted through its pvcreate and vgextend
+    (each checked with a report) and the report the metadata step reads first."""
     from thinpool.app import pool
     from thinpool.core.spec import PoolSpec
 
-    def before(machine: Machine) -> None:
-        _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
-
     planning = ScriptedRunner()
-    before(machine := Machine(planning))
+    _existing_pool(machine := Machine(planning), 2 * GiB, 8 * MiB, free=100)
     machine.observe(recorded)
     plan = pool.plan_grow(_context(planning, tmp_path), PoolSpec(devices=(DEVICE,)))
     assert plan.layout is not None
-    assert [str(action.kind) for action in plan.actions] == [
-        "physical-volume",
-        "volume-group",
-        "pool-metadata",
-        "pool-data",
-    ]
-
     runner = ScriptedRunner()
-    before(machine := Machine(runner))
+    _existing_pool(machine := Machine(runner), 2 * GiB, 8 * MiB, free=100)
     machine.observe(recorded)
     runner.expect(plan.actions[0].argv)
     machine.pvs.append({"pv_name": DEVICE, "vg_name": "", "pv_attr": "---"})
@@ -216,6 +207,20 @@ def test_grow_adds_the_device_then_grows_metadata_and_data(
     machine.vgs = [machine.vg(plan.layout.free_extents, plan.layout.free_extents)]
     machine.reports()
     machine.reports()  # each grow step first reads whether dmeventd got the pool there already
+    return plan, runner, machine
+
+
+def test_grow_adds_the_device_then_grows_metadata_and_data(
+    recorded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan, runner, machine = _grown_to_the_new_disk(recorded, tmp_path)
+    assert plan.layout is not None
+    assert [str(action.kind) for action in plan.actions] == [
+        "physical-volume",
+        "volume-group",
+        "pool-metadata",
+        "pool-data",
+    ]
     runner.expect(plan.actions[2].argv)
     machine.lvs = [machine.pool(2 * GiB, plan.layout.metadata_size, 512 * 1024, "monitored")]
     machine.reports()
@@ -236,29 +241,9 @@ def test_grow_takes_a_pool_dmeventd_grew_first_as_grown(
 ) -> None:
     """vgextend gives a full, monitored pool room: dmeventd may grow it before the data step (then lvextend is
     not run) or while it runs (lvextend to a size below the pool's fails; the pool is as planned: done)."""
-    from thinpool.app import pool
-    from thinpool.core.spec import PoolSpec
-
-    def before(machine: Machine) -> None:
-        _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
-
-    planning = ScriptedRunner()
-    before(machine := Machine(planning))
-    machine.observe(recorded)
-    plan = pool.plan_grow(_context(planning, tmp_path), PoolSpec(devices=(DEVICE,)))
+    plan, runner, machine = _grown_to_the_new_disk(recorded, tmp_path)
     assert plan.layout is not None
     big = plan.layout.data_size + 32 * 4 * MiB
-    runner = ScriptedRunner()
-    before(machine := Machine(runner))
-    machine.observe(recorded)
-    runner.expect(plan.actions[0].argv)
-    machine.pvs.append({"pv_name": DEVICE, "vg_name": "", "pv_attr": "---"})
-    machine.reports()
-    runner.expect(plan.actions[1].argv)
-    machine.pvs[-1] = {"pv_name": DEVICE, "vg_name": "docker", "pv_attr": "a--"}
-    machine.vgs = [machine.vg(plan.layout.free_extents, plan.layout.free_extents)]
-    machine.reports()
-    machine.reports()
     runner.expect(plan.actions[2].argv, returncode=5, stderr="New size matches existing size")  # grown meanwhile
     machine.lvs = [machine.pool(2 * GiB, plan.layout.metadata_size, 512 * 1024, "monitored")]
     machine.reports()
