@@ -9,7 +9,7 @@ import pytest
 
 from thinpool.config import containerd_toml, daemon_json, fstab
 from thinpool.config.document import ConfigError, Problem
-from thinpool.core.model import EngineState, Source
+from thinpool.core.model import Source
 from thinpool.engines import thin_volume
 
 DAEMON = daemon_json.PATH
@@ -58,26 +58,26 @@ def test_containerd_toml_errors_are_typed(text: str, problem: Problem, words: st
 FSTAB_CRLF = b"# comment \xe9t\xe9\r\nUUID=1 / ext4 defaults 0 1\r\n/dev/sdb1 /srv\\040data xfs defaults 0 0"
 
 
-def _fstab_state(raw: bytes) -> EngineState:
-    return EngineState(files={fstab.PATH: raw.decode("utf-8", "surrogateescape")})
+def _fstab_source(raw: bytes) -> Source:
+    return Source(fstab.PATH, raw.decode("utf-8", "surrogateescape"))
 
 
 def test_fstab_merge_keeps_every_other_byte_and_the_files_line_ending() -> None:
     device = "/dev/mapper/docker-docker--data"
-    merged = thin_volume.merged_fstab(_fstab_state(FSTAB_CRLF), device, "/var/lib/docker", force=False)
+    merged = thin_volume.merged_fstab(_fstab_source(FSTAB_CRLF), device, "/var/lib/docker", force=False)
     assert merged is not None
     raw = merged.encode("utf-8", "surrogateescape")
     assert raw.startswith(FSTAB_CRLF + b"\r\n")  # untouched, with the missing last ending added in CRLF
     assert raw.endswith(b"/dev/mapper/docker-docker--data /var/lib/docker xfs defaults,pquota,noatime 0 0\r\n")
-    again = thin_volume.merged_fstab(_fstab_state(raw), device, "/var/lib/docker/", force=False)
+    again = thin_volume.merged_fstab(_fstab_source(raw), device, "/var/lib/docker/", force=False)
     assert again is None  # a trailing slash names the same mount point
 
 
 def test_fstab_replacing_an_entry_with_force_drops_only_that_line() -> None:
     raw = b"UUID=1 / ext4 defaults 0 1\n/dev/old /var/lib/docker/ ext4 defaults 0 0\nUUID=2 /home ext4 defaults 0 2\n"
     with pytest.raises(Exception, match="already mounts /dev/old on /var/lib/docker"):
-        thin_volume.merged_fstab(_fstab_state(raw), "/dev/mapper/x", "/var/lib/docker", force=False)
-    merged = thin_volume.merged_fstab(_fstab_state(raw), "/dev/mapper/x", "/var/lib/docker", force=True)
+        thin_volume.merged_fstab(_fstab_source(raw), "/dev/mapper/x", "/var/lib/docker", force=False)
+    merged = thin_volume.merged_fstab(_fstab_source(raw), "/dev/mapper/x", "/var/lib/docker", force=True)
     assert merged is not None
     assert merged.startswith("UUID=1 / ext4 defaults 0 1\nUUID=2 /home ext4 defaults 0 2\n")
     assert "/dev/old" not in merged

@@ -8,13 +8,13 @@ Pure, like every adapter: the actions come from the ``EngineState`` observed for
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from thinpool.config import fstab
 from thinpool.config.document import ConfigError
 from thinpool.core import names
 from thinpool.core.lvm import commands
-from thinpool.core.model import EngineState
+from thinpool.core.model import EngineState, Source
 from thinpool.core.plan import Action, ActionKind, Target
 from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec, check_plain_path
@@ -61,13 +61,13 @@ def fstab_line(device: str, root: str) -> str:
     return f"{device} {root} xfs {MOUNT_OPTIONS} 0 0"
 
 
-def merged_fstab(state: EngineState, device: str, root: str, *, force: bool, owner: str = "Docker") -> str | None:
+def merged_fstab(source: Source, device: str, root: str, *, force: bool, owner: str = "Docker") -> str | None:
     """fstab with the store's entry; None when it is already there. Another entry there is refused.
 
     Every other line comes back byte for byte, in the file's own line ending.
     """
     root = fstab.normal(root)
-    parsed = fstab.parse(state.source(FSTAB))
+    parsed = fstab.parse(source)
     if isinstance(parsed, ConfigError):
         raise SpecError(f"{parsed}; it was left untouched", fix=f"check {FSTAB}'s permissions, then re-run")
     wanted = tuple(fstab_line(device, root).split())
@@ -111,17 +111,16 @@ def volume_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store
 
 def fstab_action(state: EngineState, placed: Sequence[tuple[str, Store]], *, force: bool) -> list[Action]:
     """One write of fstab with each store's entry (device, store): every other line kept, byte for byte."""
-    text, changed = state.files.get(FSTAB), False
+    source = original = state.source(FSTAB)
     for device, store in placed:
-        files = {**state.files, FSTAB: text} if text is not None else state.files
-        merged = merged_fstab(replace(state, files=files), device, store.root, force=force, owner=store.owner)
+        merged = merged_fstab(source, device, store.root, force=force, owner=store.owner)
         if merged is not None:
-            text, changed = merged, True
-    if not changed or text is None:
+            source = Source(FSTAB, merged)
+    if source is original or source.text is None:
         return []
     why = "mounted at every boot, with project quotas"
     where = Target(path=", ".join(store.root for _, store in placed))
-    return [Action("write", ActionKind.FSTAB, where, why, path=FSTAB, content=text)]
+    return [Action("write", ActionKind.FSTAB, where, why, path=FSTAB, content=source.text)]
 
 
 def mount_action(state: EngineState, device: str, store: Store) -> list[Action]:
