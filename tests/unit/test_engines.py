@@ -9,6 +9,7 @@ import tomllib
 
 import pytest
 
+from thinpool import engines
 from thinpool.app import planning
 from thinpool.core.model import EngineState, LogicalVolume, StoreRoot, virtual_disks
 from thinpool.core.spec import EngineOptions, PoolSpec
@@ -563,3 +564,66 @@ def test_docker_containerd_thin_puts_both_roots_on_volumes_of_their_own_and_turn
     target = PoolTarget("docker", "thinpool", 6 * GiB, volumes)
     assert docker_containerd.plan(_spec("docker-containerd-thin"), target, done).actions == ()
     assert not {f.code for f in docker.doctor(done, TARGET)} & {"engine-data-outside-pool", "docker-store-mismatch"}
+
+
+ON_ROOT = StoreRoot(entries=3, on_root_filesystem=True)  # three entries, on the filesystem mounted at /
+ON_A_VOLUME = StoreRoot(entries=3)
+
+
+def _outside(state: EngineState) -> list[str]:
+    """The engine-data-outside-pool problems every adapter's doctor finds in ``state``."""
+    found = engines.doctor(state, TARGET.vg, TARGET.pool)
+    return [finding.problem for finding in found if finding.code == "engine-data-outside-pool"]
+
+
+def test_data_folders_follow_each_engines_config() -> None:
+    configured = EngineState(
+        files={
+            docker.DAEMON_JSON: '{"data-root": "/srv/docker"}',
+            containerd_devmapper.CONFIG_TOML: 'version = 2\nroot = "/srv/containerd"\n',
+            podman_overlay.STORAGE_CONF: '[storage]\ndriver = "overlay"\ngraphroot = "/srv/containers"\n',
+        }
+    )
+    assert set(engines.data_folders(configured)) == {
+        "/srv/docker/overlay2/l",
+        "/srv/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots",
+        "/srv/containers/overlay/l",
+    }
+    assert set(engines.data_folders(EngineState())) == {
+        "/var/lib/docker/overlay2/l",
+        "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots",
+        "/var/lib/containers/storage/overlay/l",
+    }
+    broken = EngineState(files={podman_overlay.STORAGE_CONF: "[storage\n", containerd_devmapper.CONFIG_TOML: "= x"})
+    assert engines.data_folders(broken) == ("/var/lib/docker/overlay2/l",)  # their own findings name the files
+
+
+@pytest.mark.parametrize(
+    ("folder", "who"),
+    [
+        ("/var/lib/docker/overlay2/l", "Docker keeps 3 image and container layers in /var/lib/docker"),
+        ("/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots", "containerd keeps 3 overlayfs"),
+        ("/var/lib/containers/storage/overlay/l", "containers-storage (Podman, Buildah, CRI-O) keeps 3 layers"),
+    ],
+)
+def test_doctor_finds_an_engines_data_on_the_root_filesystem_and_not_on_a_volume(folder: str, who: str) -> None:
+    (problem,) = _outside(EngineState(roots={folder: ON_ROOT}))
+    assert problem.startswith(who) and "on the root filesystem" in problem
+    assert _outside(EngineState(roots={folder: ON_A_VOLUME})) == []  # under a mount: on its thin volume
+    assert _outside(EngineState(roots={folder: StoreRoot(on_root_filesystem=True)})) == []  # nothing kept there
+    (finding,) = [f for f in engines.doctor(EngineState(roots={folder: ON_ROOT}), "vg", "p") if f.severity]
+    assert finding.severity == "warning" and "--vg vg --pool p" in finding.fix and ".old" in finding.fix
+
+
+def test_dockers_containerd_store_is_named_once_by_dockers_own_rule() -> None:
+    snapshots = "/var/lib/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots"
+    roots = {"/var/lib/docker": StoreRoot("/dev/mapper/docker-docker--data"), snapshots: ON_ROOT}
+    state = _docker("26.1.5", '{"features": {"containerd-snapshotter": true}}', roots=roots)
+    (problem,) = _outside(state)
+    assert problem.startswith("Docker uses the containerd image store")
+    layers = _docker(
+        "26.1.5",
+        '{"features": {"containerd-snapshotter": true}}',
+        roots={docker.layer_links("/var/lib/docker"): ON_ROOT},
+    )
+    assert _outside(layers) == []  # the classic store's links are not its data while the containerd store is on

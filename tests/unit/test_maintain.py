@@ -9,6 +9,7 @@ import pytest
 
 from thinpool.app.context import Context
 from thinpool.cli import EXIT_OK, main
+from thinpool.cli.watch import EXIT_WARNING
 from thinpool.core import doctor, health, maintain
 from thinpool.core.lvm import commands
 from thinpool.core.model import Filesystem
@@ -194,3 +195,36 @@ def test_an_inactive_pool_keeps_its_when_full_mode_until_it_is_active() -> None:
     inactive = status_of(pool_report(when_full="queue", free=100, mapped="0.00", attr="twi---tz--"), used=None)
     assert not inactive.active and maintain.plan(inactive).actions == ()
     assert "when-full-policy" not in codes(doctor.diagnose(inactive))
+
+
+def test_status_and_metrics_show_where_each_thin_volume_is_mounted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = ScriptedRunner()
+    runner.expect(commands.status_report("docker"), stdout=pool_report())
+    assert main(["status", "docker/thinpool"], context=_context(runner, tmp_path)) == EXIT_OK
+    assert "  mounted       docker-data at /var/lib/docker (xfs)\n" in capsys.readouterr().out
+    runner.expect(commands.status_report("docker"), stdout=pool_report())
+    runner.expect(commands.dmsetup_status("docker-thinpool-tpool"), stdout=builders.kernel_pool_status(0))
+    prom = tmp_path / "thinpool.prom"
+    assert main(["metrics", "--textfile", str(prom), "docker/thinpool"], context=_context(runner, tmp_path)) == EXIT_OK
+    assert runner.exhausted
+    mapped = 3 * VOLUME // 100  # lvm's data_percent 3.00 of the volume
+    assert (
+        f'thinpool_volume_mapped_bytes{{vg="docker",pool="thinpool",volume="docker-data",'
+        f'mount_point="/var/lib/docker"}} {float(mapped)!r}\n' in prom.read_text()
+    )
+
+
+def test_doctor_finds_podmans_layers_on_the_root_filesystem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    links = tmp_path / "var/lib/containers/storage/overlay/l"
+    links.mkdir(parents=True)
+    for name in ("AB", "CD"):
+        (links / name).symlink_to("../x/diff")
+    runner = ScriptedRunner()
+    runner.expect(commands.status_report("docker"), stdout=pool_report())
+    runner.expect(commands.dmsetup_status("docker-thinpool-tpool"), stdout=builders.kernel_pool_status(0))
+    assert main(["doctor", "--json", "docker/thinpool"], context=_context(runner, tmp_path)) == EXIT_WARNING
+    (finding,) = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["code"] == "engine-data-outside-pool"]
+    assert finding["problem"].startswith("containers-storage (Podman, Buildah, CRI-O) keeps 2 layers in ")
+    assert "--engine podman-overlay-thin --vg docker --pool thinpool" in finding["fix"]

@@ -205,6 +205,10 @@ def test_containerd_overlayfs_runs_a_container_on_a_thin_volume_and_maintain_giv
     assert _converged(vm, *args)
 
 
+GRAPHROOT = "/var/lib/containers/storage"
+OUTSIDE = "engine-data-outside-pool"
+
+
 @pytest.mark.releases("debian-13")
 def test_podman_overlay_runs_a_container_on_a_thin_volume_with_quotas_and_maintain_gives_its_space_back(
     vm: VM, images: dict[str, str]
@@ -223,6 +227,8 @@ def test_podman_overlay_runs_a_container_on_a_thin_volume_with_quotas_and_mainta
     vm.run([*podman_run, "--name", "w1", "tiny:1", "sh", "-c", WRITE_64_MIB], timeout=300)
     written = _used_bytes(vm, "containers-data")
     assert written - before >= 60 * MiB  # the container's layer is on the thin volume
+    assert OUTSIDE not in _doctor_codes(vm)  # its layers are there, on the volume's filesystem
+    vm.run(["cp", "-a", f"{GRAPHROOT}/overlay/l", "/tmp/layer-links"])
     capped = vm.run(
         [*podman_run, "--rm", "--storage-opt", "size=16m", "tiny:1", "sh", "-c", WRITE_64_MIB], check=False, timeout=300
     )
@@ -233,6 +239,26 @@ def test_podman_overlay_runs_a_container_on_a_thin_volume_with_quotas_and_mainta
     assert code == 0, err or cared
     assert _used_bytes(vm, "containers-data") <= written - 60 * MiB  # fstrim gave the pool its chunks back
     assert _converged(vm, *args)
+    # The volume unmounted and the same layers kept on the root filesystem, as a store never moved has them:
+    vm.run(
+        [
+            "bash",
+            "-c",
+            f"umount {GRAPHROOT} && mkdir -p {GRAPHROOT}/overlay && mv /tmp/layer-links {GRAPHROOT}/overlay/l",
+        ]
+    )
+    try:
+        found = _doctor_codes(vm)
+    finally:
+        vm.run(["rm", "-rf", GRAPHROOT])
+    assert found[OUTSIDE].startswith("containers-storage (Podman, Buildah, CRI-O) keeps 2 layers in"), found[OUTSIDE]
+
+
+def _doctor_codes(vm: VM) -> dict[str, str]:
+    """doctor's findings on the pool: code -> problem."""
+    _, doctor, err = thinpool_json(vm, "doctor", "docker/thinpool")
+    assert doctor.get("kind") == "thinpool-doctor", err
+    return {finding["code"]: finding["problem"] for finding in doctor["findings"]}
 
 
 def _sha(vm: VM, path: str) -> str:

@@ -69,6 +69,10 @@ GAUGES: tuple[tuple[str, str, Callable[[PoolStatus], float]], ...] = (
 )
 
 
+VOLUME_MAPPED = "thinpool_volume_mapped_bytes"
+VOLUME_MAPPED_HELP = (
+    "Bytes the pool maps for each lvm thin volume; mount_point is where its filesystem is mounted (empty: nowhere)."
+)
 DURATION = "thinpool_collection_duration_seconds"
 DURATION_HELP = "Seconds this collection took: the pools' lvm reports and the health rules."
 
@@ -82,6 +86,7 @@ def families(readings: list[Reading], seconds: float | None = None) -> list[Fami
     up: Family = ("thinpool_up", "1 when the pool's lvm report was read.", [])
     gauges: list[Family] = [(f"thinpool_{name}", text, []) for name, text, _ in GAUGES]
     findings: Family = ("thinpool_doctor_findings", "thinpool doctor findings by severity.", [])
+    volumes: Family = (VOLUME_MAPPED, VOLUME_MAPPED_HELP, [])
     for reading in readings:
         labels = {"vg": reading.vg, "pool": reading.pool}
         up[2].append((labels, float(reading.status is not None)))
@@ -89,11 +94,21 @@ def families(readings: list[Reading], seconds: float | None = None) -> list[Fami
             continue
         for (_, _, samples), (_, _, value) in zip(gauges, GAUGES, strict=True):
             samples.append((labels, float(value(reading.status))))
+        volumes[2].extend(_volume_samples(labels, reading.status))
         for severity in tuple(Severity)[1:]:
             count = sum(finding.severity == severity for finding in reading.findings)
             findings[2].append(({**labels, "severity": severity}, float(count)))
     took: list[Family] = [] if seconds is None else [(DURATION, DURATION_HELP, [({}, seconds)])]
-    return [up, *gauges, findings, *took]
+    return [up, *gauges, volumes, findings, *took]
+
+
+def _volume_samples(labels: dict[str, str], status: PoolStatus) -> list[Sample]:
+    """Each thin volume's mapped bytes, with where it is mounted: an engine's store and the volume it is on."""
+    found: list[Sample] = []
+    for volume in status.volumes:
+        mount_point = volume.filesystem.mount_point if volume.filesystem else ""
+        found.append(({**labels, "volume": volume.name, "mount_point": mount_point}, float(volume.mapped)))
+    return found
 
 
 def _label_value(text: str) -> str:

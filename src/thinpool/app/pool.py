@@ -11,7 +11,7 @@ from thinpool.app.context import Context
 from thinpool.app.executor import ApplyResult, Progress, StalePlan, apply, check_fresh
 from thinpool.app.planning import plan_host
 from thinpool.core import lifecycle
-from thinpool.core.model import EngineState, Observed, virtual_disks
+from thinpool.core.model import EngineState, Observed, StoreRoot, virtual_disks
 from thinpool.core.plan import Action, Plan, SavedPlanError
 from thinpool.core.spec import NO_ENGINE, PoolSpec, check_device_path
 from thinpool.errors import ThinpoolError
@@ -144,12 +144,16 @@ def _describe_engines(state: EngineState) -> dict[str, object]:
         containers_part: dict[str, object] = {"driver": containers.driver, "graphroot": containers.graphroot}
     else:
         containers_part = {} if containers.problem == "missing" else {"error": str(containers)}
+    data = engines.data_folders(state)
     return {
         "versions": dict(state.versions),
         "docker daemon.json": docker_part,
         "containerd devmapper": containerd_part,
         "containers storage.conf": containers_part,
-        "store roots mounted from": {path: seen.source or "(not a mount point)" for path, seen in state.roots.items()},
+        "store roots mounted from": {
+            path: seen.source or "(not a mount point)" for path, seen in state.roots.items() if path not in data
+        },
+        "engine data": {path: _data_place(state.root(path)) for path in data if state.root(path).entries},
         "docker devicemapper state": state.docker_devicemapper_state,
         "systemd drop-ins": {
             path: "present"
@@ -157,3 +161,8 @@ def _describe_engines(state: EngineState) -> dict[str, object]:
             if path in state.files
         },
     }
+
+
+def _data_place(seen: StoreRoot) -> str:
+    where = "on the root filesystem" if seen.on_root_filesystem else "on a filesystem of its own"
+    return f"{seen.entries} entries, {where}"

@@ -79,6 +79,7 @@ def render_status(status: PoolStatus) -> str:
             f"{status.thin_count} (virtual {format_size(status.virtual_size)}, "
             f"{status.overprovision_ratio:.2f}x the data)",
         ),
+        ("mounted", _mounted(status)),
         (
             "VG free",
             f"{status.vg_free_extents} extents ({format_size(status.vg_free_extents * status.extent_size)}): "
@@ -94,6 +95,16 @@ def render_status(status: PoolStatus) -> str:
     width = max(len(name) for name, _ in rows)
     lines = [f"{status.vg}/{status.pool} ({status.attr})"] + [f"  {name:<{width}}  {value}" for name, value in rows]
     return "\n".join(lines) + "\n"
+
+
+def _mounted(status: PoolStatus) -> str:
+    """Where the pool's thin volumes are mounted: the engines' stores on it."""
+    mounted = [
+        f"{volume.name} at {volume.filesystem.mount_point} ({volume.filesystem.fstype})"
+        for volume in status.volumes
+        if volume.filesystem is not None
+    ]
+    return ", ".join(mounted) or "no thin volume"
 
 
 def _cmd_status(args: argparse.Namespace, ctx: Context) -> int:

@@ -198,6 +198,7 @@ class StoreRoot:
     source: str = ""  # what is mounted on it ("" when nothing)
     entries: int = 0  # entries in it (0 when absent or empty)
     filesystem: str = ""  # the filesystem on the store's thin volume ("" when none, or no volume)
+    on_root_filesystem: bool = False  # it exists, on the filesystem mounted at / (what it holds fills that)
 
 
 def text_digest(text: str) -> str:

@@ -30,7 +30,17 @@ REGISTRY = {
 NAMES: tuple[str, ...] = tuple(REGISTRY)
 CHOICES: tuple[str, ...] = (NO_ENGINE, *NAMES)
 
-__all__ = ["CHOICES", "NAMES", "REGISTRY", "EngineAdapter", "adapter", "adapters", "doctor", "pool_users"]
+__all__ = [
+    "CHOICES",
+    "NAMES",
+    "REGISTRY",
+    "EngineAdapter",
+    "adapter",
+    "adapters",
+    "data_folders",
+    "doctor",
+    "pool_users",
+]
 
 
 def adapter(name: str) -> EngineAdapter:
@@ -50,6 +60,11 @@ def adapters() -> tuple[EngineAdapter, ...]:
 def config_files() -> tuple[str, ...]:
     """Every file some adapter reads, each once, in registry order."""
     return tuple(dict.fromkeys(path for module in adapters() for path in module.FILES))
+
+
+def data_folders(state: EngineState) -> tuple[str, ...]:
+    """Every folder some adapter keeps its data in, each once (doctor reads their entries)."""
+    return tuple(dict.fromkeys(folder for module in adapters() for folder in module.data_folders(state)))
 
 
 def doctor(state: EngineState, vg: str, pool: str) -> list[Finding]:

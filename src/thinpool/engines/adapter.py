@@ -37,5 +37,9 @@ class EngineAdapter(Protocol):
     def doctor(self, state: EngineState, target: PoolTarget) -> list[Finding]:
         """What its configuration says that can hurt this pool."""
 
+    def data_folders(self, state: EngineState) -> tuple[str, ...]:
+        """Folders whose entries are the engine's data (image layers, snapshots): doctor counts them and
+        warns when they are on the root filesystem. ``state`` needs only the config files read."""
+
     def pool_users(self, state: EngineState, target: PoolTarget) -> tuple[str, ...]:
         """Its files that still point at the pool (destroy refuses while there is one)."""

@@ -181,6 +181,11 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
     ]
 
 
+def data_folders(state: EngineState) -> tuple[str, ...]:  # noqa: ARG001 (the protocol's)
+    """None: the devmapper snapshotter keeps its snapshots in the pool's own thin devices."""
+    return ()
+
+
 def pool_users(state: EngineState, target: PoolTarget) -> tuple[str, ...]:
     """config.toml, when it names the pool (a file that does not parse is searched as text)."""
     source = state.source(CONFIG_TOML)

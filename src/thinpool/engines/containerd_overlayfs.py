@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from thinpool.config import containerd_toml
 from thinpool.config.document import Problem
+from thinpool.core.findings import Finding, Severity
 from thinpool.core.model import EngineState
 from thinpool.core.spec import PoolSpec
-from thinpool.engines import containerd_devmapper, systemd, thin_volume
+from thinpool.engines import containerd_devmapper, docker, systemd, thin_volume
 from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
 
@@ -20,7 +21,7 @@ CONFIG_TOML = containerd_toml.PATH
 CONTAINERD_DROP_IN = containerd_devmapper.CONTAINERD_DROP_IN
 FILES = (CONFIG_TOML, CONTAINERD_DROP_IN, thin_volume.FSTAB)
 VOLUME_NAME = "containerd-data"  # unless --volume-name says otherwise
-doctor = containerd_devmapper.doctor
+SNAPSHOTS = "io.containerd.snapshotter.v1.overlayfs/snapshots"  # under containerd's root: one entry per snapshot
 pool_users = containerd_devmapper.pool_users
 
 
@@ -64,3 +65,37 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
     if changes:
         steps += ("overlayfs is containerd's default snapshotter: ctr, nerdctl and the CRI use it as they are",)
     return EngineChanges(changes, tuple(warnings), steps)
+
+
+def _snapshots(state: EngineState) -> str:
+    """containerd's overlayfs snapshots folder; none when config.toml does not parse (containerd-devmapper's
+    doctor reports that)."""
+    try:
+        return f"{containerd_root(state)}/{SNAPSHOTS}"
+    except SpecError:
+        return ""
+
+
+def data_folders(state: EngineState) -> tuple[str, ...]:
+    folder = _snapshots(state)
+    return (folder,) if folder else ()
+
+
+def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
+    """containerd's overlayfs snapshots on the root filesystem (config.toml's own findings are
+    containerd-devmapper's; Docker's containerd image store has Docker's rule)."""
+    folder = _snapshots(state)
+    seen = state.root(folder)
+    if not (folder and seen.entries and seen.on_root_filesystem) or docker.reports_containerd_root(state):
+        return []
+    root = containerd_root(state)
+    problem = (
+        f"containerd keeps {seen.entries} overlayfs snapshots in {root} on the root filesystem, not on a thin "
+        "volume: they fill it, and the pool's monitoring, autoextend and trims do not reach them"
+    )
+    fix = (
+        f"stop containerd (and what runs on it), move {root} aside (mv {root} {root}.old), then "
+        f"{docker.configure_command('containerd-overlayfs-thin', target)} and start containerd (pull the images again, "
+        "or ctr export and import them)"
+    )
+    return [Finding(Severity.WARNING, docker.OUTSIDE_POOL, problem, fix)]

@@ -40,6 +40,15 @@ def major_version(version: str) -> int | None:
 SNAPSHOTTER_FEATURE = "containerd-snapshotter"
 CONTAINERD_STORE_DEFAULT_IN = 29
 CONTAINERD_ROOT = "/var/lib/containerd"  # the system containerd's root (config.toml root), Debian's dockerd uses it
+DEFAULT_DATA_ROOT = "/var/lib/docker"
+OUTSIDE_POOL = "engine-data-outside-pool"
+
+
+def layer_links(data_root: str) -> str:
+    """The overlay2 driver's folder of short links: one entry per image or container layer."""
+    return f"{data_root}/overlay2/l"
+
+
 CLASSIC_DRIVERS = ("overlay2", "devicemapper", "btrfs", "zfs", "vfs", "fuse-overlayfs", "aufs")
 
 
@@ -101,14 +110,55 @@ def store_findings(state: EngineState, data: dict[str, Any], target: PoolTarget)
             f'containerd snapshotter: every docker run fails ("snapshotter not loaded: {driver}")'
         )
         return [Finding(Severity.CRITICAL, "docker-store-mismatch", problem, fix)]
-    data_root = state.root(str(data.get("data-root") or "/var/lib/docker")).source
+    data_root = state.root(_data_root(data)).source
     if not data_root or state.root(CONTAINERD_ROOT).source:
         return []
     problem = (
         f"Docker uses the containerd image store: its images and containers are in {CONTAINERD_ROOT}, which is not "
         f"on a thin volume (only {data_root} on the data root is): they fill the root filesystem"
     )
-    return [Finding(Severity.WARNING, "engine-data-outside-pool", problem, fix)]
+    return [Finding(Severity.WARNING, OUTSIDE_POOL, problem, fix)]
+
+
+def _data_root(data: dict[str, Any]) -> str:
+    root = data.get("data-root")
+    return root if isinstance(root, str) and root.startswith("/") else DEFAULT_DATA_ROOT
+
+
+def layers_findings(state: EngineState, data: dict[str, Any], target: PoolTarget) -> list[Finding]:
+    """The classic store's layers on the root filesystem: Docker's data is not on the pool at all."""
+    if uses_containerd_store(data, state.versions.get("dockerd", "")):
+        return []
+    data_root = _data_root(data)
+    seen = state.root(layer_links(data_root))
+    if not (seen.entries and seen.on_root_filesystem):
+        return []
+    problem = (
+        f"Docker keeps {seen.entries} image and container layers in {data_root} on the root filesystem, not on a "
+        "thin volume: they fill it, and the pool's monitoring, autoextend and trims do not reach them"
+    )
+    fix = (
+        f"stop Docker, move {data_root} aside (mv {data_root} {data_root}.old), then "
+        f"{configure_command('docker-overlay2-thin', target)} and start Docker (docker save and load, or pull, "
+        "the images you need)"
+    )
+    return [Finding(Severity.WARNING, OUTSIDE_POOL, problem, fix)]
+
+
+def reports_containerd_root(state: EngineState) -> bool:
+    """Docker's own rule already names containerd's root as off the pool (its containerd image store)."""
+    parsed = daemon_json.parse(state.source(DAEMON_JSON))
+    if not isinstance(parsed, daemon_json.DaemonJson):
+        return False
+    found = store_findings(state, parsed.data, PoolTarget("", "", 0))
+    return any(finding.code == OUTSIDE_POOL for finding in found)
+
+
+def data_folders(state: EngineState) -> tuple[str, ...]:
+    """The classic store's layers (Docker's containerd image store is containerd's: its adapter names it)."""
+    parsed = daemon_json.parse(state.source(DAEMON_JSON))
+    data = parsed.data if isinstance(parsed, daemon_json.DaemonJson) else {}
+    return (layer_links(_data_root(data)),)
 
 
 def refuse_removed_devicemapper(state: EngineState) -> None:
@@ -402,7 +452,7 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
     parsed = daemon_json.parse(state.source(DAEMON_JSON))
     if isinstance(parsed, ConfigError):
         if parsed.problem == Problem.MISSING:
-            return []
+            return layers_findings(state, {}, target)
         return [
             Finding(
                 Severity.WARNING,
@@ -421,7 +471,7 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
         for host in _loopback_only(parsed.data)
     ]
     found += tls_findings(state, configure) + dns_findings(state, parsed.data, configure)
-    found += store_findings(state, parsed.data, target)
+    found += store_findings(state, parsed.data, target) + layers_findings(state, parsed.data, target)
     if parsed.storage_driver != "devicemapper":
         return found
     return found + _devicemapper_findings(state, parsed, target, configure)

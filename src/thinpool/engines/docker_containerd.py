@@ -26,6 +26,7 @@ from thinpool.errors import SpecError
 FILES = tuple(dict.fromkeys((*docker_overlay2.FILES, *containerd_overlayfs.FILES)))
 doctor = docker.doctor
 pool_users = docker.pool_users
+data_folders = docker.data_folders
 
 
 def largest_device(spec: PoolSpec, target: PoolTarget) -> tuple[str, int]:

@@ -12,6 +12,7 @@ from thinpool.errors import SpecError
 FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, docker.DNSMASQ_CONF, docker.DNSMASQ_DEFAULTS)
 doctor = docker.doctor
 pool_users = docker.pool_users
+data_folders = docker.data_folders
 
 
 def _docker_size(size: int) -> str:

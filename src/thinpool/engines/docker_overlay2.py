@@ -11,6 +11,7 @@ FSTAB = thin_volume.FSTAB
 FILES = (docker.DAEMON_JSON, docker.DOCKER_DROP_IN, FSTAB, docker.DNSMASQ_CONF, docker.DNSMASQ_DEFAULTS)
 doctor = docker.doctor
 pool_users = docker.pool_users
+data_folders = docker.data_folders
 
 
 def largest_device(spec: PoolSpec, target: PoolTarget) -> tuple[str, int]:

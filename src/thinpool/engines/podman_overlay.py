@@ -83,7 +83,7 @@ def plan(spec: PoolSpec, target: PoolTarget, state: EngineState) -> EngineChange
 def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
     parsed = storage_conf.parse(state.source(STORAGE_CONF))
     if not isinstance(parsed, ConfigError) or parsed.problem == Problem.MISSING:
-        return []
+        return _outside_pool(state, target)
     return [
         Finding(
             Severity.WARNING,
@@ -93,6 +93,39 @@ def doctor(state: EngineState, target: PoolTarget) -> list[Finding]:
             f"--vg {target.vg} --pool {target.pool} --force",
         )
     ]
+
+
+def _layer_links(state: EngineState) -> str:
+    """The overlay driver's folder of short links under graphroot: one entry per layer ("" when storage.conf
+    does not parse: doctor reports that)."""
+    parsed = storage_conf.parse(state.source(STORAGE_CONF))
+    if isinstance(parsed, storage_conf.StorageConf):
+        return f"{parsed.graphroot}/overlay/l"
+    return f"{storage_conf.DEFAULT_GRAPHROOT}/overlay/l" if parsed.problem == Problem.MISSING else ""
+
+
+def data_folders(state: EngineState) -> tuple[str, ...]:
+    folder = _layer_links(state)
+    return (folder,) if folder else ()
+
+
+def _outside_pool(state: EngineState, target: PoolTarget) -> list[Finding]:
+    folder = _layer_links(state)
+    seen = state.root(folder)
+    if not (folder and seen.entries and seen.on_root_filesystem):
+        return []
+    graphroot = folder.removesuffix("/overlay/l")
+    problem = (
+        f"containers-storage (Podman, Buildah, CRI-O) keeps {seen.entries} layers in {graphroot} on the root "
+        "filesystem, not on a thin volume: they fill it, and the pool's monitoring, autoextend and trims do not "
+        "reach them"
+    )
+    fix = (
+        f"stop every podman container and CRI-O, move {graphroot} aside (mv {graphroot} {graphroot}.old), then "
+        f"thinpool engine configure --engine podman-overlay-thin --vg {target.vg} --pool {target.pool} (podman "
+        "save and load, or pull, the images you need)"
+    )
+    return [Finding(Severity.WARNING, "engine-data-outside-pool", problem, fix)]
 
 
 def pool_users(state: EngineState, target: PoolTarget) -> tuple[str, ...]:  # noqa: ARG001 (the protocol's)

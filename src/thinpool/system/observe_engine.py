@@ -219,7 +219,8 @@ def engine_state(runner: Runner, spec: PoolSpec, root: Path = ROOT) -> EngineSta
     files = engine_files(root)
     stores = engines.adapter(spec.engine).stores(spec, files) if spec.engine != NO_ENGINE else ()
     docker_root = spec.engine_options.data_root
-    watched = {docker_root: "", docker.CONTAINERD_ROOT: ""} | {store.root: store.device_in(spec.vg) for store in stores}
+    watched = {docker_root: "", docker.CONTAINERD_ROOT: ""} | dict.fromkeys(engines.data_folders(files), "")
+    watched |= {store.root: store.device_in(spec.vg) for store in stores}
     files = tls_state(runner, spec, files, root)
     return replace(
         files,
@@ -241,4 +242,13 @@ def store_root(runner: Runner, path: str, volume: str, root: Path = ROOT) -> Sto
     elif volume and under(root, volume).exists():
         found = runner.run(programs.wipefs_probe(volume), check=False)
         filesystem = next(iter(parse_wipefs(found.stdout)), "") if found.returncode == 0 else ""
-    return StoreRoot(source, _entries(under(root, path)), filesystem)
+    folder = under(root, path)
+    return StoreRoot(source, _entries(folder), filesystem, _on_root_filesystem(folder, root))
+
+
+def _on_root_filesystem(folder: Path, root: Path) -> bool:
+    """``folder`` exists on the filesystem mounted at ``root``, not on one mounted below it."""
+    try:
+        return folder.stat().st_dev == root.stat().st_dev
+    except OSError:
+        return False
