@@ -1,10 +1,11 @@
 """What dm-thin costs each engine: its store on an XFS thin volume of the pool, as thinpool wires it, against
 the same XFS (ftype=1, pquota, noatime) on a plain linear LV of the same disk, in one Debian 13 VM run.
 
-    python3 -m benchmarks.engine_cost [--containers 12] [--payload-mib 64]
+    python3 -m benchmarks.engine_cost [--containers 12] [--payload-mib 64] [--engine NAME ...]
 
-For Docker's classic store (docker-overlay2-thin), containerd's overlayfs snapshotter (containerd-overlayfs-thin)
-and Podman (podman-overlay-thin), it measures:
+For Docker's classic store (docker-overlay2-thin), Docker's containerd image store (docker-containerd-thin: the
+data root and containerd's root each on a volume of its own), containerd's overlayfs snapshotter
+(containerd-overlayfs-thin) and Podman (podman-overlay-thin), it measures:
   * image import: MiB/s of importing a busybox root with a random payload (docker import, ctr images import of
     an OCI layout, podman import);
   * container churn: containers created, run writing 4 MiB, and removed, per minute.
@@ -39,9 +40,14 @@ wipefs -a -q /dev/vda; rm -f /etc/lvm/profile/*.profile; true
 LINEAR = r"""
 set -e
 pvcreate -q /dev/vda && vgcreate -q docker /dev/vda
-lvcreate -q -y -L 6g -n linear docker
-mkfs.xfs -q -n ftype=1 /dev/docker/linear
-mkdir -p {root} && mount -o pquota,noatime /dev/docker/linear {root}
+n=0
+for root in {roots}; do
+  n=$((n + 1))
+  lvcreate -q -y -L {size} -n linear$n docker
+  mkfs.xfs -q -n ftype=1 /dev/docker/linear$n
+  mkdir -p $root && mount -o pquota,noatime /dev/docker/linear$n $root
+done
+{configure}
 """
 TIMED = r"""
 start=$(date +%s%N)
@@ -49,37 +55,57 @@ start=$(date +%s%N)
 echo $(( ($(date +%s%N) - start) / 1000000 ))
 """
 WRITE_4_MIB = "dd if=/dev/urandom of=/x bs=1M count=4 2>/dev/null"
+DOCKERD = (
+    "(dockerd --iptables=false --bridge=none --ip-masq=false > /tmp/dockerd.log 2>&1 &); "
+    "for i in $(seq 240); do docker version >/dev/null 2>&1 && break; sleep 0.5; done"
+)
+CONTAINERD = (
+    "(containerd > /tmp/containerd.log 2>&1 &); "
+    "for i in $(seq 240); do ctr version >/dev/null 2>&1 && break; sleep 0.5; done"
+)
+DOCKER_RUN = f"docker run --rm --network none big:1 sh -c '{WRITE_4_MIB}' || exit 1"
 
 
 @dataclass(frozen=True)
 class Engine:
     name: str
-    root: str
+    roots: tuple[str, ...]  # its stores, each on a volume of its own
     start: str  # starts the daemon and waits for it ("" for podman: no daemon)
     load: str  # imports the image from the share
     run: str  # one container, {n} its number
+    configure: str = ""  # what thinpool's configuration does that the linear setup must do by hand
+
+    @property
+    def volume_size(self) -> str:
+        return f"{6 // len(self.roots)}g"
 
 
 ENGINES = (
     Engine(
         "docker-overlay2-thin",
-        "/var/lib/docker",
-        "(dockerd --iptables=false --bridge=none --ip-masq=false > /tmp/dockerd.log 2>&1 &); "
-        "for i in $(seq 240); do docker version >/dev/null 2>&1 && break; sleep 0.5; done",
+        ("/var/lib/docker",),
+        DOCKERD,
         f"docker import {SHARE_MOUNT}/big-rootfs.tar big:1 >/dev/null",
-        f"docker run --rm --network none big:1 sh -c '{WRITE_4_MIB}' || exit 1",
+        DOCKER_RUN,
+    ),
+    Engine(
+        "docker-containerd-thin",
+        ("/var/lib/docker", "/var/lib/containerd"),
+        f"{CONTAINERD}; {DOCKERD.replace('dockerd ', 'dockerd --containerd=/run/containerd/containerd.sock ', 1)}",
+        f"docker import {SHARE_MOUNT}/big-rootfs.tar big:1 >/dev/null",
+        DOCKER_RUN,
+        """mkdir -p /etc/docker && echo '{"features": {"containerd-snapshotter": true}}' > /etc/docker/daemon.json""",
     ),
     Engine(
         "containerd-overlayfs-thin",
-        "/var/lib/containerd",
-        "(containerd > /tmp/containerd.log 2>&1 &); "
-        "for i in $(seq 240); do ctr version >/dev/null 2>&1 && break; sleep 0.5; done",
+        ("/var/lib/containerd",),
+        CONTAINERD,
         f"ctr images import {SHARE_MOUNT}/big-oci.tar >/dev/null",
         f"ctr run --rm docker.io/library/big:1 c$n sh -c '{WRITE_4_MIB}' || exit 1",
     ),
     Engine(
         "podman-overlay-thin",
-        "/var/lib/containers/storage",
+        ("/var/lib/containers/storage",),
         "",
         f"podman import {SHARE_MOUNT}/big-rootfs.tar big:1 >/dev/null",
         f"podman run --rm --network none big:1 sh -c '{WRITE_4_MIB}' || exit 1",
@@ -95,9 +121,11 @@ def measure(vm: VM, engine: Engine, thin: bool, containers: int, payload: int) -
     """(import MiB/s, containers per minute) for ``engine`` on a thin volume or on a linear LV."""
     vm.run(["bash", "-c", RESET], check=False, timeout=300)
     if thin:
-        vm.thinpool("apply", "--yes", "--engine", engine.name, "--volume-size", "6GiB", "/dev/vda", timeout=900)
+        size = engine.volume_size.replace("g", "GiB")
+        vm.thinpool("apply", "--yes", "--engine", engine.name, "--volume-size", size, "/dev/vda", timeout=900)
     else:
-        vm.run(["bash", "-c", LINEAR.format(root=engine.root)], timeout=600)
+        linear = LINEAR.format(roots=" ".join(engine.roots), size=engine.volume_size, configure=engine.configure)
+        vm.run(["bash", "-c", linear], timeout=600)
     if engine.start:
         vm.run(["bash", "-c", engine.start], timeout=300)
     loaded = _millis(vm, engine.load)
@@ -113,7 +141,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--containers", type=int, default=12)
     parser.add_argument("--payload-mib", type=int, default=64)
+    names = [engine.name for engine in ENGINES]
+    parser.add_argument("--engine", action="append", choices=names, help="only these engines (default: every one)")
     options = parser.parse_args()
+    chosen = [engine for engine in ENGINES if engine.name in (options.engine or names)]
     payload = os.urandom(options.payload_mib * MiB)
     root = guest.obtain(guest.release_named("debian-13"), system_context().runner, print)
     config = VMConfig(disk_sizes=(10 * GiB,), kernel=root.kernel, guest=root, lifetime=5400)
@@ -121,7 +152,7 @@ def main() -> int:
     with VM(config) as vm:
         (vm.share / "big-rootfs.tar").write_bytes(rootfs_tar(payload))
         write_oci_archive(vm.share / "big-oci.tar", "docker.io/library/big:1", payload)
-        for engine in ENGINES:
+        for engine in chosen:
             figures = {}
             for thin in (True, False):
                 figures[thin] = measure(vm, engine, thin, options.containers, len(payload))
