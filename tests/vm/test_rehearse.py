@@ -88,13 +88,22 @@ def test_rehearse_on_a_pinned_release_says_each_thing_once() -> None:
     assert "ran a container on it" in out
 
 
-@pytest.mark.sweep  # a third pinned-release rehearsal: the full matrix runs it, CI covers the engine in test_engines
-def test_rehearse_of_dockers_containerd_store_runs_a_container_on_the_pool() -> None:
+@pytest.mark.sweep  # more pinned-release rehearsals: the full matrix runs them, CI covers the engines in test_engines
+@pytest.mark.parametrize(
+    ("engine", "said"),
+    [
+        ("docker-containerd-thin", ("(dockerd 26.", "  driver-type: io.containerd.snapshotter.v1")),
+        ("containerd-overlayfs-thin", ("(containerd 1.7", "storage driver overlayfs snapshotter", "  root: /var/lib/")),
+        ("podman-overlay-thin", ("(podman 5.", "storage driver overlay", "  graphRoot: /var/lib/containers/storage")),
+    ],
+)
+def test_rehearse_of_todays_engines_runs_a_container_on_the_pool(engine: str, said: tuple[str, ...]) -> None:
+    """Debian 13's own Docker 26 with the containerd store, containerd 1.7 on overlayfs, and podman 5."""
     _needs(engines=False)
-    done = _rehearse("--release", "debian-13", "--disk-size", "20GiB", "--engine", "docker-containerd-thin")
+    done = _rehearse("--release", "debian-13", "--disk-size", "20GiB", "--engine", engine)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    assert "Engine: docker-containerd-thin (dockerd 26." in done.stdout
-    assert "driver-type: io.containerd.snapshotter.v1" in done.stdout and "Rehearsal passed" in done.stdout
+    assert all(text in done.stdout for text in (f"Engine: {engine} ", *said)), done.stdout[-3000:]
+    assert "Rehearsal passed" in done.stdout
 
 
 def test_a_rehearsal_of_what_the_release_cannot_run_fails_and_says_why() -> None:

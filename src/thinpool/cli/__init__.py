@@ -77,7 +77,11 @@ def main(argv: Sequence[str] | None = None, context: Context | None = None) -> i
             from thinpool.app.context import system_context
 
             context = system_context(json=bool(getattr(args, "json", False)))
-        return handler(args, context)
+        command: str | None = getattr(args, "changes", None)  # cli.arguments.changes_the_host marks these
+        if command is None:
+            return handler(args, context)
+        with context.changing(command, args.lock_wait):
+            return handler(args, context)
     except ThinpoolError as error:
         if getattr(args, "json", False):
             sys.stdout.write(json.dumps(envelope("thinpool-error", error.to_dict())) + "\n")

@@ -15,3 +15,28 @@ def seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0.1:
         raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds of at least 0.1")
     return value
+
+
+def wait_seconds(text: str) -> float:
+    """How long to wait: finite seconds, 0 or more (0: do not wait)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds, 0 or more")
+    return value
+
+
+def changes_the_host(parser: argparse.ArgumentParser, command: str, default_wait: float) -> None:
+    """Mark ``parser``'s command as one that changes the system: main holds the host's change lock around
+    it (thinpool.core.changes), waiting up to --lock-wait seconds for another thinpool command to finish."""
+    parser.add_argument(
+        "--lock-wait",
+        type=wait_seconds,
+        default=default_wait,
+        metavar="SECONDS",
+        help=f"one thinpool command changes this host at a time: wait this long for another to finish, then give "
+        f"up naming it (default: {default_wait:g}; 0: do not wait)",
+    )
+    parser.set_defaults(changes=command)

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from thinpool.cli.arguments import changes_the_host
+from thinpool.core.changes import DEFAULT_WAIT
 from thinpool.core.envelope import envelope
 
 if TYPE_CHECKING:
@@ -90,3 +92,4 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--list", action="store_true", help="list the pool's backups, newest first; change nothing")
     parser.add_argument("--json", action="store_true", help="print as JSON")
     parser.set_defaults(handler=_cmd_backup)
+    changes_the_host(parser, "backup", DEFAULT_WAIT)

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from thinpool.cli.arguments import seconds
+from thinpool.cli.arguments import changes_the_host, seconds
+from thinpool.core.changes import DEFAULT_WAIT
 from thinpool.core.envelope import envelope
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     activate_parser.add_argument("--json", action="store_true", help="print the result as JSON")
     activate_parser.set_defaults(handler=_cmd_activate)
+    changes_the_host(activate_parser, "activate", DEFAULT_WAIT)
     units = subcommands.add_parser(
         "install-units",
         help="install thinpool-activate.service, the maintain timer (and the metrics writer)",
@@ -86,3 +88,4 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         "--thinpool", metavar="COMMAND", help="the thinpool command the units run (default: the one on PATH)"
     )
     units.set_defaults(handler=_cmd_install_units)
+    changes_the_host(units, "install-units", DEFAULT_WAIT)

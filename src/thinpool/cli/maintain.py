@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import TYPE_CHECKING
 
+from thinpool.cli.arguments import wait_seconds
 from thinpool.cli.exits import EXIT_ERROR, EXIT_OK
 from thinpool.core.backup import DEFAULT_KEEP
+from thinpool.core.changes import HostBusy
 from thinpool.core.envelope import envelope
 from thinpool.core.units import format_size, parse_size, parse_span
 
@@ -78,7 +81,11 @@ def _cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:
         keep=args.keep,
     )
     targets = [split_target(text) for text in args.target]
-    cared = use_case.run(ctx, targets, policy, dry_run=args.dry_run)
+    try:
+        with contextlib.nullcontext() if args.dry_run else ctx.changing("maintain", args.lock_wait):
+            cared = use_case.run(ctx, targets, policy, dry_run=args.dry_run)
+    except HostBusy as busy:  # the next pass does it: the timer's run is not a failure
+        return _skipped(args, busy)
     if args.json:
         body = {"ok": all(care.ok for care in cared), "pools": [care.to_dict() for care in cared]}
         report = envelope("thinpool-maintenance", body, version=use_case.RESULT_SCHEMA_VERSION)
@@ -86,6 +93,18 @@ def _cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:
     else:
         print("\n".join(_render(care) for care in cared))
     return EXIT_OK if all(care.ok for care in cared) else EXIT_ERROR
+
+
+def _skipped(args: argparse.Namespace, busy: HostBusy) -> int:
+    from thinpool.app import maintain as use_case
+
+    if args.json:
+        body = {"ok": True, "skipped": busy.problem, "pools": []}
+        report = envelope("thinpool-maintenance", body, version=use_case.RESULT_SCHEMA_VERSION)
+        sys.stdout.write(json.dumps(report, indent=1) + "\n")
+    else:
+        print(f"maintain skipped: {busy.problem}; the next pass does it")
+    return EXIT_OK
 
 
 def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -120,4 +139,12 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     parser.add_argument("--dry-run", action="store_true", help="show what the pass would do, change nothing")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument(
+        "--lock-wait",
+        type=wait_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="while another thinpool command changes this host, wait this long for it, then skip this pass "
+        "(exit 0, and --json says skipped); default: 0, the timer's next pass does the work",
+    )
     parser.set_defaults(handler=_cmd_maintain)

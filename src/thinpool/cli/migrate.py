@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from thinpool.cli.arguments import changes_the_host
 from thinpool.cli.exits import EXIT_ERROR, EXIT_OK
 from thinpool.cli.options import add_engine_options, add_spec_options, spec_from_args
+from thinpool.core.changes import DEFAULT_WAIT
 from thinpool.core.envelope import envelope
 from thinpool.errors import ThinpoolError
 
@@ -145,3 +147,4 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     add_spec_options(parser, engine=False)
     add_engine_options(parser)
     parser.set_defaults(handler=_cmd_migrate)
+    changes_the_host(parser, "migrate", DEFAULT_WAIT)

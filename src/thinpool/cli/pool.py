@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from thinpool.cli.arguments import changes_the_host
 from thinpool.cli.exits import EXIT_CHANGES, EXIT_CODES_HELP, EXIT_ERROR, EXIT_OK
 from thinpool.cli.options import add_engine_options, add_spec_options, spec_from_args
+from thinpool.core.changes import DEFAULT_WAIT
 from thinpool.errors import ThinpoolError
 
 if TYPE_CHECKING:
@@ -181,6 +183,7 @@ def add_engine_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     configure.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     configure.add_argument("--json", action="store_true", help="print the result as JSON")
     configure.set_defaults(handler=_cmd_engine_configure)
+    changes_the_host(configure, "engine configure", DEFAULT_WAIT)
 
 
 def add_lifecycle_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -197,6 +200,7 @@ def add_lifecycle_parsers(commands: argparse._SubParsersAction[argparse.Argument
     grow.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     grow.add_argument("--json", action="store_true", help="print the result as JSON")
     grow.set_defaults(handler=_cmd_grow)
+    changes_the_host(grow, "grow", DEFAULT_WAIT)
     destroy = commands.add_parser(
         "destroy",
         help="remove the pool (and its VG and PV labels when they hold nothing else)",
@@ -211,6 +215,7 @@ def add_lifecycle_parsers(commands: argparse._SubParsersAction[argparse.Argument
     destroy.add_argument("--yes", "-y", action="store_true", help="do not ask for the VG name")
     destroy.add_argument("--json", action="store_true", help="print the result as JSON")
     destroy.set_defaults(handler=_cmd_destroy)
+    changes_the_host(destroy, "destroy", DEFAULT_WAIT)
 
 
 def add_plan_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -254,6 +259,7 @@ def add_apply_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     apply.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     apply.add_argument("--json", action="store_true", help="print the result as JSON (thinpool-result, schema 1)")
     apply.set_defaults(handler=_cmd_apply)
+    changes_the_host(apply, "apply", DEFAULT_WAIT)
 
 
 def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,7 +7,9 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from thinpool.cli.arguments import changes_the_host
 from thinpool.cli.exits import EXIT_ERROR, EXIT_OK
+from thinpool.core.changes import DEFAULT_WAIT
 
 if TYPE_CHECKING:
     from thinpool.app.context import Context
@@ -89,3 +91,4 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(handler=_cmd_repair)
+    changes_the_host(parser, "repair", DEFAULT_WAIT)

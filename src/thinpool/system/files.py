@@ -8,11 +8,20 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from thinpool.core.model import ENCODING, ERRORS
 from thinpool.errors import ThinpoolError
+
+
+class LockBusy(Protocol):
+    """What a waited lock tells, given the text its holder wrote: that it waits, and the error once it gives up."""
+
+    def waiting(self, holder: str) -> None: ...
+
+    def refused(self, holder: str) -> Exception: ...
 
 
 class UnsafeFile(ThinpoolError):
@@ -88,6 +97,41 @@ def exclusive_lock(path: Path, *, held_by_another: ThinpoolError) -> Iterator[No
         yield
     finally:
         os.close(descriptor)
+
+
+@contextlib.contextmanager
+def waited_lock(
+    path: Path, record: str, *, wait: float, busy: LockBusy, sleep: Callable[[float], None]
+) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` for the body, trying again every 0.2 s for up to ``wait`` seconds
+    (``busy.waiting`` hears once what the holder wrote, then ``busy.refused`` makes the error raised). Once
+    held, ``record`` replaces the file's text. The kernel drops the lock when its holder dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        deadline = time.monotonic() + wait
+        told = False
+        while not _locked(descriptor):
+            holder = os.pread(descriptor, 4096, 0).decode(errors="replace")
+            if time.monotonic() >= deadline:
+                raise busy.refused(holder)
+            if not told:
+                busy.waiting(holder)
+                told = True
+            sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, record.encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _locked(descriptor: int) -> bool:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def backup_name(path: Path, when: float) -> Path:

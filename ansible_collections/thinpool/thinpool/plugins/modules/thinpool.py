@@ -198,7 +198,7 @@ try:
     from thinpool import engines
     from thinpool.app import planning, pool
     from thinpool.app.context import system_context
-    from thinpool.core import sizing
+    from thinpool.core import changes, sizing
     from thinpool.core.spec import OPTION_DEFAULTS, EngineOptions, PoolSpec, normal_path
     from thinpool.core.units import parse_size, parse_size_or_percent
     from thinpool.engines import (  # noqa: F401 (loaded by name at run time; named here so they are sent)
@@ -213,16 +213,20 @@ try:
     from thinpool.errors import ThinpoolError
 
     HAS_THINPOOL = True
+    LOCK_WAIT = 10 * changes.DEFAULT_WAIT  # unattended: wait out a maintain pass or an operator's grow
     ENGINE_CHOICES = list(engines.CHOICES)
     DEFAULTS: dict[str, Any] = dict(OPTION_DEFAULTS)  # written once, in thinpool.core.spec
 except ImportError:  # pragma: no cover - reported by the module before any default is used
     HAS_THINPOOL = False
+    LOCK_WAIT = 0.0
     ENGINE_CHOICES = [
         "none",
         "docker-devicemapper",
         "containerd-devmapper",
         "docker-overlay2-thin",
         "containerd-overlayfs-thin",
+        "podman-overlay-thin",
+        "docker-containerd-thin",
     ]
     DEFAULTS = {}
 
@@ -339,8 +343,17 @@ def _plan(module: AnsibleModule, ctx: Any, spec: Any, observed: Any) -> Any:
 
 
 def run(module: AnsibleModule) -> dict[str, Any]:
+    """Check mode only reads; a run that may change the host holds its change lock (core.changes) from before
+    it reads the state it plans from, waiting for another thinpool command (a maintain pass, a grow)."""
     spec = _spec(module.params)
     ctx = system_context(json=True)
+    if module.check_mode:
+        return _converge(module, ctx, spec)
+    with ctx.changing("apply (Ansible)", LOCK_WAIT):
+        return _converge(module, ctx, spec)
+
+
+def _converge(module: AnsibleModule, ctx: Any, spec: Any) -> dict[str, Any]:
     observed = pool.observed_for(ctx, spec)
     plan = _plan(module, ctx, spec, observed)
     before = _pool_text(observed, spec.vg, spec.pool)
