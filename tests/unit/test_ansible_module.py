@@ -70,6 +70,7 @@ def test_the_module_spec_is_the_clis_spec(module: Any) -> None:
         tls_generate=True,
         tls_sans=["build.example.com"],
         dns_cache=True,
+        follow_links=True,
     )
     spec = module._spec(params)
     assert spec.devices == ("/dev/sdb",) and spec.chunk_size == 1024 * 1024
@@ -77,6 +78,7 @@ def test_the_module_spec_is_the_clis_spec(module: Any) -> None:
     assert spec.engine_options.tls_generate and spec.engine_options.tls_sans == ("build.example.com",)
     argv = spec_to_argv(spec)
     assert "--engine" in argv and "--dns-cache" in argv and argv[argv.index("--tls-san") + 1] == "build.example.com"
+    assert spec.engine_options.follow_links and "--follow-links" in argv
 
 
 def test_ansible_doc_renders_the_module() -> None:

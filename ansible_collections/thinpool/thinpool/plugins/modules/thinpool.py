@@ -138,6 +138,13 @@ options:
     description: Replace another storage driver or pool named in the engine's config (a backup is kept).
     type: bool
     default: false
+  follow_links:
+    description:
+      - An engine config file that is a symbolic link is refused unless this is true; then its target is
+        written atomically and the link is kept. A dangling link, or a drop-in masked as a link to /dev/null,
+        is always refused.
+    type: bool
+    default: false
 requirements:
   - python3 3.11 or newer, lvm2, thin-provisioning-tools and xfsprogs on the target
   - tomlkit on the target for O(engine=containerd-devmapper) and O(engine=podman-overlay-thin)
@@ -262,6 +269,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "tls_generate": {"type": "bool", "default": False},
     "tls_sans": {"type": "list", "elements": "str", "default": []},
     "force": {"type": "bool", "default": False},
+    "follow_links": {"type": "bool", "default": False},
 }
 
 
@@ -305,6 +313,7 @@ def _spec(params: dict[str, Any]) -> Any:
             tls_generate=params["tls_generate"],
             tls_sans=tuple(params["tls_sans"]),
             force=params["force"],
+            follow_links=params["follow_links"],
         ),
     )
 
