@@ -118,6 +118,10 @@ def _docker(vm: Guest, run: EngineRun, vg: str, pool: str) -> None:
     run.pool_growth_bytes = pool_used_bytes(vm, vg, pool) - before
 
 
+# What containerd runs with: containerd-overlayfs-thin writes no config.toml, and `config dump` refuses a missing
+# one (containerd itself starts on its defaults, which an empty file gives too).
+DUMP_CONFIG = "f=/etc/containerd/config.toml; [ -e $f ] || f=/dev/null; containerd --config $f config dump"
+
 # The containerd engines, and the snapshotter each runs its containers with.
 SNAPSHOTTERS = {"containerd-devmapper": "devmapper", "containerd-overlayfs-thin": "overlayfs"}
 
@@ -134,7 +138,7 @@ def _containerd(vm: Guest, run: EngineRun, vg: str, pool: str) -> None:
             f"containerd's {snapshotter} snapshotter is {status or 'absent'}, not ok: "
             + _shell(vm, "tail -n 15 /tmp/containerd.log").stdout
         )
-    dumped = tomllib.loads(_step(vm, "containerd config dump", "containerd config dump"))
+    dumped = tomllib.loads(_step(vm, DUMP_CONFIG, "containerd config dump"))
     run.storage_driver = f"{snapshotter} snapshotter"
     run.reported = {"plugin": status, "root": str(dumped.get("root", ""))}
     if snapshotter == "devmapper":
