@@ -126,3 +126,17 @@ def test_a_lock_wait_must_be_a_finite_number_of_seconds(capsys: pytest.CaptureFi
         with pytest.raises(SystemExit):
             main(["grow", "/dev/vdb", "--lock-wait", bad])
         assert "--lock-wait" in capsys.readouterr().err
+
+
+def test_a_link_planted_as_the_lock_is_refused_and_its_target_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lock = tmp_path / changes.LOCK.lstrip("/")
+    lock.parent.mkdir(parents=True)
+    target = tmp_path / "etc-passwd"
+    target.write_text("root:x:0:0\n")
+    lock.symlink_to(target)
+    assert main(["grow", "--yes", "/dev/vdb"], context=_context(tmp_path)) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert f"cannot open the lock {lock}" in err and f"fix: remove {lock}" in err
+    assert target.read_text() == "root:x:0:0\n"

@@ -106,8 +106,14 @@ def waited_lock(
     """Hold an exclusive flock on ``path`` for the body, trying again every 0.2 s for up to ``wait`` seconds
     (``busy.waiting`` hears once what the holder wrote, then ``busy.refused`` makes the error raised). Once
     held, ``record`` replaces the file's text. The kernel drops the lock when its holder dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as error:
+        raise UnsafeFile(
+            f"cannot open the lock {path}: {error.strerror} (a link or something else that is not a plain file?)",
+            fix=f"remove {path} (thinpool makes it again as a plain file), then run this again",
+        ) from None
     try:
         deadline = time.monotonic() + wait
         told = False
