@@ -140,3 +140,29 @@ def test_a_link_planted_as_the_lock_is_refused_and_its_target_untouched(
     err = capsys.readouterr().err
     assert f"cannot open the lock {lock}" in err and f"fix: remove {lock}" in err
     assert target.read_text() == "root:x:0:0\n"
+
+
+def test_a_waiter_names_a_holder_that_writes_who_it_is_just_after_taking_the_lock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The race a VM test found: the waiter read the file between the holder's flock and its record."""
+    import fcntl
+    import threading
+
+    lock = tmp_path / changes.LOCK.lstrip("/")
+    lock.parent.mkdir(parents=True)
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)  # held, nothing written yet
+    late = threading.Timer(0.3, os.pwrite, (descriptor, changes.Holder(4321, "grow").line().encode(), 0))
+    late.start()
+    try:
+        with (
+            pytest.raises(changes.HostBusy, match=r"thinpool grow \(PID 4321\)"),
+            _context(tmp_path).changing("apply", 0.6),
+        ):
+            pass
+    finally:
+        late.join()
+        os.close(descriptor)
+    assert "thinpool grow (PID 4321) is changing this host; waiting up to 0.6 s" in caplog.text
+    assert "another thinpool command" not in caplog.text

@@ -115,13 +115,15 @@ def waited_lock(
             fix=f"remove {path} (thinpool makes it again as a plain file), then run this again",
         ) from None
     try:
-        deadline = time.monotonic() + wait
+        started = time.monotonic()
+        deadline = started + wait
         told = False
         while not _locked(descriptor):
             holder = os.pread(descriptor, 4096, 0).decode(errors="replace")
             if time.monotonic() >= deadline:
                 raise busy.refused(holder)
-            if not told:
+            # A holder writes its record just after it takes the lock: tell once it has (or after a second).
+            if not told and (holder or time.monotonic() - started >= NAMELESS_HOLDER_WAIT):
                 busy.waiting(holder)
                 told = True
             sleep(min(0.2, max(0.0, deadline - time.monotonic())))
@@ -130,6 +132,9 @@ def waited_lock(
         yield
     finally:
         os.close(descriptor)
+
+
+NAMELESS_HOLDER_WAIT = 1.0  # seconds a waiter gives a new holder to write who it is before it says "another"
 
 
 def _locked(descriptor: int) -> bool:
