@@ -6,26 +6,25 @@ import argparse
 import math
 
 
-def seconds(text: str) -> float:
-    """A wait or refresh interval: finite seconds, at least 0.1 (``nan``, ``inf`` and ``-1`` are refused)."""
+def _finite_seconds(text: str, least: float, rule: str) -> float:
+    """``text`` as finite seconds of at least ``least``; else argparse's error, ending with ``rule``."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0.1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds of at least 0.1")
+    if not math.isfinite(value) or value < least:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds{rule}")
     return value
+
+
+def seconds(text: str) -> float:
+    """A wait or refresh interval: finite seconds, at least 0.1 (``nan``, ``inf`` and ``-1`` are refused)."""
+    return _finite_seconds(text, 0.1, " of at least 0.1")
 
 
 def wait_seconds(text: str) -> float:
     """How long to wait: finite seconds, 0 or more (0: do not wait)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds, 0 or more")
-    return value
+    return _finite_seconds(text, 0.0, ", 0 or more")
 
 
 def changes_the_host(parser: argparse.ArgumentParser, command: str, default_wait: float) -> None:
