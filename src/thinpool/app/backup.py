@@ -13,7 +13,6 @@ import contextlib
 import gzip
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import replace
@@ -120,7 +119,7 @@ def _compress(source: Path, target: Path) -> None:
     partial = target.with_name(target.name + backup.PARTIAL_SUFFIX)
     with source.open("rb") as plain, gzip.open(partial, "wb") as packed:
         shutil.copyfileobj(plain, packed, 1024 * 1024)
-    os.replace(partial, target)
+    files.replace_synced(partial, target)
 
 
 def _remove_unfinished(where: Path) -> None:

@@ -9,7 +9,6 @@ already done is not planned again. The rules are in core.migrate.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -200,7 +199,7 @@ def _staged(staging: Path, name: str, argv_for: Callable[[str], tuple[str, ...]]
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
     ctx.runner.run(argv_for(str(partial)), timeout=6 * 3600)
-    os.replace(partial, target)
+    files.replace_synced(partial, target)
 
 
 def _commit_container(ctx: Context, _plan: StepPlan, operation: Operation) -> None:
@@ -329,7 +328,8 @@ def _keep_files(ctx: Context, plan: StepPlan, _operation: Operation) -> None:
             shutil.copy2(source, target)
         else:
             target.with_name(target.name + ABSENT).touch()
-    os.replace(partial, folder / "files")
+    files.sync_tree(partial)
+    files.replace_synced(partial, folder / "files")
 
 
 def _record_devices(ctx: Context, plan: StepPlan, _operation: Operation) -> None:
@@ -369,7 +369,7 @@ def _strip_daemon_json(ctx: Context, _plan: StepPlan, _operation: Operation) -> 
 
 def _move_data_root(ctx: Context, plan: StepPlan, _operation: Operation) -> None:
     data_root = plan.where.data_root
-    os.rename(observe.under(ctx.root, data_root), observe.under(ctx.root, data_root + migrate.ASIDE_SUFFIX))
+    files.rename_synced(observe.under(ctx.root, data_root), observe.under(ctx.root, data_root + migrate.ASIDE_SUFFIX))
 
 
 def _apply_engine(ctx: Context, plan: StepPlan, _operation: Operation) -> None:
@@ -573,7 +573,7 @@ def _move_back(ctx: Context, plan: StepPlan, _operation: Operation) -> None:
     current = observe.under(ctx.root, plan.where.data_root)
     if current.exists():
         current.rmdir()  # the empty mount point; anything in it is refused by rmdir, never deleted
-    os.rename(observe.under(ctx.root, plan.where.data_root + migrate.ASIDE_SUFFIX), current)
+    files.rename_synced(observe.under(ctx.root, plan.where.data_root + migrate.ASIDE_SUFFIX), current)
     shutil.rmtree(state_folder(ctx, plan.where.spec))
 
 

@@ -267,6 +267,25 @@ class VM:
         self._launch()
         return self.boot_seconds
 
+    def cut_power(self) -> float:
+        """Pull the plug: qemu is killed with no shutdown and no sync, so whatever the guest had not yet
+        written to its disks is lost (what it wrote, synced or not, is kept: qemu writes through to the
+        disk files, which outlive it). Then the same disks boot again; returns that boot's seconds."""
+        if not self.config.keep_root_changes:
+            raise VMError("this VM keeps no root changes across a power cut", fix="VMConfig(keep_root_changes=True)")
+        proc = self._proc
+        self._closing.set()
+        self._kill("power cut")
+        if proc is not None:
+            proc.wait()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
+        for folder in ("req", "res"):  # requests the dead guest never answered
+            for stale in (self.share / folder).iterdir():
+                stale.unlink()
+        self._launch()
+        return self.boot_seconds
+
     def _ask_power_off(self) -> None:
         """The agent's poweroff request (it syncs first; under systemd, a clean shutdown)."""
         (self.share / "req" / "999999.json").write_text(json.dumps({"argv": ["poweroff"]}))

@@ -1,4 +1,5 @@
-"""Writing files safely: an exclusive temporary file beside the target, fsync, rename; backups never overwritten."""
+"""Writing files safely: an exclusive temporary file beside the target, fsync, rename, fsync of the folder (so
+that a power cut leaves the old file or the new one, never an empty one); backups never overwritten."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def write_atomically(
     thinpool makes, such as a saved plan) the new file is root's with ``mode``, whoever owned the old one.
     """
     target = resolve_target(path, follow_symlink=follow_symlink)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folders(target.parent)
     old = target.stat() if keep_owner and target.exists() else None
     descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".thinpool-tmp", dir=target.parent)
     try:
@@ -80,7 +81,62 @@ def write_atomically(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    sync_folder(target.parent)
     return target
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder: the names made, renamed or removed in it are on the disk once this returns."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def sync_file(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def sync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder``, the folder itself last."""
+    for directory, _subfolders, names in os.walk(folder, topdown=False):
+        base = Path(directory)
+        for name in names:
+            if (base / name).is_file() and not (base / name).is_symlink():
+                sync_file(base / name)
+        sync_folder(base)
+
+
+def make_folders(folder: Path) -> None:
+    """``mkdir -p`` whose new folders survive a power cut (each one's parent synced)."""
+    if folder.is_dir():
+        return
+    make_folders(folder.parent)
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir()
+    sync_folder(folder.parent)
+
+
+def replace_synced(source: Path, target: Path) -> None:
+    """Rename a finished file (or a folder already synced) over ``target``: its data first, then the
+    folder's new name are synced, so that after a power cut ``target`` is the old one or the whole new one."""
+    if source.is_file():
+        sync_file(source)
+    os.replace(source, target)
+    sync_folder(target.parent)
+
+
+def rename_synced(source: Path, target: Path) -> None:
+    """Rename a file or folder and sync both folders the name left and entered."""
+    os.rename(source, target)
+    sync_folder(target.parent)
+    if source.parent != target.parent:
+        sync_folder(source.parent)
 
 
 @contextlib.contextmanager
@@ -163,6 +219,9 @@ def keep_backup(path: Path, when: float) -> Path:
         os.fchmod(descriptor, stat.S_IMODE(path.stat().st_mode))
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        sync_folder(candidate.parent)
         return candidate
     raise UnsafeFile(f"too many backups of {path} at {first.name}", fix="remove old backups")
 

@@ -1,0 +1,289 @@
+"""Power cuts: the guest loses power (qemu killed, nothing synced) while a command runs, boots again on the
+same disks under its real systemd, and the same command run again converges to what one whole run makes.
+
+After every cut: each file written before the command reads back its checksum, and each config file is the
+old one or the new one, whole (never empty, partial or missing where it was). After the re-run: lvm and
+the kernel agree on the pool's transaction id and doctor finds nothing critical.
+
+CI cuts a fresh apply at three points in a row (each cut on the re-run of the last), a grow and a repair
+once each; THINPOOL_MATRIX=full cuts each step of each command from a fresh start, on both releases.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from thinpool.core.units import GiB
+from thinpool.rehearse.vm import VM
+
+from .helpers import lvs, thinpool_json
+from .machines import boot
+from .power import Cut, Witness, cut_power_at, precious_file, sha256_lines, transaction_ids
+
+pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
+
+APPLY = ("apply", "--yes", "--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "/dev/vda")
+PLAN = ("plan", "--json", "--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "--disk-size", "4GiB")
+DAEMON_JSON = "/etc/docker/daemon.json"
+DROP_IN = "/etc/systemd/system/docker.service.d/thinpool.conf"
+PROFILE = "/etc/lvm/profile/thinpool-docker-thinpool.profile"
+CONFIGS = ("/etc/fstab", DAEMON_JSON, DROP_IN, PROFILE)
+PRECIOUS = "/root/precious"
+USER_FSTAB_LINE = "tmpfs /mnt/scratch tmpfs defaults,noauto 0 0\n"
+USER_SETTINGS = '{\n  "log-level": "warn"\n}\n'
+
+APPLY_CUTS = {
+    "pvcreate": Cut("pvcreate"),
+    "vgcreate": Cut("vgcreate"),
+    "pool": Cut("lvcreate", "thin-pool", delay=0.2),
+    "volume": Cut("lvcreate", "--type thin ", delay=0.3),
+    "mkfs": Cut("mkfs.xfs", delay=0.3),
+    "fstab": Cut("mount", "/var/lib/docker", hold=True),  # the fstab line written, not yet mounted
+    "engine": Cut("systemctl", "daemon-reload", hold=True),  # daemon.json and the drop-in written
+    "exit": Cut(""),  # all it said it did must be on the disks
+}
+CI_APPLY_CHAIN = ("pool", "fstab", "exit")
+SWEEP = pytest.mark.sweep
+
+
+@pytest.fixture(scope="module")
+def powered_vm(release: str, thinpool_deb: Path) -> Iterator[VM]:
+    machine = boot(
+        release,
+        thinpool_deb,
+        disk_sizes=(4 * GiB, 2 * GiB),
+        systemd=True,
+        keep_root_changes=True,
+        write_budget=6 * GiB,
+        lifetime=5400,
+        boot_timeout=300,
+    )
+    print(f"\n{release} with systemd booted in {machine.boot_seconds:.1f}s")
+    try:
+        yield machine
+    finally:
+        machine.close()
+
+
+# a fresh host: no pool, the user's own fstab line and daemon.json, a precious file ----------------------
+
+FRESH_HOST = f"""set -e
+umount /var/lib/docker 2>/dev/null || true
+umount /mnt/vol 2>/dev/null || true
+vgremove -ff -y docker >/dev/null 2>&1 || true
+for disk in /dev/vda /dev/vdb; do pvremove -ff -y $disk >/dev/null 2>&1 || true; wipefs -a -q $disk; done
+rm -rf /etc/docker /etc/systemd/system/docker.service.d {PROFILE} /var/lib/thinpool /var/lib/docker
+grep -v -e /var/lib/docker -e /mnt/scratch /etc/fstab > /etc/fstab.new || true
+printf '%s' '{USER_FSTAB_LINE}' >> /etc/fstab.new && mv /etc/fstab.new /etc/fstab
+mkdir -p /etc/docker && printf '%s' '{USER_SETTINGS}' > /etc/docker/daemon.json
+systemctl daemon-reload
+sync
+"""
+
+
+def _fresh_host(vm: VM) -> tuple[Witness, str]:
+    vm.run(["bash", "-c", FRESH_HOST], timeout=300)
+    precious = precious_file(vm, PRECIOUS, 4)
+    witness = Witness(CONFIGS)
+    witness.start(vm)
+    return witness, precious
+
+
+def _after_cut(vm: VM, witness: Witness, precious: str) -> None:
+    now = witness.look(vm)
+    assert sha256_lines(vm, PRECIOUS) == precious
+    if now[DAEMON_JSON] is not None:
+        assert json.loads(now[DAEMON_JSON])["log-level"] == "warn"
+    assert USER_FSTAB_LINE in (now["/etc/fstab"] or "")
+
+
+def _converged_apply(vm: VM, witness: Witness, precious: str) -> None:
+    """apply again: it finishes, a third changes nothing, and the host is what one whole apply makes."""
+    code, result, err = thinpool_json(vm, *APPLY)
+    assert code == 0 and result["ok"], err or result
+    assert thinpool_json(vm, *APPLY)[1]["changed"] is False
+    after = witness.read(vm)
+    witness.assert_whole(after)
+    assert sha256_lines(vm, PRECIOUS) == precious
+    fstab = (after["/etc/fstab"] or "").splitlines(keepends=True)
+    assert USER_FSTAB_LINE in fstab and sum(" /var/lib/docker " in line for line in fstab) == 1, fstab
+    settings = json.loads(after[DAEMON_JSON] or "{}")
+    assert settings["log-level"] == "warn" and settings["storage-driver"] == "overlay2", settings
+    assert after[DROP_IN] and after[PROFILE]
+    layout = json.loads(vm.thinpool(*PLAN).stdout)["layout"]
+    found = lvs(vm, "docker")
+    pool = found["thinpool"]
+    assert (pool.size, pool.metadata_size) == (layout["data_size"], layout["metadata_size"])
+    assert pool.seg_monitor == "monitored" and found["docker-data"].active
+    mounted = vm.run(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "/var/lib/docker"]).stdout.split()
+    assert mounted == ["xfs", "/dev/mapper/docker-docker--data"], mounted
+    _healthy(vm)
+
+
+def _healthy(vm: VM) -> None:
+    lvm_id, kernel_id = transaction_ids(vm, "docker", "thinpool")
+    assert lvm_id == kernel_id
+    _code, doctor, err = thinpool_json(vm, "doctor")
+    assert doctor.get("worst") != "critical", err or doctor.get("findings")
+    left = vm.run(["find", "/etc", "/var/lib/thinpool", "-name", "*.thinpool-tmp"], check=False).stdout
+    assert left == "", f"temporary files left behind: {left}"
+
+
+def test_apply_cut_three_times_in_a_row_then_finished_by_a_rerun(powered_vm: VM) -> None:
+    """Each cut falls on the re-run of the one before: during the pool's lvcreate, once the fstab line is
+    written, and just after the command said it was done (daemon.json and the drop-in written last)."""
+    vm = powered_vm
+    witness, precious = _fresh_host(vm)
+    for name in CI_APPLY_CHAIN:
+        cut_power_at(vm, APPLY_CUTS[name], *APPLY)
+        _after_cut(vm, witness, precious)
+    _converged_apply(vm, witness, precious)
+
+
+@SWEEP
+@pytest.mark.parametrize("point", list(APPLY_CUTS))
+def test_apply_cut_at_one_step_from_a_fresh_host_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
+    vm = powered_vm
+    witness, precious = _fresh_host(vm)
+    cut_power_at(vm, APPLY_CUTS[point], *APPLY)
+    _after_cut(vm, witness, precious)
+    _converged_apply(vm, witness, precious)
+
+
+# grow: a second disk added to a pool in use -------------------------------------------------------------
+
+GROW = ("grow", "--yes", "/dev/vdb")
+GROW_CUTS = {
+    "vgextend": Cut("vgextend", delay=0.0),
+    "metadata": Cut("lvextend", "--poolmetadatasize", delay=0.2),
+    "data": Cut("lvextend", "--extents", delay=0.2),
+}
+
+
+def _pool_in_use(vm: VM) -> tuple[Witness, str, str]:
+    """A fresh host applied whole, with a file on the engine's volume: returns the witness, the
+    precious file's sum and the volume's file's sum."""
+    witness, precious = _fresh_host(vm)
+    assert thinpool_json(vm, *APPLY)[0] == 0
+    on_volume = precious_file(vm, "/var/lib/docker/precious", 16)
+    witness.start(vm)
+    return witness, precious, on_volume
+
+
+def _converged_grow(vm: VM, witness: Witness, precious: str, on_volume: str) -> None:
+    code, result, err = thinpool_json(vm, *GROW)
+    assert code == 0, err or result
+    assert "/dev/vdb" in vm.run(["pvs", "--noheadings", "-o", "pv_name", "-S", "vg_name=docker"]).stdout
+    grown = lvs(vm, "docker")["thinpool"].size
+    assert thinpool_json(vm, "grow", "--yes")[1]["changed"] is False  # nothing left to grow
+    assert lvs(vm, "docker")["thinpool"].size == grown
+    witness.assert_whole(witness.read(vm))
+    assert sha256_lines(vm, PRECIOUS, "/var/lib/docker/precious") == precious + on_volume
+    _healthy(vm)
+
+
+@pytest.mark.parametrize("point", [pytest.param(name, marks=() if name == "metadata" else SWEEP) for name in GROW_CUTS])
+def test_grow_cut_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
+    vm = powered_vm
+    witness, precious, on_volume = _pool_in_use(vm)
+    cut_power_at(vm, GROW_CUTS[point], *GROW)
+    _after_cut(vm, witness, precious)
+    _converged_grow(vm, witness, precious, on_volume)
+
+
+# repair: restored from a backup, cut before and after the metadata swap -------------------------------
+
+SWAP = ["lvconvert", "-q", "-y", "--thinpool", "docker/thinpool", "--poolmetadata", "docker/other"]
+REPAIR = ("repair", "--yes")
+REPAIR_CUTS = {
+    "before-swap": Cut("lvconvert", "--poolmetadata", hold=True),
+    "after-swap": Cut("lvrename", hold=True),
+}
+
+
+def _damaged_pool_with_a_backup(vm: VM) -> str:
+    """The pool's volume unmounted, backed up, then its superblock zeroed; returns the volume's file's sum."""
+    _pool_in_use(vm)
+    on_volume = sha256_lines(vm, "/var/lib/docker/precious")
+    assert thinpool_json(vm, "backup")[0] == 0
+    vm.run(["umount", "/var/lib/docker"])
+    vm.run(["vgchange", "-q", "-an", "docker"])
+    size = vm.run(["lvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "lv_metadata_size", "docker/thinpool"])
+    vm.run(["lvcreate", "-q", "-y", "-an", "-Zn", "-L", f"{size.stdout.strip()}b", "-n", "other", "docker"])
+    vm.run(SWAP)
+    vm.run(["lvchange", "-q", "-ay", "docker/other"])
+    vm.run(["dd", "if=/dev/zero", "of=/dev/docker/other", "bs=4k", "count=1", "oflag=direct", "status=none"])
+    vm.run(["lvchange", "-q", "-an", "docker/other"])
+    vm.run(SWAP)
+    vm.run(["lvremove", "-q", "-y", "docker/other"])
+    vm.run(["sync"])
+    return on_volume
+
+
+@pytest.mark.parametrize(
+    "point", [pytest.param(name, marks=() if name == "after-swap" else SWEEP) for name in REPAIR_CUTS]
+)
+def test_repair_cut_at_the_metadata_swap_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
+    vm = powered_vm
+    on_volume = _damaged_pool_with_a_backup(vm)
+    cut_power_at(vm, REPAIR_CUTS[point], *REPAIR)
+    vm.run(["umount", "/var/lib/docker"], check=False)  # the boot may have mounted it from fstab, or not
+    code, result, err = thinpool_json(vm, *REPAIR)
+    assert code == 0 and result["ok"] and result["after"]["state"] == "healthy", err or result
+    assert "thinpool_restore" not in lvs(vm, "docker")
+    vm.run(["mount", "/var/lib/docker"])
+    assert sha256_lines(vm, "/var/lib/docker/precious") == on_volume
+    _healthy(vm)
+
+
+# maintain and install-units ---------------------------------------------------------------------------
+
+MAINTAIN_CUTS = {
+    "fstrim": Cut("fstrim", delay=0.1),
+    "backup": Cut("thin_dump", delay=0.1),
+}
+
+
+@SWEEP
+@pytest.mark.parametrize("point", list(MAINTAIN_CUTS))
+def test_maintain_cut_during_its_work_then_a_rerun_finishes(powered_vm: VM, point: str) -> None:
+    vm = powered_vm
+    witness, precious, on_volume = _pool_in_use(vm)
+    vm.run(["bash", "-c", "head -c 64M /dev/urandom > /var/lib/docker/gone && sync && rm /var/lib/docker/gone"])
+    cut_power_at(vm, MAINTAIN_CUTS[point], "maintain")
+    _after_cut(vm, witness, precious)
+    code, result, err = thinpool_json(vm, "maintain")
+    assert code == 0, err or result
+    backups = json.loads(vm.thinpool("backup", "--list", "--json").stdout)["backups"]
+    assert backups, "maintain's re-run kept no backup"
+    witness.assert_whole(witness.read(vm))
+    assert sha256_lines(vm, PRECIOUS, "/var/lib/docker/precious") == precious + on_volume
+    _healthy(vm)
+
+
+UNITS = ("thinpool-activate.service", "thinpool-maintain.timer")
+
+
+@SWEEP
+@pytest.mark.parametrize("point", ["daemon-reload", "exit"])
+def test_install_units_cut_then_a_rerun_enables_them(powered_vm: VM, point: str) -> None:
+    vm = powered_vm
+    _pool_in_use(vm)
+    vm.run(
+        [
+            "bash",
+            "-c",
+            "systemctl disable --now thinpool-metrics.service thinpool-maintain.timer "
+            "thinpool-activate.service 2>/dev/null; true",
+        ]
+    )
+    cut = Cut("systemctl", "daemon-reload", hold=True) if point == "daemon-reload" else Cut("")
+    cut_power_at(vm, cut, "install-units")
+    vm.thinpool("install-units")
+    enabled = vm.run(["systemctl", "is-enabled", *UNITS], check=False).stdout.split()
+    assert enabled == ["enabled", "enabled"], enabled
+    _healthy(vm)
