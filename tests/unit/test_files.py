@@ -70,3 +70,17 @@ def test_sync_tree_syncs_files_before_their_folders(tmp_path: Path, synced: list
     (tmp_path / "saved" / "etc" / "link").symlink_to("fstab")
     files.sync_tree(tmp_path / "saved")
     assert synced == ["file fstab", "dir etc", "dir saved"]
+
+
+def test_the_per_pool_lock_is_never_opened_through_a_link(tmp_path: Path) -> None:
+    """A link planted where a backup's lock goes is refused with the fix; the file it names is untouched."""
+    target = tmp_path / "shadow"
+    target.write_text("root:x\n")
+    lock = tmp_path / "lock" / "docker-thinpool.lock"
+    lock.parent.mkdir()
+    lock.symlink_to(target)
+    opened = files.exclusive_lock(lock, held_by_another=files.UnsafeFile("busy"))
+    with pytest.raises(files.UnsafeFile, match=r"cannot open the lock .*docker-thinpool\.lock") as refused:
+        opened.__enter__()
+    assert refused.value.fix == f"remove {lock} (thinpool makes it again as a plain file), then run this again"
+    assert target.read_text() == "root:x\n" and oct(target.stat().st_mode & 0o777) != "0o600"

@@ -143,8 +143,7 @@ def rename_synced(source: Path, target: Path) -> None:
 def exclusive_lock(path: Path, *, held_by_another: ThinpoolError) -> Iterator[None]:
     """Hold an exclusive flock on ``path`` for the body; ``held_by_another`` is raised, without
     waiting, when another process holds it. The kernel drops the lock when its holder dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    descriptor = _open_lock(path)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,14 +161,7 @@ def waited_lock(
     """Hold an exclusive flock on ``path`` for the body, trying again every 0.2 s for up to ``wait`` seconds
     (``busy.waiting`` hears once what the holder wrote, then ``busy.refused`` makes the error raised). Once
     held, ``record`` replaces the file's text. The kernel drops the lock when its holder dies."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
-    except OSError as error:
-        raise UnsafeFile(
-            f"cannot open the lock {path}: {error.strerror} (a link or something else that is not a plain file?)",
-            fix=f"remove {path} (thinpool makes it again as a plain file), then run this again",
-        ) from None
+    descriptor = _open_lock(path)
     try:
         started = time.monotonic()
         deadline = started + wait
@@ -188,6 +180,18 @@ def waited_lock(
         yield
     finally:
         os.close(descriptor)
+
+
+def _open_lock(path: Path) -> int:
+    """A lock file, made if missing; never through a link (lock folders such as /run/lock are world-writable)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as error:
+        raise UnsafeFile(
+            f"cannot open the lock {path}: {error.strerror} (a link or something else that is not a plain file?)",
+            fix=f"remove {path} (thinpool makes it again as a plain file), then run this again",
+        ) from None
 
 
 NAMELESS_HOLDER_WAIT = 1.0  # seconds a waiter gives a new holder to write who it is before it says "another"
