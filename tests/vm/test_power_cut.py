@@ -21,7 +21,7 @@ from thinpool.core.units import GiB
 from thinpool.rehearse.vm import VM
 
 from .helpers import lvs, thinpool_json
-from .machines import boot
+from .machines import systemd_machine
 from .power import Cut, Witness, cut_power_at, precious_file, sha256_lines, transaction_ids
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
@@ -52,21 +52,8 @@ SWEEP = pytest.mark.sweep
 
 @pytest.fixture(scope="module")
 def powered_vm(release: str, thinpool_deb: Path) -> Iterator[VM]:
-    machine = boot(
-        release,
-        thinpool_deb,
-        disk_sizes=(4 * GiB, 2 * GiB),
-        systemd=True,
-        keep_root_changes=True,
-        write_budget=6 * GiB,
-        lifetime=5400,
-        boot_timeout=300,
-    )
-    print(f"\n{release} with systemd booted in {machine.boot_seconds:.1f}s")
-    try:
+    with systemd_machine(release, thinpool_deb, write_budget=6 * GiB, lifetime=5400) as machine:
         yield machine
-    finally:
-        machine.close()
 
 
 # a fresh host: no pool, the user's own fstab line and daemon.json, a precious file ----------------------

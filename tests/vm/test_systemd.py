@@ -18,7 +18,7 @@ from thinpool.core.units import GiB, MiB
 from thinpool.rehearse.vm import VM
 
 from .helpers import lvs, thinpool_json
-from .machines import boot, tiny_images
+from .machines import systemd_machine, tiny_images
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 
@@ -28,21 +28,8 @@ SOONER = "/etc/systemd/system/thinpool-maintain.timer.d/sooner.conf"
 
 @pytest.fixture(scope="module")
 def systemd_vm(release: str, thinpool_deb: Path) -> Iterator[VM]:
-    machine = boot(
-        release,
-        thinpool_deb,
-        disk_sizes=(4 * GiB, 2 * GiB),
-        systemd=True,
-        keep_root_changes=True,
-        write_budget=4 * GiB,
-        lifetime=2400,
-        boot_timeout=300,
-    )
-    print(f"\n{release} with systemd booted in {machine.boot_seconds:.1f}s")
-    try:
+    with systemd_machine(release, thinpool_deb, write_budget=4 * GiB, lifetime=2400) as machine:
         yield machine
-    finally:
-        machine.close()
 
 
 def _show(vm: VM, unit: str, *properties: str) -> dict[str, str]:

@@ -273,18 +273,22 @@ class VM:
         disk files, which outlive it). Then the same disks boot again; returns that boot's seconds."""
         if not self.config.keep_root_changes:
             raise VMError("this VM keeps no root changes across a power cut", fix="VMConfig(keep_root_changes=True)")
-        proc = self._proc
-        self._closing.set()
-        self._kill("power cut")
-        if proc is not None:
-            proc.wait()
-        if self._watchdog is not None:
-            self._watchdog.join(timeout=5)
+        self._stop_qemu("power cut")
         for folder in ("req", "res"):  # requests the dead guest never answered
             for stale in (self.share / folder).iterdir():
                 stale.unlink()
         self._launch()
         return self.boot_seconds
+
+    def _stop_qemu(self, reason: str) -> None:
+        """Kill qemu (nothing synced) and reap it and its watchdog."""
+        proc = self._proc
+        self._closing.set()
+        if proc is not None:
+            self._kill(reason)
+            proc.wait()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)
 
     def _ask_power_off(self) -> None:
         """The agent's poweroff request (it syncs first; under systemd, a clean shutdown)."""
@@ -483,12 +487,7 @@ class VM:
                 proc.wait(timeout=15)
             except (OSError, subprocess.TimeoutExpired):
                 pass
-        self._closing.set()
-        if proc is not None:
-            self._kill("closing")
-            proc.wait()
-        if self._watchdog is not None:
-            self._watchdog.join(timeout=5)
+        self._stop_qemu("closing")
         if hasattr(self, "workdir"):
             shutil.rmtree(self.workdir, ignore_errors=True)
         self.disks = []
