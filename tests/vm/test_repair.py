@@ -9,25 +9,11 @@ import pytest
 
 from thinpool.rehearse.vm import VM
 
-from .helpers import kill_at_command, lvs, pool_with_files, thinpool_json
+from .helpers import damage_metadata, kill_at_command, lvs, pool_with_files, thinpool_json
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
-SWAP = ["lvconvert", "-q", "-y", "--thinpool", "docker/thinpool", "--poolmetadata", "docker/other"]
 CHECKSUMS = "cd /mnt/vol && sha256sum file1 file2 file3"
-
-
-def _damage(vm: VM, dd_args: str) -> None:
-    """Zero part of the inactive pool's metadata: swap it out, write, swap it back."""
-    vm.run(["vgchange", "-q", "-an", "docker"])
-    size = vm.run(["lvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "lv_metadata_size", "docker/thinpool"])
-    vm.run(["lvcreate", "-q", "-y", "-an", "-Zn", "-L", f"{size.stdout.strip()}b", "-n", "other", "docker"])
-    vm.run(SWAP)
-    vm.run(["lvchange", "-q", "-ay", "docker/other"])
-    vm.run(["bash", "-c", f"dd if=/dev/zero of=/dev/docker/other {dd_args} oflag=direct status=none"])
-    vm.run(["lvchange", "-q", "-an", "docker/other"])
-    vm.run(SWAP)
-    vm.run(["lvremove", "-q", "-y", "docker/other"])  # now holds the scratch LV's old bytes only
 
 
 def _repair(vm: VM) -> tuple[int, dict[str, Any]]:
@@ -47,7 +33,7 @@ def test_a_zeroed_superblock_is_restored_from_the_backup_with_every_file(vm: VM)
     assert f"docker/vol (mounted on /mnt/vol; used by {holder} (sleep))" in refused.stderr
     assert thinpool_json(vm, "backup")[0] == 0
     vm.run(["umount", "/mnt/vol"])
-    _damage(vm, "bs=4k count=1")  # block 0: the superblock
+    damage_metadata(vm, "bs=4k count=1")  # block 0: the superblock
     code, result = _repair(vm)
     assert code == 0 and result["ok"], result
     assert result["before"]["state"] == "damaged" and result["after"]["state"] == "healthy"
@@ -68,7 +54,7 @@ def test_zeroed_btree_blocks_without_a_backup_leave_a_pool_that_activates(vm: VM
     for n in (1, 2):
         vm.run(["lvcreate", "-q", "-V", "1g", "-T", "docker/thinpool", "-n", f"vol{n}"])
         vm.run(["dd", "if=/dev/urandom", f"of=/dev/docker/vol{n}", "bs=1M", "count=16", "oflag=direct", "status=none"])
-    _damage(vm, "bs=4k seek=1 count=300")  # the device and mapping trees
+    damage_metadata(vm, "bs=4k seek=1 count=300")  # the device and mapping trees
     activation = vm.run(["lvchange", "-ay", "docker/thinpool"], check=False)
     assert activation.returncode != 0 and "Manual repair required" in activation.stderr  # lvm's own check
     if release == "debian-13":
@@ -125,7 +111,7 @@ def test_a_repair_killed_halfway_is_finished_by_the_next_run(vm: VM, command: st
     before = pool_with_files(vm, 8)
     assert thinpool_json(vm, "backup")[0] == 0
     vm.run(["umount", "/mnt/vol"])
-    _damage(vm, "bs=4k count=1")
+    damage_metadata(vm, "bs=4k count=1")
     kill_at_command(vm, command, 0.0, "repair", "--yes")
     code, result = _repair(vm)
     assert code == 0 and result["ok"] and result["after"]["state"] == "healthy", result
