@@ -55,6 +55,7 @@ def test_containerd_toml_errors_are_typed(text: str, problem: Problem, words: st
     assert isinstance(parsed, ConfigError) and parsed.problem == problem and words in str(parsed)
 
 
+DOCKER_DEVICE = "/dev/mapper/docker-docker--data"
 FSTAB_CRLF = b"# comment \xe9t\xe9\r\nUUID=1 / ext4 defaults 0 1\r\n/dev/sdb1 /srv\\040data xfs defaults 0 0"
 
 
@@ -63,12 +64,12 @@ def _fstab_source(raw: bytes) -> Source:
 
 
 def test_fstab_merge_keeps_every_other_byte_and_the_files_line_ending() -> None:
-    device = "/dev/mapper/docker-docker--data"
+    device = DOCKER_DEVICE
     merged = thin_volume.merged_fstab(_fstab_source(FSTAB_CRLF), device, "/var/lib/docker", force=False)
     assert merged is not None
     raw = merged.encode("utf-8", "surrogateescape")
     assert raw.startswith(FSTAB_CRLF + b"\r\n")  # untouched, with the missing last ending added in CRLF
-    assert raw.endswith(b"/dev/mapper/docker-docker--data /var/lib/docker xfs defaults,pquota,noatime 0 0\r\n")
+    assert raw.endswith(b"/dev/mapper/docker-docker--data /var/lib/docker xfs defaults,nofail,pquota,noatime 0 0\r\n")
     again = thin_volume.merged_fstab(_fstab_source(raw), device, "/var/lib/docker/", force=False)
     assert again is None  # a trailing slash names the same mount point
 
@@ -81,6 +82,20 @@ def test_fstab_replacing_an_entry_with_force_drops_only_that_line() -> None:
     assert merged is not None
     assert merged.startswith("UUID=1 / ext4 defaults 0 1\nUUID=2 /home ext4 defaults 0 2\n")
     assert "/dev/old" not in merged
+
+
+def test_the_entry_an_earlier_thinpool_wrote_gains_nofail_in_place_without_force() -> None:
+    earlier = b"UUID=1 / ext4 defaults 0 1\r\n# thinpool: Docker's store on a thin volume\r\n"
+    ours = b"/dev/mapper/docker-docker--data /var/lib/docker xfs defaults,pquota,noatime 0 0\r\n"
+    after = b"UUID=2 /home ext4 defaults 0 2"
+    merged = thin_volume.merged_fstab(
+        _fstab_source(earlier + ours + after), DOCKER_DEVICE, "/var/lib/docker", force=False
+    )
+    assert merged is not None  # its place, its comment, its line ending, every other byte kept
+    assert merged.encode() == earlier + ours.replace(b"defaults,", b"defaults,nofail,") + after
+    someone_elses = ours.replace(b"noatime", b"noatime,ro")  # changed by hand: not thinpool's to rewrite
+    with pytest.raises(Exception, match="already mounts /dev/mapper/docker-docker--data on /var/lib/docker"):
+        thin_volume.merged_fstab(_fstab_source(someone_elses), DOCKER_DEVICE, "/var/lib/docker", force=False)
 
 
 def test_config_files_are_read_exactly(tmp_path: Path) -> None:

@@ -242,7 +242,7 @@ def test_overlay2_thin_plans_volume_filesystem_mount_and_config() -> None:
     assert changes.actions[1].argv == ("mkfs.xfs", "-q", "-n", "ftype=1", "/dev/mapper/docker-docker--data")
     fstab = _written(changes, docker_overlay2.FSTAB)
     assert fstab.startswith("# /etc/fstab\nUUID=abc / ext4 defaults 0 1\n")
-    assert "/dev/mapper/docker-docker--data /var/lib/docker xfs defaults,pquota,noatime 0 0" in fstab
+    assert "/dev/mapper/docker-docker--data /var/lib/docker xfs defaults,nofail,pquota,noatime 0 0" in fstab
     assert json.loads(_written(changes, docker.DAEMON_JSON)) == {"storage-driver": "overlay2"}
     assert "RequiresMountsFor=/var/lib/docker" in _written(changes, docker.DOCKER_DROP_IN)
 
@@ -451,7 +451,7 @@ def test_containerd_overlayfs_thin_puts_containerds_root_on_a_thin_volume() -> N
     ]
     assert changes.actions[0].target.lv == "containerd-data" and not changes.warnings
     fstab = _written(changes, thin_volume.FSTAB)
-    assert "/dev/mapper/docker-containerd--data /var/lib/containerd xfs defaults,pquota,noatime 0 0" in fstab
+    assert "/dev/mapper/docker-containerd--data /var/lib/containerd xfs defaults,nofail,pquota,noatime 0 0" in fstab
     drop_in = _written(changes, containerd_devmapper.CONTAINERD_DROP_IN)
     assert "RequiresMountsFor=/var/lib/containerd" in drop_in and "xfs-errors /var/lib/containerd" in drop_in
     assert changes.next_steps[0].endswith("systemctl restart containerd")
@@ -503,7 +503,7 @@ def test_podman_overlay_thin_puts_graphroot_on_a_thin_volume_and_merges_storage_
     assert kinds == ["thin-volume", "filesystem", "fstab", "mount", "engine-config"] and not changes.warnings
     assert changes.actions[0].target.lv == "containers-data"
     fstab = _written(changes, thin_volume.FSTAB)
-    assert "/dev/mapper/docker-containers--data /var/lib/containers/storage xfs defaults,pquota,noatime" in fstab
+    assert "/dev/mapper/docker-containers--data /var/lib/containers/storage xfs defaults,nofail,pquota,noatime" in fstab
     written = tomllib.loads(_written(changes, podman_overlay.STORAGE_CONF))
     assert written == {
         "storage": {

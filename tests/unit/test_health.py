@@ -87,6 +87,17 @@ def test_each_finding_names_its_fix(kwargs: dict[str, object], code: str, severi
     assert findings.worst(doctor.diagnose(status(**kwargs))) in ("warning", "critical")
 
 
+def test_an_inactive_pool_is_named_with_its_volumes_and_not_blamed_for_what_only_an_active_pool_has() -> None:
+    down = status(pool={"lv_attr": "twi---tz--", "seg_monitor": "", "data_percent": "", "metadata_percent": ""})
+    found = doctor.diagnose(down)
+    assert codes(found) == {"pool-inactive"}  # not "not monitored": lvchange --monitor cannot mend it
+    (inactive,) = found
+    assert inactive.severity == "critical" and "(vol0, vol1) cannot be mounted" in inactive.problem
+    assert "thinpool repair docker/thinpool --yes" in inactive.fix and "thinpool activate" in inactive.fix
+    empty = doctor.diagnose(status(thin=0, pool={"lv_attr": "twi---tz--", "seg_monitor": ""}))
+    assert [(finding.code, finding.severity) for finding in empty] == [("pool-inactive", "warning")]
+
+
 def _state(daemon: dict[str, object] | str, dockerd: str = "20.10.24") -> EngineState:
     text = daemon if isinstance(daemon, str) else json.dumps(daemon)
     return EngineState(observed=True, files={"/etc/docker/daemon.json": text}, versions={"dockerd": dockerd})

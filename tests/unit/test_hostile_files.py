@@ -259,7 +259,7 @@ def test_an_entry_for_the_data_root_written_another_way_is_the_same_entry(writte
         _plan("docker-overlay2-thin", state)
     content = _written(_plan("docker-overlay2-thin", state, force=True), fstab.PATH)
     assert [line for line in content.splitlines() if "/var/lib" in line and not line.startswith("#")] == [
-        f"/dev/mapper/docker-docker--data {ROOT} xfs defaults,pquota,noatime 0 0"
+        f"/dev/mapper/docker-docker--data {ROOT} xfs defaults,nofail,pquota,noatime 0 0"
     ]
 
 

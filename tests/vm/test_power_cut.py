@@ -5,8 +5,9 @@ After every cut: each file written before the command reads back its checksum, a
 old one or the new one, whole (never empty, partial or missing where it was). After the re-run: lvm and
 the kernel agree on the pool's transaction id and doctor finds nothing critical.
 
-CI cuts a fresh apply at three points in a row (each cut on the re-run of the last), a grow and a repair
-once each; THINPOOL_MATRIX=full cuts each step of each command from a fresh start, on both releases.
+CI cuts a fresh apply at three points in a row (each cut on the re-run of the last), a grow, and a repair
+before its metadata swap (the boot then finds the pool damaged: it must go on, with docker down);
+THINPOOL_MATRIX=full cuts each step of each command from a fresh start, on both releases.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from thinpool.core.units import GiB
 from thinpool.rehearse.vm import VM
 
-from .helpers import lvs, thinpool_json
+from .helpers import damage_metadata, lvs, thinpool_json
 from .machines import systemd_machine
 from .power import Cut, Witness, cut_power_at, precious_file, sha256_lines, transaction_ids
 
@@ -184,7 +185,6 @@ def test_grow_cut_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
 
 # repair: restored from a backup, cut before and after the metadata swap -------------------------------
 
-SWAP = ["lvconvert", "-q", "-y", "--thinpool", "docker/thinpool", "--poolmetadata", "docker/other"]
 REPAIR = ("repair", "--yes")
 REPAIR_CUTS = {
     "before-swap": Cut("lvconvert", "--poolmetadata", hold=True),
@@ -198,26 +198,39 @@ def _damaged_pool_with_a_backup(vm: VM) -> str:
     on_volume = sha256_lines(vm, "/var/lib/docker/precious")
     assert thinpool_json(vm, "backup")[0] == 0
     vm.run(["umount", "/var/lib/docker"])
-    vm.run(["vgchange", "-q", "-an", "docker"])
-    size = vm.run(["lvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "lv_metadata_size", "docker/thinpool"])
-    vm.run(["lvcreate", "-q", "-y", "-an", "-Zn", "-L", f"{size.stdout.strip()}b", "-n", "other", "docker"])
-    vm.run(SWAP)
-    vm.run(["lvchange", "-q", "-ay", "docker/other"])
-    vm.run(["dd", "if=/dev/zero", "of=/dev/docker/other", "bs=4k", "count=1", "oflag=direct", "status=none"])
-    vm.run(["lvchange", "-q", "-an", "docker/other"])
-    vm.run(SWAP)
-    vm.run(["lvremove", "-q", "-y", "docker/other"])
+    damage_metadata(vm, "bs=4k count=1")  # block 0: the superblock
+    vm.run(["sync"])
     vm.run(["sync"])
     return on_volume
 
 
+def _up_without_the_pool(vm: VM) -> None:
+    """The boot on metadata still damaged went on (fstab's nofail: no emergency mode, so this agent answers);
+    docker, enabled, stayed down rather than start on an empty data root; doctor says why and what mends it."""
+    assert vm.run(["findmnt", "/var/lib/docker"], check=False).returncode != 0
+    docker = vm.run(["systemctl", "is-active", "docker.service"], check=False).stdout.strip()
+    assert docker in ("inactive", "failed"), docker
+    assert not vm.run(["ls", "-A", "/var/lib/docker"]).stdout, "docker wrote to the empty mount point"
+    _code, doctor, err = thinpool_json(vm, "doctor")
+    found = {finding["code"]: finding for finding in doctor.get("findings", [])}
+    assert doctor["worst"] == "critical" and "pool-inactive" in found, err or doctor
+    assert "thinpool repair docker/thinpool --yes" in found["pool-inactive"]["fix"]
+
+
 @pytest.mark.parametrize(
-    "point", [pytest.param(name, marks=() if name == "after-swap" else SWEEP) for name in REPAIR_CUTS]
+    "point", [pytest.param(name, marks=() if name == "before-swap" else SWEEP) for name in REPAIR_CUTS]
 )
 def test_repair_cut_at_the_metadata_swap_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
     vm = powered_vm
     on_volume = _damaged_pool_with_a_backup(vm)
-    cut_power_at(vm, REPAIR_CUTS[point], *REPAIR)
+    vm.run(["systemctl", "enable", "docker.service"], timeout=120)  # started at boot, as Debian's docker.io has it
+    try:
+        cut_power_at(vm, REPAIR_CUTS[point], *REPAIR)
+        if point == "before-swap":  # the pool's metadata is still the damaged one: lvm will not activate it
+            _up_without_the_pool(vm)
+        vm.run(["systemctl", "disable", "--now", "docker.service", "docker.socket"], timeout=300)
+    finally:
+        vm.run(["systemctl", "disable", "docker.service"], check=False, timeout=120)
     vm.run(["umount", "/var/lib/docker"], check=False)  # the boot may have mounted it from fstab, or not
     code, result, err = thinpool_json(vm, *REPAIR)
     assert code == 0 and result["ok"] and result["after"]["state"] == "healthy", err or result

@@ -44,6 +44,12 @@ class Fstab:
         dropped = {entry.index for entry in entries}
         return Fstab(tuple(line for index, line in enumerate(self.lines) if index not in dropped))
 
+    def replaced(self, entry: Entry, line: str) -> str:
+        """The file's text with ``entry``'s line replaced by ``line``, in that line's own ending."""
+        old = self.lines[entry.index]
+        ending = old[len(old.rstrip("\r\n")) :]
+        return "".join(self.lines[: entry.index]) + line + ending + "".join(self.lines[entry.index + 1 :])
+
     def appended(self, *new: str) -> str:
         """The file's text with ``new`` lines added at the end, in the file's own line ending."""
         head = "".join(self.lines)

@@ -73,6 +73,22 @@ def _lost_metadata(status: PoolStatus) -> list[Finding]:
     return [Finding(Severity.CRITICAL, "metadata-needs-repair", problem, fix)]
 
 
+def _inactive_findings(status: PoolStatus) -> list[Finding]:
+    """A pool that is not active (at boot: damaged metadata lvm's check refused, a missing disk): nothing on it
+    mounts, and an engine whose store is on it stays down. Its other rules need it active: they wait."""
+    target = _target(status)
+    volumes = ", ".join(volume.name for volume in status.volumes)
+    problem = f"{target} is not active: " + (
+        f"its thin volumes ({volumes}) cannot be mounted, and an engine whose store is on them stays down"
+        if volumes
+        else "nothing can be written to it"
+    )
+    fix = (
+        f"thinpool activate (it prints why lvm refuses); if lvm's metadata check failed: thinpool repair {target} --yes"
+    )
+    return [Finding(Severity.CRITICAL if volumes else Severity.WARNING, "pool-inactive", problem, fix)]
+
+
 def _grow_fix(status: PoolStatus) -> str:
     return f"thinpool grow /dev/sdX --vg {status.vg} --pool {status.pool}"
 
@@ -227,6 +243,8 @@ def _backup_findings(status: PoolStatus) -> list[Finding]:
 def diagnose(status: PoolStatus, options: DoctorOptions | None = None) -> list[Finding]:
     """The pool's own findings (the engine adapters add theirs)."""
     options = options or DoctorOptions()
+    if not status.active:
+        return _storage_findings(status) + _inactive_findings(status) + _backup_findings(status)
     growth = _autoextend_findings(status)
     care = _care_findings(status, bool(growth)) + _backup_findings(status)
     storage = _storage_findings(status) + _lost_metadata(status)

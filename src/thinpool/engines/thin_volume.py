@@ -23,7 +23,11 @@ from thinpool.engines.target import PoolTarget
 from thinpool.errors import SpecError
 
 FSTAB = fstab.PATH
-MOUNT_OPTIONS = "defaults,pquota,noatime"  # pquota: per-container size limits (overlay2.size, podman's size=)
+# pquota: per-container size limits (overlay2.size, podman's size=). nofail: a pool that cannot come up at
+# boot (damaged metadata, a missing disk, a power cut mid-repair) does not send the boot into emergency mode,
+# where no sshd runs; the engine, which RequiresMountsFor its root, stays down rather than start on an empty folder.
+MOUNT_OPTIONS = "defaults,nofail,pquota,noatime"
+EARLIER_MOUNT_OPTIONS = ("defaults,pquota,noatime",)  # what thinpool wrote before: its own entry, upgraded in place
 
 # XFS retries failed metadata writes forever by default (/sys/fs/xfs/DEV/error/metadata/*): on a
 # thin volume whose pool is full that hangs every writer. ENOSPC fails at once (space will not
@@ -75,12 +79,23 @@ def merged_fstab(source: Source, device: str, root: str, *, force: bool, owner: 
     for entry in there:
         if entry.fields == wanted:
             return None
+        if _written_earlier(entry.fields, wanted):
+            return parsed.replaced(entry, " ".join(wanted))
         if not force:
             raise SpecError(
                 f"{FSTAB} already mounts {entry.source} on {root}",
                 fix="remove that entry (and move its data), pass --data-root, or --force to replace the entry",
             )
     return parsed.without(there).appended(f"# thinpool: {owner}'s store on a thin volume", " ".join(wanted))
+
+
+def _written_earlier(fields: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    """``fields`` are the entry an earlier thinpool wrote for this device and root (only its options differ)."""
+    return (
+        len(fields) == len(wanted)
+        and fields[3] in EARLIER_MOUNT_OPTIONS
+        and fields[:3] + fields[4:] == wanted[:3] + wanted[4:]
+    )
 
 
 def volume_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store: Store, why: str) -> list[Action]:
@@ -118,7 +133,7 @@ def fstab_action(state: EngineState, placed: Sequence[tuple[str, Store]], *, for
             source = Source(FSTAB, merged)
     if source is original or source.text is None:
         return []
-    why = "mounted at every boot, with project quotas"
+    why = "mounted at every boot, with project quotas; nofail: a pool that cannot come up leaves the boot going"
     where = Target(path=", ".join(store.root for _, store in placed))
     return [Action("write", ActionKind.FSTAB, where, why, path=FSTAB, content=source.text)]
 
