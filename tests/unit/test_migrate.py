@@ -331,3 +331,34 @@ def test_a_steps_preview_is_what_its_run_does(tmp_path: Path, capsys: pytest.Cap
     done = json.loads(capsys.readouterr().out)["steps"][0]["done"]
     assert done == would and len(done) == 3, would
     assert not aside.exists() and not folder.exists() and not (staging / "images").exists()
+
+
+def _where(tmp_path: Path) -> use_case.Where:
+    return use_case.Where(migrate_spec(), tmp_path / "staging")
+
+
+def test_a_switch_holds_docker_back_until_it_ends_and_a_rerun_after_a_cut_finds_it_held(tmp_path: Path) -> None:
+    """The hold is the switch's first change and its release the last; under systemd each is read at once."""
+    (tmp_path / "run/systemd/system").mkdir(parents=True)  # systemd is this root's init
+    runner = ScriptedRunner()
+    runner.expect(programs.systemctl_daemon_reload())
+    ctx = Context(runner=runner, root=tmp_path)
+    plan = use_case.StepPlan(Step.SWITCH, _where(tmp_path), (*use_case._hold_docker_operations(ctx),))
+    assert [operation.kind for operation in plan.operations] == [OpKind.HOLD_DOCKER]
+    use_case.execute(ctx, plan)
+    held = tmp_path / migrate.HOLD_DROP_IN.lstrip("/")
+    assert held.read_text() == migrate.hold_drop_in() and held.stat().st_mode & 0o777 == 0o644
+    assert "ExecStartPre=/bin/sh -c 'echo \"thinpool: a migrate switch has not finished" in held.read_text()
+    assert "exit 1'" in held.read_text() and "%" not in held.read_text() and "$" not in held.read_text()
+    assert use_case._hold_docker_operations(ctx) == []  # a re-run after a power cut: already held
+    runner.expect(programs.systemctl_daemon_reload())
+    use_case.execute(ctx, use_case.StepPlan(Step.SWITCH, _where(tmp_path), (use_case._release_docker_operation(),)))
+    assert not held.exists() and held.parent.is_dir() and runner.exhausted
+
+
+def test_a_hold_without_systemd_is_written_and_released_with_no_daemon_reload(tmp_path: Path) -> None:
+    runner = ScriptedRunner()  # expects nothing: no systemctl where systemd is not init
+    ctx = Context(runner=runner, root=tmp_path)
+    operations = (*use_case._hold_docker_operations(ctx), use_case._release_docker_operation())
+    use_case.execute(ctx, use_case.StepPlan(Step.SWITCH, _where(tmp_path), operations))
+    assert not (tmp_path / migrate.HOLD_DROP_IN.lstrip("/")).exists() and runner.exhausted

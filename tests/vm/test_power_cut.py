@@ -22,7 +22,7 @@ from thinpool.core.units import GiB
 from thinpool.rehearse.vm import VM
 
 from .helpers import damage_metadata, lvs, thinpool_json
-from .machines import systemd_machine
+from .machines import systemd_machine, tiny_images
 from .power import Cut, Witness, cut_power_at, precious_file, sha256_lines, transaction_ids
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
@@ -84,8 +84,9 @@ def _fresh_host(vm: VM) -> tuple[Witness, str]:
 def _after_cut(vm: VM, witness: Witness, precious: str) -> None:
     now = witness.look(vm)
     assert sha256_lines(vm, PRECIOUS) == precious
-    if now[DAEMON_JSON] is not None:
-        assert json.loads(now[DAEMON_JSON])["log-level"] == "warn"
+    settings = now[DAEMON_JSON]
+    if settings is not None:
+        assert json.loads(settings)["log-level"] == "warn"
     assert USER_FSTAB_LINE in (now["/etc/fstab"] or "")
 
 
@@ -212,9 +213,10 @@ def _up_without_the_pool(vm: VM) -> None:
     assert docker in ("inactive", "failed"), docker
     assert not vm.run(["ls", "-A", "/var/lib/docker"]).stdout, "docker wrote to the empty mount point"
     _code, doctor, err = thinpool_json(vm, "doctor")
-    found = {finding["code"]: finding for finding in doctor.get("findings", [])}
-    assert doctor["worst"] == "critical" and "pool-inactive" in found, err or doctor
-    assert "thinpool repair docker/thinpool --yes" in found["pool-inactive"]["fix"]
+    # lvm's check refused the damaged metadata (pool-inactive), or, the superblock being all zeros, the
+    # kernel formatted it afresh and the volumes are gone from it (metadata-needs-repair): repair mends both
+    mends = [f for f in doctor.get("findings", []) if "thinpool repair docker/thinpool --yes" in f["fix"]]
+    assert any(finding["severity"] == "critical" for finding in mends), err or doctor
 
 
 @pytest.mark.parametrize(
@@ -290,3 +292,70 @@ def test_install_units_cut_then_a_rerun_enables_them(powered_vm: VM, point: str)
     enabled = vm.run(["systemctl", "is-enabled", *UNITS], check=False).stdout.split()
     assert enabled == ["enabled", "enabled"], enabled
     _healthy(vm)
+
+
+# migrate's switch (Debian 12: Docker 20.10 still has devicemapper) ------------------------------------
+
+MIGRATE = ("migrate", "--to", "docker-overlay2-thin", "--staging", "/srv/staging", "--yes")
+MIGRATE_CUTS = {
+    "devices": Cut("vgcfgrestore", hold=True),  # Docker's thin devices about to be recorded in lvm
+    "mkfs": Cut("mkfs.xfs", delay=0.3),  # daemon.json stripped, the data root moved aside
+    "engine": Cut("systemctl", "daemon-reload", hold=True),  # overlay2's daemon.json and drop-in written
+}
+IN_C1 = "cat /f /v/data"
+DOCKER_UNITS = ("docker.service", "docker.socket")
+
+
+def _devicemapper_host_exported(vm: VM) -> Witness:
+    """Docker 20.10 on devicemapper in the pool, started by systemd, with container c1 (a file in its layer,
+    one in volume vol1) exported to the staging folder; Docker then stopped as switch wants it."""
+    vm.run(["bash", "-c", "rm -rf /srv/staging /var/lib/docker.devicemapper /var/lib/thinpool"])
+    witness, _precious = _fresh_host(vm)
+    code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-devicemapper", "/dev/vda")
+    assert code == 0, err or result
+    vm.run(["systemctl", "enable", "--now", *DOCKER_UNITS], timeout=300)
+    vm.run(["docker", "import", tiny_images(vm)["rootfs"], "tiny:1"], timeout=300)
+    c1 = ["docker", "run", "--network", "none", "--name", "c1", "-v", "vol1:/v", "tiny:1", "sh", "-c"]
+    vm.run([*c1, "echo hello > /f && echo kept > /v/data"], timeout=300)
+    code, result, err = thinpool_json(vm, *MIGRATE, "--step", "export", "--commit-containers", timeout=1200)
+    assert code == 0 and result["ok"], err or result
+    vm.run(["systemctl", "stop", *DOCKER_UNITS], timeout=300)
+    vm.run(["sync"])
+    witness.start(vm)
+    return witness
+
+
+def _docker_held_back(vm: VM) -> None:
+    """Docker, enabled, did not start at the boot after the cut: the switch's hold said why in its journal,
+    and nothing made a fresh store where the data root was moved aside."""
+    docker = vm.run(["systemctl", "is-active", "docker.service"], check=False).stdout.strip()
+    assert docker in ("inactive", "failed"), docker
+    journal = vm.run(["journalctl", "-b", "-u", "docker.service", "--no-pager"]).stdout
+    assert "a migrate switch has not finished" in journal, journal[-2000:]
+    moved = "[ -d /var/lib/docker.devicemapper ] && ! mountpoint -q /var/lib/docker && ls -A /var/lib/docker"
+    made = vm.run(["bash", "-c", moved + " 2>/dev/null"], check=False)
+    assert made.stdout == "", f"a store was made on the root filesystem: {made.stdout}"
+
+
+@SWEEP
+@pytest.mark.releases("debian-12")
+@pytest.mark.parametrize("point", list(MIGRATE_CUTS))
+def test_migrate_switch_cut_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
+    vm = powered_vm
+    witness = _devicemapper_host_exported(vm)
+    try:
+        cut_power_at(vm, MIGRATE_CUTS[point], *MIGRATE, "--step", "switch")
+        witness.look(vm)
+        _docker_held_back(vm)
+        code, switched, err = thinpool_json(vm, *MIGRATE, "--step", "switch", timeout=1200)
+        assert code == 0 and switched["ok"], err or switched
+        vm.run(["systemctl", "start", "docker.service"], timeout=300)
+        assert vm.run(["docker", "info", "--format", "{{.Driver}}"]).stdout.strip() == "overlay2"
+        code, imported, err = thinpool_json(vm, *MIGRATE, "--step", "import", timeout=1200)
+        assert code == 0 and imported["ok"], err or imported
+        run = ["docker", "run", "--rm", "--network", "none", "-v", "vol1:/v", "thinpool-migrate/c1:committed"]
+        assert vm.run([*run, "sh", "-c", IN_C1], timeout=300).stdout == "hello\nkept\n"
+        witness.assert_whole(witness.read(vm))
+        _healthy(vm)
+    finally:
+        vm.run(["systemctl", "disable", "--now", *DOCKER_UNITS], check=False, timeout=300)

@@ -308,11 +308,44 @@ def plan_switch(ctx: Context, where: Where) -> StepPlan:
     )
     shape = f"record the volume group's shape in {folder / SHAPE} (a rollback checks it)"
     operations = (
+        *_hold_docker_operations(ctx),
         *_switch_operations(ctx, where, folder),
         Operation(OpKind.APPLY_ENGINE, applied),
         Operation(OpKind.RECORD_SHAPE, shape),
+        _release_docker_operation(),
     )
     return StepPlan(Step.SWITCH, where, operations)
+
+
+def _hold_docker_operations(ctx: Context) -> list[Operation]:
+    """Docker held back for the switch's whole run, unless a run that was cut off already holds it."""
+    if observe.under(ctx.root, migrate.HOLD_DROP_IN).exists():
+        return []
+    why = "after a crash or a power cut mid-switch, Docker must not start on a data root moved aside or half-made"
+    return [Operation(OpKind.HOLD_DOCKER, f"hold docker.service back ({migrate.HOLD_DROP_IN}): {why}")]
+
+
+def _release_docker_operation() -> Operation:
+    return Operation(OpKind.RELEASE_DOCKER, f"let docker.service start again (remove {migrate.HOLD_DROP_IN})")
+
+
+def _systemd_reads_its_units(ctx: Context) -> None:
+    if observe.systemd_running(ctx.root):
+        ctx.runner.run(programs.systemctl_daemon_reload())
+
+
+def _hold_docker(ctx: Context, _plan: StepPlan, _operation: Operation) -> None:
+    path = observe.under(ctx.root, migrate.HOLD_DROP_IN)
+    files.write_atomically(path, migrate.hold_drop_in(), keep_owner=False, mode=0o644)
+    _systemd_reads_its_units(ctx)
+
+
+def _release_docker(ctx: Context, _plan: StepPlan, _operation: Operation) -> None:
+    path = observe.under(ctx.root, migrate.HOLD_DROP_IN)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+        files.sync_folder(path.parent)
+    _systemd_reads_its_units(ctx)
 
 
 def _keep_files(ctx: Context, plan: StepPlan, _operation: Operation) -> None:
@@ -537,6 +570,8 @@ def plan_rollback(ctx: Context, where: Where) -> StepPlan:
         Operation(OpKind.RESTORE_FILES, "put back " + ", ".join(SAVED_FILES)),
         Operation(OpKind.MOVE_BACK, f"move {aside} back to {data_root}: start Docker (devicemapper)"),
     ]
+    if observe.under(ctx.root, migrate.HOLD_DROP_IN).exists():  # a switch was cut off while it held Docker
+        operations.append(_release_docker_operation())
     return StepPlan(Step.ROLLBACK, where, tuple(operations))
 
 
@@ -592,6 +627,8 @@ EXECUTORS: dict[OpKind, Execute] = {
     OpKind.MOVE_DATA_ROOT: _move_data_root,
     OpKind.APPLY_ENGINE: _apply_engine,
     OpKind.RECORD_SHAPE: _record_shape,
+    OpKind.HOLD_DOCKER: _hold_docker,
+    OpKind.RELEASE_DOCKER: _release_docker,
     OpKind.LOAD_IMAGE: _load_image,
     OpKind.TAG_IMAGE: _tag_image,
     OpKind.RESTORE_VOLUME: _restore_volume,

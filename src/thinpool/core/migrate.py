@@ -42,6 +42,9 @@ DEVICE_TAG = "thinpool.devicemapper"  # on the LVs that stand for Docker's thin 
 DOCKER_METADATA = "devicemapper/metadata"  # under Docker's data root: one JSON file per thin device
 DOCKER_BOOKKEEPING = ("deviceset-metadata", "transaction-metadata")  # the other files there
 ASIDE_SUFFIX = ".devicemapper"  # the old data root is moved to DATA_ROOT + this
+# While a switch runs, docker.service refuses to start: after a crash or a power cut mid-switch, a Docker
+# started at boot would make a fresh store on the root filesystem where its data root was moved aside.
+HOLD_DROP_IN = "/etc/systemd/system/docker.service.d/thinpool-switching.conf"
 INVENTORY = "inventory.json"
 IMPORTED = "imported.json"
 STAGING_MARGIN_PERCENT = 10  # tar headers and docker save's manifests, over the images' own size
@@ -74,6 +77,8 @@ class OpKind(StrEnum):
     MOVE_DATA_ROOT = "move-data-root"
     APPLY_ENGINE = "apply-engine"
     RECORD_SHAPE = "record-shape"
+    HOLD_DOCKER = "hold-docker"
+    RELEASE_DOCKER = "release-docker"
     STOP_DOCKER = "stop-docker"
     START_DOCKER = "start-docker"
     LOAD_IMAGE = "load-image"
@@ -237,6 +242,23 @@ def with_docker_devices(
 
 
 # daemon.json ------------------------------------------------------------------------------------
+
+
+HOLD_MESSAGE = (
+    "thinpool: a migrate switch has not finished: run thinpool migrate --step switch again (or --rollback), "
+    "then start Docker"
+)
+
+
+def hold_drop_in() -> str:
+    """docker.service's drop-in while a switch runs: every start fails, saying why and what to run (a fixed
+    text: no path in it, so nothing for systemd's % specifiers or $ variables)."""
+    return (
+        "# Written by thinpool migrate --step switch, removed when it ends: Docker must not start on a data\n"
+        "# root moved aside or half-made.\n"
+        "[Service]\n"
+        f"ExecStartPre=/bin/sh -c 'echo \"{HOLD_MESSAGE}\" >&2; exit 1'\n"
+    )
 
 
 def without_devicemapper(settings: Mapping[str, Any]) -> dict[str, Any]:
