@@ -107,9 +107,10 @@ class Witness:
             self.seen[path].add(text)
         return now
 
-    def assert_whole(self, after: dict[str, str | None]) -> None:
+    def assert_whole(self, after: dict[str, str | None], between: dict[str, str] | None = None) -> None:
+        """``between``: a whole state a command writes on its way (a file it rewrites twice), also allowed."""
         for path, states in self.seen.items():
-            allowed = {self.before[path], after[path]}
+            allowed = {self.before[path], after[path], *([between[path]] if between and path in between else [])}
             assert states <= allowed, f"{path} was seen half-written after a power cut: {states - allowed}"
 
 
