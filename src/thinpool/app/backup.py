@@ -171,6 +171,7 @@ def _take(ctx: Context, vg: str, pool: str, into: str | None, keep: int) -> back
         dump_name, vg_name, manifest_name = made.files
         _compress(raw, where / dump_name)
         ctx.runner.run(commands.vgcfgbackup(vg, str(where / vg_name)))
+        files.sync_file(where / vg_name)  # on the disk before the manifest names it (lvm does not fsync it)
         files.write_atomically(
             where / manifest_name, json.dumps(made.to_dict(), indent=2) + "\n", keep_owner=False, mode=0o600
         )

@@ -373,8 +373,10 @@ def _record_devices(ctx: Context, plan: StepPlan, _operation: Operation) -> None
     taken = backups.take(ctx, spec.vg, spec.pool)  # the kernel's devices and transaction id; and a safety net
     devices = migrate.kept_devices(taken.devices, _docker_records(ctx, plan.where.data_root))
     before = folder / LVM_BEFORE
-    if not before.exists():
-        ctx.runner.run(commands.vgcfgbackup(spec.vg, str(before)))
+    if not before.exists():  # whole or absent after a power cut: a rollback and a re-run read it
+        partial = before.with_name(before.name + ".partial")
+        ctx.runner.run(commands.vgcfgbackup(spec.vg, str(partial)))
+        files.replace_synced(partial, before)
     edited = folder / "lvm-switched.vgcfg.partial"
     edited.write_text(
         migrate.with_docker_devices(
