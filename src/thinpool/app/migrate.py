@@ -317,9 +317,13 @@ def plan_switch(ctx: Context, where: Where) -> StepPlan:
     return StepPlan(Step.SWITCH, where, operations)
 
 
+def _hold_path(ctx: Context) -> Path:
+    return observe.under(ctx.root, migrate.HOLD_DROP_IN)
+
+
 def _hold_docker_operations(ctx: Context) -> list[Operation]:
     """Docker held back for the switch's whole run, unless a run that was cut off already holds it."""
-    if observe.under(ctx.root, migrate.HOLD_DROP_IN).exists():
+    if _hold_path(ctx).exists():
         return []
     why = "after a crash or a power cut mid-switch, Docker must not start on a data root moved aside or half-made"
     return [Operation(OpKind.HOLD_DOCKER, f"hold docker.service back ({migrate.HOLD_DROP_IN}): {why}")]
@@ -335,13 +339,12 @@ def _systemd_reads_its_units(ctx: Context) -> None:
 
 
 def _hold_docker(ctx: Context, _plan: StepPlan, _operation: Operation) -> None:
-    path = observe.under(ctx.root, migrate.HOLD_DROP_IN)
-    files.write_atomically(path, migrate.hold_drop_in(), keep_owner=False, mode=0o644)
+    files.write_atomically(_hold_path(ctx), migrate.hold_drop_in(), keep_owner=False, mode=0o644)
     _systemd_reads_its_units(ctx)
 
 
 def _release_docker(ctx: Context, _plan: StepPlan, _operation: Operation) -> None:
-    path = observe.under(ctx.root, migrate.HOLD_DROP_IN)
+    path = _hold_path(ctx)
     if path.exists() or path.is_symlink():
         path.unlink()
         files.sync_folder(path.parent)
@@ -572,7 +575,7 @@ def plan_rollback(ctx: Context, where: Where) -> StepPlan:
         Operation(OpKind.RESTORE_FILES, "put back " + ", ".join(SAVED_FILES)),
         Operation(OpKind.MOVE_BACK, f"move {aside} back to {data_root}: start Docker (devicemapper)"),
     ]
-    if observe.under(ctx.root, migrate.HOLD_DROP_IN).exists():  # a switch was cut off while it held Docker
+    if _hold_path(ctx).exists():  # a switch was cut off while it held Docker
         operations.append(_release_docker_operation())
     return StepPlan(Step.ROLLBACK, where, tuple(operations))
 
