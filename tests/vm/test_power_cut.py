@@ -175,7 +175,8 @@ def _converged_grow(vm: VM, witness: Witness, precious: str, on_volume: str) -> 
     _healthy(vm)
 
 
-@pytest.mark.parametrize("point", [pytest.param(name, marks=() if name == "metadata" else SWEEP) for name in GROW_CUTS])
+@SWEEP
+@pytest.mark.parametrize("point", list(GROW_CUTS))
 def test_grow_cut_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
     vm = powered_vm
     witness, precious, on_volume = _pool_in_use(vm)
