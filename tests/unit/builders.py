@@ -12,6 +12,7 @@ from thinpool.core.health import PoolStatus
 from thinpool.core.lvm import commands, report
 from thinpool.core.lvm.commands import SEG_OWN_FIELDS
 from thinpool.core.model import Device, LogicalVolume, Observed, PhysicalVolume, VolumeGroup
+from thinpool.core.plan import Plan, PlanLayout
 from thinpool.core.units import GiB, MiB
 from thinpool.system.observe import StatVfs
 from thinpool.testing import ScriptedRunner
@@ -140,10 +141,22 @@ def kernel_pool_status(transaction_id: int, mode: str = "rw") -> str:
     )
 
 
-def status(**kwargs: object) -> health.PoolStatus:
-    profile = kwargs.pop("profile", PROFILE)
+def status(
+    pool: dict[str, str] | None = None,
+    free: int = 200,
+    devices: str = "/dev/vda(12)",
+    thin: int = 2,
+    profile: str = PROFILE,
+) -> health.PoolStatus:
+    """The status of docker/thinpool from a report of ``status_report``'s fields; ``profile``'s text, or none."""
     profiles = {"thinpool-docker-thinpool": profile} if profile else {}
-    return pool_status(status_report(**kwargs), "docker", "thinpool", profiles)
+    return pool_status(status_report(pool, free, devices, thin), "docker", "thinpool", profiles)
+
+
+def laid_out(plan: Plan) -> PlanLayout:
+    """The layout of a plan that makes or grows a pool; a plan without one fails the test here."""
+    assert plan.layout is not None, plan.actions
+    return plan.layout
 
 
 def codes(found: list[Finding]) -> set[str]:

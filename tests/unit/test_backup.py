@@ -7,6 +7,7 @@ import io
 import json
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from thinpool.app.context import Context
 from thinpool.app.metrics import Reading, exposition
 from thinpool.cli import EXIT_OK, main
 from thinpool.core import backup, doctor, repair
+from thinpool.core.health import PoolStatus
 from thinpool.core.lvm import commands, report
 from thinpool.core.programs import argv as programs
 from thinpool.system import files, observe
@@ -94,8 +96,13 @@ def test_rotation_keeps_the_newest_and_manifests_read_back() -> None:
     assert backup.parse_manifest({**made[0].to_dict(), "created": "soon"}) is None
 
 
-def _writes(path: Path, text: str) -> object:
-    return lambda: path.write_text(text)
+def _writes(path: Path, text: str) -> Callable[[], None]:
+    """What the real command does to the disk: writes ``text`` at ``path``."""
+
+    def write() -> None:
+        path.write_text(text)
+
+    return write
 
 
 def _expect_backup(runner: ScriptedRunner, folder: Path, *, held: str = "-", transaction: int = 7) -> None:
@@ -198,7 +205,10 @@ def test_maintain_backs_up_a_pool_whose_metadata_moved(tmp_path: Path, capsys: p
 
 def test_doctor_warns_of_a_missing_or_stale_backup_and_metrics_carry_its_age() -> None:
     status = builders.pool_status(status_report(), "docker", "thinpool", {})
-    codes = lambda found: {finding.code for finding in doctor.diagnose(found)}  # noqa: E731
+
+    def codes(found: PoolStatus) -> set[str]:
+        return {finding.code for finding in doctor.diagnose(found)}
+
     assert not {"metadata-backup-missing", "metadata-backup-stale"} & codes(status)  # not looked at
     missing = replace(status, backup_checked=True)
     assert "metadata-backup-missing" in codes(missing)
@@ -280,7 +290,12 @@ def test_repair_refuses_while_a_thin_volume_is_mounted_and_stops_nothing(
     )
     sizes = os.statvfs_result((4096, 4096, 256, 128, 128, 0, 0, 0, 0, 255))
     asked: list[str] = []
-    ctx = Context(runner=runner, root=tmp_path, euid=0, statvfs=lambda path: asked.append(path) or sizes)
+
+    def statvfs(path: str) -> os.statvfs_result:
+        asked.append(path)
+        return sizes
+
+    ctx = Context(runner=runner, root=tmp_path, euid=0, statvfs=statvfs)
     assert main(["repair", "--yes"], context=ctx) == 1
     assert runner.exhausted  # nothing was stopped
     err = capsys.readouterr().err

@@ -18,7 +18,7 @@ from thinpool.core.plan import ActionKind
 from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import GiB
 from thinpool.engines import docker, docker_devicemapper, docker_overlay2
-from thinpool.engines.target import PoolTarget
+from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
 from thinpool.system import dns
 
@@ -36,8 +36,8 @@ def _spec(engine: str = "docker-overlay2-thin", **options: object) -> PoolSpec:
     return PoolSpec(devices=("/dev/vda",), engine=engine, engine_options=chosen)
 
 
-def _content(changes: object, path: str) -> str:
-    return next(action.content for action in changes.actions if action.path == path)  # type: ignore[attr-defined]
+def _content(changes: EngineChanges, path: str) -> str:
+    return next(action.content for action in changes.actions if action.path == path)
 
 
 @pytest.mark.parametrize("engine", [docker_overlay2, docker_devicemapper])

@@ -6,12 +6,14 @@ import json
 import shutil
 import subprocess
 import tomllib
+from dataclasses import replace
 
 import pytest
 
 from thinpool import engines
 from thinpool.app import planning
 from thinpool.core.model import EngineState, LogicalVolume, StoreRoot, virtual_disks
+from thinpool.core.plan import ActionKind
 from thinpool.core.spec import EngineOptions, PoolSpec
 from thinpool.core.units import GiB
 from thinpool.engines import (
@@ -24,7 +26,7 @@ from thinpool.engines import (
     systemd,
     thin_volume,
 )
-from thinpool.engines.target import PoolTarget
+from thinpool.engines.target import EngineChanges, PoolTarget
 from thinpool.errors import SpecError
 
 TARGET = PoolTarget("docker", "thinpool", 6 * GiB)
@@ -44,8 +46,8 @@ def _with_files(state: EngineState, **files: str) -> EngineState:
     return EngineState(**{**state.__dict__, "files": {paths[name]: text for name, text in files.items()}})
 
 
-def _written(changes: object, path: str) -> str:
-    return next(action.content for action in changes.actions if action.path == path)  # type: ignore[attr-defined]
+def _written(changes: EngineChanges, path: str) -> str:
+    return next(action.content for action in changes.actions if action.path == path)
 
 
 def test_devicemapper_daemon_json_keeps_every_other_key() -> None:
@@ -136,7 +138,7 @@ def test_a_pool_with_lvm_thin_volumes_is_not_handed_to_an_engine() -> None:
         (containerd_devmapper, "containerd-devmapper"),
     ):
         with pytest.raises(SpecError, match="vol1"):
-            module.plan(_spec(engine), target, DOCKER)  # type: ignore[attr-defined]
+            module.plan(_spec(engine), target, DOCKER)
 
 
 @pytest.mark.parametrize(
@@ -151,8 +153,10 @@ def test_a_pool_with_lvm_thin_volumes_is_not_handed_to_an_engine() -> None:
     ],
 )
 def test_tcp_api_beyond_loopback_needs_tls(hosts: tuple[str, ...], tls: bool, insecure: bool, outcome: str) -> None:
-    files = {"tls_cacert": "/etc/docker/ca.pem", "tls_cert": "/etc/docker/cert.pem", "tls_key": "/etc/docker/key.pem"}
-    options = EngineOptions(hosts=hosts, insecure_tcp=insecure, **(files if tls else {}))
+    options = EngineOptions(hosts=hosts, insecure_tcp=insecure)
+    if tls:
+        files = ("/etc/docker/ca.pem", "/etc/docker/cert.pem", "/etc/docker/key.pem")
+        options = replace(options, tls_cacert=files[0], tls_cert=files[1], tls_key=files[2])
     if outcome == "refused":
         with pytest.raises(SpecError, match="without TLS"):
             docker.check_hosts(options)
@@ -279,7 +283,7 @@ def test_engine_actions_follow_the_pool_in_the_plan() -> None:
     spec = _spec("docker-devicemapper")
     plan = planning.plan_host(spec, virtual_disks([8 * GiB], ["/dev/vda"]))
     kinds = [action.kind for action in plan.actions]
-    assert kinds.index("thin-pool") < kinds.index("engine-config")
+    assert kinds.index(ActionKind.THIN_POOL) < kinds.index(ActionKind.ENGINE_CONFIG)
     assert plan.next_steps and "systemctl restart docker" in plan.next_steps[0]
     assert not any("not found" in warning for warning in plan.warnings)  # nothing was read on virtual disks
 

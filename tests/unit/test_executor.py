@@ -12,7 +12,7 @@ from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, MiB
 from thinpool.testing import ScriptedRunner
 
-from .builders import lvm_report
+from .builders import laid_out, lvm_report
 
 
 def _report(kind: str, rows: list[dict[str, str]]) -> str:
@@ -38,7 +38,7 @@ def _lvm_state(runner: ScriptedRunner, *, pv: bool, vg: bool, pool: dict[str, st
 
 
 def _pool_row(plan: Plan, monitor: str) -> dict[str, str]:
-    layout = plan.layout
+    layout = laid_out(plan)
     return {
         "lv_name": "thinpool",
         "vg_name": "docker",
@@ -165,7 +165,7 @@ def _linked_daemon_json(tmp_path: Path) -> tuple[Path, Path]:
     return real, link
 
 
-def _daemon_json_write(**guards: str) -> Action:
+def _daemon_json_write(expect: str = "", through_link: str = "") -> Action:
     return Action(
         "write",
         ActionKind.ENGINE_CONFIG,
@@ -173,7 +173,8 @@ def _daemon_json_write(**guards: str) -> Action:
         "test",
         path="/etc/docker/daemon.json",
         content='{"storage-driver": "overlay2"}\n',
-        **guards,
+        expect=expect,
+        through_link=through_link,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -80,7 +82,7 @@ def test_autoextend_steps_are_counted_until_the_vg_runs_out() -> None:
         ),
     ],
 )
-def test_each_finding_names_its_fix(kwargs: dict[str, object], code: str, severity: str, fix: str) -> None:
+def test_each_finding_names_its_fix(kwargs: dict[str, Any], code: str, severity: str, fix: str) -> None:
     found = [finding for finding in doctor.diagnose(status(**kwargs)) if finding.code == code]
     assert found, codes(doctor.diagnose(status(**kwargs)))
     assert found[0].severity == severity and fix in found[0].fix
@@ -98,7 +100,7 @@ def test_an_inactive_pool_is_named_with_its_volumes_and_not_blamed_for_what_only
     assert [(finding.code, finding.severity) for finding in empty] == [("pool-inactive", "warning")]
 
 
-def _state(daemon: dict[str, object] | str, dockerd: str = "20.10.24") -> EngineState:
+def _state(daemon: Mapping[str, object] | str, dockerd: str = "20.10.24") -> EngineState:
     text = daemon if isinstance(daemon, str) else json.dumps(daemon)
     return EngineState(observed=True, files={"/etc/docker/daemon.json": text}, versions={"dockerd": dockerd})
 

@@ -1,12 +1,12 @@
 import pytest
 
 from thinpool.core import lifecycle, sizing
-from thinpool.core.model import LogicalVolume
+from thinpool.core.model import LogicalVolume, Observed
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, KiB, MiB
 from thinpool.errors import SpecError
 
-from .builders import disk, empty_vg, observed_with_vg
+from .builders import disk, empty_vg, laid_out, observed_with_vg
 
 
 def _pool(**fields: object) -> LogicalVolume:
@@ -24,12 +24,12 @@ def _pool(**fields: object) -> LogicalVolume:
     return LogicalVolume(**values)  # type: ignore[arg-type]
 
 
-def _observed(*extra: LogicalVolume, free: int = 167):
+def _observed(*extra: LogicalVolume, free: int = 167) -> Observed:
     return observed_with_vg(empty_vg("docker", 1023, free=free, lvs=(_pool(), *extra)))
 
 
 def test_destroy_removes_pool_vg_labels_and_profile() -> None:
-    plan = lifecycle.plan_destroy(PoolSpec(), _observed(), {})
+    plan = lifecycle.plan_destroy(PoolSpec(), _observed())
     assert [action.argv for action in plan.actions[:3]] == [
         ("lvremove", "--yes", "docker/thinpool"),
         ("vgremove", "--yes", "docker"),
@@ -41,7 +41,7 @@ def test_destroy_removes_pool_vg_labels_and_profile() -> None:
 
 def test_destroy_keeps_a_vg_that_holds_other_volumes() -> None:
     other = LogicalVolume("root", "docker", "-wi-ao----", 40 * MiB, "linear")
-    plan = lifecycle.plan_destroy(PoolSpec(), _observed(other), {})
+    plan = lifecycle.plan_destroy(PoolSpec(), _observed(other))
     assert [action.kind for action in plan.actions] == ["thin-pool", "lvm-profile"]
     assert "root" in plan.reasons["volume group"]
 
@@ -49,19 +49,18 @@ def test_destroy_keeps_a_vg_that_holds_other_volumes() -> None:
 def test_destroy_refused_while_thin_volumes_are_active() -> None:
     thin = LogicalVolume("vol", "docker", "Vwi-aot---", GiB, "thin", pool_lv="thinpool", active=True)
     with pytest.raises(SpecError, match="active thin volumes: vol"):
-        lifecycle.plan_destroy(PoolSpec(), _observed(thin), {})
+        lifecycle.plan_destroy(PoolSpec(), _observed(thin))
 
 
 def test_destroy_refused_while_an_engine_points_at_the_pool() -> None:
-    config = {"/etc/docker/daemon.json": '{"storage-opts": ["dm.thinpooldev=/dev/mapper/docker-thinpool"]}'}
-    with pytest.raises(SpecError, match=r"daemon\.json still points") as caught:
-        lifecycle.plan_destroy(PoolSpec(), _observed(), config)
+    with pytest.raises(SpecError, match=r"daemon\.json still points at docker/thinpool") as caught:
+        lifecycle.plan_destroy(PoolSpec(), _observed(), ("/etc/docker/daemon.json",))
     assert "reconfigure" in caught.value.fix
 
 
 def test_destroy_of_a_missing_pool_says_so() -> None:
     with pytest.raises(SpecError, match="no thin pool docker/other"):
-        lifecycle.plan_destroy(PoolSpec(pool="other"), _observed(), {})
+        lifecycle.plan_destroy(PoolSpec(pool="other"), _observed())
 
 
 def test_grow_onto_a_new_disk_keeps_one_autoextend_step_free() -> None:
@@ -70,7 +69,7 @@ def test_grow_onto_a_new_disk_keeps_one_autoextend_step_free() -> None:
     plan = lifecycle.plan_grow(PoolSpec(devices=("/dev/sdc",)), observed)
     kinds = [action.kind for action in plan.actions]
     assert kinds[:2] == ["physical-volume", "volume-group"] and kinds[-1] == "pool-data"
-    layout = plan.layout
+    layout = laid_out(plan)
     free = 167 + 1023
     growth = layout.metadata_extents - 12
     assert layout.left_extents == free - 2 * growth - (layout.data_extents - 832)
@@ -114,7 +113,7 @@ def test_a_grown_pool_that_dmeventd_also_extended_is_not_a_failed_step() -> None
     observed.devices["/dev/sdc"] = disk("/dev/sdc", 4 * GiB)
     plan = lifecycle.plan_grow(PoolSpec(devices=("/dev/sdc",)), observed)
     grow_data = plan.actions[-1]
-    planned = plan.layout.data_size
+    planned = laid_out(plan).data_size
 
     def after(size: int) -> str:
         return problem_after(grow_data, plan, _observed_with(replace(_pool(), size=size)))
@@ -123,5 +122,5 @@ def test_a_grown_pool_that_dmeventd_also_extended_is_not_a_failed_step() -> None
     assert after(planned - 4 * MiB) == f"data is {planned - 4 * MiB} bytes, planned {planned}"
 
 
-def _observed_with(pool: LogicalVolume):
+def _observed_with(pool: LogicalVolume) -> Observed:
     return observed_with_vg(empty_vg("docker", 2047, free=100, lvs=(pool,)))

@@ -15,6 +15,7 @@ from thinpool.core import migrate
 from thinpool.core.lvm import commands
 from thinpool.core.migrate import DockerDevice, Image, Inventory, MigrateRefused, Operation, OpKind, Step, Volume
 from thinpool.core.programs import argv as programs
+from thinpool.core.spec import PoolSpec
 from thinpool.testing import ScriptedRunner
 
 from .builders import DOCKER_VG_ROW, VG_TEXT, expect_pool_lvm, lv_row, lvm_report
@@ -192,8 +193,8 @@ def test_every_step_in_one_run_is_refused_without_systemd_and_names_the_step_com
     assert "--step export" in refused.value.fix and "--step import" in refused.value.fix
 
 
-def migrate_spec() -> use_case.PoolSpec:
-    return use_case.PoolSpec(engine=migrate.TARGET)
+def migrate_spec() -> PoolSpec:
+    return PoolSpec(engine=migrate.TARGET)
 
 
 def test_the_command_shows_what_a_step_would_do_and_does_nothing_without_yes(

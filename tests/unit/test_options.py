@@ -46,8 +46,17 @@ shares = st.one_of(sizes, st.integers(1, 100).map(lambda p: Percent(Fraction(p),
     ),
 )
 def test_spec_to_argv_round_trips(
-    devices, vg, engine, chunk, metadata, data, headroom, devices_n, flag, engine_options
-) -> None:  # type: ignore[no-untyped-def]
+    devices: list[str],
+    vg: str,
+    engine: str,
+    chunk: int | None,
+    metadata: int | None,
+    data: int | Percent | None,
+    headroom: int | Percent | None,
+    devices_n: int,
+    flag: bool,
+    engine_options: EngineOptions,
+) -> None:
     spec = PoolSpec(
         devices=tuple(devices),
         vg=vg,

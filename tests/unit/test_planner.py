@@ -6,13 +6,13 @@ import pytest
 from thinpool.core import planner, sizing
 from thinpool.core.lvm import commands
 from thinpool.core.model import DmDevice, LogicalVolume, Observed, PhysicalVolume, virtual_disks
-from thinpool.core.plan import Plan, SavedPlanError, render_text
+from thinpool.core.plan import ActionKind, Plan, SavedPlanError, render_text
 from thinpool.core.safety import UnsafeDevice
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, KiB, MiB, Percent
 from thinpool.errors import DoesNotFit, SpecError
 
-from .builders import disk, empty_vg, observed_with_vg
+from .builders import disk, empty_vg, laid_out, observed_with_vg
 
 CLASSIC_DISK = 762048 * MiB  # 744.19 GiB: 190511 extents of 4 MiB after pvcreate's 1 MiB
 
@@ -24,7 +24,7 @@ def classic_plan(**spec: object) -> Plan:
 
 def test_classic_geometry_plan_fits_with_exact_extents() -> None:
     plan = classic_plan()
-    layout = plan.layout
+    layout = laid_out(plan)
     assert layout.free_extents == 190511
     used = layout.data_extents + layout.metadata_extents + layout.spare_extents + layout.headroom_extents
     assert used + layout.left_extents == 190511
@@ -41,9 +41,9 @@ def test_classic_plan_actions_and_argv() -> None:
     create = plan.actions[3]
     assert create.argv[:4] == ("lvcreate", "--yes", "--type", "thin-pool")
     argv = list(create.argv)
-    assert argv[argv.index("--extents") + 1] == str(plan.layout.data_extents)
+    assert argv[argv.index("--extents") + 1] == str(laid_out(plan).data_extents)
     assert argv[argv.index("--chunksize") + 1] == "512k"
-    assert argv[argv.index("--poolmetadatasize") + 1] == f"{plan.layout.metadata_size // MiB}m"
+    assert argv[argv.index("--poolmetadatasize") + 1] == f"{laid_out(plan).metadata_size // MiB}m"
     assert argv[argv.index("--zero") + 1] == "n"
     assert all(action.reason for action in plan.actions)
     profile = plan.actions[2]
@@ -98,30 +98,30 @@ def test_explicit_data_size_that_does_not_fit_is_refused_with_the_largest_that_d
 
 def test_data_percent_of_vg() -> None:
     plan = classic_plan(data_size=Percent(__import__("fractions").Fraction(50), "VG"))
-    assert plan.layout.data_extents == 190511 // 2
+    assert laid_out(plan).data_extents == 190511 // 2
 
 
 def test_explicit_data_size_rounds_up_to_extents() -> None:
     plan = classic_plan(data_size=100 * GiB + 1)
-    assert plan.layout.data_extents == 100 * GiB // (4 * MiB) + 1
+    assert laid_out(plan).data_extents == 100 * GiB // (4 * MiB) + 1
 
 
 def test_headroom_request_raises_the_reserve() -> None:
     plan = classic_plan(headroom=200 * GiB)
-    assert plan.layout.headroom_extents == 200 * GiB // (4 * MiB)
-    assert plan.layout.left_extents >= 0
+    assert laid_out(plan).headroom_extents == 200 * GiB // (4 * MiB)
+    assert laid_out(plan).left_extents >= 0
 
 
 def test_autoextend_off_uses_all_the_room_and_warns() -> None:
     plan = classic_plan(autoextend=sizing.Autoextend(100, 20))
-    assert plan.layout.headroom_extents == 0
-    assert plan.layout.left_extents == 0
+    assert laid_out(plan).headroom_extents == 0
+    assert laid_out(plan).left_extents == 0
     assert any("autoextend is off" in warning for warning in plan.warnings)
 
 
 def test_small_requested_metadata_warns() -> None:
     plan = classic_plan(metadata_size=8 * MiB)
-    assert plan.layout.metadata_extents == 2
+    assert laid_out(plan).metadata_extents == 2
     assert any("below" in warning for warning in plan.warnings)
 
 
@@ -134,7 +134,7 @@ def test_existing_vg_with_other_lvs_and_a_spare() -> None:
     other = LogicalVolume("root", "vg0", "-wi-ao----", 400 * 4 * MiB, "linear")
     vg = empty_vg("vg0", 2000, free=1500, spare_extents=5, lvs=(other,))
     plan = planner.plan(PoolSpec(vg="vg0"), observed_with_vg(vg))
-    layout = plan.layout
+    layout = laid_out(plan)
     assert layout.free_extents == 1500
     assert layout.spare_extents == max(0, layout.metadata_extents - 5)
     assert [action.kind for action in plan.actions] == ["lvm-profile", "thin-pool", "monitoring"]
@@ -147,7 +147,7 @@ def test_existing_vg_extended_with_a_new_disk() -> None:
     plan = planner.plan(PoolSpec(devices=("/dev/sdb", "/dev/sdc")), observed)
     assert plan.actions[0].argv == ("pvcreate", "/dev/sdc")
     assert plan.actions[1].argv == ("vgextend", "docker", "/dev/sdc")
-    assert plan.layout.free_extents == 500 + (8 * GiB - MiB) // (4 * MiB)
+    assert laid_out(plan).free_extents == 500 + (8 * GiB - MiB) // (4 * MiB)
 
 
 def test_missing_vg_without_devices_is_refused() -> None:
@@ -309,7 +309,7 @@ def test_names_with_dashes_are_fine_and_dm_name_doubles_them() -> None:
 
 def test_two_disks_make_one_vg() -> None:
     plan = planner.plan(PoolSpec(devices=("disk1", "disk2")), virtual_disks([4 * GiB, 4 * GiB]))
-    assert plan.layout.free_extents == 2 * 1023
+    assert laid_out(plan).free_extents == 2 * 1023
     assert plan.actions[2].argv == ("vgcreate", "--physicalextentsize", "4m", "docker", "disk1", "disk2")
 
 
@@ -330,13 +330,13 @@ def test_tagged_half_made_pool_is_removed_then_planned_afresh() -> None:
     plan = planner.plan(PoolSpec(), _vg_with(_linear("thinpool", 48 * MiB, tags=(commands.MANAGED_TAG,)), spare))
     assert plan.actions[0].op == "destroy" and plan.actions[0].argv == ("lvremove", "--yes", "docker/thinpool")
     assert [action.kind for action in plan.actions[1:]] == ["lvm-profile", "thin-pool", "monitoring"]
-    assert plan.layout.free_extents == 1023 - 12  # the leftover's extents are free again; the spare stays
-    assert plan.layout.spare_extents == 0
+    assert laid_out(plan).free_extents == 1023 - 12  # the leftover's extents are free again; the spare stays
+    assert laid_out(plan).spare_extents == 0
     assert "--addtag" in plan.actions[2].argv
 
 
 def test_lvm_temporary_leftover_is_removed_only_at_the_planned_metadata_size() -> None:
-    metadata = planner.plan(PoolSpec(), _vg_with()).layout.metadata_size
+    metadata = laid_out(planner.plan(PoolSpec(), _vg_with())).metadata_size
     plan = planner.plan(PoolSpec(), _vg_with(_linear("lvol0", metadata)))
     assert plan.actions[0].argv == ("lvremove", "--yes", "docker/lvol0")
     zeroing = planner.plan(PoolSpec(), _vg_with(_linear("lvol0", metadata, attr="-wi-a-----")))
@@ -433,7 +433,9 @@ def test_a_stray_mapping_holding_the_pools_metadata_is_removed_before_reactivati
     plan = planner.plan(PoolSpec(vg="docker"), observed)
     assert plan.actions[0].argv == ("dmsetup", "remove", "docker-lvol0")  # only the stray one
     kinds = [action.kind for action in plan.actions]
-    assert kinds.count("stray-dm-mapping") == 1 and kinds.index("deactivation") < kinds.index("activation")
+    assert kinds.count(ActionKind.STRAY_DM_MAPPING) == 1 and kinds.index(ActionKind.DEACTIVATION) < kinds.index(
+        ActionKind.ACTIVATION
+    )
     in_place = Observed(vgs={"docker": vg}, dm_devices=(DmDevice("docker-thinpool_tmeta", owner, 0),))
     assert all(action.kind != "stray-dm-mapping" for action in planner.plan(PoolSpec(vg="docker"), in_place).actions)
     pool_uuid = "Lv2222-aaaa-bbbb-cccc-dddd-eeee-ffffff"

@@ -10,7 +10,7 @@ from thinpool.core.spec import PoolSpec
 from thinpool.core.units import KiB, MiB, Percent
 from thinpool.errors import DoesNotFit, SpecError
 
-from .builders import empty_vg, observed_with_vg
+from .builders import empty_vg, laid_out, observed_with_vg
 
 extent_sizes = st.sampled_from([MiB << shift for shift in range(7)])  # 1 .. 64 MiB
 extent_counts = st.integers(min_value=100, max_value=10**7)
@@ -50,7 +50,7 @@ def test_every_plan_fits_and_respects_lvm_limits(case: tuple[PoolSpec, object, i
         assert spec.chunk_size is not None and "--chunk-size" in refusal.fix
         assert sizing.max_addressable_data(spec.chunk_size) < extents * extent
         return
-    layout = plan.layout
+    layout = laid_out(plan)
     # it fits, counting the spare and one autoextend step
     required = layout.data_extents + layout.metadata_extents + layout.spare_extents + layout.headroom_extents
     assert required <= layout.free_extents
@@ -83,5 +83,5 @@ def test_default_plans_fit_every_reasonable_vg(extent: int, extents: int, thresh
     if extents * extent < 8 << 30:
         extents = (8 << 30) // extent
     plan = planner.plan(spec, observed_with_vg(empty_vg("vg", extents, extent_size=extent)))
-    assert plan.layout.data_extents > 0
-    assert plan.layout.left_extents >= 0
+    assert laid_out(plan).data_extents > 0
+    assert laid_out(plan).left_extents >= 0

@@ -4,6 +4,8 @@ from thinpool.core import sizing
 from thinpool.core.units import GiB, KiB, MiB, TiB
 from thinpool.errors import SpecError
 
+from .builders import laid_out
+
 CLASSIC_EXTENTS = 190511  # a 744.18 GiB disk as one PV with 4 MiB extents
 EXTENT = 4 * MiB
 
@@ -215,6 +217,6 @@ def test_a_requested_chunk_is_never_raised_for_metadata_share() -> None:
 
     spec = PoolSpec(devices=("disk1",), engine="docker-devicemapper", chunk_size=128 * KiB)
     plan = planner.plan(spec, virtual_disks([20 * GiB]))
-    assert plan.layout.chunk_size == 128 * KiB
+    assert laid_out(plan).chunk_size == 128 * KiB
     default = planner.plan(PoolSpec(devices=("disk1",), engine="docker-devicemapper"), virtual_disks([20 * GiB]))
-    assert default.layout.chunk_size == 512 * KiB and "7." in default.reasons["chunk"]
+    assert laid_out(default).chunk_size == 512 * KiB and "7." in default.reasons["chunk"]

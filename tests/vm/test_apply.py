@@ -20,7 +20,9 @@ pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
 
 
 def assert_pool_matches(vm: VM, plan: Plan) -> None:
-    layout, extent = plan.layout, plan.layout.extent_size
+    layout = plan.layout
+    assert layout is not None
+    extent = layout.extent_size
     found = lvs(vm, plan.vg)
     pool = found[plan.pool]
     assert pool.size == layout.data_extents * extent
@@ -60,7 +62,7 @@ def test_saved_plan_applies_once_then_is_stale(vm: VM) -> None:
     code, _, err = thinpool_json(vm, "apply", "--yes", f"{SHARE_MOUNT}/plan.json")
     assert code == 0, err
     assert_pool_matches(vm, plan)
-    assert plan.layout.free_extents == 2 * 1023
+    assert plan.layout is not None and plan.layout.free_extents == 2 * 1023
     code, refusal, _ = thinpool_json(vm, "apply", "--yes", f"{SHARE_MOUNT}/plan.json")
     assert code == 1 and refusal["error"] == "StalePlan" and "thinpool plan --out" in refusal["fix"]
 

@@ -51,6 +51,7 @@ def test_killed_apply_converges_on_rerun_without_orphans(vm: VM, command: str, d
     assert names == EXPECTED_LVS  # no orphan or half-made volumes
     plan = planner.plan(PoolSpec(devices=("/dev/vda",)), virtual_disks([4 * GiB], ["/dev/vda"]))
     layout = plan.layout
+    assert layout is not None
     pool = found["thinpool"]
     assert pool.size == layout.data_size and pool.metadata_size == layout.metadata_size
     assert pool.chunk_size == layout.chunk_size and pool.seg_monitor == "monitored"
@@ -61,6 +62,7 @@ def test_killed_apply_converges_on_rerun_without_orphans(vm: VM, command: str, d
 def test_lvm_temporary_leftover_of_the_planned_size_is_cleared(vm: VM) -> None:
     """The shape a kill early in lvcreate leaves: an inactive lvol0 as large as the metadata."""
     plan = planner.plan(PoolSpec(devices=("/dev/vda",)), virtual_disks([4 * GiB], ["/dev/vda"]))
+    assert plan.layout is not None
     metadata_extents = plan.layout.metadata_extents
     vm.run(["pvcreate", "-q", "/dev/vda"])
     vm.run(["vgcreate", "-q", "docker", "/dev/vda"])

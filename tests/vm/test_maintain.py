@@ -18,7 +18,8 @@ DATA_ROOT = "/var/lib/docker"  # where overlay2-thin mounts its volume (the VM's
 
 
 def _status(vm: VM, target: str) -> dict[str, Any]:
-    return json.loads(vm.thinpool("status", target, "--json").stdout)
+    status: dict[str, Any] = json.loads(vm.thinpool("status", target, "--json").stdout)
+    return status
 
 
 def _maintain(vm: VM, *args: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ def doctor(vm: VM, target: str = "docker/thinpool") -> tuple[int, dict[str, Any]
 
 
 def finding(report: dict[str, Any], code: str) -> dict[str, str]:
-    found = [item for item in report["findings"] if item["code"] == code]
+    found: list[dict[str, str]] = [item for item in report["findings"] if item["code"] == code]
     assert found, [item["code"] for item in report["findings"]]
     return found[0]
 
