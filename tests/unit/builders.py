@@ -125,6 +125,7 @@ def status_report(
         "lv_profile": "thinpool-docker-thinpool",
         "segtype": "thin-pool",
         "thin_count": str(thin),
+        "lv_tags": commands.MANAGED_TAG,  # made by thinpool
         **(pool or {}),
     }
     rows = [lv_row("thinpool", **fields), lv_row("[thinpool_tdata]", devices=devices, lv_size=str(3 * GiB))]

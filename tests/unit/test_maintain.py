@@ -175,7 +175,9 @@ def test_maintain_without_a_pool_of_thinpools_says_how_to_name_one(
     runner = ScriptedRunner()
     runner.expect(commands.lvm_report(), stdout=lvm_report())
     assert main(["maintain"], context=_context(runner, tmp_path)) == 1
-    assert "fix: name the pool: thinpool maintain VG/POOL" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "none is tagged thinpool.managed or thinpool.adopted" in said
+    assert "fix: name the pool (thinpool maintain VG/POOL), or adopt a pool another tool made" in said
 
 
 def test_metrics_carry_reclaimable_bytes_and_the_when_full_mode() -> None:

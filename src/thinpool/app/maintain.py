@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from thinpool.app import backup as backups
-from thinpool.app import boot, watch
+from thinpool.app import watch
 from thinpool.app.context import Context
 from thinpool.app.executor import ApplyResult, Progress, StepStatus, apply
-from thinpool.core import backup, health, maintain
+from thinpool.core import backup, health, maintain, owners
+from thinpool.core.lvm import commands
 from thinpool.core.plan import Plan
 from thinpool.errors import ThinpoolError
 from thinpool.system import observe
@@ -58,10 +59,19 @@ class PoolCare:
         }
 
 
-def managed_pools(ctx: Context) -> list[tuple[str, str]]:
-    """Every thin pool thinpool made (tagged thinpool.managed), in VG/POOL order."""
-    volumes = boot.managed_volumes(observe.read_lvm(ctx.runner), [])
-    return [(lv.vg_name, lv.name) for lv in volumes if lv.is_thin_pool]
+CARED_FOR = frozenset({commands.MANAGED_TAG, owners.ADOPTED_TAG})
+
+
+def cared_for_pools(ctx: Context) -> list[tuple[str, str]]:
+    """Every thin pool thinpool made or adopted (tagged thinpool.managed or thinpool.adopted), in VG/POOL order."""
+    observed = observe.read_lvm(ctx.runner)
+    found = [
+        (vg.name, lv.bare_name)
+        for vg in observed.vgs.values()
+        for lv in vg.lvs
+        if lv.is_thin_pool and not lv.hidden and CARED_FOR & set(lv.tags)
+    ]
+    return sorted(found)
 
 
 def care_for(
@@ -108,10 +118,10 @@ def run(
     progress: Progress | None = None,
 ) -> list[PoolCare]:
     """One pass over ``targets`` (every pool thinpool made when empty)."""
-    chosen = targets or managed_pools(ctx)
+    chosen = targets or cared_for_pools(ctx)
     if not chosen:
         raise ThinpoolError(
-            "no thin pool made by thinpool here (none is tagged thinpool.managed)",
-            fix="name the pool: thinpool maintain VG/POOL",
+            "no thin pool made or adopted by thinpool here (none is tagged thinpool.managed or thinpool.adopted)",
+            fix="name the pool (thinpool maintain VG/POOL), or adopt a pool another tool made (thinpool adopt VG/POOL)",
         )
     return [care_for(ctx, vg, pool, policy, dry_run=dry_run, progress=progress) for vg, pool in chosen]

@@ -31,13 +31,13 @@ def doctor(ctx: Context, vg: str, pool: str, workload: sizing.Workload) -> tuple
     from thinpool.core.spec import PoolSpec
     from thinpool.system import observe_engine
 
-    found = _with_kernel_transaction(ctx, status(ctx, vg, pool))
+    found = with_kernel_transaction(ctx, status(ctx, vg, pool))
     findings = diagnose(found, DoctorOptions(workload))
     state = observe_engine.engine_state(ctx.runner, PoolSpec(vg=vg, pool=pool), ctx.root)
     return found, findings + engines.doctor(state, vg, pool)
 
 
-def _with_kernel_transaction(ctx: Context, found: health.PoolStatus) -> health.PoolStatus:
+def with_kernel_transaction(ctx: Context, found: health.PoolStatus) -> health.PoolStatus:
     """The active pool's transaction id as dm-thin has it (one dmsetup status), for the lost-metadata rule."""
     if not found.active:
         return found

@@ -27,7 +27,7 @@ __all__ = ["EXIT_CHANGES", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "build_p
 COMMANDS = {
     "plan": "pool", "apply": "pool", "grow": "pool", "destroy": "pool", "engine": "pool",
     "status": "watch", "doctor": "watch", "metrics": "watch",
-    "maintain": "maintain", "backup": "backup", "repair": "repair",
+    "maintain": "maintain", "backup": "backup", "repair": "repair", "adopt": "adopt",
     "activate": "boot", "install-units": "boot",
     "migrate": "migrate",
     "rehearse": "rehearse",
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None, context: Context | None = None) -> i
 
             context = system_context(json=bool(getattr(args, "json", False)))
         command: str | None = getattr(args, "changes", None)  # cli.arguments.changes_the_host marks these
-        if command is None:
+        if command is None or getattr(args, "dry_run", False):  # a preview changes nothing: it never waits
             return handler(args, context)
         with context.changing(command, args.lock_wait):
             return handler(args, context)

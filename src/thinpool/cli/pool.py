@@ -11,13 +11,12 @@ from typing import TYPE_CHECKING
 from thinpool.cli.arguments import changes_the_host
 from thinpool.cli.exits import EXIT_CHANGES, EXIT_CODES_HELP, EXIT_ERROR, EXIT_OK
 from thinpool.cli.options import add_engine_options, add_spec_options, spec_from_args
+from thinpool.cli.running import confirm, render_result, show_progress
 from thinpool.core.changes import DEFAULT_WAIT
-from thinpool.errors import ThinpoolError
 
 if TYPE_CHECKING:
     from thinpool.app.context import Context
-    from thinpool.app.executor import ApplyResult
-    from thinpool.core.plan import Action, Plan
+    from thinpool.core.plan import Plan
 
 SIZE_HELP = "Sizes take binary units: 744GiB, 512KiB, 100G, 4m (k/m/g/t are powers of 1024)."
 
@@ -49,35 +48,6 @@ def _cmd_plan(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_CHANGES if args.detailed_exitcode and result.has_changes else EXIT_OK
 
 
-def _show_progress(index: int, total: int, action: Action, state: str) -> None:
-    from thinpool.core.plan import describe
-
-    if state != "start":
-        print(f"[{index}/{total}] {describe(action)}: {state}", file=sys.stderr)
-
-
-def _render_result(result: ApplyResult) -> str:
-    from thinpool.app.executor import StepStatus
-    from thinpool.core.plan import describe
-
-    lines = []
-    for step in result.steps:
-        lines.append(
-            f"  {step.status:<8} {describe(step.action)}"
-            + (f" ({step.seconds:.1f}s)" if step.status == StepStatus.DONE else "")
-        )
-        if step.error:
-            lines.append("           " + step.error.replace("\n", "\n           "))
-        if step.note:
-            lines.append(f"           note: {step.note}")
-    done = sum(step.status == StepStatus.DONE for step in result.steps)
-    verdict = "Apply complete" if result.ok else "Apply FAILED"
-    lines.append(f"{verdict}: {done} of {len(result.steps)} changes made.")
-    lines += [f"warning: {warning}" for warning in result.plan.warnings]
-    lines += [f"then: {step}" for step in result.to_dict()["next_steps"]]
-    return "\n".join(lines) + "\n"
-
-
 def _cmd_apply(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.app import pool
 
@@ -102,13 +72,9 @@ def _run_plan(plan: Plan, args: argparse.Namespace, ctx: Context, question: str,
         if args.json:
             sys.stdout.write(json.dumps({**ApplyResult(plan).to_dict(), "changed": False}) + "\n")
         return EXIT_OK
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise ThinpoolError("no terminal to confirm on", fix="review the plan, then pass --yes")
-        if input(question).strip() != answer:
-            raise ThinpoolError("not confirmed; nothing was changed", fix=f"type {answer!r}, or pass --yes")
-    result = pool.run(ctx, plan, progress=None if args.json else _show_progress)
-    sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n" if args.json else _render_result(result))
+    confirm(args.yes, question, answer)
+    result = pool.run(ctx, plan, progress=None if args.json else show_progress)
+    sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n" if args.json else render_result(result))
     return EXIT_OK if result.ok else EXIT_ERROR
 
 

@@ -5,13 +5,13 @@ The engine adapters add their own findings about their configuration (``thinpool
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from thinpool.core import backup, sizing
+from thinpool.core import backup, owners, sizing
 from thinpool.core.findings import Finding, Severity
 from thinpool.core.health import OUT_OF_DATA, PoolStatus, when_full_change, when_full_wanted
 from thinpool.core.model import WhenFull
-from thinpool.core.units import MiB, ceil_div, format_size, lvm_size_arg
+from thinpool.core.units import MiB, ceil_div, format_size
 
 # Reclaimable space worth a finding and a trim: under it, fstrim's pass is not worth its I/O.
 # The goal after churn: mapped at most 2x what the filesystem holds, + 256 MiB.
@@ -37,7 +37,7 @@ def _storage_findings(status: PoolStatus) -> list[Finding]:
                 "loop-device",
                 f"{target} lives on loop devices ({', '.join(loops)}): "
                 "slow, and gone at reboot unless the files are set up again; move it to a real disk",
-                f"vgextend {status.vg} /dev/sdX && pvmove {loops[0]} && vgreduce {status.vg} {loops[0]}",
+                _off_loop_fix(status, loops[0]),
             )
         )
     for problem in status.health_problems:
@@ -45,7 +45,10 @@ def _storage_findings(status: PoolStatus) -> list[Finding]:
             why, fix = "writes fail or wait", _data_fix(status, sizing.DEFAULT_AUTOEXTEND_PERCENT)
             found.append(Finding(Severity.CRITICAL, "pool-unhealthy", f"{target} is {problem}: {why}", fix))
             continue
-        why = "stop its users first: the repair stops the pool, checks its metadata, repairs or restores a backup"
+        why = (
+            f"{owners.stop_users(status.ownership, target)} first: the repair stops the pool, checks its metadata, "
+            "repairs or restores a backup"
+        )
         found.append(
             Finding(
                 Severity.CRITICAL,
@@ -89,23 +92,26 @@ def _inactive_findings(status: PoolStatus) -> list[Finding]:
     return [Finding(Severity.CRITICAL if volumes else Severity.WARNING, "pool-inactive", problem, fix)]
 
 
-def _grow_fix(status: PoolStatus) -> str:
-    return f"thinpool grow /dev/sdX --vg {status.vg} --pool {status.pool}"
+def _off_loop_fix(status: PoolStatus, loop: str) -> str:
+    owner = status.ownership.owner
+    if owner in (owners.Owner.INCUS, owners.Owner.LXD):
+        tool = owner.value
+        return (
+            f"{tool} storage create NEW lvm source=/dev/sdX, then move each stopped instance: "
+            f"{tool} move INSTANCE --storage NEW"
+        )
+    return f"vgextend {status.vg} /dev/sdX && pvmove {loop} && vgreduce {status.vg} {loop}"
 
 
 def _data_fix(status: PoolStatus, percent: int) -> str:
-    """lvextend by one autoextend step when the VG has the room; otherwise a new disk (lvextend would fail)."""
+    """lvextend by one autoextend step when the VG has the room; otherwise a new disk (lvextend would fail),
+    in the owner's words (core.owners)."""
     step = sizing.autoextend_step(status.data_size // status.extent_size, percent)
-    if step > status.vg_free_extents:
-        return _grow_fix(status)
-    return f"lvextend -l +{step} {_target(status)}"
+    return owners.grow_data_fix(status.ownership, status.room, step)
 
 
 def _metadata_fix(status: PoolStatus, size: int) -> str:
-    """lvm grows the metadata spare with the metadata: the VG needs room for both."""
-    if 2 * ceil_div(size, status.extent_size) > status.vg_free_extents:
-        return _grow_fix(status)
-    return f"lvextend --poolmetadatasize +{lvm_size_arg(size)} {_target(status)}"
+    return owners.grow_metadata_fix(status.ownership, status.room, size)
 
 
 def _autoextend_findings(status: PoolStatus) -> list[Finding]:
@@ -119,15 +125,17 @@ def _autoextend_findings(status: PoolStatus) -> list[Finding]:
                 f"lvchange --monitor y {target}",
             )
         )
-    apply = f"thinpool apply --vg {status.vg} --pool {status.pool}"
+    command, apply = "thinpool apply", f"thinpool apply --vg {status.vg} --pool {status.pool}"
+    if status.ownership.owner.has_own_tools:  # thinpool's profile, attached without touching the owner's layout
+        command, apply = "thinpool adopt", f"thinpool adopt {target} --autoextend"
     if status.autoextend is None:
         found.append(
             Finding(
                 Severity.WARNING,
                 "no-autoextend-profile",
                 f"{target} has no autoextend profile: dmeventd "
-                "falls back to lvm.conf, where the default threshold 100 means never; thinpool apply writes "
-                f"and attaches thinpool-{status.vg}-{status.pool}",
+                f"falls back to lvm.conf, where the default threshold 100 means never; {command} "
+                f"writes and attaches thinpool-{status.vg}-{status.pool}",
                 apply,
             )
         )
@@ -149,7 +157,7 @@ def _autoextend_findings(status: PoolStatus) -> list[Finding]:
                 f"{status.vg} has {status.vg_free_extents} free "
                 f"extents; the next autoextend of {target} needs at least {step}: when the pool "
                 f"fills, it will not grow; add a disk (or free space in {status.vg})",
-                f"thinpool grow /dev/sdX --vg {status.vg} --pool {status.pool}",
+                owners.grow_data_fix(status.ownership, replace(status.room, vg_free_extents=0), step),
             )
         )
     return found
@@ -240,12 +248,28 @@ def _backup_findings(status: PoolStatus) -> list[Finding]:
     return [Finding(Severity.WARNING, code, problem, f"thinpool backup {target}")]
 
 
+def _owner_findings(status: PoolStatus) -> list[Finding]:
+    """Who made a pool another tool manages, and whether thinpool looks after it (core.owners)."""
+    ownership = status.ownership
+    if not ownership.owner.has_own_tools:
+        return []
+    target = _target(status)
+    made = f"{target} was made by {ownership.owner.label} ({ownership.evidence})"
+    if ownership.adopted:
+        problem = f"{made}; thinpool looks after it (backups, repair, alerts) and never changes its volumes"
+        return [Finding(Severity.INFO, "pool-owner", problem, f"thinpool adopt {target} --dry-run shows what it does")]
+    problem = f"{made}; thinpool does not look after it: the maintain timer does not back up its metadata"
+    return [Finding(Severity.INFO, "pool-owner", problem, f"thinpool adopt {target}")]
+
+
 def diagnose(status: PoolStatus, options: DoctorOptions | None = None) -> list[Finding]:
     """The pool's own findings (the engine adapters add theirs)."""
     options = options or DoctorOptions()
     if not status.active:
-        return _storage_findings(status) + _inactive_findings(status) + _backup_findings(status)
+        return (
+            _storage_findings(status) + _inactive_findings(status) + _backup_findings(status) + _owner_findings(status)
+        )
     growth = _autoextend_findings(status)
     care = _care_findings(status, bool(growth)) + _backup_findings(status)
     storage = _storage_findings(status) + _lost_metadata(status)
-    return storage + growth + _usage_findings(status, options) + care
+    return storage + growth + _usage_findings(status, options) + care + _owner_findings(status)

@@ -10,7 +10,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from thinpool.core import sizing
+from thinpool.core import owners, sizing
 from thinpool.core.model import Filesystem, WhenFull
 from thinpool.errors import ThinpoolError
 
@@ -71,6 +71,26 @@ class PoolStatus:
     backup_age: int | None = None  # seconds since the newest metadata backup (None: there is none)
     transaction_id: int | None = None  # lvm's record of the pool's metadata transaction
     kernel_transaction_id: int | None = None  # dm-thin's, from the active pool's status (None: not read)
+    tags: tuple[str, ...] = ()  # the pool LV's lvm tags
+    vg_tags: tuple[str, ...] = ()
+
+    @property
+    def ownership(self) -> owners.Ownership:
+        """Who made the pool, from its tags, names and volumes (core.owners), and whether thinpool adopted it."""
+        marks = owners.Marks(
+            self.vg,
+            self.pool,
+            self.tags,
+            self.vg_tags,
+            tuple(volume.name for volume in self.volumes),
+            self.transaction_id,
+            self.kernel_transaction_id,
+        )
+        return owners.owner_of(marks)
+
+    @property
+    def room(self) -> owners.Room:
+        return owners.Room(self.vg, self.pool, self.extent_size, self.vg_free_extents, self.devices)
 
     @property
     def reclaimable(self) -> int:
@@ -119,6 +139,7 @@ class PoolStatus:
             overprovision_ratio=round(self.overprovision_ratio, 6),
             vg_free_bytes=self.vg_free_extents * self.extent_size,
             health_problems=list(self.health_problems),
+            owner=self.ownership.to_dict(),
         )
         return data
 
@@ -141,11 +162,20 @@ def when_full_wanted(status: PoolStatus) -> tuple[WhenFull, str]:
 
 
 def when_full_change(status: PoolStatus) -> str:
-    """The mode to switch the pool to, "" when it has the right one (or is inactive: never monitored then)."""
+    """The mode to switch the pool to, "" when it has the right one (or is inactive: never monitored then, or
+    its mode is not thinpool's to set: a pool another tool made, whose owner chose the mode)."""
     wanted, _ = when_full_wanted(status)
     if not status.active or status.when_full not in tuple(WhenFull) or status.when_full == wanted:
         return ""
-    return wanted
+    return wanted if when_full_is_ours(status.ownership) else ""
+
+
+def when_full_is_ours(ownership: owners.Ownership) -> bool:
+    """thinpool sets the when-full mode of the pools it made, of hand-made ones it is named for, and of adopted
+    ones whose owner left lvm's default (tagged thinpool.when-full); never of another tool's otherwise."""
+    if ownership.owner == owners.Owner.THINPOOL or ownership.when_full_ours:
+        return True
+    return not ownership.adopted and not ownership.owner.has_own_tools
 
 
 def parse_profile(text: str | None) -> sizing.Autoextend | None:

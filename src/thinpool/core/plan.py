@@ -65,6 +65,7 @@ class ActionKind(StrEnum):
     SYSTEMD = "systemd"
     RECLAIM = "reclaim"
     WHEN_FULL = "when-full"
+    ADOPTION = "adoption"  # thinpool's tags on a pool another tool made (core.adopt)
     TLS = "tls"  # content: the server certificate's names and addresses (core.tls.Wanted, JSON)
 
     @property
@@ -379,7 +380,14 @@ def _pool(action: Action, plan: Plan, observed: Observed) -> str:
         return f"profile is {pool.profile!r}"
     if kind == ActionKind.WHEN_FULL and pool.when_full != _when_full_set_by(action):
         return f"when full it does {pool.when_full!r}, not {_when_full_set_by(action)!r}"
+    if kind == ActionKind.ADOPTION and (missing := set(_tags_added_by(action)) - set(pool.tags)):
+        return f"it is not tagged {', '.join(sorted(missing))}"
     return ""
+
+
+def _tags_added_by(action: Action) -> tuple[str, ...]:
+    """lvchange --addtag T1 --addtag T2 VG/LV: the tags it adds."""
+    return tuple(word for before, word in zip(action.argv, action.argv[1:], strict=False) if before == "--addtag")
 
 
 def _when_full_set_by(action: Action) -> str:
@@ -400,6 +408,7 @@ _LVM_CHECKS: dict[ActionKind, LvmCheck] = {
             ActionKind.POOL_DATA,
             ActionKind.POOL_METADATA,
             ActionKind.WHEN_FULL,
+            ActionKind.ADOPTION,
         ),
         _pool,
     ),

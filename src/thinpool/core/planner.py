@@ -339,7 +339,7 @@ def device_actions(spec: PoolSpec, geometry: Geometry) -> tuple[Action, ...]:
     return tuple(actions)
 
 
-def _profile_action(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
+def profile_action(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
     content = commands.profile_content(spec.vg, spec.pool, spec.autoextend.threshold, spec.autoextend.percent)
     if observed.profiles.get(spec.profile_name) == content:
         return ()
@@ -377,14 +377,14 @@ def _pool_actions(spec: PoolSpec, observed: Observed, layout: sizing.Layout) -> 
         "dmeventd only autoextends a monitored pool",
         commands.lvchange_monitor(spec.vg, spec.pool),
     )
-    return (*_profile_action(spec, observed), create, monitor)
+    return (*profile_action(spec, observed), create, monitor)
 
 
 def _converge_existing(spec: PoolSpec, observed: Observed, vg: VolumeGroup) -> Plan:
     lv = vg.lv(spec.pool)
     assert lv is not None
     _refuse_conflicts(spec, vg, lv)
-    actions: list[Action] = list(_profile_action(spec, observed))
+    actions: list[Action] = list(profile_action(spec, observed))
     target = Target(vg=spec.vg, lv=spec.pool)
     if recovery.needs_reactivation(lv, vg):
         why = f"the pool is not cleanly active (state {lv.attr[4:5] or '?'}): deactivate it and its parts"

@@ -134,6 +134,11 @@ def lvchange_error_when_full(vg: str, pool: str, error: bool) -> Argv:
     return ("lvchange", "--errorwhenfull", "y" if error else "n", f"{vg}/{pool}")
 
 
+def lvchange_addtags(vg: str, lv: str, tags: tuple[str, ...]) -> Argv:
+    """Add ``tags`` to the LV in one metadata commit (lvm keeps a tag once: adding it again changes nothing)."""
+    return ("lvchange", *(word for tag in tags for word in ("--addtag", tag)), f"{vg}/{lv}")
+
+
 def lvchange_profile(vg: str, pool: str, profile: str) -> Argv:
     return ("lvchange", "--metadataprofile", profile, f"{vg}/{pool}")
 
@@ -192,7 +197,7 @@ def lvs_report(vg: str | None = None) -> Argv:
     return ("lvs", "-a", *REPORT_OPTIONS, "-o", LV_FIELDS, *((vg,) if vg else ()))
 
 
-STATUS_FIELDS = LV_FIELDS + ",thin_count,devices,vg_extent_size,vg_extent_count,vg_free_count"
+STATUS_FIELDS = LV_FIELDS + ",thin_count,devices,vg_extent_size,vg_extent_count,vg_free_count,vg_tags"
 
 
 def status_report(vg: str) -> Argv:

@@ -121,7 +121,7 @@ def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
             pool_lv=row.get("pool_lv", ""),
             origin=row.get("origin", ""),
             active=row.get("lv_active", "") == "active",
-            tags=tuple(tag for tag in row.get("lv_tags", "").split(",") if tag),
+            tags=_tags(row.get("lv_tags", "")),
             uuid=row.get("lv_uuid", ""),
             when_full=row.get("lv_when_full", ""),
             kernel_device=kernel_device(row),
@@ -296,4 +296,10 @@ def pool_status(text: str, vg: str, pool: str) -> PoolStatus:
         when_full=row.get("lv_when_full", ""),
         volumes=volumes,
         transaction_id=_optional_int(row.get("transaction_id", "")),
+        tags=_tags(row.get("lv_tags", "")),
+        vg_tags=_tags(row.get("vg_tags", "")),
     )
+
+
+def _tags(text: str) -> tuple[str, ...]:
+    return tuple(tag for tag in text.split(",") if tag)
