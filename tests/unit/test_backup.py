@@ -361,3 +361,22 @@ def test_a_folder_given_with_to_is_where_status_and_later_backups_look(
     runner.expect(commands.status_report("docker"), stdout=builders.status_report())
     assert main(["status", "--json"], context=context) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["backup_age"] == 60  # status sees it: doctor does not call it missing
+
+
+def test_repair_of_a_proxmox_pool_in_use_says_to_shut_its_guests_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = ScriptedRunner()
+    pool = lv_row("data", vg_name="pve", segtype="thin-pool", lv_attr="twi-aotz--", transaction_id="3")
+    disk = lv_row("vm-100-disk-0", vg_name="pve", segtype="thin", pool_lv="data", thin_id="1")
+    vg = DOCKER_VG_ROW | {"vg_name": "pve"}
+    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool, disk], vgs=[vg]))
+    runner.expect(commands.dmsetup_info(), stdout="pve-vm--100--disk--0;LVM-x;1;L--w\n")  # the guest has it open
+    runner.expect(programs.fuser_mount("/dev/pve/vm-100-disk-0"), stdout="")
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/mountinfo").write_text("")
+    assert main(["repair", "pve/data", "--yes"], context=Context(runner=runner, root=tmp_path, euid=0)) == 1
+    assert runner.exhausted  # nothing was stopped
+    err = capsys.readouterr().err
+    assert "pve/vm-100-disk-0 (open)" in err
+    assert "fix: shut down the guests whose disks are on pve/data (qm shutdown ID, pct shutdown ID), unmount" in err

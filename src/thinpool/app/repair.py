@@ -19,7 +19,7 @@ from typing import Any
 
 from thinpool.app import backup as backups
 from thinpool.app.context import Context
-from thinpool.core import backup, repair
+from thinpool.core import backup, owners, repair
 from thinpool.core.envelope import envelope
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import LogicalVolume, VolumeGroup
@@ -67,8 +67,8 @@ def _thin_volumes(group: VolumeGroup, pool: str) -> list[LogicalVolume]:
     return [lv for lv in group.lvs if lv.segtype == "thin" and lv.pool_lv == pool]
 
 
-def _refuse_busy(ctx: Context, volumes: list[LogicalVolume]) -> None:
-    """An open thin volume cannot be stopped: name each, with its mount point."""
+def _refuse_busy(ctx: Context, pool: LogicalVolume, volumes: list[LogicalVolume]) -> None:
+    """An open thin volume cannot be stopped: name each, with its mount point, and how its owner stops it."""
     opened = {
         device.name
         for device in report.parse_dmsetup_info(ctx.runner.run(commands.dmsetup_info()).stdout)
@@ -83,10 +83,16 @@ def _refuse_busy(ctx: Context, volumes: list[LogicalVolume]) -> None:
         where = f"mounted on {mounts[lv.kernel_device].mount_point}" if lv.kernel_device in mounts else "open"
         users = observe.device_users(ctx.runner, f"/dev/{lv.vg_name}/{lv.name}", ctx.root)
         named.append(f"{lv.vg_name}/{lv.name} ({where}" + (f"; used by {', '.join(users)})" if users else ")"))
+    marks = owners.Marks(pool.vg_name, pool.bare_name, pool.tags, volumes=tuple(lv.bare_name for lv in volumes))
+    ownership = owners.owner_of(marks)
+    stop = (
+        owners.stop_users(ownership, f"{pool.vg_name}/{pool.bare_name}")
+        if ownership.owner.has_own_tools
+        else "stop what uses them (fuser -vm /dev/VG/LV names it; systemctl stop docker containerd)"
+    )
     raise repair.RepairRefused(
         "the repair stops the pool, and these thin volumes are in use: " + ", ".join(named),
-        fix="stop what uses them (fuser -vm /dev/VG/LV names it; systemctl stop docker containerd), "
-        "unmount them, then run thinpool repair again",
+        fix=f"{stop}, unmount them, then run thinpool repair again",
     )
 
 
@@ -268,7 +274,7 @@ def _run(ctx: Context, vg: str, pool: str, from_backup: str | None) -> RepairRep
     group, lv = backups.pool_lv(ctx, vg, pool)
     volumes = _thin_volumes(group, pool)
     ids = {item.name: item.thin_id for item in volumes if item.thin_id is not None}
-    _refuse_busy(ctx, volumes)
+    _refuse_busy(ctx, lv, volumes)
     _stop(ctx, vg, pool, volumes)
     scratch = backups.folder_for(ctx, vg, pool)
     scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
