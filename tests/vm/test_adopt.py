@@ -79,6 +79,10 @@ def test_a_proxmox_shaped_pool_is_adopted_backed_up_and_nothing_of_it_changes(vm
     assert _changed(before, tagged) == {"data": {"lv_tags"}}  # only thinpool's tags, on the pool
     assert set(tagged["lvs"]["data"]["lv_tags"].split(",")) == {"thinpool.adopted", "thinpool.when-full"}
     assert thinpool_json(vm, "adopt", "pve/data", "--yes")[1]["changed"] is False
+    assert (
+        "made by      Proxmox VE (its volumes are named as Proxmox VE names them"
+        in vm.thinpool("status", "pve/data").stdout
+    )
 
     code, doctor, err = thinpool_json(vm, "doctor", "pve/data")
     found = {finding["code"]: finding for finding in doctor["findings"]}

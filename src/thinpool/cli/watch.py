@@ -91,10 +91,17 @@ def render_status(status: PoolStatus) -> str:
         ("reclaimable", f"{format_size(status.reclaimable)} mapped that filesystems no longer use"),
         ("health", ", ".join(status.health_problems) or "ok"),
         ("devices", ", ".join(status.devices) or "-"),
+        ("made by", _owner(status)),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{status.vg}/{status.pool} ({status.attr})"] + [f"  {name:<{width}}  {value}" for name, value in rows]
     return "\n".join(lines) + "\n"
+
+
+def _owner(status: PoolStatus) -> str:
+    ownership = status.ownership
+    cared = "" if not ownership.foreign else (", adopted by thinpool" if ownership.adopted else ", not adopted")
+    return f"{ownership.owner.label} ({ownership.evidence}{cared})"
 
 
 def _mounted(status: PoolStatus) -> str:
