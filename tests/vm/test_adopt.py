@@ -79,18 +79,23 @@ def test_a_proxmox_shaped_pool_is_adopted_backed_up_and_nothing_of_it_changes(vm
     assert _changed(before, tagged) == {"data": {"lv_tags"}}  # only thinpool's tags, on the pool
     assert set(tagged["lvs"]["data"]["lv_tags"].split(",")) == {"thinpool.adopted", "thinpool.when-full"}
     assert thinpool_json(vm, "adopt", "pve/data", "--yes")[1]["changed"] is False
-    assert (
-        "made by      Proxmox VE (its volumes are named as Proxmox VE names them"
-        in vm.thinpool("status", "pve/data").stdout
-    )
-
-    code, doctor, err = thinpool_json(vm, "doctor", "pve/data")
-    found = {finding["code"]: finding for finding in doctor["findings"]}
     made_by = [
         line.split(None, 2)[2] for line in vm.thinpool("status", "pve/data").stdout.splitlines() if "made by" in line
     ]
     assert made_by and made_by[0].startswith("Proxmox VE (its volumes are named as Proxmox VE names them"), made_by
     assert made_by[0].endswith(", adopted by thinpool)"), made_by
+
+    code, doctor, err = thinpool_json(vm, "doctor", "pve/data")
+    found = {finding["code"]: finding for finding in doctor["findings"]}
+    assert "made by Proxmox VE" in found["pool-owner"]["problem"], doctor
+    assert not [finding for finding in doctor["findings"] if finding["severity"] == "critical"], doctor
+
+    code, cared, err = thinpool_json(vm, "maintain")  # the timer's pass: every pool made or adopted
+    assert code == 0 and cared["ok"], err or cared
+    (pass_,) = cared["pools"]
+    assert (pass_["vg"], pass_["pool"]) == ("pve", "data") and pass_["backup"]["taken"], pass_
+    assert not [step for step in pass_["steps"] if step["kind"] == "reclaim"]
+    listed = json.loads(vm.thinpool("backup", "--list", "pve/data", "--json").stdout)["backups"]
     assert len(listed) == 1 and listed[0]["transaction_id"] == pass_["backup"]["taken"]["transaction_id"]
 
     # The pool cannot autoextend (no profile): its owner left the mode to thinpool, so writes now fail at
