@@ -27,11 +27,11 @@ lvcreate -q -y -L 256m -n root pve
 lvcreate -q -y -L 128m -n swap pve
 lvcreate -q -Wy --yes -L 2g -n data pve
 lvconvert -q --yes --type thin-pool --poolmetadatasize 64m pve/data
-lvcreate -q -aly -V 1g --name vm-100-disk-0 --thinpool pve/data
+lvcreate -q -aly -V 64m --name vm-100-disk-0 --thinpool pve/data
 lvchange -q --setautoactivation n pve/vm-100-disk-0
 head -c 16M /dev/urandom > /dev/pve/vm-100-disk-0
 lvcreate -q -n snap_vm-100-disk-0_before -pr -s pve/vm-100-disk-0
-lvcreate -q -aly -V 512m --name vm-101-disk-0 --thinpool pve/data
+lvcreate -q -aly -V 32m --name vm-101-disk-0 --thinpool pve/data
 lvrename -q pve vm-101-disk-0 base-101-disk-0
 lvchange -q -an -pr -ky pve/base-101-disk-0
 sync

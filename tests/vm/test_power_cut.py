@@ -90,6 +90,17 @@ def _after_cut(vm: VM, witness: Witness, precious: str) -> None:
     assert USER_FSTAB_LINE in (now["/etc/fstab"] or "")
 
 
+def _volume_mounted_at_boot(vm: VM) -> None:
+    """The boot mounted the engine's volume from fstab (else: why, from the journal and the kernel)."""
+    if vm.run(["findmnt", "/var/lib/docker"], check=False).returncode == 0:
+        return
+    why = vm.run(
+        ["bash", "-c", "journalctl -b --no-pager -u var-lib-docker.mount | tail -20; lvs -a docker; dmesg | tail -30"],
+        check=False,
+    )
+    raise AssertionError(f"/var/lib/docker is not mounted after the boot:\n{why.stdout}{why.stderr}")
+
+
 def _converged_apply(vm: VM, witness: Witness, precious: str) -> None:
     """apply again: it finishes, a third changes nothing, and the host is what one whole apply makes."""
     code, result, err = thinpool_json(vm, *APPLY)
@@ -263,6 +274,7 @@ def test_maintain_cut_during_its_work_then_a_rerun_finishes(powered_vm: VM, poin
     # 64 MiB deleted is under the default 256 MiB worth a trim: the cut pass is told to trim from 32 MiB
     cut_power_at(vm, MAINTAIN_CUTS[point], "maintain", "--reclaim-above", "32MiB")
     _after_cut(vm, witness, precious)
+    _volume_mounted_at_boot(vm)
     code, result, err = thinpool_json(vm, "maintain")
     assert code == 0, err or result
     backups = json.loads(vm.thinpool("backup", "--list", "--json").stdout)["backups"]
