@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from thinpool.app import boot
+from thinpool.core.lvm import commands
 from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
 from thinpool.core.units import GiB
 from thinpool.testing import ScriptedRunner
@@ -109,3 +110,30 @@ def test_install_on_a_running_system_enables_the_writer_and_retires_the_old_metr
         again.expect(argv)
     assert boot.install(Context(again, root=tmp_path), "/usr/bin/thinpool", True, Path("/")).removed == []
     assert again.exhausted
+
+
+REFUSED = "  Check of pool docker/thinpool failed (status:64). Manual repair required!\n"
+
+
+@pytest.mark.parametrize("retried", [0, 64])
+def test_a_pool_thin_check_refuses_is_tried_past_non_fatal_errors_once(tmp_path: Path, retried: int) -> None:
+    """Leaked blocks (a power cut in the middle of an fstrim) make lvm's default thin_check refuse the pool at
+    every boot; activate tries once more past non-fatal errors. A fatal error still refuses it, in lvm's words."""
+    pool = _lv("thinpool", segtype="thin-pool", tags=("thinpool.managed",), seg_monitor="monitored")
+    observed = Observed(vgs={"docker": VolumeGroup("docker", 4 * 1024**2, 1000, 10, 1, lvs=(pool,))})
+    runner = ScriptedRunner()
+    runner.expect(("lvchange", "--activate", "y", "docker/thinpool"), returncode=5, stderr=REFUSED)
+    past = ("lvchange", "--activate", "y", "--config", commands.PAST_NON_FATAL_CHECK, "docker/thinpool")
+    runner.expect(past, returncode=retried, stderr=REFUSED if retried else "")
+    (tmp_path / "mapper").mkdir()
+    (tmp_path / "mapper/docker-thinpool").touch()
+    if retried:
+        with pytest.raises(Exception, match="Manual repair required") as refused:
+            boot.activate_volumes(runner, observed, [], wait=0, dev=tmp_path)
+        assert "read lvm's message above" in str(refused.value.fix)  # type: ignore[attr-defined]
+    else:
+        done = boot.activate_volumes(runner, observed, [], wait=0, dev=tmp_path)
+        assert done.commands[-1] == list(past) and not done.missing
+        (warning,) = done.warnings
+        assert "non-fatal errors" in warning and "thinpool repair docker/thinpool --yes" in warning
+    assert runner.exhausted

@@ -53,6 +53,7 @@ class Activation:
     volumes: list[str] = field(default_factory=list)  # VG/LV handled
     commands: list[list[str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # device nodes that never appeared
+    warnings: list[str] = field(default_factory=list)
 
 
 def managed_volumes(observed: Observed, targets: list[str]) -> list[LogicalVolume]:
@@ -78,10 +79,10 @@ def activate_volumes(
     volumes = managed_volumes(observed, targets)
     for lv in volumes:
         done.volumes.append(f"{lv.vg_name}/{lv.name}")
-        steps = [] if lv.active else [commands.lvchange_activate(lv.vg_name, lv.name, True)]
+        if not lv.active:
+            _activate(runner, lv, done)
         if lv.is_thin_pool and lv.seg_monitor != "monitored":
-            steps.append(commands.lvchange_monitor(lv.vg_name, lv.name))
-        for argv in steps:
+            argv = commands.lvchange_monitor(lv.vg_name, lv.name)
             runner.run(argv, timeout=300)
             done.commands.append(list(argv))
     nodes = [dev / "mapper" / commands.dm_name(lv.vg_name, lv.name) for lv in volumes]
@@ -91,6 +92,29 @@ def activate_volumes(
         if not done.missing or time.monotonic() >= deadline:
             return done
         time.sleep(0.2)
+
+
+def _activate(runner: Runner, lv: LogicalVolume, done: Activation) -> None:
+    """lvchange -ay; a pool thin_check refused is tried once more past non-fatal errors (leaked blocks), and
+    the warning says how to get the leaked space back. A fatal error still refuses it, as lvm said."""
+    argv = commands.lvchange_activate(lv.vg_name, lv.name, True)
+    first = runner.run(argv, timeout=300, check=False)
+    done.commands.append(list(argv))
+    if first.ok:
+        return
+    if not lv.is_thin_pool or commands.POOL_CHECK_FAILED not in first.stderr:
+        first.raise_for_status()
+    again = commands.lvchange_activate_past_non_fatal(lv.vg_name, lv.name)
+    retried = runner.run(again, timeout=300, check=False)
+    done.commands.append(list(again))
+    if not retried.ok:
+        first.raise_for_status()  # a fatal error: lvm's own words, and thinpool repair is the way
+    target = f"{lv.vg_name}/{lv.name}"
+    done.warnings.append(
+        f"{target}'s metadata has non-fatal errors (thin_check: leaked blocks, as a power cut in the middle of a "
+        f"discard leaves them): it was activated past them; the leaked space comes back with "
+        f"thinpool repair {target} --yes, at a quiet time (it stops the pool)"
+    )
 
 
 def _thinpool_command() -> str:

@@ -26,6 +26,8 @@ def _cmd_activate(args: argparse.Namespace, ctx: Context) -> int:
         for argv in done.commands:
             print("ran: " + " ".join(argv))
         print(f"active: {', '.join(done.volumes) or 'nothing to activate'}")
+        for warning in done.warnings:
+            print(f"thinpool: warning: {warning}", file=sys.stderr)
     if done.missing:
         print(f"thinpool: error: no device node after {args.wait:g}s: {', '.join(done.missing)}", file=sys.stderr)
         return 1
