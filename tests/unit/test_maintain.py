@@ -230,3 +230,20 @@ def test_doctor_finds_podmans_layers_on_the_root_filesystem(tmp_path: Path, caps
     (finding,) = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["code"] == "engine-data-outside-pool"]
     assert finding["problem"].startswith("containers-storage (Podman, Buildah, CRI-O) keeps 2 layers in ")
     assert "--engine podman-overlay-thin --vg docker --pool thinpool" in finding["fix"]
+
+
+def test_the_timers_pass_covers_the_pools_thinpool_made_or_adopted_and_no_other(tmp_path: Path) -> None:
+    from thinpool.app import maintain as use_case
+
+    def pool(vg: str, name: str, tags: str) -> dict[str, str]:
+        return builders.lv_row(name, vg_name=vg, segtype="thin-pool", lv_attr="twi-aotz--", lv_tags=tags)
+
+    rows = [
+        pool("pve", "data", "thinpool.adopted,thinpool.when-full"),
+        pool("incus", "IncusThinPool", ""),  # Incus's, not adopted: left to its owner
+        pool("docker", "thinpool", commands.MANAGED_TAG),
+    ]
+    vgs = [DOCKER_VG_ROW | {"vg_name": name} for name in ("pve", "incus", "docker")]
+    runner = ScriptedRunner()
+    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=rows, vgs=vgs))
+    assert use_case.cared_for_pools(Context(runner=runner, root=tmp_path)) == [("docker", "thinpool"), ("pve", "data")]
