@@ -235,9 +235,8 @@ def _up_without_the_pool(vm: VM) -> None:
     assert any(finding["severity"] == "critical" for finding in mends), err or doctor
 
 
-@pytest.mark.parametrize(
-    "point", [pytest.param(name, marks=() if name == "before-swap" else SWEEP) for name in REPAIR_CUTS]
-)
+@SWEEP
+@pytest.mark.parametrize("point", list(REPAIR_CUTS))
 def test_repair_cut_at_the_metadata_swap_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
     vm = powered_vm
     on_volume = _damaged_pool_with_a_backup(vm)
