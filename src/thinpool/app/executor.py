@@ -76,6 +76,11 @@ class ApplyResult:
     def ok(self) -> bool:
         return all(step.status == StepStatus.DONE for step in self.steps)
 
+    @property
+    def changed(self) -> bool:
+        """A step ran and was verified: the system is not as it was."""
+        return any(step.status == StepStatus.DONE for step in self.steps)
+
     def to_dict(self) -> dict[str, Any]:
         return envelope(
             "thinpool-result",
@@ -84,7 +89,7 @@ class ApplyResult:
                 "ok": self.ok,
                 "vg": self.plan.vg,
                 "pool": self.plan.pool,
-                "changed": any(step.status == StepStatus.DONE for step in self.steps),
+                "changed": self.changed,
                 "steps": [step.to_dict() for step in self.steps],
                 "layout": self.plan.layout_dict(),
                 "warnings": list(self.plan.warnings),

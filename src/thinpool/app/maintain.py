@@ -12,7 +12,7 @@ from typing import Any
 from thinpool.app import backup as backups
 from thinpool.app import watch
 from thinpool.app.context import Context
-from thinpool.app.executor import ApplyResult, Progress, StepStatus, apply
+from thinpool.app.executor import ApplyResult, Progress, apply
 from thinpool.core import backup, health, maintain, owners
 from thinpool.core.lvm import commands
 from thinpool.core.plan import Plan
@@ -42,7 +42,7 @@ class PoolCare:
             "vg": self.before.vg,
             "pool": self.before.pool,
             "ok": self.ok,
-            "changed": bool(self.result and any(step.status == StepStatus.DONE for step in self.result.steps)),
+            "changed": bool(self.result and self.result.changed),
             "reclaimable_before": self.before.reclaimable,
             "reclaimable_after": last.reclaimable,
             "data_used_before": self.before.data_used,

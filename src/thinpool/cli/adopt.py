@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from thinpool.cli.arguments import changes_the_host
 from thinpool.cli.exits import EXIT_CODES_HELP, EXIT_ERROR, EXIT_OK
+from thinpool.cli.options import add_autoextend_options, autoextend_from_args
 from thinpool.cli.running import confirm, render_result, show_progress
 from thinpool.core.changes import DEFAULT_WAIT
 from thinpool.core.envelope import envelope
-from thinpool.core.spec import OPTION_DEFAULTS as DEFAULTS
 
 if TYPE_CHECKING:
     from thinpool.app.context import Context
@@ -54,7 +54,7 @@ def _report(adoption: Adoption, result: ApplyResult | None) -> dict[str, Any]:
         "owner": adoption.ownership.to_dict(),
         "duties": [duty.to_dict() for duty in adoption.duties],
         "planned": [action.to_dict() for action in adoption.plan.actions],
-        "changed": bool(result and any(step.status == "done" for step in result.steps)),
+        "changed": bool(result and result.changed),
         "ok": result is None or result.ok,
         "result": result.to_dict() if result else None,
     }
@@ -65,12 +65,11 @@ def _cmd_adopt(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.app import adopt
     from thinpool.cli.watch import split_target
     from thinpool.core.plan import render_text
-    from thinpool.core.sizing import Autoextend
 
     vg, pool = split_target(args.target)
     if not args.dry_run:
         ctx.require_root("adopt")
-    autoextend = Autoextend(args.autoextend_threshold, args.autoextend_percent) if args.autoextend else None
+    autoextend = autoextend_from_args(args) if args.autoextend else None
     adoption = adopt.plan(ctx, vg, pool, autoextend)
     if not args.json:
         sys.stdout.write(_duties_text(adoption) + render_text(adoption.plan))
@@ -101,20 +100,7 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         help="also write and attach thinpool's autoextend profile (and switch monitoring on): dmeventd then "
         "grows the pool's data from its VG's free space; leave it off when the owner keeps that space",
     )
-    parser.add_argument(
-        "--autoextend-threshold",
-        type=int,
-        default=DEFAULTS["autoextend_threshold"],
-        metavar="PERCENT",
-        help="with --autoextend: grow when data is this full (50-100; 100: never; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--autoextend-percent",
-        type=int,
-        default=DEFAULTS["autoextend_percent"],
-        metavar="PERCENT",
-        help="with --autoextend: grow by this share of the data (1-100; default: %(default)s)",
-    )
+    add_autoextend_options(parser.add_argument_group("the profile (with --autoextend)"), when="with --autoextend: ")
     parser.add_argument(
         "--dry-run", action="store_true", help="show the owner, the duties and the plan; change nothing"
     )

@@ -89,21 +89,29 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
     )
     size.add_argument("--zero", action="store_true", help="zero newly provisioned chunks (slower; default: off)")
 
-    grow = parser.add_argument_group("autoextend (an lvm profile on the pool; dmeventd acts on it)")
-    grow.add_argument(
+    add_autoextend_options(parser.add_argument_group("autoextend (an lvm profile on the pool; dmeventd acts on it)"))
+
+
+def add_autoextend_options(group: argparse._ArgumentGroup, when: str = "") -> None:
+    """--autoextend-threshold and --autoextend-percent (``when``: what they need, said before each help)."""
+    group.add_argument(
         "--autoextend-threshold",
         type=int,
         default=DEFAULTS["autoextend_threshold"],
         metavar="PERCENT",
-        help="grow when data or metadata is this full: 50-99, or 100 to disable (default: %(default)s)",
+        help=f"{when}grow when data or metadata is this full: 50-99, or 100 to disable (default: %(default)s)",
     )
-    grow.add_argument(
+    group.add_argument(
         "--autoextend-percent",
         type=int,
         default=DEFAULTS["autoextend_percent"],
         metavar="PERCENT",
-        help="grow by this share of the current size (default: %(default)s)",
+        help=f"{when}grow by this share of the current size (default: %(default)s)",
     )
+
+
+def autoextend_from_args(args: argparse.Namespace) -> sizing.Autoextend:
+    return sizing.Autoextend(args.autoextend_threshold, args.autoextend_percent)
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -277,7 +285,7 @@ def spec_from_args(args: argparse.Namespace) -> PoolSpec:
             max_thin_devices=args.max_thin_devices,
             thin_device_size=parse_size(args.thin_device_size, what="--thin-device-size"),
         ),
-        autoextend=sizing.Autoextend(args.autoextend_threshold, args.autoextend_percent),
+        autoextend=autoextend_from_args(args),
         zero=args.zero,
         wipe=args.wipe,
         engine_options=engine_options_from_args(args),

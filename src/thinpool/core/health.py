@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from typing import Any
 
 from thinpool.core import owners, sizing
@@ -74,9 +75,10 @@ class PoolStatus:
     tags: tuple[str, ...] = ()  # the pool LV's lvm tags
     vg_tags: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def ownership(self) -> owners.Ownership:
-        """Who made the pool, from its tags, names and volumes (core.owners), and whether thinpool adopted it."""
+        """Who made the pool, from its tags, names and volumes (core.owners), and whether thinpool adopted it;
+        read once per status (doctor's rules each ask)."""
         marks = owners.Marks(
             self.vg,
             self.pool,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from thinpool.core.lvm.commands import MANAGED_TAG
-from thinpool.core.units import format_size, lvm_size_arg
+from thinpool.core.units import ceil_div, format_size, lvm_size_arg
 
 ADOPTED_TAG = "thinpool.adopted"  # on a pool thinpool looks after but did not make
 # On an adopted pool whose when-full mode its owner left at lvm's default: thinpool's maintain may set it.
@@ -165,7 +165,7 @@ def grow_data_fix(ownership: Ownership, room: Room, extents: int) -> str:
 def grow_metadata_fix(ownership: Ownership, room: Room, size: int) -> str:
     """lvm grows the metadata spare with the metadata: the VG needs room for both."""
     target = f"{room.vg}/{room.pool}"
-    needed = 2 * -(-size // room.extent_size)
+    needed = 2 * ceil_div(size, room.extent_size)
     command = f"lvextend --poolmetadatasize +{lvm_size_arg(size)} {target}"
     if needed <= room.vg_free_extents:
         return command

@@ -247,7 +247,7 @@ def _thin_volumes(lv_rows: list[dict[str, str]], pool: str) -> tuple[ThinVolume,
             continue
         size = int(row["lv_size"])
         mapped = _used(size, row.get("data_percent", ""))
-        managed = MANAGED_TAG in row.get("lv_tags", "").split(",")
+        managed = MANAGED_TAG in _tags(row.get("lv_tags", ""))
         found.append(ThinVolume(row["lv_name"], size, mapped, managed, kernel_device(row)))
     return tuple(found)
 
