@@ -85,7 +85,8 @@ def test_doctor_names_the_owner_and_fixes_in_its_words() -> None:
         proxmox, "pool-owner"
     )
     assert _finding(proxmox, "data-over-threshold").endswith("| vgextend pve /dev/sdX && lvextend -l +410 pve/data")
-    assert "| thinpool adopt pve/data --autoextend" in _finding(proxmox, "no-autoextend-profile")
+    roomy = _status("pve", "data", "vm-100-disk-0", free=500)
+    assert "| thinpool adopt pve/data --autoextend" in _finding(roomy, "no-autoextend-profile")
     damaged = _status("pve", "data", "vm-100-disk-0", fields={"lv_health_status": "metadata_read_only"})
     assert "shut down the guests whose disks are on pve/data (qm shutdown ID" in _finding(
         damaged, "metadata-needs-repair"
@@ -96,6 +97,16 @@ def test_doctor_names_the_owner_and_fixes_in_its_words() -> None:
     ours = _status("docker", "thinpool", "vol", fields={"lv_tags": commands.MANAGED_TAG})
     assert "pool-owner" not in {finding.code for finding in doctor.diagnose(ours)}
     assert _finding(ours, "data-over-threshold").endswith("| thinpool grow /dev/sdX --vg docker --pool thinpool")
+
+
+def test_an_owners_pool_that_fills_its_vg_is_told_how_it_grows_not_to_attach_a_profile() -> None:
+    incus = _status("tp", "IncusThinPool", "containers_c1", free=0, fields={"data_percent": "10.00"})
+    (found,) = [finding for finding in doctor.diagnose(incus) if finding.code == "no-autoextend-profile"]
+    assert found.severity == doctor.Severity.INFO and "one would not help: tp has 0 free extents" in found.problem
+    assert found.fix == "vgextend tp /dev/sdX && lvextend -l +410 tp/IncusThinPool"
+    roomy = _status("tp", "IncusThinPool", "containers_c1", free=410, fields={"data_percent": "10.00"})
+    (found,) = [finding for finding in doctor.diagnose(roomy) if finding.code == "no-autoextend-profile"]
+    assert found.severity == doctor.Severity.WARNING and found.fix == "thinpool adopt tp/IncusThinPool --autoextend"
 
 
 def test_adopting_tags_the_pool_and_keeps_a_when_full_mode_its_owner_chose() -> None:

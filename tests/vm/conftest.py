@@ -36,7 +36,11 @@ pkill -x dockerd; pkill -x containerd; pkill -x dnsmasq
 alive() { ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 ~ /^(dockerd|containerd)/' | grep -q .; }
 for i in $(seq 50); do alive || break; sleep 0.2; done
 pkill -9 -x 'dockerd|containerd|containerd-shim-runc-v2|containerd-shim' 2>/dev/null
-awk '$2 ~ "^/(var/lib|run)/(docker|containerd|containers)" {print $2}' /proc/mounts | sort -r | xargs -r umount -l
+# Incus: its daemon (and the forkstart monitors, named as it is), then what runs in its containers' cgroups.
+pkill -9 -x incusd 2>/dev/null
+find /sys/fs/cgroup -maxdepth 4 -path '*/lxc.*' -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9
+awk '$2 ~ "^/(var/lib|run)/(docker|containerd|containers|incus)" {print $2}' /proc/mounts | sort -r | xargs -r umount -l
+rm -rf /var/lib/incus /var/cache/incus /var/log/incus /run/incus
 rm -rf /var/lib/containers /run/containers /etc/containers/storage.conf
 rm -rf /etc/docker /etc/containerd /var/lib/docker /var/lib/containerd /run/docker /run/containerd   /run/docker.sock /var/run/docker.pid /etc/systemd/system/docker.service.d /etc/systemd/system/containerd.service.d
 [ -f /run/fstab.orig ] || cp /etc/fstab /run/fstab.orig; cp /run/fstab.orig /etc/fstab

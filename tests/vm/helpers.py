@@ -66,21 +66,20 @@ def pool_with_files(vm: VM, megabytes: int) -> str:
     return vm.run(["bash", "-c", "cd /mnt/vol && sha256sum file1 file2 file3"]).stdout
 
 
-SWAP_METADATA = ["lvconvert", "-q", "-y", "--thinpool", "docker/thinpool", "--poolmetadata", "docker/other"]
-
-
-def damage_metadata(vm: VM, dd_args: str) -> None:
-    """Zero part of docker/thinpool's metadata (``dd_args`` say where) the way it happens to a pool: deactivated,
+def damage_metadata(vm: VM, dd_args: str, pool: str = "docker/thinpool") -> None:
+    """Zero part of ``pool``'s metadata (``dd_args`` say where) the way it happens to a pool: deactivated,
     its metadata swapped out with ``lvconvert --thinpool --poolmetadata``, written over, swapped back."""
-    vm.run(["vgchange", "-q", "-an", "docker"])
-    size = vm.run(["lvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "lv_metadata_size", "docker/thinpool"])
-    vm.run(["lvcreate", "-q", "-y", "-an", "-Zn", "-L", f"{size.stdout.strip()}b", "-n", "other", "docker"])
-    vm.run(SWAP_METADATA)
-    vm.run(["lvchange", "-q", "-ay", "docker/other"])
-    vm.run(["bash", "-c", f"dd if=/dev/zero of=/dev/docker/other {dd_args} oflag=direct status=none"])
-    vm.run(["lvchange", "-q", "-an", "docker/other"])
-    vm.run(SWAP_METADATA)
-    vm.run(["lvremove", "-q", "-y", "docker/other"])  # now holds the scratch LV's old bytes only
+    vg = pool.split("/")[0]
+    swap = ["lvconvert", "-q", "-y", "--thinpool", pool, "--poolmetadata", f"{vg}/other"]
+    vm.run(["vgchange", "-q", "-an", vg])
+    size = vm.run(["lvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "lv_metadata_size", pool])
+    vm.run(["lvcreate", "-q", "-y", "-an", "-Zn", "-L", f"{size.stdout.strip()}b", "-n", "other", vg])
+    vm.run(swap)
+    vm.run(["lvchange", "-q", "-ay", f"{vg}/other"])
+    vm.run(["bash", "-c", f"dd if=/dev/zero of=/dev/{vg}/other {dd_args} oflag=direct status=none"])
+    vm.run(["lvchange", "-q", "-an", f"{vg}/other"])
+    vm.run(swap)
+    vm.run(["lvremove", "-q", "-y", f"{vg}/other"])  # now holds the scratch LV's old bytes only
 
 
 # thinpool run in its own process group with one program wrapped so that it marks its start

@@ -5,7 +5,9 @@ shared VM from these; tests import them from here, never from conftest or one an
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,37 @@ def tiny_images(machine: VM) -> dict[str, str]:
     (machine.share / "tiny-rootfs.tar").write_bytes(rootfs_tar())
     write_oci_archive(machine.share / "tiny-oci.tar", "docker.io/library/tiny:1")
     return {"rootfs": f"{SHARE_MOUNT}/tiny-rootfs.tar", "oci": f"{SHARE_MOUNT}/tiny-oci.tar"}
+
+
+# The image's init: stops on SIGPWR (what ``incus stop`` sends an LXC container's init) or SIGTERM.
+INCUS_INIT = b"#!/bin/sh\ntrap 'exit 0' PWR TERM\nwhile :; do sleep 1; done\n"
+INCUS_METADATA = b"architecture: x86_64\ncreation_date: 1767225600\nproperties:\n  description: tiny busybox\n"
+
+
+def tiny_incus_image(machine: VM) -> str:
+    """A busybox root as an Incus unified image (metadata.yaml and rootfs/) in ``machine``'s share."""
+    buffer = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(rootfs_tar())) as root,
+        tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as image,
+    ):
+        _add_file(image, "metadata.yaml", INCUS_METADATA, 0o644)
+        for member in root.getmembers():
+            data = root.extractfile(member) if member.isfile() else None
+            member.name = f"rootfs/{member.name}"
+            image.addfile(member, data)
+        folder = tarfile.TarInfo("rootfs/sbin")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        image.addfile(folder)
+        _add_file(image, "rootfs/sbin/init", INCUS_INIT, 0o755)
+    (machine.share / "tiny-incus.tar").write_bytes(buffer.getvalue())
+    return f"{SHARE_MOUNT}/tiny-incus.tar"
+
+
+def _add_file(archive: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    archive.addfile(info, io.BytesIO(data))
 
 
 def host_plan(spec: PoolSpec) -> Plan:

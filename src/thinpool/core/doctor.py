@@ -128,7 +128,9 @@ def _autoextend_findings(status: PoolStatus) -> list[Finding]:
     command, apply = "thinpool apply", f"thinpool apply --vg {status.vg} --pool {status.pool}"
     if status.ownership.owner.has_own_tools:  # thinpool's profile, attached without touching the owner's layout
         command, apply = "thinpool adopt", f"thinpool adopt {target} --autoextend"
-    if status.autoextend is None:
+    if status.autoextend is None and status.ownership.owner.has_own_tools and _no_room_for_a_step(status):
+        found.append(_cannot_autoextend(status))
+    elif status.autoextend is None:
         found.append(
             Finding(
                 Severity.WARNING,
@@ -161,6 +163,26 @@ def _autoextend_findings(status: PoolStatus) -> list[Finding]:
             )
         )
     return found
+
+
+def _no_room_for_a_step(status: PoolStatus) -> bool:
+    step = sizing.autoextend_step(status.data_size // status.extent_size, sizing.DEFAULT_AUTOEXTEND_PERCENT)
+    return status.vg_free_extents < step
+
+
+def _cannot_autoextend(status: PoolStatus) -> Finding:
+    """An owner's pool that fills its VG (Incus makes its pool of 100%FREE): a profile would have nothing to
+    extend into, so the finding says how the pool grows instead, and the usage findings watch it fill."""
+    target = _target(status)
+    step = sizing.autoextend_step(status.data_size // status.extent_size, sizing.DEFAULT_AUTOEXTEND_PERCENT)
+    return Finding(
+        Severity.INFO,
+        "no-autoextend-profile",
+        f"{target} has no autoextend profile, and one would not help: {status.vg} has "
+        f"{status.vg_free_extents} free extents, one step needs {step}; doctor warns as the pool fills, "
+        f"and it grows when {status.vg} does",
+        owners.grow_data_fix(status.ownership, replace(status.room, vg_free_extents=0), step),
+    )
 
 
 def _usage_findings(status: PoolStatus, options: DoctorOptions) -> list[Finding]:

@@ -27,7 +27,7 @@ from thinpool.system.runner import Runner
 
 CACHE_ENV = "THINPOOL_GUEST_CACHE"
 DEFAULT_CACHE = Path("/var/cache/thinpool/guests")
-RECIPE_VERSION = 1  # bumped whenever the steps below change what a root holds
+RECIPE_VERSION = 2  # bumped whenever the steps below change what a root holds
 APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -51,6 +51,9 @@ QUIET_UNITS = (
     "prometheus-node-exporter-smartmon.timer", "prometheus-node-exporter-ipmitool-sensor.timer",
     "prometheus-node-exporter-mellanox-hca-temp.timer", "systemd-timesyncd.service",
 )  # fmt: skip
+# The same for what only some releases hold (disabled in a command of their own: one missing unit
+# fails the whole command).
+QUIET_RELEASE_UNITS = ("incus.socket", "incus-user.socket", "incus-startup.service", "lxcfs.service")
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,9 @@ RELEASES: dict[str, Release] = {
         "Debian 12: lvm2 2.03.16, thin-provisioning-tools 0.9, kernel 6.1, docker.io 20.10 (devicemapper)",
     ),
     "debian-13": Release(
-        "debian-13", "trixie", (*COMMON_PACKAGES, "docker-cli", "podman"),
-        "Debian 13: lvm2 2.03.31, thin-provisioning-tools 1.1, kernel 6.12, docker.io 26.1, containerd 1.7, podman 5.4",
+        "debian-13", "trixie", (*COMMON_PACKAGES, "docker-cli", "podman", "incus-base"),
+        "Debian 13: lvm2 2.03.31, thin-provisioning-tools 1.1, kernel 6.12, docker.io 26.1, containerd 1.7, podman 5.4,"
+        " incus 6.0 (containers only: a pool another tool made)",
     ),
 }  # fmt: skip
 
@@ -130,6 +134,7 @@ def _customize_hook(release: Release) -> str:
     units = " ".join(QUIET_UNITS)
     return (
         f'chroot "$1" systemctl disable {units} >/dev/null 2>&1; '
+        f'chroot "$1" systemctl disable {" ".join(QUIET_RELEASE_UNITS)} >/dev/null 2>&1; '
         f'chroot "$1" systemctl mask e2scrub_reap.service >/dev/null 2>&1; '
         f'echo thinpool-{release.name} > "$1/etc/hostname"; '
         'rm -f "$1/etc/machine-id"; touch "$1/etc/machine-id"; '
