@@ -10,6 +10,7 @@ import pytest
 from thinpool.app.context import Context
 from thinpool.cli import main
 from thinpool.core import adopt, doctor, owners
+from thinpool.core.findings import Severity
 from thinpool.core.health import PoolStatus
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import Observed
@@ -102,11 +103,11 @@ def test_doctor_names_the_owner_and_fixes_in_its_words() -> None:
 def test_an_owners_pool_that_fills_its_vg_is_told_how_it_grows_not_to_attach_a_profile() -> None:
     incus = _status("tp", "IncusThinPool", "containers_c1", free=0, fields={"data_percent": "10.00"})
     (found,) = [finding for finding in doctor.diagnose(incus) if finding.code == "no-autoextend-profile"]
-    assert found.severity == doctor.Severity.INFO and "one would not help: tp has 0 free extents" in found.problem
+    assert found.severity == Severity.INFO and "one would not help: tp has 0 free extents" in found.problem
     assert found.fix == "vgextend tp /dev/sdX && lvextend -l +410 tp/IncusThinPool"
     roomy = _status("tp", "IncusThinPool", "containers_c1", free=410, fields={"data_percent": "10.00"})
     (found,) = [finding for finding in doctor.diagnose(roomy) if finding.code == "no-autoextend-profile"]
-    assert found.severity == doctor.Severity.WARNING and found.fix == "thinpool adopt tp/IncusThinPool --autoextend"
+    assert found.severity == Severity.WARNING and found.fix == "thinpool adopt tp/IncusThinPool --autoextend"
 
 
 def test_adopting_tags_the_pool_and_keeps_a_when_full_mode_its_owner_chose() -> None:

@@ -380,3 +380,21 @@ def test_repair_of_a_proxmox_pool_in_use_says_to_shut_its_guests_down(
     err = capsys.readouterr().err
     assert "pve/vm-100-disk-0 (open)" in err
     assert "fix: shut down the guests whose disks are on pve/data (qm shutdown ID, pct shutdown ID), unmount" in err
+
+
+def test_repair_of_a_pool_in_a_vg_incus_tagged_says_to_stop_its_instances(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the VG's tag says Incus here: the pool and its volume have names of their own."""
+    runner = ScriptedRunner()
+    pool = lv_row("fast", vg_name="ssd", segtype="thin-pool", lv_attr="twi-aotz--", transaction_id="3")
+    disk = lv_row("web", vg_name="ssd", segtype="thin", pool_lv="fast", thin_id="1")
+    vg = DOCKER_VG_ROW | {"vg_name": "ssd", "vg_tags": "incus_pool"}
+    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool, disk], vgs=[vg]))
+    runner.expect(commands.dmsetup_info(), stdout="ssd-web;LVM-x;1;L--w\n")
+    runner.expect(programs.fuser_mount("/dev/ssd/web"), stdout="")
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/mountinfo").write_text("")
+    assert main(["repair", "ssd/fast", "--yes"], context=Context(runner=runner, root=tmp_path, euid=0)) == 1
+    assert runner.exhausted
+    assert "fix: stop the instances on it (incus stop --all, or each one), unmount" in capsys.readouterr().err

@@ -67,7 +67,7 @@ def _thin_volumes(group: VolumeGroup, pool: str) -> list[LogicalVolume]:
     return [lv for lv in group.lvs if lv.segtype == "thin" and lv.pool_lv == pool]
 
 
-def _refuse_busy(ctx: Context, pool: LogicalVolume, volumes: list[LogicalVolume]) -> None:
+def _refuse_busy(ctx: Context, group: VolumeGroup, pool: LogicalVolume, volumes: list[LogicalVolume]) -> None:
     """An open thin volume cannot be stopped: name each, with its mount point, and how its owner stops it."""
     opened = {
         device.name
@@ -83,7 +83,9 @@ def _refuse_busy(ctx: Context, pool: LogicalVolume, volumes: list[LogicalVolume]
         where = f"mounted on {mounts[lv.kernel_device].mount_point}" if lv.kernel_device in mounts else "open"
         users = observe.device_users(ctx.runner, f"/dev/{lv.vg_name}/{lv.name}", ctx.root)
         named.append(f"{lv.vg_name}/{lv.name} ({where}" + (f"; used by {', '.join(users)})" if users else ")"))
-    marks = owners.Marks(pool.vg_name, pool.bare_name, pool.tags, volumes=tuple(lv.bare_name for lv in volumes))
+    marks = owners.Marks(
+        pool.vg_name, pool.bare_name, pool.tags, group.tags, volumes=tuple(lv.bare_name for lv in volumes)
+    )
     ownership = owners.owner_of(marks)
     stop = (
         owners.stop_users(ownership, f"{pool.vg_name}/{pool.bare_name}")
@@ -274,7 +276,7 @@ def _run(ctx: Context, vg: str, pool: str, from_backup: str | None) -> RepairRep
     group, lv = backups.pool_lv(ctx, vg, pool)
     volumes = _thin_volumes(group, pool)
     ids = {item.name: item.thin_id for item in volumes if item.thin_id is not None}
-    _refuse_busy(ctx, lv, volumes)
+    _refuse_busy(ctx, group, lv, volumes)
     _stop(ctx, vg, pool, volumes)
     scratch = backups.folder_for(ctx, vg, pool)
     scratch.mkdir(mode=0o700, parents=True, exist_ok=True)

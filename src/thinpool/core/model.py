@@ -141,6 +141,7 @@ class VolumeGroup:
     pv_names: tuple[str, ...] = ()
     lvs: tuple[LogicalVolume, ...] = ()
     uuid: str = ""
+    tags: tuple[str, ...] = ()  # vg_tags (Incus and LXD mark the VGs they use)
 
     def lv(self, name: str) -> LogicalVolume | None:
         for lv in self.lvs:

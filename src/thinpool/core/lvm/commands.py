@@ -17,7 +17,7 @@ LV_FIELDS = (
     "seg_monitor,lv_health_status,lv_profile,pool_lv,origin,segtype,lv_active,lv_tags,lv_uuid,"
     "lv_when_full,lv_kernel_major,lv_kernel_minor,transaction_id,thin_id"
 )
-VG_FIELDS = "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count"
+VG_FIELDS = "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count,vg_tags"
 PV_FIELDS = "pv_name,vg_name,pv_attr,pv_mda_used_count,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
 # lvm fullreport keeps an LV's own fields and its segments' apart (joined by lv_uuid).
 SEG_FIELDS = "lv_uuid,segtype,chunk_size,seg_monitor,transaction_id,thin_id"

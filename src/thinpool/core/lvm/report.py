@@ -143,6 +143,7 @@ def parse_vgs(text: str) -> list[dict[str, int | str]]:
             "free_count": _int(row["vg_free_count"]),
             "seqno": _int(row["vg_seqno"]),
             "uuid": row.get("vg_uuid", ""),
+            "tags": row.get("vg_tags", ""),
         }
         for row in rows(text, "vg")
     ]
@@ -183,6 +184,7 @@ def assemble_vgs(vgs_text: str, pvs: list[PhysicalVolume], lvs: list[LogicalVolu
             free_count=int(row["free_count"]),
             seqno=int(row["seqno"]),
             uuid=str(row["uuid"]),
+            tags=_tags(str(row["tags"])),
             pv_names=tuple(pv_names.get(name, ())),
             lvs=tuple(by_vg.get(name, ())),
         )
