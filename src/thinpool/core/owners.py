@@ -58,7 +58,7 @@ _LABELS = {
     Owner.INCUS: "Incus",
     Owner.LXD: "LXD",
     Owner.PROXMOX: "Proxmox VE",
-    Owner.DOCKER: "Docker (devicemapper)",
+    Owner.DOCKER: "Docker's devicemapper or containerd's devmapper",
     Owner.UNKNOWN: "an unknown tool or a person",
 }
 
@@ -123,7 +123,7 @@ def _maker(marks: Marks) -> tuple[Owner, str]:
     if lvm is not None and kernel is not None and kernel > lvm:
         return Owner.DOCKER, (
             f"dm-thin's transaction id ({kernel}) is ahead of lvm's ({lvm}): thin devices lvm does not list, "
-            "as Docker's devicemapper driver makes them"
+            "as Docker's devicemapper driver and containerd's devmapper snapshotter make them"
         )
     return Owner.UNKNOWN, "no tag, name or volume says who made it"
 
@@ -180,7 +180,7 @@ def stop_users(ownership: Ownership, target: str) -> str:
         Owner.INCUS: "stop the instances on it (incus stop --all, or each one)",
         Owner.LXD: "stop the instances on it (lxc stop --all)",
         Owner.PROXMOX: f"shut down the guests whose disks are on {target} (qm shutdown ID, pct shutdown ID)",
-        Owner.DOCKER: "stop Docker (systemctl stop docker.service docker.socket)",
+        Owner.DOCKER: "stop the engine on it (systemctl stop docker.service docker.socket, or containerd.service)",
     }.get(ownership.owner, "stop its users")
 
 
