@@ -51,3 +51,25 @@ def test_a_built_root_is_found_in_the_cache_with_its_kernel(tmp_path: Path, monk
     (root / ".thinpool-ready").write_text("{}\n")
     found = guest.obtain(release, runner=None)  # type: ignore[arg-type]  # a cached root runs nothing
     assert found.path == root and found.kernel.version == "6.12.1-amd64" and found.python == "/usr/bin/python3"
+
+
+def test_after_a_build_the_older_roots_of_that_release_go_unless_a_vm_shares_one(tmp_path: Path) -> None:
+    def built(name: str) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ".thinpool-ready").write_text("{}\n")
+        return tmp_path / name
+
+    new, old, booted = built("debian-13-aaa"), built("debian-13-bbb"), built("debian-13-ccc")
+    other_release, half_built = built("debian-12-ddd"), tmp_path / "debian-13-eee"
+    half_built.mkdir()  # no .thinpool-ready: another builder's, or a broken one; not ours to judge
+    stale = guest.stale_roots(guest.RELEASES["debian-13"], new, {booted})
+    assert stale == [old] and other_release.exists()
+
+
+def test_the_roots_in_use_are_read_from_qemus_command_lines(tmp_path: Path) -> None:
+    (tmp_path / "4242").mkdir()
+    argv = ["qemu-system-x86_64", "-fsdev", "local,id=root,path=/cache/debian-13-bbb,security_model=none,readonly=on"]
+    (tmp_path / "4242/cmdline").write_bytes(b"\0".join(arg.encode() for arg in argv) + b"\0")
+    (tmp_path / "77").mkdir()
+    (tmp_path / "77/cmdline").write_bytes(b"bash\0-c\0sleep 1\0")
+    assert guest.roots_in_use(tmp_path) == {Path("/cache/debian-13-bbb")}

@@ -3,7 +3,8 @@
 A guest root is made once with mmdebstrap from the release's archive (the mirror this host's apt
 uses), with that release's kernel, lvm2, thin-provisioning-tools, engines and python3, and cached
 under ``/var/cache/thinpool/guests/RELEASE-KEY`` (KEY: a hash of the recipe, so a changed package
-list builds a new root). The VM shares it read-only under a throwaway overlay: nothing of the host
+list builds a new root, and the release's older roots go once it is built, unless a running VM shares
+one). The VM shares it read-only under a throwaway overlay: nothing of the host
 but the hardware reaches the guest, and nothing the guest does reaches the cache.
 """
 
@@ -169,7 +170,33 @@ def obtain(release: Release, runner: Runner, say: Callable[[str], None] = lambda
         if not (folder / ".thinpool-ready").exists():
             say(f"building the {release.name} guest root from {mirror} (once; cached in {folder}) ...")
             _build(release, folder, mirror, runner)
+            for stale in stale_roots(release, folder, roots_in_use()):
+                say(f"removing {stale}, a root of an older recipe that no VM runs on")
+                shutil.rmtree(stale, ignore_errors=True)
     return GuestRoot(release, folder, _kernel_in(folder))
+
+
+def stale_roots(release: Release, kept: Path, in_use: set[Path]) -> list[Path]:
+    """The release's other built roots (older recipes: about 1.3 GiB each) that no running VM shares."""
+    return sorted(
+        folder
+        for folder in kept.parent.glob(f"{release.name}-*")
+        if folder != kept and folder.is_dir() and (folder / ".thinpool-ready").exists() and folder not in in_use
+    )
+
+
+def roots_in_use(proc: Path = Path("/proc")) -> set[Path]:
+    """The folders a running qemu shares as a guest's root (its ``-fsdev local,id=root,path=...``)."""
+    found = set()
+    for cmdline in proc.glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # the process ended, or is not ours to read
+        for arg in argv:
+            if arg.startswith(b"local,id=root,path="):
+                found.add(Path(arg.decode(errors="replace").split("path=", 1)[1].split(",", 1)[0]))
+    return found
 
 
 def _build(release: Release, folder: Path, mirror: str, runner: Runner) -> None:
