@@ -197,7 +197,13 @@ def test_maintain_backs_up_a_pool_whose_metadata_moved(tmp_path: Path, capsys: p
             _expect_backup(runner, folder, transaction=8)
             _expect_vgcfgbackup(runner, folder, clock.now, 8)
         capsys.readouterr()
-        assert main(["maintain", "docker/thinpool", "--json"], context=_context(runner, tmp_path, clock)) == EXIT_OK
+        assert (
+            main(
+                ["maintain", "docker/thinpool", "--json", "--check-every", "0"],
+                context=_context(runner, tmp_path, clock),
+            )
+            == EXIT_OK
+        )
         pool = json.loads(capsys.readouterr().out)["pools"][0]
         assert bool(pool["backup"]["taken"]) is taken, pool["backup"]
     assert runner.exhausted and "7 -> 8" in pool["backup"]["reason"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -130,7 +131,10 @@ def test_maintain_trims_sets_the_mode_and_reports_what_came_back(
     )
     runner.expect(commands.status_report("docker"), stdout=after)
     assert (
-        main(["maintain", "docker/thinpool", "--json", "--backup-every", "0"], context=_context(runner, tmp_path))
+        main(
+            ["maintain", "docker/thinpool", "--json", "--backup-every", "0", "--check-every", "0"],
+            context=_context(runner, tmp_path),
+        )
         == EXIT_OK
     )
     assert runner.exhausted
@@ -157,6 +161,7 @@ def test_maintain_dry_run_plans_the_same_pass_and_changes_nothing(
     assert [action["kind"] for action in pool["planned"]] == ["reclaim", "when-full"]
     assert pool["steps"] == [] and not pool["changed"] and pool["backup"]["taken"] is None
     assert "no backup" in pool["backup"]["reason"]  # due: a real run would take it
+    assert "never had a full check" in pool["metadata_check"]["reason"] and pool["metadata_check"]["ran"] is None
 
 
 def test_maintain_with_nothing_to_do_runs_no_command_and_says_so(
@@ -164,7 +169,13 @@ def test_maintain_with_nothing_to_do_runs_no_command_and_says_so(
 ) -> None:
     runner = ScriptedRunner()
     runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="0.10"))
-    assert main(["maintain", "docker/thinpool", "--backup-every", "0"], context=_context(runner, tmp_path)) == EXIT_OK
+    assert (
+        main(
+            ["maintain", "docker/thinpool", "--backup-every", "0", "--check-every", "0"],
+            context=_context(runner, tmp_path),
+        )
+        == EXIT_OK
+    )
     out = capsys.readouterr().out
     assert runner.exhausted and "nothing to do" in out and "when full: queue" in out
 
@@ -247,3 +258,64 @@ def test_the_timers_pass_covers_the_pools_thinpool_made_or_adopted_and_no_other(
     runner = ScriptedRunner()
     runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=rows, vgs=vgs))
     assert use_case.cared_for_pools(Context(runner=runner, root=tmp_path)) == [("docker", "thinpool"), ("pve", "data")]
+
+
+TPOOL = "docker-thinpool-tpool"
+META = "/dev/mapper/docker-thinpool_tmeta"
+
+
+def _expect_check(runner: ScriptedRunner, code: int = 0, said: str = "") -> None:
+    """One full check: the pool's report, its snapshot held around thin_check --metadata-snap, the version."""
+    runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="0.10"))
+    runner.expect(commands.dmsetup_status(TPOOL), stdout=builders.kernel_pool_status(7))
+    runner.expect(commands.dmsetup_message(TPOOL, "reserve_metadata_snap"))
+    runner.expect(commands.thin_check(META, metadata_snap=True), returncode=code, stderr=said)
+    runner.expect(commands.dmsetup_message(TPOOL, "release_metadata_snap"))
+    runner.expect(commands.thin_check_version(), stdout="1.1.0\n")
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return float(self.now)
+
+
+def test_the_full_metadata_check_runs_weekly_on_a_snapshot_and_is_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock, runner = Clock(1_800_000_000), ScriptedRunner()
+    context = dataclasses.replace(_context(runner, tmp_path), clock=clock)
+    _expect_check(runner)
+    assert main(["maintain", "docker/thinpool", "--json", "--backup-every", "0"], context=context) == EXIT_OK
+    ran = json.loads(capsys.readouterr().out)["pools"][0]["metadata_check"]
+    assert ran["ran"]["ok"] and ran["ran"]["tool"] == "1.1.0" and ran["ran"]["when"] == clock.now
+    record = tmp_path / "var/lib/thinpool/checks/docker-thinpool.json"
+    assert json.loads(record.read_text()) == ran["ran"] and record.stat().st_mode & 0o777 == 0o600
+    clock.now += 6 * 86400  # within the week: only the pool is read
+    runner.expect(commands.status_report("docker"), stdout=pool_report(mapped="0.10"))
+    assert main(["maintain", "docker/thinpool", "--json", "--backup-every", "0"], context=context) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["pools"][0]["metadata_check"] == {"reason": "", "ran": None, "error": ""}
+    clock.now += 86400
+    _expect_check(runner, code=1, said="bad checksum in metadata index block\n")
+    assert main(["maintain", "docker/thinpool", "--backup-every", "0"], context=context) == 1  # the timer's unit fails
+    assert "full metadata check: ERRORS: bad checksum in metadata index block (" in capsys.readouterr().out
+    assert runner.exhausted
+
+
+def test_doctor_projects_the_last_checks_time_onto_the_metadata_in_use_now() -> None:
+    from thinpool.core import metadata_check
+
+    last = metadata_check.CheckRecord(0, millis=20_000, metadata_used=100 * MiB, ok=True, said="")
+    full = ("-q", "--clear-needs-check-flag")
+    (found,) = metadata_check.findings("docker", "thinpool", last, 400 * MiB, full)
+    assert found.code == "boot-check-over-budget" and "would take about 80 s, over the 60 s budget" in found.problem
+    assert '"--skip-mappings"' in found.fix
+    assert metadata_check.findings("docker", "thinpool", last, 250 * MiB, full) == []  # 50 s: within
+    assert metadata_check.findings("docker", "thinpool", last, 400 * MiB, (*full, "--skip-mappings")) == []
+    failed = metadata_check.CheckRecord(0, 1000, MiB, ok=False, said="1 data block leaked")
+    (critical,) = metadata_check.findings("docker", "thinpool", failed, MiB, full)
+    assert critical.severity == "critical" and "(1 data block leaked)" in critical.problem
+    assert metadata_check.parse_options('thin_check_options=["-q","--clear-needs-check-flag"]\n') == full
+    assert metadata_check.parse_options("garbage") is None and not metadata_check.fast_at_boot(None)

@@ -67,7 +67,7 @@ def pool_lv(ctx: Context, vg: str, pool: str) -> tuple[VolumeGroup, LogicalVolum
 
 
 @contextlib.contextmanager
-def _metadata_snapshot(ctx: Context, vg: str, pool: str) -> Iterator[int]:
+def metadata_snapshot(ctx: Context, vg: str, pool: str) -> Iterator[int]:
     """Hold a metadata snapshot in the kernel while the body reads it; yields the pool's size in chunks
     (a dump of the snapshot says 0: the snapshot does not carry the data space map)."""
     found = observe.thin_pool_target(ctx.runner, vg, pool)
@@ -110,7 +110,7 @@ def _dump(ctx: Context, lv: LogicalVolume, into: Path) -> tuple[str, int]:
         with metadata_component(ctx, lv.vg_name, lv.name):
             ctx.runner.run(commands.thin_dump(device, str(into), metadata_snap=False), timeout=3600)
         return backup.INACTIVE, 0
-    with _metadata_snapshot(ctx, lv.vg_name, lv.name) as data_blocks:
+    with metadata_snapshot(ctx, lv.vg_name, lv.name) as data_blocks:
         ctx.runner.run(commands.thin_dump(device, str(into), metadata_snap=True), timeout=3600)
     return backup.LIVE, data_blocks
 

@@ -6,18 +6,20 @@ by core.maintain, run through the executor, and read again to report what it gav
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
 from thinpool.app import backup as backups
 from thinpool.app import watch
 from thinpool.app.context import Context
 from thinpool.app.executor import ApplyResult, Progress, apply
-from thinpool.core import backup, health, maintain, owners
+from thinpool.core import backup, health, maintain, metadata_check, owners
 from thinpool.core.lvm import commands
 from thinpool.core.plan import Plan
 from thinpool.errors import ThinpoolError
-from thinpool.system import observe
+from thinpool.system import files, observe
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -31,10 +33,14 @@ class PoolCare:
     backup_reason: str = ""  # why the pass backs the pool up ("" when it does not)
     backup: backup.Backup | None = None  # the backup it took
     backup_error: str = ""
+    check_reason: str = ""  # why the pass runs the full metadata check ("" when it does not)
+    check: metadata_check.CheckRecord | None = None  # the check it ran
+    check_error: str = ""
 
     @property
     def ok(self) -> bool:
-        return (self.result is None or self.result.ok) and not self.backup_error
+        checked_ok = self.check is None or self.check.ok
+        return (self.result is None or self.result.ok) and not self.backup_error and not self.check_error and checked_ok
 
     def to_dict(self) -> dict[str, Any]:
         last = self.after or self.before
@@ -55,6 +61,11 @@ class PoolCare:
                 "reason": self.backup_reason,
                 "taken": self.backup.to_dict() if self.backup else None,
                 "error": self.backup_error,
+            },
+            "metadata_check": {
+                "reason": self.check_reason,
+                "ran": self.check.to_dict() if self.check else None,
+                "error": self.check_error,
             },
         }
 
@@ -86,18 +97,52 @@ def care_for(
     before = watch.status(ctx, vg, pool)
     planned = maintain.plan(before, policy)
     reason = _backup_reason(ctx, before, policy)
+    check_reason = maintain.check_due(policy, before, observe.read_check_record(vg, pool, ctx.root), int(ctx.clock()))
     if dry_run:
-        return PoolCare(before, planned, None, None, reason)
+        return PoolCare(before, planned, None, None, reason, check_reason=check_reason)
     result = apply(planned, ctx.runner, root=ctx.root, progress=progress)
     after = watch.status(ctx, vg, pool) if planned.actions else None
-    if not reason:
-        return PoolCare(before, planned, result, after)
+    care = _backed_up(ctx, PoolCare(before, planned, result, after, reason), policy)
+    return _checked(ctx, replace(care, check_reason=check_reason)) if check_reason else care
+
+
+def _backed_up(ctx: Context, care: PoolCare, policy: maintain.Policy) -> PoolCare:
+    if not care.backup_reason:
+        return care
+    vg, pool = care.before.vg, care.before.pool
     try:
-        return PoolCare(before, planned, result, after, reason, backups.take(ctx, vg, pool, keep=policy.keep))
+        return replace(care, backup=backups.take(ctx, vg, pool, keep=policy.keep))
     except backup.PoolBusy as busy:  # a repair (or a backup run by hand) is at work: the next pass backs up
-        return PoolCare(before, planned, result, after, f"{reason}; not now: {busy.problem}")
+        return replace(care, backup_reason=f"{care.backup_reason}; not now: {busy.problem}")
     except ThinpoolError as error:
-        return PoolCare(before, planned, result, after, reason, backup_error=str(error))
+        return replace(care, backup_error=str(error))
+
+
+def _checked(ctx: Context, care: PoolCare) -> PoolCare:
+    try:
+        return replace(care, check=full_check(ctx, care.after or care.before))
+    except backup.PoolBusy as busy:  # the next pass checks
+        return replace(care, check_reason=f"{care.check_reason}; not now: {busy.problem}")
+    except ThinpoolError as error:
+        return replace(care, check_error=str(error))
+
+
+def full_check(ctx: Context, status: health.PoolStatus) -> metadata_check.CheckRecord:
+    """thin_check of the live pool's metadata snapshot (no boot waits for it), recorded for doctor."""
+    vg, pool = status.vg, status.pool
+    with backups.pool_lock(ctx, vg, pool), backups.metadata_snapshot(ctx, vg, pool):
+        started = time.monotonic()
+        done = ctx.runner.run(
+            commands.thin_check(commands.metadata_device(vg, pool), metadata_snap=True), check=False, timeout=3600
+        )
+        millis = int((time.monotonic() - started) * 1000)
+    said = (done.stdout + done.stderr).strip()[-metadata_check.SAID_LIMIT :]
+    tool = ctx.runner.run(commands.thin_check_version(), check=False).stdout.strip()
+    record = metadata_check.CheckRecord(int(ctx.clock()), millis, status.metadata_used, done.ok, said, tool)
+    path = observe.under(ctx.root, metadata_check.record_path(vg, pool))
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    files.write_atomically(path, json.dumps(record.to_dict(), indent=1) + "\n", keep_owner=False, mode=0o600)
+    return record
 
 
 def _backup_reason(ctx: Context, status: health.PoolStatus, policy: maintain.Policy) -> str:

@@ -6,9 +6,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from thinpool.app.context import Context
-from thinpool.core import backup, health, sizing
+from thinpool.core import backup, health, metadata_check, sizing
 from thinpool.core.doctor import DoctorOptions, diagnose
 from thinpool.core.findings import Finding
+from thinpool.core.lvm import commands
 from thinpool.errors import ThinpoolError
 from thinpool.system import observe
 
@@ -32,9 +33,20 @@ def doctor(ctx: Context, vg: str, pool: str, workload: sizing.Workload) -> tuple
     from thinpool.system import observe_engine
 
     found = with_kernel_transaction(ctx, status(ctx, vg, pool))
-    findings = diagnose(found, DoctorOptions(workload))
+    findings = diagnose(found, DoctorOptions(workload)) + check_findings(ctx, found)
     state = observe_engine.engine_state(ctx.runner, PoolSpec(vg=vg, pool=pool), ctx.root)
     return found, findings + engines.doctor(state, vg, pool)
+
+
+def check_findings(ctx: Context, found: health.PoolStatus) -> list[Finding]:
+    """What maintain's last full metadata check says (nothing before its first: lvm's options are read
+    only when there is a check's time to project)."""
+    last = observe.read_check_record(found.vg, found.pool, ctx.root)
+    if last is None:
+        return []
+    said = ctx.runner.run(commands.lvmconfig_thin_check_options(), check=False)
+    options = metadata_check.parse_options(said.stdout) if said.ok else None
+    return metadata_check.findings(found.vg, found.pool, last, found.metadata_used, options)
 
 
 def with_kernel_transaction(ctx: Context, found: health.PoolStatus) -> health.PoolStatus:

@@ -34,7 +34,11 @@ run every few minutes: thinpool-maintain.timer (thinpool install-units) runs it.
              room returns (after thinpool grow).
   backup     The pool's metadata is backed up (thinpool backup) when it changed
              since the newest backup, at most every --backup-every, and at
-             least daily; the newest --keep backups are kept."""
+             least daily; the newest --keep backups are kept.
+  check      An active pool's metadata gets a full thin_check every
+             --check-every (weekly), on a metadata snapshot of the live pool,
+             so no boot waits for it; doctor reads its time and verdict (a
+             boot whose full check would exceed 60 s, a check that failed)."""
 
 
 def _render(care: PoolCare) -> str:
@@ -67,7 +71,20 @@ def _render(care: PoolCare) -> str:
         lines.append("  backup failed: " + care.backup_error.replace("\n", "\n  "))
     elif care.backup_reason:
         lines.append(f"  backup: {'planned' if care.result is None else 'not taken'} ({care.backup_reason})")
+    lines.extend(_check_lines(care))
     return "\n".join(lines)
+
+
+def _check_lines(care: PoolCare) -> list[str]:
+    check = care.check
+    if check is not None:
+        verdict = "no errors" if check.ok else "ERRORS: " + check.said.replace("\n", "\n  ")
+        return [f"  full metadata check: {verdict} ({check.millis / 1000:.1f} s; {care.check_reason})"]
+    if care.check_error:
+        return ["  full metadata check failed to run: " + care.check_error.replace("\n", "\n  ")]
+    if care.check_reason:
+        return [f"  full metadata check: {'planned' if care.result is None else 'not run'} ({care.check_reason})"]
+    return []
 
 
 def _cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:
@@ -79,6 +96,7 @@ def _cmd_maintain(args: argparse.Namespace, ctx: Context) -> int:
         reclaim_above=parse_size(args.reclaim_above, what="--reclaim-above"),
         backup_every=parse_span(args.backup_every, what="--backup-every"),
         keep=args.keep,
+        check_every=parse_span(args.check_every, what="--check-every"),
     )
     targets = [split_target(text) for text in args.target]
     try:
@@ -129,6 +147,12 @@ def add_parsers(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
         default="1h",
         metavar="SPAN",
         help="back up changed metadata at most this often, e.g. 30min, 6h; 0: never (default: 1h)",
+    )
+    parser.add_argument(
+        "--check-every",
+        default="7d",
+        metavar="SPAN",
+        help="run a full thin_check of each active pool's metadata snapshot this often; 0: never (default: 7d)",
     )
     parser.add_argument(
         "--keep",

@@ -5,6 +5,8 @@
   pool's chunk size: dm-thin unmaps whole chunks only, so smaller discards free nothing.
 * Backup: the pool's metadata is backed up when it changed since the newest backup (the kernel's
   transaction id moved), at most every ``Policy.backup_every``, and at least daily (core.backup.due).
+* Full check: an active pool's metadata gets a full ``thin_check`` on a metadata snapshot every
+  ``Policy.check_every`` (weekly; core.metadata_check), its time and verdict recorded for doctor.
 * When full: a pool that can still autoextend queues writes (dm-thin's default, so dmeventd can
   catch a burst); one that cannot fails them at once (``lvchange --errorwhenfull y``), and is
   switched back once it can grow again (after ``thinpool grow``, say).
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from thinpool.core import backup, doctor, health
+from thinpool.core import backup, doctor, health, metadata_check
 from thinpool.core.lvm import commands
 from thinpool.core.model import WhenFull
 from thinpool.core.plan import Action, ActionKind, Plan, Target
@@ -29,6 +31,7 @@ class Policy:
     reclaim_above: int = doctor.RECLAIM_ABOVE  # bytes a filesystem may hold unused in the pool before a trim
     backup_every: int = backup.DEFAULT_EVERY  # seconds between backups of changing metadata (0: no backups)
     keep: int = backup.DEFAULT_KEEP  # backups kept per pool
+    check_every: int = metadata_check.CHECK_EVERY  # seconds between full metadata checks (0: none)
 
 
 def _reclaim_actions(status: health.PoolStatus, policy: Policy) -> tuple[Action, ...]:
@@ -66,6 +69,12 @@ def plan(status: health.PoolStatus, policy: Policy | None = None) -> Plan:
         layout=None,
         reasons={"when_full": f"{wanted}: {why}", "reclaim_above": format_size(policy.reclaim_above)},
     )
+
+
+def check_due(policy: Policy, status: health.PoolStatus, last: metadata_check.CheckRecord | None, now: int) -> str:
+    """Why this pass runs the full metadata check ("" when it does not). An inactive pool gets none: lvm
+    checks it when it activates it."""
+    return metadata_check.due(last, now, policy.check_every) if status.active else ""
 
 
 def backup_due(policy: Policy, last: backup.Backup | None, transaction_id: int | None, now: int) -> str:

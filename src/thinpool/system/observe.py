@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from thinpool.core import backup, health
+from thinpool.core import backup, health, metadata_check
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import Device, Filesystem, Observed
 from thinpool.core.programs import argv as programs
@@ -162,6 +162,15 @@ def backup_folder(vg: str, pool: str, root: Path = ROOT) -> Path:
     except OSError:
         return default
     return Path(chosen) if chosen.startswith("/") else default
+
+
+def read_check_record(vg: str, pool: str, root: Path = ROOT) -> metadata_check.CheckRecord | None:
+    """The last full metadata check maintain ran on the pool (None: none yet, or unreadable)."""
+    try:
+        text = under(root, metadata_check.record_path(vg, pool)).read_text()
+    except OSError:
+        return None
+    return metadata_check.read_record(text)
 
 
 def read_backups(folder: Path) -> list[backup.Backup]:

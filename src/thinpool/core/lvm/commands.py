@@ -266,8 +266,18 @@ def thin_dump(device: str, output: str, *, metadata_snap: bool) -> Argv:
     return ("thin_dump", *(("--metadata-snap",) if metadata_snap else ()), "-o", output, device)
 
 
-def thin_check(device: str) -> Argv:
-    return ("thin_check", device)
+def thin_check(device: str, *, metadata_snap: bool = False) -> Argv:
+    """``metadata_snap``: the snapshot the kernel holds of a live pool's metadata (the full check, no boot)."""
+    return ("thin_check", *(("--metadata-snap",) if metadata_snap else ()), device)
+
+
+def thin_check_version() -> Argv:
+    return ("thin_check", "-V")
+
+
+def lvmconfig_thin_check_options() -> Argv:
+    """The options lvm passes thin_check at activation, after lvm.conf, lvmlocal.conf and the defaults."""
+    return ("lvmconfig", "--typeconfig", "full", "global/thin_check_options")
 
 
 def thin_restore(source: str, device: str, *, transaction_id: int, data_blocks: int) -> Argv:
