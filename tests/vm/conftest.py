@@ -44,12 +44,13 @@ rm -rf /var/lib/incus /var/cache/incus /var/log/incus /run/incus
 rm -rf /var/lib/containers /run/containers /etc/containers/storage.conf
 rm -rf /etc/docker /etc/containerd /var/lib/docker /var/lib/containerd /run/docker /run/containerd   /run/docker.sock /var/run/docker.pid /etc/systemd/system/docker.service.d /etc/systemd/system/containerd.service.d
 [ -f /run/fstab.orig ] || cp /etc/fstab /run/fstab.orig; cp /run/fstab.orig /etc/fstab
+[ -f /run/lvmlocal.orig ] || cp /etc/lvm/lvmlocal.conf /run/lvmlocal.orig; cp /run/lvmlocal.orig /etc/lvm/lvmlocal.conf
 for vg in $(vgs --noheadings -o vg_name 2>/dev/null); do vgremove -ff -y "$vg" >/dev/null 2>&1; done
 dmsetup remove_all --force >/dev/null 2>&1
 for pv in $(pvs --noheadings -o pv_name 2>/dev/null); do pvremove -ff -y "$pv" >/dev/null 2>&1; done
 for disk in /dev/vd?; do wipefs -a -q "$disk" >/dev/null 2>&1; done
 rm -f /etc/lvm/profile/thinpool-*.profile
-rm -rf /var/lib/thinpool/backups /var/lib/thinpool/migrate /var/lib/docker.devicemapper /srv/staging /etc/thinpool /etc/dnsmasq.d
+rm -rf /var/lib/thinpool/backups /var/lib/thinpool/checks /var/lib/thinpool/migrate /var/lib/docker.devicemapper /srv/staging /etc/thinpool /etc/dnsmasq.d
 # Without udev, lvm's /dev/VG folders can outlive their VG (a killed lvm): drop those that
 # hold only dangling links, or the next vgcreate of that name fails.
 for folder in /dev/*/; do

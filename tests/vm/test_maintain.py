@@ -54,6 +54,8 @@ def test_churned_space_comes_back_and_a_second_pass_does_nothing(vm: VM) -> None
     assert fix == "thinpool maintain docker/thinpool"
     result = _maintain(vm, "docker/thinpool")  # the fix doctor printed
     pool = result["pools"][0]
+    checked = pool["metadata_check"]["ran"]  # the first pass's full check, on the live pool's snapshot
+    assert checked["ok"] and checked["tool"].startswith(("0.9", "1.1")) and checked["metadata_used"] > 0, pool
     assert [step["argv"][:3] for step in pool["steps"]] == [["fstrim", "--minimum", str(512 * 1024)]]
     after = _status(vm, "docker/thinpool")
     used = after["volumes"][0]["filesystem"]["used"]
@@ -64,6 +66,35 @@ def test_churned_space_comes_back_and_a_second_pass_does_nothing(vm: VM) -> None
     assert "reclaimable-space" not in vm.thinpool("doctor", "docker/thinpool", "--json", check=False).stdout
     again = _maintain(vm)  # every pool thinpool made
     assert again["pools"][0]["changed"] is False and again["pools"][0]["steps"] == []
+    assert again["pools"][0]["metadata_check"]["reason"] == ""  # checked this week
+
+
+def _boot_check_finding(vm: VM) -> list[dict[str, Any]]:
+    report = json.loads(vm.thinpool("doctor", "docker/thinpool", "--json", check=False).stdout)
+    return [finding for finding in report["findings"] if finding["code"] == "boot-check-over-budget"]
+
+
+def test_doctor_warns_of_a_slow_boot_check_until_lvm_is_told_to_skip_the_mappings(vm: VM) -> None:
+    """The check's record as a pool with years of snapshots would leave it (a full check of 200 s), read
+    against lvm's own thin_check_options, then against those doctor's fix gives lvm."""
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+    ran = _maintain(vm, "docker/thinpool", "--backup-every", "0")["pools"][0]["metadata_check"]["ran"]
+    assert ran["ok"] and _boot_check_finding(vm) == []  # a fresh pool's check takes no time
+    record = "/var/lib/thinpool/checks/docker-thinpool.json"
+    vm.run(["bash", "-c", f'sed -i \'s/"millis": [0-9]*/"millis": 200000/\' {record}'])
+    (slow,) = _boot_check_finding(vm)
+    lvm_has = vm.run(["lvmconfig", "--typeconfig", "full", "global/thin_check_options"]).stdout.strip()
+    assert "about 200 s, over the 60 s budget" in slow["problem"] and lvm_has.startswith("thin_check_options=")
+    setting = slow["fix"].removeprefix("in /etc/lvm/lvmlocal.conf: ").split(" (")[0]
+    vm.run(["bash", "-c", f"echo '{setting}' >> /etc/lvm/lvmlocal.conf"])
+    now = vm.run(["lvmconfig", "--typeconfig", "full", "global/thin_check_options"]).stdout
+    assert '"--skip-mappings"' in now and _boot_check_finding(vm) == []
+    # and lvm runs the fast check when it activates the pool (what a boot does)
+    vm.run(["vgchange", "-q", "-an", "docker"])
+    activated = vm.run(["bash", "-c", "vgchange -ay -vvvv docker 2>&1 | grep -i 'thin_check'"]).stdout
+    ran = [line for line in activated.splitlines() if "Executing" in line or "Running" in line]
+    assert ran and all("--skip-mappings" in line for line in ran), activated[-2000:]
+    print(f"lvm had {lvm_has}; now {now.strip()}; at activation: {ran[0].strip()}")
 
 
 def _timed_write(vm: VM, device: str, seek_mib: int) -> tuple[int, float]:

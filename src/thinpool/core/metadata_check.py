@@ -131,7 +131,14 @@ def findings(
             f"{last.metadata_used // MiB} MiB; on the {metadata_used // MiB} MiB in use now lvm's check at "
             f"activation would take about {projected // 1000} s, over the {budget} s budget, and every boot waits "
             f"for it (thin_check_options: {', '.join(options) if options else 'unknown'})",
-            'in /etc/lvm/lvmlocal.conf: global { thin_check_options = [ "-q", "--clear-needs-check-flag", '
-            '"--skip-mappings" ] } (maintain runs the full check weekly on a metadata snapshot)',
+            f"in /etc/lvm/lvmlocal.conf: {fast_setting(options)} (maintain runs the full check weekly on a "
+            "metadata snapshot)",
         )
     ]
+
+
+def fast_setting(options: tuple[str, ...] | None) -> str:
+    """lvm.conf's setting for the fast check at activation: the host's options, plus --skip-mappings."""
+    kept = tuple(option for option in options or ("-q",) if option not in FAST_OPTIONS)
+    quoted = ", ".join(f'"{option}"' for option in (*kept, "--skip-mappings"))
+    return f"global {{ thin_check_options = [ {quoted} ] }}"
