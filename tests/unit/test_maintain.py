@@ -307,10 +307,12 @@ def test_the_full_metadata_check_runs_weekly_on_a_snapshot_and_is_recorded(
 def test_doctor_projects_the_last_checks_time_onto_the_metadata_in_use_now() -> None:
     from thinpool.core import metadata_check
 
-    last = metadata_check.CheckRecord(0, millis=20_000, metadata_used=100 * MiB, ok=True, said="")
+    last = metadata_check.CheckRecord(0, millis=20_000, metadata_used=100 * MiB, ok=True, said="", thin_devices=100)
     full = ("-q", "--clear-needs-check-flag")
     (found,) = metadata_check.findings("docker", "thinpool", last, 400 * MiB, full)
     assert found.code == "boot-check-over-budget" and "would take about 80 s, over the 60 s budget" in found.problem
+    (by_devices,) = metadata_check.findings("docker", "thinpool", last, 100 * MiB, full, thin_devices=500)
+    assert "100 MiB and 500 thin devices now" in by_devices.problem and "about 100 s" in by_devices.problem
     assert found.fix.startswith(
         'in /etc/lvm/lvmlocal.conf: global { thin_check_options = [ "-q", "--clear-needs-check-flag", "--skip-mappings" ] }'
     )

@@ -138,7 +138,9 @@ def full_check(ctx: Context, status: health.PoolStatus) -> metadata_check.CheckR
         millis = int((time.monotonic() - started) * 1000)
     said = (done.stdout + done.stderr).strip()[-metadata_check.SAID_LIMIT :]
     tool = ctx.runner.run(commands.thin_check_version(), check=False).stdout.strip()
-    record = metadata_check.CheckRecord(int(ctx.clock()), millis, status.metadata_used, done.ok, said, tool)
+    record = metadata_check.CheckRecord(
+        int(ctx.clock()), millis, status.metadata_used, done.ok, said, tool, thin_devices=status.thin_count
+    )
     path = observe.under(ctx.root, metadata_check.record_path(vg, pool))
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     files.write_atomically(path, json.dumps(record.to_dict(), indent=1) + "\n", keep_owner=False, mode=0o600)

@@ -46,7 +46,9 @@ def check_findings(ctx: Context, found: health.PoolStatus) -> list[Finding]:
         return []
     said = ctx.runner.run(commands.lvmconfig_thin_check_options(), check=False)
     options = metadata_check.parse_options(said.stdout) if said.ok else None
-    return metadata_check.findings(found.vg, found.pool, last, found.metadata_used, options)
+    return metadata_check.findings(
+        found.vg, found.pool, last, found.metadata_used, options, thin_devices=found.thin_count
+    )
 
 
 def with_kernel_transaction(ctx: Context, found: health.PoolStatus) -> health.PoolStatus:
