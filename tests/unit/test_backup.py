@@ -369,38 +369,35 @@ def test_a_folder_given_with_to_is_where_status_and_later_backups_look(
     assert json.loads(capsys.readouterr().out)["backup_age"] == 60  # status sees it: doctor does not call it missing
 
 
-def test_repair_of_a_proxmox_pool_in_use_says_to_shut_its_guests_down(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("vg", "pool", "volume", "vg_tags", "fix"),
+    [
+        (
+            "pve",
+            "data",
+            "vm-100-disk-0",
+            "",
+            "shut down the guests whose disks are on pve/data (qm shutdown ID, pct shutdown ID)",
+        ),
+        # Only the VG's tag says Incus here: the pool and its volume have names of their own.
+        ("ssd", "fast", "web", "incus_pool", "stop the instances on it (incus stop --all, or each one)"),
+    ],
+)
+def test_repair_of_an_owners_pool_in_use_says_how_its_owner_stops_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], vg: str, pool: str, volume: str, vg_tags: str, fix: str
 ) -> None:
     runner = ScriptedRunner()
-    pool = lv_row("data", vg_name="pve", segtype="thin-pool", lv_attr="twi-aotz--", transaction_id="3")
-    disk = lv_row("vm-100-disk-0", vg_name="pve", segtype="thin", pool_lv="data", thin_id="1")
-    vg = DOCKER_VG_ROW | {"vg_name": "pve"}
-    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool, disk], vgs=[vg]))
-    runner.expect(commands.dmsetup_info(), stdout="pve-vm--100--disk--0;LVM-x;1;L--w\n")  # the guest has it open
-    runner.expect(programs.fuser_mount("/dev/pve/vm-100-disk-0"), stdout="")
+    pool_row = lv_row(pool, vg_name=vg, segtype="thin-pool", lv_attr="twi-aotz--", transaction_id="3")
+    disk = lv_row(volume, vg_name=vg, segtype="thin", pool_lv=pool, thin_id="1")
+    vg_row = DOCKER_VG_ROW | {"vg_name": vg, "vg_tags": vg_tags}
+    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool_row, disk], vgs=[vg_row]))
+    opened = commands.dm_name(vg, volume)
+    runner.expect(commands.dmsetup_info(), stdout=f"{opened};LVM-x;1;L--w\n")  # its user has it open
+    runner.expect(programs.fuser_mount(f"/dev/{vg}/{volume}"), stdout="")
     (tmp_path / "proc/self").mkdir(parents=True)
     (tmp_path / "proc/self/mountinfo").write_text("")
-    assert main(["repair", "pve/data", "--yes"], context=Context(runner=runner, root=tmp_path, euid=0)) == 1
+    assert main(["repair", f"{vg}/{pool}", "--yes"], context=Context(runner=runner, root=tmp_path, euid=0)) == 1
     assert runner.exhausted  # nothing was stopped
     err = capsys.readouterr().err
-    assert "pve/vm-100-disk-0 (open)" in err
-    assert "fix: shut down the guests whose disks are on pve/data (qm shutdown ID, pct shutdown ID), unmount" in err
-
-
-def test_repair_of_a_pool_in_a_vg_incus_tagged_says_to_stop_its_instances(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Only the VG's tag says Incus here: the pool and its volume have names of their own."""
-    runner = ScriptedRunner()
-    pool = lv_row("fast", vg_name="ssd", segtype="thin-pool", lv_attr="twi-aotz--", transaction_id="3")
-    disk = lv_row("web", vg_name="ssd", segtype="thin", pool_lv="fast", thin_id="1")
-    vg = DOCKER_VG_ROW | {"vg_name": "ssd", "vg_tags": "incus_pool"}
-    runner.expect(commands.lvm_report(), stdout=lvm_report(lvs=[pool, disk], vgs=[vg]))
-    runner.expect(commands.dmsetup_info(), stdout="ssd-web;LVM-x;1;L--w\n")
-    runner.expect(programs.fuser_mount("/dev/ssd/web"), stdout="")
-    (tmp_path / "proc/self").mkdir(parents=True)
-    (tmp_path / "proc/self/mountinfo").write_text("")
-    assert main(["repair", "ssd/fast", "--yes"], context=Context(runner=runner, root=tmp_path, euid=0)) == 1
-    assert runner.exhausted
-    assert "fix: stop the instances on it (incus stop --all, or each one), unmount" in capsys.readouterr().err
+    assert f"{vg}/{volume} (open)" in err
+    assert f"fix: {fix}, unmount" in err

@@ -128,8 +128,9 @@ def _autoextend_findings(status: PoolStatus) -> list[Finding]:
     command, apply = "thinpool apply", f"thinpool apply --vg {status.vg} --pool {status.pool}"
     if status.ownership.owner.has_own_tools:  # thinpool's profile, attached without touching the owner's layout
         command, apply = "thinpool adopt", f"thinpool adopt {target} --autoextend"
-    if status.autoextend is None and status.ownership.owner.has_own_tools and _no_room_for_a_step(status):
-        found.append(_cannot_autoextend(status))
+    cannot = _cannot_autoextend(status) if status.autoextend is None else None
+    if cannot is not None:
+        found.append(cannot)
     elif status.autoextend is None:
         found.append(
             Finding(
@@ -165,16 +166,14 @@ def _autoextend_findings(status: PoolStatus) -> list[Finding]:
     return found
 
 
-def _no_room_for_a_step(status: PoolStatus) -> bool:
-    step = sizing.autoextend_step(status.data_size // status.extent_size, sizing.DEFAULT_AUTOEXTEND_PERCENT)
-    return status.vg_free_extents < step
-
-
-def _cannot_autoextend(status: PoolStatus) -> Finding:
+def _cannot_autoextend(status: PoolStatus) -> Finding | None:
     """An owner's pool that fills its VG (Incus makes its pool of 100%FREE): a profile would have nothing to
-    extend into, so the finding says how the pool grows instead, and the usage findings watch it fill."""
-    target = _target(status)
+    extend into, so the finding says how the pool grows instead, and the usage findings watch it fill.
+    None for a pool of thinpool's or a person's, or when the VG has room for one step."""
     step = sizing.autoextend_step(status.data_size // status.extent_size, sizing.DEFAULT_AUTOEXTEND_PERCENT)
+    if not status.ownership.owner.has_own_tools or status.vg_free_extents >= step:
+        return None
+    target = _target(status)
     return Finding(
         Severity.INFO,
         "no-autoextend-profile",
