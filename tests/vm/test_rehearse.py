@@ -10,8 +10,15 @@ import sys
 import pytest
 
 from thinpool.rehearse import deps
+from thinpool.rehearse.vm import EMULATED_PANIC, kvm_usable
 
-pytestmark = pytest.mark.vm
+# Each test boots a throwaway VM of its own. Without KVM, the emulator now and then crashes a healthy guest
+# kernel after boot (an Oops: int3 under MTTCG, seen about once in 750 tests); the rehearsal then says so, and
+# such a test is run once more from the start (pytest shows the rerun). Any other failure is never rerun.
+pytestmark = [
+    pytest.mark.vm,
+    pytest.mark.flaky(reruns=1, only_rerun=[EMULATED_PANIC], condition=not kvm_usable()),
+]
 
 
 def _qemu_processes() -> list[str]:
@@ -36,7 +43,7 @@ def test_rehearse_applies_the_plan_and_cleans_up() -> None:
     _needs(engines=False)
     before = set(_qemu_processes())
     done = _rehearse("--disk-size", "4GiB", "--disk-size", "2GiB", "--vg", "vg-docker", "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     report = json.loads(done.stdout)
     assert report["kind"] == "thinpool-rehearsal" and report["schema_version"] == 1 and report["engine"] is None
     assert report["ok"] and report["matches_plan"] and not report["second_changed"]
@@ -62,7 +69,7 @@ def test_rehearse_starts_the_engine_on_the_rehearsed_pool(engine: str, driver: s
     before = set(_qemu_processes())
     done = _rehearse("--disk-size", "20GiB", "--engine", engine, "--json")
     report = json.loads(done.stdout) if done.stdout.startswith("{") else {}
-    assert done.returncode == 0, (done.stderr, json.dumps(report.get("engine"), indent=1))
+    assert done.returncode == 0, (done.stderr, report.get("problem"), json.dumps(report.get("engine"), indent=1))
     assert report["ok"] and report["matches_plan"] and not report["second_changed"]
     run = report["engine"]
     assert run["ok"] and run["engine"] == engine and run["storage_driver"] == driver and run["version"]
@@ -136,7 +143,7 @@ def test_rehearse_of_a_host_device_rehearses_the_merge_into_this_hosts_config() 
     before = open(host_config, "rb").read() if os.path.exists(host_config) else None  # noqa: SIM115
     done = _rehearse(_a_host_disk(), "--engine", "containerd-devmapper", "--json")
     report = json.loads(done.stdout) if done.stdout.startswith("{") else {}
-    assert done.returncode == 0, (done.stderr, json.dumps(report.get("engine"), indent=1))
+    assert done.returncode == 0, (done.stderr, report.get("problem"), json.dumps(report.get("engine"), indent=1))
     assert report["ok"] and report["engine"]["ok"] and report["engine"]["reported"]["pool_name"] == "docker-thinpool"
     write = next(action for action in report["plan"]["actions"] if action["kind"] == "engine-config")
     if before is not None:  # the host's own file was the base of the merge, and is unchanged here

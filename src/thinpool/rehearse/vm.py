@@ -55,6 +55,9 @@ class VMError(ThinpoolError):
 # guest: the kernel says so on the serial console and goes on; a guest that really hangs meets the
 # command's timeout. softlockup_panic=1 had turned such a stall into a dead VM.
 SOFT_LOCKUP = "softlockup_panic=0"
+# What a VM that died of a guest kernel panic under TCG says: under MTTCG the emulator's own races (an
+# ``Oops: int3`` while the kernel patches its code) crash a healthy kernel now and then.
+EMULATED_PANIC = "the emulated guest kernel panicked"
 
 
 def _die_with_parent() -> None:
@@ -210,13 +213,13 @@ class VM:
         try:
             self._launch_once()
         except VMError:
-            if kvm_usable() or not self._panicked_while_booting():
+            if kvm_usable() or not self._kernel_panicked():
                 raise
             self.boot_retries += 1
             log.warning("the emulated guest kernel panicked while booting; booting once more")
             self._launch_once()
 
-    def _panicked_while_booting(self) -> bool:
+    def _kernel_panicked(self) -> bool:
         serial = self.workdir / "serial.log"
         with serial.open("rb") as handle:
             handle.seek(self._serial_offset)
@@ -400,10 +403,11 @@ class VM:
 
     def _died(self, waiting_for: str) -> VMError:
         reason = self._stop_reason or f"qemu exited with {self._proc.returncode if self._proc else '?'}"
-        return VMError(
-            f"the VM stopped while waiting for {waiting_for}: {reason}\n{self.serial_tail()}",
-            fix="read the serial console output above; rerun with -v for every command",
-        )
+        fix = "read the serial console output above; rerun with -v for every command"
+        if not kvm_usable() and self._kernel_panicked():
+            reason = f"{EMULATED_PANIC} ({reason})"
+            fix = "run it again: without KVM such a crash is usually the emulator's, not the guest's; " + fix
+        return VMError(f"the VM stopped while waiting for {waiting_for}: {reason}\n{self.serial_tail()}", fix=fix)
 
     def serial_tail(self, lines: int = 60) -> str:
         texts = []
