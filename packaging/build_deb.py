@@ -38,6 +38,7 @@ DEPENDS = (
     "xfsprogs",
 )
 RECOMMENDS = ("psmisc",)  # fuser: repair names the processes holding a volume
+SUGGESTS = ("cryptsetup-bin",)  # --encrypt (and systemd-cryptsetup on Debian 13, for the boot's unlock)
 SUMMARY = "LVM thin-pool storage for container hosts"
 DESCRIPTION = """\
 thinpool plans LVM thin pools for container engines in exact extents
@@ -213,6 +214,7 @@ def control(installed_kib: int) -> str:
     return (
         f"Package: {PACKAGE}\nVersion: {__version__}\nArchitecture: all\nMaintainer: {MAINTAINER}\n"
         f"Installed-Size: {installed_kib}\nDepends: {', '.join(DEPENDS)}\nRecommends: {', '.join(RECOMMENDS)}\n"
+        f"Suggests: {', '.join(SUGGESTS)}\n"
         f"Section: admin\nPriority: optional\nHomepage: https://github.com/thinpool/thinpool\n"
         f"Description: {SUMMARY}\n{body}\n"
     )

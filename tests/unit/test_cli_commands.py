@@ -13,6 +13,7 @@ import pytest
 
 from thinpool.app.context import Context
 from thinpool.cli import EXIT_ERROR, EXIT_OK, main
+from thinpool.core import boot_check
 from thinpool.core.lvm import commands
 from thinpool.core.plan import Plan
 from thinpool.core.programs import argv as programs
@@ -42,12 +43,15 @@ class Machine:
     def reports(self) -> None:
         self.runner.expect(commands.lvm_report(), stdout=lvm_report(pvs=self.pvs, lvs=self.lvs, vgs=self.vgs))
 
-    def observe(self, recorded: Path, devices: tuple[str, ...] = (DEVICE,)) -> None:
+    def observe(self, recorded: Path, devices: tuple[str, ...] = (DEVICE,), *, lvm_local: bool = True) -> None:
+        """What plan and apply read (``lvm_local``: and the thin_check options; grow does not read them)."""
         self.reports()
         for device in devices:
             self.runner.expect(programs.lsblk(device), stdout=(recorded / "lsblk-blank-disk.json").read_text())
             self.runner.expect(programs.wipefs_probe(device), stdout="")
         self.runner.expect(commands.dmsetup_info(), stdout="No devices found\n")
+        if lvm_local:
+            self.runner.expect(commands.lvmconfig_thin_check_options(), stdout='thin_check_options=["-q"]\n')
 
     def vg(self, extents: int, free: int) -> dict[str, str]:
         return {
@@ -123,10 +127,12 @@ def test_apply_creates_the_pool_step_by_step_and_verifies_each(
     result = json.loads(capsys.readouterr().out)
     assert runner.exhausted
     assert result["ok"] and result["changed"]
-    assert [step["status"] for step in result["steps"]] == ["done"] * 5
+    assert [step["status"] for step in result["steps"]] == ["done"] * 6
     assert result["layout"] == layout
     profile = tmp_path / "etc/lvm/profile/thinpool-docker-thinpool.profile"
     assert "thin_pool_autoextend_threshold = 80" in profile.read_text()
+    lvm_local = (tmp_path / "etc/lvm/lvmlocal.conf").read_text()
+    assert 'thin_check_options = [ "-q", "--skip-mappings" ]' in lvm_local  # the boot's fast check
 
 
 def test_a_command_that_hangs_is_a_failed_step_and_the_rest_is_reported_not_run(
@@ -144,8 +150,8 @@ def test_a_command_that_hangs_is_a_failed_step_and_the_rest_is_reported_not_run(
     out = capsys.readouterr().out
     assert "failed   create physical-volume /dev/vdc" in out
     assert "did not finish within 300s" in out
-    assert out.count("not-run") == 4
-    assert "Apply FAILED: 0 of 5 changes made." in out
+    assert out.count("not-run") == 5
+    assert "Apply FAILED: 0 of 6 changes made." in out
     assert not (tmp_path / "etc").exists()
 
 
@@ -164,11 +170,14 @@ def test_a_device_already_in_the_vg_is_not_probed_again(
     from thinpool.core.spec import PoolSpec
 
     _write_profile(tmp_path)
+    lvm_local = tmp_path / "etc/lvm/lvmlocal.conf"
+    lvm_local.write_text("local {\n}\n" + boot_check.block(("-q",)))  # as apply left it
     runner = ScriptedRunner()
     machine = Machine(runner)
     _existing_pool(machine, 2 * GiB, 8 * MiB, free=100)
     machine.reports()
     runner.expect(commands.dmsetup_info(), stdout="No devices found\n")
+    runner.expect(commands.lvmconfig_thin_check_options(), stdout='thin_check_options=["-q","--skip-mappings"]\n')
     assert main(["apply", "/dev/vda", "--json"], context=_context(runner, tmp_path)) == EXIT_OK
     assert runner.exhausted  # the strict runner would have refused an lsblk or wipefs of /dev/vda
     converged = json.loads(capsys.readouterr().out)
@@ -193,12 +202,12 @@ def _grown_to_the_new_disk(recorded: Path, tmp_path: Path) -> tuple[Plan, Script
 
     planning = ScriptedRunner()
     _existing_pool(machine := Machine(planning), 2 * GiB, 8 * MiB, free=100)
-    machine.observe(recorded)
+    machine.observe(recorded, lvm_local=False)
     plan = pool.plan_grow(_context(planning, tmp_path), PoolSpec(devices=(DEVICE,)))
     assert plan.layout is not None
     runner = ScriptedRunner()
     _existing_pool(machine := Machine(runner), 2 * GiB, 8 * MiB, free=100)
-    machine.observe(recorded)
+    machine.observe(recorded, lvm_local=False)
     runner.expect(plan.actions[0].argv)
     machine.pvs.append({"pv_name": DEVICE, "vg_name": "", "pv_attr": "---"})
     machine.reports()

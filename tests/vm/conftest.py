@@ -23,7 +23,7 @@ from thinpool.core.units import GiB
 from thinpool.rehearse import guest
 from thinpool.rehearse.vm import VM
 
-from .machines import boot, tiny_images
+from .machines import SYSTEMD_RESET, boot, boot_systemd, tiny_images
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASES_ENV = "THINPOOL_RELEASES"
@@ -45,6 +45,7 @@ rm -rf /var/lib/containers /run/containers /etc/containers/storage.conf
 rm -rf /etc/docker /etc/containerd /var/lib/docker /var/lib/containerd /run/docker /run/containerd   /run/docker.sock /var/run/docker.pid /etc/systemd/system/docker.service.d /etc/systemd/system/containerd.service.d
 [ -f /run/fstab.orig ] || cp /etc/fstab /run/fstab.orig; cp /run/fstab.orig /etc/fstab
 [ -f /run/lvmlocal.orig ] || cp /etc/lvm/lvmlocal.conf /run/lvmlocal.orig; cp /run/lvmlocal.orig /etc/lvm/lvmlocal.conf
+rm -f /etc/lvm/*.thinpool-*.bak /etc/fstab.thinpool-*.bak
 for vg in $(vgs --noheadings -o vg_name 2>/dev/null); do vgremove -ff -y "$vg" >/dev/null 2>&1; done
 dmsetup remove_all --force >/dev/null 2>&1
 for pv in $(pvs --noheadings -o pv_name 2>/dev/null); do pvremove -ff -y "$pv" >/dev/null 2>&1; done
@@ -149,3 +150,42 @@ def images(vm_session: VM) -> Iterator[dict[str, str]]:
     yield tiny_images(vm_session)
     for name in ("tiny-rootfs.tar", "tiny-oci.tar"):
         (vm_session.share / name).unlink(missing_ok=True)
+
+
+class SystemdMachines:
+    """The release's guest under its real systemd, booted once for the ``systemd_vm`` tests that run one after
+    another (power cuts, reboots), and closed as soon as the next test takes no ``systemd_vm``: no idle
+    emulated VM runs beside the others, and never two systemd guests at once."""
+
+    def __init__(self) -> None:
+        self._machines: dict[str, VM] = {}
+
+    def get(self, release: str, deb: Path) -> VM:
+        if release not in self._machines:
+            self.close()
+            self._machines[release] = boot_systemd(release, deb, write_budget=10 * GiB, lifetime=7200)
+        return self._machines[release]
+
+    def close(self) -> None:
+        while self._machines:
+            self._machines.popitem()[1].close()
+
+
+SYSTEMD_MACHINES = SystemdMachines()
+
+
+@pytest.fixture
+def systemd_vm(release: str, thinpool_deb: Path) -> VM:
+    """The systemd guest, reset: no pool, blank disks, no engine or thinpool unit enabled."""
+    machine = SYSTEMD_MACHINES.get(release, thinpool_deb)
+    machine.run(["bash", "-c", SYSTEMD_RESET], timeout=300)
+    return machine
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if nextitem is None or "systemd_vm" not in getattr(nextitem, "fixturenames", ()):
+        SYSTEMD_MACHINES.close()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    SYSTEMD_MACHINES.close()

@@ -7,6 +7,7 @@ from typing import Any
 
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import LogicalVolume
+from thinpool.core.plan import Plan
 from thinpool.rehearse.vm import VM
 
 # No udev in the guest: dockerd must be told not to wait for it (containerd reads DM_DISABLE_UDEV).
@@ -106,3 +107,18 @@ def kill_at_command(vm: VM, command: str, delay: float, *args: str) -> None:
         ["bash", "-c", KILL_AT_COMMAND, "kill-at", command, str(delay), *vm.thinpool_argv, *args], timeout=300
     )
     assert killed.stdout.strip() == "exit 137", vm.run(["cat", "/tmp/interrupted.log"]).stdout  # died by SIGKILL
+
+
+def assert_pool_matches(vm: VM, plan: Plan) -> None:
+    layout = plan.layout
+    assert layout is not None
+    extent = layout.extent_size
+    found = lvs(vm, plan.vg)
+    pool = found[plan.pool]
+    assert pool.size == layout.data_extents * extent
+    assert pool.metadata_size == layout.metadata_extents * extent
+    assert pool.chunk_size == layout.chunk_size
+    assert pool.seg_monitor == "monitored"
+    assert pool.profile == f"thinpool-{plan.vg}-{plan.pool}"
+    assert found["lvol0_pmspare"].size == layout.metadata_extents * extent
+    assert vg_row(vm, plan.vg)["free_count"] == layout.headroom_extents + layout.left_extents

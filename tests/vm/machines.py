@@ -4,11 +4,9 @@ shared VM from these; tests import them from here, never from conftest or one an
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +56,9 @@ def boot(name: str, deb: Path, disk_sizes: tuple[int, ...] = DISKS, **options: A
     return machine
 
 
-@contextlib.contextmanager
-def systemd_machine(name: str, deb: Path, **options: Any) -> Iterator[VM]:
+def boot_systemd(name: str, deb: Path, **options: Any) -> VM:
     """A VM on the release's root under its own systemd, its root changes kept across reboots and power
-    cuts on a 4 GiB and a 2 GiB disk (``options`` override); closed when the block ends."""
+    cuts on a 4 GiB and a 2 GiB disk (``options`` override); the caller closes it."""
     settings: dict[str, Any] = {
         "disk_sizes": (4 * GiB, 2 * GiB),
         "systemd": True,
@@ -70,10 +67,27 @@ def systemd_machine(name: str, deb: Path, **options: Any) -> Iterator[VM]:
     }
     machine = boot(name, deb, **(settings | options))
     print(f"\n{name} with systemd booted in {machine.boot_seconds:.1f}s")
-    try:
-        yield machine
-    finally:
-        machine.close()
+    return machine
+
+
+# What the systemd tests leave and the next one must not meet: the engine and thinpool's units stopped and
+# disabled, the pool gone, the disks blank, and what apply and install-units wrote removed.
+SYSTEMD_RESET = """
+systemctl disable --now docker.service docker.socket thinpool-metrics.service thinpool-maintain.timer \
+  thinpool-activate.service >/dev/null 2>&1 || true
+umount /var/lib/docker 2>/dev/null || true
+umount /mnt/vol 2>/dev/null || true
+vgremove -ff -y docker >/dev/null 2>&1 || true
+for disk in /dev/vda /dev/vdb; do pvremove -ff -y $disk >/dev/null 2>&1 || true; wipefs -a -q $disk; done
+rm -rf /etc/docker /var/lib/docker /var/lib/thinpool /etc/systemd/system/docker.service.d \
+  /etc/systemd/system/thinpool-maintain.timer.d /etc/lvm/profile/thinpool-*
+sed -i '/ \\/var\\/lib\\/docker /d' /etc/fstab
+[ -f /var/lib/lvmlocal.orig ] || cp /etc/lvm/lvmlocal.conf /var/lib/lvmlocal.orig
+cp /var/lib/lvmlocal.orig /etc/lvm/lvmlocal.conf; rm -f /etc/lvm/*.thinpool-*.bak
+if [ -f /var/lib/lvm.conf.orig ]; then cp /var/lib/lvm.conf.orig /etc/lvm/lvm.conf; fi
+systemctl daemon-reload
+sync
+"""
 
 
 def tiny_images(machine: VM) -> dict[str, str]:

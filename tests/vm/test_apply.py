@@ -8,30 +8,15 @@ import time
 import pytest
 
 from thinpool.cli.options import spec_to_argv
-from thinpool.core.plan import Plan
+from thinpool.core.boot_check import BootCheck
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import MiB
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
 
-from .helpers import lvs, thinpool_json, vg_row
+from .helpers import assert_pool_matches, lvs, thinpool_json, vg_row
 from .machines import CLASSIC_DISK, SIZES, host_plan
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
-
-
-def assert_pool_matches(vm: VM, plan: Plan) -> None:
-    layout = plan.layout
-    assert layout is not None
-    extent = layout.extent_size
-    found = lvs(vm, plan.vg)
-    pool = found[plan.pool]
-    assert pool.size == layout.data_extents * extent
-    assert pool.metadata_size == layout.metadata_extents * extent
-    assert pool.chunk_size == layout.chunk_size
-    assert pool.seg_monitor == "monitored"
-    assert pool.profile == f"thinpool-{plan.vg}-{plan.pool}"
-    assert found["lvol0_pmspare"].size == layout.metadata_extents * extent
-    assert vg_row(vm, plan.vg)["free_count"] == layout.headroom_extents + layout.left_extents
 
 
 def test_classic_disk_gets_exactly_the_planned_pool(vm: VM) -> None:
@@ -56,7 +41,8 @@ def test_second_apply_changes_nothing(vm: VM) -> None:
 
 
 def test_saved_plan_applies_once_then_is_stale(vm: VM) -> None:
-    spec = PoolSpec(devices=("/dev/vda", "/dev/vdb"), vg="multi")
+    # --boot-check full: this plan on virtual disks has not read the guest's lvmlocal.conf (see test_bad_input)
+    spec = PoolSpec(devices=("/dev/vda", "/dev/vdb"), vg="multi", boot_check=BootCheck.FULL)
     plan = host_plan(spec)
     (vm.share / "plan.json").write_text(plan.to_json())
     code, _, err = thinpool_json(vm, "apply", "--yes", f"{SHARE_MOUNT}/plan.json")
@@ -113,7 +99,7 @@ def test_existing_vg_with_other_volumes_is_shared_not_disturbed(vm: VM) -> None:
     vm.run(["bash", "-c", "echo keep-me > /dev/docker/other"])
     code, result, err = thinpool_json(vm, "apply", "--yes", "--vg", "docker")
     assert code == 0, err
-    assert [step["kind"] for step in result["steps"]] == ["lvm-profile", "thin-pool", "monitoring"]
+    assert [step["kind"] for step in result["steps"]] == ["lvm-profile", "thin-pool", "monitoring", "lvm-config"]
     found = lvs(vm, "docker")
     assert found["other"].size == 100 * 4 * MiB
     assert vm.run(["head", "-c", "7", "/dev/docker/other"]).stdout == "keep-me"

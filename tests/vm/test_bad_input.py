@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from thinpool.core.boot_check import BootCheck
 from thinpool.core.spec import PoolSpec
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
 
@@ -24,7 +25,9 @@ def _no_pv(vm: VM) -> bool:
 
 
 def test_an_edited_saved_plan_shows_and_runs_only_what_is_re_derived(vm: VM) -> None:
-    plan = host_plan(PoolSpec(devices=("/dev/vda",))).to_dict()
+    # --boot-check full: a plan on virtual disks has not read the host's lvmlocal.conf, so it cannot hold the
+    # fast check's write the re-derived plan would add (a saved plan is refused when it differs).
+    plan = host_plan(PoolSpec(devices=("/dev/vda",), boot_check=BootCheck.FULL)).to_dict()
     broken = {**plan, "spec": {**plan["spec"], "extent_size": "4m"}}
     (vm.share / "broken.json").write_text(json.dumps(broken))
     code, refusal, err = thinpool_json(vm, "apply", "--yes", f"{SHARE_MOUNT}/broken.json")

@@ -74,10 +74,13 @@ def _boot_check_finding(vm: VM) -> list[dict[str, Any]]:
     return [finding for finding in report["findings"] if finding["code"] == "boot-check-over-budget"]
 
 
-def test_doctor_warns_of_a_slow_boot_check_until_lvm_is_told_to_skip_the_mappings(vm: VM) -> None:
-    """The check's record as a pool with years of snapshots would leave it (a full check of 200 s), read
-    against lvm's own thin_check_options, then against those doctor's fix gives lvm."""
-    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[0] == 0
+def test_doctor_warns_of_a_slow_boot_check_until_apply_sets_the_fast_one_and_full_takes_it_out(vm: VM) -> None:
+    """The check's record as a pool with years of snapshots would leave it (a full check of 200 s), on a host
+    that kept lvm's full check (--boot-check full); then apply's default writes the fast check, lvm runs it
+    when it activates the pool, and --boot-check full gives lvmlocal.conf back as shipped."""
+    shipped = vm.run(["sha256sum", "/etc/lvm/lvmlocal.conf"]).stdout
+    assert thinpool_json(vm, "apply", "--yes", "--boot-check", "full", "/dev/vda")[0] == 0
+    assert vm.run(["sha256sum", "/etc/lvm/lvmlocal.conf"]).stdout == shipped
     ran = _maintain(vm, "docker/thinpool", "--backup-every", "0")["pools"][0]["metadata_check"]["ran"]
     assert ran["ok"] and _boot_check_finding(vm) == []  # a fresh pool's check takes no time
     record = "/var/lib/thinpool/checks/docker-thinpool.json"
@@ -85,16 +88,23 @@ def test_doctor_warns_of_a_slow_boot_check_until_lvm_is_told_to_skip_the_mapping
     (slow,) = _boot_check_finding(vm)
     lvm_has = vm.run(["lvmconfig", "--typeconfig", "full", "global/thin_check_options"]).stdout.strip()
     assert "about 200 s, over the 60 s budget" in slow["problem"] and lvm_has.startswith("thin_check_options=")
-    setting = slow["fix"].removeprefix("in /etc/lvm/lvmlocal.conf: ").split(" (")[0]
-    vm.run(["bash", "-c", f"echo '{setting}' >> /etc/lvm/lvmlocal.conf"])
+    assert "--boot-check fast" in slow["fix"]
+
+    code, result, err = thinpool_json(vm, "apply", "--yes", "/dev/vda")  # the fix: apply's default
+    assert code == 0 and [step["kind"] for step in result["steps"]] == ["lvm-config"], err or result
     now = vm.run(["lvmconfig", "--typeconfig", "full", "global/thin_check_options"]).stdout
     assert '"--skip-mappings"' in now and _boot_check_finding(vm) == []
+    assert thinpool_json(vm, "apply", "--yes", "/dev/vda")[1]["changed"] is False
     # and lvm runs the fast check when it activates the pool (what a boot does)
     vm.run(["vgchange", "-q", "-an", "docker"])
     activated = vm.run(["bash", "-c", "vgchange -ay -vvvv docker 2>&1 | grep -i 'thin_check'"]).stdout
     ran = [line for line in activated.splitlines() if "Executing" in line or "Running" in line]
     assert ran and all("--skip-mappings" in line for line in ran), activated[-2000:]
     print(f"lvm had {lvm_has}; now {now.strip()}; at activation: {ran[0].strip()}")
+
+    code, result, err = thinpool_json(vm, "apply", "--yes", "--boot-check", "full", "/dev/vda")
+    assert code == 0 and [step["kind"] for step in result["steps"]] == ["lvm-config"], err or result
+    assert vm.run(["sha256sum", "/etc/lvm/lvmlocal.conf"]).stdout == shipped
 
 
 def _timed_write(vm: VM, device: str, seek_mib: int) -> tuple[int, float]:

@@ -13,16 +13,13 @@ THINPOOL_MATRIX=full cuts each step of each command from a fresh start, on both 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from thinpool.core.units import GiB
 from thinpool.rehearse.vm import VM
 
 from .helpers import damage_metadata, lvs, thinpool_json
-from .machines import systemd_machine, tiny_images
+from .machines import tiny_images
 from .power import Cut, Witness, cut_power_at, precious_file, sha256_lines, transaction_ids
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
@@ -32,7 +29,8 @@ PLAN = ("plan", "--json", "--engine", "docker-overlay2-thin", "--volume-size", "
 DAEMON_JSON = "/etc/docker/daemon.json"
 DROP_IN = "/etc/systemd/system/docker.service.d/thinpool.conf"
 PROFILE = "/etc/lvm/profile/thinpool-docker-thinpool.profile"
-CONFIGS = ("/etc/fstab", DAEMON_JSON, DROP_IN, PROFILE)
+LVM_LOCAL = "/etc/lvm/lvmlocal.conf"  # apply adds the fast boot check to it
+CONFIGS = ("/etc/fstab", DAEMON_JSON, DROP_IN, PROFILE, LVM_LOCAL)
 PRECIOUS = "/root/precious"
 USER_FSTAB_LINE = "tmpfs /mnt/scratch tmpfs defaults,noauto 0 0\n"
 USER_SETTINGS = '{\n  "log-level": "warn"\n}\n'
@@ -51,24 +49,12 @@ CI_APPLY_CHAIN = ("pool", "fstab", "exit")
 SWEEP = pytest.mark.sweep
 
 
-@pytest.fixture(scope="module")
-def powered_vm(release: str, thinpool_deb: Path) -> Iterator[VM]:
-    with systemd_machine(release, thinpool_deb, write_budget=6 * GiB, lifetime=5400) as machine:
-        yield machine
-
-
-# a fresh host: no pool, the user's own fstab line and daemon.json, a precious file ----------------------
+# a fresh host (systemd_vm's reset), then the user's own fstab line and daemon.json, a precious file ------
 
 FRESH_HOST = f"""set -e
-umount /var/lib/docker 2>/dev/null || true
-umount /mnt/vol 2>/dev/null || true
-vgremove -ff -y docker >/dev/null 2>&1 || true
-for disk in /dev/vda /dev/vdb; do pvremove -ff -y $disk >/dev/null 2>&1 || true; wipefs -a -q $disk; done
-rm -rf /etc/docker /etc/systemd/system/docker.service.d {PROFILE} /var/lib/thinpool /var/lib/docker
-grep -v -e /var/lib/docker -e /mnt/scratch /etc/fstab > /etc/fstab.new || true
+grep -v -e /mnt/scratch /etc/fstab > /etc/fstab.new || true
 printf '%s' '{USER_FSTAB_LINE}' >> /etc/fstab.new && mv /etc/fstab.new /etc/fstab
 mkdir -p /etc/docker && printf '%s' '{USER_SETTINGS}' > /etc/docker/daemon.json
-systemctl daemon-reload
 sync
 """
 
@@ -118,6 +104,9 @@ def _converged_apply(vm: VM, witness: Witness, precious: str) -> None:
     settings = json.loads(after[DAEMON_JSON] or "{}")
     assert settings["log-level"] == "warn" and settings["storage-driver"] == "overlay2", settings
     assert after[DROP_IN] and after[PROFILE]
+    assert '"--skip-mappings" ]' in (after[LVM_LOCAL] or "") and (after[LVM_LOCAL] or "").startswith(
+        witness.before[LVM_LOCAL] or ""
+    )
     layout = json.loads(vm.thinpool(*PLAN).stdout)["layout"]
     found = lvs(vm, "docker")
     pool = found["thinpool"]
@@ -137,10 +126,10 @@ def _healthy(vm: VM) -> None:
     assert left == "", f"temporary files left behind: {left}"
 
 
-def test_apply_cut_three_times_in_a_row_then_finished_by_a_rerun(powered_vm: VM) -> None:
+def test_apply_cut_three_times_in_a_row_then_finished_by_a_rerun(systemd_vm: VM) -> None:
     """Each cut falls on the re-run of the one before: during the pool's lvcreate, once the fstab line is
     written, and just after the command said it was done (daemon.json and the drop-in written last)."""
-    vm = powered_vm
+    vm = systemd_vm
     witness, precious = _fresh_host(vm)
     for name in CI_APPLY_CHAIN:
         cut_power_at(vm, APPLY_CUTS[name], *APPLY)
@@ -150,8 +139,8 @@ def test_apply_cut_three_times_in_a_row_then_finished_by_a_rerun(powered_vm: VM)
 
 @SWEEP
 @pytest.mark.parametrize("point", list(APPLY_CUTS))
-def test_apply_cut_at_one_step_from_a_fresh_host_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
-    vm = powered_vm
+def test_apply_cut_at_one_step_from_a_fresh_host_then_finished_by_a_rerun(systemd_vm: VM, point: str) -> None:
+    vm = systemd_vm
     witness, precious = _fresh_host(vm)
     cut_power_at(vm, APPLY_CUTS[point], *APPLY)
     _after_cut(vm, witness, precious)
@@ -192,8 +181,8 @@ def _converged_grow(vm: VM, witness: Witness, precious: str, on_volume: str) -> 
 
 @SWEEP
 @pytest.mark.parametrize("point", list(GROW_CUTS))
-def test_grow_cut_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
-    vm = powered_vm
+def test_grow_cut_then_finished_by_a_rerun(systemd_vm: VM, point: str) -> None:
+    vm = systemd_vm
     witness, precious, on_volume = _pool_in_use(vm)
     cut_power_at(vm, GROW_CUTS[point], *GROW)
     _after_cut(vm, witness, precious)
@@ -237,8 +226,8 @@ def _up_without_the_pool(vm: VM) -> None:
 
 @SWEEP
 @pytest.mark.parametrize("point", list(REPAIR_CUTS))
-def test_repair_cut_at_the_metadata_swap_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
-    vm = powered_vm
+def test_repair_cut_at_the_metadata_swap_then_finished_by_a_rerun(systemd_vm: VM, point: str) -> None:
+    vm = systemd_vm
     on_volume = _damaged_pool_with_a_backup(vm)
     vm.run(["systemctl", "enable", "docker.service"], timeout=120)  # started at boot, as Debian's docker.io has it
     try:
@@ -270,8 +259,8 @@ MAINTAIN_CUTS = {
 
 @SWEEP
 @pytest.mark.parametrize("point", list(MAINTAIN_CUTS))
-def test_maintain_cut_during_its_work_then_a_rerun_finishes(powered_vm: VM, point: str) -> None:
-    vm = powered_vm
+def test_maintain_cut_during_its_work_then_a_rerun_finishes(systemd_vm: VM, point: str) -> None:
+    vm = systemd_vm
     witness, precious, on_volume = _pool_in_use(vm)
     vm.thinpool("install-units")  # the boot's activation: past leaked blocks a cut fstrim leaves (thin_check)
     vm.run(["bash", "-c", "head -c 64M /dev/urandom > /var/lib/docker/gone && sync && rm /var/lib/docker/gone"])
@@ -293,8 +282,8 @@ UNITS = ("thinpool-activate.service", "thinpool-maintain.timer")
 
 @SWEEP
 @pytest.mark.parametrize("point", ["daemon-reload", "exit"])
-def test_install_units_cut_then_a_rerun_enables_them(powered_vm: VM, point: str) -> None:
-    vm = powered_vm
+def test_install_units_cut_then_a_rerun_enables_them(systemd_vm: VM, point: str) -> None:
+    vm = systemd_vm
     _pool_in_use(vm)
     vm.run(
         [
@@ -358,8 +347,8 @@ def _docker_held_back(vm: VM) -> None:
 @SWEEP
 @pytest.mark.releases("debian-12")
 @pytest.mark.parametrize("point", list(MIGRATE_CUTS))
-def test_migrate_switch_cut_then_finished_by_a_rerun(powered_vm: VM, point: str) -> None:
-    vm = powered_vm
+def test_migrate_switch_cut_then_finished_by_a_rerun(systemd_vm: VM, point: str) -> None:
+    vm = systemd_vm
     witness = _devicemapper_host_exported(vm)
     try:
         cut_power_at(vm, MIGRATE_CUTS[point], *MIGRATE, "--step", "switch")

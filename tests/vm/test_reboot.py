@@ -8,28 +8,31 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
-from thinpool.core.units import GiB, MiB
+from thinpool.core.units import MiB
 from thinpool.rehearse.vm import VM
 
 from .helpers import lvs, thinpool_json
-from .machines import systemd_machine, tiny_images
+from .machines import tiny_images
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
 
 TEXTFILE = "/var/lib/node_exporter/textfile_collector/thinpool.prom"
 SOONER = "/etc/systemd/system/thinpool-maintain.timer.d/sooner.conf"
-
-
-@pytest.fixture(scope="module")
-def systemd_vm(release: str, thinpool_deb: Path) -> Iterator[VM]:
-    with systemd_machine(release, thinpool_deb, write_budget=4 * GiB, lifetime=2400) as machine:
-        yield machine
+CHECK_LOG = "/var/log/thin_check.args"
+# lvm's thin_check_executable pointed at a wrapper that logs its arguments, then runs the real thin_check:
+# what lvm ran when the boot activated the pool. SYSTEMD_RESET gives lvm.conf back.
+LOG_THIN_CHECK = f"""set -e
+printf '#!/bin/sh\\necho "$*" >> {CHECK_LOG}\\nexec /usr/sbin/thin_check "$@"\\n' > /usr/local/sbin/thin_check-logged
+chmod 755 /usr/local/sbin/thin_check-logged; rm -f {CHECK_LOG}
+[ -f /var/lib/lvm.conf.orig ] || cp /etc/lvm/lvm.conf /var/lib/lvm.conf.orig
+sed -i 's|^\\(\\s*\\)# thin_check_executable = .*|\\1thin_check_executable = "/usr/local/sbin/thin_check-logged"|' \\
+  /etc/lvm/lvm.conf
+lvmconfig global/thin_check_executable
+"""
 
 
 def _show(vm: VM, unit: str, *properties: str) -> dict[str, str]:
@@ -70,6 +73,7 @@ def test_after_install_units_a_reboot_brings_the_pool_up_before_docker_which_run
     # The timer as installed, fired sooner than its OnBootSec=2min so that the test does not wait for it.
     vm.run(["mkdir", "-p", "/etc/systemd/system/thinpool-maintain.timer.d"])
     vm.run(["bash", "-c", f"printf '[Timer]\\nOnBootSec=\\nOnBootSec=40s\\n' > {SOONER}"])
+    assert "thin_check-logged" in vm.run(["bash", "-c", LOG_THIN_CHECK]).stdout
 
     assert _reboot(vm) in ("running", "degraded")
     activated = _monotonic(vm, "thinpool-activate.service", "ActiveEnterTimestampMonotonic")
@@ -78,6 +82,8 @@ def test_after_install_units_a_reboot_brings_the_pool_up_before_docker_which_run
     assert 0 < activated < docker and 0 < mounted < docker, (activated, mounted, docker)
     found = lvs(vm, "docker")
     assert found["thinpool"].active and found["docker-data"].active and found["thinpool"].seg_monitor == "monitored"
+    checks = vm.run(["cat", CHECK_LOG]).stdout.splitlines()  # apply's fast check is what the boot ran
+    assert checks and all("--skip-mappings" in line and "thinpool_tmeta" in line for line in checks), checks
     info = json.loads(vm.run(["docker", "info", "--format", "{{json .}}"]).stdout)
     assert info["DockerRootDir"] == "/var/lib/docker" and dict(info["DriverStatus"])["Backing Filesystem"] == "xfs"
     before = Decimal(lvs(vm, "docker")["thinpool"].data_percent)
@@ -117,19 +123,6 @@ def test_migrate_without_step_moves_a_devicemapper_host_under_systemd_and_it_reb
     """Docker 20.10's devicemapper, with real udev: migrate runs export, systemctl stop, switch, start, import."""
     vm = systemd_vm
     images = tiny_images(vm)
-    vm.run(
-        [
-            "bash",
-            "-c",
-            "systemctl disable --now docker.service docker.socket thinpool-metrics.service "
-            "thinpool-maintain.timer 2>/dev/null; umount /var/lib/docker 2>/dev/null; "
-            "vgremove -ff -y docker 2>/dev/null; pvremove -ff -y /dev/vda /dev/vdb 2>/dev/null; "
-            "wipefs -a -q /dev/vda /dev/vdb; rm -rf /etc/docker /var/lib/docker /etc/systemd/system/docker.service.d "
-            "/etc/lvm/profile/thinpool-*; sed -i '/thinpool/d;/docker/d' /etc/fstab; systemctl daemon-reload",
-        ],
-        timeout=300,
-        check=False,
-    )
     code, result, err = thinpool_json(vm, "apply", "--yes", "--engine", "docker-devicemapper", "/dev/vda")
     assert code == 0, err or result
     vm.run(["systemctl", "enable", "--now", "docker.service"], timeout=300)

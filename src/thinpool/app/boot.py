@@ -145,7 +145,13 @@ def install_units(root: Path, thinpool: str, metrics: bool, maintain_every: str 
 
 
 def activate(ctx: Context, targets: list[str], wait: float) -> Activation:
-    return activate_volumes(ctx.runner, observe.read_lvm(ctx.runner), targets, wait, observe.under(ctx.root, "/dev"))
+    """The pools and volumes, then a failure naming any of thinpool's encrypted devices left locked (a missing
+    key): their VGs stay down, and the unit's failure says so at boot."""
+    done = activate_volumes(ctx.runner, observe.read_lvm(ctx.runner), targets, wait, observe.under(ctx.root, "/dev"))
+    locked = observe.locked_devices(ctx.runner, ctx.root)
+    if locked is not None:
+        raise locked
+    return done
 
 
 @dataclass

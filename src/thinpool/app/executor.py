@@ -14,6 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from thinpool.core import crypt
 from thinpool.core.envelope import envelope
 from thinpool.core.model import Observed, text_digest
 from thinpool.core.plan import ABSENT, Action, ActionKind, Check, Plan, problem_after
@@ -177,12 +178,21 @@ def _make_tls(action: Action, root: Path) -> str:
     return f"client bundle for DOCKER_CERT_PATH: {rules.path(rules.CLIENT, '', action.path)}"
 
 
+def _make_key(action: Action, root: Path) -> str:
+    """The key file from the kernel's random source (never shown); one made meanwhile is kept, not replaced."""
+    if files.create_secret(observe.under(root, action.path), os.urandom(crypt.KEY_BYTES)):
+        return ""
+    return f"{action.path} was there already: kept as it is"
+
+
 def _run_step(action: Action, plan: Plan, runner: Runner, root: Path) -> str:
     """Run one action and check it; returns a note for the operator ("" when there is nothing to say)."""
     if action.op == "write":
         return _write_file(action, root)
     if action.kind == ActionKind.TLS:
         return _make_tls(action, root)
+    if action.kind == ActionKind.KEY_FILE:
+        return _make_key(action, root)
     if action.path:
         observe.under(root, action.path).unlink(missing_ok=True)
         return ""

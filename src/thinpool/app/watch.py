@@ -32,7 +32,10 @@ def doctor(ctx: Context, vg: str, pool: str, workload: sizing.Workload) -> tuple
     from thinpool.core.spec import PoolSpec
     from thinpool.system import observe_engine
 
-    found = with_kernel_transaction(ctx, status(ctx, vg, pool))
+    try:
+        found = with_kernel_transaction(ctx, status(ctx, vg, pool))
+    except ThinpoolError as error:
+        raise observe.locked_devices(ctx.runner, ctx.root) or error from error
     findings = diagnose(found, DoctorOptions(workload)) + check_findings(ctx, found)
     state = observe_engine.engine_state(ctx.runner, PoolSpec(vg=vg, pool=pool), ctx.root)
     return found, findings + engines.doctor(state, vg, pool)

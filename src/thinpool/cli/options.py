@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from thinpool.core import sizing
-from thinpool.core.spec import NO_ENGINE, EngineOptions, PoolSpec, normal_path
+from thinpool.core import crypt, sizing
+from thinpool.core.boot_check import BootCheck
+from thinpool.core.spec import NO_ENGINE, Encryption, EngineOptions, PoolSpec, normal_path
 from thinpool.core.spec import OPTION_DEFAULTS as DEFAULTS
 from thinpool.core.units import Percent, parse_size, parse_size_or_percent
 from thinpool.engines import CHOICES as ENGINE_CHOICES
+from thinpool.errors import SpecError
 
 
 def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, engine: bool = True) -> None:
@@ -44,6 +46,17 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
         "--wipe",
         action="store_true",
         help="erase filesystem/RAID/partition-table signatures on DEVICEs (destroys their data)",
+    )
+    where.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="LUKS2 under each new PV, opened with a key file now and at every boot (/etc/crypttab)",
+    )
+    where.add_argument(
+        "--key-file",
+        metavar="PATH",
+        help="with --encrypt: the key (default: /etc/thinpool/keys/VG.key, made from the kernel's random source, "
+        "mode 0400, when missing; never printed). Keep a copy off the host: without it the data is lost",
     )
 
     size = parser.add_argument_group("sizing (thinpool sizes everything you leave out)")
@@ -90,6 +103,15 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
     size.add_argument("--zero", action="store_true", help="zero newly provisioned chunks (slower; default: off)")
 
     add_autoextend_options(parser.add_argument_group("autoextend (an lvm profile on the pool; dmeventd acts on it)"))
+    boot = parser.add_argument_group("the metadata check at each activation, boots included (lvm runs thin_check)")
+    boot.add_argument(
+        "--boot-check",
+        choices=[str(check) for check in BootCheck],
+        default=DEFAULTS["boot_check"],
+        help="fast: thin_check --skip-mappings, set host-wide in /etc/lvm/lvmlocal.conf (a full check has held "
+        "boots for minutes), the full check weekly in 'thinpool maintain'; full: leave lvm's check as it is, and "
+        "take thinpool's setting out (default: %(default)s)",
+    )
 
 
 def add_autoextend_options(group: argparse._ArgumentGroup, when: str = "") -> None:
@@ -289,7 +311,18 @@ def spec_from_args(args: argparse.Namespace) -> PoolSpec:
         zero=args.zero,
         wipe=args.wipe,
         engine_options=engine_options_from_args(args),
+        boot_check=BootCheck(args.boot_check),
+        encryption=_encryption_from_args(args),
     )
+
+
+def _encryption_from_args(args: argparse.Namespace) -> Encryption | None:
+    key_file = getattr(args, "key_file", None)
+    if not getattr(args, "encrypt", False):
+        if key_file is not None:
+            raise SpecError("--key-file is the key of --encrypt", fix="add --encrypt, or leave --key-file out")
+        return None
+    return Encryption(normal_path(key_file) if key_file else crypt.default_key_file(args.vg))
 
 
 def _bytes(size: int) -> str:
@@ -320,5 +353,7 @@ def spec_to_argv(spec: PoolSpec) -> list[str]:
     ]
     argv += ["--zero"] if spec.zero else []
     argv += ["--wipe"] if spec.wipe else []
+    argv += ["--boot-check", str(spec.boot_check)]
+    argv += ["--encrypt", "--key-file", spec.encryption.key_file] if spec.encryption else []
     argv += engine_options_to_argv(spec.engine_options)
     return [*argv, *spec.devices]

@@ -14,6 +14,7 @@ PATH = "/etc/docker/daemon.json"
 # Keys whose values thinpool reads or merges, and the shape each must have.
 _LIST_KEYS = ("storage-opts", "hosts", "dns")
 _TEXT_KEYS = ("storage-driver", "data-root", "tlscacert", "tlscert", "tlskey", "bip")
+CHECKED_KEYS = _LIST_KEYS + _TEXT_KEYS  # a wrong shape in one of these is refused, not merged
 
 
 @dataclass(frozen=True)

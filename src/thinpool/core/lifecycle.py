@@ -123,7 +123,7 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
             fingerprint=observed.fingerprint(),
         )
     target = Target(vg=spec.vg, lv=spec.pool)
-    actions = list(planner.device_actions(spec, geometry))
+    actions = list(planner.device_actions(spec, geometry, observed))
     if growth > 0:
         argv = commands.lvextend_metadata(spec.vg, spec.pool, to_size=metadata * extent)
         actions.append(

@@ -140,14 +140,21 @@ def findings(
             f"MiB and {thin_devices} thin devices now lvm's check at "
             f"activation would take about {projected // 1000} s, over the {budget} s budget, and every boot waits "
             f"for it (thin_check_options: {', '.join(options) if options else 'unknown'})",
-            f"in /etc/lvm/lvmlocal.conf: {fast_setting(options)} (maintain runs the full check weekly on a "
-            "metadata snapshot)",
+            "re-run thinpool apply with --boot-check fast (its default), which writes the fast check in "
+            f"/etc/lvm/lvmlocal.conf; or add it there yourself: {fast_setting(options)} (maintain runs the full "
+            "check weekly on a metadata snapshot)",
         )
     ]
 
 
-def fast_setting(options: tuple[str, ...] | None) -> str:
-    """lvm.conf's setting for the fast check at activation: the host's options, plus --skip-mappings."""
+def fast_options_line(options: tuple[str, ...] | None) -> str:
+    """``thin_check_options = [ ... ]`` for the fast check: the host's options (lvm's ``-q`` when unknown),
+    plus --skip-mappings."""
     kept = tuple(option for option in options or ("-q",) if option not in FAST_OPTIONS)
     quoted = ", ".join(f'"{option}"' for option in (*kept, "--skip-mappings"))
-    return f"global {{ thin_check_options = [ {quoted} ] }}"
+    return f"thin_check_options = [ {quoted} ]"
+
+
+def fast_setting(options: tuple[str, ...] | None) -> str:
+    """lvm.conf's setting for the fast check at activation, as one line."""
+    return f"global {{ {fast_options_line(options)} }}"

@@ -246,6 +246,25 @@ class EngineState:
 
 
 @dataclass(frozen=True)
+class CryptState:
+    """What the planner sees of encryption: the key, crypttab, and each device's LUKS UUID (read from its
+    header, or drawn by the caller for a device about to be formatted) and whether the key opens it."""
+
+    key_present: bool = False
+    crypttab: str | None = None
+    uuids: dict[str, str] = field(default_factory=dict)
+    key_opens: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LvmLocal:
+    """lvm's local config file as observed (``text`` None: it does not exist) and the options lvm uses now."""
+
+    text: str | None
+    options: tuple[str, ...] | None  # global/thin_check_options after every config file; None: unreadable
+
+
+@dataclass(frozen=True)
 class Observed:
     """Everything the planner may look at. A virtual plan fills only ``devices``."""
 
@@ -256,6 +275,8 @@ class Observed:
     engine: EngineState = field(default_factory=EngineState)
     dm_devices: tuple[DmDevice, ...] = ()
     taken_dev_names: frozenset[str] = frozenset()  # names asked about that exist under /dev (lvm refuses them as VGs)
+    lvm_local: LvmLocal | None = None  # lvmlocal.conf and the thin_check options; None: not observed (no boot check)
+    crypt: CryptState = field(default_factory=CryptState)  # read only for --encrypt (core.crypt)
 
     def fingerprint(self) -> dict[str, object]:
         """What a saved plan was made against; apply refuses it if this changed."""

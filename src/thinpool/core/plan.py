@@ -47,6 +47,12 @@ class ActionKind(StrEnum):
     PHYSICAL_VOLUME = "physical-volume"
     VOLUME_GROUP = "volume-group"
     LVM_PROFILE = "lvm-profile"
+    LVM_CONFIG = "lvm-config"  # thinpool's block in lvmlocal.conf (core.boot_check)
+    KEY_FILE = "key-file"  # --encrypt's key: random bytes, never shown (core.crypt)
+    LUKS_HEADER = "luks-header"
+    LUKS_HEADER_BACKUP = "luks-header-backup"
+    LUKS_MAPPING = "luks-mapping"
+    CRYPTTAB = "crypttab"
     THIN_POOL = "thin-pool"
     MONITORING = "monitoring"
     STRAY_DM_MAPPING = "stray-dm-mapping"
@@ -75,7 +81,13 @@ class ActionKind(StrEnum):
     @property
     def shows_content(self) -> bool:
         """Config files are shown in the plan with what they will hold."""
-        return self in (ActionKind.ENGINE_CONFIG, ActionKind.FSTAB, ActionKind.SYSTEMD_DROP_IN)
+        return self in (
+            ActionKind.ENGINE_CONFIG,
+            ActionKind.FSTAB,
+            ActionKind.SYSTEMD_DROP_IN,
+            ActionKind.LVM_CONFIG,
+            ActionKind.CRYPTTAB,
+        )
 
 
 _CHECKS = {
@@ -87,6 +99,12 @@ _CHECKS = {
     ActionKind.RECLAIM: Check.EXIT_STATUS,  # what it gave back is measured and reported, not required
     ActionKind.MOUNT: Check.MOUNT,
     ActionKind.LVM_PROFILE: Check.FILE,
+    ActionKind.LVM_CONFIG: Check.FILE,
+    ActionKind.CRYPTTAB: Check.FILE,
+    ActionKind.KEY_FILE: Check.FILE,
+    ActionKind.LUKS_HEADER: Check.EXIT_STATUS,
+    ActionKind.LUKS_HEADER_BACKUP: Check.EXIT_STATUS,
+    ActionKind.LUKS_MAPPING: Check.EXIT_STATUS,
     ActionKind.FSTAB: Check.FILE,
     ActionKind.ENGINE_CONFIG: Check.FILE,
     ActionKind.SYSTEMD_DROP_IN: Check.FILE,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from thinpool.core import names, recovery, safety, sizing
+from thinpool.core import boot_check, crypt, names, recovery, safety, sizing
 from thinpool.core.lvm import commands
-from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
-from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target
+from thinpool.core.model import CryptState, Device, LogicalVolume, Observed, VolumeGroup, text_digest
+from thinpool.core.plan import ABSENT, Action, ActionKind, Plan, PlanLayout, Target
 from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import Percent, ceil_div, format_size, lvm_size_arg
@@ -27,6 +27,8 @@ class Geometry:
     orphan_pvs: tuple[str, ...] = ()
     to_wipe: tuple[str, ...] = ()
     to_relabel: tuple[str, ...] = ()
+    to_encrypt: tuple[str, ...] = ()  # devices to get a LUKS header, then be opened (their PVs: new_devices)
+    encrypted: tuple[str, ...] = ()  # every new device under LUKS (each gets its crypttab line)
 
 
 MAX_EXTENTS = 2**32 - 1  # lvm's extent counts (pe_count, extent_count) are 32-bit
@@ -37,9 +39,28 @@ def plan(spec: PoolSpec, observed: Observed) -> Plan:
     spec.validate()
     pool_plan = _plan_pool(spec, observed)
     stray = _stray_mappings(spec, observed)
-    if stray:
-        pool_plan = replace(pool_plan, actions=stray + pool_plan.actions)
-    return pool_plan
+    return replace(pool_plan, actions=stray + pool_plan.actions + boot_check_action(spec, observed))
+
+
+def boot_check_action(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
+    """lvmlocal.conf as ``spec.boot_check`` wants it (nothing when it was not observed, or already is)."""
+    if observed.lvm_local is None:
+        return ()
+    wanted = boot_check.wanted_text(observed.lvm_local, spec.boot_check)
+    if wanted is None:
+        return ()
+    current = observed.lvm_local.text
+    return (
+        Action(
+            "write",
+            ActionKind.LVM_CONFIG,
+            Target(path=boot_check.LVMLOCAL),
+            boot_check.reason(spec.boot_check),
+            path=boot_check.LVMLOCAL,
+            content=wanted,
+            expect=f"sha256:{text_digest(current)}" if current is not None else ABSENT,
+        ),
+    )
 
 
 def _stray_mappings(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
@@ -75,7 +96,7 @@ def _plan_new_pool(
 ) -> Plan:
     geometry = geometry_for(spec, observed, vg)
     layout, reasons, candidates, warnings = size_pool(spec, geometry)
-    actions = cleanup + device_actions(spec, geometry) + _pool_actions(spec, observed, layout)
+    actions = cleanup + device_actions(spec, geometry, observed) + _pool_actions(spec, observed, layout)
     return Plan(
         vg=spec.vg,
         pool=spec.pool,
@@ -111,11 +132,34 @@ def _plan_over_leftovers(spec: PoolSpec, observed: Observed, vg: VolumeGroup, le
     return _plan_new_pool(spec, observed, recovery.without(vg, confirmed), cleanup)
 
 
+def pv_path(spec: PoolSpec, device: str) -> str:
+    """Where the PV of ``device`` goes: the device, or with --encrypt its LUKS mapping."""
+    return crypt.pv_path(device) if spec.encryption else device
+
+
+def _usable(spec: PoolSpec, observed: Observed, device: str) -> Device:
+    """The device lvm will see as the PV: with --encrypt the opened mapping (as observed, or as planned)."""
+    raw = observed.devices[device]
+    if spec.encryption is None:
+        return raw
+    return observed.devices.get(crypt.pv_path(device)) or replace(raw, size=crypt.mapping_size(raw.size))
+
+
+def _check_new_device(spec: PoolSpec, observed: Observed, device: str) -> bool:
+    """Refuse what must not be touched; True when the device is to be encrypted (formatted, then opened)."""
+    raw = observed.devices.get(device)
+    if spec.encryption is not None and crypt.is_luks(raw) and not spec.wipe:
+        crypt.check_existing(device, observed.dm_devices, observed.crypt, spec.encryption.key_file)
+        return False
+    safety.check_device(raw, device, observed.pvs.get(device), wipe=spec.wipe)
+    return spec.encryption is not None
+
+
 def geometry_for(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> Geometry:
     in_vg = set(vg.pv_names) if vg else set()
-    new_devices = tuple(path for path in spec.devices if path not in in_vg)
-    for path in new_devices:
-        safety.check_device(observed.devices.get(path), path, observed.pvs.get(path), wipe=spec.wipe)
+    new_raw = tuple(path for path in spec.devices if pv_path(spec, path) not in in_vg)
+    to_encrypt = tuple(path for path in new_raw if _check_new_device(spec, observed, path))
+    new_devices = tuple(pv_path(spec, path) for path in new_raw)
     if vg is None and (spec.vg in observed.taken_dev_names or spec.vg in names.DEV_FOLDERS):
         raise SpecError(
             f"lvm refuses volume group name {spec.vg!r}: /dev/{spec.vg} already exists",
@@ -127,14 +171,16 @@ def geometry_for(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> 
             fix=f"name the devices to build it from, e.g. thinpool plan /dev/sdb --vg {spec.vg}",
         )
     extent_size = vg.extent_size if vg else spec.extent_size
-    added = sum(observed.devices[path].extents_as_pv(extent_size) for path in new_devices)
-    for path in new_devices:
-        if observed.devices[path].extents_as_pv(extent_size) == 0:
+    usable = {path: _usable(spec, observed, path) for path in new_raw}
+    added = sum(device.extents_as_pv(extent_size) for device in usable.values())
+    for path, device in usable.items():
+        if device.extents_as_pv(extent_size) == 0:
             raise SpecError(
                 f"{path} ({format_size(observed.devices[path].size)}) is too small to hold one extent",
                 fix="use a larger device",
             )
-    _check_extent_counts(spec, observed, new_devices, (vg.extent_count if vg else 0) + added, extent_size)
+    counts = {path: device.extents_as_pv(extent_size) for path, device in usable.items()}
+    _check_extent_counts(spec, counts, (vg.extent_count if vg else 0) + added, extent_size)
     return Geometry(
         extent_size=extent_size,
         total_extents=(vg.extent_count if vg else 0) + added,
@@ -150,17 +196,18 @@ def geometry_for(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> 
         ),
         to_wipe=tuple(
             path
-            for path in new_devices
-            if path not in observed.pvs and (observed.devices[path].signatures or observed.devices[path].partitions)
+            for path in new_raw
+            if path not in observed.pvs
+            and (observed.devices[path].signatures or observed.devices[path].partitions)
+            and (spec.encryption is None or path in to_encrypt)  # a LUKS header in use is never wiped
         ),
+        to_encrypt=to_encrypt,
+        encrypted=new_raw if spec.encryption else (),
     )
 
 
-def _check_extent_counts(
-    spec: PoolSpec, observed: Observed, new_devices: tuple[str, ...], total: int, extent_size: int
-) -> None:
+def _check_extent_counts(spec: PoolSpec, counts: dict[str, int], total: int, extent_size: int) -> None:
     """lvm counts a PV's and a VG's extents in 32 bits: more is refused by pvcreate and vgcreate."""
-    counts = {path: observed.devices[path].extents_as_pv(extent_size) for path in new_devices}
     largest = max([*counts.values(), total])
     if largest <= MAX_EXTENTS:
         return
@@ -306,7 +353,49 @@ def _warnings(spec: PoolSpec, metadata: sizing.MetadataChoice, max_data: int, ch
     return warnings
 
 
-def device_actions(spec: PoolSpec, geometry: Geometry) -> tuple[Action, ...]:
+def encryption_actions(spec: PoolSpec, geometry: Geometry, observed: Observed) -> list[Action]:
+    """With --encrypt: the key file (when missing), each new device's LUKS header and mapping, crypttab."""
+    if spec.encryption is None or not geometry.encrypted:
+        return []
+    key, state = spec.encryption.key_file, observed.crypt
+    actions = []
+    if not state.key_present:
+        why = f"{crypt.KEY_BYTES} random bytes from the kernel, mode 0400; keep a copy off this host"
+        actions.append(Action("create", ActionKind.KEY_FILE, Target(path=key), why, path=key))
+    for device in geometry.to_encrypt:
+        actions += _luks_actions(device, key, crypt.uuid_of(state, device))
+    return actions + _crypttab_action(geometry.encrypted, key, state)
+
+
+def _luks_actions(device: str, key: str, uuid: str) -> list[Action]:
+    name = crypt.mapping_name(device)
+    header_why = f"LUKS2, its data {format_size(crypt.LUKS_OFFSET)} in: the PV's size is known before it exists"
+    header = programs.luks_format(device, key, uuid=uuid, offset=crypt.LUKS_OFFSET)
+    backup = crypt.header_backup(key, uuid)
+    backup_why = "the key slots' only other copy: cryptsetup luksHeaderRestore brings back a header overwritten"
+    return [
+        Action("create", ActionKind.LUKS_HEADER, Target(path=device), header_why, header),
+        Action("create", ActionKind.LUKS_HEADER_BACKUP, Target(path=backup), backup_why,
+               programs.luks_header_backup(device, backup)),
+        Action("create", ActionKind.LUKS_MAPPING, Target(name=name), f"the PV goes on /dev/mapper/{name}",
+               programs.luks_open(device, key, name)),
+    ]  # fmt: skip
+
+
+def _crypttab_action(devices: tuple[str, ...], key: str, state: CryptState) -> list[Action]:
+    lines = {
+        crypt.mapping_name(device): crypt.crypttab_line(device, crypt.uuid_of(state, device), key) for device in devices
+    }
+    merged = crypt.merged_crypttab(state.crypttab, lines)
+    if merged is None:
+        return []
+    why = "opened at every boot with the key, before lvm activates the pool; nofail: a missing key leaves it down"
+    expect = f"sha256:{text_digest(state.crypttab)}" if state.crypttab is not None else ABSENT
+    target = Target(path=crypt.CRYPTTAB)
+    return [Action("write", ActionKind.CRYPTTAB, target, why, path=crypt.CRYPTTAB, content=merged, expect=expect)]
+
+
+def device_actions(spec: PoolSpec, geometry: Geometry, observed: Observed) -> tuple[Action, ...]:
     if not geometry.new_devices:
         return ()
     actions = [
@@ -319,6 +408,7 @@ def device_actions(spec: PoolSpec, geometry: Geometry) -> tuple[Action, ...]:
         )
         for path in geometry.to_wipe
     ]
+    actions += encryption_actions(spec, geometry, observed)
     relabel_reason = "an interrupted vgcreate left it marked used, with no VG ever written to it"
     actions += [
         Action("create", ActionKind.PHYSICAL_VOLUME, Target(path=path), relabel_reason, commands.pvcreate_relabel(path))
@@ -439,7 +529,7 @@ def _refuse_conflicts(spec: PoolSpec, vg: VolumeGroup, lv: LogicalVolume) -> Non
         differences.append(f"data {format_size(lv.size)} (wanted {format_size(spec.data_size)})")
     if spec.metadata_size is not None and spec.metadata_size > lv.metadata_size:
         differences.append(f"metadata {format_size(lv.metadata_size)} (wanted {format_size(spec.metadata_size)})")
-    new_devices = [path for path in spec.devices if path not in vg.pv_names]
+    new_devices = [path for path in spec.devices if pv_path(spec, path) not in vg.pv_names]
     if new_devices:
         differences.append(f"devices {', '.join(new_devices)} are not in {spec.vg}")
     if differences:

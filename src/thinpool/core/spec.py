@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from thinpool.core import names, sizing
+from thinpool.core.boot_check import BootCheck
 from thinpool.core.units import SECTOR, GiB, MiB, Percent, format_size, lvm_size_arg, parse_percent
 from thinpool.errors import SpecError
 
@@ -116,6 +117,18 @@ def _check_volume_size(size: int) -> None:
             f"--volume-size {size} bytes is not a whole number of 512-byte sectors",
             fix=f"e.g. {lvm_size_arg(size - size % SECTOR + SECTOR)} (lvm rounds up to whole extents anyway)",
         )
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """LUKS2 under each new PV (core.crypt), opened with ``key_file`` at apply and at every boot."""
+
+    key_file: str
+
+    def validate(self) -> None:
+        check_plain_path(self.key_file, "--key-file")  # written into crypttab unquoted
+        if self.key_file != posixpath.normpath(self.key_file) or self.key_file.endswith("/"):
+            raise SpecError(f"--key-file {self.key_file!r} is not a normal file path", fix="name it like /etc/x.key")
 
 
 @dataclass(frozen=True)
@@ -249,6 +262,8 @@ class PoolSpec:
     zero: bool = False
     wipe: bool = False
     engine_options: EngineOptions = field(default_factory=EngineOptions)
+    boot_check: BootCheck = BootCheck.FAST  # the check lvm runs at activation (core.boot_check)
+    encryption: Encryption | None = None  # --encrypt: LUKS2 under each new PV
 
     @property
     def profile_name(self) -> str:
@@ -261,6 +276,8 @@ class PoolSpec:
         self._validate_extent_size()
         self.autoextend.validate()
         self.engine_options.validate()
+        if self.encryption is not None:
+            self.encryption.validate()
         if self.workload.max_thin_devices < 1:
             raise SpecError("--max-thin-devices must be at least 1", fix="count image layers plus containers")
         if self.workload.thin_device_size < MiB:
@@ -304,6 +321,8 @@ class PoolSpec:
             "zero": self.zero,
             "wipe": self.wipe,
             "engine_options": self.engine_options.to_dict(),
+            "boot_check": str(self.boot_check),
+            "encryption": {"key_file": self.encryption.key_file} if self.encryption else None,
         }
 
     @classmethod
@@ -337,7 +356,17 @@ class PoolSpec:
             zero=_field(data, "zero", (bool,)),
             wipe=_field(data, "wipe", (bool,)),
             engine_options=EngineOptions.from_dict(_field(data, "engine_options", (dict,))),
+            boot_check=BootCheck(data.get("boot_check", BootCheck.FAST)),  # plans saved before it: the default
+            encryption=_encryption(data.get("encryption")),
         )
+
+
+def _encryption(data: Any) -> Encryption | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("key_file"), str):
+        raise TypeError("encryption is not {'key_file': PATH}")
+    return Encryption(data["key_file"])
 
 
 def _field(data: dict[str, Any], key: str, types: tuple[type, ...]) -> Any:
@@ -362,6 +391,7 @@ def _option_defaults() -> dict[str, str | int]:
         "thin_device_size": lvm_size_arg(spec.workload.thin_device_size),
         "autoextend_threshold": spec.autoextend.threshold,
         "autoextend_percent": spec.autoextend.percent,
+        "boot_check": str(spec.boot_check),
         "base_size": lvm_size_arg(options.base_size),
         "min_free_space": options.min_free_space,
         "volume_name": options.volume_name,

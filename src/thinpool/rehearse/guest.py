@@ -36,7 +36,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # needs and drives, the engines, the monitoring stack, Ansible, and what the tests use to make images.
 COMMON_PACKAGES = (
     "linux-image-amd64", "systemd", "systemd-sysv", "udev", "dbus", "kmod", "procps", "iproute2", "psmisc",
-    "util-linux", "e2fsprogs", "xfsprogs", "lvm2", "dmeventd", "thin-provisioning-tools",
+    "util-linux", "e2fsprogs", "xfsprogs", "lvm2", "dmeventd", "thin-provisioning-tools", "cryptsetup-bin",
     "python3", "python3-tomlkit", "python3-prometheus-client", "python3-cryptography",
     "docker.io", "containerd", "runc", "tini", "iptables", "dnsmasq-base",
     "prometheus", "prometheus-node-exporter", "ansible-core", "busybox-static",
@@ -77,7 +77,7 @@ RELEASES: dict[str, Release] = {
         "Debian 12: lvm2 2.03.16, thin-provisioning-tools 0.9, kernel 6.1, docker.io 20.10 (devicemapper)",
     ),
     "debian-13": Release(
-        "debian-13", "trixie", (*COMMON_PACKAGES, "docker-cli", "podman", "incus-base"),
+        "debian-13", "trixie", (*COMMON_PACKAGES, "docker-cli", "podman", "incus-base", "systemd-cryptsetup"),
         "Debian 13: lvm2 2.03.31, thin-provisioning-tools 1.1, kernel 6.12, docker.io 26.1, containerd 1.7, podman 5.4,"
         " incus 6.0 (containers only: a pool another tool made)",
     ),

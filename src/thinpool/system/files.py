@@ -85,6 +85,33 @@ def write_atomically(
     return target
 
 
+def create_secret(path: Path, data: bytes) -> bool:
+    """``data`` at ``path``, mode 0400 (a folder it makes: 0700, only root enters), whole or not at all: written to a
+    temporary file, synced, then linked to its name, which fails rather than replace a file there (a key
+    already made is never overwritten). Returns False when ``path`` already existed."""
+    folder = path.parent
+    if not folder.is_dir():  # a folder that exists keeps its mode: /etc or /root are not thinpool's
+        make_folders(folder.parent)
+        folder.mkdir(mode=0o700)
+        os.chmod(folder, 0o700)  # whatever the umask
+        sync_folder(folder.parent)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".thinpool-tmp", dir=folder)
+    try:
+        os.fchmod(descriptor, 0o400)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+    finally:
+        os.unlink(temporary)
+    sync_folder(folder)
+    return True
+
+
 def sync_folder(folder: Path) -> None:
     """fsync a folder: the names made, renamed or removed in it are on the disk once this returns."""
     _fsync(folder, os.O_RDONLY | os.O_DIRECTORY)

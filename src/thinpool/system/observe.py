@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from thinpool.core import backup, health, metadata_check
+from thinpool.core import backup, boot_check, crypt, health, metadata_check
 from thinpool.core.lvm import commands, report
-from thinpool.core.model import Device, Filesystem, Observed
+from thinpool.core.model import CryptState, Device, Filesystem, LvmLocal, Observed
 from thinpool.core.programs import argv as programs
 from thinpool.core.programs.output import parse_fuser_pids, parse_lsblk, parse_mountinfo, parse_wipefs
-from thinpool.errors import MissingTool
+from thinpool.errors import MissingTool, ThinpoolError
 from thinpool.system import files
 from thinpool.system.runner import Runner
 
@@ -97,6 +99,50 @@ def read_profiles(names: Iterable[str], root: Path = ROOT) -> dict[str, str]:
     paths = {name: commands.profile_path(name) for name in names}
     found, _ = read_files(paths.values(), root)
     return {name: found[path] for name, path in paths.items() if path in found}
+
+
+def read_lvm_local(runner: Runner, root: Path = ROOT) -> LvmLocal | None:
+    """lvmlocal.conf's text and the thin_check options lvm uses now (None: the file cannot be read)."""
+    found, unreadable = read_files((boot_check.LVMLOCAL,), root)
+    if unreadable:
+        return None
+    shown = runner.run(commands.lvmconfig_thin_check_options(), check=False)
+    options = metadata_check.parse_options(shown.stdout) if shown.returncode == 0 else None
+    return LvmLocal(found.get(boot_check.LVMLOCAL), options)
+
+
+def read_crypt(
+    runner: Runner, devices: Iterable[str], key_file: str, observed: Observed, root: Path = ROOT
+) -> Observed:
+    """For --encrypt: the key's presence, crypttab, each LUKS device's UUID and whether the key opens it (a
+    device about to be formatted gets a new random UUID here), and the size of each mapping already open."""
+    key_present = under(root, key_file).is_file()
+    uuids: dict[str, str] = {}
+    opens: dict[str, bool] = {}
+    mappings: dict[str, Device] = {}
+    for path in devices:
+        if not crypt.is_luks(observed.devices.get(path)):
+            uuids[path] = str(uuid.uuid4())
+            continue
+        uuids[path] = runner.run(programs.luks_uuid(path)).stdout.strip()
+        opens[path] = key_present and runner.run(programs.luks_test_key(path, key_file), check=False).ok
+        if under(root, crypt.pv_path(path)).exists() and (mapping := read_device(runner, crypt.pv_path(path), root)):
+            mappings[mapping.path] = mapping
+    crypttab = read_files((crypt.CRYPTTAB,), root)[0].get(crypt.CRYPTTAB)
+    state = CryptState(key_present=key_present, crypttab=crypttab, uuids=uuids, key_opens=opens)
+    return replace(observed, crypt=state, devices=observed.devices | mappings)
+
+
+def locked_devices(runner: Runner, root: Path = ROOT) -> ThinpoolError | None:
+    """Which of thinpool's encrypted devices (its lines in crypttab) are not open, and why, if any."""
+    entries = crypt.our_entries(read_files((crypt.CRYPTTAB,), root)[0].get(crypt.CRYPTTAB))
+    if not entries:
+        return None
+    opened = {
+        device.name for device in report.parse_dmsetup_info(runner.run(commands.dmsetup_info(), check=False).stdout)
+    }
+    keys = {entry.key_file: under(root, entry.key_file).is_file() for entry in entries}
+    return crypt.locked(entries, opened, keys)
 
 
 def observe(

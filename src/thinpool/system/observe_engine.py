@@ -25,7 +25,16 @@ from thinpool.core.tls import Certificate
 from thinpool.engines import docker
 from thinpool.errors import MissingTool
 from thinpool.system import files
-from thinpool.system.observe import ROOT, mounted_at, observe, read_files, systemd_running, under
+from thinpool.system.observe import (
+    ROOT,
+    mounted_at,
+    observe,
+    read_crypt,
+    read_files,
+    read_lvm_local,
+    systemd_running,
+    under,
+)
 from thinpool.system.runner import Runner
 
 ENGINE_PROGRAMS = ("dockerd", "containerd", "podman")  # their versions matter (Docker 25 has no devicemapper)
@@ -37,6 +46,9 @@ _VERSION = re.compile(r"\bv?(\d+\.\d+\.\d+)")
 def observe_for(spec: PoolSpec, runner: Runner, root: Path = ROOT) -> Observed:
     """The real system as ``spec`` needs it: devices, lvm, the profile, and (with an engine) the engine."""
     observed = observe(runner, spec.devices, profiles=(spec.profile_name,), root=root, vg=spec.vg)
+    observed = replace(observed, lvm_local=read_lvm_local(runner, root))
+    if spec.encryption is not None:
+        observed = read_crypt(runner, spec.devices, spec.encryption.key_file, observed, root)
     if spec.vg not in observed.vgs and under(root, f"/dev/{spec.vg}").exists():
         observed = replace(observed, taken_dev_names=frozenset({spec.vg}))
     if spec.engine == NO_ENGINE:

@@ -18,6 +18,8 @@ from typing import Protocol
 from thinpool.errors import CommandFailed, CommandNotRun, CommandTimedOut, MissingTool
 
 DEFAULT_TIMEOUT = 300
+# Debian's package for a program whose package is not named after it.
+PACKAGE_OF = {"cryptsetup": "cryptsetup-bin", "thin_check": "thin-provisioning-tools", "mkfs.xfs": "xfsprogs"}
 
 
 def _log(message: str, *args: object) -> None:
@@ -118,7 +120,9 @@ class SystemRunner:
     ) -> Completed:
         argv = tuple(argv)
         if shutil.which(argv[0]) is None:
-            raise MissingTool(f"{argv[0]} is not installed", fix=f"install the package that provides {argv[0]}")
+            package = PACKAGE_OF.get(argv[0])
+            fix = f"apt install {package}" if package else f"install the package that provides {argv[0]}"
+            raise MissingTool(f"{argv[0]} is not installed", fix=fix)
         started = time.monotonic()
         _log("run: %s", " ".join(argv))
         limit = timeout or self.timeout

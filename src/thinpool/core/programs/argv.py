@@ -165,3 +165,35 @@ def systemctl_stop(units: tuple[str, ...]) -> Argv:
 
 def systemctl_start(units: tuple[str, ...]) -> Argv:
     return ("systemctl", "start", *units)
+
+
+# LUKS2 with a key file (core.crypt). The key is 512 random bits: PBKDF2 at cryptsetup's least iterations, as
+# systemd-cryptenroll does for its full-entropy keys, since stretching adds nothing to such a key and argon2id
+# would take up to 1 GiB of memory and seconds of CPU at each open, boots included.
+LUKS_PBKDF = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
+
+
+def luks_format(device: str, key_file: str, *, uuid: str, offset: int) -> Argv:
+    """A LUKS2 header on ``device`` with a known UUID, its data ``offset`` bytes in (whole 512-byte sectors)."""
+    return (
+        "cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", *LUKS_PBKDF,
+        "--offset", str(offset // 512), "--uuid", uuid, "--key-file", key_file, device,
+    )  # fmt: skip
+
+
+def luks_open(device: str, key_file: str, name: str) -> Argv:
+    return ("cryptsetup", "open", "--type", "luks2", "--key-file", key_file, device, name)
+
+
+def luks_test_key(device: str, key_file: str) -> Argv:
+    """Exit 0 when ``key_file`` opens ``device``'s header; nothing is mapped."""
+    return ("cryptsetup", "open", "--test-passphrase", "--key-file", key_file, device)
+
+
+def luks_uuid(device: str) -> Argv:
+    return ("cryptsetup", "luksUUID", device)
+
+
+def luks_header_backup(device: str, backup: str) -> Argv:
+    """A copy of ``device``'s LUKS header (its key slots) at ``backup``; cryptsetup refuses to overwrite one."""
+    return ("cryptsetup", "luksHeaderBackup", device, "--header-backup-file", backup)

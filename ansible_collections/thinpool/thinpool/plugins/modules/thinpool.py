@@ -90,6 +90,26 @@ options:
     description: Erase filesystem, RAID and partition-table signatures on O(devices) first. Destroys their data.
     type: bool
     default: false
+  encrypt:
+    description:
+      - LUKS2 under each new PV, opened with O(key_file) now and at every boot (a line in C(/etc/crypttab)).
+      - A device that already holds a LUKS header is never formatted again.
+    type: bool
+    default: false
+  key_file:
+    description:
+      - With O(encrypt), the key. Made from the kernel's random source, mode 0400, when missing; never shown.
+      - Default C(/etc/thinpool/keys/VG.key). Keep a copy off the host; without it the data is lost.
+    type: str
+  boot_check:
+    description:
+      - The metadata check lvm runs at each activation, boots included.
+      - V(fast) writes C(thin_check --skip-mappings) host-wide in C(/etc/lvm/lvmlocal.conf), in a block marked
+        as thinpool's (a full check has held boots for minutes); C(thinpool maintain) runs the full check weekly.
+      - V(full) leaves lvm's check as it is, and takes thinpool's block out.
+    type: str
+    choices: [fast, full]
+    default: fast
   base_size:
     description: Virtual size of each image or container device (dm.basesize, base_image_size).
     type: str
@@ -205,8 +225,9 @@ try:
     from thinpool import engines
     from thinpool.app import planning, pool
     from thinpool.app.context import system_context
-    from thinpool.core import changes, sizing
-    from thinpool.core.spec import OPTION_DEFAULTS, EngineOptions, PoolSpec, normal_path
+    from thinpool.core import changes, crypt, sizing
+    from thinpool.core.boot_check import BootCheck
+    from thinpool.core.spec import OPTION_DEFAULTS, Encryption, EngineOptions, PoolSpec, normal_path
     from thinpool.core.units import parse_size, parse_size_or_percent
     from thinpool.engines import (  # noqa: F401 (loaded by name at run time; named here so they are sent)
         containerd_devmapper,
@@ -259,6 +280,9 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "autoextend_percent": {"type": "int", "default": DEFAULTS.get("autoextend_percent")},
     "zero": {"type": "bool", "default": False},
     "wipe": {"type": "bool", "default": False},
+    "boot_check": {"type": "str", "choices": ["fast", "full"], "default": DEFAULTS.get("boot_check")},
+    "encrypt": {"type": "bool", "default": False},
+    "key_file": {"type": "str", "no_log": False},
     "base_size": {"type": "str", "default": DEFAULTS.get("base_size")},
     "volume_size": {"type": "str"},
     "data_root": {"type": "str", "default": DEFAULTS.get("data_root")},
@@ -283,6 +307,12 @@ def _share(params: dict[str, Any], name: str, allowed: tuple[str, ...]) -> Any:
     return None if value is None else parse_size_or_percent(value, what=name, allowed=allowed)
 
 
+def _encryption(params: dict[str, Any]) -> Any:
+    if not params["encrypt"]:
+        return None
+    return Encryption(normal_path(params["key_file"]) if params["key_file"] else crypt.default_key_file(params["vg"]))
+
+
 def _spec(params: dict[str, Any]) -> Any:
     """The PoolSpec the CLI builds from the same options."""
     return PoolSpec(
@@ -302,6 +332,8 @@ def _spec(params: dict[str, Any]) -> Any:
         autoextend=sizing.Autoextend(params["autoextend_threshold"], params["autoextend_percent"]),
         zero=params["zero"],
         wipe=params["wipe"],
+        boot_check=BootCheck(params["boot_check"]),
+        encryption=_encryption(params),
         engine_options=EngineOptions(
             base_size=parse_size(params["base_size"], what="base_size"),
             volume_size=_size(params, "volume_size"),

@@ -1,0 +1,140 @@
+"""LUKS2 under the PVs (``--encrypt``): names, sizes, the key, crypttab, and what is refused. Pure.
+
+Each device gets a LUKS2 header (``cryptsetup luksFormat``) with a data offset thinpool sets itself, so the
+mapping's size, and so the PV's extents, are known before anything is formatted. The mapping is opened as
+``NAME_crypt`` (NAME: the device's own name, as Debian's installer names them), the PV goes on
+``/dev/mapper/NAME_crypt``, and /etc/crypttab gets a line that opens it at every boot with the key file,
+before lvm activates the pool (``nofail``: a missing key leaves the pool down, not the boot; ``headless``:
+never a passphrase prompt on a console nobody watches).
+
+The key file holds random bytes from the kernel, mode 0400 in a 0700 folder; it is never printed. A device
+that already holds a LUKS header is never formatted again: thinpool uses it when its mapping is open and the
+key opens it, and otherwise refuses with the fix.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from thinpool.core.model import CryptState, Device, DmDevice
+from thinpool.core.units import MiB
+from thinpool.errors import SpecError, ThinpoolError
+
+LUKS_OFFSET = 16 * MiB  # luksFormat --offset: the LUKS2 header and keyslots, lvm's data after them
+LUKS_SECTOR = 4096  # the most dm-crypt's sector may be: the mapping is planned as whole 4 KiB sectors
+CRYPTTAB = "/etc/crypttab"
+KEY_FOLDER = "/etc/thinpool/keys"
+KEY_BYTES = 64
+CRYPTTAB_OPTIONS = "luks,headless=true"
+LUKS_SIGNATURE = "crypto_LUKS"
+UUID_AT_APPLY = "<uuid-drawn-at-apply>"  # a plan on virtual disks only shows where the new header's UUID goes
+
+
+def uuid_of(state: CryptState, device: str) -> str:
+    return state.uuids.get(device, UUID_AT_APPLY)
+
+
+def default_key_file(vg: str) -> str:
+    return posixpath.join(KEY_FOLDER, f"{vg}.key")
+
+
+def mapping_name(device: str) -> str:
+    return f"{posixpath.basename(device)}_crypt"
+
+
+def pv_path(device: str) -> str:
+    return f"/dev/mapper/{mapping_name(device)}"
+
+
+def header_backup(key_file: str, uuid: str) -> str:
+    """Where apply keeps a copy of a header it made: beside the key, named by the header's UUID."""
+    return posixpath.join(posixpath.dirname(key_file), f"{uuid}.luks-header")
+
+
+def mapping_size(device_size: int) -> int:
+    """Bytes of the opened mapping: the device after the header, in whole dm-crypt sectors."""
+    return max(0, (device_size - LUKS_OFFSET) // LUKS_SECTOR * LUKS_SECTOR)
+
+
+def is_luks(device: Device | None) -> bool:
+    return device is not None and LUKS_SIGNATURE in device.signatures
+
+
+def is_open(device: str, dm_devices: tuple[DmDevice, ...]) -> bool:
+    return any(found.name == mapping_name(device) for found in dm_devices)
+
+
+def crypttab_line(device: str, uuid: str, key_file: str) -> str:
+    return f"{mapping_name(device)} UUID={uuid} {key_file} {CRYPTTAB_OPTIONS}\n"
+
+
+def merged_crypttab(text: str | None, lines: dict[str, str]) -> str | None:
+    """crypttab with ``lines`` (by mapping name) in it, every other line kept; None when it already is."""
+    kept: list[str] = []
+    for line in (text or "").splitlines(keepends=True):
+        fields = line.split()
+        name = fields[0] if fields and not fields[0].startswith("#") else ""
+        if name not in lines:
+            kept.append(line)
+    if kept and not kept[-1].endswith("\n"):
+        kept[-1] += "\n"
+    merged = "".join(kept) + "".join(lines.values())
+    if text is not None and all(line in text.splitlines(keepends=True) for line in lines.values()):
+        return None
+    return merged
+
+
+def check_existing(device: str, dm_devices: tuple[DmDevice, ...], state: CryptState, key_file: str) -> None:
+    """A device with a LUKS header already: usable when its mapping is open and the key opens it."""
+    if not state.key_present:
+        raise SpecError(
+            f"{device} holds a LUKS header and the key file {key_file} is missing: a new key would not open it",
+            fix=f"put the key it was made with back at {key_file} (or name it with --key-file), then re-run",
+        )
+    if not state.key_opens.get(device, False):
+        raise SpecError(
+            f"the key file {key_file} does not open {device}'s LUKS header; nothing was formatted",
+            fix="name the key file it was made with (--key-file), or choose another device",
+        )
+    if not is_open(device, dm_devices):
+        raise SpecError(
+            f"{device} holds a LUKS header that is not open as {mapping_name(device)}",
+            fix=f"cryptsetup open --key-file {key_file} {device} {mapping_name(device)}, then re-run",
+        )
+
+
+@dataclass(frozen=True)
+class CrypttabEntry:
+    """One line of crypttab that thinpool wrote (its options are thinpool's)."""
+
+    name: str
+    source: str
+    key_file: str
+
+
+def our_entries(text: str | None) -> list[CrypttabEntry]:
+    entries = []
+    for line in (text or "").splitlines():
+        fields = line.split()
+        if len(fields) == 4 and not fields[0].startswith("#") and fields[3] == CRYPTTAB_OPTIONS:
+            entries.append(CrypttabEntry(fields[0], fields[1], fields[2]))
+    return entries
+
+
+def locked(entries: list[CrypttabEntry], open_names: set[str], keys_present: dict[str, bool]) -> ThinpoolError | None:
+    """Why a pool on thinpool's encrypted devices is down: which mappings are not open, and their keys."""
+    closed = [entry for entry in entries if entry.name not in open_names]
+    if not closed:
+        return None
+    said = "; ".join(
+        f"{entry.name} ({entry.source}): its key file {entry.key_file} "
+        + ("is there, yet the device did not open" if keys_present.get(entry.key_file) else "is missing")
+        for entry in closed
+    )
+    first = closed[0]
+    return ThinpoolError(
+        f"encrypted device(s) of thinpool's are not open, so the volume groups on them are down: {said}",
+        fix=f"put the key file back (from your copy), then: systemctl restart systemd-cryptsetup@{first.name}.service "
+        "(or cryptsetup open --key-file KEY DEVICE NAME), thinpool activate, and start the engine",
+    )
