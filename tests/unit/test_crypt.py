@@ -11,11 +11,12 @@ import pytest
 
 from thinpool.cli import build_parser
 from thinpool.cli.options import spec_from_args, spec_to_argv
-from thinpool.core import crypt, planner
-from thinpool.core.model import CryptState, DmDevice, Observed
+from thinpool.core import crypt, lifecycle, planner
+from thinpool.core.model import CryptState, DmDevice, LogicalVolume, Observed
 from thinpool.core.plan import ABSENT, ActionKind
+from thinpool.core.programs.output import parse_lsblk_parent
 from thinpool.core.spec import Encryption, PoolSpec
-from thinpool.core.units import GiB, MiB
+from thinpool.core.units import GiB, KiB, MiB
 from thinpool.errors import SpecError
 from thinpool.system import files
 
@@ -141,3 +142,90 @@ def test_the_key_file_is_made_0400_in_a_0700_folder_and_never_replaced(tmp_path:
     mine = tmp_path / "root"
     mine.mkdir(mode=0o755)
     assert files.create_secret(mine / "k", b"x") and stat.S_IMODE(mine.stat().st_mode) == 0o755  # not thinpool's
+
+
+def _encrypted_vg(*pv_names: str) -> Observed:
+    from .builders import empty_vg
+
+    vg = replace(empty_vg("docker", 1019, free=100), pv_names=pv_names)
+    pool = LogicalVolume("thinpool", "docker", "twi-a-tz--", 800 * 4 * MiB, "thin-pool", chunk_size=512 * KiB)
+    pool = replace(pool, metadata_size=8 * MiB)
+    return Observed(vgs={"docker": replace(vg, lvs=(pool,))})
+
+
+CRYPTTAB = f"home_crypt UUID=1 none luks\nvda_crypt UUID={UUID} {KEY} {crypt.CRYPTTAB_OPTIONS}\n"
+
+
+def test_destroy_closes_the_mapping_keeps_the_header_and_erases_it_only_when_asked() -> None:
+    state = CryptState(crypttab=CRYPTTAB, parents={"/dev/mapper/vda_crypt": "/dev/vda"})
+    observed = replace(_encrypted_vg("/dev/mapper/vda_crypt"), crypt=state)
+    kept = lifecycle.plan_destroy(PoolSpec(), observed)
+    tail = [(action.kind, action.argv or action.content) for action in kept.actions[3:5]]
+    assert tail == [
+        (ActionKind.LUKS_MAPPING, ("cryptsetup", "close", "vda_crypt")),
+        (ActionKind.CRYPTTAB, "home_crypt UUID=1 none luks\n"),  # the operator's line kept
+    ]
+    erased = lifecycle.plan_destroy(PoolSpec(), observed, erase_encryption=True)
+    kinds = [(action.kind, action.argv or action.path) for action in erased.actions[3:6]]
+    assert kinds == [
+        (ActionKind.LUKS_MAPPING, ("cryptsetup", "close", "vda_crypt")),
+        (ActionKind.LUKS_HEADER, ("cryptsetup", "erase", "--batch-mode", "/dev/vda")),
+        (ActionKind.LUKS_HEADER_BACKUP, f"/etc/thinpool/keys/{UUID}.luks-header"),
+    ]
+
+
+def test_grow_encrypts_with_the_key_of_the_vg_and_refuses_two_keys() -> None:
+    entries = crypt.our_entries(CRYPTTAB)
+    assert crypt.vg_key(("/dev/mapper/vda_crypt",), entries) == KEY
+    assert crypt.vg_key(("/dev/sdb",), entries) is None
+    two = crypt.our_entries(CRYPTTAB + f"vdb_crypt UUID=2 /root/other.key {crypt.CRYPTTAB_OPTIONS}\n")
+    with pytest.raises(SpecError, match="different key files"):
+        crypt.vg_key(("/dev/mapper/vda_crypt", "/dev/mapper/vdb_crypt"), two)
+    observed = replace(_encrypted_vg("/dev/mapper/vda_crypt"), crypt=CryptState(key_present=True, crypttab=CRYPTTAB))
+    observed = replace(observed, devices={"/dev/vdb": disk("/dev/vdb", 2 * GiB)})
+    grown = lifecycle.plan_grow(PoolSpec(devices=("/dev/vdb",), encryption=Encryption(KEY)), observed)
+    kinds = [action.kind for action in grown.actions[:6]]
+    assert kinds[:5] == [
+        ActionKind.LUKS_HEADER,
+        ActionKind.LUKS_HEADER_BACKUP,
+        ActionKind.LUKS_MAPPING,
+        ActionKind.CRYPTTAB,
+        ActionKind.PHYSICAL_VOLUME,
+    ]
+    assert grown.actions[5].argv == ("vgextend", "docker", "/dev/mapper/vdb_crypt")
+    assert grown.spec.devices == ("/dev/mapper/vda_crypt", "/dev/vdb")
+
+
+def test_a_locked_disk_is_named_with_its_key_and_the_fix() -> None:
+    entries = crypt.our_entries(CRYPTTAB)
+    assert [entry.name for entry in entries] == ["vda_crypt"]  # the operator's own line is not thinpool's
+    assert crypt.locked(entries, {"vda_crypt"}, {KEY: True}) is None
+    missing = crypt.locked(entries, set(), {KEY: False})
+    assert missing is not None and f"vda_crypt (UUID={UUID}): its key file {KEY} is missing" in missing.problem
+    assert "systemctl restart systemd-cryptsetup@vda_crypt.service" in missing.fix
+    there = crypt.locked(entries, set(), {KEY: True})
+    assert there is not None and "is there, yet the device did not open" in there.problem
+
+
+def test_the_disk_under_a_mapping_is_read_from_lsblk() -> None:
+    # as Debian 13's lsblk printed it in the VM (--json --list --inverse --output PATH,TYPE)
+    listed = (
+        '{"blockdevices": [{"path": "/dev/mapper/vda_crypt", "type": "crypt"}, {"path": "/dev/vda", "type": "disk"}]}'
+    )
+    assert parse_lsblk_parent(listed, "/dev/mapper/vda_crypt") == "/dev/vda"
+    assert parse_lsblk_parent('{"blockdevices": []}', "/dev/mapper/vda_crypt") == ""
+
+
+def test_the_engines_mount_requires_the_unlock_so_a_missing_key_fails_it_at_once() -> None:
+    from thinpool.core.model import Source
+    from thinpool.engines import thin_volume
+
+    device, root = "/dev/mapper/docker-docker--data", "/var/lib/docker"
+    unit = crypt.unlock_unit("vdb_crypt")
+    assert crypt.unlock_units(("/dev/vdb", "/dev/disk/by-id/ata-QEMU-1")) == (unit,)  # escaped names: not in fstab
+    plain = thin_volume.fstab_line(device, root) + "\n"
+    locked = thin_volume.fstab_line(device, root, (unit,)) + "\n"
+    assert locked.split()[3] == f"defaults,nofail,pquota,noatime,x-systemd.requires={unit}"
+    assert thin_volume.merged_fstab(Source("/etc/fstab", plain), device, root, force=False, requires=(unit,)) == locked
+    assert thin_volume.merged_fstab(Source("/etc/fstab", locked), device, root, force=False) is None  # kept
+    assert thin_volume.merged_fstab(Source("/etc/fstab", locked), device, root, force=False, requires=(unit,)) is None

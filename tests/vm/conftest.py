@@ -45,7 +45,7 @@ rm -rf /var/lib/containers /run/containers /etc/containers/storage.conf
 rm -rf /etc/docker /etc/containerd /var/lib/docker /var/lib/containerd /run/docker /run/containerd   /run/docker.sock /var/run/docker.pid /etc/systemd/system/docker.service.d /etc/systemd/system/containerd.service.d
 [ -f /run/fstab.orig ] || cp /etc/fstab /run/fstab.orig; cp /run/fstab.orig /etc/fstab
 [ -f /run/lvmlocal.orig ] || cp /etc/lvm/lvmlocal.conf /run/lvmlocal.orig; cp /run/lvmlocal.orig /etc/lvm/lvmlocal.conf
-rm -f /etc/lvm/*.thinpool-*.bak /etc/fstab.thinpool-*.bak
+rm -f /etc/lvm/*.thinpool-*.bak /etc/fstab.thinpool-*.bak /etc/crypttab /etc/crypttab.thinpool-*.bak
 for vg in $(vgs --noheadings -o vg_name 2>/dev/null); do vgremove -ff -y "$vg" >/dev/null 2>&1; done
 dmsetup remove_all --force >/dev/null 2>&1
 for pv in $(pvs --noheadings -o pv_name 2>/dev/null); do pvremove -ff -y "$pv" >/dev/null 2>&1; done

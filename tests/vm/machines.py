@@ -78,8 +78,9 @@ systemctl disable --now docker.service docker.socket thinpool-metrics.service th
 umount /var/lib/docker 2>/dev/null || true
 umount /mnt/vol 2>/dev/null || true
 vgremove -ff -y docker >/dev/null 2>&1 || true
+for mapping in /dev/mapper/*_crypt; do [ -e "$mapping" ] && cryptsetup close "${mapping##*/}"; done
 for disk in /dev/vda /dev/vdb; do pvremove -ff -y $disk >/dev/null 2>&1 || true; wipefs -a -q $disk; done
-rm -rf /etc/docker /var/lib/docker /var/lib/thinpool /etc/systemd/system/docker.service.d \
+rm -rf /etc/docker /var/lib/docker /var/lib/thinpool /etc/thinpool /etc/crypttab /etc/systemd/system/docker.service.d \
   /etc/systemd/system/thinpool-maintain.timer.d /etc/lvm/profile/thinpool-*
 sed -i '/ \\/var\\/lib\\/docker /d' /etc/fstab
 [ -f /var/lib/lvmlocal.orig ] || cp /etc/lvm/lvmlocal.conf /var/lib/lvmlocal.orig

@@ -58,6 +58,7 @@ def _reboot(vm: VM) -> str:
     return vm.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=600).stdout.strip()
 
 
+@pytest.mark.sweep  # CI boots the encrypted pool below, which proves this chain with the unlock before it
 def test_after_install_units_a_reboot_brings_the_pool_up_before_docker_which_runs_on_it(systemd_vm: VM) -> None:
     vm = systemd_vm
     images = tiny_images(vm)
@@ -178,3 +179,63 @@ def test_migrate_without_step_moves_a_devicemapper_host_under_systemd_and_it_reb
         "cat /f /v/data",
     ]
     assert vm.run(run, timeout=300).stdout == "hello\nkept\n"
+
+
+KEY = "/etc/thinpool/keys/docker.key"
+RUN = ("docker", "run", "--rm", "--network", "none", "-v", "vol1:/v", "tiny:1", "sh", "-c")
+
+
+def test_at_boot_the_key_opens_the_disk_before_the_pool_and_docker_and_without_it_all_stay_down(
+    systemd_vm: VM,
+) -> None:
+    vm = systemd_vm
+    images = tiny_images(vm)
+    args = ("--encrypt", "--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "/dev/vda")
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
+    assert code == 0 and result["ok"], err or result
+    unlock = "x-systemd.requires=systemd-cryptsetup@vda_crypt.service"  # a missing key fails the mount at once
+    assert unlock in vm.run(["grep", " /var/lib/docker ", "/etc/fstab"]).stdout
+    vm.thinpool("install-units", "--metrics")
+    vm.run(["systemctl", "enable", "--now", "docker.service"], timeout=300)
+    vm.run(["docker", "import", images["rootfs"], "tiny:1"], timeout=300)
+    vm.run([*RUN, "echo kept > /v/data"], timeout=300)
+    # The timer as installed, fired sooner than its OnBootSec=2min so that the test does not wait for it.
+    vm.run(["mkdir", "-p", "/etc/systemd/system/thinpool-maintain.timer.d"])
+    vm.run(["bash", "-c", f"printf '[Timer]\\nOnBootSec=\\nOnBootSec=40s\\n' > {SOONER}"])
+    assert "thin_check-logged" in vm.run(["bash", "-c", LOG_THIN_CHECK]).stdout
+
+    assert _reboot(vm) in ("running", "degraded")
+    opened = _show(vm, "systemd-cryptsetup@vda_crypt.service", "ActiveEnterTimestampMonotonic", "ActiveState")
+    activated = _show(vm, "thinpool-activate.service", "ActiveEnterTimestampMonotonic")
+    docker = _show(vm, "docker.service", "ExecMainStartTimestampMonotonic")
+    moments = [int(opened["ActiveEnterTimestampMonotonic"]), int(activated["ActiveEnterTimestampMonotonic"]),
+               int(docker["ExecMainStartTimestampMonotonic"])]  # fmt: skip
+    assert opened["ActiveState"] == "active" and 0 < moments[0] < moments[1] < moments[2], moments
+    found = lvs(vm, "docker")
+    assert found["thinpool"].active and found["docker-data"].active and found["thinpool"].seg_monitor == "monitored"
+    checks = vm.run(["cat", CHECK_LOG]).stdout.splitlines()  # apply's fast check is what the boot ran
+    assert checks and all("--skip-mappings" in line and "thinpool_tmeta" in line for line in checks), checks
+    assert vm.run([*RUN, "cat /v/data"], timeout=300).stdout == "kept\n"
+    written = vm.run(["cat", TEXTFILE]).stdout  # the metrics writer, started by systemd at boot
+    assert 'thinpool_up{vg="docker",pool="thinpool"} 1.0' in written
+    fired = _wait_for(vm, "thinpool-maintain.service", "ExecMainExitTimestampMonotonic", 240)
+    assert fired > 0, vm.run(["systemctl", "list-timers", "--all"]).stdout
+    assert _show(vm, "thinpool-maintain.service", "Result")["Result"] == "success"
+
+    vm.run(["mv", KEY, "/root/docker.key.saved"])  # the key is gone: the disk cannot be opened at boot
+    assert _reboot(vm) in ("running", "degraded")
+    assert _show(vm, "systemd-cryptsetup@vda_crypt.service", "ActiveState")["ActiveState"] == "failed"
+    assert _show(vm, "docker.service", "ExecMainStartTimestampMonotonic")["ExecMainStartTimestampMonotonic"] == "0"
+    assert vm.run(["findmnt", "/var/lib/docker"], check=False).returncode != 0
+    assert vm.run(["ls", "-A", "/var/lib/docker"]).stdout == ""  # nothing started on the empty folder
+    doctor = vm.thinpool("doctor", "docker/thinpool", check=False)
+    assert doctor.returncode != 0 and "vda_crypt (UUID=" in doctor.stderr and "is missing" in doctor.stderr
+    assert "systemctl restart systemd-cryptsetup@vda_crypt.service" in doctor.stderr, doctor.stderr
+
+    vm.run(["mv", "/root/docker.key.saved", KEY])  # doctor's fix, step by step
+    vm.run(["systemctl", "restart", "systemd-cryptsetup@vda_crypt.service"], timeout=120)
+    vm.thinpool("activate", timeout=300)
+    started = time.monotonic()
+    vm.run(["systemctl", "start", "docker.service"], timeout=300)
+    assert vm.run([*RUN, "cat /v/data"], timeout=300).stdout == "kept\n"
+    print(f"docker up {time.monotonic() - started:.1f}s after the key came back")

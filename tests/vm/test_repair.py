@@ -106,7 +106,10 @@ def test_a_pool_changed_behind_lvms_back_gets_lvms_transaction_id_set_to_the_ker
 
 
 @pytest.mark.releases("debian-12", "debian-13", ci="debian-13")  # the resume is thinpool's own; CI time
-@pytest.mark.parametrize("command", ["thin_restore", "lvrename"])
+@pytest.mark.parametrize(
+    "command",
+    ["thin_restore", pytest.param("lvrename", marks=pytest.mark.sweep)],  # CI: the kill before the swap
+)
 def test_a_repair_killed_halfway_is_finished_by_the_next_run(vm: VM, command: str) -> None:
     """Killed while restoring the backup (before the swap), or while keeping the original (after it)."""
     before = pool_with_files(vm, 8)

@@ -136,6 +136,7 @@ def test_usage_and_health_findings_are_fixed_by_their_commands(vm: VM) -> None:
     assert "pool-unhealthy" not in codes(doctor(vm, "vg2/small")[1])
 
 
+@pytest.mark.sweep  # doctor's loop-device rule is unit-tested; this proves its pvmove fix on real lvm
 def test_a_pool_on_a_loop_device_is_found_and_moved(vm: VM) -> None:
     vm.run(["bash", "-c", "truncate -s 256M /tmp/loop.img && losetup /dev/loop0 /tmp/loop.img"])
     try:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from thinpool import engines
 from thinpool.core import planner
-from thinpool.core.model import EngineState, Observed, text_digest, virtual_disks
+from thinpool.core.model import EngineState, LvmLocal, Observed, text_digest, virtual_disks
 from thinpool.core.plan import ABSENT, Action, Plan
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.units import format_size
@@ -93,12 +93,15 @@ def _beyond_growth(device: tuple[str, int], target: PoolTarget) -> tuple[str, ..
     )
 
 
-def plan_virtual(spec: PoolSpec, sizes: list[int], names: list[str] | None = None) -> Plan:
-    """A plan on blank virtual disks: nothing is read from the system."""
+def plan_virtual(
+    spec: PoolSpec, sizes: list[int], names: list[str] | None = None, lvm_local: LvmLocal | None = None
+) -> Plan:
+    """A plan on blank virtual disks: nothing is read from the system (``lvm_local``: the lvmlocal.conf of the
+    machine it is for, when known: a rehearsal's guest)."""
     if spec.devices:
         raise ThinpoolError(
             "--disk-size plans on virtual disks and cannot be mixed with real devices",
             fix="drop either the DEVICE arguments or --disk-size",
         )
-    observed = virtual_disks(sizes, names)
+    observed = replace(virtual_disks(sizes, names), lvm_local=lvm_local)
     return plan_host(replace(spec, devices=tuple(observed.devices)), observed)

@@ -10,10 +10,10 @@ from thinpool import engines
 from thinpool.app.context import Context
 from thinpool.app.executor import ApplyResult, Progress, StalePlan, apply, check_fresh
 from thinpool.app.planning import plan_host
-from thinpool.core import lifecycle
-from thinpool.core.model import EngineState, Observed, StoreRoot, virtual_disks
+from thinpool.core import crypt, lifecycle
+from thinpool.core.model import EngineState, LvmLocal, Observed, StoreRoot, virtual_disks
 from thinpool.core.plan import Action, Plan, SavedPlanError
-from thinpool.core.spec import NO_ENGINE, PoolSpec, check_device_path
+from thinpool.core.spec import NO_ENGINE, Encryption, PoolSpec, check_device_path
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe, observe_engine
 
@@ -29,9 +29,12 @@ def observed_for(ctx: Context, spec: PoolSpec) -> Observed:
     return observe_engine.observe_for(_checked(spec), ctx.runner, ctx.root)
 
 
-def plan_replica(ctx: Context, spec: PoolSpec, devices: tuple[str, ...], names: list[str]) -> tuple[list[int], Plan]:
+def plan_replica(
+    ctx: Context, spec: PoolSpec, devices: tuple[str, ...], names: list[str], lvm_local: LvmLocal | None = None
+) -> tuple[list[int], Plan]:
     """A plan for disks named ``names``, as large as this host's ``devices`` (read, never touched), made
-    against this host's engine files and programs, as a VM that sees them will (no systemd, no mounts)."""
+    against this host's engine files and programs, as a VM that sees them will (no systemd, no mounts), and
+    ``lvm_local``, the guest's lvmlocal.conf."""
     spec.validate()
     sizes = []
     for path in devices:
@@ -46,7 +49,7 @@ def plan_replica(ctx: Context, spec: PoolSpec, devices: tuple[str, ...], names: 
         seen = observe_engine.engine_state(ctx.runner, replica, ctx.root)
         unmounted = {path: replace(root, source="") for path, root in seen.roots.items()}
         engine = replace(seen, systemd=False, roots=unmounted)
-    observed = Observed(devices=virtual_disks(sizes, names).devices, engine=engine)
+    observed = Observed(devices=virtual_disks(sizes, names).devices, engine=engine, lvm_local=lvm_local)
     return sizes, plan_host(replica, observed)
 
 
@@ -97,14 +100,24 @@ def run(ctx: Context, plan: Plan, progress: Progress | None = None) -> ApplyResu
 
 
 def plan_grow(ctx: Context, spec: PoolSpec) -> Plan:
-    return lifecycle.plan_grow(spec, observe.observe(ctx.runner, _checked(spec).devices, root=ctx.root, vg=spec.vg))
+    """A VG on thinpool's LUKS mappings gets its new disks encrypted the same way, with the same key."""
+    observed = observe.observe(ctx.runner, _checked(spec).devices, root=ctx.root, vg=spec.vg)
+    vg = observed.vgs.get(spec.vg)
+    key = crypt.vg_key(vg.pv_names, crypt.our_entries(observe.read_crypttab(ctx.root))) if vg else None
+    if key is not None:
+        spec = replace(spec, encryption=Encryption(key))
+        observed = observe.read_crypt(ctx.runner, spec.devices, key, observed, ctx.root)
+    return lifecycle.plan_grow(spec, observed)
 
 
-def plan_destroy(ctx: Context, spec: PoolSpec) -> Plan:
+def plan_destroy(ctx: Context, spec: PoolSpec, *, erase_encryption: bool = False) -> Plan:
     spec.validate()
     observed = observe.observe(ctx.runner, (), root=ctx.root)
+    vg = observed.vgs.get(spec.vg)
+    if vg is not None:
+        observed = observe.read_crypt_under(ctx.runner, vg.pv_names, observed, ctx.root)
     users = engines.pool_users(observe_engine.engine_files(ctx.root), spec.vg, spec.pool)
-    return lifecycle.plan_destroy(spec, observed, users)
+    return lifecycle.plan_destroy(spec, observed, users, erase_encryption=erase_encryption)
 
 
 def plan_engine_configure(ctx: Context, spec: PoolSpec) -> Plan:

@@ -90,7 +90,7 @@ def _cmd_destroy(args: argparse.Namespace, ctx: Context) -> int:
     from thinpool.app import pool
 
     ctx.require_root("destroy")
-    plan = pool.plan_destroy(ctx, spec_from_args(args))
+    plan = pool.plan_destroy(ctx, spec_from_args(args), erase_encryption=args.erase_encryption)
     question = f"This destroys {plan.vg}/{plan.pool} and all data in it. Type the VG name ({plan.vg}) to go on: "
     return _run_plan(plan, args, ctx, question, plan.vg)
 
@@ -179,6 +179,12 @@ def add_lifecycle_parsers(commands: argparse._SubParsersAction[argparse.Argument
     )
     add_spec_options(destroy, devices=False)
     destroy.add_argument("--yes", "-y", action="store_true", help="do not ask for the VG name")
+    destroy.add_argument(
+        "--erase-encryption",
+        action="store_true",
+        help="with the VG gone, also wipe every key slot of the LUKS headers --encrypt made, and the copies apply "
+        "kept: no key opens that data again (without it the mappings are only closed)",
+    )
     destroy.add_argument("--json", action="store_true", help="print the result as JSON")
     destroy.set_defaults(handler=_cmd_destroy)
     changes_the_host(destroy, "destroy", DEFAULT_WAIT)

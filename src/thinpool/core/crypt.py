@@ -47,6 +47,22 @@ def pv_path(device: str) -> str:
     return f"/dev/mapper/{mapping_name(device)}"
 
 
+def unlock_unit(name: str) -> str:
+    """The unit systemd's crypttab generator makes for mapping ``name``."""
+    return f"systemd-cryptsetup@{name}.service"
+
+
+def _plain_unit_name(name: str) -> bool:
+    """A name systemd-escape leaves as it is (a letter, digit, ':', '_' or '.'), so it goes into fstab as is."""
+    return all(char.isascii() and (char.isalnum() or char in ":_.") for char in name)
+
+
+def unlock_units(devices: tuple[str, ...]) -> tuple[str, ...]:
+    """The units the engine's mount requires: those of the mappings whose names need no escaping (sdb_crypt,
+    nvme0n1_crypt); a mount on another waits for its device as any mount does."""
+    return tuple(unlock_unit(mapping_name(device)) for device in devices if _plain_unit_name(mapping_name(device)))
+
+
 def header_backup(key_file: str, uuid: str) -> str:
     """Where apply keeps a copy of a header it made: beside the key, named by the header's UUID."""
     return posixpath.join(posixpath.dirname(key_file), f"{uuid}.luks-header")
@@ -83,6 +99,12 @@ def merged_crypttab(text: str | None, lines: dict[str, str]) -> str | None:
     if text is not None and all(line in text.splitlines(keepends=True) for line in lines.values()):
         return None
     return merged
+
+
+def without_entries(text: str | None, names: set[str]) -> str:
+    """crypttab without the lines that open ``names``, every other line kept."""
+    kept = [line for line in (text or "").splitlines(keepends=True) if (line.split() or [""])[0] not in names]
+    return "".join(kept)
 
 
 def check_existing(device: str, dm_devices: tuple[DmDevice, ...], state: CryptState, key_file: str) -> None:
@@ -135,6 +157,28 @@ def locked(entries: list[CrypttabEntry], open_names: set[str], keys_present: dic
     first = closed[0]
     return ThinpoolError(
         f"encrypted device(s) of thinpool's are not open, so the volume groups on them are down: {said}",
-        fix=f"put the key file back (from your copy), then: systemctl restart systemd-cryptsetup@{first.name}.service "
+        fix=f"put the key file back (from your copy), then: systemctl restart {unlock_unit(first.name)} "
         "(or cryptsetup open --key-file KEY DEVICE NAME), thinpool activate, and start the engine",
     )
+
+
+def by_mapping(entries: list[CrypttabEntry]) -> dict[str, CrypttabEntry]:
+    """thinpool's crypttab lines by the PV path on their mapping."""
+    return {f"/dev/mapper/{entry.name}": entry for entry in entries}
+
+
+def vg_key(pv_names: tuple[str, ...], entries: list[CrypttabEntry]) -> str | None:
+    """The key of a VG whose PVs are on thinpool's LUKS mappings (what grow encrypts a new disk with); None for a
+    VG on plain disks."""
+    mapped = by_mapping(entries)
+    keys = sorted({mapped[pv].key_file for pv in pv_names if pv in mapped})
+    if len(keys) > 1:
+        raise SpecError(
+            f"the volume group's encrypted disks open with different key files ({', '.join(keys)})",
+            fix="give them one key (cryptsetup luksAddKey), point crypttab at it, then grow",
+        )
+    return keys[0] if keys else None
+
+
+def uuid_in(entry: CrypttabEntry) -> str:
+    return entry.source.removeprefix("UUID=")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from thinpool.core import planner, sizing
+from thinpool.core import crypt, planner, sizing
 from thinpool.core.lvm import commands
-from thinpool.core.model import LogicalVolume, Observed, VolumeGroup
+from thinpool.core.model import CryptState, LogicalVolume, Observed, VolumeGroup, text_digest
 from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target
+from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import ceil_div, format_size
 from thinpool.errors import SpecError
@@ -24,8 +25,11 @@ def _existing_pool(spec: PoolSpec, observed: Observed) -> tuple[VolumeGroup, Log
     return vg, pool
 
 
-def plan_destroy(spec: PoolSpec, observed: Observed, engine_users: tuple[str, ...] = ()) -> Plan:
-    """Remove the pool; then the VG and its PV labels too when nothing else lives there.
+def plan_destroy(
+    spec: PoolSpec, observed: Observed, engine_users: tuple[str, ...] = (), *, erase_encryption: bool = False
+) -> Plan:
+    """Remove the pool; then the VG and its PV labels too when nothing else lives there, and the LUKS mappings
+    of thinpool's under them (closed, their crypttab lines removed; their headers erased only when asked).
 
     ``engine_users`` names the engine configuration files that still point at the pool
     (the engine adapters read them); destroy is refused while there is one.
@@ -71,6 +75,7 @@ def plan_destroy(spec: PoolSpec, observed: Observed, engine_users: tuple[str, ..
             Action("destroy", ActionKind.PHYSICAL_VOLUME, Target(path=pv), "clear the lvm label", commands.pvremove(pv))
             for pv in vg.pv_names
         ]
+        actions += _encryption_removed(vg.pv_names, observed.crypt, erase=erase_encryption)
     profile = commands.profile_path(spec.profile_name)
     actions.append(
         Action(
@@ -91,6 +96,32 @@ def plan_destroy(spec: PoolSpec, observed: Observed, engine_users: tuple[str, ..
         spec=spec,
         fingerprint=observed.fingerprint(),
     )
+
+
+def _encryption_removed(pv_names: tuple[str, ...], state: CryptState, *, erase: bool) -> list[Action]:
+    """Each of thinpool's LUKS mappings under the VG closed and its crypttab line removed; with ``erase``, its
+    header's key slots wiped (the data can never be opened again) with the header's copy apply kept."""
+    mapped = crypt.by_mapping(crypt.our_entries(state.crypttab))
+    ours = [pv for pv in pv_names if pv in mapped]
+    if not ours:
+        return []
+    actions = []
+    for pv in ours:
+        entry, disk = mapped[pv], state.parents.get(pv, "")
+        why = "the VG on it is gone" + ("" if erase else "; the LUKS header stays (--erase-encryption wipes it)")
+        actions.append(Action("destroy", ActionKind.LUKS_MAPPING, Target(name=entry.name), why,
+                              programs.luks_close(entry.name)))  # fmt: skip
+        if erase and disk:
+            why = "--erase-encryption: every key slot wiped; no key opens this data again"
+            actions.append(Action("destroy", ActionKind.LUKS_HEADER, Target(path=disk), why, programs.luks_erase(disk)))
+            backup = crypt.header_backup(entry.key_file, crypt.uuid_in(entry))
+            why = "the header's copy would open the data again with the key"
+            actions.append(Action("destroy", ActionKind.LUKS_HEADER_BACKUP, Target(path=backup), why, path=backup))
+    kept = crypt.without_entries(state.crypttab, {mapped[pv].name for pv in ours})
+    why = "no boot opens these disks any more"
+    actions.append(Action("write", ActionKind.CRYPTTAB, Target(path=crypt.CRYPTTAB), why, path=crypt.CRYPTTAB,
+                          content=kept, expect=f"sha256:{text_digest(state.crypttab or '')}"))  # fmt: skip
+    return actions
 
 
 def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
@@ -162,6 +193,6 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
         actions=tuple(actions),
         layout=layout,
         reasons={},
-        spec=replace(spec, devices=tuple(vg.pv_names) + new_devices),
+        spec=replace(spec, devices=tuple(vg.pv_names) + (geometry.encrypted or new_devices)),
         fingerprint=observed.fingerprint(),
     )

@@ -254,6 +254,7 @@ class CryptState:
     crypttab: str | None = None
     uuids: dict[str, str] = field(default_factory=dict)
     key_opens: dict[str, bool] = field(default_factory=dict)
+    parents: dict[str, str] = field(default_factory=dict)  # a PV on a mapping of thinpool's -> the disk under it
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from thinpool.config import fstab
 from thinpool.config.document import ConfigError
-from thinpool.core import names
+from thinpool.core import crypt, names
 from thinpool.core.lvm import commands
 from thinpool.core.model import EngineState, Source
 from thinpool.core.plan import Action, ActionKind, Target
@@ -61,11 +61,26 @@ def xfs_errors_command(root: str) -> str:
     return f"ExecStartPre=-/bin/sh -c '{folder} && {knobs}' xfs-errors {root}"
 
 
-def fstab_line(device: str, root: str) -> str:
-    return f"{device} {root} xfs {MOUNT_OPTIONS} 0 0"
+def fstab_line(device: str, root: str, requires: tuple[str, ...] = ()) -> str:
+    """``requires``: the units that unlock the pool's encrypted disks; the mount fails as soon as one fails,
+    rather than wait for its device, so the engine that requires it fails at once too."""
+    options = MOUNT_OPTIONS + "".join(f",{REQUIRES}{unit}" for unit in requires)
+    return f"{device} {root} xfs {options} 0 0"
 
 
-def merged_fstab(source: Source, device: str, root: str, *, force: bool, owner: str = "Docker") -> str | None:
+REQUIRES = "x-systemd.requires="
+
+
+def _without_requires(fields: tuple[str, ...]) -> tuple[str, ...]:
+    if len(fields) < 4:
+        return fields
+    options = ",".join(option for option in fields[3].split(",") if not option.startswith(REQUIRES))
+    return (*fields[:3], options, *fields[4:])
+
+
+def merged_fstab(
+    source: Source, device: str, root: str, *, force: bool, owner: str = "Docker", requires: tuple[str, ...] = ()
+) -> str | None:
     """fstab with the store's entry; None when it is already there. Another entry there is refused.
 
     Every other line comes back byte for byte, in the file's own line ending.
@@ -74,11 +89,13 @@ def merged_fstab(source: Source, device: str, root: str, *, force: bool, owner: 
     parsed = fstab.parse(source)
     if isinstance(parsed, ConfigError):
         raise SpecError(f"{parsed}; it was left untouched", fix=f"check {FSTAB}'s permissions, then re-run")
-    wanted = tuple(fstab_line(device, root).split())
+    wanted = tuple(fstab_line(device, root, requires).split())
     there = parsed.on(root)
     for entry in there:
-        if entry.fields == wanted:
-            return None
+        if entry.fields == wanted or (not requires and _without_requires(entry.fields) == wanted):
+            return None  # as wanted (a run without --encrypt keeps the unlock units an earlier one added)
+        if _without_requires(entry.fields) == _without_requires(wanted):
+            return parsed.replaced(entry, " ".join(wanted))
         if _written_earlier(entry.fields, wanted):
             return parsed.replaced(entry, " ".join(wanted))
         if not force:
@@ -124,11 +141,13 @@ def volume_actions(spec: PoolSpec, target: PoolTarget, state: EngineState, store
     return actions
 
 
-def fstab_action(state: EngineState, placed: Sequence[tuple[str, Store]], *, force: bool) -> list[Action]:
+def fstab_action(
+    state: EngineState, placed: Sequence[tuple[str, Store]], *, force: bool, requires: tuple[str, ...] = ()
+) -> list[Action]:
     """One write of fstab with each store's entry (device, store): every other line kept, byte for byte."""
     source = original = state.source(FSTAB)
     for device, store in placed:
-        merged = merged_fstab(source, device, store.root, force=force, owner=store.owner)
+        merged = merged_fstab(source, device, store.root, force=force, owner=store.owner, requires=requires)
         if merged is not None:
             source = Source(FSTAB, merged)
     if source is original or source.text is None:
@@ -176,7 +195,8 @@ def stores_actions(
         check_plain_path(store.root, f"{store.owner}'s store root")
         actions += volume_actions(spec, target, state, store, why)
     placed = [(store.device_in(target.vg), store) for store, _ in stores]
-    actions += fstab_action(state, placed, force=spec.engine_options.force)
+    requires = crypt.unlock_units(spec.devices) if spec.encryption else ()
+    actions += fstab_action(state, placed, force=spec.engine_options.force, requires=requires)
     for device, store in placed:
         actions += mount_action(state, device, store)
     return actions

@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from thinpool.app.context import Context
+from thinpool.core import boot_check
 from thinpool.core.envelope import envelope
+from thinpool.core.model import LvmLocal
 from thinpool.core.plan import PlanLayout
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.units import format_size
+from thinpool.errors import MissingTool
 
 REPORT_SCHEMA_VERSION = 1
 LVS_COLUMNS = "lv_name,lv_attr,lv_size,lv_metadata_size,chunk_size,data_percent,metadata_percent,seg_monitor,lv_profile"
@@ -62,20 +65,37 @@ def _guest(ctx: Context, request: Rehearsal, say: Say) -> Any:
     return guest.obtain(guest.release_named(request.release), ctx.runner, lambda text: say("== " + text))
 
 
+def _guest_lvm_local(ctx: Context, root: Any) -> LvmLocal | None:
+    """The guest's lvmlocal.conf, which apply's fast boot check edits there: the release root's own (lvm's
+    thin_check options there are its defaults), or this host's, which a guest on this host's root sees."""
+    from thinpool.system import observe
+
+    if root is None:
+        try:
+            return observe.read_lvm_local(ctx.runner, ctx.root)
+        except MissingTool:  # lvm2 comes with --install-deps, before the VM
+            return LvmLocal(observe.read_files((boot_check.LVMLOCAL,), ctx.root)[0].get(boot_check.LVMLOCAL), None)
+    shipped = root.path / "etc/lvm/lvmlocal.conf"
+    return LvmLocal(shipped.read_text() if shipped.is_file() else None, None)
+
+
 def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
     from thinpool.app import planning, pool
     from thinpool.core.plan import render_text
     from thinpool.rehearse import deps
     from thinpool.rehearse.vm import VM, VMConfig, disk_device, kvm_usable
 
+    root = _guest(ctx, request, say)
+    lvm_local = _guest_lvm_local(ctx, root)
     if request.host_devices:
         replica_names = [disk_device(index) for index in range(len(request.host_devices))]
-        sizes, plan = pool.plan_replica(ctx, request.spec, request.host_devices, replica_names)
+        sizes, plan = pool.plan_replica(ctx, request.spec, request.host_devices, replica_names, lvm_local)
         shown = ", ".join(f"{path} {format_size(size)}" for path, size in zip(request.host_devices, sizes, strict=True))
         say(f"== plan for disks as large as {shown}, against this host's engine files")
     else:
         sizes = list(request.disk_sizes)
-        plan = planning.plan_virtual(request.spec, sizes, [disk_device(index) for index in range(len(sizes))])
+        names = [disk_device(index) for index in range(len(sizes))]
+        plan = planning.plan_virtual(request.spec, sizes, names, lvm_local)
         say(f"== plan for {len(sizes)} blank disk(s): {', '.join(format_size(size) for size in sizes)}")
     names = [disk_device(index) for index in range(len(sizes))]
     say(render_text(plan))
@@ -83,7 +103,6 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
     if request.install_deps:
         deps.install(ctx.runner, engines=host_engines)
     deps.require(engines=host_engines)
-    root = _guest(ctx, request, say)
     kernel = root.kernel if root else _kernel(ctx, request)
     mode = "KVM" if kvm_usable() else "TCG emulation"
     on = f"{root.release.description}, " if root else ""

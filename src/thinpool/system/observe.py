@@ -20,7 +20,13 @@ from thinpool.core import backup, boot_check, crypt, health, metadata_check
 from thinpool.core.lvm import commands, report
 from thinpool.core.model import CryptState, Device, Filesystem, LvmLocal, Observed
 from thinpool.core.programs import argv as programs
-from thinpool.core.programs.output import parse_fuser_pids, parse_lsblk, parse_mountinfo, parse_wipefs
+from thinpool.core.programs.output import (
+    parse_fuser_pids,
+    parse_lsblk,
+    parse_lsblk_parent,
+    parse_mountinfo,
+    parse_wipefs,
+)
 from thinpool.errors import MissingTool, ThinpoolError
 from thinpool.system import files
 from thinpool.system.runner import Runner
@@ -128,14 +134,28 @@ def read_crypt(
         opens[path] = key_present and runner.run(programs.luks_test_key(path, key_file), check=False).ok
         if under(root, crypt.pv_path(path)).exists() and (mapping := read_device(runner, crypt.pv_path(path), root)):
             mappings[mapping.path] = mapping
-    crypttab = read_files((crypt.CRYPTTAB,), root)[0].get(crypt.CRYPTTAB)
+    crypttab = read_crypttab(root)
     state = CryptState(key_present=key_present, crypttab=crypttab, uuids=uuids, key_opens=opens)
     return replace(observed, crypt=state, devices=observed.devices | mappings)
 
 
+def read_crypt_under(runner: Runner, pv_names: Iterable[str], observed: Observed, root: Path = ROOT) -> Observed:
+    """For destroy: crypttab, and the disk under each PV that is on one of thinpool's LUKS mappings."""
+    crypttab = read_crypttab(root)
+    mapped = crypt.by_mapping(crypt.our_entries(crypttab))
+    parents = {
+        pv: parse_lsblk_parent(runner.run(programs.lsblk_parents(pv)).stdout, pv) for pv in pv_names if pv in mapped
+    }
+    return replace(observed, crypt=replace(observed.crypt, crypttab=crypttab, parents=parents))
+
+
+def read_crypttab(root: Path = ROOT) -> str | None:
+    return read_files((crypt.CRYPTTAB,), root)[0].get(crypt.CRYPTTAB)
+
+
 def locked_devices(runner: Runner, root: Path = ROOT) -> ThinpoolError | None:
     """Which of thinpool's encrypted devices (its lines in crypttab) are not open, and why, if any."""
-    entries = crypt.our_entries(read_files((crypt.CRYPTTAB,), root)[0].get(crypt.CRYPTTAB))
+    entries = crypt.our_entries(read_crypttab(root))
     if not entries:
         return None
     opened = {

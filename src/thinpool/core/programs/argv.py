@@ -197,3 +197,17 @@ def luks_uuid(device: str) -> Argv:
 def luks_header_backup(device: str, backup: str) -> Argv:
     """A copy of ``device``'s LUKS header (its key slots) at ``backup``; cryptsetup refuses to overwrite one."""
     return ("cryptsetup", "luksHeaderBackup", device, "--header-backup-file", backup)
+
+
+def lsblk_parents(device: str) -> Argv:
+    """``device`` (a mapping) and what it sits on, as a flat JSON list (--list: no tree to walk)."""
+    return ("lsblk", "--json", "--list", "--inverse", "--output", "PATH,TYPE", device)
+
+
+def luks_close(name: str) -> Argv:
+    return ("cryptsetup", "close", name)
+
+
+def luks_erase(device: str) -> Argv:
+    """Every key slot of ``device``'s LUKS header wiped: its data cannot be opened again, with any key."""
+    return ("cryptsetup", "erase", "--batch-mode", device)

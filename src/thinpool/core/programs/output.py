@@ -49,3 +49,12 @@ def parse_ip_addresses(text: str) -> tuple[str, ...]:
             if info.get("scope") == "global" and info.get("local"):
                 found.append(str(info["local"]))
     return tuple(dict.fromkeys(found))
+
+
+def parse_lsblk_parent(text: str, device: str) -> str:
+    """The disk or partition ``device`` (a mapping) sits on, from ``lsblk --json --list --inverse`` ("" when it
+    lists none)."""
+    for node in parse_lsblk(text):
+        if node.get("path") != device and node.get("type") in ("disk", "part"):
+            return str(node["path"])
+    return ""

@@ -101,6 +101,13 @@ options:
       - With O(encrypt), the key. Made from the kernel's random source, mode 0400, when missing; never shown.
       - Default C(/etc/thinpool/keys/VG.key). Keep a copy off the host; without it the data is lost.
     type: str
+  erase_encryption:
+    description:
+      - With O(state=absent), also wipe every key slot of the LUKS headers O(encrypt) made under the removed VG,
+        and the header copies kept beside the key; no key opens that data again. Without it the mappings are
+        only closed.
+    type: bool
+    default: false
   boot_check:
     description:
       - The metadata check lvm runs at each activation, boots included.
@@ -282,6 +289,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "wipe": {"type": "bool", "default": False},
     "boot_check": {"type": "str", "choices": ["fast", "full"], "default": DEFAULTS.get("boot_check")},
     "encrypt": {"type": "bool", "default": False},
+    "erase_encryption": {"type": "bool", "default": False},
     "key_file": {"type": "str", "no_log": False},
     "base_size": {"type": "str", "default": DEFAULTS.get("base_size")},
     "volume_size": {"type": "str"},
@@ -380,7 +388,7 @@ def _plan(module: AnsibleModule, ctx: Any, spec: Any, observed: Any) -> Any:
     group = observed.vgs.get(spec.vg)
     if group is None or group.lv(spec.pool) is None:
         return None
-    return pool.plan_destroy(ctx, spec)
+    return pool.plan_destroy(ctx, spec, erase_encryption=module.params["erase_encryption"])
 
 
 def run(module: AnsibleModule) -> dict[str, Any]:
