@@ -29,37 +29,55 @@ REPO = Path(__file__).resolve().parents[2]
 RELEASES_ENV = "THINPOOL_RELEASES"
 MATRIX_ENV = "THINPOOL_MATRIX"
 
+# Each command a reset spawns costs ~0.1 s under emulation, and a reset runs before every shared-VM test:
+# what is not there is found with bash's own globs and reads, and only what is there is removed.
 RESET = r"""
+shopt -s nullglob dotglob
 # Engines first: stop the daemons, unmount what they mounted, forget their state and configs.
-pkill -x dockerd; pkill -x containerd; pkill -x dnsmasq
-# (zombies do not count: the agent reaps them only between requests)
-alive() { ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 ~ /^(dockerd|containerd)/' | grep -q .; }
-for i in $(seq 50); do alive || break; sleep 0.2; done
-pkill -9 -x 'dockerd|containerd|containerd-shim-runc-v2|containerd-shim' 2>/dev/null
-# Incus: its daemon (and the forkstart monitors, named as it is), then what runs in its containers' cgroups.
-pkill -9 -x incusd 2>/dev/null
-find /sys/fs/cgroup -maxdepth 4 -path '*/lxc.*' -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9
-awk '$2 ~ "^/(var/lib|run)/(docker|containerd|containers|incus)" {print $2}' /proc/mounts | sort -r | xargs -r umount -l
-rm -rf /var/lib/incus /var/cache/incus /var/log/incus /run/incus
-rm -rf /var/lib/containers /run/containers /etc/containers/storage.conf
-rm -rf /etc/docker /etc/containerd /var/lib/docker /var/lib/containerd /run/docker /run/containerd   /run/docker.sock /var/run/docker.pid /etc/systemd/system/docker.service.d /etc/systemd/system/containerd.service.d
+# (here-strings, not <(...): a guest without systemd has no /dev/fd)
+running() { local stat comm; while read -r stat comm; do [[ $stat != Z* && $comm =~ ^($1)$ ]] && return 0; done \
+  <<< "$(ps -eo stat=,comm=)"; return 1; }
+if running 'dockerd|containerd|containerd-shim.*|dnsmasq|incusd'; then
+  pkill -x 'dockerd|containerd|dnsmasq'
+  # (zombies do not count: the agent reaps them only between requests)
+  for i in $(seq 50); do running 'dockerd|containerd' || break; sleep 0.2; done
+  pkill -9 -x 'dockerd|containerd|containerd-shim-runc-v2|containerd-shim|incusd'
+fi
+# Incus: what runs in its containers' cgroups.
+lxc=(/sys/fs/cgroup/lxc.* /sys/fs/cgroup/*/lxc.* /sys/fs/cgroup/*/*/lxc.*)
+((${#lxc[@]})) && find "${lxc[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9
+mounted=()
+while read -r _ point _; do
+  [[ $point =~ ^/(var/lib|run)/(docker|containerd|containers|incus) ]] && mounted+=("$point")
+done < /proc/mounts
+((${#mounted[@]})) && printf '%s\n' "${mounted[@]}" | sort -r | xargs -r umount -l
+rm -rf /var/lib/incus /var/cache/incus /var/log/incus /run/incus /var/lib/containers /run/containers \
+  /etc/containers/storage.conf /etc/docker /etc/containerd /var/lib/docker /var/lib/containerd /run/docker \
+  /run/containerd /run/docker.sock /var/run/docker.pid /etc/systemd/system/docker.service.d \
+  /etc/systemd/system/containerd.service.d /etc/lvm/*.thinpool-*.bak /etc/fstab.thinpool-*.bak /etc/crypttab \
+  /etc/crypttab.thinpool-*.bak /etc/lvm/profile/thinpool-*.profile /var/lib/thinpool/backups \
+  /var/lib/thinpool/checks /var/lib/thinpool/migrate /var/lib/docker.devicemapper /srv/staging /etc/thinpool \
+  /etc/dnsmasq.d
 [ -f /run/fstab.orig ] || cp /etc/fstab /run/fstab.orig; cp /run/fstab.orig /etc/fstab
 [ -f /run/lvmlocal.orig ] || cp /etc/lvm/lvmlocal.conf /run/lvmlocal.orig; cp /run/lvmlocal.orig /etc/lvm/lvmlocal.conf
-rm -f /etc/lvm/*.thinpool-*.bak /etc/fstab.thinpool-*.bak /etc/crypttab /etc/crypttab.thinpool-*.bak
-for vg in $(vgs --noheadings -o vg_name 2>/dev/null); do vgremove -ff -y "$vg" >/dev/null 2>&1; done
-dmsetup remove_all --force >/dev/null 2>&1
-for pv in $(pvs --noheadings -o pv_name 2>/dev/null); do pvremove -ff -y "$pv" >/dev/null 2>&1; done
-for disk in /dev/vd?; do wipefs -a -q "$disk" >/dev/null 2>&1; done
-rm -f /etc/lvm/profile/thinpool-*.profile
-rm -rf /var/lib/thinpool/backups /var/lib/thinpool/checks /var/lib/thinpool/migrate /var/lib/docker.devicemapper /srv/staging /etc/thinpool /etc/dnsmasq.d
+# lvm: every VG and PV (one report names both), the mappings left, every signature on the disks.
+vgs=() pvs=()
+while read -r pv vg; do [[ -n $pv ]] && pvs+=("$pv"); [[ -n $vg ]] && vgs+=("$vg"); done \
+  <<< "$(pvs --noheadings -o pv_name,vg_name 2>/dev/null)"
+if ((${#vgs[@]})); then
+  for vg in $(printf '%s\n' "${vgs[@]}" | sort -u); do vgremove -ff -y "$vg" >/dev/null 2>&1; done
+fi
+dmsetup remove_all --force >/dev/null 2>&1  # always: a mapping without a table has no node and no /sys entry
+((${#pvs[@]})) && pvremove -ff -y "${pvs[@]}" >/dev/null 2>&1
+wipefs -a -q /dev/vd? >/dev/null 2>&1
 # Without udev, lvm's /dev/VG folders can outlive their VG (a killed lvm): drop those that
 # hold only dangling links, or the next vgcreate of that name fails.
 for folder in /dev/*/; do
-  folder=${folder%/}; entries=$(ls -A "$folder"); [ -n "$entries" ] || continue
-  stale=1; for entry in "$folder"/*; do { [ -L "$entry" ] && [ ! -e "$entry" ]; } || stale=0; done
+  folder=${folder%/}; entries=("$folder"/*); ((${#entries[@]})) || continue
+  stale=1; for entry in "${entries[@]}"; do { [ -L "$entry" ] && [ ! -e "$entry" ]; } || stale=0; done
   [ "$stale" = 1 ] && rm -rf "$folder"
 done
-vgs --noheadings 2>/dev/null | grep -q . && exit 1
+((${#vgs[@]})) && vgs --noheadings 2>/dev/null | grep -q . && exit 1
 exit 0
 """
 
