@@ -4,6 +4,8 @@ test_reboot, on the shared systemd guest."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from thinpool.cli.options import spec_to_argv
@@ -42,8 +44,14 @@ def _hash(vm: VM, device: str) -> str:
 
 
 def test_each_disk_gets_luks_the_pool_is_exactly_planned_and_nothing_readable_reaches_the_disk(vm: VM) -> None:
-    code, result, err = thinpool_json(vm, "apply", "--yes", *spec_to_argv(SPEC))
+    # a saved plan, as an operator reviews it: its LUKS UUIDs are drawn once, and the apply keeps them
+    vm.thinpool("plan", "--out", "/root/plan.json", *spec_to_argv(SPEC))
+    planned = json.loads(vm.run(["cat", "/root/plan.json"]).stdout)["actions"]
+    uuids = {action["argv"][-1]: action["argv"][action["argv"].index("--uuid") + 1] for action in planned
+             if action["kind"] == "luks-header"}  # fmt: skip
+    code, result, err = thinpool_json(vm, "apply", "--yes", "/root/plan.json")
     assert code == 0 and result["ok"], err or result
+    assert {device: vm.run(["cryptsetup", "luksUUID", device]).stdout.strip() for device in uuids} == uuids
     kinds = [step["kind"] for step in result["steps"]]
     per_disk = ["luks-header", "luks-header-backup", "luks-mapping"]
     assert kinds[:8] == ["key-file", *per_disk, *per_disk, "crypttab"]

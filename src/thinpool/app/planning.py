@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from thinpool import engines
 from thinpool.core import planner
-from thinpool.core.model import EngineState, LvmLocal, Observed, text_digest, virtual_disks
+from thinpool.core.model import CryptState, EngineState, LvmLocal, Observed, text_digest, virtual_disks
 from thinpool.core.plan import ABSENT, Action, Plan
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.units import format_size
@@ -94,14 +94,18 @@ def _beyond_growth(device: tuple[str, int], target: PoolTarget) -> tuple[str, ..
 
 
 def plan_virtual(
-    spec: PoolSpec, sizes: list[int], names: list[str] | None = None, lvm_local: LvmLocal | None = None
+    spec: PoolSpec,
+    sizes: list[int],
+    names: list[str] | None = None,
+    lvm_local: LvmLocal | None = None,
+    crypt_state: CryptState | None = None,
 ) -> Plan:
-    """A plan on blank virtual disks: nothing is read from the system (``lvm_local``: the lvmlocal.conf of the
-    machine it is for, when known: a rehearsal's guest)."""
+    """A plan on blank virtual disks: nothing is read from the system (``lvm_local``, ``crypt_state``: what the
+    machine it is for holds, when known: a rehearsal's guest)."""
     if spec.devices:
         raise ThinpoolError(
             "--disk-size plans on virtual disks and cannot be mixed with real devices",
             fix="drop either the DEVICE arguments or --disk-size",
         )
-    observed = replace(virtual_disks(sizes, names), lvm_local=lvm_local)
+    observed = replace(virtual_disks(sizes, names), lvm_local=lvm_local, crypt=crypt_state or CryptState())
     return plan_host(replace(spec, devices=tuple(observed.devices)), observed)

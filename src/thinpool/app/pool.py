@@ -11,8 +11,8 @@ from thinpool.app.context import Context
 from thinpool.app.executor import ApplyResult, Progress, StalePlan, apply, check_fresh
 from thinpool.app.planning import plan_host
 from thinpool.core import crypt, lifecycle
-from thinpool.core.model import EngineState, LvmLocal, Observed, StoreRoot, virtual_disks
-from thinpool.core.plan import Action, Plan, SavedPlanError
+from thinpool.core.model import CryptState, EngineState, LvmLocal, Observed, StoreRoot, virtual_disks
+from thinpool.core.plan import Action, ActionKind, Plan, SavedPlanError
 from thinpool.core.spec import NO_ENGINE, Encryption, PoolSpec, check_device_path
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe, observe_engine
@@ -30,7 +30,12 @@ def observed_for(ctx: Context, spec: PoolSpec) -> Observed:
 
 
 def plan_replica(
-    ctx: Context, spec: PoolSpec, devices: tuple[str, ...], names: list[str], lvm_local: LvmLocal | None = None
+    ctx: Context,
+    spec: PoolSpec,
+    devices: tuple[str, ...],
+    names: list[str],
+    lvm_local: LvmLocal | None = None,
+    crypt_state: CryptState | None = None,
 ) -> tuple[list[int], Plan]:
     """A plan for disks named ``names``, as large as this host's ``devices`` (read, never touched), made
     against this host's engine files and programs, as a VM that sees them will (no systemd, no mounts), and
@@ -49,7 +54,12 @@ def plan_replica(
         seen = observe_engine.engine_state(ctx.runner, replica, ctx.root)
         unmounted = {path: replace(root, source="") for path, root in seen.roots.items()}
         engine = replace(seen, systemd=False, roots=unmounted)
-    observed = Observed(devices=virtual_disks(sizes, names).devices, engine=engine, lvm_local=lvm_local)
+    observed = Observed(
+        devices=virtual_disks(sizes, names).devices,
+        engine=engine,
+        lvm_local=lvm_local,
+        crypt=crypt_state or CryptState(),
+    )
     return sizes, plan_host(replica, observed)
 
 
@@ -72,13 +82,28 @@ def read_saved(path: Path) -> Plan:
     return Plan.from_dict(data)
 
 
+def with_planned_uuids(observed: Observed, saved: Plan) -> Observed:
+    """The LUKS UUIDs the saved plan chose for the devices it formats (observing drew new ones): its
+    luksFormat and crypttab line are then what the re-derived plan holds too."""
+    planned = {
+        action.argv[-1]: action.argv[action.argv.index("--uuid") + 1]
+        for action in saved.actions
+        if action.kind is ActionKind.LUKS_HEADER and action.op == "create" and "--uuid" in action.argv
+    }
+    fresh = {
+        device: uuid if crypt.is_luks(observed.devices.get(device)) else planned.get(device, uuid)
+        for device, uuid in observed.crypt.uuids.items()
+    }
+    return replace(observed, crypt=replace(observed.crypt, uuids=fresh))
+
+
 def replan_saved(ctx: Context, path: Path) -> Plan:
     """The plan re-derived from the saved one's spec, refused unless it is the very same plan.
 
     Only the re-derived plan is shown and run: what else the file says (warnings, layout) is not trusted.
     """
     saved = read_saved(path)
-    observed = observed_for(ctx, saved.spec)
+    observed = with_planned_uuids(observed_for(ctx, saved.spec), saved)
     check_fresh(saved, observed)
     fresh = plan_host(saved.spec, observed)
     if _unguarded(fresh.actions) != _unguarded(saved.actions) or fresh.layout != saved.layout:

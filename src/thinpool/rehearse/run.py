@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from thinpool.app.context import Context
 from thinpool.core import boot_check
 from thinpool.core.envelope import envelope
-from thinpool.core.model import LvmLocal
+from thinpool.core.model import CryptState, LvmLocal
 from thinpool.core.plan import PlanLayout
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.units import format_size
@@ -79,6 +80,19 @@ def _guest_lvm_local(ctx: Context, root: Any) -> LvmLocal | None:
     return LvmLocal(shipped.read_text() if shipped.is_file() else None, None)
 
 
+def _guest_crypt(ctx: Context, root: Any, names: list[str], spec: PoolSpec) -> CryptState | None:
+    """With --encrypt: the UUIDs the guest's new LUKS headers get (drawn here, fixed in the plan it applies)
+    and the crypttab it has (the release root's, or this host's, which a guest on this host's root sees)."""
+    if spec.encryption is None:
+        return None
+    where = root.path if root is not None else ctx.root
+    crypttab = where / "etc/crypttab"
+    return CryptState(
+        crypttab=crypttab.read_text() if crypttab.is_file() else None,
+        uuids={name: str(uuid.uuid4()) for name in names},
+    )
+
+
 def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
     from thinpool.app import planning, pool
     from thinpool.core.plan import render_text
@@ -87,15 +101,17 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
 
     root = _guest(ctx, request, say)
     lvm_local = _guest_lvm_local(ctx, root)
+    count = len(request.host_devices or request.disk_sizes)
+    crypt_state = _guest_crypt(ctx, root, [disk_device(index) for index in range(count)], request.spec)
     if request.host_devices:
         replica_names = [disk_device(index) for index in range(len(request.host_devices))]
-        sizes, plan = pool.plan_replica(ctx, request.spec, request.host_devices, replica_names, lvm_local)
+        sizes, plan = pool.plan_replica(ctx, request.spec, request.host_devices, replica_names, lvm_local, crypt_state)
         shown = ", ".join(f"{path} {format_size(size)}" for path, size in zip(request.host_devices, sizes, strict=True))
         say(f"== plan for disks as large as {shown}, against this host's engine files")
     else:
         sizes = list(request.disk_sizes)
         names = [disk_device(index) for index in range(len(sizes))]
-        plan = planning.plan_virtual(request.spec, sizes, names, lvm_local)
+        plan = planning.plan_virtual(request.spec, sizes, names, lvm_local, crypt_state)
         say(f"== plan for {len(sizes)} blank disk(s): {', '.join(format_size(size) for size in sizes)}")
     names = [disk_device(index) for index in range(len(sizes))]
     say(render_text(plan))
