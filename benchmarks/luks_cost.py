@@ -7,9 +7,9 @@ Debian 13's guest, two disks of one size: thinpool apply makes a pool on each (t
 with the same chunk and layout, on its LUKS2 mapping), and a 1 GiB thin volume in each. Then, in rounds that
 alternate the two pools: 256 MiB of sequential 1 MiB direct writes, and 8,192 direct 4 KiB writes at random
 offsets in 64 MiB, each round in a region of the volume not mapped yet (so the first write to each chunk also
-provisions it, as a container's first writes do). The median of each is kept and the encrypted pool's figures are given as a ratio to the
-plain one's: under emulation the absolute figures mean little, the ratio is what --encrypt costs. Prints
-figures; asserts nothing.
+provisions it, as a container's first writes do). The median of each is kept, and the encrypted pool's
+figures are given as a ratio to the plain one's: under emulation the absolute figures mean little. TCG
+emulates AES-NI, so the ratio is an upper bound (docs/benchmarks). Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
