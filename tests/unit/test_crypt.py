@@ -129,6 +129,8 @@ def test_the_cli_takes_encrypt_and_its_key_and_gives_them_back() -> None:
         spec_from_args(build_parser("plan").parse_args(["plan", "--key-file", "/k", "/dev/vdb"]))
     with pytest.raises(SpecError, match="--key-file"):
         PoolSpec(devices=("/dev/vdb",), encryption=Encryption("/etc/my key")).validate()
+    with pytest.raises(SpecError, match="is not an absolute path"):
+        PoolSpec(devices=("/dev/vdb",), encryption=Encryption("keys/docker.key")).validate()
 
 
 def test_the_key_file_is_made_0400_in_a_0700_folder_and_never_replaced(tmp_path: Path) -> None:

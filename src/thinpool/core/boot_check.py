@@ -70,7 +70,7 @@ def wanted_text(local: LvmLocal, check: BootCheck) -> str | None:
     base = without_block(current)
     if check is BootCheck.FULL:
         return base if has_block(current) else None
-    if metadata_check.fast_at_boot(local.options) and (has_block(current) or local.options is not None):
+    if metadata_check.fast_at_boot(local.options):
         return None  # the fast check is on: thinpool's block, or the operator's own setting
     if _user_global_section(base):
         raise SpecError(

@@ -126,6 +126,10 @@ class Encryption:
     key_file: str
 
     def validate(self) -> None:
+        if not self.key_file.startswith("/"):
+            raise SpecError(
+                f"--key-file {self.key_file!r} is not an absolute path", fix="name it like /root/docker.key"
+            )
         check_plain_path(self.key_file, "--key-file")  # written into crypttab unquoted
         if self.key_file != posixpath.normpath(self.key_file) or self.key_file.endswith("/"):
             raise SpecError(f"--key-file {self.key_file!r} is not a normal file path", fix="name it like /etc/x.key")
