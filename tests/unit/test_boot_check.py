@@ -34,9 +34,9 @@ def _options_after(text: str, host: tuple[str, ...]) -> tuple[str, ...]:
     return parsed
 
 
-@pytest.mark.parametrize("release", RELEASES)
-def test_the_fast_check_is_added_to_the_shipped_file_and_every_line_of_it_kept(release: str) -> None:
-    shipped = _shipped(release)
+@pytest.mark.parametrize("debian", RELEASES)
+def test_the_fast_check_is_added_to_the_shipped_file_and_every_line_of_it_kept(debian: str) -> None:
+    shipped = _shipped(debian)
     wanted = boot_check.wanted_text(LvmLocal(shipped, ("-q",)), BootCheck.FAST)
     assert wanted is not None and wanted.startswith(shipped)
     added = wanted[len(shipped) :]
@@ -47,9 +47,9 @@ def test_the_fast_check_is_added_to_the_shipped_file_and_every_line_of_it_kept(r
     assert boot_check.wanted_text(again, BootCheck.FAST) is None  # converged: a second apply writes nothing
 
 
-@pytest.mark.parametrize("release", RELEASES)
-def test_full_takes_the_block_out_and_leaves_the_file_as_shipped(release: str) -> None:
-    shipped = _shipped(release)
+@pytest.mark.parametrize("debian", RELEASES)
+def test_full_takes_the_block_out_and_leaves_the_file_as_shipped(debian: str) -> None:
+    shipped = _shipped(debian)
     fast = boot_check.wanted_text(LvmLocal(shipped, ("-q",)), BootCheck.FAST)
     assert fast is not None
     assert boot_check.wanted_text(LvmLocal(fast, ("-q", "--skip-mappings")), BootCheck.FULL) == shipped
