@@ -9,8 +9,8 @@ from dataclasses import replace
 
 from thinpool import engines
 from thinpool.core import planner
-from thinpool.core.model import CryptState, EngineState, LvmLocal, Observed, text_digest, virtual_disks
-from thinpool.core.plan import ABSENT, Action, Plan
+from thinpool.core.model import CryptState, EngineState, LvmLocal, Observed, virtual_disks
+from thinpool.core.plan import Action, Plan, expect_of
 from thinpool.core.spec import NO_ENGINE, PoolSpec
 from thinpool.core.units import format_size
 from thinpool.engines.target import EngineChanges, PoolTarget
@@ -44,7 +44,7 @@ def guarded(actions: tuple[Action, ...], state: EngineState, *, follow_links: bo
 
 def _guard(action: Action, state: EngineState, follow_links: bool) -> Action:
     text = state.files.get(action.path)
-    expect = f"sha256:{text_digest(text)}" if text is not None else ABSENT
+    expect = expect_of(text)
     if action.path in state.unreadable and action.path not in state.links:
         raise ThinpoolError(
             f"{action.path} cannot be read ({state.unreadable[action.path]}); it was left untouched",

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from thinpool.core import crypt, planner, sizing
 from thinpool.core.lvm import commands
-from thinpool.core.model import CryptState, LogicalVolume, Observed, VolumeGroup, text_digest
-from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target
+from thinpool.core.model import CryptState, LogicalVolume, Observed, VolumeGroup
+from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target, expect_of
 from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import ceil_div, format_size
@@ -120,7 +120,7 @@ def _encryption_removed(pv_names: tuple[str, ...], state: CryptState, *, erase: 
     kept = crypt.without_entries(state.crypttab, {mapped[pv].name for pv in ours})
     why = "no boot opens these disks any more"
     actions.append(Action("write", ActionKind.CRYPTTAB, Target(path=crypt.CRYPTTAB), why, path=crypt.CRYPTTAB,
-                          content=kept, expect=f"sha256:{text_digest(state.crypttab or '')}"))  # fmt: skip
+                          content=kept, expect=expect_of(state.crypttab or "")))  # fmt: skip
     return actions
 
 

@@ -14,7 +14,7 @@ from enum import Enum, StrEnum
 from typing import Any, Literal
 
 from thinpool.core.envelope import envelope
-from thinpool.core.model import Observed, WhenFull
+from thinpool.core.model import Observed, WhenFull, text_digest
 from thinpool.core.sizing import Layout
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import format_size
@@ -31,6 +31,11 @@ class SavedPlanError(ThinpoolError):
 
 
 ABSENT = "absent"  # Action.expect: the file did not exist when the plan was made
+
+
+def expect_of(text: str | None) -> str:
+    """Action.expect for a write over a file that held ``text`` when the plan was made (None: no file)."""
+    return f"sha256:{text_digest(text)}" if text is not None else ABSENT
 
 
 class Check(Enum):

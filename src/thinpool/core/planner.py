@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 
 from thinpool.core import boot_check, crypt, names, recovery, safety, sizing
 from thinpool.core.lvm import commands
-from thinpool.core.model import CryptState, Device, LogicalVolume, Observed, VolumeGroup, text_digest
-from thinpool.core.plan import ABSENT, Action, ActionKind, Plan, PlanLayout, Target
+from thinpool.core.model import CryptState, Device, LogicalVolume, Observed, VolumeGroup
+from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target, expect_of
 from thinpool.core.programs import argv as programs
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import Percent, ceil_div, format_size, lvm_size_arg
@@ -58,7 +58,7 @@ def boot_check_action(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
             boot_check.reason(spec.boot_check),
             path=boot_check.LVMLOCAL,
             content=wanted,
-            expect=f"sha256:{text_digest(current)}" if current is not None else ABSENT,
+            expect=expect_of(current),
         ),
     )
 
@@ -390,7 +390,7 @@ def _crypttab_action(devices: tuple[str, ...], key: str, state: CryptState) -> l
     if merged is None:
         return []
     why = "opened at every boot with the key, before lvm activates the pool; nofail: a missing key leaves it down"
-    expect = f"sha256:{text_digest(state.crypttab)}" if state.crypttab is not None else ABSENT
+    expect = expect_of(state.crypttab)
     target = Target(path=crypt.CRYPTTAB)
     return [Action("write", ActionKind.CRYPTTAB, target, why, path=crypt.CRYPTTAB, content=merged, expect=expect)]
 
