@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from dataclasses import replace
@@ -24,6 +25,7 @@ from .builders import disk
 
 KEY = "/etc/thinpool/keys/docker.key"
 UUID = "0b7e5e2c-2f7a-4f53-9e38-6a1e1f0c9d11"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "luks"
 SPEC = PoolSpec(devices=("/dev/vdb",), encryption=Encryption(KEY))
 
 
@@ -178,11 +180,11 @@ def test_destroy_closes_the_mapping_keeps_the_header_and_erases_it_only_when_ask
 
 def test_grow_encrypts_with_the_key_of_the_vg_and_refuses_two_keys() -> None:
     entries = crypt.our_entries(CRYPTTAB)
-    assert crypt.vg_key(("/dev/mapper/vda_crypt",), entries) == KEY
-    assert crypt.vg_key(("/dev/sdb",), entries) is None
+    assert crypt.vg_encryption(("/dev/mapper/vda_crypt",), entries, "/unused.key") == Encryption(KEY)
+    assert crypt.vg_encryption(("/dev/sdb",), entries, "/unused.key") is None
     two = crypt.our_entries(CRYPTTAB + f"vdb_crypt UUID=2 /root/other.key {crypt.CRYPTTAB_OPTIONS}\n")
     with pytest.raises(SpecError, match="different key files"):
-        crypt.vg_key(("/dev/mapper/vda_crypt", "/dev/mapper/vdb_crypt"), two)
+        crypt.vg_encryption(("/dev/mapper/vda_crypt", "/dev/mapper/vdb_crypt"), two, "/unused.key")
     observed = replace(_encrypted_vg("/dev/mapper/vda_crypt"), crypt=CryptState(key_present=True, crypttab=CRYPTTAB))
     observed = replace(observed, devices={"/dev/vdb": disk("/dev/vdb", 2 * GiB)})
     grown = lifecycle.plan_grow(PoolSpec(devices=("/dev/vdb",), encryption=Encryption(KEY)), observed)
@@ -231,3 +233,91 @@ def test_the_engines_mount_requires_the_unlock_so_a_missing_key_fails_it_at_once
     assert thin_volume.merged_fstab(Source("/etc/fstab", plain), device, root, force=False, requires=(unit,)) == locked
     assert thin_volume.merged_fstab(Source("/etc/fstab", locked), device, root, force=False) is None  # kept
     assert thin_volume.merged_fstab(Source("/etc/fstab", locked), device, root, force=False, requires=(unit,)) is None
+
+
+TPM2 = Encryption(KEY, tpm2=True)
+WITH_TPM: dict[str, object] = {"tpm2_device": True, "tpm2_tool": True}
+
+
+def test_with_tpm2_each_new_header_gets_a_tpm_slot_and_crypttab_names_no_key() -> None:
+    plan = planner.plan(replace(SPEC, encryption=TPM2), _blank(**WITH_TPM))
+    kinds = [action.kind for action in plan.actions[:6]]
+    assert kinds == [
+        ActionKind.KEY_FILE,
+        ActionKind.LUKS_HEADER,
+        ActionKind.LUKS_TPM2,  # before the header's copy, so that a restored copy has the TPM's slot too
+        ActionKind.LUKS_HEADER_BACKUP,
+        ActionKind.LUKS_MAPPING,
+        ActionKind.CRYPTTAB,
+    ]
+    enroll, crypttab = plan.actions[2], plan.actions[5]
+    assert enroll.argv == (
+        "systemd-cryptenroll", f"--unlock-key-file={KEY}", "--tpm2-device=auto", "--tpm2-pcrs=7", "/dev/vdb",
+    )  # fmt: skip
+    assert "recovery key" in enroll.reason
+    assert crypttab.content == f"vdb_crypt UUID={UUID} none luks,headless=true,tpm2-device=auto\n"
+    assert KEY not in crypttab.content  # no key file is read at boot
+
+
+@pytest.mark.parametrize(
+    ("state", "problem", "fix"),
+    [
+        ({"tpm2_tool": True}, "shows no TPM 2.0 (/dev/tpmrm0 is missing); nothing was formatted", "firmware"),
+        ({"tpm2_device": True}, "--tpm2 needs systemd-cryptenroll", "apt-get install systemd-cryptsetup"),
+    ],
+)
+def test_tpm2_without_a_tpm_or_its_tool_is_refused_before_anything_is_formatted(
+    state: dict[str, bool], problem: str, fix: str
+) -> None:
+    with pytest.raises(SpecError) as refused:
+        planner.plan(replace(SPEC, encryption=TPM2), _blank(**state))
+    assert problem in refused.value.problem and fix in refused.value.fix
+
+
+def test_tpm2_on_a_luks_device_already_open_enrolls_it_once() -> None:
+    opened = _luks(key_opens={"/dev/vdb": True}, tpm2_device=True, tpm2_tool=True)
+    plan = planner.plan(replace(SPEC, encryption=TPM2), opened)
+    assert [action.kind for action in plan.actions[:2]] == [ActionKind.LUKS_TPM2, ActionKind.CRYPTTAB]
+    enrolled = _luks(
+        key_opens={"/dev/vdb": True}, tpm2_enrolled=frozenset({"/dev/vdb"}), tpm2_device=True, tpm2_tool=True
+    )
+    again = planner.plan(replace(SPEC, encryption=TPM2), enrolled)
+    assert ActionKind.LUKS_TPM2 not in [action.kind for action in again.actions]
+
+
+def test_a_tpm2_slot_is_found_in_the_headers_json() -> None:
+    # as Debian 13's cryptsetup 2.7.5 printed it after systemd-cryptenroll (luksDump --dump-json-metadata)
+    dumped = json.loads((FIXTURES / "luks-metadata-tpm2.json").read_text())
+    assert crypt.has_tpm2_token(dumped)
+    assert not crypt.has_tpm2_token(dumped | {"tokens": {}})
+    assert not crypt.has_tpm2_token({"tokens": {"0": {"type": "systemd-fido2"}}})
+
+
+def test_a_disk_the_tpm_opens_is_thinpools_its_key_is_the_recovery_key_and_locked_says_what_to_do() -> None:
+    text = CRYPTTAB + crypt.crypttab_line("/dev/vdb", "2", KEY, tpm2=True)
+    entries = crypt.our_entries(text)
+    assert [(entry.name, entry.tpm2) for entry in entries] == [("vda_crypt", False), ("vdb_crypt", True)]
+    tpm_only = crypt.vg_encryption(("/dev/mapper/vdb_crypt",), entries, "/root/recovery.key")
+    assert tpm_only == Encryption("/root/recovery.key", tpm2=True)  # grow enrolls its new disk too
+    closed = crypt.locked(entries, {"vda_crypt"}, {KEY: True})
+    assert closed is not None and "vdb_crypt (UUID=2): the TPM2 did not open it" in closed.problem
+    assert "cryptsetup open --key-file KEY /dev/disk/by-uuid/2 vdb_crypt" in closed.fix
+    assert "--wipe-slot=tpm2" in closed.fix
+
+
+def test_destroy_finds_the_header_copy_of_a_disk_the_tpm_opens_beside_the_vgs_default_key() -> None:
+    line = f"vda_crypt UUID={UUID} none {crypt.CRYPTTAB_TPM2_OPTIONS}\n"
+    state = CryptState(crypttab=line, parents={"/dev/mapper/vda_crypt": "/dev/vda"})
+    observed = replace(_encrypted_vg("/dev/mapper/vda_crypt"), crypt=state)
+    erased = lifecycle.plan_destroy(PoolSpec(), observed, erase_encryption=True)
+    backups = [action.path for action in erased.actions if action.kind is ActionKind.LUKS_HEADER_BACKUP]
+    assert backups == [f"/etc/thinpool/keys/{UUID}.luks-header"]
+
+
+def test_the_cli_takes_tpm2_only_with_encrypt() -> None:
+    spec = spec_from_args(build_parser("apply").parse_args(["apply", "--encrypt", "--tpm2", "/dev/vdb"]))
+    assert spec.encryption == Encryption("/etc/thinpool/keys/docker.key", tpm2=True)
+    again = spec_from_args(build_parser("plan").parse_args(["plan", *spec_to_argv(spec)]))
+    assert again == spec and PoolSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(SpecError, match="--tpm2 opens what --encrypt formats"):
+        spec_from_args(build_parser("plan").parse_args(["plan", "--tpm2", "/dev/vdb"]))

@@ -239,3 +239,42 @@ def test_at_boot_the_key_opens_the_disk_before_the_pool_and_docker_and_without_i
     vm.run(["systemctl", "start", "docker.service"], timeout=300)
     assert vm.run([*RUN, "cat /v/data"], timeout=300).stdout == "kept\n"
     print(f"docker up {time.monotonic() - started:.1f}s after the key came back")
+
+
+RECOVERY_KEY = "/root/recovery.key"
+KEPT = "/var/lib/docker/thinpool-kept"  # a file on the pool's thin volume
+
+
+def test_at_boot_the_tpm_opens_the_disk_before_the_pool_and_docker_with_no_key_on_the_host(systemd_vm: VM) -> None:
+    """The key-file boot above runs containers on the pool; here the engine's start and a file on the pool suffice."""
+    vm = systemd_vm
+    args = ("--encrypt", "--tpm2", "--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "/dev/vda")
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
+    assert code == 0 and result["ok"], err or result
+    header = json.loads(vm.run(["cryptsetup", "luksDump", "--dump-json-metadata", "/dev/vda"]).stdout)
+    assert [token["type"] for token in header["tokens"].values()] == ["systemd-tpm2"] and len(header["keyslots"]) == 2
+    assert vm.run(["grep", "^vda_crypt ", "/etc/crypttab"]).stdout.split()[2:] == [
+        "none",
+        "luks,headless=true,tpm2-device=auto",
+    ]
+    vm.thinpool("install-units")
+    vm.run(["systemctl", "enable", "docker.service"], timeout=300)  # started by the boot
+    vm.run(["bash", "-c", f"echo kept > {KEPT} && sync"])
+    vm.run(["mv", KEY, RECOVERY_KEY])  # the recovery key leaves the host: only the TPM can open the disk
+
+    assert _reboot(vm) in ("running", "degraded")
+    opened = _show(vm, "systemd-cryptsetup@vda_crypt.service", "ActiveEnterTimestampMonotonic", "ActiveState")
+    activated = _show(vm, "thinpool-activate.service", "ActiveEnterTimestampMonotonic")
+    docker = _show(vm, "docker.service", "ExecMainStartTimestampMonotonic")
+    moments = [int(opened["ActiveEnterTimestampMonotonic"]), int(activated["ActiveEnterTimestampMonotonic"]),
+               int(docker["ExecMainStartTimestampMonotonic"])]  # fmt: skip
+    assert opened["ActiveState"] == "active" and 0 < moments[0] < moments[1] < moments[2], moments
+    assert vm.run(["ls", "/etc/thinpool/keys"]).stdout.strip().endswith(".luks-header")  # no key: only the copy
+    assert vm.run(["cat", KEPT]).stdout == "kept\n"
+
+    # grow: the recovery key comes back for it, and the new disk gets its TPM slot too
+    code, result, err = thinpool_json(vm, "grow", "--yes", "--encrypt", "--key-file", RECOVERY_KEY, "/dev/vdb")
+    assert code == 0 and result["ok"], err or result
+    header = json.loads(vm.run(["cryptsetup", "luksDump", "--dump-json-metadata", "/dev/vdb"]).stdout)
+    assert [token["type"] for token in header["tokens"].values()] == ["systemd-tpm2"]
+    assert "vdb_crypt" in vm.run(["grep", "tpm2-device=auto", "/etc/crypttab"]).stdout

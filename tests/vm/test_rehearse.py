@@ -116,13 +116,14 @@ def test_rehearse_of_todays_engines_runs_a_container_on_the_pool(engine: str, sa
 
 @pytest.mark.sweep  # test_encrypt proves --encrypt in CI; this proves the rehearsal's saved plan keeps its UUIDs
 def test_rehearse_of_an_encrypted_pool_formats_opens_and_applies_the_plan_made_here() -> None:
+    """With --tpm2: the throwaway VM gets a TPM of its own, which the plan's new header is enrolled with."""
     _needs(engines=False)
-    done = _rehearse("--release", "debian-13", "--disk-size", "4GiB", "--encrypt", "--json")
+    done = _rehearse("--release", "debian-13", "--disk-size", "4GiB", "--encrypt", "--tpm2", "--json")
     report = json.loads(done.stdout) if done.stdout.startswith("{") else {}
     assert done.returncode == 0, (done.stderr, report.get("problem"), report.get("first_result"))
     assert report["ok"] and report["matches_plan"] and not report["second_changed"]
     kinds = [action["kind"] for action in report["plan"]["actions"]]
-    assert kinds[:5] == ["key-file", "luks-header", "luks-header-backup", "luks-mapping", "crypttab"]
+    assert kinds[:6] == ["key-file", "luks-header", "luks-tpm2", "luks-header-backup", "luks-mapping", "crypttab"]
 
 
 def test_a_rehearsal_of_what_the_release_cannot_run_fails_and_says_why() -> None:

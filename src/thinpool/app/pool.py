@@ -13,7 +13,7 @@ from thinpool.app.planning import plan_host
 from thinpool.core import crypt, lifecycle
 from thinpool.core.model import CryptState, EngineState, LvmLocal, Observed, StoreRoot, virtual_disks
 from thinpool.core.plan import Action, ActionKind, Plan, SavedPlanError
-from thinpool.core.spec import NO_ENGINE, Encryption, PoolSpec, check_device_path
+from thinpool.core.spec import NO_ENGINE, PoolSpec, check_device_path
 from thinpool.errors import ThinpoolError
 from thinpool.system import files, observe, observe_engine
 
@@ -128,10 +128,12 @@ def plan_grow(ctx: Context, spec: PoolSpec) -> Plan:
     """A VG on thinpool's LUKS mappings gets its new disks encrypted the same way, with the same key."""
     observed = observe.observe(ctx.runner, _checked(spec).devices, root=ctx.root, vg=spec.vg)
     vg = observed.vgs.get(spec.vg)
-    key = crypt.vg_key(vg.pv_names, crypt.our_entries(observe.read_crypttab(ctx.root))) if vg else None
-    if key is not None:
-        spec = replace(spec, encryption=Encryption(key))
-        observed = observe.read_crypt(ctx.runner, spec.devices, key, observed, ctx.root)
+    recovery_key = spec.encryption.key_file if spec.encryption else crypt.default_key_file(spec.vg)
+    entries = crypt.our_entries(observe.read_crypttab(ctx.root))
+    encryption = crypt.vg_encryption(vg.pv_names, entries, recovery_key) if vg else None
+    if encryption is not None:
+        spec = replace(spec, encryption=encryption)
+        observed = observe.read_crypt(ctx.runner, spec.devices, encryption, observed, ctx.root)
     return lifecycle.plan_grow(spec, observed)
 
 

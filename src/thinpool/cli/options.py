@@ -58,6 +58,13 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
         help="with --encrypt: the key (default: /etc/thinpool/keys/VG.key, made from the kernel's random source, "
         "mode 0400, when missing; never printed). Keep a copy off the host: without it the data is lost",
     )
+    where.add_argument(
+        "--tpm2",
+        action="store_true",
+        help="with --encrypt: this machine's TPM2 opens the disks at boot (systemd-cryptenroll, sealed to PCR 7, "
+        "the Secure Boot state); the key file becomes the recovery key, read only by apply and grow: keep it off "
+        "the host",
+    )
 
     size = parser.add_argument_group("sizing (thinpool sizes everything you leave out)")
     size.add_argument(
@@ -318,11 +325,14 @@ def spec_from_args(args: argparse.Namespace) -> PoolSpec:
 
 def _encryption_from_args(args: argparse.Namespace) -> Encryption | None:
     key_file = getattr(args, "key_file", None)
+    tpm2 = getattr(args, "tpm2", False)
     if not getattr(args, "encrypt", False):
         if key_file is not None:
             raise SpecError("--key-file is the key of --encrypt", fix="add --encrypt, or leave --key-file out")
+        if tpm2:
+            raise SpecError("--tpm2 opens what --encrypt formats", fix="add --encrypt, or leave --tpm2 out")
         return None
-    return Encryption(normal_path(key_file) if key_file else crypt.default_key_file(args.vg))
+    return Encryption(normal_path(key_file) if key_file else crypt.default_key_file(args.vg), tpm2=tpm2)
 
 
 def _bytes(size: int) -> str:
@@ -355,5 +365,6 @@ def spec_to_argv(spec: PoolSpec) -> list[str]:
     argv += ["--wipe"] if spec.wipe else []
     argv += ["--boot-check", str(spec.boot_check)]
     argv += ["--encrypt", "--key-file", spec.encryption.key_file] if spec.encryption else []
+    argv += ["--tpm2"] if spec.encryption and spec.encryption.tpm2 else []
     argv += engine_options_to_argv(spec.engine_options)
     return [*argv, *spec.devices]

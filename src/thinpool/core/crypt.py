@@ -7,6 +7,12 @@ mapping's size, and so the PV's extents, are known before anything is formatted.
 before lvm activates the pool (``nofail``: a missing key leaves the pool down, not the boot; ``headless``:
 never a passphrase prompt on a console nobody watches).
 
+With ``--tpm2``, each header also gets a key slot this machine's TPM2 opens (systemd-cryptenroll, bound to PCR 7,
+the Secure Boot state), and crypttab opens the disk with the TPM alone: its key field is ``none``. The key
+file is then the recovery key, read by apply and grow only; it belongs off the host. (systemd 257.13, Debian 13's,
+crashes on a line naming both a key file and a TPM2, systemd issue 41867: the boot could not fall back to the key
+file anyway.)
+
 The key file holds random bytes from the kernel, mode 0400 in a 0700 folder; it is never printed. A device
 that already holds a LUKS header is never formatted again: thinpool uses it when its mapping is open and the
 key opens it, and otherwise refuses with the fix.
@@ -18,6 +24,7 @@ import posixpath
 from dataclasses import dataclass
 
 from thinpool.core.model import CryptState, Device, DmDevice
+from thinpool.core.spec import Encryption
 from thinpool.core.units import MiB
 from thinpool.errors import SpecError, ThinpoolError
 
@@ -27,6 +34,11 @@ CRYPTTAB = "/etc/crypttab"
 KEY_FOLDER = "/etc/thinpool/keys"
 KEY_BYTES = 64
 CRYPTTAB_OPTIONS = "luks,headless=true"
+CRYPTTAB_TPM2_OPTIONS = f"{CRYPTTAB_OPTIONS},tpm2-device=auto"
+NO_KEY = "none"  # crypttab's key field when the TPM2 opens the disk
+TPM2_TOKEN = "systemd-tpm2"  # noqa: S105 (a token type, not a secret): what systemd-cryptenroll writes
+TPM2_DEVICE = "/dev/tpmrm0"  # the kernel's TPM 2.0 resource manager: what --tpm2-device=auto uses
+TPM2_TOOL_PATHS = ("/usr/bin/systemd-cryptenroll", "/bin/systemd-cryptenroll")
 LUKS_SIGNATURE = "crypto_LUKS"
 UUID_AT_APPLY = "<uuid-drawn-at-apply>"  # a plan on virtual disks only shows where the new header's UUID goes
 
@@ -81,8 +93,18 @@ def is_open(device: str, dm_devices: tuple[DmDevice, ...]) -> bool:
     return any(found.name == mapping_name(device) for found in dm_devices)
 
 
-def crypttab_line(device: str, uuid: str, key_file: str) -> str:
+def crypttab_line(device: str, uuid: str, key_file: str, *, tpm2: bool = False) -> str:
+    if tpm2:
+        return f"{mapping_name(device)} UUID={uuid} {NO_KEY} {CRYPTTAB_TPM2_OPTIONS}\n"
     return f"{mapping_name(device)} UUID={uuid} {key_file} {CRYPTTAB_OPTIONS}\n"
+
+
+def has_tpm2_token(metadata: dict[str, object]) -> bool:
+    """Whether a LUKS2 header (``cryptsetup luksDump --dump-json-metadata``) holds a TPM2 key slot's token."""
+    tokens = metadata.get("tokens")
+    return isinstance(tokens, dict) and any(
+        isinstance(token, dict) and token.get("type") == TPM2_TOKEN for token in tokens.values()
+    )
 
 
 def merged_crypttab(text: str | None, lines: dict[str, str]) -> str | None:
@@ -126,21 +148,44 @@ def check_existing(device: str, dm_devices: tuple[DmDevice, ...], state: CryptSt
         )
 
 
+def check_tpm2(state: CryptState) -> None:
+    """--tpm2 needs a TPM 2.0 the kernel shows and systemd-cryptenroll: refused before anything is formatted."""
+    if not state.tpm2_device:
+        raise SpecError(
+            f"--tpm2: this machine shows no TPM 2.0 ({TPM2_DEVICE} is missing); nothing was formatted",
+            fix="turn the TPM on in the firmware (a VM needs an emulated one, e.g. swtpm), or leave --tpm2 out",
+        )
+    if not state.tpm2_tool:
+        raise SpecError(
+            "--tpm2 needs systemd-cryptenroll, which is not installed; nothing was formatted",
+            fix="apt-get install systemd-cryptsetup (Debian 13; on Debian 12 it comes with systemd)",
+        )
+
+
 @dataclass(frozen=True)
 class CrypttabEntry:
-    """One line of crypttab that thinpool wrote (its options are thinpool's)."""
+    """One line of crypttab that thinpool wrote (its options are thinpool's); ``key_file`` is empty when the
+    TPM2 opens the disk."""
 
     name: str
     source: str
     key_file: str
+
+    @property
+    def tpm2(self) -> bool:
+        return not self.key_file
 
 
 def our_entries(text: str | None) -> list[CrypttabEntry]:
     entries = []
     for line in (text or "").splitlines():
         fields = line.split()
-        if len(fields) == 4 and not fields[0].startswith("#") and fields[3] == CRYPTTAB_OPTIONS:
+        if len(fields) != 4 or fields[0].startswith("#"):
+            continue
+        if fields[3] == CRYPTTAB_OPTIONS:
             entries.append(CrypttabEntry(fields[0], fields[1], fields[2]))
+        elif fields[3] == CRYPTTAB_TPM2_OPTIONS and fields[2] == NO_KEY:
+            entries.append(CrypttabEntry(fields[0], fields[1], ""))
     return entries
 
 
@@ -149,17 +194,34 @@ def locked(entries: list[CrypttabEntry], open_names: set[str], keys_present: dic
     closed = [entry for entry in entries if entry.name not in open_names]
     if not closed:
         return None
-    said = "; ".join(
-        f"{entry.name} ({entry.source}): its key file {entry.key_file} "
-        + ("is there, yet the device did not open" if keys_present.get(entry.key_file) else "is missing")
-        for entry in closed
-    )
+    said = "; ".join(f"{entry.name} ({entry.source}): {_why_closed(entry, keys_present)}" for entry in closed)
     first = closed[0]
+    if first.tpm2:
+        fix = (
+            f"open it with the recovery key: cryptsetup open --key-file KEY /dev/disk/by-uuid/{uuid_in(first)} "
+            f"{first.name}, then thinpool activate and start the engine; once the machine is as it should be, "
+            "enroll the TPM again (systemd-cryptenroll --wipe-slot=tpm2 --unlock-key-file=KEY --tpm2-device=auto "
+            "--tpm2-pcrs=7 DEVICE)"
+        )
+    else:
+        fix = (
+            f"put the key file back (from your copy), then: systemctl restart {unlock_unit(first.name)} "
+            "(or cryptsetup open --key-file KEY DEVICE NAME), thinpool activate, and start the engine"
+        )
     return ThinpoolError(
-        f"encrypted device(s) of thinpool's are not open, so the volume groups on them are down: {said}",
-        fix=f"put the key file back (from your copy), then: systemctl restart {unlock_unit(first.name)} "
-        "(or cryptsetup open --key-file KEY DEVICE NAME), thinpool activate, and start the engine",
+        f"encrypted device(s) of thinpool's are not open, so the volume groups on them are down: {said}", fix=fix
     )
+
+
+def _why_closed(entry: CrypttabEntry, keys_present: dict[str, bool]) -> str:
+    if entry.tpm2:
+        return (
+            "the TPM2 did not open it (its Secure Boot state, PCR 7, changed, the TPM was cleared, or the disk "
+            "moved to another machine)"
+        )
+    if keys_present.get(entry.key_file):
+        return f"its key file {entry.key_file} is there, yet the device did not open"
+    return f"its key file {entry.key_file} is missing"
 
 
 def by_mapping(entries: list[CrypttabEntry]) -> dict[str, CrypttabEntry]:
@@ -167,17 +229,18 @@ def by_mapping(entries: list[CrypttabEntry]) -> dict[str, CrypttabEntry]:
     return {f"/dev/mapper/{entry.name}": entry for entry in entries}
 
 
-def vg_key(pv_names: tuple[str, ...], entries: list[CrypttabEntry]) -> str | None:
-    """The key of a VG whose PVs are on thinpool's LUKS mappings (what grow encrypts a new disk with); None for a
-    VG on plain disks."""
+def vg_encryption(pv_names: tuple[str, ...], entries: list[CrypttabEntry], recovery_key: str) -> Encryption | None:
+    """How a VG whose PVs are on thinpool's LUKS mappings is encrypted (what grow encrypts a new disk with); None
+    for a VG on plain disks. Disks the TPM2 opens have no key in crypttab: theirs is ``recovery_key``."""
     mapped = by_mapping(entries)
-    keys = sorted({mapped[pv].key_file for pv in pv_names if pv in mapped})
+    ours = [mapped[pv] for pv in pv_names if pv in mapped]
+    keys = sorted({entry.key_file or recovery_key for entry in ours})
     if len(keys) > 1:
         raise SpecError(
             f"the volume group's encrypted disks open with different key files ({', '.join(keys)})",
             fix="give them one key (cryptsetup luksAddKey), point crypttab at it, then grow",
         )
-    return keys[0] if keys else None
+    return Encryption(keys[0], tpm2=any(entry.tpm2 for entry in ours)) if keys else None
 
 
 def uuid_in(entry: CrypttabEntry) -> str:

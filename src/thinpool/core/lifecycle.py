@@ -75,7 +75,8 @@ def plan_destroy(
             Action("destroy", ActionKind.PHYSICAL_VOLUME, Target(path=pv), "clear the lvm label", commands.pvremove(pv))
             for pv in vg.pv_names
         ]
-        actions += _encryption_removed(vg.pv_names, observed.crypt, erase=erase_encryption)
+        recovery_key = crypt.default_key_file(spec.vg)  # where a disk the TPM2 opens had its key
+        actions += _encryption_removed(vg.pv_names, observed.crypt, erase=erase_encryption, recovery_key=recovery_key)
     profile = commands.profile_path(spec.profile_name)
     actions.append(
         Action(
@@ -98,7 +99,9 @@ def plan_destroy(
     )
 
 
-def _encryption_removed(pv_names: tuple[str, ...], state: CryptState, *, erase: bool) -> list[Action]:
+def _encryption_removed(
+    pv_names: tuple[str, ...], state: CryptState, *, erase: bool, recovery_key: str
+) -> list[Action]:
     """Each of thinpool's LUKS mappings under the VG closed and its crypttab line removed; with ``erase``, its
     header's key slots wiped (the data can never be opened again) with the header's copy apply kept."""
     mapped = crypt.by_mapping(crypt.our_entries(state.crypttab))
@@ -114,7 +117,7 @@ def _encryption_removed(pv_names: tuple[str, ...], state: CryptState, *, erase: 
         if erase and disk:
             why = "--erase-encryption: every key slot wiped; no key opens this data again"
             actions.append(Action("destroy", ActionKind.LUKS_HEADER, Target(path=disk), why, programs.luks_erase(disk)))
-            backup = crypt.header_backup(entry.key_file, crypt.uuid_in(entry))
+            backup = crypt.header_backup(entry.key_file or recovery_key, crypt.uuid_in(entry))
             why = "the header's copy would open the data again with the key"
             actions.append(Action("destroy", ActionKind.LUKS_HEADER_BACKUP, Target(path=backup), why, path=backup))
     kept = crypt.without_entries(state.crypttab, {mapped[pv].name for pv in ours})

@@ -255,6 +255,9 @@ class CryptState:
     uuids: dict[str, str] = field(default_factory=dict)
     key_opens: dict[str, bool] = field(default_factory=dict)
     parents: dict[str, str] = field(default_factory=dict)  # a PV on a mapping of thinpool's -> the disk under it
+    tpm2_device: bool = False  # with --tpm2: the kernel shows a TPM 2.0 (/dev/tpmrm0)
+    tpm2_tool: bool = False  # with --tpm2: systemd-cryptenroll is installed
+    tpm2_enrolled: frozenset[str] = frozenset()  # LUKS devices whose header has a TPM2 key slot already
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class ActionKind(StrEnum):
     KEY_FILE = "key-file"  # --encrypt's key: random bytes, never shown (core.crypt)
     LUKS_HEADER = "luks-header"
     LUKS_HEADER_BACKUP = "luks-header-backup"
+    LUKS_TPM2 = "luks-tpm2"  # a key slot the TPM2 opens (--tpm2)
     LUKS_MAPPING = "luks-mapping"
     CRYPTTAB = "crypttab"
     THIN_POOL = "thin-pool"
@@ -109,6 +110,7 @@ _CHECKS = {
     ActionKind.KEY_FILE: Check.FILE,
     ActionKind.LUKS_HEADER: Check.EXIT_STATUS,
     ActionKind.LUKS_HEADER_BACKUP: Check.EXIT_STATUS,
+    ActionKind.LUKS_TPM2: Check.EXIT_STATUS,
     ActionKind.LUKS_MAPPING: Check.EXIT_STATUS,
     ActionKind.FSTAB: Check.FILE,
     ActionKind.ENGINE_CONFIG: Check.FILE,

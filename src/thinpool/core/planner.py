@@ -357,17 +357,21 @@ def encryption_actions(spec: PoolSpec, geometry: Geometry, observed: Observed) -
     """With --encrypt: the key file (when missing), each new device's LUKS header and mapping, crypttab."""
     if spec.encryption is None or not geometry.encrypted:
         return []
-    key, state = spec.encryption.key_file, observed.crypt
+    key, tpm2, state = spec.encryption.key_file, spec.encryption.tpm2, observed.crypt
+    if tpm2:
+        crypt.check_tpm2(state)
     actions = []
     if not state.key_present:
         why = f"{crypt.KEY_BYTES} random bytes from the kernel, mode 0400; keep a copy off this host"
         actions.append(Action("create", ActionKind.KEY_FILE, Target(path=key), why, path=key))
     for device in geometry.to_encrypt:
-        actions += _luks_actions(device, key, crypt.uuid_of(state, device))
-    return actions + _crypttab_action(geometry.encrypted, key, state)
+        actions += _luks_actions(device, key, crypt.uuid_of(state, device), tpm2=tpm2)
+    reused = [device for device in geometry.encrypted if device not in geometry.to_encrypt]
+    actions += [_tpm2_action(device, key) for device in reused if tpm2 and device not in state.tpm2_enrolled]
+    return actions + _crypttab_action(geometry.encrypted, key, state, tpm2=tpm2)
 
 
-def _luks_actions(device: str, key: str, uuid: str) -> list[Action]:
+def _luks_actions(device: str, key: str, uuid: str, *, tpm2: bool) -> list[Action]:
     name = crypt.mapping_name(device)
     header_why = f"LUKS2, its data {format_size(crypt.LUKS_OFFSET)} in: the PV's size is known before it exists"
     header = programs.luks_format(device, key, uuid=uuid, offset=crypt.LUKS_OFFSET)
@@ -375,6 +379,7 @@ def _luks_actions(device: str, key: str, uuid: str) -> list[Action]:
     backup_why = "the key slots' only other copy: cryptsetup luksHeaderRestore brings back a header overwritten"
     return [
         Action("create", ActionKind.LUKS_HEADER, Target(path=device), header_why, header),
+        *([_tpm2_action(device, key)] if tpm2 else []),
         Action("create", ActionKind.LUKS_HEADER_BACKUP, Target(path=backup), backup_why,
                programs.luks_header_backup(device, backup)),
         Action("create", ActionKind.LUKS_MAPPING, Target(name=name), f"the PV goes on /dev/mapper/{name}",
@@ -382,14 +387,26 @@ def _luks_actions(device: str, key: str, uuid: str) -> list[Action]:
     ]  # fmt: skip
 
 
-def _crypttab_action(devices: tuple[str, ...], key: str, state: CryptState) -> list[Action]:
+def _tpm2_action(device: str, key: str) -> Action:
+    why = (
+        f"a key slot this machine's TPM2 opens at boot, sealed to PCR {programs.TPM2_PCRS} (the Secure Boot state); "
+        f"{key} becomes the recovery key: keep it off this host"
+    )
+    return Action("create", ActionKind.LUKS_TPM2, Target(path=device), why, programs.tpm2_enroll(device, key))
+
+
+def _crypttab_action(devices: tuple[str, ...], key: str, state: CryptState, *, tpm2: bool) -> list[Action]:
     lines = {
-        crypt.mapping_name(device): crypt.crypttab_line(device, crypt.uuid_of(state, device), key) for device in devices
+        crypt.mapping_name(device): crypt.crypttab_line(device, crypt.uuid_of(state, device), key, tpm2=tpm2)
+        for device in devices
     }
     merged = crypt.merged_crypttab(state.crypttab, lines)
     if merged is None:
         return []
-    why = "opened at every boot with the key, before lvm activates the pool; nofail: a missing key leaves it down"
+    if tpm2:
+        why = "opened at every boot by the TPM2, before lvm activates the pool; no key file is read at boot"
+    else:
+        why = "opened at every boot with the key, before lvm activates the pool; a missing key leaves it down"
     expect = expect_of(state.crypttab)
     target = Target(path=crypt.CRYPTTAB)
     return [Action("write", ActionKind.CRYPTTAB, target, why, path=crypt.CRYPTTAB, content=merged, expect=expect)]

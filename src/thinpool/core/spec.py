@@ -121,9 +121,11 @@ def _check_volume_size(size: int) -> None:
 
 @dataclass(frozen=True)
 class Encryption:
-    """LUKS2 under each new PV (core.crypt), opened with ``key_file`` at apply and at every boot."""
+    """LUKS2 under each new PV (core.crypt), opened with ``key_file`` at apply and at every boot; with ``tpm2``,
+    opened at boot by the TPM instead, ``key_file`` then being the recovery key."""
 
     key_file: str
+    tpm2: bool = False
 
     def validate(self) -> None:
         if not self.key_file.startswith("/"):
@@ -326,7 +328,9 @@ class PoolSpec:
             "wipe": self.wipe,
             "engine_options": self.engine_options.to_dict(),
             "boot_check": str(self.boot_check),
-            "encryption": {"key_file": self.encryption.key_file} if self.encryption else None,
+            "encryption": {"key_file": self.encryption.key_file, "tpm2": self.encryption.tpm2}
+            if self.encryption
+            else None,
         }
 
     @classmethod
@@ -369,8 +373,11 @@ def _encryption(data: Any) -> Encryption | None:
     if data is None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("key_file"), str):
-        raise TypeError("encryption is not {'key_file': PATH}")
-    return Encryption(data["key_file"])
+        raise TypeError("encryption is not {'key_file': PATH, 'tpm2': BOOL}")
+    tpm2 = data.get("tpm2", False)  # plans saved before it: no TPM
+    if not isinstance(tpm2, bool):
+        raise TypeError("encryption's tpm2 is not a boolean")
+    return Encryption(data["key_file"], tpm2)
 
 
 def _field(data: dict[str, Any], key: str, types: tuple[type, ...]) -> Any:

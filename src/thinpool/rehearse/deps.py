@@ -43,6 +43,7 @@ ENGINE_TOOLS = {
     "prometheus": "prometheus",
     "prometheus-node-exporter": "prometheus-node-exporter",
     "dnsmasq": "dnsmasq",  # --dns-cache: the containers' DNS cache
+    "swtpm": "swtpm",  # the emulated TPM 2.0 an encrypted pool's boot unlocks with (--tpm2)
 }
 # The Debian package's tests: lintian checks it, and Debian's python3 runs it in the VM on
 # Debian's own libraries (a module's folder under DEBIAN_PYTHON stands for its package).

@@ -42,6 +42,9 @@ COMMON_PACKAGES = (
     "prometheus", "prometheus-node-exporter", "ansible-core", "busybox-static",
     "apparmor",  # as on Debian's default install: with securityfs mounted, dockerd loads its profile with it
 )  # fmt: skip
+# What systemd-cryptenroll and systemd-cryptsetup load to use a TPM2 (systemd only suggests them), by release.
+TPM2_LIBRARIES_12 = ("libtss2-esys-3.0.2-0", "libtss2-mu0", "libtss2-rc0", "libtss2-tcti-device0")
+TPM2_LIBRARIES_13 = ("libtss2-esys-3.0.2-0t64", "libtss2-mu-4.0.1-0t64", "libtss2-rc0t64", "libtss2-tcti-device0t64")
 # Services Debian enables on install that a test starts itself when it needs them (a boot under
 # emulation pays for every service it starts).
 QUIET_UNITS = (
@@ -73,11 +76,12 @@ class Release:
 
 RELEASES: dict[str, Release] = {
     "debian-12": Release(
-        "debian-12", "bookworm", COMMON_PACKAGES,
+        "debian-12", "bookworm", (*COMMON_PACKAGES, *TPM2_LIBRARIES_12),
         "Debian 12: lvm2 2.03.16, thin-provisioning-tools 0.9, kernel 6.1, docker.io 20.10 (devicemapper)",
     ),
     "debian-13": Release(
-        "debian-13", "trixie", (*COMMON_PACKAGES, "docker-cli", "podman", "incus-base", "systemd-cryptsetup"),
+        "debian-13", "trixie",
+        (*COMMON_PACKAGES, "docker-cli", "podman", "incus-base", "systemd-cryptsetup", *TPM2_LIBRARIES_13),
         "Debian 13: lvm2 2.03.31, thin-provisioning-tools 1.1, kernel 6.12, docker.io 26.1, containerd 1.7, podman 5.4,"
         " incus 6.0 (containers only: a pool another tool made)",
     ),

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from thinpool.app.context import Context
-from thinpool.core import boot_check
+from thinpool.core import boot_check, crypt
 from thinpool.core.envelope import envelope
 from thinpool.core.model import CryptState, LvmLocal
 from thinpool.core.plan import PlanLayout
@@ -82,14 +82,18 @@ def _guest_lvm_local(ctx: Context, root: Any) -> LvmLocal | None:
 
 def _guest_crypt(ctx: Context, root: Any, names: list[str], spec: PoolSpec) -> CryptState | None:
     """With --encrypt: the UUIDs the guest's new LUKS headers get (drawn here, fixed in the plan it applies)
-    and the crypttab it has (the release root's, or this host's, which a guest on this host's root sees)."""
+    and the crypttab it has (the release root's, or this host's, which a guest on this host's root sees); with
+    --tpm2, the guest boots with an emulated TPM, and its tool is looked for in that root."""
     if spec.encryption is None:
         return None
     where = root.path if root is not None else ctx.root
     crypttab = where / "etc/crypttab"
+    tool = any((where / path.lstrip("/")).exists() for path in crypt.TPM2_TOOL_PATHS)
     return CryptState(
         crypttab=crypttab.read_text() if crypttab.is_file() else None,
         uuids={name: str(uuid.uuid4()) for name in names},
+        tpm2_device=spec.encryption.tpm2,
+        tpm2_tool=spec.encryption.tpm2 and tool,
     )
 
 
@@ -123,8 +127,14 @@ def rehearse(ctx: Context, request: Rehearsal, say: Say) -> int:
     mode = "KVM" if kvm_usable() else "TCG emulation"
     on = f"{root.release.description}, " if root else ""
     say(f"== booting a throwaway VM ({mode}, {on}kernel {kernel.version}) ...")
+    tpm = request.spec.encryption is not None and request.spec.encryption.tpm2  # the guest gets its own TPM
     config = VMConfig(
-        disk_sizes=sizes, kernel=kernel, lifetime=request.timeout, write_budget=request.write_budget, guest=root
+        disk_sizes=sizes,
+        kernel=kernel,
+        lifetime=request.timeout,
+        write_budget=request.write_budget,
+        guest=root,
+        tpm=tpm,
     )
     with VM(config) as vm:
         say(f"   ready in {vm.boot_seconds:.1f}s")

@@ -40,6 +40,7 @@ from thinpool.system.runner import Completed
 
 log = logging.getLogger("thinpool.vm")
 QEMU = "qemu-system-x86_64"
+SWTPM = "swtpm"
 SHARE_MOUNT = "/mnt/thinpool-share"
 DISK_SERIAL_PREFIX = "tp-disk"
 STATE_DISK_SIZE = 4 * GiB  # sparse: holds what the guest writes to its root, when kept across reboots
@@ -99,6 +100,7 @@ class VMConfig:
     systemd: bool = False  # boot the root's systemd (the agent runs as a unit)
     keep_root_changes: bool = False  # a state disk keeps what the guest writes to its root across reboots
     packages: tuple[Path, ...] = ()  # .deb files dpkg installs in the guest once booted (a reboot keeps them)
+    tpm: bool = False  # an emulated TPM 2.0 (swtpm), its state kept across reboots as a real machine's is
 
 
 @dataclass
@@ -113,6 +115,7 @@ class VM:
     boot_retries: int = field(default=0, init=False)
     _serial_offset: int = field(default=0, init=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _tpm: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _ids: itertools.count[int] = field(default_factory=itertools.count, init=False)
     _stop_reason: str = field(default="", init=False)
     _watchdog: threading.Thread | None = field(default=None, init=False)
@@ -139,6 +142,8 @@ class VM:
             raise MissingTool(
                 f"{QEMU} is not installed", fix="apt-get install qemu-system-x86 (or thinpool rehearse --install-deps)"
             )
+        if self.config.tpm and shutil.which(SWTPM) is None:
+            raise MissingTool(f"{SWTPM} (the emulated TPM) is not installed", fix="apt-get install swtpm")
         self._check_host_room()
         self.workdir = Path(tempfile.mkdtemp(prefix="thinpool-vm-", dir=self.config.workdir_parent))
         try:
@@ -236,6 +241,8 @@ class VM:
             state_disk=self.config.keep_root_changes,
         )
         initrd = initramfs.build(self.config.kernel.modules_dir, launch, self.workdir / "initrd.gz", self.root)
+        if self.config.tpm:
+            self._start_tpm()
         argv = self._qemu_argv(initrd)
         log.info("boot: %s", " ".join(argv))
         started = time.monotonic()
@@ -257,6 +264,37 @@ class VM:
         self._wait_for(self.share / "ready", self.config.boot_timeout, "boot")
         self.boot_seconds = time.monotonic() - started
         log.info("VM ready after %.1fs", self.boot_seconds)
+
+    @property
+    def _tpm_socket(self) -> Path:
+        return self.workdir / "tpm.sock"
+
+    def _start_tpm(self) -> None:
+        """swtpm for this boot (it ends with qemu's connection), on the TPM's state from the boots before."""
+        self._stop_tpm()
+        state = self.workdir / "tpm-state"
+        state.mkdir(exist_ok=True)
+        self._tpm_socket.unlink(missing_ok=True)
+        argv = [SWTPM, "socket", "--tpm2", "--terminate", "--tpmstate", f"dir={state}",
+                "--ctrl", f"type=unixio,path={self._tpm_socket}"]  # fmt: skip
+        log.info("tpm: %s", " ".join(argv))
+        log_file = (self.workdir / "swtpm.log").open("ab")
+        self._tpm = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        )
+        deadline = time.monotonic() + 30
+        while not self._tpm_socket.exists():
+            if self._tpm.poll() is not None or time.monotonic() > deadline:
+                said = (self.workdir / "swtpm.log").read_text(errors="replace")[-2000:]
+                raise VMError(f"{SWTPM} did not start: {said}", fix="run it by hand with the arguments logged")
+            time.sleep(0.02)
+
+    def _stop_tpm(self) -> None:
+        tpm, self._tpm = self._tpm, None
+        if tpm is not None:
+            if tpm.poll() is None:
+                tpm.kill()
+            tpm.wait()
 
     def _install_packages(self) -> None:
         if not self.config.packages:
@@ -297,6 +335,7 @@ class VM:
         if proc is not None:
             self._kill(reason)
             proc.wait()
+        self._stop_tpm()
         if self._watchdog is not None:
             self._watchdog.join(timeout=5)
 
@@ -352,6 +391,9 @@ class VM:
             "-device",
             "virtio-rng-pci",
         ]
+        if self.config.tpm:
+            argv += ["-chardev", f"socket,id=tpm,path={self._tpm_socket}", "-tpmdev", "emulator,id=tpm0,chardev=tpm",
+                     "-device", "tpm-tis,tpmdev=tpm0"]  # fmt: skip
         for index, disk in enumerate(self.disks):
             argv += [
                 "-drive",

@@ -27,6 +27,7 @@ from thinpool.core.programs.output import (
     parse_mountinfo,
     parse_wipefs,
 )
+from thinpool.core.spec import Encryption
 from thinpool.errors import MissingTool, ThinpoolError
 from thinpool.system import files
 from thinpool.system.runner import Runner
@@ -118,24 +119,36 @@ def read_lvm_local(runner: Runner, root: Path = ROOT) -> LvmLocal | None:
 
 
 def read_crypt(
-    runner: Runner, devices: Iterable[str], key_file: str, observed: Observed, root: Path = ROOT
+    runner: Runner, devices: Iterable[str], encryption: Encryption, observed: Observed, root: Path = ROOT
 ) -> Observed:
     """For --encrypt: the key's presence, crypttab, each LUKS device's UUID and whether the key opens it (a
-    device about to be formatted gets a new random UUID here), and the size of each mapping already open."""
+    device about to be formatted gets a new random UUID here), and the size of each mapping already open;
+    with --tpm2, whether there is a TPM and the tool, and which headers have a TPM2 key slot already."""
+    key_file = encryption.key_file
     key_present = under(root, key_file).is_file()
     uuids: dict[str, str] = {}
     opens: dict[str, bool] = {}
     mappings: dict[str, Device] = {}
+    enrolled: set[str] = set()
     for path in devices:
         if not crypt.is_luks(observed.devices.get(path)):
             uuids[path] = str(uuid.uuid4())
             continue
         uuids[path] = runner.run(programs.luks_uuid(path)).stdout.strip()
         opens[path] = key_present and runner.run(programs.luks_test_key(path, key_file), check=False).ok
+        if encryption.tpm2 and crypt.has_tpm2_token(json.loads(runner.run(programs.luks_metadata(path)).stdout)):
+            enrolled.add(path)
         if under(root, crypt.pv_path(path)).exists() and (mapping := read_device(runner, crypt.pv_path(path), root)):
             mappings[mapping.path] = mapping
-    crypttab = read_crypttab(root)
-    state = CryptState(key_present=key_present, crypttab=crypttab, uuids=uuids, key_opens=opens)
+    state = CryptState(
+        key_present=key_present,
+        crypttab=read_crypttab(root),
+        uuids=uuids,
+        key_opens=opens,
+        tpm2_device=encryption.tpm2 and under(root, crypt.TPM2_DEVICE).exists(),
+        tpm2_tool=encryption.tpm2 and any(under(root, path).exists() for path in crypt.TPM2_TOOL_PATHS),
+        tpm2_enrolled=frozenset(enrolled),
+    )
     return replace(observed, crypt=state, devices=observed.devices | mappings)
 
 
@@ -161,7 +174,7 @@ def locked_devices(runner: Runner, root: Path = ROOT) -> ThinpoolError | None:
     opened = {
         device.name for device in report.parse_dmsetup_info(runner.run(commands.dmsetup_info(), check=False).stdout)
     }
-    keys = {entry.key_file: under(root, entry.key_file).is_file() for entry in entries}
+    keys = {entry.key_file: under(root, entry.key_file).is_file() for entry in entries if entry.key_file}
     return crypt.locked(entries, opened, keys)
 
 

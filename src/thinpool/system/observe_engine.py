@@ -48,7 +48,7 @@ def observe_for(spec: PoolSpec, runner: Runner, root: Path = ROOT) -> Observed:
     observed = observe(runner, spec.devices, profiles=(spec.profile_name,), root=root, vg=spec.vg)
     observed = replace(observed, lvm_local=read_lvm_local(runner, root))
     if spec.encryption is not None:
-        observed = read_crypt(runner, spec.devices, spec.encryption.key_file, observed, root)
+        observed = read_crypt(runner, spec.devices, spec.encryption, observed, root)
     if spec.vg not in observed.vgs and under(root, f"/dev/{spec.vg}").exists():
         observed = replace(observed, taken_dev_names=frozenset({spec.vg}))
     if spec.engine == NO_ENGINE:

@@ -19,7 +19,12 @@ from thinpool.errors import CommandFailed, CommandNotRun, CommandTimedOut, Missi
 
 DEFAULT_TIMEOUT = 300
 # Debian's package for a program whose package is not named after it.
-PACKAGE_OF = {"cryptsetup": "cryptsetup-bin", "thin_check": "thin-provisioning-tools", "mkfs.xfs": "xfsprogs"}
+PACKAGE_OF = {
+    "cryptsetup": "cryptsetup-bin",
+    "systemd-cryptenroll": "systemd-cryptsetup",
+    "thin_check": "thin-provisioning-tools",
+    "mkfs.xfs": "xfsprogs",
+}
 
 
 def _log(message: str, *args: object) -> None:

@@ -204,6 +204,26 @@ def lsblk_parents(device: str) -> Argv:
     return ("lsblk", "--json", "--list", "--inverse", "--output", "PATH,TYPE", device)
 
 
+def luks_metadata(device: str) -> Argv:
+    """``device``'s LUKS2 header as JSON: its key slots and tokens (a TPM2's is ``systemd-tpm2``)."""
+    return ("cryptsetup", "luksDump", "--dump-json-metadata", device)
+
+
+# TPM2_PCRS: the policy the TPM releases the key under. PCR 7 holds the Secure Boot state (on/off, its keys):
+# the disk opens on this machine as booted, and the key stays sealed when the disk moves to another machine
+# or Secure Boot is turned off; a kernel or firmware update does not change it.
+TPM2_PCRS = "7"
+
+
+def tpm2_enroll(device: str, key_file: str) -> Argv:
+    """A new key slot on ``device`` that this machine's TPM2 opens (systemd-cryptenroll), ``key_file``
+    unlocking the header to add it."""
+    return (
+        "systemd-cryptenroll", f"--unlock-key-file={key_file}", "--tpm2-device=auto", f"--tpm2-pcrs={TPM2_PCRS}",
+        device,
+    )  # fmt: skip
+
+
 def luks_close(name: str) -> Argv:
     return ("cryptsetup", "close", name)
 

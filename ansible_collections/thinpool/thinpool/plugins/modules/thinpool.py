@@ -101,6 +101,14 @@ options:
       - With O(encrypt), the key. Made from the kernel's random source, mode 0400, when missing; never shown.
       - Default C(/etc/thinpool/keys/VG.key). Keep a copy off the host; without it the data is lost.
     type: str
+  tpm2:
+    description:
+      - With O(encrypt), this machine's TPM2 opens the disks at boot (systemd-cryptenroll, sealed to PCR 7, the
+        Secure Boot state); C(/etc/crypttab) names no key file. O(key_file) becomes the recovery key, read only
+        when disks are formatted or added; keep it off the host.
+      - Refused, before anything is formatted, where the kernel shows no TPM 2.0 or systemd-cryptenroll is missing.
+    type: bool
+    default: false
   erase_encryption:
     description:
       - With O(state=absent), also wipe every key slot of the LUKS headers O(encrypt) made under the removed VG,
@@ -245,7 +253,7 @@ try:
         podman_overlay,
         thin_volume,
     )
-    from thinpool.errors import ThinpoolError
+    from thinpool.errors import SpecError, ThinpoolError
 
     HAS_THINPOOL = True
     LOCK_WAIT = 10 * changes.DEFAULT_WAIT  # unattended: wait out a maintain pass or an operator's grow
@@ -291,6 +299,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "encrypt": {"type": "bool", "default": False},
     "erase_encryption": {"type": "bool", "default": False},
     "key_file": {"type": "str", "no_log": False},
+    "tpm2": {"type": "bool", "default": False},
     "base_size": {"type": "str", "default": DEFAULTS.get("base_size")},
     "volume_size": {"type": "str"},
     "data_root": {"type": "str", "default": DEFAULTS.get("data_root")},
@@ -317,8 +326,11 @@ def _share(params: dict[str, Any], name: str, allowed: tuple[str, ...]) -> Any:
 
 def _encryption(params: dict[str, Any]) -> Any:
     if not params["encrypt"]:
+        if params["tpm2"]:
+            raise SpecError("tpm2 opens what encrypt formats", fix="set encrypt: true, or leave tpm2 out")
         return None
-    return Encryption(normal_path(params["key_file"]) if params["key_file"] else crypt.default_key_file(params["vg"]))
+    key_file = normal_path(params["key_file"]) if params["key_file"] else crypt.default_key_file(params["vg"])
+    return Encryption(key_file, tpm2=params["tpm2"])
 
 
 def _spec(params: dict[str, Any]) -> Any:
