@@ -321,3 +321,15 @@ def test_the_cli_takes_tpm2_only_with_encrypt() -> None:
     assert again == spec and PoolSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(SpecError, match="--tpm2 opens what --encrypt formats"):
         spec_from_args(build_parser("plan").parse_args(["plan", "--tpm2", "/dev/vdb"]))
+
+
+def test_tpm2_on_a_vg_its_key_file_opens_is_refused_with_the_steps_by_hand() -> None:
+    observed = replace(_encrypted_vg("/dev/mapper/vda_crypt"), crypt=CryptState(key_present=True, crypttab=CRYPTTAB))
+    with pytest.raises(SpecError) as refused:
+        planner.plan(PoolSpec(encryption=TPM2), observed)
+    assert "disks (vda_crypt) are opened by the key file already" in refused.value.problem
+    assert f"systemd-cryptenroll --unlock-key-file={KEY} --tpm2-device=auto" in refused.value.fix
+    assert f"'vda_crypt UUID={UUID} none luks,headless=true,tpm2-device=auto'" in refused.value.fix
+    tpm_line = f"vda_crypt UUID={UUID} none {crypt.CRYPTTAB_TPM2_OPTIONS}\n"
+    converged = replace(observed, crypt=CryptState(crypttab=tpm_line))
+    assert planner.plan(PoolSpec(encryption=TPM2), converged).spec.encryption == TPM2  # the TPM's own: planned

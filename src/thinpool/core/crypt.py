@@ -162,6 +162,21 @@ def check_tpm2(state: CryptState) -> None:
         )
 
 
+def check_tpm2_on_keyed_disks(pv_names: tuple[str, ...], entries: list[CrypttabEntry]) -> None:
+    """--tpm2 enrolls the disks thinpool formats; a VG already on disks its key file opens is refused, with the
+    steps to enroll them by hand, rather than left as it is without a word."""
+    keyed = [entry for pv, entry in by_mapping(entries).items() if pv in pv_names and not entry.tpm2]
+    if keyed:
+        first = keyed[0]
+        raise SpecError(
+            f"--tpm2: the volume group's disks ({', '.join(entry.name for entry in keyed)}) are opened by the key "
+            "file already, and thinpool enrolls a TPM2 only on the disks it formats; nothing was changed",
+            fix=f"enroll each by hand: systemd-cryptenroll --unlock-key-file={first.key_file} --tpm2-device=auto "
+            f"--tpm2-pcrs=7 /dev/disk/by-uuid/{uuid_in(first)}; then in {CRYPTTAB} make its line "
+            f"'{first.name} {first.source} {NO_KEY} {CRYPTTAB_TPM2_OPTIONS}' and move the key file off the host",
+        )
+
+
 @dataclass(frozen=True)
 class CrypttabEntry:
     """One line of crypttab that thinpool wrote (its options are thinpool's); ``key_file`` is empty when the

@@ -37,6 +37,9 @@ MAX_EXTENTS = 2**32 - 1  # lvm's extent counts (pe_count, extent_count) are 32-b
 def plan(spec: PoolSpec, observed: Observed) -> Plan:
     """The pool's actions (an engine's are added by ``thinpool.app.planning.plan_host``)."""
     spec.validate()
+    vg = observed.vgs.get(spec.vg)
+    if vg is not None and spec.encryption is not None and spec.encryption.tpm2:
+        crypt.check_tpm2_on_keyed_disks(vg.pv_names, crypt.our_entries(observed.crypt.crypttab))
     pool_plan = _plan_pool(spec, observed)
     stray = _stray_mappings(spec, observed)
     return replace(pool_plan, actions=stray + pool_plan.actions + boot_check_action(spec, observed))
