@@ -24,6 +24,7 @@ import posixpath
 from dataclasses import dataclass
 
 from thinpool.core.model import CryptState, Device, DmDevice
+from thinpool.core.programs import argv as programs
 from thinpool.core.spec import Encryption
 from thinpool.core.units import MiB
 from thinpool.errors import SpecError, ThinpoolError
@@ -168,11 +169,11 @@ def check_tpm2_on_keyed_disks(pv_names: tuple[str, ...], entries: list[CrypttabE
     keyed = [entry for pv, entry in by_mapping(entries).items() if pv in pv_names and not entry.tpm2]
     if keyed:
         first = keyed[0]
+        enroll = programs.tpm2_enroll(f"/dev/disk/by-uuid/{uuid_in(first)}", first.key_file)
         raise SpecError(
             f"--tpm2: the volume group's disks ({', '.join(entry.name for entry in keyed)}) are opened by the key "
             "file already, and thinpool enrolls a TPM2 only on the disks it formats; nothing was changed",
-            fix=f"enroll each by hand: systemd-cryptenroll --unlock-key-file={first.key_file} --tpm2-device=auto "
-            f"--tpm2-pcrs=7 /dev/disk/by-uuid/{uuid_in(first)}; then in {CRYPTTAB} make its line "
+            fix=f"enroll each by hand: {_shown(enroll)}; then in {CRYPTTAB} make its line "
             f"'{first.name} {first.source} {NO_KEY} {CRYPTTAB_TPM2_OPTIONS}' and move the key file off the host",
         )
 
@@ -215,8 +216,7 @@ def locked(entries: list[CrypttabEntry], open_names: set[str], keys_present: dic
         fix = (
             f"open it with the recovery key: cryptsetup open --key-file KEY /dev/disk/by-uuid/{uuid_in(first)} "
             f"{first.name}, then thinpool activate and start the engine; once the machine is as it should be, "
-            "enroll the TPM again (systemd-cryptenroll --wipe-slot=tpm2 --unlock-key-file=KEY --tpm2-device=auto "
-            "--tpm2-pcrs=7 DEVICE)"
+            f"enroll the TPM again: {_shown(programs.tpm2_enroll('DEVICE', 'KEY', replacing=True))}"
         )
     else:
         fix = (
@@ -226,6 +226,10 @@ def locked(entries: list[CrypttabEntry], open_names: set[str], keys_present: dic
     return ThinpoolError(
         f"encrypted device(s) of thinpool's are not open, so the volume groups on them are down: {said}", fix=fix
     )
+
+
+def _shown(argv: programs.Argv) -> str:
+    return " ".join(argv)  # names thinpool checked to be plain (no spaces, no quotes)
 
 
 def _why_closed(entry: CrypttabEntry, keys_present: dict[str, bool]) -> str:

@@ -215,12 +215,12 @@ def luks_metadata(device: str) -> Argv:
 TPM2_PCRS = "7"
 
 
-def tpm2_enroll(device: str, key_file: str) -> Argv:
+def tpm2_enroll(device: str, key_file: str, *, replacing: bool = False) -> Argv:
     """A new key slot on ``device`` that this machine's TPM2 opens (systemd-cryptenroll), ``key_file``
-    unlocking the header to add it."""
+    unlocking the header to add it; ``replacing``: the TPM2 slot there before is wiped."""
     return (
-        "systemd-cryptenroll", f"--unlock-key-file={key_file}", "--tpm2-device=auto", f"--tpm2-pcrs={TPM2_PCRS}",
-        device,
+        "systemd-cryptenroll", *(("--wipe-slot=tpm2",) if replacing else ()), f"--unlock-key-file={key_file}",
+        "--tpm2-device=auto", f"--tpm2-pcrs={TPM2_PCRS}", device,
     )  # fmt: skip
 
 
