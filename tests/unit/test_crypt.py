@@ -333,3 +333,15 @@ def test_tpm2_on_a_vg_its_key_file_opens_is_refused_with_the_steps_by_hand() -> 
     tpm_line = f"vda_crypt UUID={UUID} none {crypt.CRYPTTAB_TPM2_OPTIONS}\n"
     converged = replace(observed, crypt=CryptState(crypttab=tpm_line))
     assert planner.plan(PoolSpec(encryption=TPM2), converged).spec.encryption == TPM2  # the TPM's own: planned
+
+
+def test_encrypt_on_a_vg_on_plain_disks_is_refused_not_passed_over_as_converged() -> None:
+    observed = replace(_encrypted_vg("/dev/vdb"), crypt=CryptState(key_present=True, crypttab=CRYPTTAB))
+    with pytest.raises(SpecError) as refused:
+        planner.plan(SPEC, observed)  # without the check: a plan that converges the plain pool, said --encrypt
+    assert "the volume group docker exists on disks thinpool did not encrypt (/dev/vdb)" in refused.value.problem
+    assert "--vg NEW" in refused.value.fix
+    encrypted = replace(observed, vgs=_encrypted_vg("/dev/mapper/vda_crypt").vgs)
+    spec = PoolSpec(devices=("/dev/vda",), encryption=Encryption(KEY))
+    kinds = {action.kind for action in planner.plan(spec, encrypted).actions}  # converged: policy checks only
+    assert not kinds & {ActionKind.KEY_FILE, ActionKind.LUKS_HEADER, ActionKind.LUKS_MAPPING, ActionKind.CRYPTTAB}

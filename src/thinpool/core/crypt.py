@@ -163,6 +163,21 @@ def check_tpm2(state: CryptState) -> None:
         )
 
 
+def check_vg_encrypted(vg: str, pv_names: tuple[str, ...], entries: list[CrypttabEntry]) -> None:
+    """--encrypt on a VG that exists: every PV must be on one of thinpool's LUKS mappings. Otherwise the apply
+    would leave the pool as it is (or add encrypted disks beside plain ones) and the data would not be
+    encrypted, while the command said --encrypt."""
+    mapped = by_mapping(entries)
+    plain = [pv for pv in pv_names if pv not in mapped]
+    if plain:
+        raise SpecError(
+            f"--encrypt: the volume group {vg} exists on disks thinpool did not encrypt ({', '.join(plain)}); "
+            "thinpool does not encrypt a pool in place, and its data there would stay readable; nothing was changed",
+            fix=f"leave --encrypt out for {vg}, or make an encrypted pool in another VG on other disks "
+            "(thinpool apply --encrypt --vg NEW DEVICE) and move the engine's data to it",
+        )
+
+
 def check_tpm2_on_keyed_disks(pv_names: tuple[str, ...], entries: list[CrypttabEntry]) -> None:
     """--tpm2 enrolls the disks thinpool formats; a VG already on disks its key file opens is refused, with the
     steps to enroll them by hand, rather than left as it is without a word."""

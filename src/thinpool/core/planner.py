@@ -38,8 +38,11 @@ def plan(spec: PoolSpec, observed: Observed) -> Plan:
     """The pool's actions (an engine's are added by ``thinpool.app.planning.plan_host``)."""
     spec.validate()
     vg = observed.vgs.get(spec.vg)
-    if vg is not None and spec.encryption is not None and spec.encryption.tpm2:
-        crypt.check_tpm2_on_keyed_disks(vg.pv_names, crypt.our_entries(observed.crypt.crypttab))
+    if vg is not None and spec.encryption is not None:
+        entries = crypt.our_entries(observed.crypt.crypttab)
+        crypt.check_vg_encrypted(spec.vg, vg.pv_names, entries)
+        if spec.encryption.tpm2:
+            crypt.check_tpm2_on_keyed_disks(vg.pv_names, entries)
     pool_plan = _plan_pool(spec, observed)
     stray = _stray_mappings(spec, observed)
     return replace(pool_plan, actions=stray + pool_plan.actions + boot_check_action(spec, observed))
