@@ -52,9 +52,9 @@ def _wait_for(vm: VM, unit: str, what: str, seconds: float) -> int:
     return value
 
 
-def _reboot(vm: VM) -> str:
+def _reboot(vm: VM, *, new_tpm: bool = False) -> str:
     """A clean reboot on the same disks; returns the state systemd reached once its boot jobs were done."""
-    vm.reboot()
+    vm.reboot(new_tpm=new_tpm)
     return vm.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=600).stdout.strip()
 
 
@@ -246,7 +246,10 @@ KEPT = "/var/lib/docker/thinpool-kept"  # a file on the pool's thin volume
 
 
 def test_at_boot_the_tpm_opens_the_disk_before_the_pool_and_docker_with_no_key_on_the_host(systemd_vm: VM) -> None:
-    """The key-file boot above runs containers on the pool; here the engine's start and a file on the pool suffice."""
+    """The TPM opens the disk at boot, with the key file (the recovery key) off the host; a TPM that is not the one
+    enrolled (cleared, or the disks in another machine) leaves all down, and doctor's fix (the recovery key, then
+    enrolling this TPM) brings them back. The key-file boot above runs containers on the pool; here the engine's
+    start and a file on the pool suffice."""
     vm = systemd_vm
     args = ("--encrypt", "--tpm2", "--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "/dev/vda")
     code, result, err = thinpool_json(vm, "apply", "--yes", *args)
@@ -271,6 +274,24 @@ def test_at_boot_the_tpm_opens_the_disk_before_the_pool_and_docker_with_no_key_o
     assert opened["ActiveState"] == "active" and 0 < moments[0] < moments[1] < moments[2], moments
     assert vm.run(["ls", "/etc/thinpool/keys"]).stdout.strip().endswith(".luks-header")  # no key: only the copy
     assert vm.run(["cat", KEPT]).stdout == "kept\n"
+
+    # Another TPM (cleared, or the disks in another machine) cannot open it: all stay down, and doctor says why.
+    assert _reboot(vm, new_tpm=True) in ("running", "degraded")
+    assert _show(vm, "systemd-cryptsetup@vda_crypt.service", "ActiveState")["ActiveState"] == "failed"
+    assert _show(vm, "docker.service", "ExecMainStartTimestampMonotonic")["ExecMainStartTimestampMonotonic"] == "0"
+    assert vm.run(["ls", "-A", "/var/lib/docker"]).stdout == ""  # nothing started on the empty folder
+    doctor = vm.thinpool("doctor", "docker/thinpool", check=False)
+    assert doctor.returncode != 0 and "vda_crypt (UUID=" in doctor.stderr, doctor.stderr
+    assert "the TPM2 did not open it" in doctor.stderr and "--wipe-slot=tpm2" in doctor.stderr, doctor.stderr
+    uuid = vm.run(["cryptsetup", "luksUUID", "/dev/vda"]).stdout.strip()  # doctor's fix, with the recovery key
+    vm.run(["cryptsetup", "open", "--key-file", RECOVERY_KEY, f"/dev/disk/by-uuid/{uuid}", "vda_crypt"])
+    vm.thinpool("activate", timeout=300)
+    vm.run(["systemctl", "start", "docker.service"], timeout=300)
+    assert vm.run(["cat", KEPT]).stdout == "kept\n"
+    enroll = ("systemd-cryptenroll", "--wipe-slot=tpm2", f"--unlock-key-file={RECOVERY_KEY}", "--tpm2-device=auto")
+    vm.run([*enroll, "--tpm2-pcrs=7", "/dev/vda"], timeout=120)  # this TPM now
+    header = json.loads(vm.run(["cryptsetup", "luksDump", "--dump-json-metadata", "/dev/vda"]).stdout)
+    assert [token["type"] for token in header["tokens"].values()] == ["systemd-tpm2"]
 
     # grow: the recovery key comes back for it, and the new disk gets its TPM slot too
     code, result, err = thinpool_json(vm, "grow", "--yes", "--encrypt", "--key-file", RECOVERY_KEY, "/dev/vdb")

@@ -307,11 +307,15 @@ class VM:
                 fix="the package's dependencies must be in the guest root (rehearse.guest)",
             )
 
-    def reboot(self) -> float:
-        """Shut the guest down cleanly and boot it again on the same disks; returns the new boot's seconds."""
+    def reboot(self, *, new_tpm: bool = False) -> float:
+        """Shut the guest down cleanly and boot it again on the same disks; returns the new boot's seconds.
+        ``new_tpm``: the TPM's state is cleared while the machine is off, as a cleared TPM, or the disks moved
+        to another machine, would have it."""
         if not self.config.keep_root_changes:
             raise VMError("this VM keeps no root changes across a reboot", fix="VMConfig(keep_root_changes=True)")
         self.power_off()
+        if new_tpm:
+            shutil.rmtree(self.workdir / "tpm-state", ignore_errors=True)
         self._launch()
         return self.boot_seconds
 
