@@ -246,19 +246,19 @@ class VM:
         argv = self._qemu_argv(initrd)
         log.info("boot: %s", " ".join(argv))
         started = time.monotonic()
-        serial = (self.workdir / "serial.log").open("ab")
-        self._serial_offset = serial.tell()
         self._stop_reason = ""
         self._closing.clear()
         (self.share / "ready").unlink(missing_ok=True)
-        self._proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=serial,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        with (self.workdir / "serial.log").open("ab") as serial:  # qemu keeps its own copy of the descriptor
+            self._serial_offset = serial.tell()
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=serial,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
         self._watchdog = threading.Thread(target=self._watch, name="thinpool-vm-watchdog", daemon=True)
         self._watchdog.start()
         self._wait_for(self.share / "ready", self.config.boot_timeout, "boot")
@@ -278,10 +278,10 @@ class VM:
         argv = [SWTPM, "socket", "--tpm2", "--terminate", "--tpmstate", f"dir={state}",
                 "--ctrl", f"type=unixio,path={self._tpm_socket}"]  # fmt: skip
         log.info("tpm: %s", " ".join(argv))
-        log_file = (self.workdir / "swtpm.log").open("ab")
-        self._tpm = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-        )
+        with (self.workdir / "swtpm.log").open("ab") as log_file:  # swtpm keeps its own copy of the descriptor
+            self._tpm = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            )
         deadline = time.monotonic() + 30
         while not self._tpm_socket.exists():
             if self._tpm.poll() is not None or time.monotonic() > deadline:
