@@ -130,3 +130,14 @@ def test_the_module_names_every_registered_engine_so_that_ansible_sends_it() -> 
         for alias in node.names
     }
     assert set(engines.REGISTRY.values()) <= imported, set(engines.REGISTRY.values()) - imported
+
+
+def test_the_module_takes_encrypt_and_tpm2_as_the_cli_does(module: Any) -> None:
+    from thinpool.core.spec import Encryption
+    from thinpool.errors import SpecError
+
+    params = {name: spec.get("default") for name, spec in module.ARGUMENT_SPEC.items()}
+    params.update(devices=["/dev/sdb"], encrypt=True, tpm2=True)
+    assert module._spec(params).encryption == Encryption("/etc/thinpool/keys/docker.key", tpm2=True)
+    with pytest.raises(SpecError, match="tpm2 opens what encrypt formats"):
+        module._spec(params | {"encrypt": False})
