@@ -143,6 +143,7 @@ HIDDEN = (("/usr/lib/python3/dist-packages/tomlkit", "/tmp/tomlkit.hidden"),
           ("/usr/lib/python3/dist-packages/thinpool", "/tmp/thinpool.hidden"))  # fmt: skip
 
 
+@pytest.mark.sweep  # CI installs the same built collection and runs its playbook in the test above
 def test_the_built_collection_runs_on_a_target_with_only_debians_python(vm: VM) -> None:
     """The module runs on /usr/bin/python3 with nothing pip-installed and no thinpool library of its own."""
     _install_collection(vm)
