@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -56,6 +57,26 @@ def _reboot(vm: VM, *, new_tpm: bool = False) -> str:
     """A clean reboot on the same disks; returns the state systemd reached once its boot jobs were done."""
     vm.reboot(new_tpm=new_tpm)
     return vm.run(["systemctl", "is-system-running", "--wait"], check=False, timeout=600).stdout.strip()
+
+
+def _assert_opened_then_activated_then_docker(vm: VM) -> None:
+    """This boot opened vda_crypt, then activated the pool, then started docker."""
+    opened = _show(vm, "systemd-cryptsetup@vda_crypt.service", "ActiveEnterTimestampMonotonic", "ActiveState")
+    activated = _show(vm, "thinpool-activate.service", "ActiveEnterTimestampMonotonic")
+    docker = _show(vm, "docker.service", "ExecMainStartTimestampMonotonic")
+    moments = [int(opened["ActiveEnterTimestampMonotonic"]), int(activated["ActiveEnterTimestampMonotonic"]),
+               int(docker["ExecMainStartTimestampMonotonic"])]  # fmt: skip
+    assert opened["ActiveState"] == "active" and 0 < moments[0] < moments[1] < moments[2], moments
+
+
+def _luks_header(vm: VM, device: str) -> dict[str, Any]:
+    """``device``'s LUKS2 header as cryptsetup prints it in JSON."""
+    return dict(json.loads(vm.run(["cryptsetup", "luksDump", "--dump-json-metadata", device]).stdout))
+
+
+def _token_types(header: dict[str, Any]) -> list[str]:
+    """The types of a header's tokens (systemd-cryptenroll's TPM2 slot: systemd-tpm2)."""
+    return [token["type"] for token in header["tokens"].values()]
 
 
 @pytest.mark.sweep  # CI boots the encrypted pool below, which proves this chain with the unlock before it
@@ -205,12 +226,7 @@ def test_at_boot_the_key_opens_the_disk_before_the_pool_and_docker_and_without_i
     assert "thin_check-logged" in vm.run(["bash", "-c", LOG_THIN_CHECK]).stdout
 
     assert _reboot(vm) in ("running", "degraded")
-    opened = _show(vm, "systemd-cryptsetup@vda_crypt.service", "ActiveEnterTimestampMonotonic", "ActiveState")
-    activated = _show(vm, "thinpool-activate.service", "ActiveEnterTimestampMonotonic")
-    docker = _show(vm, "docker.service", "ExecMainStartTimestampMonotonic")
-    moments = [int(opened["ActiveEnterTimestampMonotonic"]), int(activated["ActiveEnterTimestampMonotonic"]),
-               int(docker["ExecMainStartTimestampMonotonic"])]  # fmt: skip
-    assert opened["ActiveState"] == "active" and 0 < moments[0] < moments[1] < moments[2], moments
+    _assert_opened_then_activated_then_docker(vm)
     found = lvs(vm, "docker")
     assert found["thinpool"].active and found["docker-data"].active and found["thinpool"].seg_monitor == "monitored"
     checks = vm.run(["cat", CHECK_LOG]).stdout.splitlines()  # apply's fast check is what the boot ran
@@ -245,39 +261,39 @@ RECOVERY_KEY = "/root/recovery.key"
 KEPT = "/var/lib/docker/thinpool-kept"  # a file on the pool's thin volume
 
 
+def _tpm_pool_with_its_key_off_the_host(vm: VM) -> None:
+    """apply --encrypt --tpm2 on /dev/vda, docker enabled, a file on the pool, and the key file moved away: the
+    recovery key leaves the host, so only the TPM can open the disk at the next boot."""
+    args = ("--encrypt", "--tpm2", "--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "/dev/vda")
+    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
+    assert code == 0 and result["ok"], err or result
+    vm.thinpool("install-units")
+    vm.run(["systemctl", "enable", "docker.service"], timeout=300)  # started by the boot
+    vm.run(["bash", "-c", f"echo kept > {KEPT} && sync"])
+    vm.run(["mv", KEY, RECOVERY_KEY])
+
+
 def test_at_boot_the_tpm_opens_the_disk_before_the_pool_and_docker_with_no_key_on_the_host(systemd_vm: VM) -> None:
     """The TPM opens the disk at boot, with the key file (the recovery key) off the host. The key-file boot above
     runs containers on the pool; here the engine's start and a file on the pool suffice."""
     vm = systemd_vm
-    args = ("--encrypt", "--tpm2", "--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "/dev/vda")
-    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
-    assert code == 0 and result["ok"], err or result
-    header = json.loads(vm.run(["cryptsetup", "luksDump", "--dump-json-metadata", "/dev/vda"]).stdout)
-    assert [token["type"] for token in header["tokens"].values()] == ["systemd-tpm2"] and len(header["keyslots"]) == 2
+    _tpm_pool_with_its_key_off_the_host(vm)
+    header = _luks_header(vm, "/dev/vda")
+    assert _token_types(header) == ["systemd-tpm2"] and len(header["keyslots"]) == 2
     assert vm.run(["grep", "^vda_crypt ", "/etc/crypttab"]).stdout.split()[2:] == [
         "none",
         "luks,headless=true,tpm2-device=auto",
     ]
-    vm.thinpool("install-units")
-    vm.run(["systemctl", "enable", "docker.service"], timeout=300)  # started by the boot
-    vm.run(["bash", "-c", f"echo kept > {KEPT} && sync"])
-    vm.run(["mv", KEY, RECOVERY_KEY])  # the recovery key leaves the host: only the TPM can open the disk
 
     assert _reboot(vm) in ("running", "degraded")
-    opened = _show(vm, "systemd-cryptsetup@vda_crypt.service", "ActiveEnterTimestampMonotonic", "ActiveState")
-    activated = _show(vm, "thinpool-activate.service", "ActiveEnterTimestampMonotonic")
-    docker = _show(vm, "docker.service", "ExecMainStartTimestampMonotonic")
-    moments = [int(opened["ActiveEnterTimestampMonotonic"]), int(activated["ActiveEnterTimestampMonotonic"]),
-               int(docker["ExecMainStartTimestampMonotonic"])]  # fmt: skip
-    assert opened["ActiveState"] == "active" and 0 < moments[0] < moments[1] < moments[2], moments
+    _assert_opened_then_activated_then_docker(vm)
     assert vm.run(["ls", "/etc/thinpool/keys"]).stdout.strip().endswith(".luks-header")  # no key: only the copy
     assert vm.run(["cat", KEPT]).stdout == "kept\n"
 
     # grow: the recovery key comes back for it, and the new disk gets its TPM slot too
     code, result, err = thinpool_json(vm, "grow", "--yes", "--encrypt", "--key-file", RECOVERY_KEY, "/dev/vdb")
     assert code == 0 and result["ok"], err or result
-    header = json.loads(vm.run(["cryptsetup", "luksDump", "--dump-json-metadata", "/dev/vdb"]).stdout)
-    assert [token["type"] for token in header["tokens"].values()] == ["systemd-tpm2"]
+    assert _token_types(_luks_header(vm, "/dev/vdb")) == ["systemd-tpm2"]
     assert "vdb_crypt" in vm.run(["grep", "tpm2-device=auto", "/etc/crypttab"]).stdout
 
 
@@ -286,13 +302,7 @@ def test_another_tpm_cannot_open_the_disk_all_stay_down_and_doctors_fix_brings_t
     """A TPM that is not the one enrolled (cleared, or the disks in another machine): the recovery key, then
     enrolling this TPM, as doctor says."""
     vm = systemd_vm
-    args = ("--encrypt", "--tpm2", "--engine", "docker-overlay2-thin", "--volume-size", "1GiB", "/dev/vda")
-    code, result, err = thinpool_json(vm, "apply", "--yes", *args)
-    assert code == 0 and result["ok"], err or result
-    vm.thinpool("install-units")
-    vm.run(["systemctl", "enable", "docker.service"], timeout=300)
-    vm.run(["bash", "-c", f"echo kept > {KEPT} && sync"])
-    vm.run(["mv", KEY, RECOVERY_KEY])
+    _tpm_pool_with_its_key_off_the_host(vm)
 
     assert _reboot(vm, new_tpm=True) in ("running", "degraded")
     assert _show(vm, "systemd-cryptsetup@vda_crypt.service", "ActiveState")["ActiveState"] == "failed"
@@ -308,5 +318,4 @@ def test_another_tpm_cannot_open_the_disk_all_stay_down_and_doctors_fix_brings_t
     assert vm.run(["cat", KEPT]).stdout == "kept\n"
     enroll = ("systemd-cryptenroll", "--wipe-slot=tpm2", f"--unlock-key-file={RECOVERY_KEY}", "--tpm2-device=auto")
     vm.run([*enroll, "--tpm2-pcrs=7", "/dev/vda"], timeout=120)  # this TPM now
-    header = json.loads(vm.run(["cryptsetup", "luksDump", "--dump-json-metadata", "/dev/vda"]).stdout)
-    assert [token["type"] for token in header["tokens"].values()] == ["systemd-tpm2"]
+    assert _token_types(_luks_header(vm, "/dev/vda")) == ["systemd-tpm2"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from thinpool.app.context import Context
-from thinpool.core import boot_check, crypt
+from thinpool.core import boot_check
 from thinpool.core.envelope import envelope
 from thinpool.core.model import CryptState, LvmLocal
 from thinpool.core.plan import PlanLayout
@@ -84,16 +84,16 @@ def _guest_crypt(ctx: Context, root: Any, names: list[str], spec: PoolSpec) -> C
     """With --encrypt: the UUIDs the guest's new LUKS headers get (drawn here, fixed in the plan it applies)
     and the crypttab it has (the release root's, or this host's, which a guest on this host's root sees); with
     --tpm2, the guest boots with an emulated TPM, and its tool is looked for in that root."""
+    from thinpool.system import observe
+
     if spec.encryption is None:
         return None
     where = root.path if root is not None else ctx.root
-    crypttab = where / "etc/crypttab"
-    tool = any((where / path.lstrip("/")).exists() for path in crypt.TPM2_TOOL_PATHS)
     return CryptState(
-        crypttab=crypttab.read_text() if crypttab.is_file() else None,
+        crypttab=observe.read_crypttab(where),
         uuids={name: str(uuid.uuid4()) for name in names},
         tpm2_device=spec.encryption.tpm2,
-        tpm2_tool=spec.encryption.tpm2 and tool,
+        tpm2_tool=spec.encryption.tpm2 and observe.has_tpm2_tool(where),
     )
 
 

@@ -146,10 +146,15 @@ def read_crypt(
         uuids=uuids,
         key_opens=opens,
         tpm2_device=encryption.tpm2 and under(root, crypt.TPM2_DEVICE).exists(),
-        tpm2_tool=encryption.tpm2 and any(under(root, path).exists() for path in crypt.TPM2_TOOL_PATHS),
+        tpm2_tool=encryption.tpm2 and has_tpm2_tool(root),
         tpm2_enrolled=frozenset(enrolled),
     )
     return replace(observed, crypt=state, devices=observed.devices | mappings)
+
+
+def has_tpm2_tool(root: Path = ROOT) -> bool:
+    """Whether systemd-cryptenroll is installed in ``root`` (this host's, or a guest's)."""
+    return any(under(root, path).exists() for path in crypt.TPM2_TOOL_PATHS)
 
 
 def read_crypt_under(runner: Runner, pv_names: Iterable[str], observed: Observed, root: Path = ROOT) -> Observed:
