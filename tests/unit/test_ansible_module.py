@@ -141,3 +141,17 @@ def test_the_module_takes_encrypt_and_tpm2_as_the_cli_does(module: Any) -> None:
     assert module._spec(params).encryption == Encryption("/etc/thinpool/keys/docker.key", tpm2=True)
     with pytest.raises(SpecError, match="tpm2 opens what encrypt formats"):
         module._spec(params | {"encrypt": False})
+
+
+def test_the_module_takes_the_layouts_as_the_cli_does(module: Any) -> None:
+    from thinpool.cli import build_parser
+    from thinpool.cli.options import spec_from_args
+
+    params = {name: spec.get("default") for name, spec in module.ARGUMENT_SPEC.items()}
+    params.update(devices=["/dev/sdb", "/dev/sdc"], layout="striped", metadata_layout="raid1", stripes=2,
+                  stripe_size="128k")  # fmt: skip
+    argv = ["apply", "--layout", "striped", "--metadata-layout", "raid1", "--stripes", "2", "--stripe-size", "128k",
+            "/dev/sdb", "/dev/sdc"]  # fmt: skip
+    from_cli = spec_from_args(build_parser("apply").parse_args(argv))
+    assert module._spec(params) == from_cli
+    assert (from_cli.layout, from_cli.stripes, from_cli.stripe_size) == ("striped", 2, 128 * 1024)

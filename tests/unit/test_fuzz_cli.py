@@ -111,7 +111,8 @@ def _assert_lvm_rules(plan: dict[str, object]) -> None:
     assert chunk % sizing.CHUNK_MIN == 0 and sizing.CHUNK_MIN <= chunk <= sizing.CHUNK_MAX
     assert layout["data_size"] % chunk == 0 and layout["data_size"] == layout["data_extents"] * extent
     assert sizing.max_addressable_data(chunk) >= layout["data_size"]
-    used = sum(layout[key] for key in ("data_extents", "metadata_extents", "spare_extents", "headroom_extents"))
+    parts = ("data_extents", "metadata_extents", "spare_extents", "headroom_extents", "redundancy_extents")
+    used = sum(layout[key] for key in parts)
     assert used + layout["left_extents"] == layout["free_extents"] and layout["left_extents"] >= 0
     spec = plan["spec"]
     assert isinstance(spec, dict)

@@ -51,6 +51,8 @@ GAUGES: tuple[tuple[str, str, Callable[[PoolStatus], float]], ...] = (
     ),
     ("monitored", "1 when dmeventd monitors the pool.", lambda s: float(s.monitor == "monitored")),
     ("healthy", "1 when lvm reports no health problem.", lambda s: float(not s.health_problems)),
+    ("raid_degraded", "1 when a RAID data or metadata LV lost an image or needs a refresh.", lambda s: s.raid_degraded),
+    ("raid_in_sync", "1 when every RAID part's images agree (1 with no RAID).", lambda s: s.raid_in_sync),
     (
         "reclaimable_bytes",
         "Bytes the pool maps for thinpool's filesystems that they no longer use (thinpool maintain trims them).",

@@ -10,6 +10,7 @@ import argparse
 
 from thinpool.core import crypt, sizing
 from thinpool.core.boot_check import BootCheck
+from thinpool.core.layouts import DataLayout, MetadataLayout
 from thinpool.core.spec import NO_ENGINE, Encryption, EngineOptions, PoolSpec, normal_path
 from thinpool.core.spec import OPTION_DEFAULTS as DEFAULTS
 from thinpool.core.units import Percent, parse_size, parse_size_or_percent
@@ -66,6 +67,8 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
         "the host",
     )
 
+    add_layout_options(parser.add_argument_group("layout over several disks (each part pinned to its disks)"))
+
     size = parser.add_argument_group("sizing (thinpool sizes everything you leave out)")
     size.add_argument(
         "--data-size",
@@ -118,6 +121,25 @@ def add_spec_options(parser: argparse.ArgumentParser, *, devices: bool = True, e
         help="fast: thin_check --skip-mappings, set host-wide in /etc/lvm/lvmlocal.conf (a full check has held "
         "boots for minutes), the full check weekly in 'thinpool maintain'; full: leave lvm's check as it is, and "
         "take thinpool's setting out (default: %(default)s)",
+    )
+
+
+def add_layout_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--layout",
+        choices=[str(layout) for layout in DataLayout],
+        help="the data: linear (all the disks' space, the default), striped (their speed together; one disk's "
+        "death loses the pool) or raid1 (two copies on two disks; half the space)",
+    )
+    group.add_argument(
+        "--metadata-layout",
+        choices=[str(layout) for layout in MetadataLayout],
+        help="the metadata, whose loss loses every thin volume (default: raid1 from two disks on, costing two "
+        "copies of ~0.1%% of the pool; linear on one)",
+    )
+    group.add_argument("--stripes", type=int, metavar="N", help="striped data: over N disks (default: all)")
+    group.add_argument(
+        "--stripe-size", metavar="SIZE", help="striped data: bytes per disk in turn (default: 64k, lvm's)"
     )
 
 
@@ -320,6 +342,10 @@ def spec_from_args(args: argparse.Namespace) -> PoolSpec:
         engine_options=engine_options_from_args(args),
         boot_check=BootCheck(args.boot_check),
         encryption=_encryption_from_args(args),
+        layout=DataLayout(args.layout) if getattr(args, "layout", None) else None,
+        metadata_layout=MetadataLayout(args.metadata_layout) if getattr(args, "metadata_layout", None) else None,
+        stripes=getattr(args, "stripes", None),
+        stripe_size=_optional_size(getattr(args, "stripe_size", None), "--stripe-size"),
     )
 
 
@@ -366,5 +392,9 @@ def spec_to_argv(spec: PoolSpec) -> list[str]:
     argv += ["--boot-check", str(spec.boot_check)]
     argv += ["--encrypt", "--key-file", spec.encryption.key_file] if spec.encryption else []
     argv += ["--tpm2"] if spec.encryption and spec.encryption.tpm2 else []
+    argv += ["--layout", str(spec.layout)] if spec.layout else []
+    argv += ["--metadata-layout", str(spec.metadata_layout)] if spec.metadata_layout else []
+    argv += ["--stripes", str(spec.stripes)] if spec.stripes is not None else []
+    argv += ["--stripe-size", _bytes(spec.stripe_size)] if spec.stripe_size is not None else []
     argv += engine_options_to_argv(spec.engine_options)
     return [*argv, *spec.devices]

@@ -74,6 +74,7 @@ def render_status(status: PoolStatus) -> str:
             f"({_percent(status.metadata_ratio)})",
         ),
         ("chunk", format_size(status.chunk_size)),
+        ("layout", _layout(status)),
         (
             "thin volumes",
             f"{status.thin_count} (virtual {format_size(status.virtual_size)}, "
@@ -96,6 +97,16 @@ def render_status(status: PoolStatus) -> str:
     width = max(len(name) for name, _ in rows)
     lines = [f"{status.vg}/{status.pool} ({status.attr})"] + [f"  {name:<{width}}  {value}" for name, value in rows]
     return "\n".join(lines) + "\n"
+
+
+def _layout(status: PoolStatus) -> str:
+    """Each part's layout and disks; a RAID's state when it is not whole and in sync."""
+    shown = []
+    for part in status.parts:
+        state = part.problem or ("" if part.in_sync else f"syncing, {part.sync_percent or '?'}%")
+        where = f" on {', '.join(part.devices)}" if part.devices else ""
+        shown.append(f"{part.role} {part.segtype}{where}" + (f" ({state})" if state else ""))
+    return "; ".join(shown) or "-"
 
 
 def _owner(status: PoolStatus) -> str:

@@ -5,11 +5,13 @@ The engine adapters add their own findings about their configuration (``thinpool
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field, replace
 
 from thinpool.core import backup, owners, sizing
 from thinpool.core.findings import Finding, Severity
-from thinpool.core.health import OUT_OF_DATA, PoolStatus, when_full_change, when_full_wanted
+from thinpool.core.health import OUT_OF_DATA, PoolPart, PoolStatus, when_full_change, when_full_wanted
+from thinpool.core.lvm import commands
 from thinpool.core.model import WhenFull
 from thinpool.core.units import MiB, ceil_div, format_size
 
@@ -27,6 +29,57 @@ def _target(status: PoolStatus) -> str:
     return f"{status.vg}/{status.pool}"
 
 
+def _layout_findings(status: PoolStatus) -> list[Finding]:
+    """RAID parts that lost an image (or need a refresh); data on several disks with no copy."""
+    target, found = _target(status), []
+    degraded = [part for part in status.parts if part.problem]
+    if degraded:
+        problem = "; ".join(_degraded_problem(part) for part in degraded)
+        found.append(
+            Finding(
+                Severity.CRITICAL,
+                "raid-degraded",
+                f"{target}: {problem}; it runs on the copy that is left, and a second failure loses the pool",
+                _degraded_fix(status, degraded),
+            )
+        )
+    data = status.part("data")
+    if data is not None and not data.raid and len(data.devices) > 1:
+        found.append(
+            Finding(
+                Severity.INFO,
+                "no-redundancy",
+                f"{target}'s data is {data.segtype} over {len(data.devices)} disks with no copy: one disk's death "
+                "loses every thin volume",
+                "plan the next pool with --layout raid1, or keep backups of what matters",
+            )
+        )
+    return found
+
+
+def _degraded_problem(part: PoolPart) -> str:
+    return f"its {part.role} ({part.segtype} on {', '.join(part.devices) or 'its disks'}) is {part.problem}"
+
+
+def _degraded_fix(status: PoolStatus, degraded: list[PoolPart]) -> str:
+    lvs = [f"{status.pool}_t{'data' if part.role == 'data' else 'meta'}" for part in degraded]
+    problems = {part.problem for part in degraded}
+    if problems == {"refresh needed"}:  # the disk came back: dm-raid takes it again and resyncs it
+        return shlex.join(commands.lvchange_refresh(status.vg, status.pool))
+    if problems == {"mismatches exist"}:
+        return "; ".join(shlex.join(commands.lvchange_syncaction_repair(status.vg, lv)) for lv in lvs)
+    steps = [
+        commands.vgextend(status.vg, ("/dev/NEW",)),
+        *(commands.lvconvert_repair_raid(status.vg, lv) for lv in lvs),
+        commands.vgreduce_removemissing(status.vg),
+    ]
+    return (
+        "put in a disk for the one lost (NEW below), then: "
+        + "; ".join(shlex.join(step) for step in steps)
+        + ". lvm rebuilds each lost image on it and resyncs; then it forgets the missing disk"
+    )
+
+
 def _storage_findings(status: PoolStatus) -> list[Finding]:
     target, found = _target(status), []
     loops = [device for device in status.devices if device.startswith("/dev/loop")]
@@ -40,6 +93,7 @@ def _storage_findings(status: PoolStatus) -> list[Finding]:
                 _off_loop_fix(status, loops[0]),
             )
         )
+    found += _layout_findings(status)
     for problem in status.health_problems:
         if problem == OUT_OF_DATA:
             why, fix = "writes fail or wait", _data_fix(status, sizing.DEFAULT_AUTOEXTEND_PERCENT)

@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from thinpool.core import owners, sizing
+from thinpool.core.layouts import MIRROR_IMAGES
 from thinpool.core.model import Filesystem, WhenFull
 from thinpool.errors import ThinpoolError
 
@@ -40,6 +41,37 @@ class ThinVolume:
         if self.filesystem is None:
             return 0
         return max(0, self.mapped - self.filesystem.used)
+
+
+# lvm's 9th attr character on a RAID LV, and lv_health_status's words for it.
+RAID_PROBLEMS = {"p": "partial", "r": "refresh needed", "m": "mismatches exist"}
+
+
+@dataclass(frozen=True)
+class PoolPart:
+    """The pool's data or metadata LV (``POOL_tdata``, ``POOL_tmeta``): its layout, and as RAID its state."""
+
+    role: str  # "data" or "metadata"
+    segtype: str  # linear, striped, raid1
+    attr: str = ""
+    health: str = ""  # lv_health_status: "partial" (an image's PV is missing), "refresh needed", ...
+    sync_percent: str = ""  # copy_percent as lvm prints it ("100.00"): how far the images agree
+    devices: tuple[str, ...] = ()  # the PVs under it
+
+    @property
+    def raid(self) -> bool:
+        return self.segtype.startswith("raid")
+
+    @property
+    def problem(self) -> str:
+        """What makes the RAID degraded ("" when it is whole or not RAID)."""
+        if not self.raid:
+            return ""
+        return RAID_PROBLEMS.get(self.attr[8:9], "") or (self.health if self.health in RAID_PROBLEMS.values() else "")
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.raid or self.sync_percent == "100.00"
 
 
 class PoolNotFound(ThinpoolError):
@@ -74,6 +106,28 @@ class PoolStatus:
     kernel_transaction_id: int | None = None  # dm-thin's, from the active pool's status (None: not read)
     tags: tuple[str, ...] = ()  # the pool LV's lvm tags
     vg_tags: tuple[str, ...] = ()
+    parts: tuple[PoolPart, ...] = ()  # its data and metadata LVs, as laid out (core.layouts)
+
+    def part(self, role: str) -> PoolPart | None:
+        return next((part for part in self.parts if part.role == role), None)
+
+    def images(self, role: str) -> int:
+        """Copies lvm keeps of a part: 2 for raid1 (core.layouts), else 1."""
+        part = self.part(role)
+        return MIRROR_IMAGES if part is not None and part.segtype == "raid1" else 1
+
+    @property
+    def raid_degraded(self) -> bool:
+        return any(part.problem for part in self.parts)
+
+    @property
+    def raid_in_sync(self) -> bool:
+        return all(part.in_sync for part in self.parts)
+
+    @property
+    def layout(self) -> dict[str, str]:
+        """Each part's layout: {"data": "raid1", "metadata": "linear"}."""
+        return {part.role: part.segtype for part in self.parts}
 
     @cached_property
     def ownership(self) -> owners.Ownership:
@@ -133,6 +187,9 @@ class PoolStatus:
         data["devices"] = list(self.devices)
         data["autoextend"] = asdict(self.autoextend) if self.autoextend else None
         data["volumes"] = [_volume_dict(volume) for volume in self.volumes]
+        data["parts"] = [{**asdict(part), "devices": list(part.devices), "problem": part.problem,
+                          "in_sync": part.in_sync} for part in self.parts]  # fmt: skip
+        data["layout"] = self.layout
         data.update(
             reclaimable=self.reclaimable,
             when_full_wanted=when_full_wanted(self)[0],
@@ -197,15 +254,18 @@ def autoextend_steps(
     extent_size: int,
     chunk_size: int,
     autoextend: sizing.Autoextend | None,
+    data_images: int = 1,
+    metadata_images: int = 1,
 ) -> int:
-    """How many autoextend steps in a row the VG's free extents still allow (0 when autoextend is off)."""
+    """How many autoextend steps in a row the VG's free extents still allow (0 when autoextend is off); a step
+    takes its extents once per RAID image (``data_images``, ``metadata_images``)."""
     if autoextend is None or not autoextend.enabled:
         return 0
     steps = 0
     while steps < MAX_COUNTED_STEPS:
         step = sizing.autoextend_step(data_extents, autoextend.percent)
         growth = sizing.metadata_growth_on_step(data_extents, metadata_extents, step, extent_size, chunk_size)
-        need = step + 2 * growth  # data, metadata, and the spare growing with it
+        need = step * data_images + growth * (metadata_images + 1)  # data, metadata, the spare growing with it
         if need > free_extents:
             break
         free_extents -= need
@@ -233,5 +293,7 @@ def with_profile(status: PoolStatus, profile_text: str | None) -> PoolStatus:
         extent,
         status.chunk_size,
         autoextend,
+        data_images=status.images("data"),
+        metadata_images=status.images("metadata"),
     )
     return replace(status, autoextend=autoextend, autoextend_steps=steps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from thinpool.core import crypt, planner, sizing
+from thinpool.core import crypt, layouts, planner, sizing
 from thinpool.core.lvm import commands
 from thinpool.core.model import CryptState, LogicalVolume, Observed, VolumeGroup
 from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target, expect_of
@@ -127,6 +127,24 @@ def _encryption_removed(
     return actions
 
 
+def _grow_laid_out(
+    spec: PoolSpec, geometry: planner.Geometry, tdata: LogicalVolume, data_now: int, growth: int, chunk: int
+) -> layouts.Growth | None:
+    """RAID1 or striped data grows onto new disks only, in the number its layout needs (None: linear data)."""
+    if tdata.segtype not in ("raid1", "striped") or (tdata.segtype == "striped" and tdata.stripes < 2):
+        return None
+    new = dict(geometry.pv_free)
+    new_free = {pv: new[pv] for pv in geometry.new_devices if pv in new}
+    extent = geometry.extent_size
+    reserve = 2 * growth + 1 if growth else 0  # metadata (each image) and spare growth may land on them
+
+    def step_of(data: int) -> int:
+        return sizing.autoextend_step(data, spec.autoextend.percent) if spec.autoextend.enabled else 0
+
+    align = sizing.alignment_extents(extent, chunk)
+    return layouts.grow_data(tdata.segtype, tdata.stripes, new_free, data_now, reserve, step_of, align, extent)
+
+
 def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
     """Add ``spec.devices`` to the pool's VG and grow data (and metadata) into the new room."""
     vg, pool = _existing_pool(spec, observed)
@@ -145,7 +163,13 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
     metadata = max(metadata_now, min(ceil_div(wanted, extent), sizing.METADATA_MAX // extent))
     growth = metadata - metadata_now
     room = free - 2 * growth  # the spare grows with the metadata
-    grown = sizing.largest_fitting_data(room + data_now, metadata, extent, pool.chunk_size, spec.autoextend)
+    tdata = vg.lv(f"{spec.pool}_tdata")
+    laid_out = _grow_laid_out(spec, geometry, tdata, data_now, growth, pool.chunk_size) if tdata else None
+    if laid_out is not None:
+        grown, data_pvs, redundancy = data_now + laid_out.data, laid_out.pvs, laid_out.used - laid_out.data
+    else:
+        grown = sizing.largest_fitting_data(room + data_now, metadata, extent, pool.chunk_size, spec.autoextend)
+        data_pvs, redundancy = (), 0
     if grown <= data_now and not new_devices:
         return Plan(
             vg=spec.vg,
@@ -170,13 +194,14 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
             )
         )
     if grown > data_now:
-        argv = commands.lvextend_data(spec.vg, spec.pool, to_extents=grown)
+        argv = commands.lvextend_data(spec.vg, spec.pool, to_extents=grown, pvs=data_pvs)
+        where = f" ({tdata.segtype if tdata else 'data'} onto {' and '.join(data_pvs)})" if data_pvs else ""
         actions.append(
             Action(
                 "change",
                 ActionKind.POOL_DATA,
                 target,
-                f"grow data by {grown - data_now} extents, keeping one autoextend step free",
+                f"grow data by {grown - data_now} extents{where}, keeping one autoextend step free",
                 argv,
             )
         )
@@ -188,7 +213,8 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
         metadata_extents=metadata,
         spare_extents=growth,
         headroom_extents=0,
-        left_extents=room - grown + data_now,
+        left_extents=room - grown + data_now - redundancy,
+        redundancy_extents=redundancy,
     )
     return Plan(
         vg=spec.vg,

@@ -108,6 +108,7 @@ class LogicalVolume:
     kernel_device: str = ""  # "MAJOR:MINOR" while active, "" otherwise
     transaction_id: int | None = None  # a thin pool's, as lvm's VG metadata expects it
     thin_id: int | None = None  # a thin volume's device id in its pool's metadata
+    stripes: int = 0  # its first segment's stripes (raid1: images), from lvm fullreport; 0 when not read
 
     @property
     def hidden(self) -> bool:

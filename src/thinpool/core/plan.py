@@ -68,6 +68,7 @@ class ActionKind(StrEnum):
     POOL_PROFILE = "pool-profile"
     POOL_DATA = "pool-data"
     POOL_METADATA = "pool-metadata"
+    POOL_PART = "pool-part"  # a RAID or striped data or metadata LV, before lvconvert makes the pool of it
     THIN_VOLUME = "thin-volume"
     FILESYSTEM = "filesystem"
     MOUNT = "mount"
@@ -204,6 +205,7 @@ class PlanLayout:
     spare_extents: int
     headroom_extents: int
     left_extents: int
+    redundancy_extents: int = 0  # RAID's second images and metadata subvolumes
 
     @property
     def data_size(self) -> int:
@@ -224,6 +226,7 @@ class PlanLayout:
             spare_extents=layout.spare_extents,
             headroom_extents=layout.headroom_extents,
             left_extents=layout.left_extents,
+            redundancy_extents=layout.redundancy_extents,
         )
 
     def to_dict(self) -> dict[str, int]:
@@ -233,6 +236,7 @@ class PlanLayout:
     def from_dict(cls, data: Any) -> PlanLayout:
         item = _mapping(data, "the layout")
         values = {spec.name: item.get(spec.name) for spec in fields(cls)}
+        values["redundancy_extents"] = item.get("redundancy_extents", 0)  # plans saved before RAID layouts
         wrong = [name for name, value in values.items() if type(value) is not int]
         if wrong:
             raise _invalid(f"layout field(s) {', '.join(wrong)} are not integers")
@@ -380,6 +384,20 @@ def _thin_volume(action: Action, plan: Plan, observed: Observed) -> str:
     return "" if _lv_exists(plan, observed, action.target.lv) else f"{action.target} does not exist"
 
 
+def _pool_part(action: Action, plan: Plan, observed: Observed) -> str:
+    """A data or metadata LV made for the pool: it exists with the layout asked (or is already the pool's)."""
+    vg = observed.vgs.get(plan.vg)
+    lv = vg.lv(action.target.lv) if vg else None
+    if lv is None:
+        pool = vg.lv(plan.pool) if vg else None
+        return "" if pool is not None and pool.is_thin_pool else f"{action.target} does not exist"
+    if lv.is_thin_pool:
+        return ""
+    argv = action.argv
+    wanted = argv[argv.index("--type") + 1] if "--type" in argv else "linear"
+    return "" if lv.segtype == wanted else f"{action.target} is {lv.segtype}, planned {wanted}"
+
+
 def _pool(action: Action, plan: Plan, observed: Observed) -> str:
     vg = observed.vgs.get(plan.vg)
     pool = vg.lv(plan.pool) if vg else None
@@ -424,6 +442,7 @@ _LVM_CHECKS: dict[ActionKind, LvmCheck] = {
     ActionKind.PHYSICAL_VOLUME: _physical_volume,
     ActionKind.VOLUME_GROUP: _volume_group,
     ActionKind.THIN_VOLUME: _thin_volume,
+    ActionKind.POOL_PART: _pool_part,
     **dict.fromkeys(
         (
             ActionKind.THIN_POOL,
@@ -455,6 +474,7 @@ def _layout_lines(layout: PlanLayout) -> list[str]:
         ("metadata", layout.metadata_extents),
         ("metadata spare", layout.spare_extents),
         ("autoextend room", layout.headroom_extents),
+        *([("RAID copies", layout.redundancy_extents)] if layout.redundancy_extents else []),
         ("left free", layout.left_extents),
     ]
     lines = [

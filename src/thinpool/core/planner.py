@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from thinpool.core import boot_check, crypt, names, recovery, safety, sizing
+from thinpool.core import layouts as layouts_
 from thinpool.core.lvm import commands
 from thinpool.core.model import CryptState, Device, LogicalVolume, Observed, VolumeGroup
 from thinpool.core.plan import Action, ActionKind, Plan, PlanLayout, Target, expect_of
@@ -29,6 +30,11 @@ class Geometry:
     to_relabel: tuple[str, ...] = ()
     to_encrypt: tuple[str, ...] = ()  # devices to get a LUKS header, then be opened (their PVs: new_devices)
     encrypted: tuple[str, ...] = ()  # every new device under LUKS (each gets its crypttab line)
+    pv_free: tuple[tuple[str, int], ...] = ()  # each PV the VG will have, with its free extents
+
+    @property
+    def pv_count(self) -> int:
+        return len(self.pv_free)
 
 
 MAX_EXTENTS = 2**32 - 1  # lvm's extent counts (pe_count, extent_count) are 32-bit
@@ -101,18 +107,19 @@ def _plan_new_pool(
     spec: PoolSpec, observed: Observed, vg: VolumeGroup | None, cleanup: tuple[Action, ...] = ()
 ) -> Plan:
     geometry = geometry_for(spec, observed, vg)
-    layout, reasons, candidates, warnings = size_pool(spec, geometry)
-    actions = cleanup + device_actions(spec, geometry, observed) + _pool_actions(spec, observed, layout)
+    sized = size_pool(spec, geometry)
+    pool = _pool_actions(spec, observed, sized)
+    actions = cleanup + device_actions(spec, geometry, observed) + pool
     return Plan(
         vg=spec.vg,
         pool=spec.pool,
         actions=actions,
-        layout=PlanLayout.of(layout),
-        reasons=reasons,
-        warnings=tuple(warnings),
+        layout=PlanLayout.of(sized.layout),
+        reasons=sized.reasons,
+        warnings=tuple(sized.warnings),
         spec=spec,
         fingerprint=observed.fingerprint(),
-        candidates=candidates,
+        candidates=sized.candidates,
     )
 
 
@@ -209,7 +216,15 @@ def geometry_for(spec: PoolSpec, observed: Observed, vg: VolumeGroup | None) -> 
         ),
         to_encrypt=to_encrypt,
         encrypted=new_raw if spec.encryption else (),
+        pv_free=_pv_free(observed, vg) + tuple((pv_path(spec, path), count) for path, count in counts.items()),
     )
+
+
+def _pv_free(observed: Observed, vg: VolumeGroup | None) -> tuple[tuple[str, int], ...]:
+    if vg is None:
+        return ()
+    found = (observed.pvs.get(name) for name in vg.pv_names)
+    return tuple((pv.name, pv.pe_count - pv.pe_alloc_count) for pv in found if pv is not None)
 
 
 def _check_extent_counts(spec: PoolSpec, counts: dict[str, int], total: int, extent_size: int) -> None:
@@ -225,10 +240,31 @@ def _check_extent_counts(spec: PoolSpec, counts: dict[str, int], total: int, ext
     )
 
 
-def size_pool(spec: PoolSpec, geometry: Geometry) -> tuple[sizing.Layout, dict[str, str], dict[str, int], list[str]]:
+@dataclass(frozen=True)
+class Sized:
+    """A new pool's sizes, with why, and (for a layout that is not all linear) where each part goes."""
+
+    layout: sizing.Layout
+    reasons: dict[str, str]
+    candidates: dict[str, int]
+    warnings: list[str]
+    layouts: layouts_.Layouts
+    placement: layouts_.Placement | None = None
+
+
+def layouts_for(spec: PoolSpec, geometry: Geometry) -> layouts_.Layouts:
+    return layouts_.choose_layouts(
+        spec.layout, spec.metadata_layout, spec.stripes, spec.stripe_size, geometry.pv_count or 1
+    )
+
+
+def size_pool(spec: PoolSpec, geometry: Geometry) -> Sized:
     """Chunk, metadata, spare, data and headroom for ``spec`` in ``geometry``."""
+    layouts = layouts_for(spec, geometry)
+    if not layouts.all_linear:
+        return _size_laid_out(spec, geometry, layouts)
     extent = geometry.extent_size
-    max_data = max(spec.max_pool_size or 0, geometry.total_extents * extent)
+    max_data = _max_data(spec, geometry)
     chunk = sizing.choose_chunk(spec.chunk_size, max_data, spec.engine, spec.workload)
     metadata = sizing.choose_metadata(spec.metadata_size, max_data, chunk.size, spec.workload)
     metadata_extents = sizing.metadata_extents(metadata, extent)
@@ -257,8 +293,96 @@ def size_pool(spec: PoolSpec, geometry: Geometry) -> tuple[sizing.Layout, dict[s
         "metadata": f"{format_size(metadata_extents * extent)} ({metadata.term}): {metadata.reason}",
         "spare": _spare_reason(spare, geometry.spare_extents, metadata_extents),
         "headroom": _headroom_reason(spec, data, headroom, requested_headroom),
+        "layout": layouts.reason,
     }
-    return layout, reasons, metadata.candidates, _warnings(spec, metadata, max_data, chunk.size)
+    warnings = _warnings(spec, metadata, max_data, chunk.size)
+    return Sized(layout, reasons, metadata.candidates, warnings, layouts)
+
+
+def _max_data(spec: PoolSpec, geometry: Geometry) -> int:
+    return max(spec.max_pool_size or 0, geometry.total_extents * geometry.extent_size)
+
+
+def _size_laid_out(spec: PoolSpec, geometry: Geometry, layouts: layouts_.Layouts) -> Sized:
+    """As ``size_pool``, for RAID or striped parts: each placed on the PVs lvm will be told to use."""
+    extent, max_data = geometry.extent_size, _max_data(spec, geometry)
+    if layouts.data_images > 1 and spec.max_pool_size is None:  # two copies: the pool reaches half the VG
+        max_data //= layouts.data_images
+    chunk = sizing.choose_chunk(spec.chunk_size, max_data, spec.engine, spec.workload)
+    chunk_size = layouts_.check_chunk(layouts, chunk.size, spec.chunk_size is not None)
+    if chunk_size != chunk.size:
+        chunk = sizing.ChunkChoice(chunk_size, f"raised to the {format_size(chunk_size)} stripe: whole stripes")
+    metadata = sizing.choose_metadata(spec.metadata_size, max_data, chunk.size, spec.workload)
+    metadata_extents = sizing.metadata_extents(metadata, extent)
+    spare = sizing.spare_needed(metadata_extents, geometry.spare_extents)
+    align = layouts_.data_alignment(layouts, sizing.alignment_extents(extent, chunk.size))
+    requested_headroom = _requested_headroom(spec, geometry)
+    free = dict(geometry.pv_free)
+
+    def parts_for(data: int) -> layouts_.Parts:
+        if not spec.autoextend.enabled:
+            return layouts_.Parts(data, metadata_extents, spare, 0, 0)
+        step = sizing.autoextend_step(data, spec.autoextend.percent)
+        growth = sizing.metadata_growth_on_step(data, metadata_extents, step, extent, chunk.size)
+        return layouts_.Parts(data, metadata_extents, spare, step, growth)
+
+    best = layouts_.largest_data(layouts, parts_for, free, extent, align, reserve=requested_headroom)
+    if spec.data_size is None:
+        data = best
+    else:
+        data = _data_extents(spec, geometry, geometry.free_extents, metadata_extents, chunk.size, 0)
+        data = ceil_div(data, align) * align
+    placement = layouts_.place(layouts, parts_for(data), free, extent) if data > 0 else None
+    if placement is None:
+        raise layouts_.no_room(layouts, parts_for(data), free, best, extent)
+    parts = parts_for(data)
+    headroom = max(
+        requested_headroom,
+        parts.step * layouts.data_images + parts.metadata_growth * (layouts.metadata_images + 1),
+    )
+    layout = sizing.Layout(
+        extent_size=extent,
+        chunk_size=chunk.size,
+        data_extents=data,
+        metadata_extents=metadata_extents,
+        spare_extents=spare,
+        headroom_extents=headroom,
+        free_extents=geometry.free_extents,
+        redundancy_extents=placement.redundancy_extents,
+    )
+    if not layout.fits:
+        raise layouts_.no_room(layouts, parts, free, best, extent)
+    reasons = {
+        "data": _data_reason(spec, data, extent),
+        "chunk": chunk.reason,
+        "metadata": f"{format_size(metadata_extents * extent)} ({metadata.term}): {metadata.reason}",
+        "spare": _spare_reason(spare, geometry.spare_extents, metadata_extents),
+        "headroom": _headroom_reason(spec, data, headroom, requested_headroom),
+        "layout": layouts.reason,
+        "placement": _placement_reason(placement),
+    }
+    warnings = _warnings(spec, metadata, max_data, chunk.size) + _layout_warnings(layouts)
+    return Sized(layout, reasons, metadata.candidates, warnings, layouts, placement)
+
+
+def _placement_reason(placement: layouts_.Placement) -> str:
+    def named(pvs: tuple[str, ...]) -> str:
+        return " and ".join(pvs) if pvs else "any disk (lvm places it)"
+
+    return (
+        f"metadata on {named(placement.metadata_pvs)}, data on {named(placement.data_pvs)}, spare on "
+        f"{named(placement.spare_pvs)}; {placement.redundancy_extents} extents hold the second copies and "
+        "the RAID metadata subvolumes"
+    )
+
+
+def _layout_warnings(layouts: layouts_.Layouts) -> list[str]:
+    if layouts.data == layouts_.DataLayout.RAID1:
+        return []
+    return [
+        f"data is {layouts.data}: one disk's death loses every thin volume's data on it "
+        "(--layout raid1 keeps two copies)"
+    ]
 
 
 def _requested_headroom(spec: PoolSpec, geometry: Geometry) -> int:
@@ -466,7 +590,17 @@ def profile_action(spec: PoolSpec, observed: Observed) -> tuple[Action, ...]:
     return (Action("write", ActionKind.LVM_PROFILE, target, reason, path=path, content=content),)
 
 
-def _pool_actions(spec: PoolSpec, observed: Observed, layout: sizing.Layout) -> tuple[Action, ...]:
+def _pool_actions(spec: PoolSpec, observed: Observed, sized: Sized) -> tuple[Action, ...]:
+    layout = sized.layout
+    monitor = Action(
+        "change",
+        ActionKind.MONITORING,
+        Target(vg=spec.vg, lv=spec.pool),
+        "dmeventd only autoextends a monitored pool",
+        commands.lvchange_monitor(spec.vg, spec.pool),
+    )
+    if sized.placement is not None:
+        return (*profile_action(spec, observed), *_laid_out_pool_actions(spec, sized, sized.placement), monitor)
     argv = commands.lvcreate_thin_pool(
         spec.vg,
         spec.pool,
@@ -483,14 +617,48 @@ def _pool_actions(spec: PoolSpec, observed: Observed, layout: sizing.Layout) -> 
         "explicit extents, chunk and metadata: what lvm creates is exactly what was planned",
         argv,
     )
-    monitor = Action(
-        "change",
-        ActionKind.MONITORING,
-        Target(vg=spec.vg, lv=spec.pool),
-        "dmeventd only autoextends a monitored pool",
-        commands.lvchange_monitor(spec.vg, spec.pool),
-    )
     return (*profile_action(spec, observed), create, monitor)
+
+
+def _laid_out_pool_actions(spec: PoolSpec, sized: Sized, placement: layouts_.Placement) -> tuple[Action, ...]:
+    """lvmthin(7)'s recipe for a pool on RAID or stripes: the metadata LV, the data LV, then one converted
+    into the pool with the other as its metadata; each pinned to the PVs its extents were counted on."""
+    layout, layouts = sized.layout, sized.layouts
+    meta_name = commands.pool_metadata_name(spec.pool)
+    metadata = commands.lvcreate_pool_part(
+        spec.vg,
+        meta_name,
+        extents=layout.metadata_extents,
+        raid1=layouts.metadata == layouts_.MetadataLayout.RAID1,
+        pvs=placement.metadata_pvs,
+    )
+    data = commands.lvcreate_pool_part(
+        spec.vg,
+        spec.pool,
+        extents=layout.data_extents,
+        raid1=layouts.data == layouts_.DataLayout.RAID1,
+        stripes=layouts.stripes,
+        stripe_size=layouts.stripe_size,
+        pvs=placement.data_pvs,
+    )
+    convert = commands.lvconvert_thin_pool(
+        spec.vg,
+        spec.pool,
+        metadata_lv=meta_name,
+        chunk_size=layout.chunk_size,
+        zero=spec.zero,
+        profile=spec.profile_name,
+        spare_pvs=placement.spare_pvs,
+    )
+    meta_why = f"the pool's metadata, {layouts.metadata}, on {' and '.join(placement.metadata_pvs)}"
+    data_where = " and ".join(placement.data_pvs) or "the VG's disks"
+    return (
+        Action("create", ActionKind.POOL_PART, Target(vg=spec.vg, lv=meta_name), meta_why, metadata),
+        Action("create", ActionKind.POOL_PART, Target(vg=spec.vg, lv=spec.pool),
+               f"the pool's data, {layouts.describe_data()}, on {data_where}", data),
+        Action("create", ActionKind.THIN_POOL, Target(vg=spec.vg, lv=spec.pool),
+               f"the data becomes the pool, {meta_name} its metadata; explicit chunk, spare and profile", convert),
+    )  # fmt: skip
 
 
 def _converge_existing(spec: PoolSpec, observed: Observed, vg: VolumeGroup) -> Plan:

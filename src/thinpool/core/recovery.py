@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from thinpool.core.lvm.commands import MANAGED_TAG, dm_name
+from thinpool.core.lvm.commands import MANAGED_TAG, dm_name, pool_metadata_name
 from thinpool.core.model import DmDevice, LogicalVolume, VolumeGroup
 
 _LVM_TEMPORARY_NAME = re.compile(r"^lvol\d+$")
@@ -44,9 +44,19 @@ def _unused_linear(lv: LogicalVolume) -> bool:
     return lv.segtype == "linear" and not lv.hidden and len(lv.attr) > 5 and not lv.held_open
 
 
+# What a pool made from its parts (core.layouts) is made of before lvconvert joins them.
+_PART_SEGTYPES = ("linear", "striped", "raid1")
+
+
+def _unused_part(lv: LogicalVolume) -> bool:
+    return lv.segtype in _PART_SEGTYPES and not lv.hidden and len(lv.attr) > 5 and not lv.held_open
+
+
 def find_leftovers(vg: VolumeGroup, pool: str) -> Leftovers:
-    """Candidates only: temporary ones must still match the planned metadata size."""
-    tagged = tuple(lv for lv in vg.lvs if lv.bare_name == pool and _unused_linear(lv) and MANAGED_TAG in lv.tags)
+    """Candidates only: temporary ones must still match the planned metadata size. Tagged ones are the pool's
+    own name (lvcreate's, or the data LV of a pool made from its parts) or its parts' metadata LV."""
+    parts = (pool, pool_metadata_name(pool))
+    tagged = tuple(lv for lv in vg.lvs if lv.bare_name in parts and _unused_part(lv) and MANAGED_TAG in lv.tags)
     temporary = tuple(lv for lv in vg.lvs if _LVM_TEMPORARY_NAME.match(lv.name) and _unused_linear(lv) and not lv.tags)
     return Leftovers(tagged, temporary)
 

@@ -421,10 +421,12 @@ class Layout:
     spare_extents: int
     headroom_extents: int
     free_extents: int
+    redundancy_extents: int = 0  # RAID: the second images and every image's metadata subvolume (core.layouts)
 
     @property
     def required_extents(self) -> int:
-        return self.data_extents + self.metadata_extents + self.spare_extents + self.headroom_extents
+        parts = self.data_extents + self.metadata_extents + self.spare_extents + self.headroom_extents
+        return parts + self.redundancy_extents
 
     @property
     def fits(self) -> bool:

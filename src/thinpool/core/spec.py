@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from thinpool.core import names, sizing
 from thinpool.core.boot_check import BootCheck
+from thinpool.core.layouts import DataLayout, MetadataLayout
 from thinpool.core.units import SECTOR, GiB, MiB, Percent, format_size, lvm_size_arg, parse_percent
 from thinpool.errors import SpecError
 
@@ -270,6 +271,10 @@ class PoolSpec:
     engine_options: EngineOptions = field(default_factory=EngineOptions)
     boot_check: BootCheck = BootCheck.FAST  # the check lvm runs at activation (core.boot_check)
     encryption: Encryption | None = None  # --encrypt: LUKS2 under each new PV
+    layout: DataLayout | None = None  # the data's (None: linear)
+    metadata_layout: MetadataLayout | None = None  # None: raid1 from two disks on (core.layouts)
+    stripes: int | None = None  # striped data: over this many disks (None: all)
+    stripe_size: int | None = None
 
     @property
     def profile_name(self) -> str:
@@ -290,6 +295,8 @@ class PoolSpec:
             raise SpecError("--thin-device-size must be at least 1 MiB", fix="Docker's dm.basesize is 10GiB")
         if self.chunk_size is not None:
             sizing.validate_chunk(self.chunk_size)
+        if self.stripes is not None and self.stripes < 2:
+            raise SpecError(f"--stripes {self.stripes} is not a stripe set", fix="stripe over 2 disks or more")
 
     def check_devices(self) -> None:
         """Before anything reads them: every device an absolute path."""
@@ -331,6 +338,10 @@ class PoolSpec:
             "encryption": {"key_file": self.encryption.key_file, "tpm2": self.encryption.tpm2}
             if self.encryption
             else None,
+            "layout": self.layout and str(self.layout),
+            "metadata_layout": self.metadata_layout and str(self.metadata_layout),
+            "stripes": self.stripes,
+            "stripe_size": self.stripe_size,
         }
 
     @classmethod
@@ -366,6 +377,11 @@ class PoolSpec:
             engine_options=EngineOptions.from_dict(_field(data, "engine_options", (dict,))),
             boot_check=BootCheck(data.get("boot_check", BootCheck.FAST)),  # plans saved before it: the default
             encryption=_encryption(data.get("encryption")),
+            # plans saved before layouts: the defaults
+            layout=DataLayout(data["layout"]) if data.get("layout") else None,
+            metadata_layout=MetadataLayout(data["metadata_layout"]) if data.get("metadata_layout") else None,
+            stripes=_field({"stripes": data.get("stripes")}, "stripes", (int, type(None))),
+            stripe_size=_field({"stripe_size": data.get("stripe_size")}, "stripe_size", (int, type(None))),
         )
 
 

@@ -20,7 +20,7 @@ LV_FIELDS = (
 VG_FIELDS = "vg_name,vg_uuid,vg_extent_size,vg_extent_count,vg_free_count,vg_seqno,pv_count,lv_count,vg_tags"
 PV_FIELDS = "pv_name,vg_name,pv_attr,pv_mda_used_count,pv_size,pe_start,pv_pe_count,pv_pe_alloc_count,dev_size"
 # lvm fullreport keeps an LV's own fields and its segments' apart (joined by lv_uuid).
-SEG_FIELDS = "lv_uuid,segtype,chunk_size,seg_monitor,transaction_id,thin_id"
+SEG_FIELDS = "lv_uuid,segtype,chunk_size,seg_monitor,transaction_id,thin_id,stripes"
 SEG_OWN_FIELDS = tuple(SEG_FIELDS.split(",")[1:])  # the segment's own; lv_uuid joins its rows to the LV's
 LV_OWN_FIELDS = ",".join(field for field in LV_FIELDS.split(",") if field not in SEG_OWN_FIELDS)
 
@@ -78,6 +78,49 @@ def lvcreate_thin_pool(
     )
 
 
+def pool_metadata_name(pool: str) -> str:
+    """The metadata LV of a pool made from its parts, until lvconvert makes it POOL_tmeta."""
+    return f"{pool}_meta"
+
+
+def lvcreate_pool_part(
+    vg: str,
+    name: str,
+    *,
+    extents: int,
+    raid1: bool = False,
+    stripes: int = 1,
+    stripe_size: int = 0,
+    pvs: tuple[str, ...] = (),
+) -> Argv:
+    """A pool's data or metadata LV before the conversion: linear, raid1 (two images) or striped, on ``pvs``
+    (none: anywhere); tagged, so that one an interrupted run leaves is known as thinpool's."""
+    layout: Argv = ("--type", "raid1", "--mirrors", "1") if raid1 else ()
+    if stripes > 1:
+        layout = ("--type", "striped", "--stripes", str(stripes), "--stripesize", lvm_size_arg(stripe_size))
+    return (
+        "lvcreate", "--yes", *layout, "--extents", str(extents), "--name", name, "--addtag", MANAGED_TAG, vg, *pvs,
+    )  # fmt: skip
+
+
+def lvconvert_thin_pool(
+    vg: str,
+    pool: str,
+    *,
+    metadata_lv: str,
+    chunk_size: int,
+    zero: bool,
+    profile: str,
+    spare_pvs: tuple[str, ...] = (),
+) -> Argv:
+    """``pool`` (its data LV) becomes a thin pool with ``metadata_lv`` as its metadata; the spare on ``spare_pvs``."""
+    return (
+        "lvconvert", "--yes", "--type", "thin-pool", "--poolmetadata", f"{vg}/{metadata_lv}",
+        "--chunksize", lvm_size_arg(chunk_size), "--poolmetadataspare", "y", "--zero", "y" if zero else "n",
+        "--metadataprofile", profile, f"{vg}/{pool}", *spare_pvs,
+    )  # fmt: skip
+
+
 def lvcreate_thin(vg: str, pool: str, name: str, virtual_size: int) -> Argv:
     """A thin volume of the pool, tagged as thinpool's."""
     return (
@@ -109,9 +152,10 @@ def pvremove(device: str) -> Argv:
     return ("pvremove", "--yes", device)
 
 
-def lvextend_data(vg: str, pool: str, *, to_extents: int) -> Argv:
-    """Grow a pool's data to ``to_extents`` (a size, not a step: dmeventd's autoextend may grow it meanwhile)."""
-    return ("lvextend", "--yes", "--extents", str(to_extents), f"{vg}/{pool}")
+def lvextend_data(vg: str, pool: str, *, to_extents: int, pvs: tuple[str, ...] = ()) -> Argv:
+    """Grow a pool's data to ``to_extents`` (a size, not a step: dmeventd's autoextend may grow it meanwhile),
+    on ``pvs`` (none: anywhere)."""
+    return ("lvextend", "--yes", "--extents", str(to_extents), f"{vg}/{pool}", *pvs)
 
 
 def lvextend_metadata(vg: str, pool: str, *, to_size: int) -> Argv:
@@ -144,6 +188,26 @@ def lvchange_deactivate_parts(vg: str, parts: tuple[str, ...]) -> Argv:
 def lvchange_error_when_full(vg: str, pool: str, error: bool) -> Argv:
     """Fail writes at once when the pool is full (y), or queue them for dm-thin's no_space_timeout (n)."""
     return ("lvchange", "--errorwhenfull", "y" if error else "n", f"{vg}/{pool}")
+
+
+def lvchange_refresh(vg: str, lv: str) -> Argv:
+    """Reload ``lv``'s mappings: a RAID whose disk came back takes it again and resyncs it."""
+    return ("lvchange", "--refresh", f"{vg}/{lv}")
+
+
+def lvchange_syncaction_repair(vg: str, lv: str) -> Argv:
+    """Scrub a RAID LV: read every region of each image, and rewrite what differs."""
+    return ("lvchange", "--syncaction", "repair", f"{vg}/{lv}")
+
+
+def lvconvert_repair_raid(vg: str, lv: str) -> Argv:
+    """Replace a RAID LV's failed image with one allocated on a PV that has room (not one of its others)."""
+    return ("lvconvert", "--repair", "--yes", f"{vg}/{lv}")
+
+
+def vgreduce_removemissing(vg: str) -> Argv:
+    """Forget the PVs the VG lists but no longer finds (after their images were rebuilt elsewhere)."""
+    return ("vgreduce", "--removemissing", vg)
 
 
 def lvchange_addtags(vg: str, lv: str, tags: tuple[str, ...]) -> Argv:
@@ -209,7 +273,7 @@ def lvs_report(vg: str | None = None) -> Argv:
     return ("lvs", "-a", *REPORT_OPTIONS, "-o", LV_FIELDS, *((vg,) if vg else ()))
 
 
-STATUS_FIELDS = LV_FIELDS + ",thin_count,devices,vg_extent_size,vg_extent_count,vg_free_count,vg_tags"
+STATUS_FIELDS = LV_FIELDS + ",thin_count,devices,copy_percent,vg_extent_size,vg_extent_count,vg_free_count,vg_tags"
 
 
 def status_report(vg: str) -> Argv:

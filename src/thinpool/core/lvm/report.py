@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from thinpool.core.health import PoolNotFound, PoolStatus, ThinVolume
+from thinpool.core.health import PoolNotFound, PoolPart, PoolStatus, ThinVolume
 from thinpool.core.lvm.commands import MANAGED_TAG
 from thinpool.core.model import DmDevice, LogicalVolume, PhysicalVolume, VolumeGroup
 from thinpool.core.units import scale_decimal
@@ -127,6 +127,7 @@ def parse_lvs(text: str, vg: str = "") -> list[LogicalVolume]:
             kernel_device=kernel_device(row),
             transaction_id=_optional_int(row.get("transaction_id", "")),
             thin_id=_optional_int(row.get("thin_id", "")),
+            stripes=_int(row.get("stripes", "")),
         )
         # One row per segment: keep the first, the LV-level fields are the same.
         seen.setdefault((lv.vg_name, lv.name), lv)
@@ -265,9 +266,44 @@ def _pool_row(lv_rows: list[dict[str, str]], vg: str, pool: str) -> dict[str, st
     )
 
 
+def _devices_of(lv_rows: list[dict[str, str]], name: str, depth: int = 0) -> set[str]:
+    """The PVs under LV ``name`` (as lvs -a names it, ``[hidden]``): a RAID's images are LVs, read in turn."""
+    found: set[str] = set()
+    for row in lv_rows:
+        if row["lv_name"] != name:
+            continue
+        for entry in row.get("devices", "").split(","):
+            device = entry.split("(")[0]
+            if device.startswith("[") and depth < 4:
+                found |= _devices_of(lv_rows, device, depth + 1)
+            elif device:
+                found.add(device)
+    return found
+
+
 def _data_devices(lv_rows: list[dict[str, str]], pool: str) -> tuple[str, ...]:
-    parts = (row.get("devices", "").split(",") for row in lv_rows if row["lv_name"] == f"[{pool}_tdata]")
-    return tuple(sorted({part.split("(")[0] for listed in parts for part in listed if part}))
+    return tuple(sorted(_devices_of(lv_rows, f"[{pool}_tdata]")))
+
+
+def _parts(lv_rows: list[dict[str, str]], pool: str) -> tuple[PoolPart, ...]:
+    found = []
+    for role, suffix in (("data", "_tdata"), ("metadata", "_tmeta")):
+        name = f"[{pool}{suffix}]"
+        row = next((row for row in lv_rows if row["lv_name"] == name), None)
+        if row is None:
+            continue
+        devices = tuple(sorted(_devices_of(lv_rows, name)))
+        found.append(
+            PoolPart(
+                role,
+                row.get("segtype", ""),
+                attr=row.get("lv_attr", ""),
+                health=row.get("lv_health_status", ""),
+                sync_percent=row.get("copy_percent", ""),
+                devices=devices,
+            )
+        )
+    return tuple(found)
 
 
 @_read_as("lv")
@@ -295,6 +331,7 @@ def pool_status(text: str, vg: str, pool: str) -> PoolStatus:
         health=row.get("lv_health_status", ""),
         profile=row.get("lv_profile", ""),
         devices=_data_devices(lv_rows, pool),
+        parts=_parts(lv_rows, pool),
         when_full=row.get("lv_when_full", ""),
         volumes=volumes,
         transaction_id=_optional_int(row.get("transaction_id", "")),

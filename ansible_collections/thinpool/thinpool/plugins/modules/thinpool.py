@@ -116,6 +116,25 @@ options:
         only closed.
     type: bool
     default: false
+  layout:
+    description:
+      - How the data is laid over the disks. V(linear) (the default) fills one disk after another; V(striped)
+        writes across O(stripes) disks in turn, their speed together; V(raid1) keeps two copies on two disks, so
+        one may die, in half the space. Only for a new pool; C(thinpool grow) keeps it.
+    type: str
+    choices: [linear, striped, raid1]
+  metadata_layout:
+    description:
+      - How the metadata is laid, whose loss loses every thin volume. Default V(raid1) from two disks on (two
+        copies of about 0.1% of the pool), V(linear) on one.
+    type: str
+    choices: [linear, raid1]
+  stripes:
+    description: With O(layout=striped), the disks to stripe over (default all).
+    type: int
+  stripe_size:
+    description: With O(layout=striped), the bytes written to each disk in turn (default C(64k), lvm's).
+    type: str
   boot_check:
     description:
       - The metadata check lvm runs at each activation, boots included.
@@ -242,6 +261,7 @@ try:
     from thinpool.app.context import system_context
     from thinpool.core import changes, crypt, sizing
     from thinpool.core.boot_check import BootCheck
+    from thinpool.core.layouts import DataLayout, MetadataLayout
     from thinpool.core.spec import OPTION_DEFAULTS, Encryption, EngineOptions, PoolSpec, normal_path
     from thinpool.core.units import parse_size, parse_size_or_percent
     from thinpool.engines import (  # noqa: F401 (loaded by name at run time; named here so they are sent)
@@ -296,6 +316,10 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "zero": {"type": "bool", "default": False},
     "wipe": {"type": "bool", "default": False},
     "boot_check": {"type": "str", "choices": ["fast", "full"], "default": DEFAULTS.get("boot_check")},
+    "layout": {"type": "str", "choices": ["linear", "striped", "raid1"]},
+    "metadata_layout": {"type": "str", "choices": ["linear", "raid1"]},
+    "stripes": {"type": "int"},
+    "stripe_size": {"type": "str"},
     "encrypt": {"type": "bool", "default": False},
     "erase_encryption": {"type": "bool", "default": False},
     "key_file": {"type": "str", "no_log": False},
@@ -354,6 +378,10 @@ def _spec(params: dict[str, Any]) -> Any:
         wipe=params["wipe"],
         boot_check=BootCheck(params["boot_check"]),
         encryption=_encryption(params),
+        layout=DataLayout(params["layout"]) if params["layout"] else None,
+        metadata_layout=MetadataLayout(params["metadata_layout"]) if params["metadata_layout"] else None,
+        stripes=params["stripes"],
+        stripe_size=_size(params, "stripe_size"),
         engine_options=EngineOptions(
             base_size=parse_size(params["base_size"], what="base_size"),
             volume_size=_size(params, "volume_size"),
