@@ -1,18 +1,23 @@
 """Layouts over several disks: the choice, lvm's raid metadata size, and placements checked against lvm's rules."""
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thinpool.core import layouts, lifecycle, planner, sizing
+from thinpool.app import metrics
+from thinpool.core import doctor, layouts, lifecycle, planner, sizing
+from thinpool.core.health import PoolStatus
 from thinpool.core.layouts import DataLayout, Layouts, MetadataLayout, Parts
-from thinpool.core.model import LogicalVolume, Observed, virtual_disks
+from thinpool.core.model import LogicalVolume, Observed, PhysicalVolume, virtual_disks
 from thinpool.core.plan import Plan
 from thinpool.core.spec import PoolSpec
 from thinpool.core.units import GiB, KiB, MiB, TiB, ceil_div
 from thinpool.errors import DoesNotFit, SpecError
 
-from .builders import disk, empty_vg, laid_out, observed_with_vg
+from .builders import codes, disk, empty_vg, laid_out, observed_with_vg, pool_status
 
 EXTENT = 4 * MiB
 
@@ -234,3 +239,71 @@ def test_grow_of_striped_data_keeps_its_stripes_on_as_many_new_disks() -> None:
     plan = lifecycle.plan_grow(PoolSpec(devices=("/dev/sdc", "/dev/sdd", "/dev/sde")), observed)
     assert plan.actions[-1].argv[-3:] == ("/dev/sdc", "/dev/sdd", "/dev/sde")
     assert (laid_out(plan).data_extents - 832) % 3 == 0 and laid_out(plan).redundancy_extents == 0
+
+
+def _two_pv_vg(lvs: tuple[LogicalVolume, ...]) -> Observed:
+    """docker on /dev/sdb and /dev/sdc, 25,598 extents each, with ``lvs`` taking 6,000 of each."""
+    vg = replace(empty_vg("docker", 2 * 25598, free=2 * 19598, lvs=lvs), pv_names=("/dev/sdb", "/dev/sdc"))
+    pvs = {name: PhysicalVolume(name, "docker", 25598 * EXTENT, MiB, 25598, 6000, 100 * GiB) for name in vg.pv_names}
+    return Observed(pvs=pvs, vgs={"docker": vg})
+
+
+def test_parts_an_interrupted_apply_left_are_removed_before_the_pool_is_made_again() -> None:
+    """Killed after the metadata LV (or after the data LV too): both are tagged thinpool's, unused, and of a
+    layout thinpool makes, so the next apply removes them first and makes the pool from its parts again."""
+    observed = virtual_disks(TWO_DISKS)
+    plan = planner.plan(PoolSpec(devices=("disk1", "disk2"), layout=DataLayout.RAID1), observed)
+    meta = LogicalVolume("thinpool_meta", "docker", "rwi-a-r---", 49 * EXTENT, "raid1", tags=("thinpool.managed",))
+    data = LogicalVolume("thinpool", "docker", "rwi-a-r---", 4202 * EXTENT, "raid1", tags=("thinpool.managed",))
+    for left in ((meta,), (meta, data)):
+        again = planner.plan(PoolSpec(devices=(), layout=DataLayout.RAID1), _two_pv_vg(left))
+        removed = [action.target.lv for action in again.actions if action.kind == "interrupted-leftover"]
+        assert sorted(removed) == sorted(lv.name for lv in left)
+        assert [action.kind for action in again.actions][-4:] == [action.kind for action in plan.actions][-4:]
+    foreign = LogicalVolume("thinpool_meta", "docker", "rwi-a-r---", 49 * EXTENT, "raid1")  # not tagged: not ours
+    again = planner.plan(PoolSpec(devices=(), layout=DataLayout.RAID1), _two_pv_vg((foreign,)))
+    assert not [action for action in again.actions if action.kind == "interrupted-leftover"]
+
+
+def test_a_layout_the_existing_pool_does_not_have_is_refused_not_reported_as_done() -> None:
+    pool = LogicalVolume("thinpool", "docker", "twi-a-t---", 832 * EXTENT, "thin-pool", 48 * MiB, 512 * KiB)
+    tdata = LogicalVolume("[thinpool_tdata]", "docker", "Twi-ao----", 832 * EXTENT, "linear")
+    tmeta = LogicalVolume("[thinpool_tmeta]", "docker", "ewi-ao----", 48 * MiB, "raid1")
+    observed = _two_pv_vg((pool, tdata, tmeta))
+    with pytest.raises(SpecError, match=r"data linear \(wanted raid1\)"):
+        planner.plan(PoolSpec(layout=DataLayout.RAID1), observed)
+    assert planner.plan(PoolSpec(metadata_layout=MetadataLayout.RAID1), observed) is not None  # it has that
+    assert planner.plan(PoolSpec(), observed) is not None  # the defaults never refuse a pool already made
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures/lvm-2.03.31"
+
+
+def _status(name: str) -> PoolStatus:
+    return pool_status((FIXTURES / f"status-{name}.json").read_text(), "docker", "thinpool", {})
+
+
+def test_status_reads_each_parts_layout_and_the_disks_under_its_images() -> None:
+    status = _status("raid1-in-sync")
+    assert status.layout == {"data": "raid1", "metadata": "raid1"}
+    assert status.devices == ("/dev/vda", "/dev/vdb")  # read through the raid images
+    assert all(part.devices == ("/dev/vda", "/dev/vdb") and part.in_sync for part in status.parts)
+    assert not status.raid_degraded and status.raid_in_sync and status.images("data") == 2
+    assert "raid-degraded" not in codes(doctor.diagnose(status))
+
+
+def test_a_lost_disk_is_raid_degraded_with_its_repair_never_a_metadata_repair() -> None:
+    status = _status("raid1-degraded")
+    assert status.raid_degraded and [part.problem for part in status.parts] == ["partial", "partial"]
+    assert status.health_problems == ()  # lvm's "partial" on the pool is the RAID's, not the metadata's
+    found = {finding.code: finding for finding in doctor.diagnose(status)}
+    assert "metadata-needs-repair" not in found
+    degraded = found["raid-degraded"]
+    assert degraded.severity == "critical" and "a missing disk" in degraded.problem
+    assert degraded.fix.startswith("put in a disk for the one lost (NEW below), then: vgextend docker /dev/NEW; ")
+    assert (
+        "lvconvert --repair --yes docker/thinpool_tdata; lvconvert --repair --yes docker/thinpool_tmeta" in degraded.fix
+    )
+    assert "vgreduce --removemissing docker" in degraded.fix
+    gauges = {name: value(status) for name, _, value in metrics.GAUGES}
+    assert gauges["raid_degraded"] == 1 and gauges["raid_in_sync"] == 1

@@ -69,9 +69,11 @@ def test_each_layout_is_made_exactly_as_planned_and_dmeventd_grows_it(
     parts = _parts(vm)
     assert parts["thinpool_tmeta"]["segtype"] == "raid1" and parts["thinpool_tdata"]["segtype"] == data_segtype
     assert _pvs_of(parts, "thinpool_tmeta_rimage_0") | _pvs_of(parts, "thinpool_tmeta_rimage_1") == set(TWO_DISKS)
-    if data_segtype != "linear":
+    if data_segtype == "raid1":
         data_pvs = _pvs_of(parts, "thinpool_tdata_rimage_0") | _pvs_of(parts, "thinpool_tdata_rimage_1")
-        assert (data_pvs if data_segtype == "raid1" else _pvs_of(parts, "thinpool_tdata")) == set(TWO_DISKS)
+        assert data_pvs == set(TWO_DISKS)
+    elif data_segtype == "striped":
+        assert _pvs_of(parts, "thinpool_tdata") == set(TWO_DISKS)
 
     vm.run(["lvcreate", "-q", "-V", "256m", "-T", "docker/thinpool", "-n", "fill"])
     vm.run(["dd", "if=/dev/urandom", "of=/dev/docker/fill", "bs=1M", "count=52", "oflag=direct", "status=none"])
@@ -95,6 +97,14 @@ i=0; while [ ! -e /tmp/stop-writer ]; do
   head -c 1M /dev/urandom > {KEEP}/during.$i && sync {KEEP}/during.$i || {{ echo "write $i failed"; exit 1; }}
   i=$((i + 1))
 done; echo "wrote $i"
+"""
+
+
+RESCAN = """
+vgchange -an docker >/dev/null 2>&1; dmsetup remove_all --force >/dev/null 2>&1
+echo 1 > /sys/bus/pci/rescan
+for i in $(seq 100); do [ -b /dev/vdb ] && exit 0; sleep 0.2; done
+ls /dev/vd*; exit 1
 """
 
 
@@ -124,18 +134,21 @@ def test_a_disk_dead_under_writes_leaves_raid1_serving_and_doctors_fix_brings_th
 
     address = ""
     try:
-        vm.run(["bash", "-c", f"rm -f /tmp/stop-writer; ({WRITER}) > /tmp/writer.log 2>&1 & echo $! > /tmp/writer.pid"])
+        vm.run(["bash", "-c", f"rm -f /tmp/stop-writer; ({WRITER}) > /tmp/writer.log 2>&1 &"])
         time.sleep(3)
         address = _remove_disk(vm, "vdb")
         time.sleep(5)
         vm.run(["touch", "/tmp/stop-writer"])
-        vm.run(["bash", "-c", "while kill -0 $(cat /tmp/writer.pid) 2>/dev/null; do sleep 0.5; done"], timeout=120)
+        # the writer's last line says it stopped (the guest's PID 1 leaves it a zombie: kill -0 cannot tell)
+        vm.run(["bash", "-c", "until grep -q -e wrote -e failed /tmp/writer.log; do sleep 0.5; done"], timeout=120)
         written = vm.run(["cat", "/tmp/writer.log"]).stdout
         assert written.startswith("wrote "), written  # no write failed while the disk went away
         vm.run(["bash", "-c", f"cat {KEEP}/during.* > /dev/null"])
 
-        degraded = [finding for finding in _doctor(vm) if finding["code"] == "raid-degraded"]
-        assert degraded and degraded[0]["severity"] == "critical", _doctor(vm)
+        findings = _doctor(vm)
+        degraded = [finding for finding in findings if finding["code"] == "raid-degraded"]
+        assert degraded and degraded[0]["severity"] == "critical", findings
+        assert "metadata-needs-repair" not in {finding["code"] for finding in findings}, findings  # lvm's "partial"
         assert "partial" in degraded[0]["problem"] and "docker/thinpool" in degraded[0]["problem"]
         fix = degraded[0]["fix"]
         assert "lvconvert --repair --yes docker/thinpool_tdata" in fix, fix
@@ -157,6 +170,5 @@ def test_a_disk_dead_under_writes_leaves_raid1_serving_and_doctors_fix_brings_th
     finally:
         vm.run(["touch", "/tmp/stop-writer"], check=False)
         vm.run(["umount", "-l", KEEP], check=False)
-        if address:  # the disk back for the next test: the shared VM's reset wipes what it holds
-            vm.run(["bash", "-c", "echo 1 > /sys/bus/pci/rescan; for i in $(seq 50); do "
-                    "[ -b /dev/vdb ] && exit 0; sleep 0.2; done; exit 1"])  # fmt: skip
+        if address:  # the disk back as vdb for the next tests: its name is free once no mapping holds it
+            vm.run(["bash", "-c", RESCAN], timeout=120)

@@ -58,7 +58,8 @@ def _layout_findings(status: PoolStatus) -> list[Finding]:
 
 
 def _degraded_problem(part: PoolPart) -> str:
-    return f"its {part.role} ({part.segtype} on {', '.join(part.devices) or 'its disks'}) is {part.problem}"
+    disks = ", ".join("a missing disk" if device == "[unknown]" else device for device in part.devices)
+    return f"its {part.role} ({part.segtype} on {disks or 'its disks'}) is {part.problem}"
 
 
 def _degraded_fix(status: PoolStatus, degraded: list[PoolPart]) -> str:

@@ -178,6 +178,8 @@ class PoolStatus:
         flag = HEALTH_FLAGS.get(self.attr[8:9], "")
         found = [flag] if flag else []
         word = HEALTH_WORDS.get(self.health, self.health)
+        if word in RAID_PROBLEMS.values():  # a RAID part's, judged as raid-degraded (core.doctor)
+            word = ""
         if word and word not in found:
             found.append(word)
         return tuple(found)

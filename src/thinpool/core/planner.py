@@ -706,6 +706,16 @@ def _converge_existing(spec: PoolSpec, observed: Observed, vg: VolumeGroup) -> P
     )
 
 
+def _layout_differences(spec: PoolSpec, vg: VolumeGroup) -> list[str]:
+    """A layout asked for that the pool does not have: thinpool never converts a pool's parts."""
+    found = []
+    for role, wanted in (("data", spec.layout), ("metadata", spec.metadata_layout)):
+        part = vg.lv(f"{spec.pool}_t{'data' if role == 'data' else 'meta'}")
+        if wanted is not None and part is not None and part.segtype and part.segtype != wanted:
+            found.append(f"{role} {part.segtype} (wanted {wanted})")
+    return found
+
+
 def _refuse_conflicts(spec: PoolSpec, vg: VolumeGroup, lv: LogicalVolume) -> None:
     target = f"{spec.vg}/{spec.pool}"
     if not lv.is_thin_pool:
@@ -720,6 +730,7 @@ def _refuse_conflicts(spec: PoolSpec, vg: VolumeGroup, lv: LogicalVolume) -> Non
         differences.append(f"data {format_size(lv.size)} (wanted {format_size(spec.data_size)})")
     if spec.metadata_size is not None and spec.metadata_size > lv.metadata_size:
         differences.append(f"metadata {format_size(lv.metadata_size)} (wanted {format_size(spec.metadata_size)})")
+    differences += _layout_differences(spec, vg)
     new_devices = [path for path in spec.devices if pv_path(spec, path) not in vg.pv_names]
     if new_devices:
         differences.append(f"devices {', '.join(new_devices)} are not in {spec.vg}")

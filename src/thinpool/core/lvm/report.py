@@ -267,14 +267,16 @@ def _pool_row(lv_rows: list[dict[str, str]], vg: str, pool: str) -> dict[str, st
 
 
 def _devices_of(lv_rows: list[dict[str, str]], name: str, depth: int = 0) -> set[str]:
-    """The PVs under LV ``name`` (as lvs -a names it, ``[hidden]``): a RAID's images are LVs, read in turn."""
+    """The PVs under LV ``name`` (brackets or not): a RAID's images are LVs (lvs names them in ``devices``
+    without their brackets), read in turn."""
     found: set[str] = set()
+    names = {row["lv_name"].strip("[]") for row in lv_rows}
     for row in lv_rows:
-        if row["lv_name"] != name:
+        if row["lv_name"].strip("[]") != name.strip("[]"):
             continue
         for entry in row.get("devices", "").split(","):
             device = entry.split("(")[0]
-            if device.startswith("[") and depth < 4:
+            if device.strip("[]") in names and depth < 4:
                 found |= _devices_of(lv_rows, device, depth + 1)
             elif device:
                 found.add(device)
