@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thinpool.app import metrics
-from thinpool.core import doctor, layouts, lifecycle, planner, sizing
+from thinpool.core import doctor, layouts, lifecycle, owners, planner, sizing
 from thinpool.core.health import PoolStatus
 from thinpool.core.layouts import DataLayout, Layouts, MetadataLayout, Parts
 from thinpool.core.model import LogicalVolume, Observed, PhysicalVolume, virtual_disks
@@ -307,3 +307,19 @@ def test_a_lost_disk_is_raid_degraded_with_its_repair_never_a_metadata_repair() 
     assert "vgreduce --removemissing docker" in degraded.fix
     gauges = {name: value(status) for name, _, value in metrics.GAUGES}
     assert gauges["raid_degraded"] == 1 and gauges["raid_in_sync"] == 1
+
+
+def test_destroy_counts_a_raid_parts_images_as_the_pools_and_removes_the_vg() -> None:
+    pool = LogicalVolume("thinpool", "docker", "twi-a-t---", 832 * EXTENT, "thin-pool", 48 * MiB, 512 * KiB)
+    hidden = [LogicalVolume(f"[thinpool_t{part}_r{kind}_{index}]", "docker", "iwi-aor---", EXTENT, "linear")
+              for part in ("data", "meta") for kind in ("image", "meta") for index in (0, 1)]  # fmt: skip
+    plan = lifecycle.plan_destroy(PoolSpec(), _two_pv_vg((pool, *hidden)))
+    assert "volume-group" in [action.kind for action in plan.actions]
+
+
+def test_a_raid1_pools_grow_fix_counts_both_copies_and_names_two_new_disks() -> None:
+    room = replace(_status("raid1-in-sync"), vg_free_extents=100).room
+    assert (room.data_images, room.grow_disks) == (2, 2)
+    ownership = _status("raid1-in-sync").ownership
+    assert owners.grow_data_fix(ownership, room, 50) == "lvextend -l +50 docker/thinpool"  # 2 x 50 fit in 100
+    assert owners.grow_data_fix(ownership, room, 51) == "thinpool grow /dev/sdX /dev/sdY --vg docker --pool thinpool"

@@ -146,7 +146,10 @@ class PoolStatus:
 
     @property
     def room(self) -> owners.Room:
-        return owners.Room(self.vg, self.pool, self.extent_size, self.vg_free_extents, self.devices)
+        data = self.part("data")
+        width = len(data.devices) if data is not None and data.segtype == "striped" else self.images("data")
+        images = self.images("data")
+        return owners.Room(self.vg, self.pool, self.extent_size, self.vg_free_extents, self.devices, images, width)
 
     @property
     def reclaimable(self) -> int:

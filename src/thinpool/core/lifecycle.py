@@ -50,6 +50,8 @@ def plan_destroy(
         )
     ours = {pool.bare_name, f"{pool.bare_name}_tdata", f"{pool.bare_name}_tmeta"}
     ours |= {lv.bare_name for lv in vg.thin_volumes(pool.bare_name)}
+    parts = (f"{pool.bare_name}_tdata_", f"{pool.bare_name}_tmeta_")  # a RAID part's images and rmeta
+    ours |= {lv.bare_name for lv in vg.lvs if lv.hidden and lv.bare_name.startswith(parts)}
     others = [lv.bare_name for lv in vg.lvs if lv.bare_name not in ours and not lv.is_spare]
     pool_target = Target(vg=spec.vg, lv=spec.pool)
     actions = [

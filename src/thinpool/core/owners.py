@@ -144,6 +144,13 @@ class Room:
     extent_size: int
     vg_free_extents: int
     devices: tuple[str, ...]
+    data_images: int = 1  # raid1 data: each extent added takes two
+    grow_disks: int = 1  # new disks thinpool grow takes at a time (raid1: 2, striped: its stripes)
+
+    @property
+    def new_disks(self) -> str:
+        """What to name on ``thinpool grow``: one new disk, or as many as the layout grows onto."""
+        return " ".join(f"/dev/sd{letter}" for letter in "XYZUVW"[: self.grow_disks])
 
 
 def grow_data_fix(ownership: Ownership, room: Room, extents: int) -> str:
@@ -155,11 +162,11 @@ def grow_data_fix(ownership: Ownership, room: Room, extents: int) -> str:
             f"{tool} storage set {room.vg} size=<larger> ({ownership.owner.label} grows its loop file, the PV "
             f"and {target} together; name its storage pool if it is not {room.vg})"
         )
-    if extents <= room.vg_free_extents:
+    if extents * room.data_images <= room.vg_free_extents:
         return f"lvextend -l +{extents} {target}"
     if ownership.owner.has_own_tools:
         return f"vgextend {room.vg} /dev/sdX && lvextend -l +{extents} {target}"
-    return f"thinpool grow /dev/sdX --vg {room.vg} --pool {room.pool}"
+    return f"thinpool grow {room.new_disks} --vg {room.vg} --pool {room.pool}"
 
 
 def grow_metadata_fix(ownership: Ownership, room: Room, size: int) -> str:
@@ -171,7 +178,7 @@ def grow_metadata_fix(ownership: Ownership, room: Room, size: int) -> str:
         return command
     if ownership.owner.has_own_tools:
         return f"vgextend {room.vg} /dev/sdX && {command} (the VG needs {format_size(needed * room.extent_size)} free)"
-    return f"thinpool grow /dev/sdX --vg {room.vg} --pool {room.pool}"
+    return f"thinpool grow {room.new_disks} --vg {room.vg} --pool {room.pool}"
 
 
 def stop_users(ownership: Ownership, target: str) -> str:
