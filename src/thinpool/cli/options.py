@@ -128,8 +128,8 @@ def add_layout_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--layout",
         choices=[str(layout) for layout in DataLayout],
-        help="the data: linear (all the disks' space, the default), striped (their speed together; one disk's "
-        "death loses the pool) or raid1 (two copies on two disks; half the space)",
+        help="the data: linear (all the disks' space, the default), striped (across them in turn, for their "
+        "bandwidth together; one disk's death loses the pool) or raid1 (two copies on two disks; half the space)",
     )
     group.add_argument(
         "--metadata-layout",

@@ -37,7 +37,7 @@ class DataLayout(StrEnum):
     """How the pool's data is laid over the disks (``--layout``)."""
 
     LINEAR = "linear"  # filled one disk after another: all their space, no copy
-    STRIPED = "striped"  # written across the disks in turn: their speed together, no copy
+    STRIPED = "striped"  # written across the disks in turn (for their bandwidth together), no copy
     RAID1 = "raid1"  # two copies on two disks: one may die
 
 

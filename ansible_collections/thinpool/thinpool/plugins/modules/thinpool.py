@@ -119,8 +119,8 @@ options:
   layout:
     description:
       - How the data is laid over the disks. V(linear) (the default) fills one disk after another; V(striped)
-        writes across O(stripes) disks in turn, their speed together; V(raid1) keeps two copies on two disks, so
-        one may die, in half the space. Only for a new pool; C(thinpool grow) keeps it.
+        writes across O(stripes) disks in turn, for their bandwidth together; V(raid1) keeps two copies on two
+        disks, so one may die, in half the space. Only for a new pool; C(thinpool grow) keeps it.
     type: str
     choices: [linear, striped, raid1]
   metadata_layout:
