@@ -53,10 +53,12 @@ def test_defaults_by_the_number_of_disks() -> None:
     [
         ((DataLayout.RAID1, None, None, None), 1, "--layout raid1 keeps two copies on two disks"),
         ((None, MetadataLayout.RAID1, None, None), 1, "--metadata-layout raid1 keeps two copies"),
-        ((DataLayout.STRIPED, None, None, None), 1, "needs 2 to 1"),
-        ((DataLayout.STRIPED, None, 3, None), 2, "striped over 3 disks needs 2 to 2"),
+        ((DataLayout.STRIPED, None, None, None), 1, "a disk per stripe, 2 at the least; the volume group will have 1"),
+        ((DataLayout.STRIPED, None, 3, None), 2, "with 3 stripes needs a disk per stripe"),
+        ((DataLayout.RAID10, None, None, None), 3, "raid10 with 1 stripes needs two disks per stripe, 4 at the least"),
+        ((DataLayout.RAID10, None, 3, None), 5, "raid10 with 3 stripes needs two disks per stripe"),
         ((DataLayout.STRIPED, None, None, 96 * KiB), 2, "is not a power of two"),
-        ((DataLayout.RAID1, None, 2, None), 2, "--stripes and --stripe-size are for striped data"),
+        ((DataLayout.RAID1, None, 2, None), 2, "--stripes and --stripe-size are for striped or raid10 data"),
     ],
 )
 def test_layouts_that_cannot_be_are_refused_with_the_fix(
@@ -82,6 +84,7 @@ LAYOUTS = [
     Layouts(DataLayout.RAID1, MetadataLayout.LINEAR),
     Layouts(DataLayout.STRIPED, MetadataLayout.RAID1, 2, 64 * KiB),
     Layouts(DataLayout.STRIPED, MetadataLayout.LINEAR, 3, 64 * KiB),
+    Layouts(DataLayout.RAID10, MetadataLayout.RAID1, 2, 64 * KiB),
 ]
 
 
@@ -101,6 +104,11 @@ def _lvm_rules_hold(chosen: Layouts, parts: Parts, free: dict[str, int], placeme
         assert len(set(placement.data_pvs)) == 2
         for pv in placement.data_pvs:
             on[pv] += parts.data + parts.step + layouts.rmeta_extents(parts.data + parts.step, EXTENT)
+    elif chosen.data == DataLayout.RAID10:  # each of 2 x stripes images: its share of the data and step, its rmeta
+        assert len(set(placement.data_pvs)) == 2 * chosen.stripes
+        image = ceil_div(parts.data, chosen.stripes) + ceil_div(parts.step, chosen.stripes)
+        for pv in placement.data_pvs:
+            on[pv] += image + layouts.rmeta_extents(image, EXTENT)
     elif chosen.data == DataLayout.STRIPED:
         assert len(set(placement.data_pvs)) == chosen.stripes
         for pv in placement.data_pvs:
@@ -116,7 +124,7 @@ def _lvm_rules_hold(chosen: Layouts, parts: Parts, free: dict[str, int], placeme
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(LAYOUTS),
-    st.lists(st.integers(100, 200_000), min_size=3, max_size=5),
+    st.lists(st.integers(100, 200_000), min_size=4, max_size=6),
 )
 def test_the_most_data_placed_keeps_lvms_rules_and_one_extent_more_does_not_fit(
     chosen: Layouts, sizes: list[int]
@@ -323,3 +331,38 @@ def test_a_raid1_pools_grow_fix_counts_both_copies_and_names_two_new_disks() -> 
     ownership = _status("raid1-in-sync").ownership
     assert owners.grow_data_fix(ownership, room, 50) == "lvextend -l +50 docker/thinpool"  # 2 x 50 fit in 100
     assert owners.grow_data_fix(ownership, room, 51) == "thinpool grow /dev/sdX /dev/sdY --vg docker --pool thinpool"
+
+
+def test_raid10_pins_two_copies_of_each_stripe_to_four_disks() -> None:
+    plan = _plan([100 * GiB] * 4, layout=DataLayout.RAID10)
+    data = plan.actions[-3].argv
+    assert data[2:10] == ("--type", "raid10", "--mirrors", "1", "--stripes", "2", "--stripesize", "64k")
+    assert data[-4:] == ("disk1", "disk2", "disk3", "disk4")
+    layout = laid_out(plan)
+    assert layout.data_extents % 2 == 0 and not plan.warnings
+    # the second copy, an rmeta for each of the 4 data images and the 2 metadata images, the metadata's second copy
+    assert layout.redundancy_extents == layout.data_extents + 4 + layout.metadata_extents + 2
+
+
+def test_grow_of_raid10_data_takes_as_many_new_disks_as_it_has_images() -> None:
+    observed = _raid1_pool_observed("raid10", 4)
+    observed.devices.update({f"/dev/sd{name}": disk(f"/dev/sd{name}", 4 * GiB) for name in "cdef"})
+    plan = lifecycle.plan_grow(PoolSpec(devices=("/dev/sdc", "/dev/sdd", "/dev/sde", "/dev/sdf")), observed)
+    assert plan.actions[-1].argv[-4:] == ("/dev/sdc", "/dev/sdd", "/dev/sde", "/dev/sdf")
+    added = laid_out(plan).data_extents - 832
+    assert added > 0 and added % 2 == 0 and laid_out(plan).redundancy_extents == added
+    with pytest.raises(SpecError, match="grows by 4 disks at a time"):
+        lifecycle.plan_grow(PoolSpec(devices=("/dev/sdc", "/dev/sdd")), observed)
+
+
+def test_grow_by_one_disk_keeps_raid1_metadata_as_it_is_and_says_why() -> None:
+    """lvm extends each metadata image on a disk the other does not use: found in the VM, where one new disk
+    made lvextend fail ("is not redundant ... Insufficient suitable allocatable extents")."""
+    pool = LogicalVolume("thinpool", "docker", "twi-a-t---", 832 * EXTENT, "thin-pool", 8 * MiB, 512 * KiB)
+    tmeta = LogicalVolume("[thinpool_tmeta]", "docker", "ewi-ao----", 8 * MiB, "raid1")
+    observed = _two_pv_vg((pool, tmeta))
+    observed.devices["/dev/sdd"] = disk("/dev/sdd", 400 * GiB)
+    plan = lifecycle.plan_grow(PoolSpec(devices=("/dev/sdd",)), observed)
+    assert "pool-metadata" not in [action.kind for action in plan.actions]
+    assert "pool-data" in [action.kind for action in plan.actions]
+    assert any("raid1 metadata stays 8 MiB" in warning for warning in plan.warnings)

@@ -45,23 +45,27 @@ def _wait_in_sync(vm: VM, names: tuple[str, ...], timeout: float = 300) -> dict[
         time.sleep(2)
 
 
+FOUR_DISKS = ("/dev/vda", "/dev/vdb", "/dev/vdc", "/dev/vde")
+
+
 @pytest.mark.parametrize(
-    ("layout", "data_segtype"),
+    ("layout", "data_segtype", "disks"),
     [
-        # CI: raid1 here; the default on two disks (linear data, raid1 metadata) in test_encrypt, test_apply's
-        # saved plan and test_lifecycle's destroy, which build it on two disks
-        pytest.param(None, "linear", id="linear-data-raid1-metadata", marks=pytest.mark.sweep),
-        pytest.param(DataLayout.RAID1, "raid1", id="raid1"),
-        pytest.param(DataLayout.STRIPED, "striped", id="striped", marks=pytest.mark.sweep),
+        # CI: raid1 and raid10 here; the default on two disks (linear data, raid1 metadata) in test_encrypt,
+        # test_apply's saved plan and test_lifecycle's destroy, which build it on two disks
+        pytest.param(None, "linear", TWO_DISKS, id="linear-data-raid1-metadata", marks=pytest.mark.sweep),
+        pytest.param(DataLayout.RAID1, "raid1", TWO_DISKS, id="raid1"),
+        pytest.param(DataLayout.STRIPED, "striped", TWO_DISKS, id="striped", marks=pytest.mark.sweep),
+        pytest.param(DataLayout.RAID10, "raid10", FOUR_DISKS, id="raid10"),
     ],
 )
 def test_each_layout_is_made_exactly_as_planned_and_dmeventd_grows_it(
-    vm: VM, layout: DataLayout | None, data_segtype: str
+    vm: VM, layout: DataLayout | None, data_segtype: str, disks: tuple[str, ...]
 ) -> None:
     """The plan's extents are lvm's (no "insufficient free space", the VG's free extents to the one), each part
     sits on the disks the plan pinned it to, and a fill past the threshold grows the data in its layout."""
     autoextend = sizing.Autoextend(threshold=70, percent=50)
-    spec = PoolSpec(devices=TWO_DISKS, data_size=64 * MiB, autoextend=autoextend, layout=layout)
+    spec = PoolSpec(devices=disks, data_size=64 * MiB, autoextend=autoextend, layout=layout)
     plan = host_plan(spec)
     code, result, err = thinpool_json(vm, "apply", "--yes", *spec_to_argv(spec))
     assert code == 0 and result["ok"], err or result
@@ -71,11 +75,12 @@ def test_each_layout_is_made_exactly_as_planned_and_dmeventd_grows_it(
     parts = _parts(vm)
     assert parts["thinpool_tmeta"]["segtype"] == "raid1" and parts["thinpool_tdata"]["segtype"] == data_segtype
     assert _pvs_of(parts, "thinpool_tmeta_rimage_0") | _pvs_of(parts, "thinpool_tmeta_rimage_1") == set(TWO_DISKS)
-    if data_segtype == "raid1":
-        data_pvs = _pvs_of(parts, "thinpool_tdata_rimage_0") | _pvs_of(parts, "thinpool_tdata_rimage_1")
-        assert data_pvs == set(TWO_DISKS)
+    images = [name for name in parts if name.startswith("thinpool_tdata_rimage_")]
+    image_pvs = [_pvs_of(parts, name) for name in images]
+    if data_segtype in ("raid1", "raid10"):  # each image on a disk of its own, every disk given used
+        assert len(images) == len(disks) and set().union(*image_pvs) == set(disks), image_pvs
     elif data_segtype == "striped":
-        assert _pvs_of(parts, "thinpool_tdata") == set(TWO_DISKS)
+        assert _pvs_of(parts, "thinpool_tdata") == set(disks)
 
     vm.run(["lvcreate", "-q", "-V", "256m", "-T", "docker/thinpool", "-n", "fill"])
     vm.run(["dd", "if=/dev/urandom", "of=/dev/docker/fill", "bs=1M", "count=52", "oflag=direct", "status=none"])
@@ -90,7 +95,7 @@ def test_each_layout_is_made_exactly_as_planned_and_dmeventd_grows_it(
     assert parts["thinpool_tdata"]["segtype"] == data_segtype
     status = json.loads(vm.thinpool("status", "docker/thinpool", "--json").stdout)
     assert status["layout"] == {"data": data_segtype, "metadata": "raid1"}
-    assert status["devices"] == list(TWO_DISKS) or data_segtype == "linear"  # a RAID's images read through
+    assert status["devices"] == sorted(disks) or data_segtype == "linear"  # a RAID's images read through
 
 
 KEEP = "/mnt/vol"

@@ -112,9 +112,9 @@ class PoolStatus:
         return next((part for part in self.parts if part.role == role), None)
 
     def images(self, role: str) -> int:
-        """Copies lvm keeps of a part: 2 for raid1 (core.layouts), else 1."""
+        """Copies lvm keeps of a part: 2 for raid1 and raid10 (core.layouts), else 1."""
         part = self.part(role)
-        return MIRROR_IMAGES if part is not None and part.segtype == "raid1" else 1
+        return MIRROR_IMAGES if part is not None and part.segtype in ("raid1", "raid10") else 1
 
     @property
     def raid_degraded(self) -> bool:
@@ -147,7 +147,8 @@ class PoolStatus:
     @property
     def room(self) -> owners.Room:
         data = self.part("data")
-        width = len(data.devices) if data is not None and data.segtype == "striped" else self.images("data")
+        striped = data is not None and data.segtype in ("striped", "raid10")
+        width = len(data.devices) if data is not None and striped else self.images("data")
         images = self.images("data")
         return owners.Room(self.vg, self.pool, self.extent_size, self.vg_free_extents, self.devices, images, width)
 

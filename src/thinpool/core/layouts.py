@@ -39,6 +39,7 @@ class DataLayout(StrEnum):
     LINEAR = "linear"  # filled one disk after another: all their space, no copy
     STRIPED = "striped"  # written across the disks in turn (for their bandwidth together), no copy
     RAID1 = "raid1"  # two copies on two disks: one may die
+    RAID10 = "raid10"  # two copies, striped over pairs of disks: one disk of each pair may die
 
 
 class MetadataLayout(StrEnum):
@@ -63,7 +64,7 @@ class Layouts:
     @property
     def data_images(self) -> int:
         """Copies of the data lvm keeps: an autoextend step is allocated this many times."""
-        return MIRROR_IMAGES if self.data == DataLayout.RAID1 else 1
+        return MIRROR_IMAGES if self.data in (DataLayout.RAID1, DataLayout.RAID10) else 1
 
     @property
     def metadata_images(self) -> int:
@@ -72,11 +73,19 @@ class Layouts:
     @property
     def data_pvs(self) -> int:
         """Distinct PVs the data needs."""
-        return {DataLayout.LINEAR: 1, DataLayout.STRIPED: self.stripes, DataLayout.RAID1: MIRROR_IMAGES}[self.data]
+        return self.stripes * self.data_images if self.data != DataLayout.LINEAR else 1
+
+    @property
+    def striped(self) -> bool:
+        """The data is laid in stripes (striped, raid10): its size and chunk are whole stripes."""
+        return self.data in (DataLayout.STRIPED, DataLayout.RAID10)
 
     def describe_data(self) -> str:
         if self.data == DataLayout.STRIPED:
             return f"striped over {self.stripes} disks ({format_size(self.stripe_size)} stripes)"
+        if self.data == DataLayout.RAID10:
+            pairs = f"{self.stripes} mirrored pairs, {format_size(self.stripe_size)} stripes"
+            return f"raid10 over {self.data_pvs} disks ({pairs})"
         return str(self.data)
 
     def describe(self) -> str:
@@ -100,8 +109,10 @@ def choose_layouts(
     """The layouts asked for, or by the number of PVs the VG will have: raid1 metadata from two disks on (the
     metadata is the pool's single point of failure at ~0.1 % of its space), linear data (all the space)."""
     chosen_data = data or DataLayout.LINEAR
-    if (stripes is not None or stripe_size is not None) and chosen_data != DataLayout.STRIPED:
-        raise SpecError("--stripes and --stripe-size are for striped data", fix="add --layout striped, or drop them")
+    if (stripes is not None or stripe_size is not None) and chosen_data not in (DataLayout.STRIPED, DataLayout.RAID10):
+        raise SpecError(
+            "--stripes and --stripe-size are for striped or raid10 data", fix="add --layout striped, or drop them"
+        )
     chosen_metadata = metadata or (MetadataLayout.RAID1 if pv_count >= MIRROR_IMAGES else MetadataLayout.LINEAR)
     for layout, option in ((chosen_data, "--layout"), (chosen_metadata, "--metadata-layout")):
         if layout == "raid1" and pv_count < MIRROR_IMAGES:
@@ -115,13 +126,15 @@ def choose_layouts(
 
 
 def _stripes(data: DataLayout, stripes: int | None, stripe_size: int | None, pv_count: int) -> tuple[int, int]:
-    if data != DataLayout.STRIPED:
+    if data not in (DataLayout.STRIPED, DataLayout.RAID10):
         return 1, 0
-    count = pv_count if stripes is None else stripes
-    if not 2 <= count <= pv_count:
+    per_stripe = MIRROR_IMAGES if data == DataLayout.RAID10 else 1  # raid10: a pair of disks per stripe
+    count = pv_count // per_stripe if stripes is None else stripes
+    if count < 2 or count * per_stripe > pv_count:
+        disks = "two disks per stripe, 4 at the least" if per_stripe > 1 else "a disk per stripe, 2 at the least"
         raise SpecError(
-            f"--layout striped over {count} disks needs 2 to {pv_count} (the volume group's disks)",
-            fix="set --stripes between 2 and the number of disks, or name more devices",
+            f"--layout {data} with {count} stripes needs {disks}; the volume group will have {pv_count}",
+            fix="name more devices, or set --stripes to what the disks allow",
         )
     size = DEFAULT_STRIPE_SIZE if stripe_size is None else stripe_size
     if size < STRIPE_SIZE_MIN or size & (size - 1):
@@ -135,7 +148,9 @@ def _stripes(data: DataLayout, stripes: int | None, stripe_size: int | None, pv_
 def _reason(
     data: DataLayout, metadata: MetadataLayout, asked: DataLayout | None, asked_meta: MetadataLayout | None, pvs: int
 ) -> str:
-    data_why = "--layout" if asked else "the default: all the disks' space, no copy (--layout raid1 keeps two)"
+    data_why = (
+        "--layout" if asked else "the default: all the disks' space, no copy (--layout raid1 or raid10 keeps two)"
+    )
     if asked_meta:
         meta_why = "--metadata-layout"
     elif metadata == MetadataLayout.RAID1:
@@ -147,7 +162,7 @@ def _reason(
 
 def check_chunk(layouts: Layouts, chunk_size: int, requested: bool) -> int:
     """The chunk, a whole number of stripes: a requested one that is not is refused, a default one raised."""
-    if layouts.data != DataLayout.STRIPED or chunk_size % layouts.stripe_size == 0:
+    if not layouts.striped or chunk_size % layouts.stripe_size == 0:
         return chunk_size
     if requested:
         raise SpecError(
@@ -221,10 +236,11 @@ def place(layouts: Layouts, parts: Parts, free: Mapping[str, int], extent_size: 
 
 def _data_per_pv(layouts: Layouts, parts: Parts, extent_size: int) -> tuple[int, int]:
     """Extents the data (with its autoextend step) takes on each of its PVs, and its redundancy extents."""
+    image = ceil_div(parts.data, layouts.stripes) + ceil_div(parts.step, layouts.stripes)
     if layouts.data == DataLayout.STRIPED:
-        return ceil_div(parts.data, layouts.stripes) + ceil_div(parts.step, layouts.stripes), 0
-    rmeta = rmeta_extents(parts.data + parts.step, extent_size)
-    return parts.data + parts.step + rmeta, parts.data + MIRROR_IMAGES * rmeta
+        return image, 0
+    rmeta = rmeta_extents(image, extent_size)  # raid1 and raid10: each image with its own
+    return image + rmeta, parts.data + layouts.data_pvs * rmeta
 
 
 def _take_anywhere(left: dict[str, int], order: list[str], extents: int) -> bool:
@@ -318,31 +334,34 @@ def grow_data(
     align: int,
     extent_size: int,
 ) -> Growth:
-    """How far RAID1 or striped data grows onto the new PVs: each image onto a new disk of its own, or each
-    stripe; ``reserve`` extents kept on every one of them for the metadata and spare growth lvm may put there,
-    and each image's or stripe's share of the next autoextend step (``step_of(data)``) too."""
+    """How far RAID or striped data grows onto the new PVs: each image (raid1, raid10) or stripe onto a new disk
+    of its own; ``reserve`` extents kept on every one of them for the metadata and spare growth lvm may put there,
+    and each one's share of the next autoextend step (``step_of(data)``) too. ``stripes`` is lvm's count for the
+    data LV's segment (raid1: its 2 images, raid10: its images, striped: its stripes)."""
+    copies = MIRROR_IMAGES if segtype.startswith("raid") else 1
     width = MIRROR_IMAGES if segtype == "raid1" else stripes
+    data_stripes = max(1, width // copies)  # how the data is divided over one copy's disks
     chosen = sorted(new_free, key=lambda pv: (-new_free[pv], list(new_free).index(pv)))[:width]
     if len(chosen) < width:
-        what = "each of its two copies onto a new disk of its own" if segtype == "raid1" else f"its {width} stripes"
+        what = "each image onto a new disk of its own" if copies > 1 else f"its {width} stripes"
         raise SpecError(
             f"the pool's {segtype} data grows by {width} disks at a time ({what}); {len(new_free)} new given",
             fix=f"name {width} new devices of about the same size (extra ones join the VG as free space)",
         )
     room = min(new_free[pv] for pv in chosen) - reserve
-    unit = align if segtype == "raid1" else lcm(align, width)
+    unit = lcm(align, data_stripes)
 
     def fits(added: int) -> bool:
         total = data_now + added
-        share = ceil_div(step_of(total), 1 if segtype == "raid1" else width)
-        per_pv = added // (1 if segtype == "raid1" else width) + share
-        rmeta = rmeta_extents(total, extent_size) - rmeta_extents(data_now, extent_size) if segtype == "raid1" else 0
-        return per_pv + rmeta <= room
+        per_pv = added // data_stripes + ceil_div(step_of(total), data_stripes)
+        if copies > 1:
+            before = rmeta_extents(ceil_div(data_now, data_stripes), extent_size)
+            per_pv += rmeta_extents(ceil_div(total, data_stripes), extent_size) - before
+        return per_pv <= room
 
-    low, high = 0, max(room, 0) * (1 if segtype == "raid1" else width) // unit
+    low, high = 0, max(room, 0) * data_stripes // unit
     while low < high:
         middle = (low + high + 1) // 2
         low, high = (middle, high) if fits(middle * unit) else (low, middle - 1)
     added = low * unit
-    copies = MIRROR_IMAGES if segtype == "raid1" else 1
     return Growth(added, tuple(chosen), added * copies)

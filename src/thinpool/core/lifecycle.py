@@ -129,11 +129,25 @@ def _encryption_removed(
     return actions
 
 
+def _mirrored_metadata(vg: VolumeGroup, pool: str) -> bool:
+    tmeta = vg.lv(f"{pool}_tmeta")
+    return tmeta is not None and tmeta.segtype == "raid1"
+
+
+def _metadata_kept(now: int, wanted: int, extent: int) -> str:
+    """raid1 metadata grows each image on a disk the other does not use: one new disk cannot take both."""
+    return (
+        f"the raid1 metadata stays {format_size(now * extent)} ({format_size(wanted * extent)} would suit the grown "
+        "pool): each of its copies grows on a disk of its own, and one new disk cannot hold both; grow with two "
+        "disks, or watch doctor's metadata findings"
+    )
+
+
 def _grow_laid_out(
     spec: PoolSpec, geometry: planner.Geometry, tdata: LogicalVolume, data_now: int, growth: int, chunk: int
 ) -> layouts.Growth | None:
-    """RAID1 or striped data grows onto new disks only, in the number its layout needs (None: linear data)."""
-    if tdata.segtype not in ("raid1", "striped") or (tdata.segtype == "striped" and tdata.stripes < 2):
+    """RAID or striped data grows onto new disks only, in the number its layout needs (None: linear data)."""
+    if tdata.segtype not in ("raid1", "raid10", "striped") or (tdata.segtype == "striped" and tdata.stripes < 2):
         return None
     new = dict(geometry.pv_free)
     new_free = {pv: new[pv] for pv in geometry.new_devices if pv in new}
@@ -164,6 +178,10 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
     wanted = sizing.choose_metadata(None, max_data, pool.chunk_size, spec.workload).size
     metadata = max(metadata_now, min(ceil_div(wanted, extent), sizing.METADATA_MAX // extent))
     growth = metadata - metadata_now
+    warnings = []
+    if growth > 0 and _mirrored_metadata(vg, spec.pool) and len(new_devices) < 2:
+        warnings.append(_metadata_kept(metadata_now, metadata, extent))
+        metadata, growth = metadata_now, 0
     room = free - 2 * growth  # the spare grows with the metadata
     tdata = vg.lv(f"{spec.pool}_tdata")
     laid_out = _grow_laid_out(spec, geometry, tdata, data_now, growth, pool.chunk_size) if tdata else None
@@ -224,6 +242,7 @@ def plan_grow(spec: PoolSpec, observed: Observed) -> Plan:
         actions=tuple(actions),
         layout=layout,
         reasons={},
+        warnings=tuple(warnings),
         spec=replace(spec, devices=tuple(vg.pv_names) + (geometry.encrypted or new_devices)),
         fingerprint=observed.fingerprint(),
     )

@@ -377,7 +377,7 @@ def _placement_reason(placement: layouts_.Placement) -> str:
 
 
 def _layout_warnings(layouts: layouts_.Layouts) -> list[str]:
-    if layouts.data == layouts_.DataLayout.RAID1:
+    if layouts.data_images > 1:
         return []
     return [
         f"data is {layouts.data}: one disk's death loses every thin volume's data on it "
@@ -636,7 +636,7 @@ def _laid_out_pool_actions(spec: PoolSpec, sized: Sized, placement: layouts_.Pla
         spec.vg,
         spec.pool,
         extents=layout.data_extents,
-        raid1=layouts.data == layouts_.DataLayout.RAID1,
+        raid1=layouts.data_images > 1,
         stripes=layouts.stripes,
         stripe_size=layouts.stripe_size,
         pvs=placement.data_pvs,

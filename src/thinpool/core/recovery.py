@@ -45,7 +45,7 @@ def _unused_linear(lv: LogicalVolume) -> bool:
 
 
 # What a pool made from its parts (core.layouts) is made of before lvconvert joins them.
-_PART_SEGTYPES = ("linear", "striped", "raid1")
+_PART_SEGTYPES = ("linear", "striped", "raid1", "raid10")
 
 
 def _unused_part(lv: LogicalVolume) -> bool:

@@ -93,11 +93,13 @@ def lvcreate_pool_part(
     stripe_size: int = 0,
     pvs: tuple[str, ...] = (),
 ) -> Argv:
-    """A pool's data or metadata LV before the conversion: linear, raid1 (two images) or striped, on ``pvs``
-    (none: anywhere); tagged, so that one an interrupted run leaves is known as thinpool's."""
+    """A pool's data or metadata LV before the conversion: linear, raid1 (two images), striped, or both (raid10:
+    ``stripes`` mirrored pairs), on ``pvs`` (none: anywhere); tagged, so that one an interrupted run leaves is known
+    as thinpool's."""
     layout: Argv = ("--type", "raid1", "--mirrors", "1") if raid1 else ()
     if stripes > 1:
-        layout = ("--type", "striped", "--stripes", str(stripes), "--stripesize", lvm_size_arg(stripe_size))
+        kind = ("--type", "raid10", "--mirrors", "1") if raid1 else ("--type", "striped")
+        layout = (*kind, "--stripes", str(stripes), "--stripesize", lvm_size_arg(stripe_size))
     return (
         "lvcreate", "--yes", *layout, "--extents", str(extents), "--name", name, "--addtag", MANAGED_TAG, vg, *pvs,
     )  # fmt: skip

@@ -120,9 +120,10 @@ options:
     description:
       - How the data is laid over the disks. V(linear) (the default) fills one disk after another; V(striped)
         writes across O(stripes) disks in turn, for their bandwidth together; V(raid1) keeps two copies on two
-        disks, so one may die, in half the space. Only for a new pool; C(thinpool grow) keeps it.
+        disks, so one may die, in half the space; V(raid10) keeps two copies striped over pairs of disks (4 or
+        more). Only for a new pool; C(thinpool grow) keeps it.
     type: str
-    choices: [linear, striped, raid1]
+    choices: [linear, striped, raid1, raid10]
   metadata_layout:
     description:
       - How the metadata is laid, whose loss loses every thin volume. Default V(raid1) from two disks on (two
@@ -130,10 +131,10 @@ options:
     type: str
     choices: [linear, raid1]
   stripes:
-    description: With O(layout=striped), the disks to stripe over (default all).
+    description: With O(layout=striped), the disks to stripe over (default all); with V(raid10), the mirrored pairs.
     type: int
   stripe_size:
-    description: With O(layout=striped), the bytes written to each disk in turn (default C(64k), lvm's).
+    description: With O(layout=striped) or V(raid10), the bytes written to each disk in turn (default C(64k)).
     type: str
   boot_check:
     description:
@@ -316,7 +317,7 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "zero": {"type": "bool", "default": False},
     "wipe": {"type": "bool", "default": False},
     "boot_check": {"type": "str", "choices": ["fast", "full"], "default": DEFAULTS.get("boot_check")},
-    "layout": {"type": "str", "choices": ["linear", "striped", "raid1"]},
+    "layout": {"type": "str", "choices": ["linear", "striped", "raid1", "raid10"]},
     "metadata_layout": {"type": "str", "choices": ["linear", "raid1"]},
     "stripes": {"type": "int"},
     "stripe_size": {"type": "str"},
