@@ -287,16 +287,7 @@ def size_pool(spec: PoolSpec, geometry: Geometry) -> Sized:
     )
     if not layout.fits or data <= 0:
         raise _no_fit(layout, room, metadata_extents, chunk.size, spec)
-    reasons = {
-        "data": _data_reason(spec, data, geometry.extent_size),
-        "chunk": chunk.reason,
-        "metadata": f"{format_size(metadata_extents * extent)} ({metadata.term}): {metadata.reason}",
-        "spare": _spare_reason(spare, geometry.spare_extents, metadata_extents),
-        "headroom": _headroom_reason(spec, data, headroom, requested_headroom),
-        "layout": layouts.reason,
-    }
-    warnings = _warnings(spec, metadata, max_data, chunk.size)
-    return Sized(layout, reasons, metadata.candidates, warnings, layouts)
+    return _sized(spec, geometry, layout, (chunk, metadata), requested_headroom, max_data, layouts)
 
 
 def _max_data(spec: PoolSpec, geometry: Geometry) -> int:
@@ -308,10 +299,7 @@ def _size_laid_out(spec: PoolSpec, geometry: Geometry, layouts: layouts_.Layouts
     extent, max_data = geometry.extent_size, _max_data(spec, geometry)
     if layouts.data_images > 1 and spec.max_pool_size is None:  # two copies: the pool reaches half the VG
         max_data //= layouts.data_images
-    chunk = sizing.choose_chunk(spec.chunk_size, max_data, spec.engine, spec.workload)
-    chunk_size = layouts_.check_chunk(layouts, chunk.size, spec.chunk_size is not None)
-    if chunk_size != chunk.size:
-        chunk = sizing.ChunkChoice(chunk_size, f"raised to the {format_size(chunk_size)} stripe: whole stripes")
+    chunk = _whole_stripes_chunk(spec, layouts, max_data)
     metadata = sizing.choose_metadata(spec.metadata_size, max_data, chunk.size, spec.workload)
     metadata_extents = sizing.metadata_extents(metadata, extent)
     spare = sizing.spare_needed(metadata_extents, geometry.spare_extents)
@@ -327,11 +315,7 @@ def _size_laid_out(spec: PoolSpec, geometry: Geometry, layouts: layouts_.Layouts
         return layouts_.Parts(data, metadata_extents, spare, step, growth)
 
     best = layouts_.largest_data(layouts, parts_for, free, extent, align, reserve=requested_headroom)
-    if spec.data_size is None:
-        data = best
-    else:
-        data = _data_extents(spec, geometry, geometry.free_extents, metadata_extents, chunk.size, 0)
-        data = ceil_div(data, align) * align
+    data = best if spec.data_size is None else _requested_data(spec, geometry, chunk.size, align)
     placement = layouts_.place(layouts, parts_for(data), free, extent) if data > 0 else None
     if placement is None:
         raise layouts_.no_room(layouts, parts_for(data), free, best, extent)
@@ -352,17 +336,48 @@ def _size_laid_out(spec: PoolSpec, geometry: Geometry, layouts: layouts_.Layouts
     )
     if not layout.fits:
         raise layouts_.no_room(layouts, parts, free, best, extent)
+    return _sized(spec, geometry, layout, (chunk, metadata), requested_headroom, max_data, layouts, placement)
+
+
+def _sized(
+    spec: PoolSpec,
+    geometry: Geometry,
+    layout: sizing.Layout,
+    choices: tuple[sizing.ChunkChoice, sizing.MetadataChoice],
+    requested_headroom: int,
+    max_data: int,
+    layouts: layouts_.Layouts,
+    placement: layouts_.Placement | None = None,
+) -> Sized:
+    """The sizes with the reason for each, and the warnings they call for."""
+    (chunk, metadata), extent = choices, layout.extent_size
     reasons = {
-        "data": _data_reason(spec, data, extent),
+        "data": _data_reason(spec, layout.data_extents, extent),
         "chunk": chunk.reason,
-        "metadata": f"{format_size(metadata_extents * extent)} ({metadata.term}): {metadata.reason}",
-        "spare": _spare_reason(spare, geometry.spare_extents, metadata_extents),
-        "headroom": _headroom_reason(spec, data, headroom, requested_headroom),
+        "metadata": f"{format_size(layout.metadata_extents * extent)} ({metadata.term}): {metadata.reason}",
+        "spare": _spare_reason(layout.spare_extents, geometry.spare_extents, layout.metadata_extents),
+        "headroom": _headroom_reason(spec, layout.data_extents, layout.headroom_extents, requested_headroom),
         "layout": layouts.reason,
-        "placement": _placement_reason(placement),
     }
-    warnings = _warnings(spec, metadata, max_data, chunk.size) + _layout_warnings(layouts)
+    warnings = _warnings(spec, metadata, max_data, chunk.size)
+    if placement is not None:
+        reasons["placement"] = _placement_reason(placement)
+        warnings += _layout_warnings(layouts)
     return Sized(layout, reasons, metadata.candidates, warnings, layouts, placement)
+
+
+def _whole_stripes_chunk(spec: PoolSpec, layouts: layouts_.Layouts, max_data: int) -> sizing.ChunkChoice:
+    chunk = sizing.choose_chunk(spec.chunk_size, max_data, spec.engine, spec.workload)
+    size = layouts_.check_chunk(layouts, chunk.size, spec.chunk_size is not None)
+    if size == chunk.size:
+        return chunk
+    return sizing.ChunkChoice(size, f"raised to the {format_size(size)} stripe: a chunk is whole stripes")
+
+
+def _requested_data(spec: PoolSpec, geometry: Geometry, chunk: int, align: int) -> int:
+    """--data-size in extents, rounded up to whole chunks and stripes (whether it fits is placement's to say)."""
+    data = _data_extents(spec, geometry, geometry.free_extents, 0, chunk, 0)
+    return ceil_div(data, align) * align
 
 
 def _placement_reason(placement: layouts_.Placement) -> str:
