@@ -104,6 +104,8 @@ def _layout(status: PoolStatus) -> str:
     shown = []
     for part in status.parts:
         state = part.problem or ("" if part.in_sync else f"syncing, {part.sync_percent or '?'}%")
+        if not part.raid and len(part.devices) > 1:
+            state = "no copy: one disk's death loses it"
         where = f" on {', '.join(part.devices)}" if part.devices else ""
         shown.append(f"{part.role} {part.segtype}{where}" + (f" ({state})" if state else ""))
     return "; ".join(shown) or "-"

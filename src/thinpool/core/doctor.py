@@ -30,7 +30,8 @@ def _target(status: PoolStatus) -> str:
 
 
 def _layout_findings(status: PoolStatus) -> list[Finding]:
-    """RAID parts that lost an image (or need a refresh); data on several disks with no copy."""
+    """RAID parts that lost an image (or need a refresh). Data with no copy is the layout chosen, not a problem:
+    plan warns of it and status names it."""
     target, found = _target(status), []
     degraded = [part for part in status.parts if part.problem]
     if degraded:
@@ -41,17 +42,6 @@ def _layout_findings(status: PoolStatus) -> list[Finding]:
                 "raid-degraded",
                 f"{target}: {problem}; it runs on the copy that is left, and a second failure loses the pool",
                 _degraded_fix(status, degraded),
-            )
-        )
-    data = status.part("data")
-    if data is not None and not data.raid and len(data.devices) > 1:
-        found.append(
-            Finding(
-                Severity.INFO,
-                "no-redundancy",
-                f"{target}'s data is {data.segtype} over {len(data.devices)} disks with no copy: one disk's death "
-                "loses every thin volume",
-                "plan the next pool with --layout raid1, or keep backups of what matters",
             )
         )
     return found

@@ -194,7 +194,7 @@ class PoolStatus:
         data["autoextend"] = asdict(self.autoextend) if self.autoextend else None
         data["volumes"] = [_volume_dict(volume) for volume in self.volumes]
         data["parts"] = [{**asdict(part), "devices": list(part.devices), "problem": part.problem,
-                          "in_sync": part.in_sync} for part in self.parts]  # fmt: skip
+                          "in_sync": part.in_sync, "redundant": part.raid} for part in self.parts]  # fmt: skip
         data["layout"] = self.layout
         data.update(
             reclaimable=self.reclaimable,
