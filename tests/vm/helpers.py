@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from thinpool.core.lvm import commands, report
@@ -24,6 +25,21 @@ def vg_row(vm: VM, vg: str) -> dict[str, Any]:
     rows = report.parse_vgs(vm.run(list(commands.vgs_report(vg))).stdout)
     assert len(rows) == 1
     return rows[0]
+
+
+def fill_until_grown(vm: VM, size: int, megabytes: int, timeout: float) -> int:
+    """``megabytes`` written into a new thin volume of docker/thinpool (whose data is ``size`` bytes): the pool's
+    data size once dmeventd has grown it past ``size``, or as it is when ``timeout`` seconds have passed."""
+    vm.run(["lvcreate", "-q", "-V", "256m", "-T", "docker/thinpool", "-n", "fill"])
+    vm.run(["dd", "if=/dev/urandom", "of=/dev/docker/fill", "bs=1M", f"count={megabytes}", "oflag=direct",
+            "status=none"])  # fmt: skip
+    deadline, grown = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        grown = lvs(vm, "docker")["thinpool"].size
+        if grown > size:
+            break
+        time.sleep(2)
+    return grown
 
 
 def thinpool_json(vm: VM, *args: str, timeout: int = 300) -> tuple[int, dict[str, Any], str]:

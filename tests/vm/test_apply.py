@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -13,7 +12,7 @@ from thinpool.core.spec import PoolSpec
 from thinpool.core.units import MiB
 from thinpool.rehearse.vm import SHARE_MOUNT, VM
 
-from .helpers import assert_pool_matches, lvs, thinpool_json, vg_row
+from .helpers import assert_pool_matches, fill_until_grown, lvs, thinpool_json, vg_row
 from .machines import CLASSIC_DISK, SIZES, host_plan
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13")]
@@ -114,14 +113,7 @@ def test_dmeventd_grows_the_pool_per_the_profile(vm: VM) -> None:
     assert code == 0, err
     profile = vm.run(["cat", "/etc/lvm/profile/thinpool-docker-thinpool.profile"]).stdout
     assert "thin_pool_autoextend_threshold = 70" in profile
-    vm.run(["lvcreate", "-q", "-V", "256m", "-T", "docker/thinpool", "-n", "fill"])
-    vm.run(["dd", "if=/dev/urandom", "of=/dev/docker/fill", "bs=1M", "count=52", "oflag=direct", "status=none"])
-    deadline, size = time.monotonic() + 90, 0
-    while time.monotonic() < deadline:
-        size = lvs(vm, "docker")["thinpool"].size
-        if size > 64 * MiB:
-            break
-        time.sleep(2)
+    size = fill_until_grown(vm, 64 * MiB, 52, timeout=90)
     assert size == 64 * MiB + 32 * MiB  # one step of 50% (16 extents -> 24)
 
 

@@ -16,7 +16,7 @@ from thinpool.core.spec import PoolSpec
 from thinpool.core.units import MiB
 from thinpool.rehearse.vm import VM
 
-from .helpers import assert_pool_matches, lvs, thinpool_json
+from .helpers import assert_pool_matches, fill_until_grown, thinpool_json
 from .machines import host_plan
 
 pytestmark = [pytest.mark.vm, pytest.mark.releases("debian-12", "debian-13", ci="debian-13")]
@@ -82,14 +82,7 @@ def test_each_layout_is_made_exactly_as_planned_and_dmeventd_grows_it(
     elif data_segtype == "striped":
         assert _pvs_of(parts, "thinpool_tdata") == set(disks)
 
-    vm.run(["lvcreate", "-q", "-V", "256m", "-T", "docker/thinpool", "-n", "fill"])
-    vm.run(["dd", "if=/dev/urandom", "of=/dev/docker/fill", "bs=1M", "count=52", "oflag=direct", "status=none"])
-    deadline, size = time.monotonic() + 120, 0
-    while time.monotonic() < deadline:
-        size = lvs(vm, "docker")["thinpool"].size
-        if size > 64 * MiB:
-            break
-        time.sleep(2)
+    size = fill_until_grown(vm, 64 * MiB, 52, timeout=120)
     assert size == 96 * MiB  # one step of 50%: 16 extents -> 24, each copy or stripe grown
     parts = _parts(vm)
     assert parts["thinpool_tdata"]["segtype"] == data_segtype

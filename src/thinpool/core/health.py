@@ -146,10 +146,9 @@ class PoolStatus:
 
     @property
     def room(self) -> owners.Room:
-        data = self.part("data")
+        data, images = self.part("data"), self.images("data")
         striped = data is not None and data.segtype in ("striped", "raid10")
-        width = len(data.devices) if data is not None and striped else self.images("data")
-        images = self.images("data")
+        width = len(data.devices) if data is not None and striped else images
         return owners.Room(self.vg, self.pool, self.extent_size, self.vg_free_extents, self.devices, images, width)
 
     @property
@@ -271,7 +270,7 @@ def autoextend_steps(
     while steps < MAX_COUNTED_STEPS:
         step = sizing.autoextend_step(data_extents, autoextend.percent)
         growth = sizing.metadata_growth_on_step(data_extents, metadata_extents, step, extent_size, chunk_size)
-        need = step * data_images + growth * (metadata_images + 1)  # data, metadata, the spare growing with it
+        need = sizing.step_extents(step, growth, data_images, metadata_images)
         if need > free_extents:
             break
         free_extents -= need

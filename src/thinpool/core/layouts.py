@@ -201,7 +201,7 @@ class Placement:
 
 def place(layouts: Layouts, parts: Parts, free: Mapping[str, int], extent_size: int) -> Placement | None:
     """Pin each part to PVs so that it fits with the room its autoextend needs, or None when it cannot."""
-    order = sorted(free, key=lambda pv: (-free[pv], list(free).index(pv)))  # most free first, then VG order
+    order = sorted(free, key=lambda pv: -free[pv])  # most free first, then VG order (a stable sort)
     left = dict(free)
     wide = order[: max(layouts.metadata_images, layouts.data_pvs)]
     if len(wide) < max(layouts.metadata_images, layouts.data_pvs):
@@ -215,7 +215,7 @@ def place(layouts: Layouts, parts: Parts, free: Mapping[str, int], extent_size: 
     if any(left[pv] < 0 for pv in metadata_pvs):
         return None
     if layouts.data == DataLayout.LINEAR:  # lvm places linear data and its spare: only the total counts
-        if not _take_anywhere(left, order, parts.data + parts.step + parts.spare + parts.metadata_growth):
+        if _take_anywhere(left, order, parts.data + parts.step + parts.spare + parts.metadata_growth) is None:
             return None
         data_pvs: tuple[str, ...] = ()
         spare_pvs: tuple[str, ...] | None = ()
@@ -243,13 +243,17 @@ def _data_per_pv(layouts: Layouts, parts: Parts, extent_size: int) -> tuple[int,
     return image + rmeta, parts.data + layouts.data_pvs * rmeta
 
 
-def _take_anywhere(left: dict[str, int], order: list[str], extents: int) -> bool:
-    """Linear extents may span PVs: take them from the PVs with the most free first."""
+def _take_anywhere(left: dict[str, int], order: list[str], extents: int) -> tuple[str, ...] | None:
+    """Linear extents may span PVs: take them from the PVs with the most free first; the PVs taken from, or None
+    when they do not hold them all."""
+    taken_from = []
     for pv in sorted(order, key=lambda name: -left[name]):
         taken = min(max(left[pv], 0), extents)
-        left[pv] -= taken
-        extents -= taken
-    return extents == 0
+        if taken:
+            taken_from.append(pv)
+            left[pv] -= taken
+            extents -= taken
+    return tuple(taken_from) if extents == 0 else None
 
 
 def _spare_pvs(left: dict[str, int], order: list[str], extents: int) -> tuple[str, ...] | None:
@@ -261,16 +265,7 @@ def _spare_pvs(left: dict[str, int], order: list[str], extents: int) -> tuple[st
         best = max(roomy, key=lambda pv: left[pv])
         left[best] -= extents
         return (best,)
-    chosen = []
-    for pv in sorted(order, key=lambda name: -left[name]):
-        if extents == 0:
-            break
-        taken = min(max(left[pv], 0), extents)
-        if taken:
-            chosen.append(pv)
-            left[pv] -= taken
-            extents -= taken
-    return tuple(chosen) if extents == 0 else None
+    return _take_anywhere(left, order, extents)
 
 
 def largest_data(
@@ -341,7 +336,7 @@ def grow_data(
     copies = MIRROR_IMAGES if segtype.startswith("raid") else 1
     width = MIRROR_IMAGES if segtype == "raid1" else stripes
     data_stripes = max(1, width // copies)  # how the data is divided over one copy's disks
-    chosen = sorted(new_free, key=lambda pv: (-new_free[pv], list(new_free).index(pv)))[:width]
+    chosen = sorted(new_free, key=lambda pv: -new_free[pv])[:width]
     if len(chosen) < width:
         what = "each image onto a new disk of its own" if copies > 1 else f"its {width} stripes"
         raise SpecError(

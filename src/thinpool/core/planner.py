@@ -316,14 +316,12 @@ def _size_laid_out(spec: PoolSpec, geometry: Geometry, layouts: layouts_.Layouts
 
     best = layouts_.largest_data(layouts, parts_for, free, extent, align, reserve=requested_headroom)
     data = best if spec.data_size is None else _requested_data(spec, geometry, chunk.size, align)
-    placement = layouts_.place(layouts, parts_for(data), free, extent) if data > 0 else None
-    if placement is None:
-        raise layouts_.no_room(layouts, parts_for(data), free, best, extent)
     parts = parts_for(data)
-    headroom = max(
-        requested_headroom,
-        parts.step * layouts.data_images + parts.metadata_growth * (layouts.metadata_images + 1),
-    )
+    placement = layouts_.place(layouts, parts, free, extent) if data > 0 else None
+    if placement is None:
+        raise layouts_.no_room(layouts, parts, free, best, extent)
+    footprint = sizing.step_extents(parts.step, parts.metadata_growth, layouts.data_images, layouts.metadata_images)
+    headroom = max(requested_headroom, footprint)
     layout = sizing.Layout(
         extent_size=extent,
         chunk_size=chunk.size,

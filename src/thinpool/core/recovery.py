@@ -39,25 +39,23 @@ class Leftovers:
     temporary: tuple[LogicalVolume, ...] = ()
 
 
-def _unused_linear(lv: LogicalVolume) -> bool:
-    """Linear, visible, and not open by anyone (a full lv_attr whose open character is not 'o')."""
-    return lv.segtype == "linear" and not lv.hidden and len(lv.attr) > 5 and not lv.held_open
-
-
 # What a pool made from its parts (core.layouts) is made of before lvconvert joins them.
 _PART_SEGTYPES = ("linear", "striped", "raid1", "raid10")
 
 
-def _unused_part(lv: LogicalVolume) -> bool:
-    return lv.segtype in _PART_SEGTYPES and not lv.hidden and len(lv.attr) > 5 and not lv.held_open
+def _unused(lv: LogicalVolume, segtypes: tuple[str, ...] = ("linear",)) -> bool:
+    """Of one of ``segtypes``, visible, and not open by anyone (a full lv_attr whose open character is not 'o')."""
+    return lv.segtype in segtypes and not lv.hidden and len(lv.attr) > 5 and not lv.held_open
 
 
 def find_leftovers(vg: VolumeGroup, pool: str) -> Leftovers:
     """Candidates only: temporary ones must still match the planned metadata size. Tagged ones are the pool's
     own name (lvcreate's, or the data LV of a pool made from its parts) or its parts' metadata LV."""
     parts = (pool, pool_metadata_name(pool))
-    tagged = tuple(lv for lv in vg.lvs if lv.bare_name in parts and _unused_part(lv) and MANAGED_TAG in lv.tags)
-    temporary = tuple(lv for lv in vg.lvs if _LVM_TEMPORARY_NAME.match(lv.name) and _unused_linear(lv) and not lv.tags)
+    tagged = tuple(
+        lv for lv in vg.lvs if lv.bare_name in parts and _unused(lv, _PART_SEGTYPES) and MANAGED_TAG in lv.tags
+    )
+    temporary = tuple(lv for lv in vg.lvs if _LVM_TEMPORARY_NAME.match(lv.name) and _unused(lv) and not lv.tags)
     return Leftovers(tagged, temporary)
 
 

@@ -407,7 +407,13 @@ def minimum_headroom(
         return 0
     step = autoextend_step(data_extents, autoextend.percent)
     growth = metadata_growth_on_step(data_extents, metadata_extents, step, extent_size, chunk_size)
-    return step + 2 * growth
+    return step_extents(step, growth)
+
+
+def step_extents(step: int, growth: int, data_images: int = 1, metadata_images: int = 1) -> int:
+    """Free extents an autoextend step takes: its data and metadata growth once per RAID image, and the spare's
+    growth (linear) with the metadata's."""
+    return step * data_images + growth * (metadata_images + 1)
 
 
 @dataclass(frozen=True)
